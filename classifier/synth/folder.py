@@ -1,0 +1,54 @@
+"""Write a labelled synthetic event folder in the ctc-dev layout."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from tqdm import tqdm
+
+from classifier.synth.events import TRAIN_MIX, make_event, sample_category
+
+#: How synthetic categories are written into ``labels.csv`` (ctc-dev's vocabulary).
+CSV_CATEGORY = {
+    "ctc": "CTC",
+    "apoptotic_ctc": "Apoptotic CTC",
+    "leukocyte": "White Blood Cell",
+    "ck_debris": "CK/EpCAM Foci",
+    "artifact": "Fluorescent Artifact",
+}
+
+
+def write_folder(
+    out: Path, n: int, seed: int, mix: dict[str, float] | None = None, progress: bool = True
+) -> list[dict]:
+    """Write ``n`` events to ``out/events/synthNNNNN.tif`` and ``out/labels.csv``.
+
+    8-bit renderings are stored as uint8, raw counts as uint16, floats as float32, so
+    readers see the same dtypes as from instruments. Returns the per-event info.
+    """
+    out = Path(out)
+    (out / "events").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    infos = []
+    rows = []
+    for i in tqdm(range(n), desc="synth", disable=not progress):
+        image, info = make_event(rng, sample_category(rng, mix or TRAIN_MIX))
+        name = f"events/synth{i:05d}.tif"
+        if info["rendering"] == "stretch8":
+            arr = image.astype(np.uint8)
+        elif info["rendering"] in ("raw16", "raw12"):
+            arr = image.astype(np.uint16)
+        else:
+            arr = image.astype(np.float32)
+        tifffile.imwrite(out / name, arr, metadata={"axes": "CYX"})
+        rows.append((name, info["is_ctc"], CSV_CATEGORY[info["category"]]))
+        info["file"] = name
+        infos.append(info)
+    with open(out / "labels.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "is_ctc", "category"])
+        w.writerows(rows)
+    return infos
