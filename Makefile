@@ -1,0 +1,49 @@
+# The two commands of the README: `make run` and `make test`. Everything else helps them.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Tests and `make worker` with Redis/PostgreSQL use these unless the environment says otherwise.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ctc
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: install run serve worker seed test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements/lock.txt
+	@command -v $(PY) >/dev/null || { echo "Python 3.11 is required ($(PY) not found)"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements/lock.txt
+	touch $(STAMP)
+
+# Set up, seed the demo cohort (processed by the real worker), serve on :8000. Ctrl-C stops all.
+run: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	$(BIN)/python scripts/run_local.py
+
+# One more worker with the same settings as `make run` (scale out, or restart one by hand).
+worker: install
+	$(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 -Q $${CELERY_QUEUE:-ctc}
+
+seed: install
+	$(BIN)/python manage.py seed_demo
+
+test: install
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+	  $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python -m bench.classifier
+	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.dashboard
+
+clean:
+	rm -rf $(VENV) var staticfiles

@@ -1,0 +1,12 @@
+"""Test settings: the real services (PostgreSQL, Redis) unless the environment names others."""
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ctc")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+os.environ.setdefault("DEBUG", "0")
+
+from config.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; tests only
+AXES_ENABLED = os.environ.get("AXES_ENABLED_IN_TESTS", "0") == "1"

@@ -1,0 +1,403 @@
+"""The clinical domain: who the patients are, what was drawn, what the classifier found.
+
+Everything a clinician can see hangs off ``Patient.care_team``; visibility is decided
+in one place (``patients.scoping``) for views and API alike.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.urls import reverse
+from simple_history.models import HistoricalRecords
+
+from patients.scoping import ScopedQuerySet
+
+
+class Role(models.TextChoices):
+    ONCOLOGIST = "oncologist", "Oncologist"
+    COORDINATOR = "coordinator", "Trial coordinator"
+    MEMBER = "member", "Care-team member"
+    REVIEWER = "reviewer", "Reviewer"
+    ADMIN = "admin", "Administrator"
+
+
+class CancerType(models.Model):
+    """A cancer type with its prognostic CTC cut-off (data, not a constant in code)."""
+
+    code = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=120)
+    ctc_cutoff = models.PositiveSmallIntegerField(
+        help_text="Unfavorable when CTC per 7.5 mL is at or above this value."
+    )
+    cutoff_reference = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CareTeam(models.Model):
+    name = models.CharField(max_length=120, unique=True)
+    site = models.CharField(max_length=120, blank=True, help_text="Hospital or trial site")
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="care_teams")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    team = models.ForeignKey(CareTeam, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.MEMBER)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "user"], name="one_membership_per_team")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.get_role_display()})"
+
+
+class Trial(models.Model):
+    code = models.SlugField(max_length=40, unique=True)
+    title = models.CharField(max_length=200)
+    draw_interval_days = models.PositiveSmallIntegerField(
+        default=21, help_text="Planned days between blood draws (the visit schedule)."
+    )
+    coordinators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="coordinated_trials")
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class TrialArm(models.Model):
+    trial = models.ForeignKey(Trial, on_delete=models.CASCADE, related_name="arms")
+    code = models.CharField(max_length=20)
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["trial", "code"]
+        constraints = [models.UniqueConstraint(fields=["trial", "code"], name="unique_arm_per_trial")]
+
+    def __str__(self) -> str:
+        return f"{self.trial.code} / {self.code}"
+
+
+class Patient(models.Model):
+    study_id = models.CharField(max_length=40, unique=True, help_text="Pseudonymous study ID")
+    mrn = models.CharField("MRN", max_length=40, blank=True, help_text="Hospital record number (optional)")
+    cancer_type = models.ForeignKey(CancerType, on_delete=models.PROTECT, related_name="patients")
+    stage = models.CharField(max_length=20, blank=True)
+    diagnosis_date = models.DateField(null=True, blank=True)
+    care_team = models.ForeignKey(CareTeam, on_delete=models.PROTECT, related_name="patients")
+    trial = models.ForeignKey(Trial, on_delete=models.PROTECT, null=True, blank=True, related_name="patients")
+    arm = models.ForeignKey(TrialArm, on_delete=models.PROTECT, null=True, blank=True, related_name="patients")
+    enrolled_on = models.DateField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    objects = ScopedQuerySet.as_manager()
+    scope_path = ""
+
+    class Meta:
+        ordering = ["study_id"]
+
+    def __str__(self) -> str:
+        return self.study_id
+
+    def get_absolute_url(self) -> str:
+        return reverse("dashboard:patient", args=[self.pk])
+
+
+class TreatmentLine(models.Model):
+    class Intent(models.TextChoices):
+        CURATIVE = "curative", "Curative"
+        NEOADJUVANT = "neoadjuvant", "Neoadjuvant"
+        ADJUVANT = "adjuvant", "Adjuvant"
+        PALLIATIVE = "palliative", "Palliative"
+        MAINTENANCE = "maintenance", "Maintenance"
+
+    class StopReason(models.TextChoices):
+        NONE = "", "—"
+        COMPLETED = "completed", "Completed as planned"
+        PROGRESSION = "progression", "Progression"
+        TOXICITY = "toxicity", "Toxicity"
+        PATIENT_CHOICE = "patient_choice", "Patient choice"
+        OTHER = "other", "Other"
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="treatment_lines")
+    line_number = models.PositiveSmallIntegerField()
+    regimen = models.CharField(max_length=120)
+    agents = models.CharField(max_length=300, blank=True, help_text="Comma-separated agents")
+    intent = models.CharField(max_length=20, choices=Intent.choices, default=Intent.PALLIATIVE)
+    start_date = models.DateField()
+    end_date = models.DateField(null=True, blank=True)
+    stop_reason = models.CharField(max_length=20, choices=StopReason.choices, blank=True)
+    history = HistoricalRecords()
+
+    objects = ScopedQuerySet.as_manager()
+    scope_path = "patient__"
+
+    class Meta:
+        ordering = ["patient", "line_number"]
+        constraints = [models.UniqueConstraint(fields=["patient", "line_number"], name="unique_line_number")]
+
+    def __str__(self) -> str:
+        return f"L{self.line_number} {self.regimen}"
+
+
+class ClinicalEvent(models.Model):
+    class Kind(models.TextChoices):
+        IMAGING = "imaging", "Imaging response"
+        SURGERY = "surgery", "Surgery"
+        PROGRESSION = "progression", "Progression"
+        OTHER = "other", "Other"
+
+    class Recist(models.TextChoices):
+        NONE = "", "—"
+        CR = "CR", "Complete response"
+        PR = "PR", "Partial response"
+        SD = "SD", "Stable disease"
+        PD = "PD", "Progressive disease"
+        NE = "NE", "Not evaluable"
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="clinical_events")
+    date = models.DateField()
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    recist = models.CharField("RECIST", max_length=2, choices=Recist.choices, blank=True)
+    note = models.TextField(blank=True)
+    history = HistoricalRecords()
+
+    objects = ScopedQuerySet.as_manager()
+    scope_path = "patient__"
+
+    class Meta:
+        ordering = ["patient", "date"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.date}"
+
+
+class BloodDraw(models.Model):
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="draws")
+    drawn_at = models.DateTimeField()
+    volume_ml = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        validators=[MinValueValidator(Decimal("0.1")), MaxValueValidator(Decimal("100"))],
+        help_text="Blood volume analysed, mL",
+    )
+    timepoint = models.CharField(max_length=40, help_text="e.g. baseline, C3D1")
+    assay = models.CharField(max_length=120, default="CTC enumeration (DAPI/CK/CD45)")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    objects = ScopedQuerySet.as_manager()
+    scope_path = "patient__"
+
+    class Meta:
+        ordering = ["patient", "drawn_at", "pk"]
+        indexes = [models.Index(fields=["patient", "drawn_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.patient} {self.timepoint} {self.drawn_at:%Y-%m-%d}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("dashboard:draw", args=[self.pk])
+
+
+class ClassifierVersion(models.Model):
+    """A model version known to the registry; results record which one produced them."""
+
+    version = models.CharField(max_length=80, unique=True)
+    weights_path = models.CharField(max_length=300, blank=True, help_text="Empty: the weights shipped in the package")
+    sha256 = models.CharField(max_length=64, blank=True)
+    metadata = models.JSONField(default=dict, blank=True, help_text="Contract, training data, metrics")
+    is_active = models.BooleanField(default=False)
+    retired = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.version
+
+
+class UploadStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class ImagingUpload(models.Model):
+    class Kind(models.TextChoices):
+        EVENTS = "events", "Event gallery"
+        FIELD = "field", "Field images"
+
+    draw = models.ForeignKey(BloodDraw, on_delete=models.CASCADE, related_name="uploads")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.EVENTS)
+    channels = models.JSONField(help_text="Channel names in file order, e.g. ['DAPI','CK','CD45']")
+    pixel_size_um = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.01), MaxValueValidator(50)]
+    )
+    status = models.CharField(max_length=10, choices=UploadStatus.choices, default=UploadStatus.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
+    stage = models.CharField(max_length=40, blank=True)
+    error = models.TextField(blank=True)
+    model_version = models.CharField(max_length=80, blank=True)
+    device = models.CharField(max_length=20, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    result_channels = models.JSONField(default=list, blank=True, help_text="Channel order of stored thumbnails")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords(excluded_fields=["progress", "stage", "heartbeat_at"])
+
+    objects = ScopedQuerySet.as_manager()
+    scope_path = "draw__patient__"
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        return f"Upload {self.pk} ({self.get_status_display()})"
+
+
+def upload_file_path(instance: UploadedFile, filename: str) -> str:
+    return f"uploads/{instance.upload.draw_id}/{instance.upload_id}/{filename}"
+
+
+class UploadedFile(models.Model):
+    upload = models.ForeignKey(ImagingUpload, on_delete=models.CASCADE, related_name="files")
+    file = models.FileField(upload_to=upload_file_path, max_length=300)
+    original_name = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["upload", "position"]
+
+    def __str__(self) -> str:
+        return self.original_name
+
+
+class Call(models.TextChoices):
+    CTC = "ctc", "CTC"
+    NON_CTC = "non_ctc", "Not CTC"
+
+
+class CellEvent(models.Model):
+    upload = models.ForeignKey(ImagingUpload, on_delete=models.CASCADE, related_name="events")
+    draw = models.ForeignKey(BloodDraw, on_delete=models.CASCADE, related_name="events")
+    index = models.PositiveIntegerField()
+    source = models.CharField(max_length=300, help_text="File name in the upload; name#k for field objects")
+    x = models.FloatField()
+    y = models.FloatField()
+    call = models.CharField(max_length=10, choices=Call.choices)
+    ctc_probability = models.FloatField()
+    #: |p - 0.5|: small means uncertain; indexed so the review queue is cheap.
+    margin = models.FloatField(db_index=True)
+    category = models.CharField(max_length=20)
+    category_probabilities = models.JSONField(default=dict)
+    explanation = models.JSONField(default=dict, help_text="branch_contributions, top_attributes, embedding")
+    thumbnail = models.BinaryField(blank=True, help_text="PNG strip: one greyscale tile per channel")
+    heatmap = models.BinaryField(blank=True, help_text="PNG, greyscale heat map of the spatial branch")
+    reviewed_call = models.CharField(max_length=10, choices=Call.choices, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    review_reason = models.TextField(blank=True)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords(excluded_fields=["thumbnail", "heatmap", "explanation", "category_probabilities"])
+
+    objects = ScopedQuerySet.as_manager()
+    scope_path = "draw__patient__"
+
+    class Meta:
+        ordering = ["upload", "index"]
+        constraints = [models.UniqueConstraint(fields=["upload", "index"], name="unique_event_index")]
+        indexes = [models.Index(fields=["draw", "reviewed_call", "margin"])]
+
+    def __str__(self) -> str:
+        return f"{self.source} ({self.call})"
+
+    @property
+    def final_call(self) -> str:
+        return self.reviewed_call or self.call
+
+
+class SummaryStatus(models.TextChoices):
+    PRELIMINARY = "preliminary", "Preliminary"
+    FINAL = "final", "Final"
+    AMENDED = "amended", "Amended"
+
+
+class DrawSummary(models.Model):
+    draw = models.OneToOneField(BloodDraw, on_delete=models.CASCADE, related_name="summary")
+    events_analysed = models.PositiveIntegerField(default=0)
+    ctc_count = models.PositiveIntegerField(default=0)
+    ctc_per_7_5ml = models.FloatField(default=0.0)
+    malignant_fraction = models.FloatField(default=0.0, help_text="CTCs / events analysed")
+    reviewed_events = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=12, choices=SummaryStatus.choices, default=SummaryStatus.PRELIMINARY)
+    model_version = models.CharField(max_length=80, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords()
+
+    objects = ScopedQuerySet.as_manager()
+    scope_path = "draw__patient__"
+
+    class Meta:
+        verbose_name_plural = "draw summaries"
+
+    def __str__(self) -> str:
+        return f"{self.draw}: {self.ctc_per_7_5ml:.1f} CTC/7.5 mL ({self.status})"
+
+
+class AuditEvent(models.Model):
+    """Who looked at or exported what, from where (changes are in the history tables)."""
+
+    class Action(models.TextChoices):
+        VIEW = "view", "View"
+        EXPORT = "export", "Export"
+        CREATE = "create", "Create"
+        UPDATE = "update", "Update"
+        DELETE = "delete", "Delete"
+        REVIEW = "review", "Review"
+        LOGIN = "login", "Login"
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
+    action = models.CharField(max_length=10, choices=Action.choices)
+    object_type = models.CharField(max_length=40)
+    object_id = models.CharField(max_length=40, blank=True)
+    patient = models.ForeignKey(Patient, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    path = models.CharField(max_length=300, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.user} {self.action} {self.object_type} {self.object_id}"

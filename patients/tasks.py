@@ -1,0 +1,51 @@
+"""Celery tasks of the patients app. State lives in the database, not in Celery."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from patients import pipeline
+from patients.uploads import enqueue
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    # Only infrastructure faults are retried (the database restarting); bad images fail at once.
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=5,
+    retry_backoff_max=60,
+    max_retries=5,
+)
+def process_upload(self, upload_id: int) -> str:  # noqa: ANN001 - celery bound task
+    try:
+        return pipeline.run_upload(upload_id)
+    except (OperationalError, InterfaceError):
+        from django.db import close_old_connections
+
+        close_old_connections()
+        # Put it back so the retry can claim it.
+        from patients.models import ImagingUpload, UploadStatus
+
+        with contextlib.suppress(OperationalError, InterfaceError):
+            ImagingUpload.objects.filter(pk=upload_id, status=UploadStatus.RUNNING).update(status=UploadStatus.QUEUED)
+        raise
+    except Exception as err:
+        logger.exception("upload %s crashed", upload_id)
+        pipeline.fail(upload_id, None, f"Internal error while analysing the images ({type(err).__name__}). "
+                      "The lab's administrator has the details in the worker log.")
+        return "failed"
+
+
+@shared_task
+def requeue_stale_uploads() -> int:
+    n = pipeline.requeue_stale(enqueue)
+    if n:
+        logger.info("re-queued %d stale upload(s)", n)
+    return n

@@ -1,0 +1,153 @@
+"""Accepting an imaging upload: validate, store, queue once the row is committed.
+
+Shared by the upload form and the API so both give the same errors. Deep checks
+(decoding every pixel) happen in the worker; here we check what is cheap: counts,
+sizes, names, channel names and each file's header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile as DjangoUploadedFile
+from django.db import transaction
+from django.utils.text import get_valid_filename
+
+from patients.models import BloodDraw, ImagingUpload, UploadedFile
+
+logger = logging.getLogger(__name__)
+
+ALLOWED_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zip")
+REQUIRED_CHANNELS = ("DAPI", "CK", "CD45")
+_CHANNEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_/+\-. ]{0,31}$")
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    files: Sequence[DjangoUploadedFile]
+    channels: Sequence[str]
+    kind: str = ImagingUpload.Kind.EVENTS
+    pixel_size_um: float | None = None
+
+
+def parse_channels(raw: str | Iterable[str]) -> list[str]:
+    """'DAPI, CK,CD45' -> ['DAPI', 'CK', 'CD45'], with a clear error for bad names."""
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    names = [str(c).strip() for c in items if str(c).strip()]
+    if not names:
+        raise ValidationError("Give the channel names in file order, e.g. DAPI,CK,CD45.", code="channels")
+    bad = [n for n in names if not _CHANNEL_RE.match(n)]
+    if bad:
+        raise ValidationError(f"Invalid channel name(s): {', '.join(map(repr, bad))}.", code="channels")
+    upper = [n.upper() for n in names]
+    if len(set(upper)) != len(upper):
+        raise ValidationError("A channel name is given twice.", code="channels")
+    return names
+
+
+def check_request(req: UploadRequest) -> None:
+    """Cheap checks before anything is written."""
+    if req.kind not in ImagingUpload.Kind.values:
+        raise ValidationError(f"Unknown kind {req.kind!r}: use 'events' or 'field'.", code="kind")
+    if not req.files:
+        raise ValidationError("No file was uploaded.", code="files")
+    if len(req.files) > settings.UPLOAD_MAX_FILES:
+        raise ValidationError(f"Too many files: {len(req.files)} (at most {settings.UPLOAD_MAX_FILES}).", code="files")
+    total = 0
+    for f in req.files:
+        name = f.name or ""
+        if not name.lower().endswith(ALLOWED_SUFFIXES):
+            raise ValidationError(
+                f"{name!r}: unsupported file type; upload TIFF, PNG, JPEG or a zip of them.", code="file_type"
+            )
+        if f.size == 0:
+            raise ValidationError(f"{name!r} is empty (0 bytes).", code="empty")
+        total += f.size or 0
+    if total > settings.UPLOAD_MAX_BYTES:
+        raise ValidationError(
+            f"The upload is {total / 2**20:.0f} MB; the limit is {settings.UPLOAD_MAX_BYTES / 2**20:.0f} MB.",
+            code="too_large",
+        )
+    if req.pixel_size_um is not None and not (0.01 <= req.pixel_size_um <= 50):
+        raise ValidationError("Pixel size must be between 0.01 and 50 µm.", code="pixel_size")
+
+
+def _safe_name(name: str, used: set[str]) -> str:
+    base = get_valid_filename(Path(name).name) or "image"
+    candidate, n = base, 1
+    while candidate in used:
+        stem, dot, ext = base.partition(".")
+        candidate = f"{stem}-{n}{dot}{ext}"
+        n += 1
+    used.add(candidate)
+    return candidate
+
+
+def _header_check(paths: list[Path], names: list[str], channels: list[str]) -> None:
+    """Ask the classifier to read each file's header; its message goes to the user."""
+    from classifier.errors import InputError
+
+    try:
+        from classifier.io import validate_upload
+    except ImportError:  # pragma: no cover - io module always ships; guard for partial installs
+        return
+    try:
+        validate_upload(paths, channels, names=names)
+    except InputError as err:
+        raise ValidationError(str(err), code="invalid_image") from err
+
+
+def create_upload(draw: BloodDraw, req: UploadRequest, user=None) -> ImagingUpload:
+    """Validate and store ``req`` for ``draw``; the worker is queued after commit.
+
+    Raises ``ValidationError`` (nothing stored) when the request is not acceptable.
+    """
+    check_request(req)
+    channels = parse_channels(req.channels)
+    with transaction.atomic():
+        upload = ImagingUpload.objects.create(
+            draw=draw, kind=req.kind, channels=channels, pixel_size_um=req.pixel_size_um, created_by=user
+        )
+        used: set[str] = set()
+        stored: list[UploadedFile] = []
+        try:
+            for position, f in enumerate(req.files):
+                digest = hashlib.sha256()
+                for chunk in f.chunks():
+                    digest.update(chunk)
+                f.seek(0)
+                row = UploadedFile(
+                    upload=upload, original_name=Path(f.name).name[:255], size=f.size, sha256=digest.hexdigest(),
+                    position=position,
+                )
+                row.file.save(_safe_name(f.name, used), f, save=False)
+                row.save()
+                stored.append(row)
+            _header_check([Path(r.file.path) for r in stored], [r.original_name for r in stored], channels)
+        except BaseException:
+            # The rows roll back with the transaction; the files on disk must go too.
+            for row in stored:
+                row.file.delete(save=False)
+            raise
+        transaction.on_commit(lambda: enqueue(upload.pk))
+    logger.info("upload %s stored for draw %s: %d file(s)", upload.pk, draw.pk, len(stored))
+    return upload
+
+
+def enqueue(upload_id: int) -> bool:
+    """Send the job to the broker; if the broker is down, the periodic sweep retries."""
+    from patients.tasks import process_upload
+
+    try:
+        process_upload.apply_async(args=[upload_id], retry=False)
+    except Exception:  # noqa: BLE001 - any broker failure: the upload stays queued for the sweep
+        logger.warning("broker unavailable; upload %s stays queued for the sweep", upload_id, exc_info=True)
+        return False
+    return True
