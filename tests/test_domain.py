@@ -92,3 +92,31 @@ def test_anonymous_sees_nothing(patient):
     from patients.models import Patient
 
     assert not Patient.objects.for_user(AnonymousUser()).exists()
+
+
+def test_override_requires_a_reason_and_updates_the_summary(patient, bob):
+    from django.core.exceptions import ValidationError
+
+    from patients.review import review_event
+
+    draw = factories.BloodDrawFactory(patient=patient)
+    (event,) = _events(draw, ["non_ctc"])
+    with pytest.raises(ValidationError):
+        review_event(event, bob, "ctc", "")
+    reviewed = review_event(event, bob, "ctc", "intact nucleus, CK+ CD45-")
+    assert (reviewed.reviewed_call, reviewed.reviewed_by) == ("ctc", bob)
+    assert draw.summary.ctc_count == 1 and draw.summary.status == SummaryStatus.FINAL
+    assert reviewed.history.first().history_change_reason.startswith("review: ctc")
+
+
+def test_outsider_without_review_role_cannot_review(patient):
+    from django.core.exceptions import PermissionDenied
+
+    from patients.models import Role
+    from patients.review import review_event
+
+    member = factories.UserFactory(username="mo")
+    factories.MembershipFactory(team=patient.care_team, user=member, role=Role.MEMBER)
+    (event,) = _events(factories.BloodDrawFactory(patient=patient), ["ctc"])
+    with pytest.raises(PermissionDenied):
+        review_event(event, member, "ctc")
