@@ -1,0 +1,303 @@
+"""Decoding one image file (TIFF/OME-TIFF, PNG, JPEG) into a (C, H, W) array.
+
+Everything here treats the bytes as hostile. Each decoder first reads only the header,
+checks the declared shape, dtype and data extents against `Limits`, and only then
+decodes. Any failure of a third-party decoder on these bytes is the file's fault and is
+turned into an `InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from classifier.errors import InputError
+from classifier.limits import DEFAULT_LIMITS, Limits
+
+# PIL's own decompression-bomb guard: warn above the limit, refuse above twice it. We
+# check the declared size ourselves first; this is the belt to those braces.
+Image.MAX_IMAGE_PIXELS = DEFAULT_LIMITS.max_pixels_per_plane
+
+_ALLOWED_KINDS = "uif"  # unsigned, signed, float; not bool, complex, object, void
+_UNIT_TO_UM = {"µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+               "\\u00B5m": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+@dataclass
+class Decoded:
+    """A decoded (or, with ``array=None``, only probed) image."""
+
+    fmt: str  # "TIFF", "PNG" or "JPEG"
+    shape: tuple[int, int, int]  # (C, H, W)
+    dtype: np.dtype[Any]
+    array: np.ndarray | None  # (C, H, W) in the file's dtype
+    names: list[str] | None = None  # channel names from the file's metadata
+    pixel_size_um: float | None = None
+    alpha: bool = False  # the last channel is the alpha of an RGBA composite
+
+
+def sniff(head: bytes) -> str | None:
+    """The container format from the first bytes: "tiff", "png", "jpeg", "zip" or None."""
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    return None
+
+
+def decode(fh: IO[bytes], fmt: str, name: str, limits: Limits, *, read: bool = True) -> Decoded:
+    """Decode ``fh`` (format from `sniff`); with ``read=False`` check the header only."""
+    try:
+        if fmt == "tiff":
+            return _tiff(fh, name, limits, read)
+        return _pil(fh, fmt, name, limits, read)
+    except InputError:
+        raise
+    except Exception as exc:  # any decoder failure on untrusted bytes is bad input
+        raise InputError(f"{name}: cannot be read as {fmt.upper()} "
+                         f"(truncated or corrupt: {_reason(exc)}).") from exc
+
+
+def check_shape(shape: tuple[int, int, int], dtype: np.dtype[Any], name: str,
+                limits: Limits) -> None:
+    """Refuse a declared shape/dtype before any pixel is decoded."""
+    c, h, w = shape
+    if dtype.kind not in _ALLOWED_KINDS or dtype.itemsize > 8:
+        raise InputError(f"{name}: pixel type {dtype} is not supported "
+                         "(use 8/16/32-bit integers or floats).")
+    if h < limits.min_side or w < limits.min_side:
+        raise InputError(f"{name}: {w}x{h} pixels is too small to hold a cell "
+                         f"(at least {limits.min_side}x{limits.min_side}).")
+    if h * w > limits.max_pixels_per_plane:
+        raise InputError(f"{name}: {w}x{h} pixels is over the limit of "
+                         f"{limits.max_pixels_per_plane / 1e6:.0f} megapixels per image.")
+    if c > limits.max_channels:
+        raise InputError(f"{name}: {c} channels is over the limit of {limits.max_channels}.")
+    if c * h * w * 4 > limits.max_image_bytes:
+        raise InputError(f"{name}: {c}x{w}x{h} pixels is over the limit of "
+                         f"{limits.max_image_bytes / 2**30:.1f} GB once decoded.")
+
+
+# --- TIFF --------------------------------------------------------------------------
+
+
+def _tiff(fh: IO[bytes], name: str, limits: Limits, read: bool) -> Decoded:
+    # _multifile=False: an OME-TIFF may name companion files; following those names would
+    # let an upload read other files next to it on the server.
+    with tifffile.TiffFile(fh, _multifile=False) as tif:
+        series = list(tif.series)
+        if not series:
+            raise InputError(f"{name}: the TIFF file contains no image.")
+        planes = _pages_as_channels(series)
+        if planes is not None:
+            h, w = planes[0].shape
+            shape, order = (len(planes), h, w), None
+            chosen = planes
+            axes = "CYX"
+        else:
+            s = series[0]
+            shape, order = _layout(tuple(s.shape), s.axes, name)
+            chosen = [s]
+            axes = s.axes
+        dtype = np.dtype(chosen[0].dtype)
+        check_shape(shape, dtype, name, limits)
+        size = tif.filehandle.size
+        for s in chosen:
+            _check_extents(s, size, name)
+        names, pixel = _tiff_metadata(tif, shape[0], limits)
+        alpha = _tiff_alpha(tif, axes, shape[0])
+        array = None
+        if read:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                parts = [np.asarray(s.asarray(maxworkers=1)) for s in chosen]
+            raw = np.stack(parts) if planes is not None else parts[0]
+            if raw.size != math.prod(shape):
+                raise InputError(f"{name}: the image data do not match the TIFF header.")
+            array = raw.transpose(order).reshape(shape) if order is not None else raw.reshape(shape)
+        return Decoded("TIFF", shape, dtype, array, names, pixel, alpha)
+
+
+def _pages_as_channels(series: list[Any]) -> list[Any] | None:
+    """Several same-sized 2-D series (one page each, no shape metadata): the channels."""
+    if len(series) < 2 or len(series) > 64:
+        return None
+    shapes = {tuple(s.shape) for s in series}
+    dtypes = {np.dtype(s.dtype) for s in series}
+    if len(shapes) == 1 and len(dtypes) == 1 and len(next(iter(shapes))) == 2:
+        return series
+    return None
+
+
+def _layout(shape: tuple[int, ...], axes: str, name: str) -> tuple[tuple[int, int, int], list[int]]:
+    """(C, H, W) and the transpose order bringing the file's axes to (other..., C, Y, X).
+
+    Any axis other than Y and X of length > 1 is taken as the channel axis (C, S for RGB
+    samples, and also Z/T/I/Q, which is how pages end up when a writer did not say they
+    are channels). More than one such axis (a z-stack of multi-channel planes) is refused.
+    """
+    if len(axes) != len(shape) or "Y" not in axes or "X" not in axes:
+        raise InputError(f"{name}: the TIFF has no recognisable height and width "
+                         f"(axes '{axes}', shape {shape}).")
+    y, x = axes.index("Y"), axes.index("X")
+    extra = [i for i, a in enumerate(axes) if i not in (y, x) and shape[i] > 1]
+    if len(extra) > 1:
+        dims = " x ".join(f"{axes[i]}={shape[i]}" for i in extra)
+        raise InputError(f"{name}: has more dimensions than channels x height x width "
+                         f"({dims}); send one plane per channel (e.g. one focal plane).")
+    c_axis = extra[0] if extra else None
+    others = [i for i in range(len(axes)) if i not in (y, x, c_axis)]
+    order = others + ([c_axis] if c_axis is not None else []) + [y, x]
+    c = shape[c_axis] if c_axis is not None else 1
+    return (c, shape[y], shape[x]), order
+
+
+def _check_extents(series: Any, size: int, name: str) -> None:
+    """Every strip/tile must lie inside the file: catches truncation from the header alone."""
+    offset = getattr(series, "dataoffset", None)
+    if offset is not None and offset + series.nbytes > size:
+        # a contiguous series is read in one go from its first page's offset
+        raise InputError(f"{name}: the TIFF file is truncated (image data run to byte "
+                         f"{offset + series.nbytes}, file has {size}).")
+    for page in series.pages:
+        if page is None:
+            raise InputError(f"{name}: the TIFF is missing image pages (truncated?).")
+        for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
+            if count and offset + count > size:
+                raise InputError(f"{name}: the TIFF file is truncated "
+                                 f"(image data run to byte {offset + count}, file has {size}).")
+
+
+def _tiff_alpha(tif: tifffile.TiffFile, axes: str, channels: int) -> bool:
+    page = tif.pages.first
+    return bool(
+        "S" in axes
+        and channels == 4
+        and page.photometric == tifffile.PHOTOMETRIC.RGB
+        and page.extrasamples
+    )
+
+
+def _tiff_metadata(tif: tifffile.TiffFile, channels: int,
+                   limits: Limits) -> tuple[list[str] | None, float | None]:
+    """Channel names and pixel size (µm) from OME-XML, ImageJ or tifffile's JSON."""
+    names: list[str] | None = None
+    pixel: float | None = None
+    if tif.is_ome:
+        xml = tif.pages.first.description or ""
+        if len(xml) <= limits.max_metadata_chars:
+            names, pixel = _ome(xml)
+    if tif.is_imagej and names is None:
+        ij = tif.imagej_metadata or {}
+        labels = ij.get("Labels")
+        if isinstance(labels, list | tuple) and len(labels) >= channels:
+            names = [str(v) for v in labels[:channels]]
+        if pixel is None and str(ij.get("unit", "")).lower() in _UNIT_TO_UM:
+            pixel = _resolution(tif) * _UNIT_TO_UM[str(ij["unit"]).lower()]
+    shaped = tif.shaped_metadata if tif.is_shaped else None
+    if shaped and isinstance(shaped[0], dict):
+        meta = shaped[0]
+        chan = meta.get("Channel")
+        if names is None and isinstance(chan, dict) and isinstance(chan.get("Name"), list):
+            names = [str(v) for v in chan["Name"]]
+        if pixel is None and isinstance(meta.get("PhysicalSizeX"), int | float):
+            unit = str(meta.get("PhysicalSizeXUnit", "µm"))
+            pixel = float(meta["PhysicalSizeX"]) * _UNIT_TO_UM.get(unit, math.nan)
+    if names is not None and len(names) != channels:
+        names = None
+    if pixel is not None and not (math.isfinite(pixel) and 1e-3 < pixel < 1e3):
+        pixel = None
+    return names, pixel
+
+
+def _ome(xml: str) -> tuple[list[str] | None, float | None]:
+    """Names and PhysicalSizeX of the first image in an OME-XML document."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None, None
+    pixels = next((e for e in root.iter() if e.tag.endswith("}Pixels") or e.tag == "Pixels"), None)
+    if pixels is None:
+        return None, None
+    chans = [e for e in pixels if e.tag.endswith("Channel")]
+    names = [c.get("Name") or "" for c in chans]
+    names_out = names if chans and all(names) else None
+    pixel = None
+    try:
+        value = float(pixels.get("PhysicalSizeX", "nan"))
+        unit = pixels.get("PhysicalSizeXUnit", "µm")
+        pixel = value * _UNIT_TO_UM.get(unit, math.nan)
+    except ValueError:
+        pass
+    return names_out, pixel
+
+
+def _resolution(tif: tifffile.TiffFile) -> float:
+    """Pixel spacing from the XResolution tag (ImageJ stores pixels per unit)."""
+    tag = tif.pages.first.tags.get("XResolution")
+    if tag is None:
+        return math.nan
+    num, den = tag.value
+    return den / num if num else math.nan
+
+
+# --- PNG / JPEG --------------------------------------------------------------------
+
+
+def _pil(fh: IO[bytes], fmt: str, name: str, limits: Limits, read: bool) -> Decoded:
+    with warnings.catch_warnings():
+        # Above MAX_IMAGE_PIXELS PIL only warns; our own check below refuses it.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(fh, formats=["PNG", "JPEG"])
+        except Image.DecompressionBombError as exc:
+            pixels = re.search(r"\((\d+) pixels\)", str(exc))
+            raise InputError(
+                f"{name}: declares {pixels.group(1) if pixels else 'too many'} pixels, over the "
+                f"limit of {limits.max_pixels_per_plane / 1e6:.0f} megapixels per image.") from exc
+        with im:
+            w, h = im.size
+            mode = im.mode
+            if mode == "1":
+                raise InputError(f"{name}: 1-bit black-and-white images are not supported.")
+            bands = {"RGBA": 4, "RGB": 3, "P": 3, "PA": 4, "CMYK": 3, "YCbCr": 3, "LA": 2}.get(mode, 1)
+            alpha = mode in ("RGBA", "PA", "LA")
+            dtype = np.dtype(np.uint16) if mode.startswith("I;16") else np.dtype(np.uint8)
+            if mode in ("I", "F"):
+                dtype = np.dtype(np.int32 if mode == "I" else np.float32)
+            check_shape((bands, h, w), dtype, name, limits)
+            if not read:
+                return Decoded(fmt.upper(), (bands, h, w), dtype, None, alpha=alpha)
+            im.load()
+            if mode in ("P", "PA", "CMYK", "YCbCr"):
+                im = im.convert("RGBA" if alpha else "RGB")
+            arr = np.asarray(im)
+    arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+    if alpha and arr.shape[0] == 2:  # LA: grey plus alpha; the alpha is never a marker
+        arr, alpha = arr[:1], False
+    if arr.shape[0] in (3, 4) and _is_grey(arr[:3]):
+        # A greyscale channel saved as RGB (common for per-channel JPEG exports).
+        arr, alpha = arr[:1], False
+    arr = np.ascontiguousarray(arr)
+    return Decoded(fmt.upper(), tuple(arr.shape), arr.dtype, arr, alpha=alpha)  # type: ignore[arg-type]
+
+
+def _is_grey(rgb: np.ndarray) -> bool:
+    return bool(np.array_equal(rgb[0], rgb[1]) and np.array_equal(rgb[1], rgb[2]))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]

@@ -1,0 +1,39 @@
+"""Size limits for uploaded images, checked before anything large is allocated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one upload may contain. The defaults admit an 8192 x 8192 field in 16 channels'
+    worth of headroom and refuse anything that could exhaust a worker's memory.
+    """
+
+    #: One uploaded file, or one zip member once inflated.
+    max_file_bytes: int = 512 * MiB
+    #: All files of an upload plus all zip members inflated.
+    max_total_bytes: int = 2 * GiB
+    #: Image files in one upload, zip members included.
+    max_files: int = 2000
+    #: Inflated/compressed size of a zip member (only checked above 1 MiB inflated).
+    max_zip_ratio: float = 200.0
+    #: Archive nesting: 1 = an uploaded zip may hold images but no further zips.
+    max_zip_depth: int = 1
+    #: Height x width of one plane, read from the header before decoding (64 Mpx).
+    max_pixels_per_plane: int = 8192 * 8192
+    #: Channels in one image.
+    max_channels: int = 16
+    #: One image once decoded to float32 (C x H x W x 4 bytes).
+    max_image_bytes: int = 1 * GiB
+    #: Smallest height or width accepted: anything smaller cannot hold a cell.
+    min_side: int = 16
+    #: OME-XML and other text metadata parsed from a file.
+    max_metadata_chars: int = 4 * MiB
+
+
+DEFAULT_LIMITS = Limits()
