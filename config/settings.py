@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served locally: clinics are often offline
     "simple_history",
     "axes",
     "patients",
@@ -211,6 +212,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Circulating tumor cell monitoring: patients, draws, imaging uploads, cell calls, FHIR export.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Production hardening (PRODUCTION=1) -------------------------------------
