@@ -1,0 +1,207 @@
+"""The demo cohort for `make run`: realistic trajectories, real synthetic imaging.
+
+Each draw gets an event gallery drawn by ``classifier.synth`` (a zip of multi-channel
+TIFFs, as a CellSearch-type instrument exports) whose number of CTCs follows the
+patient's trajectory; the real worker then classifies it like any lab upload.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import zipfile
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+import tifffile
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import transaction
+from django.utils import timezone
+
+from patients.models import (
+    BloodDraw,
+    CancerType,
+    CareTeam,
+    ClinicalEvent,
+    Membership,
+    Patient,
+    Role,
+    TreatmentLine,
+    Trial,
+    TrialArm,
+)
+from patients.uploads import UploadRequest, create_upload
+
+DEMO_USER = "demo"
+DEMO_PASSWORD = "demo-password"  # local demo only (README); never used outside `make run`
+DEMO_PREFIX = "DEMO-"
+CHANNELS = ["DAPI", "CK", "AF", "CD45"]
+
+#: CTCs per 7.5 mL at successive draws for each trajectory (the classifier then counts them).
+TRAJECTORIES: dict[str, list[int]] = {
+    "responder": [14, 6, 2, 1, 0, 0, 1, 0],
+    "converter_late": [9, 8, 6, 4, 2, 1, 1],
+    "persistent": [12, 15, 11, 18, 22, 25],
+    "favorable": [1, 0, 2, 1, 0, 1],
+    "relapse": [3, 1, 0, 0, 4, 9, 16],
+}
+
+
+@dataclass(frozen=True)
+class DemoPatient:
+    study_id: str
+    cancer: str
+    team: str
+    trajectory: str
+    arm: str | None
+    n_draws: int
+    stage: str
+
+
+PATIENTS = [
+    DemoPatient("DEMO-B01", "breast_metastatic", "Breast oncology", "responder", "A", 7, "IV"),
+    DemoPatient("DEMO-B02", "breast_metastatic", "Breast oncology", "persistent", "A", 6, "IV"),
+    DemoPatient("DEMO-B03", "breast_metastatic", "Breast oncology", "converter_late", "B", 7, "IV"),
+    DemoPatient("DEMO-B04", "breast_metastatic", "Breast oncology", "responder", "B", 8, "IV"),
+    DemoPatient("DEMO-B05", "breast_metastatic", "Breast oncology", "relapse", "A", 7, "IV"),
+    DemoPatient("DEMO-B06", "breast_metastatic", "Breast oncology", "favorable", "B", 5, "IV"),
+    DemoPatient("DEMO-C01", "colorectal_metastatic", "GI oncology", "responder", None, 6, "IVA"),
+    DemoPatient("DEMO-C02", "colorectal_metastatic", "GI oncology", "persistent", None, 5, "IVB"),
+    DemoPatient("DEMO-C03", "colorectal_metastatic", "GI oncology", "favorable", None, 4, "IVA"),
+    DemoPatient("DEMO-C04", "colorectal_metastatic", "GI oncology", "relapse", None, 6, "IVB"),
+]
+
+REGIMENS = {
+    "breast_metastatic": [
+        ("Paclitaxel + bevacizumab", "paclitaxel, bevacizumab"),
+        ("Capecitabine", "capecitabine"),
+        ("Eribulin", "eribulin"),
+    ],
+    "colorectal_metastatic": [
+        ("FOLFOX + bevacizumab", "oxaliplatin, 5-FU, leucovorin, bevacizumab"),
+        ("FOLFIRI + cetuximab", "irinotecan, 5-FU, leucovorin, cetuximab"),
+        ("Trifluridine/tipiracil", "trifluridine, tipiracil"),
+    ],
+}
+
+
+def gallery_zip(rng: np.random.Generator, n_ctc: int, n_other: int) -> bytes:
+    """A zip of event TIFFs: ``n_ctc`` CTCs among ``n_other`` other candidates."""
+    from classifier.synth import make_event
+
+    others = rng.choice(["leukocyte", "apoptotic_ctc", "ck_debris", "artifact"], size=n_other, p=[0.5, 0.2, 0.2, 0.1])
+    categories = ["ctc"] * n_ctc + list(others)
+    rng.shuffle(categories)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i, category in enumerate(categories):
+            # One instrument per cohort: a CellSearch-like 10x scale and 8-bit renders.
+            image, info = make_event(rng, str(category), px_um=0.65, size_px=96)
+            arr = image.astype(np.uint8) if info["rendering"] == "stretch8" else image.astype(np.uint16)
+            tif = io.BytesIO()
+            tifffile.imwrite(tif, arr, metadata={"axes": "CYX"})
+            zf.writestr(f"event{i:03d}.tif", tif.getvalue())
+    return buf.getvalue()
+
+
+def ensure_demo_user(teams: list[CareTeam], trial: Trial):
+    User = get_user_model()
+    user, created = User.objects.get_or_create(username=DEMO_USER, defaults={"first_name": "Demo", "last_name": "User"})
+    if created or not user.check_password(DEMO_PASSWORD):
+        user.set_password(DEMO_PASSWORD)
+        user.save()
+    for team in teams:
+        Membership.objects.get_or_create(team=team, user=user, defaults={"role": Role.ONCOLOGIST})
+    trial.coordinators.add(user)
+    return user
+
+
+@transaction.atomic
+def seed(seed: int = 7, events_per_draw: int = 30, log=print) -> list[int]:  # noqa: ANN001
+    """Create the demo cohort (idempotent); returns the ids of the uploads it queued."""
+    rng = np.random.default_rng(seed)
+    teams = {
+        "Breast oncology": CareTeam.objects.get_or_create(name="Breast oncology", defaults={"site": "Site A"})[0],
+        "GI oncology": CareTeam.objects.get_or_create(name="GI oncology", defaults={"site": "Site B"})[0],
+    }
+    trial, _ = Trial.objects.get_or_create(
+        code="CTC-ARM-01",
+        defaults={"title": "Randomised trial of CTC-guided therapy switching", "draw_interval_days": 21},
+    )
+    arms = {
+        "A": TrialArm.objects.get_or_create(trial=trial, code="A", defaults={"description": "Standard of care"})[0],
+        "B": TrialArm.objects.get_or_create(trial=trial, code="B", defaults={"description": "CTC-guided switch"})[0],
+    }
+    user = ensure_demo_user(list(teams.values()), trial)
+    today = timezone.localdate()
+    uploads: list[int] = []
+    for k, spec in enumerate(PATIENTS):
+        if Patient.objects.filter(study_id=spec.study_id).exists():
+            continue
+        interval = 21 if spec.arm else 28
+        n = spec.n_draws
+        # Some patients are behind schedule: their last draw is older than interval + grace.
+        overdue = k % 4 == 1
+        last_draw = today - dt.timedelta(days=int(interval + 12 if overdue else rng.integers(2, 15)))
+        first_draw = last_draw - dt.timedelta(days=interval * (n - 1))
+        diagnosis = first_draw - dt.timedelta(days=int(rng.integers(20, 60)))
+        patient = Patient.objects.create(
+            study_id=spec.study_id,
+            mrn=f"MRN{100200 + k}",
+            cancer_type=CancerType.objects.get(code=spec.cancer),
+            stage=spec.stage,
+            diagnosis_date=diagnosis,
+            care_team=teams[spec.team],
+            trial=trial if spec.arm else None,
+            arm=arms[spec.arm] if spec.arm else None,
+            enrolled_on=first_draw - dt.timedelta(days=3) if spec.arm else None,
+        )
+        # Treatment lines: switch when the trajectory says the disease progressed.
+        n_lines = 3 if spec.trajectory in ("persistent", "relapse") else 2
+        span = (last_draw - first_draw).days + 30
+        starts = [first_draw + dt.timedelta(days=1 + int(span * i / n_lines)) for i in range(n_lines)]
+        for i, start in enumerate(starts):
+            regimen, agents = REGIMENS[spec.cancer][i]
+            end = starts[i + 1] - dt.timedelta(days=1) if i + 1 < n_lines else None
+            TreatmentLine.objects.create(
+                patient=patient, line_number=i + 1, regimen=regimen, agents=agents,
+                intent=TreatmentLine.Intent.PALLIATIVE, start_date=start, end_date=end,
+                stop_reason=(TreatmentLine.StopReason.PROGRESSION if end else ""),
+            )
+            ClinicalEvent.objects.create(
+                patient=patient, date=start + dt.timedelta(days=60), kind=ClinicalEvent.Kind.IMAGING,
+                recist=("PR" if spec.trajectory in ("responder", "converter_late") and i == 0 else
+                        "PD" if end else "SD"),
+                note="CT chest/abdomen/pelvis",
+            )
+            if end:
+                ClinicalEvent.objects.create(patient=patient, date=end, kind=ClinicalEvent.Kind.PROGRESSION,
+                                             note=f"Progression on {regimen}")
+        if spec.cancer == "colorectal_metastatic" and spec.trajectory == "responder":
+            ClinicalEvent.objects.create(patient=patient, date=starts[1] - dt.timedelta(days=10),
+                                         kind=ClinicalEvent.Kind.SURGERY, note="Liver metastasectomy")
+        counts = TRAJECTORIES[spec.trajectory]
+        schedule = [(d, "baseline" if d == 0 else f"C{d + 1}D1", dt.time(9, 30)) for d in range(n)]
+        if k == 0:  # a repeat draw the same afternoon (clotted tube): the timeline must show both
+            schedule.insert(3, (2, "C3D1 repeat", dt.time(15, 0)))
+        for d, timepoint, at in schedule:
+            drawn_on = first_draw + dt.timedelta(days=interval * d)
+            drawn_at = timezone.make_aware(dt.datetime.combine(drawn_on, at))
+            volume = Decimal("7.5") if rng.random() < 0.8 else Decimal("7.0")
+            draw = BloodDraw.objects.create(
+                patient=patient, drawn_at=drawn_at, volume_ml=volume, timepoint=timepoint, created_by=user,
+            )
+            n_ctc = counts[min(d, len(counts) - 1)]
+            data = gallery_zip(rng, n_ctc, max(events_per_draw - n_ctc, 8))
+            upload = create_upload(
+                draw,
+                UploadRequest(files=[SimpleUploadedFile(f"{spec.study_id}-{draw.timepoint}.zip", data,
+                                                        content_type="application/zip")],
+                              channels=CHANNELS, kind="events"),
+                user,
+            )
+            uploads.append(upload.pk)
+        log(f"  {spec.study_id}: {n} draws ({spec.trajectory})")
+    return uploads

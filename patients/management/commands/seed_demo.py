@@ -1,0 +1,31 @@
+"""Seed the local demo cohort (idempotent): `python manage.py seed_demo [--wait]`."""
+
+from __future__ import annotations
+
+import time
+
+from django.core.management.base import BaseCommand
+
+from patients.demo import DEMO_PASSWORD, DEMO_USER, seed
+from patients.models import ImagingUpload, UploadStatus
+
+
+class Command(BaseCommand):
+    help = "Create the demo cohort and queue its imaging for the worker (local demo only)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--seed", type=int, default=7)
+        parser.add_argument("--events-per-draw", type=int, default=30)
+        parser.add_argument("--wait", type=float, default=0, help="Wait up to N seconds for the worker to finish")
+
+    def handle(self, *args, **opts):
+        self.stdout.write("Seeding the demo cohort ...")
+        queued = seed(seed=opts["seed"], events_per_draw=opts["events_per_draw"], log=self.stdout.write)
+        self.stdout.write(self.style.SUCCESS(
+            f"{len(queued)} upload(s) queued. Sign in as {DEMO_USER} / {DEMO_PASSWORD} (local demo only)."
+        ))
+        deadline = time.monotonic() + opts["wait"]
+        pending = ImagingUpload.objects.filter(status__in=[UploadStatus.QUEUED, UploadStatus.RUNNING])
+        while opts["wait"] and pending.exists() and time.monotonic() < deadline:
+            time.sleep(2)
+            self.stdout.write(f"  waiting for the worker: {pending.count()} upload(s) to go")
