@@ -101,7 +101,7 @@ def gallery_zip(rng: np.random.Generator, n_ctc: int, n_other: int) -> bytes:
             image, info = make_event(rng, str(category), px_um=0.65, size_px=96)
             arr = image.astype(np.uint8) if info["rendering"] == "stretch8" else image.astype(np.uint16)
             tif = io.BytesIO()
-            tifffile.imwrite(tif, arr, metadata={"axes": "CYX"})
+            tifffile.imwrite(tif, arr, photometric="minisblack", metadata={"axes": "CYX"})
             zf.writestr(f"event{i:03d}.tif", tif.getvalue())
     return buf.getvalue()
 
@@ -194,7 +194,7 @@ def seed(seed: int = 7, events_per_draw: int = 30, log=print) -> list[int]:  # n
                 patient=patient, drawn_at=drawn_at, volume_ml=volume, timepoint=timepoint, created_by=user,
             )
             n_ctc = counts[min(d, len(counts) - 1)]
-            data = gallery_zip(rng, n_ctc, max(events_per_draw - n_ctc, 8))
+            data = gallery_zip(rng, n_ctc, max(events_per_draw - n_ctc, min(8, events_per_draw)))
             upload = create_upload(
                 draw,
                 UploadRequest(files=[SimpleUploadedFile(f"{spec.study_id}-{draw.timepoint}.zip", data,

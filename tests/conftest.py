@@ -6,6 +6,7 @@ team and must never see their patients.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -41,6 +42,11 @@ def _isolated_queue_and_media() -> Iterator[None]:
     settings.MEDIA_ROOT = TEST_MEDIA
     yield
     shutil.rmtree(TEST_MEDIA, ignore_errors=True)
+    if settings.REDIS_URL:  # drop what no worker consumed, so Redis does not fill up across runs
+        import redis
+
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis.from_url(settings.REDIS_URL).delete(TEST_QUEUE)
 
 
 @pytest.fixture

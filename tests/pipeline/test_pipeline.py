@@ -31,7 +31,7 @@ def event_tiffs(categories: list[str], seed: int = 0) -> list[SimpleUploadedFile
     for i, category in enumerate(categories):
         image, _ = make_event(rng, category, px_um=0.65, size_px=96)
         buf = io.BytesIO()
-        tifffile.imwrite(buf, image.astype(np.float32), metadata={"axes": "CYX"})
+        tifffile.imwrite(buf, image.astype(np.float32), photometric="minisblack", metadata={"axes": "CYX"})
         files.append(SimpleUploadedFile(f"cell{i:02d}.tif", buf.getvalue(), content_type="image/tiff"))
     return files
 

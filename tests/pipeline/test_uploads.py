@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 def tiff(shape=(4, 64, 64), name="a.tif") -> SimpleUploadedFile:
     buf = io.BytesIO()
-    tifffile.imwrite(buf, np.zeros(shape, np.uint8), metadata={"axes": "CYX"})
+    tifffile.imwrite(buf, np.zeros(shape, np.uint8), photometric="minisblack", metadata={"axes": "CYX"})
     return SimpleUploadedFile(name, buf.getvalue())
 
 

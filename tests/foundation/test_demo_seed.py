@@ -1,0 +1,64 @@
+"""The demo cohort that `make run` shows."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import authenticate
+from django.core.management import call_command
+
+from patients.models import BloodDraw, ImagingUpload, Patient, Trial
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="module")
+def seeded(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        call_command("seed_demo", "--events-per-draw", "1", verbosity=0)
+        yield
+        Patient.objects.all().delete()
+
+
+def test_cohort_spans_two_cancer_types_and_a_two_arm_trial(seeded):
+    patients = Patient.objects.all()
+    assert patients.count() >= 8
+    assert patients.values("cancer_type").distinct().count() >= 2
+    trial = Trial.objects.get(code="CTC-ARM-01")
+    assert trial.arms.count() == 2
+    assert {p.arm.code for p in patients.filter(trial=trial)} == {"A", "B"}
+
+
+def test_each_patient_has_lines_events_and_four_to_eight_draws(seeded):
+    for p in Patient.objects.all():
+        assert 2 <= p.treatment_lines.count() <= 3, p
+        assert p.clinical_events.exists(), p
+        assert 4 <= p.draws.count() <= 9, p  # one patient has a same-day repeat draw
+
+
+def test_every_draw_has_a_queued_event_gallery(seeded):
+    assert BloodDraw.objects.count() >= 20
+    assert ImagingUpload.objects.filter(kind="events").count() == BloodDraw.objects.count()
+    assert not BloodDraw.objects.filter(uploads__isnull=True).exists()
+
+
+def test_two_draws_on_one_day_exist_for_the_timeline(seeded):
+    from django.db.models import Count
+    from django.db.models.functions import TruncDate
+
+    same_day = (BloodDraw.objects.annotate(day=TruncDate("drawn_at")).values("patient", "day")
+                .annotate(n=Count("pk")).filter(n__gt=1))
+    assert same_day.exists()
+
+
+def test_demo_login_works_and_seeding_is_idempotent(seeded):
+    assert authenticate(username="demo", password="demo-password") is not None
+    before = (Patient.objects.count(), BloodDraw.objects.count())
+    call_command("seed_demo", "--events-per-draw", "1", verbosity=0)
+    assert (Patient.objects.count(), BloodDraw.objects.count()) == before
+
+
+def test_demo_user_sees_the_whole_demo_cohort(seeded):
+    from django.contrib.auth import get_user_model
+
+    demo = get_user_model().objects.get(username="demo")
+    assert Patient.objects.for_user(demo).count() == Patient.objects.count()
