@@ -11,3 +11,4 @@ urlpatterns = [
     path("patients/<int:pk>/", views.patient_detail, name="patient"),
     path("draws/<int:pk>/", views.draw_detail, name="draw"),
 ]
+urlpatterns.append(path("audit/", __import__("dashboard.audit_views", fromlist=["audit_log"]).audit_log, name="audit"))

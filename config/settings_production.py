@@ -1,0 +1,90 @@
+"""Production settings: ``DJANGO_SETTINGS_MODULE=config.settings_production``.
+
+Everything of ``config.settings`` (read from the environment), plus the hardening a
+clinical deployment needs. Required in the environment: ``SECRET_KEY`` and
+``ALLOWED_HOSTS``; in practice also ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL``.
+The service is expected behind a TLS-terminating reverse proxy that sets
+``X-Forwarded-Proto`` (and strips it from clients). ``python manage.py check --deploy``
+is clean with these settings (tests/security/test_hardening.py runs it).
+
+What each setting protects against is written down in docs/security.md.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+# The base module refuses to invent a secret key when PRODUCTION is set.
+os.environ["PRODUCTION"] = "1"
+os.environ["DEBUG"] = "0"
+
+from csp.constants import NONCE, NONE, SELF  # noqa: E402
+
+from config.settings import *  # noqa: E402,F403
+from config.settings import INSTALLED_APPS, MIDDLEWARE, env  # noqa: E402
+
+DEBUG = False
+# No default: a production host list must be given explicitly.
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+
+# --- TLS, cookies, headers -----------------------------------------------------
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)  # one year
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_SECURE = True
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SECURE = True
+CSRF_COOKIE_HTTPONLY = True
+
+# --- Sessions: idle timeout ------------------------------------------------------
+# A shared ward workstation must not stay logged in: 30 minutes without a request ends
+# the session (sliding expiry: every request renews it), and closing the browser too.
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=30 * 60)
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+
+# --- Login throttling (django-axes) ---------------------------------------------
+AXES_ENABLED = True
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Behind one reverse proxy the client address is the last X-Forwarded-For hop it adds.
+AXES_IPWARE_PROXY_COUNT = env.int("AXES_IPWARE_PROXY_COUNT", default=1)
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+
+# --- Content security policy (django-csp) ---------------------------------------
+# Scripts only from this origin or inline with the per-request nonce
+# (``<script nonce="{{ request.csp_nonce }}">``); Plotly sets inline styles, hence
+# 'unsafe-inline' for styles only. Thumbnails/heat maps may be data: URIs.
+INSTALLED_APPS = [*INSTALLED_APPS, "csp"]
+MIDDLEWARE = [*MIDDLEWARE, "csp.middleware.CSPMiddleware"]
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:", "blob:"],
+        "font-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
+# --- API ------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    **REST_FRAMEWORK,  # noqa: F405
+    # No browsable HTML API in production: JSON only (its forms need inline scripts).
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+}

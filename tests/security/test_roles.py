@@ -1,0 +1,90 @@
+"""The role matrix and care-team scoping, checked against docs/security.md's table."""
+
+from __future__ import annotations
+
+import pytest
+
+from patients.models import BloodDraw, CellEvent, Patient, Role
+from patients.roles import PERMISSIONS, Action, can, roles_of
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+# The table in docs/security.md, spelled out: a change to the matrix must change both.
+EXPECTED = {
+    Role.ONCOLOGIST: {"edit_records", "upload", "review", "export", "cohort"},
+    Role.COORDINATOR: {"edit_records", "upload", "export", "cohort"},
+    Role.MEMBER: {"upload"},
+    Role.REVIEWER: {"review"},
+    Role.ADMIN: {a.value for a in Action},
+}
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_each_role_may_do_exactly_what_the_documented_matrix_says(role, team):
+    user = factories.UserFactory()
+    factories.MembershipFactory(team=team, user=user, role=role)
+    allowed = {a.value for a in Action if can(user, a)}
+    assert allowed == EXPECTED[role]
+    assert {a.value for a in PERMISSIONS[role]} == EXPECTED[role]
+
+
+def test_the_matrix_is_documented_in_security_md():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    for role in Role:
+        assert role.label in doc, f"docs/security.md does not describe the role {role.label!r}"
+    for action in Action:
+        assert f"`{action.value}`" in doc, f"docs/security.md does not name the action {action.value!r}"
+
+
+def test_a_user_sees_only_the_patients_of_their_teams(alice, charlie, patient, other_team):
+    theirs = factories.PatientFactory(care_team=other_team)
+    assert list(Patient.objects.for_user(alice)) == [patient]
+    assert list(Patient.objects.for_user(charlie)) == [theirs]
+    draw = factories.BloodDrawFactory(patient=patient)
+    event = factories.CellEventFactory(upload=factories.ImagingUploadFactory(draw=draw))
+    assert not BloodDraw.objects.for_user(charlie).filter(pk=draw.pk).exists()
+    assert not CellEvent.objects.for_user(charlie).filter(pk=event.pk).exists()
+    assert CellEvent.objects.for_user(alice).filter(pk=event.pk).exists()
+
+
+def test_a_trial_coordinator_sees_the_trials_patients_from_every_site_and_nothing_else(team, other_team, patient):
+    trial = factories.TrialFactory()
+    enrolled = factories.PatientFactory(care_team=other_team, trial=trial)
+    factories.PatientFactory(care_team=other_team)  # same site, not in the trial
+    coord = factories.UserFactory()
+    trial.coordinators.add(coord)
+    assert list(Patient.objects.for_user(coord)) == [enrolled]
+    assert Role.COORDINATOR in roles_of(coord)
+    assert can(coord, Action.EXPORT) and can(coord, Action.COHORT)
+    assert not can(coord, Action.REVIEW)
+
+
+def test_a_member_of_two_teams_sees_both_without_duplicates(team, other_team, patient):
+    user = factories.UserFactory()
+    factories.MembershipFactory(team=team, user=user, role=Role.MEMBER)
+    factories.MembershipFactory(team=other_team, user=user, role=Role.REVIEWER)
+    other = factories.PatientFactory(care_team=other_team)
+    trial = factories.TrialFactory()
+    trial.coordinators.add(user)
+    Patient.objects.filter(pk=other.pk).update(trial=trial)
+    assert sorted(Patient.objects.for_user(user).values_list("pk", flat=True)) == sorted([patient.pk, other.pk])
+    assert can(user, Action.UPLOAD) and can(user, Action.REVIEW)
+
+
+def test_admins_see_everything_and_inactive_or_anonymous_users_nothing(team, patient, other_team):
+    from django.contrib.auth.models import AnonymousUser
+
+    theirs = factories.PatientFactory(care_team=other_team)
+    admin = factories.UserFactory()
+    factories.MembershipFactory(team=team, user=admin, role=Role.ADMIN)
+    assert set(Patient.objects.for_user(admin)) == {patient, theirs}
+    assert can(admin, Action.AUDIT)
+    admin.is_active = False
+    admin.save()
+    assert not Patient.objects.for_user(admin).exists()
+    assert not can(admin, Action.AUDIT)
+    assert not Patient.objects.for_user(AnonymousUser()).exists()
+    assert not can(AnonymousUser(), Action.UPLOAD)
