@@ -1,9 +1,209 @@
+"""What the API reads and writes. Validation messages are meant for the person at the client."""
+
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.reverse import reverse
 
-from patients.models import BloodDraw, CareTeam, DrawSummary, Patient
+from patients.models import (
+    BloodDraw,
+    Call,
+    CancerType,
+    CareTeam,
+    CellEvent,
+    ClassifierVersion,
+    ClinicalEvent,
+    DrawSummary,
+    ImagingUpload,
+    Patient,
+    Role,
+    TreatmentLine,
+    Trial,
+    TrialArm,
+)
+from patients.scoping import is_admin
 
+#: Roles whose members may add patients to their team (EDIT_RECORDS in patients.roles).
+_EDITING_ROLES = {Role.ONCOLOGIST, Role.COORDINATOR, Role.ADMIN}
+
+
+def _user(serializer: serializers.Serializer) -> Any:
+    return serializer.context["request"].user
+
+
+def _url(serializer: serializers.Serializer, name: str, pk: int) -> str:
+    return reverse(name, args=[pk], request=serializer.context.get("request"))
+
+
+# --- reference data ------------------------------------------------------------------------------
+
+class CancerTypeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CancerType
+        fields = ["code", "name", "ctc_cutoff", "cutoff_reference"]
+
+
+class CareTeamSerializer(serializers.ModelSerializer):
+    role = serializers.SerializerMethodField(help_text="Your role in this team (null: not a member)")
+
+    class Meta:
+        model = CareTeam
+        fields = ["id", "name", "site", "role"]
+
+    @extend_schema_field(serializers.ChoiceField(choices=Role.choices, allow_null=True))
+    def get_role(self, team: CareTeam) -> str | None:
+        roles = self.context.get("roles_by_team", {})
+        return roles.get(team.pk)
+
+
+class TrialArmSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TrialArm
+        fields = ["id", "code", "description"]
+
+
+class TrialSerializer(serializers.ModelSerializer):
+    arms = TrialArmSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Trial
+        fields = ["id", "code", "title", "draw_interval_days", "arms"]
+
+
+class ClassifierVersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ClassifierVersion
+        fields = ["id", "version", "sha256", "metadata", "is_active", "retired", "created_at"]
+
+
+# --- patients and their records ------------------------------------------------------------------
+
+class PatientSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:patient-detail")
+    cancer_type = serializers.SlugRelatedField(
+        slug_field="code", queryset=CancerType.objects.all(),
+        help_text="breast_metastatic, prostate_crpc, colorectal_metastatic or breast_early",
+    )
+    care_team = serializers.PrimaryKeyRelatedField(
+        queryset=CareTeam.objects.all(), required=False,
+        help_text="Care team id; optional when you belong to exactly one team",
+    )
+    trial = serializers.SlugRelatedField(slug_field="code", queryset=Trial.objects.all(), required=False,
+                                         allow_null=True, help_text="Trial code")
+    arm = serializers.CharField(source="arm.code", required=False, allow_null=True, allow_blank=True,
+                                help_text="Arm code within the trial")
+
+    class Meta:
+        model = Patient
+        fields = ["id", "url", "study_id", "mrn", "cancer_type", "stage", "diagnosis_date", "care_team", "trial",
+                  "arm", "enrolled_on", "created_at"]
+        read_only_fields = ["created_at"]
+
+    def validate_care_team(self, team: CareTeam) -> CareTeam:
+        user = _user(self)
+        if is_admin(user):
+            return team
+        role = team.memberships.filter(user=user).values_list("role", flat=True).first()
+        if role is None:
+            raise serializers.ValidationError(f"You are not a member of care team {team.pk} ({team.name}).")
+        if role not in _EDITING_ROLES:
+            raise serializers.ValidationError(f"Your role in {team.name} ({role}) may not add or move patients.")
+        return team
+
+    def validate_diagnosis_date(self, value: dt.date | None) -> dt.date | None:
+        if value and value > timezone.localdate():
+            raise serializers.ValidationError("The diagnosis date is in the future.")
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        user = _user(self)
+        if "care_team" not in attrs and self.instance is None:
+            teams = list(CareTeam.objects.filter(memberships__user=user).distinct()[:2])
+            if len(teams) != 1:
+                raise serializers.ValidationError(
+                    {"care_team": ["Give the care team id: you belong to "
+                                   + ("no care team." if not teams else "several care teams.")]}
+                )
+            attrs["care_team"] = self.validate_care_team(teams[0])
+        trial = attrs.get("trial", getattr(self.instance, "trial", None))
+        arm_given = "arm" in attrs
+        arm_code = (attrs.pop("arm") or {}).get("code") if arm_given else None
+        if arm_code:
+            if trial is None:
+                raise serializers.ValidationError({"arm": ["An arm needs a trial: give `trial` too."]})
+            arm = TrialArm.objects.filter(trial=trial, code=arm_code).first()
+            if arm is None:
+                codes = ", ".join(trial.arms.values_list("code", flat=True)) or "none"
+                raise serializers.ValidationError(
+                    {"arm": [f"Trial {trial.code} has no arm {arm_code!r} (arms: {codes})."]}
+                )
+            attrs["arm"] = arm
+        elif arm_given or ("trial" in attrs and self.instance is not None and self.instance.trial != trial):
+            attrs["arm"] = None
+        if attrs.get("enrolled_on") and trial is None:
+            raise serializers.ValidationError({"enrolled_on": ["An enrolment date needs a trial."]})
+        return attrs
+
+
+class TreatmentLineSerializer(serializers.ModelSerializer):
+    patient = serializers.PrimaryKeyRelatedField(queryset=Patient.objects.none())
+
+    class Meta:
+        model = TreatmentLine
+        fields = ["id", "patient", "line_number", "regimen", "agents", "intent", "start_date", "end_date",
+                  "stop_reason"]
+        validators: list = []  # the unique (patient, line_number) check is done in validate() with a clear message
+
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        if "request" in self.context:
+            fields["patient"].queryset = Patient.objects.for_user(_user(self))
+        return fields
+
+    def validate(self, attrs: dict) -> dict:
+        start = attrs.get("start_date", getattr(self.instance, "start_date", None))
+        end = attrs.get("end_date", getattr(self.instance, "end_date", None))
+        if start and end and end < start:
+            raise serializers.ValidationError({"end_date": ["The end date is before the start date."]})
+        patient = attrs.get("patient", getattr(self.instance, "patient", None))
+        number = attrs.get("line_number", getattr(self.instance, "line_number", None))
+        clash = TreatmentLine.objects.filter(patient=patient, line_number=number)
+        if self.instance is not None:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise serializers.ValidationError({"line_number": [f"Line {number} already exists for this patient."]})
+        return attrs
+
+
+class ClinicalEventSerializer(serializers.ModelSerializer):
+    patient = serializers.PrimaryKeyRelatedField(queryset=Patient.objects.none())
+
+    class Meta:
+        model = ClinicalEvent
+        fields = ["id", "patient", "date", "kind", "recist", "note"]
+
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        if "request" in self.context:
+            fields["patient"].queryset = Patient.objects.for_user(_user(self))
+        return fields
+
+    def validate(self, attrs: dict) -> dict:
+        kind = attrs.get("kind", getattr(self.instance, "kind", None))
+        recist = attrs.get("recist", getattr(self.instance, "recist", ""))
+        if recist and kind != ClinicalEvent.Kind.IMAGING:
+            raise serializers.ValidationError({"recist": ["A RECIST category belongs to an imaging response."]})
+        return attrs
+
+
+# --- draws, summaries, uploads, events ------------------------------------------------------------
 
 class DrawSummarySerializer(serializers.ModelSerializer):
     class Meta:
@@ -12,21 +212,143 @@ class DrawSummarySerializer(serializers.ModelSerializer):
                   "status", "model_version", "updated_at"]
 
 
-class PatientSerializer(serializers.ModelSerializer):
-    cancer_type = serializers.SlugRelatedField(slug_field="code", read_only=True)
+class DrawSummaryListSerializer(DrawSummarySerializer):
+    """A summary row with its draw and patient, for ``/api/summaries/``."""
 
-    class Meta:
-        model = Patient
-        fields = ["id", "study_id", "cancer_type", "stage", "diagnosis_date", "care_team", "trial", "arm",
-                  "enrolled_on"]
+    draw = serializers.PrimaryKeyRelatedField(read_only=True)
+    patient = serializers.IntegerField(source="draw.patient_id", read_only=True)
+    study_id = serializers.CharField(source="draw.patient.study_id", read_only=True)
+    drawn_at = serializers.DateTimeField(source="draw.drawn_at", read_only=True)
+    timepoint = serializers.CharField(source="draw.timepoint", read_only=True)
+    unfavorable = serializers.SerializerMethodField(help_text="At or above the cancer type's cut-off")
+
+    class Meta(DrawSummarySerializer.Meta):
+        fields = ["draw", "patient", "study_id", "drawn_at", "timepoint", *DrawSummarySerializer.Meta.fields,
+                  "unfavorable"]
+
+    def get_unfavorable(self, s: DrawSummary) -> bool:
+        return s.ctc_per_7_5ml >= s.draw.patient.cancer_type.ctc_cutoff
 
 
 class DrawSerializer(serializers.ModelSerializer):
-    summary = DrawSummarySerializer(read_only=True, allow_null=True)
+    url = serializers.HyperlinkedIdentityField(view_name="api:draw-detail")
+    patient = serializers.PrimaryKeyRelatedField(queryset=Patient.objects.none())
+    study_id = serializers.CharField(source="patient.study_id", read_only=True)
+    volume_ml = serializers.DecimalField(max_digits=5, decimal_places=2, coerce_to_string=False,
+                                         min_value=Decimal("0.1"), max_value=Decimal("100"),
+                                         help_text="Blood volume analysed, mL")
+    summary = serializers.SerializerMethodField(help_text="Null until an upload of this draw has been analysed")
+    # The summary's key numbers again at the top level, for clients that want one lookup.
+    ctc_count = serializers.SerializerMethodField()
+    ctc_per_7_5ml = serializers.SerializerMethodField()
+    events_analysed = serializers.SerializerMethodField()
+    status = serializers.SerializerMethodField(help_text="Summary status (null before analysis)")
 
     class Meta:
         model = BloodDraw
-        fields = ["id", "patient", "drawn_at", "volume_ml", "timepoint", "assay", "summary"]
+        fields = ["id", "url", "patient", "study_id", "drawn_at", "volume_ml", "timepoint", "assay", "summary",
+                  "ctc_count", "ctc_per_7_5ml", "events_analysed", "status", "created_at"]
+        read_only_fields = ["created_at"]
+
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        if "request" in self.context:
+            fields["patient"].queryset = Patient.objects.for_user(_user(self))
+        return fields
+
+    @staticmethod
+    def _summary(draw: BloodDraw) -> DrawSummary | None:
+        try:
+            return draw.summary
+        except DrawSummary.DoesNotExist:
+            return None
+
+    @extend_schema_field(DrawSummarySerializer(allow_null=True))
+    def get_summary(self, draw: BloodDraw) -> dict | None:
+        s = self._summary(draw)
+        return DrawSummarySerializer(s).data if s is not None else None
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_ctc_count(self, draw: BloodDraw) -> int | None:
+        s = self._summary(draw)
+        return s.ctc_count if s else None
+
+    @extend_schema_field(OpenApiTypes.FLOAT)
+    def get_ctc_per_7_5ml(self, draw: BloodDraw) -> float | None:
+        s = self._summary(draw)
+        return s.ctc_per_7_5ml if s else None
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_events_analysed(self, draw: BloodDraw) -> int | None:
+        s = self._summary(draw)
+        return s.events_analysed if s else None
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_status(self, draw: BloodDraw) -> str | None:
+        s = self._summary(draw)
+        return s.status if s else None
+
+    def validate_drawn_at(self, value: dt.datetime) -> dt.datetime:
+        if value > timezone.now() + dt.timedelta(hours=1):
+            raise serializers.ValidationError("The draw time is in the future.")
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        if self.instance is not None and "patient" in attrs and attrs["patient"] != self.instance.patient:
+            raise serializers.ValidationError({"patient": ["A draw cannot move to another patient."]})
+        return attrs
 
 
-__all__ = ["CareTeam", "DrawSerializer", "PatientSerializer"]
+class UploadSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:upload-detail")
+    files = serializers.SerializerMethodField(help_text="Original file names, in upload order")
+    events_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ImagingUpload
+        fields = ["id", "url", "draw", "kind", "channels", "pixel_size_um", "status", "progress", "stage", "error",
+                  "model_version", "device", "files", "events_url", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+    def get_files(self, upload: ImagingUpload) -> list[str]:
+        return [f.original_name for f in upload.files.all()]
+
+    def get_events_url(self, upload: ImagingUpload) -> str:
+        return _url(self, "api:draw-events", upload.draw_id) + f"?upload={upload.pk}"
+
+
+class UploadCreateSerializer(serializers.Serializer):
+    """The multipart form of ``POST /api/draws/{id}/uploads/`` (documentation and parsing)."""
+
+    file = serializers.ListField(
+        child=serializers.FileField(), allow_empty=False,
+        help_text="One or more TIFF/PNG/JPEG files, or a zip of them (repeat the `file` part)",
+    )
+    channels = serializers.CharField(help_text="Channel names in file order, comma-separated, e.g. DAPI,CK,AF,CD45")
+    kind = serializers.ChoiceField(choices=ImagingUpload.Kind.choices, default=ImagingUpload.Kind.EVENTS)
+    pixel_size_um = serializers.FloatField(required=False, allow_null=True, min_value=0.01, max_value=50)
+
+
+class CellEventSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:event-detail")
+    final_call = serializers.CharField(read_only=True, help_text="The reviewed call if any, else the model's")
+    reviewed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = CellEvent
+        fields = ["id", "url", "upload", "draw", "index", "source", "x", "y", "call", "ctc_probability", "category",
+                  "category_probabilities", "reviewed_call", "final_call", "reviewed_by", "review_reason",
+                  "reviewed_at"]
+        read_only_fields = fields
+
+
+class CellEventDetailSerializer(CellEventSerializer):
+    class Meta(CellEventSerializer.Meta):
+        fields = [*CellEventSerializer.Meta.fields, "explanation"]
+        read_only_fields = fields
+
+
+class ReviewSerializer(serializers.Serializer):
+    call = serializers.ChoiceField(choices=Call.choices, help_text="Your call for this cell")
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000,
+                                   help_text="Required when your call differs from the model's")

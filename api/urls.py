@@ -1,14 +1,27 @@
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from api import views
 
 router = DefaultRouter()
 router.register("patients", views.PatientViewSet, basename="patient")
+router.register("care-teams", views.CareTeamViewSet, basename="careteam")
+router.register("cancer-types", views.CancerTypeViewSet, basename="cancertype")
+router.register("trials", views.TrialViewSet, basename="trial")
+router.register("treatment-lines", views.TreatmentLineViewSet, basename="treatmentline")
+router.register("clinical-events", views.ClinicalEventViewSet, basename="clinicalevent")
 router.register("draws", views.DrawViewSet, basename="draw")
+router.register("uploads", views.UploadViewSet, basename="upload")
+router.register("events", views.CellEventViewSet, basename="event")
+router.register("summaries", views.DrawSummaryViewSet, basename="summary")
+router.register("models", views.ClassifierVersionViewSet, basename="classifierversion")
 
 app_name = "api"
 urlpatterns = [
     path("auth/token/", views.ObtainTokenView.as_view(), name="token"),
+    path("export/deidentified/", views.DeidentifiedExportView.as_view(), name="export-deidentified"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("", include(router.urls)),
 ]

@@ -1,11 +1,79 @@
+"""The REST API's views.
+
+Every queryset goes through ``for_user`` (out of scope is a 404, never a 403 that
+would confirm the record exists); writes are checked against the role matrix
+(``api.permissions``); each read of patient data and each export leaves one audit row.
+"""
+
 from __future__ import annotations
 
-from rest_framework import viewsets
-from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.throttling import ScopedRateThrottle
+from typing import Any
 
-from api.serializers import DrawSerializer, PatientSerializer
-from patients.models import BloodDraw, Patient
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Q
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import serializers, status, viewsets
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from api import deid, fhir
+from api.filters import (
+    CellEventFilter,
+    ClinicalEventFilter,
+    DrawFilter,
+    PatientFilter,
+    SummaryFilter,
+    TreatmentLineFilter,
+    UploadFilter,
+)
+from api.permissions import RoleActionPermission
+from api.renderers import CSVRenderer
+from api.serializers import (
+    CancerTypeSerializer,
+    CareTeamSerializer,
+    CellEventDetailSerializer,
+    CellEventSerializer,
+    ClassifierVersionSerializer,
+    ClinicalEventSerializer,
+    DrawSerializer,
+    DrawSummaryListSerializer,
+    PatientSerializer,
+    ReviewSerializer,
+    TreatmentLineSerializer,
+    TrialSerializer,
+    UploadCreateSerializer,
+    UploadSerializer,
+)
+from patients import audit
+from patients.models import (
+    BloodDraw,
+    CancerType,
+    CareTeam,
+    CellEvent,
+    ClassifierVersion,
+    ClinicalEvent,
+    DrawSummary,
+    ImagingUpload,
+    Membership,
+    Patient,
+    TreatmentLine,
+    Trial,
+)
+from patients.review import review_event
+from patients.roles import Action
+from patients.scoping import is_admin
+from patients.uploads import UploadRequest, create_upload
+
+PERMISSIONS = [IsAuthenticated, RoleActionPermission]
+NO_DELETE = ["get", "post", "put", "patch", "head", "options"]
 
 
 class ObtainTokenView(ObtainAuthToken):
@@ -15,19 +83,420 @@ class ObtainTokenView(ObtainAuthToken):
     throttle_scope = "token"
 
 
-class PatientViewSet(viewsets.ReadOnlyModelViewSet):
+def _patient_stub(patient_id: int | None) -> Patient | None:
+    # The audit row only needs the id: no query to load the patient.
+    return Patient(pk=patient_id) if patient_id else None
+
+
+def patient_id_of(obj: Any) -> int | None:
+    if isinstance(obj, Patient):
+        return obj.pk
+    for attr in ("patient_id",):
+        if getattr(obj, attr, None):
+            return getattr(obj, attr)
+    draw = getattr(obj, "draw", None)
+    return draw.patient_id if draw is not None else None
+
+
+class AuditedReadMixin:
+    """One audit row per read of patient data: the object on a detail, the query on a list."""
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        instance = self.get_object()
+        data = self.get_serializer(instance).data
+        audit.record(request, "view", instance, patient=_patient_stub(patient_id_of(instance)))
+        return Response(data)
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        response = super().list(request, *args, **kwargs)
+        count = response.data.get("count") if isinstance(response.data, dict) else None
+        pid = request.query_params.get("patient")
+        patient = _patient_stub(int(pid)) if pid and pid.isdigit() and count else None
+        audit.record(request, "view", object_type=f"{self.get_queryset().model.__name__} list", patient=patient,
+                     detail={"count": count, "query": dict(request.query_params.items())})
+        return response
+
+
+def _drf_error(err: DjangoValidationError, fields: dict[str, str], default: str) -> serializers.ValidationError:
+    """A Django ValidationError from the domain -> DRF's ``{field: [message]}`` (a 400)."""
+    field = fields.get(getattr(err, "code", None) or "", default)
+    return serializers.ValidationError({field: err.messages})
+
+
+# --- reference data ------------------------------------------------------------------------------
+
+@extend_schema_view(list=extend_schema(summary="Cancer types with their prognostic CTC cut-off"))
+class CancerTypeViewSet(viewsets.ReadOnlyModelViewSet):
+    """Cancer types and their prognostic cut-offs (data, editable by administrators)."""
+
+    serializer_class = CancerTypeSerializer
+    queryset = CancerType.objects.all()
+    lookup_field = "code"
+    pagination_class = None
+
+
+@extend_schema_view(list=extend_schema(summary="Your care teams (all teams for administrators)"))
+class CareTeamViewSet(viewsets.ReadOnlyModelViewSet):
+    """Care teams you belong to, with your role in each."""
+
+    serializer_class = CareTeamSerializer
+    queryset = CareTeam.objects.none()  # for the schema; get_queryset() decides
+    ordering_fields = ["name", "site"]
+
+    def get_queryset(self):  # noqa: ANN201
+        user = self.request.user
+        qs = CareTeam.objects.all()
+        if not user.is_authenticated:
+            return qs.none()
+        if not is_admin(user):
+            qs = qs.filter(pk__in=Membership.objects.filter(user=user).values("team_id"))
+        return qs.order_by("name")
+
+    def get_serializer_context(self) -> dict:
+        context = super().get_serializer_context()
+        user = self.request.user
+        if user.is_authenticated:
+            context["roles_by_team"] = dict(Membership.objects.filter(user=user).values_list("team_id", "role"))
+        return context
+
+
+@extend_schema_view(list=extend_schema(summary="Trials you coordinate or that enrol patients you can see"))
+class TrialViewSet(viewsets.ReadOnlyModelViewSet):
+    """Trials and their arms."""
+
+    serializer_class = TrialSerializer
+    queryset = Trial.objects.none()  # for the schema; get_queryset() decides
+    lookup_field = "code"
+
+    def get_queryset(self):  # noqa: ANN201
+        user = self.request.user
+        qs = Trial.objects.prefetch_related("arms").order_by("code")
+        if not user.is_authenticated:
+            return qs.none()
+        if is_admin(user):
+            return qs
+        visible = Q(coordinators=user) | Q(pk__in=Patient.objects.for_user(user).values("trial_id"))
+        return qs.filter(pk__in=Trial.objects.filter(visible).values("pk"))
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Classifier versions in the registry"),
+    promote=extend_schema(request=None, responses=ClassifierVersionSerializer,
+                          summary="Make this version the active one (new uploads use it)"),
+    retire=extend_schema(request=None, responses=ClassifierVersionSerializer,
+                         summary="Retire this version (it is no longer used for new uploads)"),
+)
+class ClassifierVersionViewSet(viewsets.ReadOnlyModelViewSet):
+    """The model registry: which classifier versions exist and which one is active."""
+
+    serializer_class = ClassifierVersionSerializer
+    queryset = ClassifierVersion.objects.all()
+    permission_classes = PERMISSIONS
+    action_permissions = {"promote": Action.MANAGE_MODELS, "retire": Action.MANAGE_MODELS}
+    ordering_fields = ["created_at", "version"]
+
+    @action(detail=True, methods=["post"])
+    def promote(self, request: Request, pk: str | None = None) -> Response:
+        version = self.get_object()
+        if version.retired:
+            raise serializers.ValidationError({"retired": ["A retired version cannot be promoted."]})
+        from django.db import transaction
+
+        with transaction.atomic():
+            for other in ClassifierVersion.objects.filter(is_active=True).exclude(pk=version.pk):
+                other.is_active = False
+                other.save(update_fields=["is_active"])
+            version.is_active = True
+            version.save(update_fields=["is_active"])
+        return Response(self.get_serializer(version).data)
+
+    @action(detail=True, methods=["post"])
+    def retire(self, request: Request, pk: str | None = None) -> Response:
+        version = self.get_object()
+        version.retired, version.is_active = True, False
+        version.save(update_fields=["retired", "is_active"])
+        return Response(self.get_serializer(version).data)
+
+
+# --- patients and their records ------------------------------------------------------------------
+
+@extend_schema_view(
+    list=extend_schema(summary="Patients you may see"),
+    create=extend_schema(summary="Add a patient to one of your care teams"),
+    fhir=extend_schema(summary="FHIR R4 Bundle (collection) of every draw of the patient",
+                       responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="FHIR R4 Bundle")}),
+)
+class PatientViewSet(AuditedReadMixin, viewsets.ModelViewSet):
+    """Patients of your care teams (and of trials you coordinate)."""
+
     serializer_class = PatientSerializer
-    filterset_fields = ["cancer_type__code", "trial", "arm", "care_team"]
-    ordering_fields = ["study_id", "diagnosis_date"]
+    permission_classes = PERMISSIONS
+    write_action = Action.EDIT_RECORDS
+    http_method_names = NO_DELETE
+    filterset_class = PatientFilter
+    ordering_fields = ["study_id", "diagnosis_date", "enrolled_on", "created_at"]
 
-    def get_queryset(self):
-        return Patient.objects.for_user(self.request.user).select_related("cancer_type").order_by("study_id")
+    def get_queryset(self):  # noqa: ANN201
+        return (
+            Patient.objects.for_user(self.request.user)
+            .select_related("cancer_type", "trial", "arm")
+            .order_by("study_id")
+        )
+
+    @action(detail=True, methods=["get"])
+    def fhir(self, request: Request, pk: str | None = None) -> Response:
+        patient = self.get_object()
+        draws = (
+            BloodDraw.objects.filter(patient=patient).select_related("summary").order_by("drawn_at", "pk")
+        )
+        for d in draws:  # the bundle builder reads draw.patient: reuse the loaded one
+            d.patient = patient
+        bundle = fhir.patient_bundle(patient, draws)
+        audit.record(request, "export", patient, detail={"format": "fhir", "draws": len(draws)})
+        return Response(bundle, content_type="application/fhir+json")
 
 
-class DrawViewSet(viewsets.ReadOnlyModelViewSet):
+@extend_schema_view(list=extend_schema(summary="Treatment lines (filter ?patient=)"))
+class TreatmentLineViewSet(AuditedReadMixin, viewsets.ModelViewSet):
+    """Treatment lines of the patients you may see."""
+
+    serializer_class = TreatmentLineSerializer
+    permission_classes = PERMISSIONS
+    write_action = Action.EDIT_RECORDS
+    filterset_class = TreatmentLineFilter
+    ordering_fields = ["start_date", "line_number"]
+
+    def get_queryset(self):  # noqa: ANN201
+        return TreatmentLine.objects.for_user(self.request.user).order_by("patient_id", "line_number")
+
+
+@extend_schema_view(list=extend_schema(summary="Clinical events: imaging response, surgery, progression"))
+class ClinicalEventViewSet(AuditedReadMixin, viewsets.ModelViewSet):
+    """Clinical events (imaging response with RECIST, surgery, progression) of your patients."""
+
+    serializer_class = ClinicalEventSerializer
+    permission_classes = PERMISSIONS
+    write_action = Action.EDIT_RECORDS
+    filterset_class = ClinicalEventFilter
+    ordering_fields = ["date"]
+
+    def get_queryset(self):  # noqa: ANN201
+        return ClinicalEvent.objects.for_user(self.request.user).order_by("patient_id", "date", "pk")
+
+
+EVENT_PARAMS = [
+    OpenApiParameter("upload", OpenApiTypes.INT, description="Only events of this upload"),
+    OpenApiParameter("call", OpenApiTypes.STR, enum=["ctc", "non_ctc"], description="The model's call"),
+    OpenApiParameter("category", OpenApiTypes.STR),
+    OpenApiParameter("reviewed", OpenApiTypes.BOOL),
+    OpenApiParameter("source", OpenApiTypes.STR, description="File name (name#k for field objects)"),
+    OpenApiParameter("page", OpenApiTypes.INT),
+    OpenApiParameter("page_size", OpenApiTypes.INT, description="Up to 1000"),
+]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Blood draws (filter ?patient=, ?trial=, ?arm=, ?drawn_after=, ?drawn_before=)"),
+    retrieve=extend_schema(summary="One draw with its summary (CTC count per 7.5 mL, status)"),
+    fhir=extend_schema(summary="FHIR R4 Bundle: Specimen, Observations, DiagnosticReport",
+                       responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="FHIR R4 Bundle")}),
+)
+class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
+    """Blood draws, their imaging uploads, cell events and FHIR export."""
+
     serializer_class = DrawSerializer
-    filterset_fields = ["patient"]
-    ordering_fields = ["drawn_at"]
+    permission_classes = PERMISSIONS
+    write_action = Action.EDIT_RECORDS
+    action_permissions = {"uploads": Action.UPLOAD}
+    http_method_names = NO_DELETE
+    filterset_class = DrawFilter
+    ordering_fields = ["drawn_at", "created_at", "timepoint"]
 
-    def get_queryset(self):
-        return BloodDraw.objects.for_user(self.request.user).select_related("summary").order_by("drawn_at", "pk")
+    def get_queryset(self):  # noqa: ANN201
+        return (
+            BloodDraw.objects.for_user(self.request.user)
+            .select_related("summary", "patient__cancer_type")
+            .order_by("drawn_at", "pk")
+        )
+
+    def perform_create(self, serializer: DrawSerializer) -> None:
+        serializer.save(created_by=self.request.user)
+
+    @extend_schema(
+        methods=["POST"],
+        summary="Upload imaging for this draw (multipart); analysed by the worker",
+        request={"multipart/form-data": UploadCreateSerializer},
+        responses={202: UploadSerializer},
+    )
+    @extend_schema(methods=["GET"], summary="The draw's uploads", responses=UploadSerializer(many=True))
+    @action(detail=True, methods=["get", "post"], parser_classes=[MultiPartParser, FormParser],
+            pagination_class=None, filterset_class=None, ordering_fields=None)
+    def uploads(self, request: Request, pk: str | None = None) -> Response:
+        draw = self.get_object()
+        if request.method == "GET":
+            uploads = ImagingUpload.objects.filter(draw=draw).prefetch_related("files").order_by("-created_at")
+            audit.record(request, "view", draw, patient=_patient_stub(draw.patient_id),
+                         object_type="ImagingUpload list")
+            return Response(UploadSerializer(uploads, many=True, context=self.get_serializer_context()).data)
+        files = request.FILES.getlist("file") or request.FILES.getlist("files")
+        data: dict[str, Any] = {k: request.data.get(k) for k in ("channels", "kind", "pixel_size_um")
+                                if request.data.get(k) not in (None, "")}
+        data["file"] = files
+        form = UploadCreateSerializer(data=data)
+        if not files:
+            raise serializers.ValidationError({"file": ["No file was uploaded: send one or more `file` parts."]})
+        form.is_valid(raise_exception=True)
+        v = form.validated_data
+        try:
+            upload = create_upload(
+                draw,
+                UploadRequest(files=v["file"], channels=v["channels"], kind=v["kind"],
+                              pixel_size_um=v.get("pixel_size_um")),
+                user=request.user,
+            )
+        except DjangoValidationError as err:
+            raise _drf_error(
+                err, {"channels": "channels", "kind": "kind", "pixel_size": "pixel_size_um"}, default="file"
+            ) from err
+        body = UploadSerializer(upload, context=self.get_serializer_context()).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+    @extend_schema(summary="Every cell event of the draw, with the model's and the reviewer's call",
+                   parameters=EVENT_PARAMS, responses=CellEventSerializer(many=True))
+    @action(detail=True, methods=["get"], filterset_class=None, ordering_fields=None)
+    def events(self, request: Request, pk: str | None = None) -> Response:
+        draw = self.get_object()
+        qs = (
+            CellEvent.objects.filter(draw=draw)
+            .defer("thumbnail", "heatmap", "explanation")
+            .select_related("reviewed_by")
+            .order_by("upload_id", "index")
+        )
+        qs = CellEventFilter(request.query_params, queryset=qs, request=request).qs
+        page = self.paginate_queryset(qs)
+        data = CellEventSerializer(page, many=True, context=self.get_serializer_context()).data
+        audit.record(request, "view", draw, patient=_patient_stub(draw.patient_id), object_type="CellEvent list",
+                     detail={"draw": draw.pk, "count": self.paginator.page.paginator.count})
+        return self.get_paginated_response(data)
+
+    @action(detail=True, methods=["get"], filterset_class=None, ordering_fields=None)
+    def fhir(self, request: Request, pk: str | None = None) -> Response:
+        draw = self.get_object()
+        bundle = fhir.draw_bundle(draw)
+        audit.record(request, "export", draw, patient=_patient_stub(draw.patient_id), detail={"format": "fhir"})
+        return Response(bundle, content_type="application/fhir+json")
+
+
+@extend_schema_view(list=extend_schema(summary="Imaging uploads (filter ?draw=, ?status=)"),
+                    retrieve=extend_schema(summary="Upload status, progress, stage, error, model version"))
+class UploadViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
+    """Imaging uploads and their analysis status."""
+
+    serializer_class = UploadSerializer
+    filterset_class = UploadFilter
+    ordering_fields = ["created_at", "finished_at"]
+
+    def get_queryset(self):  # noqa: ANN201
+        return ImagingUpload.objects.for_user(self.request.user).prefetch_related("files").order_by("-created_at")
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Cell events (filter ?draw=, ?call=, ?reviewed=)"),
+    review=extend_schema(request=ReviewSerializer, responses=CellEventDetailSerializer,
+                         summary="Confirm or override the model's call (a reason is required to override)"),
+)
+class CellEventViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
+    """Cell events found by the classifier, and their review."""
+
+    permission_classes = PERMISSIONS
+    action_permissions = {"review": Action.REVIEW}
+    filterset_class = CellEventFilter
+    ordering_fields = ["index", "ctc_probability", "margin", "reviewed_at"]
+
+    def get_serializer_class(self):  # noqa: ANN201
+        return CellEventSerializer if self.action == "list" else CellEventDetailSerializer
+
+    def get_queryset(self):  # noqa: ANN201
+        qs = CellEvent.objects.for_user(self.request.user).select_related("reviewed_by", "draw")
+        # The PNGs are large and served elsewhere; the explanation only on a detail.
+        qs = qs.defer("thumbnail", "heatmap", *(["explanation"] if self.action == "list" else []))
+        return qs.order_by("draw_id", "upload_id", "index")
+
+    @action(detail=True, methods=["post"], parser_classes=[JSONParser, FormParser, MultiPartParser])
+    def review(self, request: Request, pk: str | None = None) -> Response:
+        event = self.get_object()
+        form = ReviewSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            reviewed = review_event(event, request.user, form.validated_data["call"], form.validated_data["reason"])
+        except DjangoValidationError as err:
+            raise _drf_error(err, {"call": "call", "reason_required": "reason"}, default="reason") from err
+        reviewed = self.get_queryset().get(pk=reviewed.pk)
+        return Response(CellEventDetailSerializer(reviewed, context=self.get_serializer_context()).data)
+
+
+@extend_schema_view(list=extend_schema(summary="Draw summaries (filter ?patient=, ?trial=, ?arm=, ?status=)"),
+                    retrieve=extend_schema(summary="The summary of one draw (by draw id)"))
+class DrawSummaryViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
+    """Per-draw summaries: CTC count per 7.5 mL, malignant fraction, review status."""
+
+    serializer_class = DrawSummaryListSerializer
+    filterset_class = SummaryFilter
+    lookup_field = "draw"
+    lookup_url_kwarg = "draw_id"
+    ordering_fields = ["draw__drawn_at", "ctc_per_7_5ml", "updated_at"]
+
+    def get_queryset(self):  # noqa: ANN201
+        return (
+            DrawSummary.objects.for_user(self.request.user)
+            .select_related("draw__patient__cancer_type")
+            .order_by("draw__patient_id", "draw__drawn_at")
+        )
+
+
+# --- exports ---------------------------------------------------------------------------------------
+
+class DeidentifiedExportView(APIView):
+    """De-identified cohort export for statisticians (CSV: one row per draw; JSON: nested).
+
+    Pseudonymous IDs only (HMAC of the study ID), no MRN, names or database ids; every date
+    of a patient shifted by the same secret number of days, so intervals are exact.
+    """
+
+    permission_classes = PERMISSIONS
+    renderer_classes = [JSONRenderer, CSVRenderer]
+
+    @extend_schema(
+        summary="De-identified cohort export (CSV or JSON), audited",
+        parameters=[
+            OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "csv"], description="Default json"),
+            OpenApiParameter("trial", OpenApiTypes.STR, description="Trial code"),
+            OpenApiParameter("arm", OpenApiTypes.STR, description="Arm code"),
+            OpenApiParameter("cancer_type", OpenApiTypes.STR, description="Cancer type code"),
+        ],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="JSON {patients: [...]} or text/csv"),
+                   403: OpenApiResponse(description="Your role may not export")},
+    )
+    def get(self, request: Request) -> Response:
+        from patients.roles import can
+
+        if not can(request.user, Action.EXPORT):
+            return Response({"detail": "Your role does not allow exports."}, status=status.HTTP_403_FORBIDDEN)
+        patients = PatientFilter(request.query_params, queryset=Patient.objects.for_user(request.user)).qs
+        records = [deid.patient_record(p) for p in deid.export_queryset(patients)]
+        fmt = request.accepted_renderer.format
+        audit.record(
+            request, "export", object_type="DeidentifiedExport",
+            detail={"format": fmt, "patients": len(records), "draws": sum(len(r["draws"]) for r in records),
+                    "filters": {k: v for k, v in request.query_params.items() if k != "format"}},
+        )
+        if fmt == "csv":
+            rows = deid.csv_rows(records)
+            response = Response({"fields": deid.CSV_PATIENT_FIELDS + deid.CSV_DRAW_FIELDS, "rows": rows})
+            response["Content-Disposition"] = 'attachment; filename="ctc-deidentified.csv"'
+            return response
+        return Response({
+            "date_shift": f"per patient, a secret constant in [-{deid.MAX_SHIFT_DAYS}, {deid.MAX_SHIFT_DAYS}] days",
+            "patients": records,
+        })
+

@@ -215,6 +215,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "CallEnum": "api.enums.CALL",
+        "UploadKindEnum": "api.enums.UPLOAD_KIND",
+        "ClinicalEventKindEnum": "api.enums.CLINICAL_EVENT_KIND",
+        "UploadStatusEnum": "api.enums.UPLOAD_STATUS",
+        "SummaryStatusEnum": "api.enums.SUMMARY_STATUS",
+    },
 }
 
 # --- Production hardening (PRODUCTION=1) -------------------------------------

@@ -1,0 +1,120 @@
+"""De-identified cohort export for statisticians.
+
+- Each patient gets a pseudonym ``HMAC-SHA256(SECRET_KEY, "pseudonym:" + study_id)``: stable
+  across exports (a statistician can join two exports) but not reversible without the key.
+  Neither the study ID, the MRN, the care team nor database ids leave the system.
+- Every date of a patient is shifted by the same number of days, derived the same way
+  (``"date-shift:" + study_id``) into [-MAX_SHIFT_DAYS, +MAX_SHIFT_DAYS]: intervals between a
+  patient's diagnosis, treatment lines, events and draws are exact; calendar dates are not.
+  Draw times are exported as shifted dates only.
+- Free-text notes are left out (they can name people).
+
+Rotating SECRET_KEY changes every pseudonym and shift: keep it stable between exports
+of one study.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+
+from patients.models import BloodDraw, DrawSummary, Patient
+
+MAX_SHIFT_DAYS = 180
+
+
+def _digest(purpose: str, study_id: str) -> bytes:
+    return hmac.new(settings.SECRET_KEY.encode(), f"{purpose}:{study_id}".encode(), hashlib.sha256).digest()
+
+
+def pseudonym(study_id: str) -> str:
+    return "S-" + _digest("pseudonym", study_id).hex()[:12].upper()
+
+
+def shift_days(study_id: str) -> int:
+    """The patient's secret offset in days, in [-MAX_SHIFT_DAYS, MAX_SHIFT_DAYS]."""
+    n = int.from_bytes(_digest("date-shift", study_id)[:8], "big")
+    return n % (2 * MAX_SHIFT_DAYS + 1) - MAX_SHIFT_DAYS
+
+
+def _shift(value: dt.date | dt.datetime | None, days: int) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    return (value + dt.timedelta(days=days)).isoformat()
+
+
+def _summary(draw: BloodDraw) -> DrawSummary | None:
+    try:
+        return draw.summary
+    except DrawSummary.DoesNotExist:
+        return None
+
+
+def export_queryset(patients):  # noqa: ANN001, ANN201 - Patient queryset in, same out
+    return patients.select_related("cancer_type", "trial", "arm").prefetch_related(
+        "treatment_lines", "clinical_events", "draws__summary"
+    ).order_by("pk")
+
+
+def patient_record(patient: Patient) -> dict[str, Any]:
+    days = shift_days(patient.study_id)
+    cutoff = patient.cancer_type.ctc_cutoff
+    draws = []
+    for i, d in enumerate(sorted(patient.draws.all(), key=lambda d: (d.drawn_at, d.pk)), start=1):
+        s = _summary(d)
+        draws.append({
+            "draw_seq": i,
+            "drawn_on": _shift(d.drawn_at, days),
+            "timepoint": d.timepoint,
+            "volume_ml": float(d.volume_ml),
+            "events_analysed": s.events_analysed if s else None,
+            "ctc_count": s.ctc_count if s else None,
+            "ctc_per_7_5ml": s.ctc_per_7_5ml if s else None,
+            "malignant_fraction": s.malignant_fraction if s else None,
+            "unfavorable": (s.ctc_per_7_5ml >= cutoff) if s else None,
+            "status": s.status if s else None,
+            "model_version": s.model_version if s else None,
+        })
+    return {
+        "pseudo_id": pseudonym(patient.study_id),
+        "cancer_type": patient.cancer_type.code,
+        "ctc_cutoff": cutoff,
+        "stage": patient.stage,
+        "trial": patient.trial.code if patient.trial else None,
+        "arm": patient.arm.code if patient.arm else None,
+        "diagnosis_date": _shift(patient.diagnosis_date, days),
+        "enrolled_on": _shift(patient.enrolled_on, days),
+        "treatment_lines": [
+            {"line_number": t.line_number, "regimen": t.regimen, "agents": t.agents, "intent": t.intent,
+             "start_date": _shift(t.start_date, days), "end_date": _shift(t.end_date, days),
+             "stop_reason": t.stop_reason}
+            for t in patient.treatment_lines.all()
+        ],
+        "clinical_events": [
+            {"date": _shift(e.date, days), "kind": e.kind, "recist": e.recist} for e in patient.clinical_events.all()
+        ],
+        "draws": draws,
+    }
+
+
+CSV_PATIENT_FIELDS = ["pseudo_id", "cancer_type", "ctc_cutoff", "stage", "trial", "arm", "diagnosis_date",
+                      "enrolled_on"]
+CSV_DRAW_FIELDS = ["draw_seq", "drawn_on", "timepoint", "volume_ml", "events_analysed", "ctc_count",
+                   "ctc_per_7_5ml", "malignant_fraction", "unfavorable", "status", "model_version"]
+
+
+def csv_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per draw (patients without draws get one row with empty draw columns)."""
+    rows = []
+    for r in records:
+        base = {k: r[k] for k in CSV_PATIENT_FIELDS}
+        for d in r["draws"] or [dict.fromkeys(CSV_DRAW_FIELDS)]:
+            rows.append({**base, **{k: d[k] for k in CSV_DRAW_FIELDS}})
+    return rows

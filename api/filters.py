@@ -1,0 +1,109 @@
+"""Query filters for the list endpoints (``?patient=``, ``?trial=``, ``?arm=``, date ranges)."""
+
+from __future__ import annotations
+
+import django_filters as filters
+
+from patients.models import (
+    BloodDraw,
+    Call,
+    CellEvent,
+    ClinicalEvent,
+    DrawSummary,
+    ImagingUpload,
+    Patient,
+    SummaryStatus,
+    TreatmentLine,
+    UploadStatus,
+)
+
+
+class PatientFilter(filters.FilterSet):
+    cancer_type = filters.CharFilter(field_name="cancer_type__code",
+                                     help_text="Cancer type code, e.g. breast_metastatic")
+    trial = filters.CharFilter(field_name="trial__code", help_text="Trial code")
+    arm = filters.CharFilter(field_name="arm__code", help_text="Arm code (with or without ?trial=)")
+    care_team = filters.NumberFilter(field_name="care_team_id")
+    study_id = filters.CharFilter(field_name="study_id", lookup_expr="iexact")
+
+    class Meta:
+        model = Patient
+        fields = ["cancer_type", "trial", "arm", "care_team", "study_id"]
+
+
+class PatientScopedFilter(filters.FilterSet):
+    """Common filters for rows that belong to one patient."""
+
+    patient = filters.NumberFilter(field_name="patient_id", help_text="Patient id")
+    trial = filters.CharFilter(field_name="patient__trial__code", help_text="Trial code")
+    arm = filters.CharFilter(field_name="patient__arm__code", help_text="Arm code")
+
+
+class DrawFilter(PatientScopedFilter):
+    drawn_after = filters.IsoDateTimeFilter(field_name="drawn_at", lookup_expr="gte", help_text="ISO 8601, inclusive")
+    drawn_before = filters.IsoDateTimeFilter(field_name="drawn_at", lookup_expr="lt", help_text="ISO 8601, exclusive")
+    timepoint = filters.CharFilter(field_name="timepoint", lookup_expr="iexact")
+    status = filters.ChoiceFilter(field_name="summary__status", choices=SummaryStatus.choices,
+                                  help_text="Summary status")
+
+    class Meta:
+        model = BloodDraw
+        fields = ["patient", "trial", "arm", "drawn_after", "drawn_before", "timepoint", "status"]
+
+
+class TreatmentLineFilter(PatientScopedFilter):
+    started_after = filters.DateFilter(field_name="start_date", lookup_expr="gte")
+    started_before = filters.DateFilter(field_name="start_date", lookup_expr="lte")
+
+    class Meta:
+        model = TreatmentLine
+        fields = ["patient", "trial", "arm", "intent", "started_after", "started_before"]
+
+
+class ClinicalEventFilter(PatientScopedFilter):
+    date_after = filters.DateFilter(field_name="date", lookup_expr="gte")
+    date_before = filters.DateFilter(field_name="date", lookup_expr="lte")
+
+    class Meta:
+        model = ClinicalEvent
+        fields = ["patient", "trial", "arm", "kind", "date_after", "date_before"]
+
+
+class UploadFilter(filters.FilterSet):
+    draw = filters.NumberFilter(field_name="draw_id")
+    patient = filters.NumberFilter(field_name="draw__patient_id")
+    status = filters.ChoiceFilter(choices=UploadStatus.choices)
+
+    class Meta:
+        model = ImagingUpload
+        fields = ["draw", "patient", "status", "kind"]
+
+
+class CellEventFilter(filters.FilterSet):
+    draw = filters.NumberFilter(field_name="draw_id")
+    upload = filters.NumberFilter(field_name="upload_id")
+    call = filters.ChoiceFilter(choices=Call.choices, help_text="The model's call")
+    category = filters.CharFilter()
+    reviewed = filters.BooleanFilter(method="filter_reviewed",
+                                     help_text="true: reviewed events only; false: unreviewed only")
+    source = filters.CharFilter(field_name="source", lookup_expr="exact")
+
+    class Meta:
+        model = CellEvent
+        fields = ["draw", "upload", "call", "category", "reviewed", "source"]
+
+    def filter_reviewed(self, queryset, name, value):  # noqa: ANN001, ANN201 - django-filter signature
+        return queryset.exclude(reviewed_call="") if value else queryset.filter(reviewed_call="")
+
+
+class SummaryFilter(filters.FilterSet):
+    patient = filters.NumberFilter(field_name="draw__patient_id")
+    trial = filters.CharFilter(field_name="draw__patient__trial__code")
+    arm = filters.CharFilter(field_name="draw__patient__arm__code")
+    status = filters.ChoiceFilter(choices=SummaryStatus.choices)
+    drawn_after = filters.IsoDateTimeFilter(field_name="draw__drawn_at", lookup_expr="gte")
+    drawn_before = filters.IsoDateTimeFilter(field_name="draw__drawn_at", lookup_expr="lt")
+
+    class Meta:
+        model = DrawSummary
+        fields = ["patient", "trial", "arm", "status", "drawn_after", "drawn_before"]
