@@ -56,9 +56,30 @@ def window(canvas: Canvas, cy: float, cx: float, radius_px: float) -> Window | N
     return Window(slice(y0, y1), slice(x0, x1), dy, dx)
 
 
+_BANK: dict[float, np.ndarray] = {}
+_BANK_SIZE = 192
+
+
+def _bank(sigma: float) -> np.ndarray:
+    """A fixed (seeded) 192x192 unit-std texture per correlation length: cropping it at a
+    random offset is statistically the same as filtering fresh noise, and 20x cheaper."""
+    if sigma not in _BANK:
+        g = np.random.default_rng(int(sigma * 1000))
+        f = ndi.gaussian_filter(g.standard_normal((_BANK_SIZE, _BANK_SIZE)).astype(np.float32), sigma, mode="wrap")
+        _BANK[sigma] = (f - f.mean()) / max(float(f.std()), 1e-6)
+    return _BANK[sigma]
+
+
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_px: float) -> np.ndarray:
     """Zero-mean, unit-std Gaussian random field with correlation length ``sigma_px``."""
-    field = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), max(sigma_px, 0.3))
+    sigma = float(np.clip(round(max(sigma_px, 0.3) * 4) / 4, 0.25, 24.0))
+    h, w = shape[-2], shape[-1]
+    if len(shape) == 2 and h <= _BANK_SIZE // 2 and w <= _BANK_SIZE // 2:
+        bank = _bank(sigma)
+        y, x = rng.integers(0, _BANK_SIZE - h + 1), rng.integers(0, _BANK_SIZE - w + 1)
+        patch = bank[y:y + h, x:x + w]
+        return patch if rng.random() < 0.5 else patch.T.copy() if h == w else patch[::-1].copy()
+    field = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
     std = float(field.std())
     return field / std if std > 0 else field
 
@@ -223,7 +244,7 @@ def draw_cytoplasm(
         val = m * np.clip(tex, 0.2, None)
     elif style == "granular":
         spots = np.clip(smooth_noise(rng, (h, w), 0.45 / px) - rng.uniform(0.3, 1.2), 0, None)
-        val = m * (rng.uniform(0.15, 0.5) + rng.uniform(1.5, 4.0) * spots)
+        val = m * (rng.uniform(0.25, 0.8) + rng.uniform(0.8, 3.0) * spots)
         for _ in range(int(rng.integers(0, 6))):  # membrane blebs at the outline
             a = rng.uniform(0, 2 * np.pi)
             rr = shape.r_um * rng.uniform(0.8, 1.1) / px

@@ -231,10 +231,13 @@ class EventSpec:
             raise ValueError(f"unknown category {category!r}")
         if px_um is None:
             # CellSearch-like 10x (0.645 µm/px) is common; otherwise anything from 100x to 20x.
-            px_um = float(rng.uniform(0.55, 0.75)) if rng.random() < 0.35 else float(np.exp(rng.uniform(np.log(0.1), np.log(1.0))))
+            if rng.random() < 0.35:
+                px_um = float(rng.uniform(0.55, 0.75))
+            else:
+                px_um = float(np.exp(rng.uniform(np.log(0.1), np.log(1.0))))
         if size_px is None:
-            fov_um = rng.uniform(30.0, 110.0)
-            size_px = int(np.clip(round(fov_um / px_um), 32, 256))
+            fov_um = rng.uniform(30.0, 90.0)
+            size_px = int(np.clip(round(fov_um / px_um), 32, 160))
         defocus = float(rng.uniform(1.8, 3.2)) if rng.random() < 0.08 else 1.0
         return cls(category, px_um, size_px, float(rng.uniform(0.0, 0.6)), defocus, Optics.random(rng, defocus))
 
@@ -275,7 +278,8 @@ def make_event(
         for _ in range(int(rng.integers(1, 4))):
             y, x = rng.uniform(0, s, 2)
             if (y - cy) ** 2 + (x - cx) ** 2 > (r / spec.px_um + 6 / spec.px_um) ** 2:
-                draw_debris(canvas, rng, y, x, rng.uniform(0.5, 1.5), (0, _lognormal(rng, 0.8, 0.5, 0.1, 3), 0, 0), False)
+                speck = (0.0, _lognormal(rng, 0.8, 0.5, 0.1, 3), 0.0, 0.0)
+                draw_debris(canvas, rng, y, x, rng.uniform(0.5, 1.5), speck, False)
     image = render(canvas.data, spec.px_um, spec.optics, rng)
     info = {
         "category": spec.category,

@@ -1,0 +1,7 @@
+"""``python -m classifier``."""
+
+import sys
+
+from classifier.cli import main
+
+sys.exit(main())

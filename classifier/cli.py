@@ -1,0 +1,264 @@
+"""``python -m classifier``: synth, train, evaluate, finetune, predict.
+
+JSON outputs follow docs/architecture.md: ``evaluate`` prints one JSON object as its
+last line; ``predict`` prints one JSON line per event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from classifier.errors import ContractError, InputError
+
+DEFAULT_CACHE = Path("artifacts/synth-cache")
+
+
+def _channels(spec: str) -> list[str]:
+    return [c.strip() for c in spec.split(",") if c.strip()]
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, default=_json_default), flush=True)
+
+
+def _json_default(o: object) -> object:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+# --- synth -----------------------------------------------------------------------------------
+
+
+def cmd_synth(a: argparse.Namespace) -> int:
+    from classifier.synth import write_folder
+
+    infos = write_folder(Path(a.out), a.n, a.seed, progress=not a.quiet)
+    counts: dict[str, int] = {}
+    for i in infos:
+        counts[i["category"]] = counts.get(i["category"], 0) + 1
+    _print_json({"out": str(a.out), "n": len(infos), "categories": counts, "seed": a.seed})
+    return 0
+
+
+# --- train ------------------------------------------------------------------------------------
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    import torch
+
+    from classifier import data, evaluate, train
+    from classifier.weights import MODEL_VERSION, default_contract, save_bundle
+
+    contract = default_contract()
+    torch.set_num_threads(a.threads)
+    t0 = time.time()
+    cache = None if a.no_cache else Path(a.cache)
+    tr = data.synthetic(a.n_train, a.seed, contract, a.workers, cache, progress=not a.quiet)
+    va = data.synthetic(a.n_val, a.seed + 1000, contract, a.workers, cache, progress=not a.quiet)
+    te = data.synthetic(a.n_test, a.seed + 2000, contract, a.workers, cache, progress=not a.quiet)
+    t_data = time.time() - t0
+    branches = tuple(_channels(a.branches))
+    cfg = train.TrainConfig(epochs=a.epochs, batch=a.batch, lr=a.lr, seed=a.seed, threads=a.threads)
+    model = train.new_model(tr.feats.shape[1], branches, tr, a.seed)
+    ckpt = Path(a.checkpoint) if a.checkpoint else None
+    history = train.fit(model, tr, cfg, ckpt, progress=not a.quiet)
+    temperature = train.calibrate_temperature(model, va)
+    metrics = {"synthetic_test": evaluate.evaluate_set(model, te)}
+    if a.eval_data:
+        dev = data.folder(Path(a.eval_data), _channels(a.eval_channels), contract)
+        metrics[Path(a.eval_data).name] = evaluate.evaluate_set(model, dev)
+    meta = {
+        "name": "ctc-dual" if len(branches) == 2 else f"ctc-{branches[0]}",
+        "base_version": MODEL_VERSION,
+        "paper": "Han et al., J Transl Med 23:1002 (2025)",
+        "training_data": {
+            "kind": "synthetic only (classifier.synth)",
+            "generator_version": data.GENERATOR_VERSION,
+            "n_train": a.n_train, "n_val": a.n_val, "n_test": a.n_test,
+            "seeds": {"train": a.seed, "val": a.seed + 1000, "test": a.seed + 2000},
+            "category_mix": __import__("classifier.synth.events", fromlist=["TRAIN_MIX"]).TRAIN_MIX,
+        },
+        "training_command": "python -m classifier " + " ".join(shlex.quote(x) for x in a.argv),
+        "train_config": train.config_dict(cfg),
+        "temperature": temperature,
+        "history": history,
+        "metrics": metrics,
+        "seconds": {"data": round(t_data, 1), "total": round(time.time() - t0, 1)},
+        "torch": torch.__version__,
+    }
+    meta = save_bundle(model, contract, Path(a.out), meta)
+    _print_json({"weights": str(a.out), "version": meta["version"], "metrics": metrics,
+                 "seconds": meta["seconds"]})
+    return 0
+
+
+# --- evaluate / finetune --------------------------------------------------------------------------
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from classifier import data, evaluate
+    from classifier.weights import load_bundle
+
+    model, contract, meta = load_bundle(Path(a.weights) if a.weights else None)
+    ds = data.folder(Path(a.data), _channels(a.channels), contract, a.pixel_size_um)
+    pr = evaluate.predict(model, ds)
+    out = evaluate.metrics(ds.is_ctc, pr["p"], ds.category, pr["cat"].argmax(1) if len(ds) else None)
+    gate = evaluate.gating_baseline(ds, list(contract.feature_names))
+    out["gating_baseline"] = evaluate.metrics(ds.is_ctc, gate, ds.category)
+    out["model_version"] = meta.get("version")
+    if a.loo:
+        out["loo_finetuned"] = _loo(a, ds, model, contract)
+    if a.per_event:
+        for i, name in enumerate(ds.names):
+            print(json.dumps({"file": name, "is_ctc": int(ds.is_ctc[i]), "ctc_probability": round(float(pr["p"][i]), 4),
+                              "category_pred": _cat(int(pr["cat"][i].argmax())),
+                              "branch_contributions": pr["gate"][i].round(3).tolist()}))
+    _print_json(out)
+    return 0
+
+
+def _cat(k: int) -> str:
+    from classifier.results import CATEGORIES
+
+    return CATEGORIES[k]
+
+
+def _loo(a: argparse.Namespace, ds, model, contract) -> dict:  # noqa: ANN001
+    """Leave-one-out: fine-tune on all events but one, predict the one left out."""
+    from classifier import evaluate
+    from classifier.finetune import finetune
+
+    p = np.zeros(len(ds))
+    cats = np.zeros(len(ds), int)
+    for i in range(len(ds)):
+        keep = np.array([j for j in range(len(ds)) if j != i])
+        tuned = finetune(model, ds.subset(keep), seed=a.seed)
+        pr = evaluate.predict(tuned, ds.subset(np.array([i])))
+        p[i] = pr["p"][0]
+        cats[i] = pr["cat"][0].argmax()
+    return evaluate.metrics(ds.is_ctc, p, ds.category, cats)
+
+
+def cmd_finetune(a: argparse.Namespace) -> int:
+    from classifier import data, evaluate
+    from classifier.finetune import finetune
+    from classifier.weights import load_bundle, save_bundle
+
+    model, contract, meta = load_bundle(Path(a.weights) if a.weights else None)
+    ds = data.folder(Path(a.data), _channels(a.channels), contract, a.pixel_size_um)
+    tuned = finetune(model, ds, seed=a.seed, epochs=a.epochs)
+    before = evaluate.evaluate_set(model, ds)
+    after = evaluate.evaluate_set(tuned, ds)
+    new_meta = {
+        "name": meta.get("name", "ctc-dual") + "-finetuned",
+        "base_version": meta.get("version", "1.0.0").split("+")[0] + "-ft",
+        "finetuned_from": meta.get("version"),
+        "training_data": {"kind": "fine-tuned on a labelled folder", "folder": str(a.data), "n": len(ds),
+                          "base": meta.get("training_data")},
+        "training_command": "python -m classifier " + " ".join(shlex.quote(x) for x in a.argv),
+        "metrics": {"train_folder_before": before, "train_folder_after": after},
+        "temperature": float(tuned.temperature),
+    }
+    out_meta = save_bundle(tuned, contract, Path(a.out), new_meta)
+    _print_json({"weights": str(a.out), "version": out_meta["version"], "n": len(ds),
+                 "before": {k: before[k] for k in ("accuracy", "balanced_accuracy", "roc_auc")},
+                 "after": {k: after[k] for k in ("accuracy", "balanced_accuracy", "roc_auc")}})
+    return 0
+
+
+# --- predict ------------------------------------------------------------------------------------------
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from classifier.engine import Classifier
+
+    clf = Classifier.load(a.weights, device=a.device)
+    res = clf.analyse_files(a.files, _channels(a.channels), kind=a.kind, pixel_size_um=a.pixel_size_um)
+    for ev in res.events:
+        _print_json({"source": ev.source, "x": round(ev.x, 2), "y": round(ev.y, 2), "call": ev.call,
+                     "ctc_probability": round(ev.ctc_probability, 4), "category": ev.category})
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m classifier", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write a labelled synthetic event folder")
+    s.add_argument("--out", required=True)
+    s.add_argument("--n", type=int, default=200)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_synth)
+
+    t = sub.add_parser("train", help="train weights on synthetic data")
+    t.add_argument("--out", default="classifier/weights/ctc-dual.pt")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--n-train", type=int, default=12000)
+    t.add_argument("--n-val", type=int, default=2000)
+    t.add_argument("--n-test", type=int, default=2000)
+    t.add_argument("--epochs", type=int, default=12)
+    t.add_argument("--batch", type=int, default=128)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--branches", default="spatial,texture", help="spatial,texture | spatial | texture")
+    t.add_argument("--checkpoint", default="artifacts/train/checkpoint.pt", help="resumable checkpoint ('' = none)")
+    t.add_argument("--cache", default=str(DEFAULT_CACHE))
+    t.add_argument("--no-cache", action="store_true")
+    t.add_argument("--workers", type=int, default=2)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--eval-data", default=None, help="a labelled folder to report (not train) on")
+    t.add_argument("--eval-channels", default="DAPI,CK,AF,CD45")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    folder_commands = (("evaluate", "metrics on a labelled folder"), ("finetune", "fine-tune on a labelled folder"))
+    for name, helptext in folder_commands:
+        e = sub.add_parser(name, help=helptext)
+        e.add_argument("--data", required=True)
+        e.add_argument("--channels", required=True)
+        e.add_argument("--weights", default=None)
+        e.add_argument("--pixel-size-um", type=float, default=None)
+        e.add_argument("--seed", type=int, default=0)
+        if name == "evaluate":
+            e.add_argument("--loo", action="store_true", help="also leave-one-out fine-tuning")
+            e.add_argument("--per-event", action="store_true", help="one JSON line per event first")
+            e.set_defaults(func=cmd_evaluate)
+        else:
+            e.add_argument("--out", required=True)
+            e.add_argument("--epochs", type=int, default=None)
+            e.set_defaults(func=cmd_finetune)
+
+    r = sub.add_parser("predict", help="classify events in image files")
+    r.add_argument("--channels", required=True)
+    r.add_argument("--kind", choices=("events", "field"), default="events")
+    r.add_argument("--weights", default=None)
+    r.add_argument("--device", default=None)
+    r.add_argument("--pixel-size-um", type=float, default=None)
+    r.add_argument("files", nargs="+")
+    r.set_defaults(func=cmd_predict)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        return int(args.func(args))
+    except (InputError, ContractError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

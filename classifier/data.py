@@ -1,0 +1,200 @@
+"""Datasets of prepared events: synthetic (generated in parallel, cached) and labelled folders.
+
+A dataset holds what the model consumes (normalised crops and attributes) plus labels
+and masks, so training, evaluation and tests share one representation.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from classifier import features
+from classifier.errors import InputError
+from classifier.preprocess import Prepared, PreprocessContract, prepare_image
+from classifier.results import CATEGORIES
+from classifier.synth import CHANNELS as SYNTH_CHANNELS
+from classifier.synth import make_event, sample_category
+
+#: ctc-dev (and CellSearch-style) category names -> the model's categories.
+#: "Unidentified Cell" objects are CK+ and AF+ but not identifiable as a cell: they are
+#: not counted (is_ctc 0) and look most like our "artifact" class.
+FOLDER_CATEGORIES: dict[str, str] = {
+    "ctc": "ctc",
+    "apoptotic ctc": "apoptotic_ctc",
+    "apoptotic": "apoptotic_ctc",
+    "white blood cell": "leukocyte",
+    "wbc": "leukocyte",
+    "leukocyte": "leukocyte",
+    "ck/epcam foci": "ck_debris",
+    "ck foci": "ck_debris",
+    "ck+ debris / foci": "ck_debris",
+    "debris": "ck_debris",
+    "fluorescent artifact": "artifact",
+    "artifact": "artifact",
+    "unidentified cell": "artifact",
+}
+
+#: bump when the generator or preprocessing changes, to invalidate caches
+GENERATOR_VERSION = 4
+
+
+@dataclass
+class EventSet:
+    crops: np.ndarray  # float16/32 (N, C, S, S)
+    feats: np.ndarray  # float32 (N, F)
+    is_ctc: np.ndarray  # int64 (N,)
+    category: np.ndarray  # int64 (N,), index into CATEGORIES (-1 unknown)
+    nucleus: np.ndarray  # bool (N, S, S)
+    cell: np.ndarray  # bool (N, S, S)
+    names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.is_ctc.shape[0])
+
+    def subset(self, idx: np.ndarray) -> EventSet:
+        return EventSet(self.crops[idx], self.feats[idx], self.is_ctc[idx], self.category[idx], self.nucleus[idx],
+                        self.cell[idx], [self.names[i] for i in idx])
+
+
+def featurise(prep: Prepared, contract: PreprocessContract, chunk: int = 1024) -> np.ndarray:
+    out = []
+    for s in range(0, len(prep), chunk):
+        f, _ = features.compute(prep.crops[s:s + chunk], prep.nucleus[s:s + chunk], prep.cell[s:s + chunk],
+                                contract.um_per_px)
+        out.append(f)
+    if not out:
+        return np.zeros((0, len(features.feature_names())), np.float32)
+    return np.concatenate(out)
+
+
+# --- synthetic ---------------------------------------------------------------------------
+
+
+def _synth_one(args: tuple[int, int, dict]) -> tuple[Prepared, int, int]:
+    seed, index, contract_d = args
+    contract = PreprocessContract.from_dict(contract_d)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+    category = sample_category(rng)
+    image, info = make_event(rng, category)
+    channels = list(SYNTH_CHANNELS)
+    if rng.random() < 0.15:  # AF is optional: teach the model to do without it
+        image = image[[0, 1, 3]]
+        channels = ["DAPI", "CK", "CD45"]
+    px = info["px_um"] * float(rng.uniform(0.93, 1.07)) if rng.random() < 0.3 else None
+    prep = prepare_image(image, channels, contract, pixel_size_um=px)
+    return prep, int(info["is_ctc"]), CATEGORIES.index(category)
+
+
+def _synth_chunk(args: tuple[int, Sequence[int], dict]) -> list[tuple[Prepared, int, int]]:
+    seed, indices, contract_d = args
+    return [_synth_one((seed, i, contract_d)) for i in indices]
+
+
+def synthetic(n: int, seed: int, contract: PreprocessContract, workers: int = 2, cache: Path | None = None,
+              progress: bool = True) -> EventSet:
+    """``n`` synthetic events; event ``i`` depends only on (seed, i), so the result is the
+    same for any number of workers."""
+    key = hashlib.sha256(f"{GENERATOR_VERSION}|{n}|{seed}|{contract.to_dict()}".encode()).hexdigest()[:16]
+    if cache is not None:
+        path = Path(cache) / f"synth-{key}.npz"
+        if path.exists():
+            z = np.load(path)
+            return EventSet(z["crops"], z["feats"], z["is_ctc"], z["category"], z["nucleus"], z["cell"],
+                            [f"synth{i:06d}" for i in range(n)])
+    from tqdm import tqdm
+
+    cd = contract.to_dict()
+    chunks = [(seed, range(s, min(s + 64, n)), cd) for s in range(0, n, 64)]
+    results: list[tuple[Prepared, int, int]] = []
+    bar = tqdm(total=n, desc=f"synth {n} events", disable=not progress, unit="ev")
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for part in pool.map(_synth_chunk, chunks):
+                results += part
+                bar.update(len(part))
+    else:
+        for c in chunks:
+            part = _synth_chunk(c)
+            results += part
+            bar.update(len(part))
+    bar.close()
+    prep = Prepared.concat([r[0] for r in results], contract)
+    feats = featurise(prep, contract)
+    ds = EventSet(prep.crops.astype(np.float16), feats, np.array([r[1] for r in results], np.int64),
+                  np.array([r[2] for r in results], np.int64), prep.nucleus, prep.cell,
+                  [f"synth{i:06d}" for i in range(n)])
+    if cache is not None:
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        tmp = Path(cache) / f".tmp-{os.getpid()}-{key}.npz"
+        np.savez(tmp, crops=ds.crops, feats=ds.feats, is_ctc=ds.is_ctc, category=ds.category,
+                 nucleus=ds.nucleus, cell=ds.cell)
+        tmp.replace(Path(cache) / f"synth-{key}.npz")
+    return ds
+
+
+# --- labelled folders ------------------------------------------------------------------------
+
+
+@dataclass
+class FolderItem:
+    file: str
+    is_ctc: int
+    category: str | None  # one of CATEGORIES, or None
+
+
+def read_labels(folder: Path) -> list[FolderItem]:
+    """``labels.csv`` with columns ``file,is_ctc[,category]``."""
+    path = Path(folder) / "labels.csv"
+    if not path.exists():
+        raise InputError(f"{folder}: no labels.csv (expected columns file,is_ctc[,category]).")
+    items = []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"file", "is_ctc"} <= set(reader.fieldnames):
+            raise InputError(f"{path}: needs columns file,is_ctc[,category]; has {reader.fieldnames}.")
+        for row in reader:
+            raw = (row.get("category") or "").strip()
+            cat = FOLDER_CATEGORIES.get(raw.lower()) if raw else None
+            if raw and cat is None and raw.lower().replace(" ", "_") in CATEGORIES:
+                cat = raw.lower().replace(" ", "_")
+            items.append(FolderItem(row["file"].strip(), int(float(row["is_ctc"])), cat))
+    return items
+
+
+def load_image(path: Path, channels: Sequence[str]) -> tuple[np.ndarray, list[str], float | None]:
+    """Decode one event file, with the I/O module when available."""
+    from classifier.io import read_inputs
+
+    inp = read_inputs([path], list(channels))
+    if len(inp) != 1:
+        raise InputError(f"{path}: expected one image, got {len(inp)}.")
+    return inp[0].image, list(inp[0].channels), inp[0].pixel_size_um
+
+
+def folder(path: Path, channels: Sequence[str], contract: PreprocessContract,
+           pixel_size_um: float | None = None) -> EventSet:
+    """Prepare every event of a labelled folder."""
+    items = read_labels(Path(path))
+    preps = []
+    for it in items:
+        image, chans, px = load_image(Path(path) / it.file, channels)
+        preps.append(prepare_image(image, chans, contract, pixel_size_um if pixel_size_um is not None else px,
+                                   source=it.file))
+    prep = Prepared.concat(preps, contract)
+    return EventSet(
+        prep.crops,
+        featurise(prep, contract),
+        np.array([it.is_ctc for it in items], np.int64),
+        np.array([CATEGORIES.index(it.category) if it.category else -1 for it in items], np.int64),
+        prep.nucleus,
+        prep.cell,
+        [it.file for it in items],
+    )

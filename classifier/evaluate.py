@@ -1,0 +1,125 @@
+"""Metrics for CTC calls, and model inference over prepared event sets.
+
+Everything here is plain numpy (no scikit-learn in the stack): ROC AUC is the
+Mann-Whitney statistic with ties counted half.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from classifier.data import EventSet
+from classifier.model import DualBranchCTC
+from classifier.results import CATEGORIES
+
+
+def roc_auc(y: np.ndarray, score: np.ndarray) -> float | None:
+    y = np.asarray(y).astype(bool)
+    pos, neg = score[y], score[~y]
+    if pos.size == 0 or neg.size == 0:
+        return None
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (pos.size * neg.size))
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(p, edges) - 1, 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            ece += m.mean() * abs(p[m].mean() - y[m].mean())
+    return float(ece)
+
+
+def metrics(y: np.ndarray, p: np.ndarray, category: np.ndarray | None = None,
+            category_pred: np.ndarray | None = None, threshold: float = 0.5) -> dict:
+    """Binary CTC metrics, plus per-category accuracy of the CTC call when categories
+    are known (for a non-CTC category: the fraction correctly called non-CTC)."""
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p, float)
+    call = (p >= threshold).astype(int)
+    tp = int(((call == 1) & (y == 1)).sum())
+    tn = int(((call == 0) & (y == 0)).sum())
+    fp = int(((call == 1) & (y == 0)).sum())
+    fn = int(((call == 0) & (y == 1)).sum())
+    sens = tp / (tp + fn) if tp + fn else None
+    spec = tn / (tn + fp) if tn + fp else None
+    bal = (sens + spec) / 2 if sens is not None and spec is not None else (sens if spec is None else spec)
+    out: dict = {
+        "n": int(y.size),
+        "n_ctc": int(y.sum()),
+        "accuracy": float((call == y).mean()) if y.size else None,
+        "balanced_accuracy": bal,
+        "sensitivity": sens,
+        "specificity": spec,
+        "roc_auc": roc_auc(y, p),
+        "brier": float(np.mean((p - y) ** 2)) if y.size else None,
+        "ece": expected_calibration_error(y, p) if y.size else None,
+        "confusion": {"tp": tp, "fp": fp, "tn": tn, "fn": fn},
+        "threshold": threshold,
+    }
+    if category is not None and (category >= 0).any():
+        per = {}
+        head = {}
+        for k, name in enumerate(CATEGORIES):
+            m = category == k
+            if m.any():
+                per[name] = {"n": int(m.sum()), "accuracy": float((call[m] == y[m]).mean())}
+                if category_pred is not None:
+                    head[name] = float((category_pred[m] == k).mean())
+        out["per_category"] = per
+        if category_pred is not None:
+            known = category >= 0
+            out["category_head_accuracy"] = float((category_pred[known] == category[known]).mean())
+            out["category_head_recall"] = head
+    else:
+        out["per_category"] = {}
+    return out
+
+
+@torch.inference_mode()
+def predict(model: DualBranchCTC, ds: EventSet, batch: int = 256, device: str = "cpu") -> dict[str, np.ndarray]:
+    """Calibrated CTC probabilities, category probabilities, gates and embeddings."""
+    model.eval()
+    outs: dict[str, list[np.ndarray]] = {"p": [], "cat": [], "gate": [], "emb": [], "logit": []}
+    for s in range(0, len(ds), batch):
+        x = torch.from_numpy(np.ascontiguousarray(ds.crops[s:s + batch], np.float32)).to(device)
+        f = torch.from_numpy(ds.feats[s:s + batch]).to(device)
+        o = model(x, f)
+        outs["logit"].append(o["ctc_logit"].float().cpu().numpy())  # type: ignore[union-attr]
+        outs["p"].append(model.calibrated_probability(o["ctc_logit"]).float().cpu().numpy())  # type: ignore[arg-type]
+        outs["cat"].append(torch.softmax(o["category_logits"].float(), 1).cpu().numpy())  # type: ignore[union-attr]
+        outs["gate"].append(o["gate"].float().cpu().numpy())  # type: ignore[union-attr]
+        outs["emb"].append(o["embedding"].float().cpu().numpy())  # type: ignore[union-attr]
+    return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in outs.items()}
+
+
+def evaluate_set(model: DualBranchCTC, ds: EventSet, threshold: float = 0.5) -> dict:
+    pr = predict(model, ds)
+    cat_pred = pr["cat"].argmax(1) if len(ds) else np.zeros(0, int)
+    return metrics(ds.is_ctc, pr["p"], ds.category, cat_pred, threshold)
+
+
+def gating_baseline(ds: EventSet, feature_names: list[str]) -> np.ndarray:
+    """ACCEPT-style marker gating score: CK+ and CD45- and DAPI+ in the event's mask.
+
+    Returns a score in [0, 1] (the call is score >= 0.5): the weakest of the three gate
+    margins, so ROC AUC can be computed for it too. Thresholds are on the stretch-invariant
+    contrast attributes (cell vs rest of the crop, in background standard deviations).
+    """
+    idx = {n: i for i, n in enumerate(feature_names)}
+    f = ds.feats
+    ck = f[:, idx["CK_contrast"]]
+    cd45 = f[:, idx["CD45_contrast"]]
+    dapi = f[:, idx["DAPI_nucleus_mean"]]
+    has_nuc = f[:, idx["has_nucleus"]] > 0
+    margins = np.stack([
+        1 / (1 + np.exp(-(ck - 2.0))),  # CK contrast above 2 background SDs
+        1 / (1 + np.exp(cd45 - 1.0)),  # CD45 contrast below 1 SD
+        np.where(has_nuc, 1 / (1 + np.exp(-(dapi - 0.2) * 10)), 0.0),  # a DAPI+ nucleus
+    ], 1)
+    return margins.min(axis=1)

@@ -1,0 +1,246 @@
+"""Texture and fluorescence attributes of events, computed for a whole batch at once.
+
+Input: normalised crops (N, C, S, S) in the contract's channel order (DAPI, CK, CD45,
+AF) with the event's nucleus and cell masks. Everything is vectorised over the batch
+(numpy, no per-event Python loops) so that a 1,000-event gallery costs milliseconds:
+
+- **intensity**: per channel, mean in nucleus / cytoplasm / cell, max in cell, contrast of
+  the cell against the rest of the crop (stretch-invariant signal-to-background);
+- **shape**: areas (µm²), equivalent diameter, nucleus-to-cell (N/C) area ratio,
+  eccentricities, boundary roughness, nucleus offset, number of DAPI fragments;
+- **texture**: grey-level co-occurrence (GLCM/Haralick: contrast, homogeneity, energy,
+  correlation, entropy at distances 1 and 2, both axes pooled) and rotation-invariant
+  uniform LBP histograms, for DAPI in the nucleus and CK in the cell; granularity;
+- **co-localisation**: Pearson DAPI-CK, CK-CD45 and AF-DAPI in the cell, CK overlap
+  with the nucleus (Manders-like), CD45 rim-to-interior ratio (membrane ring).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+CH = ("DAPI", "CK", "CD45", "AF")
+_LEVELS = 8
+_EPS = 1e-6
+
+
+def _mean(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Masked mean over the last two axes; 0 where the mask is empty."""
+    n = m.sum(axis=(-2, -1))
+    return (x * m).sum(axis=(-2, -1)) / np.maximum(n, 1)
+
+
+def _std(x: np.ndarray, m: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    return np.sqrt(_mean((x - mu[..., None, None]) ** 2, m))
+
+
+def _pearson(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> np.ndarray:
+    ma, mb = _mean(a, m), _mean(b, m)
+    da, db = a - ma[:, None, None], b - mb[:, None, None]
+    cov = _mean(da * db, m)
+    return cov / np.sqrt(_mean(da * da, m) * _mean(db * db, m) + _EPS)
+
+
+def _boundary(m: np.ndarray) -> np.ndarray:
+    """Mask pixels with a 4-neighbour outside the mask."""
+    p = np.pad(m, ((0, 0), (1, 1), (1, 1)))
+    inner = p[:, 1:-1, 1:-1] & p[:, :-2, 1:-1] & p[:, 2:, 1:-1] & p[:, 1:-1, :-2] & p[:, 1:-1, 2:]
+    return m & ~inner
+
+
+def _moments(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centroid (y, x) and eccentricity of each mask from second moments."""
+    s = m.shape[-1]
+    yy, xx = np.mgrid[:s, :s].astype(np.float32)
+    a = np.maximum(m.sum(axis=(1, 2)), 1)
+    cy = (m * yy).sum(axis=(1, 2)) / a
+    cx = (m * xx).sum(axis=(1, 2)) / a
+    dy = yy[None] - cy[:, None, None]
+    dx = xx[None] - cx[:, None, None]
+    myy = (m * dy * dy).sum(axis=(1, 2)) / a
+    mxx = (m * dx * dx).sum(axis=(1, 2)) / a
+    mxy = (m * dx * dy).sum(axis=(1, 2)) / a
+    tr, det = myy + mxx, myy * mxx - mxy**2
+    disc = np.sqrt(np.maximum(tr**2 / 4 - det, 0))
+    l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 0)
+    ecc = np.sqrt(np.clip(1 - l2 / np.maximum(l1, _EPS), 0, 1))
+    return cy, cx, np.where(m.any(axis=(1, 2)), ecc, 0.0)
+
+
+def _quantise(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Quantise each event's intensities to ``_LEVELS`` levels relative to its own range
+    inside the mask, so texture is comparable across brightness and contrast."""
+    big = np.where(m, x, -np.inf).max(axis=(1, 2))
+    small = np.where(m, x, np.inf).min(axis=(1, 2))
+    big = np.where(np.isfinite(big), big, 1.0)
+    small = np.where(np.isfinite(small), small, 0.0)
+    rng = np.maximum(big - small, _EPS)
+    q = (x - small[:, None, None]) / rng[:, None, None]
+    return np.clip((q * _LEVELS).astype(np.int64), 0, _LEVELS - 1)
+
+
+def glcm_features(x: np.ndarray, m: np.ndarray, distances: tuple[int, ...] = (1, 2)) -> tuple[np.ndarray, list[str]]:
+    """Haralick features from symmetric GLCMs pooled over the two axes, per distance."""
+    n = x.shape[0]
+    q = _quantise(x, m)
+    lv = _LEVELS
+    i, j = np.meshgrid(np.arange(lv), np.arange(lv), indexing="ij")
+    feats, names = [], []
+    base = (np.arange(n) * lv * lv)[:, None, None]
+    for d in distances:
+        counts = np.zeros(n * lv * lv, np.float64)
+        for a, b, ma, mb in (
+            (q[:, :-d, :], q[:, d:, :], m[:, :-d, :], m[:, d:, :]),
+            (q[:, :, :-d], q[:, :, d:], m[:, :, :-d], m[:, :, d:]),
+        ):
+            valid = ma & mb
+            code = base + a * lv + b
+            counts += np.bincount(code[valid], minlength=n * lv * lv)
+        p = counts.reshape(n, lv, lv)
+        p = p + p.transpose(0, 2, 1)
+        p = p / np.maximum(p.sum(axis=(1, 2), keepdims=True), _EPS)
+        contrast = (p * (i - j) ** 2).sum(axis=(1, 2))
+        homog = (p / (1.0 + np.abs(i - j))).sum(axis=(1, 2))
+        energy = np.sqrt((p**2).sum(axis=(1, 2)))
+        mu = (p * i).sum(axis=(1, 2))
+        var = (p * (i - mu[:, None, None]) ** 2).sum(axis=(1, 2))
+        corr = (p * (i - mu[:, None, None]) * (j - mu[:, None, None])).sum(axis=(1, 2)) / np.maximum(var, _EPS)
+        entropy = -(p * np.log(p + _EPS)).sum(axis=(1, 2))
+        feats += [contrast, homog, energy, corr, entropy]
+        names += [f"glcm{d}_{k}" for k in ("contrast", "homogeneity", "energy", "correlation", "entropy")]
+    return np.stack(feats, 1), names
+
+
+_NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
+
+
+def lbp_histogram(x: np.ndarray, m: np.ndarray, tol: float = 0.02) -> tuple[np.ndarray, list[str]]:
+    """Rotation-invariant uniform LBP (P=8, R=1) histogram inside the mask (10 bins).
+
+    ``tol`` keeps noise on flat regions from flipping bits."""
+    n, s, _ = x.shape
+    p = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    bits = np.stack([p[:, 1 + dy:1 + dy + s, 1 + dx:1 + dx + s] >= x + tol for dy, dx in _NEIGHBOURS], 0)
+    ones = bits.sum(axis=0)
+    transitions = (bits != np.roll(bits, 1, axis=0)).sum(axis=0)
+    code = np.where(transitions <= 2, ones, 9)
+    idx = (np.arange(n)[:, None, None] * 10 + code)[m]
+    hist = np.bincount(idx, minlength=n * 10).reshape(n, 10).astype(np.float64)
+    hist /= np.maximum(hist.sum(axis=1, keepdims=True), 1)
+    return hist, [f"lbp_{k}" for k in range(10)]
+
+
+def _fragments(dapi: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """Number of separate bright DAPI bodies in the cell (fragmented nuclei have several)."""
+    n = dapi.shape[0]
+    peak = np.where(cell, dapi, 0).max(axis=(1, 2))
+    bright = cell & (dapi > 0.5 * peak[:, None, None]) & (peak[:, None, None] > 0.1)
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = ndi.generate_binary_structure(2, 1)
+    lab, k = ndi.label(bright, structure=structure)
+    if k == 0:
+        return np.zeros(n)
+    sizes = np.bincount(lab.ravel())
+    first = np.full(k + 1, -1)
+    flat = lab.reshape(n, -1)
+    sample = np.repeat(np.arange(n), flat.shape[1])
+    first[flat.ravel()] = sample
+    keep = np.nonzero(sizes[1:] >= 2)[0] + 1
+    return np.bincount(first[keep], minlength=n).astype(np.float64)
+
+
+def compute(crops: np.ndarray, nucleus: np.ndarray, cell: np.ndarray, um_per_px: float
+            ) -> tuple[np.ndarray, list[str]]:
+    """All attributes: float32 (N, F) and their names (stable order)."""
+    crops = crops.astype(np.float32)
+    n = crops.shape[0]
+    cyto = cell & ~nucleus
+    outside = ~cell
+    cols: list[np.ndarray] = []
+    names: list[str] = []
+
+    # --- intensity per channel
+    for k, ch in enumerate(CH):
+        x = crops[:, k]
+        cell_mu = _mean(x, cell)
+        out_mu = _mean(x, outside)
+        out_sd = _std(x, outside, out_mu)
+        vals = {
+            "nucleus_mean": _mean(x, nucleus),
+            "cytoplasm_mean": _mean(x, cyto),
+            "cell_mean": cell_mu,
+            "cell_max": np.where(cell, x, -1.0).max(axis=(1, 2)),
+            "outside_mean": out_mu,
+            "contrast": (cell_mu - out_mu) / (out_sd + 0.05),
+        }
+        for key, v in vals.items():
+            cols.append(v)
+            names.append(f"{ch}_{key}")
+
+    # --- shape
+    px2 = um_per_px**2
+    a_cell = cell.sum(axis=(1, 2)) * px2
+    a_nuc = nucleus.sum(axis=(1, 2)) * px2
+    perim = _boundary(cell).sum(axis=(1, 2)) * um_per_px
+    cy, cx, ecc_cell = _moments(cell)
+    ny, nx, ecc_nuc = _moments(nucleus)
+    has_nuc = nucleus.any(axis=(1, 2))
+    shape = {
+        "cell_area_um2": a_cell,
+        "nucleus_area_um2": a_nuc,
+        "cell_diameter_um": 2 * np.sqrt(a_cell / np.pi),
+        "nc_ratio": a_nuc / np.maximum(a_cell, px2),
+        "cell_eccentricity": ecc_cell,
+        "nucleus_eccentricity": ecc_nuc,
+        "cell_roughness": perim**2 / (4 * np.pi * np.maximum(a_cell, px2)),
+        "nucleus_offset_um": np.where(has_nuc, np.hypot(ny - cy, nx - cx) * um_per_px, 0.0),
+        "has_nucleus": has_nuc.astype(np.float64),
+        "dapi_fragments": _fragments(crops[:, 0], cell),
+    }
+    cols += list(shape.values())
+    names += list(shape)
+
+    # --- texture: DAPI in the nucleus (the cell if there is none), CK in the cell
+    dapi_region = np.where(has_nuc[:, None, None], nucleus, cell)
+    for ch, k, region in (("DAPI", 0, dapi_region), ("CK", 1, cell)):
+        g, gn = glcm_features(crops[:, k], region)
+        h, hn = lbp_histogram(crops[:, k], region)
+        cols += list(g.T) + list(h.T)
+        names += [f"{ch}_{s}" for s in gn + hn]
+        mu = _mean(crops[:, k], region)
+        sd = _std(crops[:, k], region, mu)
+        lap = _laplace(crops[:, k])
+        cols += [sd / (np.abs(mu) + 0.05), _std(lap, region, _mean(lap, region)) / (np.abs(mu) + 0.05),
+                 _mean((crops[:, k] > 2 * mu[:, None, None]).astype(np.float32), region)]
+        names += [f"{ch}_cv", f"{ch}_granularity", f"{ch}_hotspot_fraction"]
+
+    # --- co-localisation
+    ck_in_cell = np.maximum((crops[:, 1] * cell).sum(axis=(1, 2)), _EPS)
+    rim = _boundary(cell)
+    interior = cell & ~rim
+    coloc = {
+        "pearson_dapi_ck": _pearson(crops[:, 0], crops[:, 1], cell),
+        "pearson_ck_cd45": _pearson(crops[:, 1], crops[:, 2], cell),
+        "pearson_af_dapi": _pearson(crops[:, 3], crops[:, 0], cell),
+        "ck_in_nucleus_fraction": np.clip((crops[:, 1] * nucleus).sum(axis=(1, 2)), 0, None) / ck_in_cell,
+        "cd45_rim_ratio": _mean(crops[:, 2], rim) / (np.abs(_mean(crops[:, 2], interior)) + 0.05),
+        "af_to_dapi": _mean(crops[:, 3], cell) / (np.abs(_mean(crops[:, 0], cell)) + 0.05),
+    }
+    cols += list(coloc.values())
+    names += list(coloc)
+    feats = np.stack([np.asarray(c, np.float64).reshape(n) for c in cols], 1)
+    return np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), names
+
+
+def _laplace(x: np.ndarray) -> np.ndarray:
+    p = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    return p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:] - 4 * x
+
+
+def feature_names() -> list[str]:
+    """Names in the order :func:`compute` returns them."""
+    s = 16
+    z = np.zeros((1, 4, s, s), np.float32)
+    m = np.zeros((1, s, s), bool)
+    return compute(z, m, m, 1.0)[1]

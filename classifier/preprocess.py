@@ -1,0 +1,332 @@
+"""From an image and an event position to the model's input: a normalised crop at a
+fixed physical scale, with the event's nucleus and cell masks.
+
+Steps (the *preprocessing contract*, stored with the weights and checked on load):
+
+1. **Channels** are mapped by name to the model's order (``DAPI, CK, CD45, AF``);
+   an optional channel that is absent is all zeros (the model was trained so).
+2. **Intensity**: per channel, ``(x - p20) / (p99.5 - p20)`` over the whole input image,
+   clipped. Affine-invariant, so raw 16-bit counts and 8-bit stretched renders of the
+   same cells agree; p20 rather than the median because a tight crop may be mostly cell.
+3. **Scale**: the input is resampled to ``um_per_px``. The pixel size comes from the
+   caller or file metadata; otherwise it is estimated from the median diameter of the
+   image's nuclei (DAPI objects), which are mostly leukocytes of known size.
+4. **Crop** ``crop_px`` square around the centre object (events) or a cell (fields).
+5. **Masks**: the event's nucleus and cell body, segmented on the normalised crop (nuclei
+   from DAPI; body = DAPI|CK|CD45 foreground in the nucleus' Voronoi region).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
+from skimage.segmentation import expand_labels
+
+from classifier.errors import ContractError, InputError
+
+try:  # the I/O module owns marker aliases; fall back to upper-case names if it is absent
+    from classifier.channel_names import canonical as _canonical
+except ImportError:  # pragma: no cover
+    def _canonical(name: str) -> str | None:
+        return name.strip().upper() or None
+
+LOW_PCT = 20.0
+HIGH_PCT = 99.5
+CLIP = (-0.5, 2.0)
+
+
+@dataclass(frozen=True)
+class PreprocessContract:
+    """Everything that must match between training and inference."""
+
+    crop_px: int = 48
+    um_per_px: float = 0.5
+    channels: tuple[str, ...] = ("DAPI", "CK", "CD45", "AF")
+    required: tuple[str, ...] = ("DAPI", "CK", "CD45")
+    normalisation: str = f"per-channel (x - p{LOW_PCT:g}) / (p{HIGH_PCT:g} - p{LOW_PCT:g}), clip {CLIP}"
+    #: median leukocyte-dominated nucleus diameter used to infer the pixel size (µm);
+    #: calibrated on the synthetic generator (see docs/model-card.md)
+    reference_nucleus_um: float = 7.9
+    feature_names: tuple[str, ...] = field(default_factory=tuple)
+    version: int = 1
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        d["required"] = list(self.required)
+        d["feature_names"] = list(self.feature_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PreprocessContract:
+        try:
+            return cls(
+                crop_px=int(d["crop_px"]),
+                um_per_px=float(d["um_per_px"]),
+                channels=tuple(d["channels"]),
+                required=tuple(d["required"]),
+                normalisation=str(d["normalisation"]),
+                reference_nucleus_um=float(d["reference_nucleus_um"]),
+                feature_names=tuple(d["feature_names"]),
+                version=int(d["version"]),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ContractError(f"weights carry an unreadable preprocessing contract: {err}") from err
+
+    def check_against(self, code: PreprocessContract) -> None:
+        """Raise ContractError unless weights trained under ``self`` can run with ``code``."""
+        mine, theirs = self.to_dict(), code.to_dict()
+        diff = [k for k in mine if mine[k] != theirs[k]]
+        if diff:
+            detail = "; ".join(f"{k}: weights {mine[k]!r} vs code {theirs[k]!r}" for k in diff)
+            raise ContractError(f"preprocessing contract mismatch ({detail})")
+
+
+@dataclass
+class Prepared:
+    """A batch of events ready for features and the model."""
+
+    crops: np.ndarray  # float32 (N, C, S, S), normalised, model channel order
+    nucleus: np.ndarray  # bool (N, S, S)
+    cell: np.ndarray  # bool (N, S, S)
+    x: np.ndarray  # float64 (N,) event centroid in input pixels
+    y: np.ndarray
+    px_um: np.ndarray  # float64 (N,) pixel size used for each input
+    scale_source: list[str]  # "given" | "estimated" | "default"
+
+    def __len__(self) -> int:
+        return int(self.crops.shape[0])
+
+    @classmethod
+    def concat(cls, parts: Sequence[Prepared], contract: PreprocessContract) -> Prepared:
+        if not parts:
+            s, c = contract.crop_px, len(contract.channels)
+            return cls(np.zeros((0, c, s, s), np.float32), np.zeros((0, s, s), bool), np.zeros((0, s, s), bool),
+                       np.zeros(0), np.zeros(0), np.zeros(0), [])
+        return cls(
+            np.concatenate([p.crops for p in parts]),
+            np.concatenate([p.nucleus for p in parts]),
+            np.concatenate([p.cell for p in parts]),
+            np.concatenate([p.x for p in parts]),
+            np.concatenate([p.y for p in parts]),
+            np.concatenate([p.px_um for p in parts]),
+            [s for p in parts for s in p.scale_source],
+        )
+
+
+# --- channels and intensity ------------------------------------------------------------
+
+
+def map_channels(image: np.ndarray, channels: Sequence[str], contract: PreprocessContract, source: str = "image"
+                 ) -> np.ndarray:
+    """Reorder ``image`` (C, H, W) to the contract's channels; absent optional ones are zeros."""
+    if image.ndim != 3:
+        raise InputError(f"{source}: expected a (channels, height, width) image, got shape {image.shape}.")
+    if image.shape[0] != len(channels):
+        raise InputError(f"{source}: {image.shape[0]} channels in the image but {len(channels)} channel names "
+                         f"({', '.join(channels)}).")
+    if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
+        raise InputError(f"{source}: unsupported pixel type {image.dtype}.")
+    names = [(_canonical(c) or c.strip().upper()) for c in channels]
+    index = {n: i for i, n in enumerate(names)}
+    missing = [c for c in contract.required if c not in index]
+    if missing:
+        raise InputError(f"{source}: missing required channel(s) {', '.join(missing)} "
+                         f"(has {', '.join(names)}; {', '.join(contract.required)} are required).")
+    h, w = image.shape[1:]
+    if h < 8 or w < 8:
+        raise InputError(f"{source}: image of {h}x{w} pixels is too small to hold a cell.")
+    out = np.zeros((len(contract.channels), h, w), np.float32)
+    for k, name in enumerate(contract.channels):
+        if name in index:
+            out[k] = image[index[name]]
+    if not np.isfinite(out).all():
+        raise InputError(f"{source}: image contains NaN or infinite values.")
+    return out
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+    """Robust per-channel affine normalisation (see module docstring)."""
+    c = image.shape[0]
+    flat = image.reshape(c, -1)
+    top = flat.max(axis=1)
+    if flat.shape[1] > 40000:  # percentiles of a regular subsample are as robust and faster
+        flat = flat[:, :: flat.shape[1] // 20000]
+    lo, hi = np.percentile(flat, [LOW_PCT, HIGH_PCT], axis=1)
+    span = hi - lo
+    # a channel whose 99.5th percentile is its background (tiny bright object) uses its max
+    span = np.where(span > 0, span, top - lo)
+    span = np.where(span > 0, span, 1.0)
+    out = (image - lo[:, None, None]) / span[:, None, None]
+    return np.clip(out, *CLIP).astype(np.float32)
+
+
+# --- objects at native resolution ----------------------------------------------------------
+
+
+@dataclass
+class Objects:
+    """Foreground analysis of a whole normalised image at its native resolution."""
+
+    thresholds: np.ndarray  # (C,) smoothed-intensity thresholds per channel
+    nucleus_diam_px: float | None  # median nucleus diameter (None if no nuclei)
+
+
+def _thresholds(smooth: np.ndarray) -> np.ndarray:
+    """Foreground thresholds, bounded so that pure (stretched) noise stays background.
+
+    Nuclei use the Otsu level itself (lower levels merge touching nuclei); markers use
+    half of it, since a dim CK body next to a bright one is still cytoplasm."""
+    out = np.empty(smooth.shape[0], np.float32)
+    for k in range(smooth.shape[0]):
+        ch = smooth[k]
+        t = threshold_otsu(ch[::2, ::2]) if ch.max() > ch.min() else 1.0
+        out[k] = float(np.clip(t, 0.15, 0.6)) if k == 0 else float(np.clip(0.5 * t, 0.15, 0.5))
+    return out
+
+
+def analyse_objects(norm: np.ndarray, smooth_px: float = 1.0) -> Objects:
+    smooth = np.stack([ndi.gaussian_filter(ch, smooth_px) for ch in norm[:3]])
+    thr = _thresholds(smooth)
+    dapi = smooth[0] > thr[0]
+    lab, n = ndi.label(dapi)
+    diam = None
+    if n:
+        areas = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+        border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+        inner = np.ones(n, bool)
+        inner[border[border > 0] - 1] = False
+        use = areas[inner & (areas >= 6)]
+        if use.size == 0:
+            use = areas[areas >= 6]
+        if use.size:
+            diam = float(2.0 * np.sqrt(np.median(use) / np.pi))
+    return Objects(thr, diam)
+
+
+def pixel_size(objects: Objects, given: float | None, contract: PreprocessContract) -> tuple[float, str]:
+    if given is not None:
+        return float(given), "given"
+    if objects.nucleus_diam_px is not None and objects.nucleus_diam_px >= 3.0:
+        return contract.reference_nucleus_um / objects.nucleus_diam_px, "estimated"
+    return contract.um_per_px, "default"
+
+
+def centre_object(shape: tuple[int, int]) -> tuple[float, float]:
+    """The event position in a gallery thumbnail: its centre.
+
+    Instruments centre the event when they export it; snapping to a nearby object's
+    centroid was tried and moved crops onto touching leukocytes (merged foreground).
+    """
+    return (shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0
+
+
+# --- crops and masks ----------------------------------------------------------------------
+
+
+def crop_at(norm: np.ndarray, y: float, x: float, px_um: float, contract: PreprocessContract) -> np.ndarray:
+    """Resample a ``crop_px`` square centred on (y, x) to the contract's scale."""
+    s = contract.crop_px
+    factor = contract.um_per_px / px_um  # source pixels per model pixel
+    half = s * factor / 2.0
+    y0, x0 = int(np.floor(y - half)), int(np.floor(x - half))
+    n = int(np.ceil(2 * half)) + 2
+    c, h, w = norm.shape
+    win = np.zeros((c, n, n), np.float32)
+    ys, xs = max(y0, 0), max(x0, 0)
+    ye, xe = min(y0 + n, h), min(x0 + n, w)
+    if ye > ys and xe > xs:
+        win[:, ys - y0:ye - y0, xs - x0:xe - x0] = norm[:, ys:ye, xs:xe]
+    # sub-pixel alignment: sample the window on the target grid with linear interpolation,
+    # after a Gaussian anti-alias when shrinking
+    if factor > 1.2:
+        win = np.stack([ndi.gaussian_filter(ch, 0.45 * factor) for ch in win])
+    grid = (np.arange(s, dtype=np.float32) - (s - 1) / 2.0) * factor
+    gy = grid + (y - y0)
+    gx = grid + (x - x0)
+    yy, xx = np.meshgrid(gy, gx, indexing="ij")
+    out = np.stack([ndi.map_coordinates(ch, [yy, xx], order=1, mode="constant", cval=0.0) for ch in win])
+    return out.astype(np.float32)
+
+
+def masks(crop: np.ndarray, thresholds: np.ndarray, um_per_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Nucleus and cell-body masks of the object at the crop's centre."""
+    s = crop.shape[-1]
+    c = s // 2
+    sm = np.stack([ndi.gaussian_filter(crop[k], 0.8) for k in range(3)])
+    nuc_fg = sm[0] > thresholds[0]
+    fg = nuc_fg | (sm[1] > thresholds[1]) | (sm[2] > thresholds[2])
+    nlab, n = ndi.label(nuc_fg)
+    r_near = 5.0 / um_per_px
+    yy, xx = np.ogrid[:s, :s]
+    rr = np.hypot(yy - c, xx - c)
+    seed = int(nlab[c, c])
+    if not seed and n:
+        near = (nlab > 0) & (rr <= r_near)
+        if near.any():
+            seed = int(nlab[near][np.argmin(rr[near])])
+    if seed:
+        vor = expand_labels(nlab, distance=int(10.0 / um_per_px))
+        region = fg & ((vor == seed) | (vor == 0)) & (rr <= 14.0 / um_per_px)
+        comp, _ = ndi.label(region)
+        keep = np.unique(comp[nlab == seed])
+        cell = np.isin(comp, keep[keep > 0])
+        nucleus = nlab == seed
+        return nucleus, cell | nucleus
+    comp, k = ndi.label(fg & (rr <= 14.0 / um_per_px))
+    if k:
+        hit = int(comp[c, c])
+        if not hit:
+            near = (comp > 0) & (rr <= 8.0 / um_per_px)
+            if near.any():
+                hit = int(comp[near][np.argmin(rr[near])])
+        if hit:
+            return np.zeros((s, s), bool), comp == hit
+    return np.zeros((s, s), bool), rr <= 4.0 / um_per_px
+
+
+# --- public entry points ----------------------------------------------------------------------
+
+
+def prepare_image(
+    image: np.ndarray,
+    channels: Sequence[str],
+    contract: PreprocessContract,
+    pixel_size_um: float | None = None,
+    centres: Sequence[tuple[float, float]] | None = None,
+    source: str = "image",
+) -> Prepared:
+    """Prepare the events of one image.
+
+    ``centres`` None: an event thumbnail, the event is the object at the centre.
+    Otherwise one event per (y, x) (cells of a field image).
+    """
+    mapped = map_channels(np.asarray(image), channels, contract, source)
+    if pixel_size_um is not None and not (np.isfinite(pixel_size_um) and pixel_size_um > 0):
+        raise InputError(f"{source}: pixel size must be a positive number of µm, got {pixel_size_um!r}.")
+    norm = normalise(mapped)
+    objects = analyse_objects(norm)
+    px_um, how = pixel_size(objects, pixel_size_um, contract)
+    pts = [centre_object(norm.shape[1:])] if centres is None else list(centres)
+    crops, nucs, cells = [], [], []
+    for y, x in pts:
+        crop = crop_at(norm, y, x, px_um, contract)
+        nuc, cell = masks(crop, objects.thresholds, contract.um_per_px)
+        crops.append(crop)
+        nucs.append(nuc)
+        cells.append(cell)
+    s = contract.crop_px
+    n = len(pts)
+    return Prepared(
+        np.stack(crops) if n else np.zeros((0, len(contract.channels), s, s), np.float32),
+        np.stack(nucs) if n else np.zeros((0, s, s), bool),
+        np.stack(cells) if n else np.zeros((0, s, s), bool),
+        np.array([p[1] for p in pts], float),
+        np.array([p[0] for p in pts], float),
+        np.full(n, px_um),
+        [how] * n,
+    )

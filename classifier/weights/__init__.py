@@ -1,0 +1,94 @@
+"""Shipped weights and the one-call loader.
+
+A weights bundle is two files side by side:
+
+- ``NAME.pt``: ``{"config", "contract", "state_dict"}`` (torch, loadable with
+  ``weights_only=True``);
+- ``NAME.json``: metadata -- version, preprocessing contract, model config, training
+  data and the exact command, metrics, and the ``.pt`` file's sha256.
+
+Loading checks the sha256 and that the bundle's preprocessing contract is the one this
+code implements (:class:`classifier.errors.ContractError` otherwise).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from classifier.errors import ContractError
+from classifier.model import DualBranchCTC, ModelConfig, build
+from classifier.preprocess import PreprocessContract
+
+WEIGHTS_DIR = Path(__file__).resolve().parent
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "ctc-dual.pt"
+MODEL_NAME = "ctc-dual"
+MODEL_VERSION = "1.0.0"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def metadata_path(weights: Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def save_bundle(model: DualBranchCTC, contract: PreprocessContract, path: Path, metadata: dict) -> dict:
+    """Write ``path`` (.pt) and its .json metadata; return the metadata written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    torch.save({"config": model.cfg.to_dict(), "contract": contract.to_dict(), "state_dict": state}, path)
+    digest = sha256(path)
+    meta = dict(metadata)
+    meta.update({
+        "name": meta.get("name", MODEL_NAME),
+        "version": f"{meta.get('base_version', MODEL_VERSION)}+{digest[:8]}",
+        "sha256": digest,
+        "weights_file": path.name,
+        "size_bytes": path.stat().st_size,
+        "preprocessing": contract.to_dict(),
+        "model": model.cfg.to_dict(),
+    })
+    metadata_path(path).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+    return meta
+
+
+def load_bundle(path: Path | None = None, map_location: str | torch.device = "cpu",
+                contract: PreprocessContract | None = None) -> tuple[DualBranchCTC, PreprocessContract, dict]:
+    """Load a weights bundle; raise ContractError when it does not fit this code."""
+    path = Path(path) if path is not None else DEFAULT_WEIGHTS
+    if not path.exists():
+        raise FileNotFoundError(f"weights file {path} not found")
+    meta_file = metadata_path(path)
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    if meta.get("sha256") and meta["sha256"] != sha256(path):
+        raise ContractError(f"{path.name}: sha256 does not match its metadata (file changed or corrupt)")
+    blob = torch.load(path, map_location=map_location, weights_only=True)
+    stored = PreprocessContract.from_dict(blob["contract"])
+    stored.check_against(contract or default_contract())
+    cfg = ModelConfig.from_dict(blob["config"])
+    model = build(cfg)
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as err:
+        raise ContractError(f"{path.name}: weights do not fit the model architecture: {err}") from err
+    model.eval()
+    if not meta:
+        meta = {"version": f"{MODEL_VERSION}+{sha256(path)[:8]}", "preprocessing": stored.to_dict()}
+    return model, stored, meta
+
+
+def default_contract() -> PreprocessContract:
+    """The contract this code implements, with the attribute names it computes."""
+    from classifier import features
+
+    return PreprocessContract(feature_names=tuple(features.feature_names()))
