@@ -31,6 +31,9 @@ def review_event(event: CellEvent, user, call: str, reason: str = "") -> CellEve
         locked.review_reason = reason[:2000]
         locked.reviewed_at = timezone.now()
         locked._change_reason = f"review: {call}" + (f" ({reason[:80]})" if reason else "")
+        # The history row must name the reviewer even outside a web request (API task, shell):
+        # simple-history only knows the user from the request middleware otherwise.
+        locked._history_user = user
         locked.save(update_fields=["reviewed_call", "reviewed_by", "review_reason", "reviewed_at"])
         recompute_summary(locked.draw)
     return locked

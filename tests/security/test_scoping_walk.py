@@ -195,7 +195,7 @@ def test_alice_sees_her_own_data_so_the_markers_would_be_found(client, alice, al
 def test_anonymous_gets_login_or_401_403_everywhere(alice_data):
     client = Client(raise_request_exception=False)
     problems = []
-    for fmt, url in _concrete_urls(alice_data):
+    for _fmt, url in _concrete_urls(alice_data):
         for method in ("get", *WRITE_METHODS):
             resp = getattr(client, method)(url)
             text = _body(resp)
