@@ -34,6 +34,7 @@ from api.filters import (
     TreatmentLineFilter,
     UploadFilter,
 )
+from api.pagination import StandardPagination
 from api.permissions import RoleActionPermission
 from api.renderers import CSVRenderer
 from api.serializers import (
@@ -101,6 +102,8 @@ def patient_id_of(obj: Any) -> int | None:
 class AuditedReadMixin:
     """One audit row per read of patient data: the object on a detail, the query on a list."""
 
+    pagination_class = StandardPagination
+
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         instance = self.get_object()
         data = self.get_serializer(instance).data
@@ -139,6 +142,7 @@ class CancerTypeViewSet(viewsets.ReadOnlyModelViewSet):
 class CareTeamViewSet(viewsets.ReadOnlyModelViewSet):
     """Care teams you belong to, with your role in each."""
 
+    pagination_class = StandardPagination
     serializer_class = CareTeamSerializer
     queryset = CareTeam.objects.none()  # for the schema; get_queryset() decides
     ordering_fields = ["name", "site"]
@@ -164,6 +168,7 @@ class CareTeamViewSet(viewsets.ReadOnlyModelViewSet):
 class TrialViewSet(viewsets.ReadOnlyModelViewSet):
     """Trials and their arms."""
 
+    pagination_class = StandardPagination
     serializer_class = TrialSerializer
     queryset = Trial.objects.none()  # for the schema; get_queryset() decides
     lookup_field = "code"
@@ -189,6 +194,7 @@ class TrialViewSet(viewsets.ReadOnlyModelViewSet):
 class ClassifierVersionViewSet(viewsets.ReadOnlyModelViewSet):
     """The model registry: which classifier versions exist and which one is active."""
 
+    pagination_class = StandardPagination
     serializer_class = ClassifierVersionSerializer
     queryset = ClassifierVersion.objects.all()
     permission_classes = PERMISSIONS

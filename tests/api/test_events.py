@@ -1,0 +1,108 @@
+"""Cell events of a draw, and reviews through the API (confirm / override with a reason)."""
+
+from __future__ import annotations
+
+import pytest
+
+from patients.summary import recompute_summary
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def events(draw):
+    upload = factories.ImagingUploadFactory(draw=draw)
+    evs = [factories.CellEventFactory(upload=upload, index=i, call=c, ctc_probability=p,
+                                      category="ctc" if c == "ctc" else "leukocyte",
+                                      category_probabilities={"ctc": p, "leukocyte": 1 - p})
+           for i, (c, p) in enumerate([("ctc", 0.95), ("non_ctc", 0.1), ("non_ctc", 0.45)])]
+    recompute_summary(draw)
+    return evs
+
+
+def test_draw_events_list_every_event_with_its_source(as_alice, draw, events):
+    body = as_alice.get(f"/api/draws/{draw.pk}/events/?page_size=1000").json()
+    assert body["count"] == 3
+    first = body["results"][0]
+    for key in ["id", "source", "index", "x", "y", "call", "ctc_probability", "category", "category_probabilities",
+                "reviewed_call"]:
+        assert key in first
+    assert [e["source"] for e in body["results"]] == ["event000.tif", "event001.tif", "event002.tif"]
+    assert first["call"] == "ctc" and first["reviewed_call"] == ""
+    assert "thumbnail" not in first
+
+
+def test_draw_events_filters_and_large_pages(as_alice, draw, events, django_assert_max_num_queries):
+    assert as_alice.get(f"/api/draws/{draw.pk}/events/?call=ctc").json()["count"] == 1
+    assert as_alice.get(f"/api/draws/{draw.pk}/events/?source=event001.tif").json()["count"] == 1
+    body = as_alice.get(f"/api/draws/{draw.pk}/events/?page_size=5000").json()
+    assert len(body["results"]) == 3  # capped at 1000, all fit
+    with django_assert_max_num_queries(10):
+        as_alice.get(f"/api/draws/{draw.pk}/events/")
+
+
+def test_event_detail_has_the_explanation(as_alice, events):
+    body = as_alice.get(f"/api/events/{events[0].pk}/").json()
+    assert "explanation" in body and body["final_call"] == "ctc"
+
+
+def test_a_reviewer_confirms_a_call(as_bob, draw, events):
+    r = as_bob.post(f"/api/events/{events[0].pk}/review/", {"call": "ctc"}, format="json")
+    assert r.status_code == 200, r.json()
+    assert r.json()["reviewed_call"] == "ctc" and r.json()["reviewed_by"] == "bob"
+
+
+def test_an_override_needs_a_reason(as_bob, draw, events):
+    r = as_bob.post(f"/api/events/{events[0].pk}/review/", {"call": "non_ctc"}, format="json")
+    assert r.status_code == 400
+    assert r.json() == {"reason": ["Give a reason when you override the model's call."]}
+    r = as_bob.post(f"/api/events/{events[0].pk}/review/", {"call": "maybe"}, format="json")
+    assert r.status_code == 400 and "call" in r.json()
+
+
+def test_reviews_make_the_summary_final_then_amended(as_bob, as_alice, draw, events):
+    for e in events:
+        assert as_bob.post(f"/api/events/{e.pk}/review/", {"call": e.call}, format="json").status_code == 200
+    assert as_alice.get(f"/api/draws/{draw.pk}/").json()["summary"]["status"] == "final"
+    r = as_bob.post(f"/api/events/{events[2].pk}/review/", {"call": "ctc", "reason": "CK+ on second look"},
+                    format="json")
+    assert r.json()["review_reason"] == "CK+ on second look"
+    body = as_alice.get(f"/api/draws/{draw.pk}/").json()
+    assert (body["ctc_count"], body["status"]) == (2, "amended")
+    reviewed = as_alice.get(f"/api/events/?draw={draw.pk}&reviewed=true").json()
+    assert reviewed["count"] == 3
+
+
+def test_a_member_without_review_rights_gets_403(client_for, team, draw, events):
+    from patients.models import Role
+
+    m = factories.UserFactory(username="nurse")
+    factories.MembershipFactory(user=m, team=team, role=Role.MEMBER)
+    r = client_for(m).post(f"/api/events/{events[0].pk}/review/", {"call": "ctc"}, format="json")
+    assert r.status_code == 403
+
+
+def test_summaries_endpoint(as_alice, draw, events):
+    body = as_alice.get(f"/api/summaries/?patient={draw.patient_id}").json()
+    assert body["count"] == 1
+    row = body["results"][0]
+    assert row["draw"] == draw.pk and row["ctc_count"] == 1 and row["unfavorable"] is False
+    assert as_alice.get(f"/api/summaries/{draw.pk}/").json()["events_analysed"] == 3
+
+
+def test_model_registry_promote_needs_manage_models(as_alice, client_for, team):
+    from patients.models import ClassifierVersion, Role
+
+    v1 = ClassifierVersion.objects.create(version="v1", is_active=True)
+    v2 = ClassifierVersion.objects.create(version="v2")
+    assert {m["version"] for m in as_alice.get("/api/models/").json()["results"]} == {"v1", "v2"}
+    assert as_alice.post(f"/api/models/{v2.pk}/promote/").status_code == 403
+    admin = factories.UserFactory(username="admin1")
+    factories.MembershipFactory(user=admin, team=team, role=Role.ADMIN)
+    r = client_for(admin).post(f"/api/models/{v2.pk}/promote/")
+    assert r.status_code == 200 and r.json()["is_active"] is True
+    v1.refresh_from_db()
+    assert v1.is_active is False
+    r = client_for(admin).post(f"/api/models/{v2.pk}/retire/")
+    assert r.json()["retired"] is True and r.json()["is_active"] is False
