@@ -1,0 +1,298 @@
+"""Upload-to-results time through the real worker, PostgreSQL and Redis.
+
+    python -m bench.pipeline                # 1,000-event gallery (zip of TIFFs) + 4x2048x2048 field, ~1,000 cells
+    python -m bench.pipeline --quick        # 40-event gallery + 4x512x512 field (~60 cells)
+    python -m bench.pipeline --repeats 3    # median of three uploads of each
+
+A ``celery worker`` subprocess (prefork, concurrency 1, as ``make worker`` runs it) consumes a
+queue of its own on Redis and writes to PostgreSQL database ``ctc_bench`` (created and
+migrated if missing). The inputs are synthetic (``classifier.synth.make_event`` /
+``make_field``), written once to ``var/bench/`` and reused. Each upload goes through
+``patients.uploads.create_upload`` (validation, storage, header check, queued on commit),
+exactly as the form and the API do; the clock runs from that call until the upload row says
+``done`` (polled every 20 ms). One small warm-up upload first loads the model in the worker,
+as in a running service; its time is reported apart (``warmup_s``). When the shipped
+weights are missing (``classifier/weights/ctc-dual.pt``), a randomly initialised bundle of
+the same architecture is written to ``var/bench/`` and used (``weights`` says so): speed does
+not depend on weight values.
+
+The last line of stdout is one JSON object:
+
+- ``benchmark``: ``"pipeline"``; ``quick``; ``database``; ``weights``; ``worker_start_s``;
+  ``warmup_s``; ``repeats``;
+- ``gallery`` and ``field``: each ``{"files", "input_mb", "events", "upload_s" (create_upload:
+  validation + storage), "seconds" (end to end, median), "runs" (each run's seconds),
+  "events_per_s", "stages_s" (the worker's ``ImagingUpload.timings`` of the median run: decode,
+  segment, features, model, explanation, database, analyse_total), "share" (each of decode,
+  segment, features, model, explanation, database, and ``other`` = queueing, claim, loading
+  the rows, as a fraction of ``seconds``), "target_s", "meets_target"}``;
+- ``machine``: host, cpu, cores, python, date, loadavg_1m.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zipfile
+from pathlib import Path
+
+from bench.common import REDIS_URL, ROOT, database_url, emit, log, machine, median, setup_django
+
+STAGES = ("decode", "segment", "features", "model", "explanation", "database")
+DATA_DIR = ROOT / "var" / "bench"
+CHANNELS = "DAPI,CK,AF,CD45"  # classifier.synth's channel order
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+def gallery_zip(n: int, seed: int = 1, px_um: float = 0.65) -> Path:
+    """A zip of ``n`` 4-channel TIFF event thumbnails (cached)."""
+    import numpy as np
+    import tifffile
+
+    path = DATA_DIR / f"gallery-{n}-s{seed}.zip"
+    if path.exists():
+        return path
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    from classifier.synth.events import make_event
+
+    t0 = time.perf_counter()
+    tmp = path.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for i in range(n):
+            img, _ = make_event(rng, px_um=px_um)
+            arr = np.clip(img, 0, None)
+            if arr.max() <= 1.0:
+                arr = arr * 65535.0
+            buf = io.BytesIO()
+            tifffile.imwrite(buf, np.clip(arr, 0, 65535).astype(np.uint16))
+            zf.writestr(f"event_{i:05d}.tif", buf.getvalue())
+    tmp.rename(path)
+    log(f"  wrote {path.name} ({path.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.0f}s")
+    return path
+
+
+def field_tiff(size: int, cells: int, seed: int = 2, px_um: float = 0.65) -> Path:
+    """A 4 x size x size uint16 field image with about ``cells`` cells (cached)."""
+    import numpy as np
+    import tifffile
+
+    path = DATA_DIR / f"field-{size}-{cells}-s{seed}.tif"
+    if path.exists():
+        return path
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    from classifier.synth.field import make_field
+
+    t0 = time.perf_counter()
+    img, labels = make_field(np.random.default_rng(seed), size, size, cells, pixel_size_um=px_um)
+    arr = np.clip(img, 0, None)
+    if arr.max() <= 1.0:
+        arr = arr * 65535.0
+    tmp = path.with_suffix(".tmp")
+    tifffile.imwrite(tmp, np.clip(arr, 0, 65535).astype(np.uint16))
+    tmp.rename(path)
+    log(f"  wrote {path.name}: {int(labels.max())} cells in {time.perf_counter() - t0:.0f}s")
+    return path
+
+
+def bench_weights() -> tuple[str, str]:
+    """(CLASSIFIER_WEIGHTS value, label): the shipped weights, else a random-init bundle."""
+    from classifier.weights import DEFAULT_WEIGHTS
+
+    if DEFAULT_WEIGHTS.exists():
+        return "", "shipped"
+    path = DATA_DIR / "random-init.pt"
+    if not path.exists():
+        import torch
+
+        from classifier.model import ctc_dual
+        from classifier.weights import default_contract, save_bundle
+
+        torch.manual_seed(0)
+        contract = default_contract()
+        model = ctc_dual(len(contract.feature_names), in_chans=len(contract.channels)).eval()
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        save_bundle(model, contract, path, {"base_version": "0.0.0-bench-random", "note": "bench only"})
+    return str(path), "random-init"
+
+
+# --- worker -----------------------------------------------------------------------------------
+
+
+class Worker:
+    def __init__(self, db: str, queue: str, media: Path, weights: str) -> None:
+        self.log = Path(tempfile.mkstemp(prefix="ctc-bench-worker-", suffix=".log")[1])
+        self.env = dict(os.environ)
+        self.env.update(DATABASE_URL=database_url(db), REDIS_URL=REDIS_URL, CELERY_QUEUE=queue,
+                        MEDIA_ROOT=str(media), CLASSIFIER_DEVICE="cpu", DJANGO_SETTINGS_MODULE="config.settings",
+                        PYTHONUNBUFFERED="1", CLASSIFIER_WEIGHTS=weights, DEBUG="0")
+        self.queue = queue
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> float:
+        t0 = time.perf_counter()
+        cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel=INFO", "--concurrency=1",
+               "--pool=prefork", "-Q", self.queue, "-n", f"bench-{uuid.uuid4().hex[:6]}@%h", "--without-gossip",
+               "--without-mingle", "--without-heartbeat"]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        while time.perf_counter() - t0 < timeout:
+            if "ready." in self.log.read_text(errors="replace"):
+                return time.perf_counter() - t0
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited:\n{self.log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+# --- one upload ---------------------------------------------------------------------------------
+
+
+def run_upload(draw, user, path: Path, kind: str, px_um: float, weights: str, timeout: float = 600) -> dict:  # noqa: ANN001
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from patients.models import ClassifierVersion, ImagingUpload, UploadStatus
+    from patients.uploads import UploadRequest, create_upload
+
+    if weights:  # a registered version would point the worker at the (missing) shipped weights
+        ClassifierVersion.objects.update(weights_path=weights)
+    data = path.read_bytes()
+    f = SimpleUploadedFile(path.name, data, content_type="application/octet-stream")
+    t0 = time.perf_counter()
+    upload = create_upload(draw, UploadRequest(files=[f], channels=CHANNELS.split(","), kind=kind,
+                                               pixel_size_um=px_um), user)
+    t_up = time.perf_counter() - t0
+    while True:
+        row = ImagingUpload.objects.values("status", "error", "timings").get(pk=upload.pk)
+        if row["status"] in (UploadStatus.DONE, UploadStatus.FAILED) and (row["timings"] or row["status"] ==
+                                                                          UploadStatus.FAILED):
+            break
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"upload {upload.pk} not done after {timeout}s (status {row['status']})")
+        time.sleep(0.02)
+    total = time.perf_counter() - t0
+    if row["status"] == UploadStatus.FAILED:
+        raise RuntimeError(f"upload {upload.pk} failed: {row['error']}")
+    n = upload.events.count()
+    return {"seconds": total, "upload_s": t_up, "events": n, "timings": row["timings"], "mb": len(data) / 2**20}
+
+
+def summarise(runs: list[dict], target: float, files: int) -> dict:
+    runs_sorted = sorted(runs, key=lambda r: r["seconds"])
+    mid = runs_sorted[(len(runs_sorted) - 1) // 2]
+    secs = median([r["seconds"] for r in runs])
+    t = mid["timings"]
+    stages = {k: round(float(t.get(k, 0.0)), 3) for k in (*STAGES, "analyse_total")}
+    share = {k: round(stages[k] / mid["seconds"], 3) for k in STAGES}
+    share["other"] = round(max(0.0, 1.0 - sum(share.values())), 3)
+    return {
+        "files": files, "input_mb": round(mid["mb"], 1), "events": mid["events"],
+        "upload_s": round(mid["upload_s"], 3), "seconds": round(secs, 2),
+        "runs": [round(r["seconds"], 2) for r in runs], "events_per_s": round(mid["events"] / secs, 1),
+        "stages_s": stages, "share": share, "target_s": target, "meets_target": secs <= target,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="40-event gallery and a 512x512 field (tests)")
+    ap.add_argument("--events", type=int, help="gallery size (default 1000; quick 40)")
+    ap.add_argument("--field-size", type=int, help="field side in px (default 2048; quick 512)")
+    ap.add_argument("--field-cells", type=int, help="cells in the field (default 1000; quick 60)")
+    ap.add_argument("--repeats", type=int, default=1, help="uploads of each input; the median is reported")
+    ap.add_argument("--database", help="PostgreSQL database (default ctc_bench; quick ctc_bench_quick)")
+    ap.add_argument("--only", choices=["gallery", "field"], help="run one of the two")
+    args = ap.parse_args(argv)
+    quick = args.quick
+    n_events = args.events or (40 if quick else 1000)
+    f_size = args.field_size or (512 if quick else 2048)
+    f_cells = args.field_cells or (60 if quick else 1000)
+    db = args.database or ("ctc_bench_quick" if quick else "ctc_bench")
+    queue = f"bench-{uuid.uuid4().hex[:10]}"
+    media = Path(tempfile.mkdtemp(prefix="ctc-bench-media-"))
+
+    setup_django(db, REDIS_URL=REDIS_URL, CELERY_QUEUE=queue, MEDIA_ROOT=str(media))
+    from django.conf import settings
+
+    from config.celery_app import app
+
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    app.conf.task_default_queue = queue
+    settings.MEDIA_ROOT = media
+
+    from django.contrib.auth import get_user_model
+
+    from patients.models import BloodDraw, CancerType, CareTeam, Membership, Patient, Role
+
+    log("inputs ...")
+    gallery = gallery_zip(n_events) if args.only != "field" else None
+    field = field_tiff(f_size, f_cells) if args.only != "gallery" else None
+    warm = gallery_zip(16, seed=99)
+    weights, weights_label = bench_weights()
+
+    user, _ = get_user_model().objects.get_or_create(username="bench_pipeline")
+    team, _ = CareTeam.objects.get_or_create(name="Bench pipeline")
+    Membership.objects.get_or_create(team=team, user=user, defaults={"role": Role.ONCOLOGIST})
+    patient, _ = Patient.objects.get_or_create(
+        study_id="BENCH-PIPE", defaults={"care_team": team, "cancer_type": CancerType.objects.first()})
+    from django.utils import timezone
+
+    worker = Worker(db, queue, media, weights)
+    out: dict = {"benchmark": "pipeline", "quick": quick, "database": db, "weights": weights_label}
+    try:
+        log("starting worker ...")
+        out["worker_start_s"] = round(worker.start(), 2)
+
+        def new_draw() -> BloodDraw:
+            return BloodDraw.objects.create(patient=patient, drawn_at=timezone.now(), volume_ml=7.5, timepoint="bench")
+
+        log("warm-up upload (loads the model in the worker) ...")
+        w = run_upload(new_draw(), user, warm, "events", 0.65, weights)
+        out["warmup_s"] = round(w["seconds"], 2)
+        out["repeats"] = args.repeats
+        for name, path, kind, target in (("gallery", gallery, "events", 5.0), ("field", field, "field", 15.0)):
+            if path is None:
+                continue
+            runs = []
+            for i in range(args.repeats):
+                r = run_upload(new_draw(), user, path, kind, 0.65, weights)
+                runs.append(r)
+                log(f"  {name} run {i + 1}: {r['seconds']:.2f}s, {r['events']} events, timings {r['timings']}")
+            out[name] = summarise(runs, target, 1)
+    finally:
+        worker.stop()
+        import shutil
+
+        shutil.rmtree(media, ignore_errors=True)
+        try:
+            import redis
+
+            redis.Redis.from_url(REDIS_URL).delete(queue)
+        except Exception:  # noqa: BLE001 - cleanup only
+            pass
+    out["machine"] = machine()
+    emit(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
