@@ -5,10 +5,24 @@ from dashboard import views
 
 app_name = "dashboard"
 urlpatterns = [
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("assets/plotly-<str:version>.min.js", views.plotly_js, name="plotly_js"),
     path("", views.patient_list, name="patients"),
     path("patients/<int:pk>/", views.patient_detail, name="patient"),
+    path("patients/<int:pk>/draws/new/", views.draw_create, name="draw_create"),
+    path("patients/<int:pk>/summary/", views.patient_print, name="patient_print"),
+    path("patients/<int:pk>/export.csv", views.patient_export, name="patient_export"),
     path("draws/<int:pk>/", views.draw_detail, name="draw"),
+    path("draws/<int:pk>/uploads/", views.upload_create, name="upload_create"),
+    path("uploads/<int:pk>/status/", views.upload_status, name="upload_status"),
+    path("review/", views.review_queue, name="review"),
+    path("events/<int:pk>/review/", views.review_cell, name="review_cell"),
+    path("cohort/", views.cohort, name="cohort"),
+    path("cohort/export.csv", views.cohort_export, name="cohort_export"),
+    path("models/", views.models_page, name="models"),
+    path("models/<int:pk>/<str:action>/", views.model_action, name="model_action"),
 ]
+urlpatterns.append(path("audit/", __import__("dashboard.audit_views", fromlist=["audit_log"]).audit_log, name="audit"))
+# The audit page (administrators only) belongs to the security work: dashboard/audit_views.py.
 urlpatterns.append(path("audit/", __import__("dashboard.audit_views", fromlist=["audit_log"]).audit_log, name="audit"))

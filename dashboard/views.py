@@ -1,25 +1,561 @@
-"""Placeholder views; the dashboard issue replaces them with the real pages."""
+"""The pages people use: patient list and timeline, draw gallery, review queue, cohort, models.
 
+Every view requires a signed-in user, reads through ``for_user`` (out of scope is a
+404), checks actions with ``patients.roles.can`` (a forbidden action on a visible
+object is a 403) and records the read with ``patients.audit.record``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+import plotly
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
-from django.shortcuts import get_object_or_404
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.db.models import Count, F, Max, Prefetch, Q, Sum
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
 
-from patients.models import BloodDraw, Patient
+from dashboard import figures
+from dashboard.access import actions_for, require
+from dashboard.forms import CohortFilterForm, DrawForm, PatientFilterForm, UploadForm
+from patients import cohort as cohort_stats
+from patients import schedule
+from patients.audit import record
+from patients.models import (
+    BloodDraw,
+    Call,
+    CellEvent,
+    ClassifierVersion,
+    ClinicalEvent,
+    DrawSummary,
+    ImagingUpload,
+    Patient,
+    TreatmentLine,
+    UploadStatus,
+)
+from patients.review import review_event
+from patients.roles import Action, can
+from patients.uploads import UploadRequest, create_upload
+
+PATIENTS_PER_PAGE = 25
+CELLS_PER_PAGE = 48
+REVIEW_PER_PAGE = 12
+SWIMMER_LANES = 40
+EMBEDDING_POINTS = 3000
+
+
+def base_context(request: HttpRequest, **extra) -> dict:
+    actions = actions_for(request)
+    ctx = {"can": {a.value: (a in actions) for a in Action}}
+    ctx.update(extra)
+    return ctx
+
+
+# --- plotly.js from the installed package (clinics are often offline: no CDN) -----------
+
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+@lru_cache(maxsize=1)
+def _plotly_bytes() -> tuple[bytes, bytes, str]:
+    raw = PLOTLY_JS.read_bytes()
+    return raw, gzip.compress(raw, compresslevel=6), hashlib.sha256(raw).hexdigest()[:16]
+
+
+@require_GET
+def plotly_js(request: HttpRequest, version: str) -> HttpResponse:
+    """The plotly.js bundled with the Python package; the URL carries the version, so cache forever."""
+    if version != plotly.__version__:
+        return redirect("dashboard:plotly_js", version=plotly.__version__)
+    raw, packed, etag = _plotly_bytes()
+    if request.headers.get("If-None-Match") == f'"{etag}"':
+        response = HttpResponse(status=304)
+    elif "gzip" in request.headers.get("Accept-Encoding", ""):
+        response = HttpResponse(packed, content_type="application/javascript; charset=utf-8")
+        response["Content-Encoding"] = "gzip"
+    else:
+        response = HttpResponse(raw, content_type="application/javascript; charset=utf-8")
+    response["Cache-Control"] = "public, max-age=31536000, immutable"
+    response["ETag"] = f'"{etag}"'
+    response["Vary"] = "Accept-Encoding"
+    return response
+
+
+# --- Patient list ---------------------------------------------------------------------------
 
 
 @login_required
-def patient_list(request):
-    names = ", ".join(Patient.objects.for_user(request.user).values_list("study_id", flat=True))
-    return HttpResponse(f"Patients: {names}")
+def patient_list(request: HttpRequest) -> HttpResponse:
+    visible = Patient.objects.for_user(request.user)
+    form = PatientFilterForm(request.GET or None, patients=visible)
+    qs = form.apply(visible) if form.is_bound else visible
+    overdue_only = form.is_bound and form.is_valid() and form.cleaned_data["overdue"]
+    if overdue_only:
+        qs = qs.filter(pk__in=schedule.overdue_ids(qs))
+    qs = (
+        qs.select_related("cancer_type", "care_team", "trial", "arm")
+        .annotate(last_drawn=Max("draws__drawn_at"), n_draws=Count("draws"))
+        .order_by("study_id")
+    )
+    page = Paginator(qs, PATIENTS_PER_PAGE).get_page(request.GET.get("page"))
+    patients = list(page.object_list)
+    # Latest and previous analysed counts for this page only: one query, no cell events.
+    values: dict[int, list[tuple[float, str]]] = {p.pk: [] for p in patients}
+    rows = (
+        DrawSummary.objects.filter(draw__patient__in=[p.pk for p in patients])
+        .order_by("draw__patient_id", "-draw__drawn_at", "-draw_id")
+        .values_list("draw__patient_id", "ctc_per_7_5ml", "status")
+    )
+    for patient_id, value, status in rows:
+        if len(values[patient_id]) < 2:
+            values[patient_id].append((value, status))
+    today = timezone.localdate()
+    for p in patients:
+        latest = values[p.pk][0] if values[p.pk] else None
+        previous = values[p.pk][1] if len(values[p.pk]) > 1 else None
+        p.latest_value = latest[0] if latest else None
+        p.latest_status = latest[1] if latest else ""
+        p.unfavorable = latest is not None and latest[0] >= p.cancer_type.ctc_cutoff
+        p.trend = schedule.trend(p.latest_value, previous[0] if previous else None)
+        last = timezone.localtime(p.last_drawn).date() if p.last_drawn else None
+        interval = schedule.interval_days(p.trial.draw_interval_days if p.trial else None)
+        p.next_due = schedule.next_due(last, interval)
+        p.days_overdue = schedule.days_overdue(last, interval, today)
+    record(request, "view", object_type="PatientList", detail={"page": page.number, "filters": request.GET.dict()})
+    return render(request, "dashboard/patient_list.html", base_context(
+        request, nav="patients", form=form, page=page, patients=patients, total=page.paginator.count,
+        overdue_only=overdue_only))
+
+
+# --- Patient page ---------------------------------------------------------------------------
+
+DAY0_CHOICES = [("diagnosis", "Diagnosis"), ("treatment", "First treatment"), ("enrolment", "Enrolment")]
+
+
+def _patient_timeline(patient: Patient, draws: list[BloodDraw], lines: list[TreatmentLine],
+                      events: list[ClinicalEvent], day0_key: str, relative: bool) -> tuple[dict, dt.date | None]:
+    starts = {
+        "diagnosis": patient.diagnosis_date,
+        "treatment": lines[0].start_date if lines else None,
+        "enrolment": patient.enrolled_on,
+    }
+    day0 = starts.get(day0_key)
+    fig = figures.timeline_figure(
+        [figures.TimelineDraw(
+            d.pk, d.get_absolute_url(), timezone.localtime(d.drawn_at), d.timepoint, float(d.volume_ml),
+            d.summary_row.ctc_count if d.summary_row else None,
+            d.summary_row.ctc_per_7_5ml if d.summary_row else None,
+            d.summary_row.malignant_fraction if d.summary_row else None,
+            d.summary_row.status if d.summary_row else "",
+        ) for d in draws],
+        [figures.TimelineLine(ln.line_number, ln.regimen, ln.start_date, ln.end_date, ln.stop_reason) for ln in lines],
+        [figures.TimelineEvent(e.date, e.kind, e.get_kind_display(), e.recist, e.note) for e in events],
+        cutoff=patient.cancer_type.ctc_cutoff, day0=day0, relative=relative, today=timezone.localdate(),
+    )
+    return figures.to_json(fig), day0
+
+
+def _patient_data(request: HttpRequest, pk: int) -> tuple[Patient, list[BloodDraw], list, list]:
+    patient = get_object_or_404(
+        Patient.objects.for_user(request.user).select_related("cancer_type", "care_team", "trial", "arm"), pk=pk)
+    draws = list(
+        patient.draws.select_related("summary")
+        .prefetch_related(Prefetch("uploads", queryset=ImagingUpload.objects.only(
+            "id", "draw_id", "status", "progress", "created_at").order_by("-created_at")))
+        .order_by("drawn_at", "pk")
+    )
+    for d in draws:
+        d.summary_row = getattr(d, "summary", None) if schedule._has_summary(d) else None
+        d.latest_upload = d.uploads.all()[0] if d.uploads.all() else None
+        d.unfavorable = d.summary_row is not None and d.summary_row.ctc_per_7_5ml >= patient.cancer_type.ctc_cutoff
+    lines = list(patient.treatment_lines.order_by("line_number"))
+    events = list(patient.clinical_events.order_by("date", "pk"))
+    return patient, draws, lines, events
 
 
 @login_required
-def patient_detail(request, pk: int):
+def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    patient, draws, lines, events = _patient_data(request, pk)
+    day0_key = request.GET.get("day0", "diagnosis")
+    if day0_key not in dict(DAY0_CHOICES):
+        day0_key = "diagnosis"
+    relative = request.GET.get("axis", "calendar") == "relative"
+    fig, day0 = _patient_timeline(patient, draws, lines, events, day0_key, relative)
+    last = timezone.localtime(draws[-1].drawn_at).date() if draws else None
+    interval = schedule.interval_days(patient.trial.draw_interval_days if patient.trial else None)
+    record(request, "view", patient)
+    return render(request, "dashboard/patient_detail.html", base_context(
+        request, nav="patients", patient=patient, draws=list(reversed(draws)), lines=lines, events=events, figure=fig,
+        day0_key=day0_key, day0=day0, relative=relative, day0_choices=DAY0_CHOICES,
+        day0_missing=relative and day0 is None,
+        sentence=schedule.sentence_for_draws(draws, patient.cancer_type.ctc_cutoff),
+        next_due=schedule.next_due(last, interval), days_overdue=schedule.days_overdue(last, interval),
+        interval=interval, draw_form=DrawForm(),
+    ))
+
+
+@login_required
+@require_POST
+def draw_create(request: HttpRequest, pk: int) -> HttpResponse:
     patient = get_object_or_404(Patient.objects.for_user(request.user), pk=pk)
-    return HttpResponse(str(patient))
+    require(request, Action.EDIT_RECORDS)
+    form = DrawForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "The draw was not saved: " + "; ".join(
+            f"{form.fields[k].label if k in form.fields else k}: {' '.join(v)}" for k, v in form.errors.items()))
+        return redirect(patient)
+    draw = form.save(commit=False)
+    draw.patient = patient
+    draw.created_by = request.user
+    draw.save()
+    messages.success(request, f"Draw {draw.timepoint} recorded. Upload its imaging below.")
+    return redirect(draw)
 
 
 @login_required
-def draw_detail(request, pk: int):
+def patient_print(request: HttpRequest, pk: int) -> HttpResponse:
+    patient, draws, lines, events = _patient_data(request, pk)
+    fig, _ = _patient_timeline(patient, draws, lines, events, "diagnosis", relative=False)
+    record(request, "view", patient, detail={"format": "print"})
+    return render(request, "dashboard/patient_print.html", base_context(
+        request, patient=patient, draws=draws, lines=lines, events=events, figure=fig,
+        sentence=schedule.sentence_for_draws(draws, patient.cancer_type.ctc_cutoff), printed_at=timezone.now()))
+
+
+def _csv_response(filename: str, rows) -> StreamingHttpResponse:  # noqa: ANN001 - iterable of lists
+    class Echo:
+        def write(self, value: str) -> str:
+            return value
+
+    writer = csv.writer(Echo())
+    response = StreamingHttpResponse((writer.writerow(r) for r in rows), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+def patient_export(request: HttpRequest, pk: int) -> HttpResponse:
+    patient = get_object_or_404(Patient.objects.for_user(request.user), pk=pk)
+    require(request, Action.EXPORT)
+    courses = cohort_stats.patient_courses(Patient.objects.filter(pk=patient.pk))
+    record(request, "export", patient, detail={"format": "csv"})
+    return _csv_response(f"{patient.study_id}-draws.csv", cohort_stats.csv_rows(courses))
+
+
+# --- Draw page ------------------------------------------------------------------------------
+
+SORTS = {
+    "uncertainty": ("margin", "pk"),
+    "probability": ("-ctc_probability", "pk"),
+    "index": ("upload_id", "index"),
+}
+
+
+def _final_call_q(call: str) -> Q:
+    return Q(reviewed_call=call) | Q(reviewed_call="", call=call)
+
+
+@login_required
+def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    draw = get_object_or_404(
+        BloodDraw.objects.for_user(request.user).select_related("patient__cancer_type", "summary"), pk=pk)
+    summary = draw.summary if schedule._has_summary(draw) else None
+    uploads = list(draw.uploads.annotate(n_files=Count("files")).select_related("created_by"))
+    events = CellEvent.objects.filter(draw=draw, upload__status=UploadStatus.DONE)
+    call = request.GET.get("call", "")
+    category = request.GET.get("category", "")
+    sort = request.GET.get("sort", "uncertainty")
+    reviewed = request.GET.get("reviewed", "")
+    shown = events
+    if call in Call.values:
+        shown = shown.filter(_final_call_q(call))
+    if category:
+        shown = shown.filter(category=category)
+    if reviewed == "no":
+        shown = shown.filter(reviewed_call="")
+    elif reviewed == "yes":
+        shown = shown.exclude(reviewed_call="")
+    shown = shown.select_related("upload", "reviewed_by").order_by(*SORTS.get(sort, SORTS["uncertainty"]))
+    page = Paginator(shown, CELLS_PER_PAGE).get_page(request.GET.get("page"))
+    cells = list(page.object_list)
+    for c in cells:
+        c.channels = ",".join(c.upload.result_channels or c.upload.channels)
+    categories = sorted(events.order_by().values_list("category", flat=True).distinct())
+    points = [
+        (pk_, reviewed_call or model_call, source, prob, (expl or {}).get("embedding") or [])
+        for pk_, model_call, reviewed_call, source, prob, expl in events.order_by("pk").values_list(
+            "pk", "call", "reviewed_call", "source", "ctc_probability", "explanation")[:EMBEDDING_POINTS]
+    ]
+    embedding = figures.to_json(figures.embedding_figure(points)) if any(p[4] for p in points) else None
+    last_channels = next((",".join(u.channels) for u in uploads if u.channels), "DAPI,CK,CD45")
+    record(request, "view", draw, patient=draw.patient)
+    return render(request, "dashboard/draw_detail.html", base_context(
+        request, nav="patients", draw=draw, patient=draw.patient, summary=summary, uploads=uploads, page=page,
+        cells=cells,
+        categories=categories, filters={"call": call, "category": category, "sort": sort, "reviewed": reviewed},
+        embedding=embedding, upload_form=UploadForm(initial={"channels": last_channels}),
+        active_uploads=[u for u in uploads if u.status in (UploadStatus.QUEUED, UploadStatus.RUNNING)],
+        cutoff=draw.patient.cancer_type.ctc_cutoff,
+    ))
+
+
+def _upload_json(upload: ImagingUpload) -> dict:
+    return {
+        "id": upload.pk,
+        "status": upload.status,
+        "status_label": upload.get_status_display(),
+        "progress": upload.progress,
+        "stage": upload.stage,
+        "error": upload.error,
+        "status_url": reverse("dashboard:upload_status", args=[upload.pk]),
+        "draw_url": reverse("dashboard:draw", args=[upload.draw_id]),
+    }
+
+
+@login_required
+@require_POST
+def upload_create(request: HttpRequest, pk: int) -> JsonResponse:
+    """The upload form posts here (fetch); JSON back: the upload and where to poll its status."""
     draw = get_object_or_404(BloodDraw.objects.for_user(request.user), pk=pk)
-    return HttpResponse(str(draw))
+    if not can(request.user, Action.UPLOAD):
+        return JsonResponse({"error": "Your role does not allow uploads."}, status=403)
+    form = UploadForm(request.POST, request.FILES)
+    files = request.FILES.getlist("files")
+    if not files:
+        return JsonResponse({"error": "Choose at least one image file."}, status=400)
+    if not form.is_valid():
+        errors = {k: v for k, v in form.errors.items() if k != "files"}
+        if errors:
+            msg = "; ".join(f"{form.fields[k].label}: {' '.join(v)}" for k, v in errors.items())
+            return JsonResponse({"error": msg}, status=400)
+    data = form.cleaned_data
+    try:
+        upload = create_upload(draw, UploadRequest(files=files, channels=data.get("channels") or "",
+                                                   kind=data.get("kind") or ImagingUpload.Kind.EVENTS,
+                                                   pixel_size_um=data.get("pixel_size_um")), request.user)
+    except ValidationError as err:
+        return JsonResponse({"error": " ".join(err.messages)}, status=400)
+    record(request, "create", upload, patient=draw.patient, detail={"files": len(files)})
+    return JsonResponse(_upload_json(upload), status=201)
+
+
+@login_required
+@require_GET
+def upload_status(request: HttpRequest, pk: int) -> JsonResponse:
+    """Polled by the progress bar about once a second: not audited per poll (the upload's
+    creation and the draw page are), to keep the audit trail readable."""
+    upload = get_object_or_404(ImagingUpload.objects.for_user(request.user), pk=pk)
+    data = _upload_json(upload)
+    if upload.status == UploadStatus.DONE:
+        data["events"] = upload.events.count()
+    response = JsonResponse(data)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+# --- Review ---------------------------------------------------------------------------------
+
+
+def _agreement(events) -> dict:  # noqa: ANN001 - CellEvent queryset
+    agg = events.exclude(reviewed_call="").aggregate(
+        reviewed=Count("pk"), agree=Count("pk", filter=Q(reviewed_call=F("call"))))
+    n = agg["reviewed"]
+    return {"reviewed": n, "agree": agg["agree"], "rate": agg["agree"] / n if n else None}
+
+
+@login_required
+def review_queue(request: HttpRequest) -> HttpResponse:
+    visible = CellEvent.objects.for_user(request.user).filter(upload__status=UploadStatus.DONE)
+    draw_id = request.GET.get("draw", "")
+    draw = None
+    if draw_id.isdigit():
+        draw = get_object_or_404(BloodDraw.objects.for_user(request.user).select_related("patient"), pk=draw_id)
+        visible = visible.filter(draw=draw)
+    pending = visible.filter(reviewed_call="")
+    page = Paginator(
+        pending.select_related("upload", "draw__patient").order_by("margin", "pk"), REVIEW_PER_PAGE
+    ).get_page(request.GET.get("page"))
+    cells = list(page.object_list)
+    for c in cells:
+        c.channels = ",".join(c.upload.result_channels or c.upload.channels)
+    by_reviewer = list(
+        visible.exclude(reviewed_call="").values("reviewed_by__username")
+        .annotate(n=Count("pk"), agree=Count("pk", filter=Q(reviewed_call=F("call")))).order_by("-n")[:10]
+    )
+    for r in by_reviewer:
+        r["rate"] = r["agree"] / r["n"] if r["n"] else None
+    recent = list(visible.exclude(reviewed_call="").select_related("reviewed_by", "draw__patient")
+                  .order_by("-reviewed_at")[:10])
+    record(request, "view", draw, object_type="ReviewQueue", patient=draw.patient if draw else None)
+    return render(request, "dashboard/review_queue.html", base_context(
+        request, nav="review", page=page, cells=cells, draw=draw, agreement=_agreement(visible),
+        by_reviewer=by_reviewer,
+        recent=recent, pending_total=page.paginator.count))
+
+
+@login_required
+@require_POST
+def review_cell(request: HttpRequest, pk: int) -> HttpResponse:
+    event = get_object_or_404(CellEvent.objects.for_user(request.user).select_related("draw"), pk=pk)
+    require(request, Action.REVIEW)
+    call = request.POST.get("call", "")
+    nxt = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()}):
+        nxt = ""
+    try:
+        review_event(event, request.user, call, request.POST.get("reason", ""))
+    except ValidationError as err:
+        messages.error(request, f"{event.source}: {' '.join(err.messages)}")
+        return redirect((nxt or reverse("dashboard:review")) + f"#cell-{event.pk}")
+    verb = "confirmed" if call == event.call else "overridden"
+    messages.success(request, f"{event.source}: call {verb} as {Call(call).label}.")
+    return redirect(nxt or reverse("dashboard:review"))
+
+
+# --- Cohort ---------------------------------------------------------------------------------
+
+
+def _cohort_patients(request: HttpRequest):  # noqa: ANN202
+    visible = Patient.objects.for_user(request.user)
+    form = CohortFilterForm(request.GET or None, patients=visible)
+    return form, (form.apply(visible) if form.is_bound else visible)
+
+
+@login_required
+def cohort(request: HttpRequest) -> HttpResponse:
+    require(request, Action.COHORT)
+    form, patients = _cohort_patients(request)
+    courses = cohort_stats.patient_courses(patients, with_lines=True)
+    arms = cohort_stats.arm_summaries(courses)
+    bars = cohort_stats.waterfall(courses)
+    by_arm = cohort_stats.conversion_by_arm(courses)
+    lanes_src = [c for c in courses if c.lines or c.draws]
+    lanes = [figures.SwimmerLane(
+        c.study_id, reverse("dashboard:patient", args=[c.patient_id]),
+        c.start or (c.lines[0][2] if c.lines else c.draws[0].date),
+        c.lines, [(d.date, d.timepoint, d.per_7_5ml, d.status) for d in c.draws],
+    ) for c in lanes_src[:SWIMMER_LANES]]
+    overdue = schedule.overdue_patients(patients, timezone.localdate())
+    record(request, "view", object_type="Cohort", detail={"filters": request.GET.dict(), "patients": len(courses)})
+    return render(request, "dashboard/cohort.html", base_context(
+        request, nav="cohort", form=form, arms=arms, n_patients=len(courses),
+        waterfall=figures.to_json(figures.waterfall_figure(bars, cohort_stats.CHANGE_CAP)) if bars else None,
+        conversion=figures.to_json(figures.conversion_figure(by_arm, cohort_stats.CONVERSION_LABELS))
+        if by_arm else None,
+        swimmer=figures.to_json(figures.swimmer_figure(lanes, timezone.localdate())) if lanes else None,
+        lanes_total=len(lanes_src), lanes_shown=len(lanes), overdue=overdue[:100], overdue_total=len(overdue),
+        query=request.GET.urlencode(),
+    ))
+
+
+@login_required
+def cohort_export(request: HttpRequest) -> HttpResponse:
+    require(request, Action.COHORT)
+    require(request, Action.EXPORT)
+    _, patients = _cohort_patients(request)
+    courses = cohort_stats.patient_courses(patients)
+    record(request, "export", object_type="Cohort", detail={"format": "csv", "filters": request.GET.dict(),
+                                                            "patients": len(courses)})
+    return _csv_response(f"cohort-{timezone.localdate():%Y%m%d}.csv", cohort_stats.csv_rows(courses))
+
+
+# --- Models ---------------------------------------------------------------------------------
+
+
+def _metrics(meta: dict) -> dict:
+    """Metrics from a version's metadata, wherever the classifier put them."""
+    out: dict = {}
+    sources = [meta]
+    for key in ("metrics", "evaluation", "eval"):
+        if isinstance(meta.get(key), dict):
+            sources.insert(0, meta[key])
+    for name, keys in {
+        "accuracy": ("accuracy", "acc"),
+        "balanced_accuracy": ("balanced_accuracy",),
+        "auc": ("roc_auc", "auc"),
+        "sensitivity": ("sensitivity", "recall"),
+        "specificity": ("specificity",),
+        "ece": ("ece", "calibration_ece", "expected_calibration_error"),
+        "n": ("n", "n_eval", "eval_n"),
+    }.items():
+        for src in sources:
+            value = next((src[k] for k in keys if isinstance(src.get(k), int | float)), None)
+            if value is not None:
+                out[name] = value
+                break
+    for src in sources:
+        cm = src.get("confusion_matrix")
+        if isinstance(cm, list) and cm and all(isinstance(r, list) for r in cm):
+            out["confusion"] = cm
+            out["confusion_labels"] = src.get("confusion_labels") or (
+                ["Not CTC", "CTC"] if len(cm) == 2 else [str(i) for i in range(len(cm))])
+            break
+        if isinstance(cm, dict) and {"tp", "fp", "tn", "fn"} <= set(cm):
+            out["confusion"] = [[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]]
+            out["confusion_labels"] = ["Not CTC", "CTC"]
+            break
+    for src in sources:
+        roc = src.get("roc") or src.get("roc_curve")
+        if isinstance(roc, dict) and roc.get("fpr") and roc.get("tpr"):
+            out["roc"] = (roc["fpr"], roc["tpr"])
+            break
+    return out
+
+
+@login_required
+def models_page(request: HttpRequest) -> HttpResponse:
+    versions = list(ClassifierVersion.objects.order_by("-is_active", "retired", "-created_at"))
+    counts = {
+        row["model_version"]: row
+        for row in DrawSummary.objects.for_user(request.user).order_by().values("model_version")
+        .annotate(draws=Count("pk"), events=Sum("events_analysed"), ctc=Sum("ctc_count"))
+    }
+    for v in versions:
+        v.metrics = _metrics(v.metadata or {})
+        v.cm_id, v.roc_id = f"fig-cm-{v.pk}", f"fig-roc-{v.pk}"
+        v.counts = counts.get(v.version, {"draws": 0, "events": 0, "ctc": 0})
+        v.training = (v.metadata or {}).get("training_data") or (v.metadata or {}).get("training") or ""
+        if isinstance(v.training, dict):
+            v.training = ", ".join(f"{k}: {val}" for k, val in v.training.items() if not isinstance(val, dict | list))
+        v.confusion_fig = figures.to_json(figures.confusion_figure(v.metrics["confusion"], v.metrics[
+            "confusion_labels"])) if "confusion" in v.metrics else None
+        v.roc_fig = figures.to_json(figures.roc_figure(*v.metrics["roc"], v.metrics.get("auc"))) \
+            if "roc" in v.metrics else None
+    record(request, "view", object_type="ClassifierVersions")
+    return render(request, "dashboard/models.html", base_context(request, nav="models", versions=versions))
+
+
+@login_required
+@require_POST
+def model_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    version = get_object_or_404(ClassifierVersion, pk=pk)
+    require(request, Action.MANAGE_MODELS)
+    with transaction.atomic():
+        if action == "promote":
+            for other in ClassifierVersion.objects.exclude(pk=version.pk).filter(is_active=True):
+                other.is_active = False
+                other.save(update_fields=["is_active"])  # saved one by one: the history records each
+            version.is_active, version.retired = True, False
+            messages.success(request, f"{version.version} is now the active model for new uploads.")
+        elif action == "retire":
+            version.is_active, version.retired = False, True
+            messages.success(request, f"{version.version} is retired; its past results are kept.")
+        else:
+            raise Http404("Unknown action")
+        version.save(update_fields=["is_active", "retired"])
+    record(request, "update", version, detail={"action": action})
+    return redirect("dashboard:models")

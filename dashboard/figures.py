@@ -1,0 +1,401 @@
+"""Plotly figure builders: plain data in, a ``plotly.graph_objects.Figure`` out.
+
+Views turn a figure into JSON with :func:`to_json` and the page draws it with
+``Plotly.newPlot`` (``static/dashboard/app.js``). The builders know nothing about
+requests; points that open a page carry its URL in ``customdata``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+
+# A calm palette with enough contrast on white (WCAG AA for the text colours).
+INK = "#1d2733"
+MUTED = "#5b6775"
+BLUE = "#1f5f8b"
+RED = "#b03a2e"
+GREEN = "#2e7d5b"
+PURPLE = "#6a4c93"
+GREY = "#8a96a3"
+BANDS = ["rgba(31,95,139,0.09)", "rgba(176,124,46,0.11)", "rgba(46,125,91,0.10)", "rgba(106,76,147,0.10)"]
+LINE_SOLID = ["#8fb3cf", "#dcb886", "#9cc9b3", "#bba9d6"]
+BAND_TEXT = ["#1f5f8b", "#8a5a13", "#2e6b4f", "#5a3f80"]
+ARM_COLOURS = ["#1f5f8b", "#c0792b", "#2e7d5b", "#6a4c93", "#8c564b", "#4f6d7a"]
+FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
+
+EVENT_SYMBOLS = {"imaging": "diamond", "surgery": "triangle-down", "progression": "x", "other": "circle"}
+
+
+def base_layout(height: int, **extra) -> dict:
+    layout = {
+        "height": height,
+        "margin": {"l": 60, "r": 60, "t": 40, "b": 50},
+        "font": {"family": FONT, "size": 13, "color": INK},
+        "paper_bgcolor": "#ffffff",
+        "plot_bgcolor": "#ffffff",
+        "hoverlabel": {"font": {"family": FONT}},
+        "legend": {"orientation": "h", "y": -0.18, "x": 0},
+    }
+    layout.update(extra)
+    return layout
+
+
+def to_json(fig: go.Figure) -> dict:
+    """A plain dict ({data, layout}) ready for ``json_script``."""
+    return json.loads(fig.to_json())
+
+
+# --- Patient timeline ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimelineDraw:
+    draw_id: int
+    url: str
+    drawn_at: dt.datetime
+    timepoint: str
+    volume_ml: float
+    ctc_count: int | None
+    per_7_5ml: float | None  # None: not analysed yet
+    malignant_fraction: float | None
+    status: str  # preliminary | final | amended | "" (not analysed)
+
+
+@dataclass(frozen=True)
+class TimelineLine:
+    number: int
+    regimen: str
+    start: dt.date
+    end: dt.date | None
+    stop_reason: str
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    date: dt.date
+    kind: str
+    kind_label: str
+    recist: str
+    note: str
+
+
+def spread_same_day(dates: Sequence[dt.date], span_days: float) -> list[float]:
+    """An offset in days for each draw so that draws on one day sit side by side.
+
+    The gap is a fraction of the visible span (about 1/120 of it, at least 0.3 day), so
+    two points stay visibly apart at any zoom a page opens with.
+    """
+    gap = max(0.3, span_days / 120.0)
+    groups: dict[dt.date, list[int]] = defaultdict(list)
+    for i, d in enumerate(dates):
+        groups[d].append(i)
+    offsets = [0.0] * len(dates)
+    for members in groups.values():
+        k = len(members)
+        for j, i in enumerate(members):
+            offsets[i] = (j - (k - 1) / 2) * gap
+    return offsets
+
+
+def timeline_figure(
+    draws: Sequence[TimelineDraw],
+    lines: Sequence[TimelineLine],
+    events: Sequence[TimelineEvent],
+    cutoff: float,
+    day0: dt.date | None,
+    relative: bool,
+    today: dt.date | None = None,
+) -> go.Figure:
+    """CTC/7.5 mL per draw over treatment-line bands, with the cut-off and clinical events.
+
+    ``relative`` plots days since ``day0`` (falls back to calendar dates without one).
+    """
+    today = today or dt.date.today()
+    relative = relative and day0 is not None
+    all_dates = [d.drawn_at.date() for d in draws] + [ln.start for ln in lines] + [e.date for e in events]
+    all_dates += [ln.end for ln in lines if ln.end]
+    lo, hi = (min(all_dates), max(all_dates)) if all_dates else (today, today)
+    span = max(1.0, (hi - lo).days)
+
+    def x_of(date: dt.date | dt.datetime, offset_days: float = 0.0):  # noqa: ANN202 - float or ISO string
+        day = date.date() if isinstance(date, dt.datetime) else date
+        if relative:
+            return round((day - day0).days + offset_days, 2)
+        moment = dt.datetime.combine(day, dt.time(12)) + dt.timedelta(days=offset_days)
+        return moment.isoformat(timespec="minutes")
+
+    offsets = spread_same_day([d.drawn_at.date() for d in draws], span)
+    analysed = [(d, o) for d, o in zip(draws, offsets, strict=True) if d.per_7_5ml is not None]
+    pending = [(d, o) for d, o in zip(draws, offsets, strict=True) if d.per_7_5ml is None]
+    ymax = max([cutoff * 1.6, 4.0] + [d.per_7_5ml * 1.15 for d, _ in analysed])
+    event_y = ymax * 0.97
+
+    fig = go.Figure()
+    shapes, annotations = [], []
+    for i, ln in enumerate(lines):
+        end = ln.end or max(today, hi)
+        shapes.append({
+            "type": "rect", "xref": "x", "yref": "paper", "x0": x_of(ln.start, -0.5), "x1": x_of(end, 0.5),
+            "y0": 0, "y1": 1, "fillcolor": BANDS[i % len(BANDS)], "line": {"width": 0}, "layer": "below",
+            "name": f"line-{ln.number}",
+        })
+        annotations.append({
+            "x": x_of(ln.start, -0.5), "y": 1.0, "xref": "x", "yref": "paper", "xanchor": "left",
+            "yanchor": "bottom", "showarrow": False, "text": f"<b>L{ln.number}</b> {ln.regimen}",
+            "font": {"size": 12, "color": BAND_TEXT[i % len(BAND_TEXT)]},
+        })
+    shapes.append({
+        "type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": cutoff, "y1": cutoff,
+        "line": {"color": RED, "width": 1.5, "dash": "dash"}, "name": "cutoff",
+    })
+    annotations.append({
+        "x": 1, "xref": "paper", "xanchor": "right", "y": cutoff, "yref": "y", "yanchor": "bottom",
+        "showarrow": False, "text": f"cut-off ≥{cutoff:g} / 7.5 mL", "font": {"size": 11, "color": RED},
+    })
+
+    hover = (
+        "<b>%{text}</b><br>%{customdata[1]}<br>CTC %{customdata[2]} in %{customdata[3]} mL"
+        "<br><b>%{y:.1f} per 7.5 mL</b> (%{customdata[4]})<extra></extra>"
+    )
+    if analysed:
+        fig.add_trace(go.Scatter(
+            name="CTC per 7.5 mL", x=[x_of(d.drawn_at, o) for d, o in analysed], y=[d.per_7_5ml for d, _ in analysed],
+            mode="lines+markers", text=[d.timepoint for d, _ in analysed],
+            customdata=[[d.url, f"{d.drawn_at:%d %b %Y}", d.ctc_count, f"{d.volume_ml:g}", d.status]
+                        for d, _ in analysed],
+            line={"color": BLUE, "width": 2},
+            marker={
+                "size": 11,
+                "line": {"width": 2, "color": [RED if d.per_7_5ml >= cutoff else GREEN for d, _ in analysed]},
+                "color": ["#ffffff" if d.status == "preliminary" else (RED if d.per_7_5ml >= cutoff else GREEN)
+                          for d, _ in analysed],
+            },
+            hovertemplate=hover,
+        ))
+        fig.add_trace(go.Scatter(
+            name="Malignant fraction (%)", x=[x_of(d.drawn_at, o) for d, o in analysed],
+            y=[round((d.malignant_fraction or 0) * 100, 2) for d, _ in analysed], yaxis="y2",
+            mode="lines+markers", line={"color": PURPLE, "width": 1.5, "dash": "dot"},
+            marker={"size": 6, "symbol": "square"}, text=[d.timepoint for d, _ in analysed],
+            customdata=[[d.url] for d, _ in analysed],
+            hovertemplate="<b>%{text}</b><br>Malignant fraction %{y:.1f}%<extra></extra>",
+        ))
+    if pending:
+        fig.add_trace(go.Scatter(
+            name="Draw not analysed yet", x=[x_of(d.drawn_at, o) for d, o in pending], y=[0] * len(pending),
+            mode="markers", marker={"size": 11, "symbol": "circle-open-dot", "color": GREY, "line": {"width": 2}},
+            text=[d.timepoint for d, _ in pending],
+            customdata=[[d.url, f"{d.drawn_at:%d %b %Y}"] for d, _ in pending],
+            hovertemplate="<b>%{text}</b><br>%{customdata[1]}<br>not analysed yet<extra></extra>",
+        ))
+    if events:
+        fig.add_trace(go.Scatter(
+            name="Clinical events", x=[x_of(e.date) for e in events], y=[event_y] * len(events),
+            mode="markers+text", text=[e.recist or e.kind_label.split()[0] for e in events],
+            textposition="bottom center",
+            textfont={"size": 11, "color": INK},
+            marker={"size": 12, "color": INK, "symbol": [EVENT_SYMBOLS.get(e.kind, "circle") for e in events]},
+            customdata=[[e.kind_label, f"{e.date:%d %b %Y}", (e.note or "")[:120]] for e in events],
+            hovertemplate="<b>%{customdata[0]}</b> %{text}<br>%{customdata[1]}<br>%{customdata[2]}<extra></extra>",
+        ))
+    x_title = f"Days since {day0:%d %b %Y}" if relative else "Date"
+    fig.update_layout(**base_layout(
+        440, shapes=shapes, annotations=annotations, hovermode="closest", dragmode="zoom",
+        xaxis={"title": {"text": x_title}, "type": "linear" if relative else "date", "showgrid": True,
+               "gridcolor": "#eef1f4", "zeroline": relative, "zerolinecolor": "#c7ced6"},
+        yaxis={"title": {"text": "CTC per 7.5 mL"}, "range": [0, ymax], "gridcolor": "#eef1f4", "zeroline": False},
+        yaxis2={"title": {"text": "Malignant fraction (%)"}, "overlaying": "y", "side": "right", "range": [0, 100],
+                "showgrid": False},
+        margin={"l": 60, "r": 60, "t": 36, "b": 40},
+        legend={"orientation": "h", "y": -0.16, "x": 0},
+    ))
+    return fig
+
+
+# --- Draw page -----------------------------------------------------------------------------
+
+
+def pca_2d(embeddings: np.ndarray) -> np.ndarray:
+    """Project rows onto their first two principal components (zeros pad a short basis)."""
+    x = np.asarray(embeddings, dtype=float)
+    if x.ndim != 2 or len(x) == 0:
+        return np.zeros((0, 2))
+    x = x - x.mean(axis=0)
+    if len(x) < 2 or not np.any(x):
+        return np.zeros((len(x), 2))
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    coords = x @ vt[:2].T
+    if coords.shape[1] < 2:
+        coords = np.hstack([coords, np.zeros((len(coords), 2 - coords.shape[1]))])
+    return coords
+
+
+def embedding_figure(points: Sequence[tuple[int, str, str, float, list[float]]]) -> go.Figure:
+    """PCA map of the events' embeddings coloured by final call.
+
+    ``points``: ``(event id, final call, source, ctc probability, embedding)``.
+    """
+    usable = [p for p in points if p[4]]
+    fig = go.Figure()
+    if usable:
+        width = min(len(p[4]) for p in usable)
+        coords = pca_2d(np.array([p[4][:width] for p in usable]))
+        for call, name, colour in (("ctc", "CTC", RED), ("non_ctc", "Not CTC", BLUE)):
+            idx = [i for i, p in enumerate(usable) if p[1] == call]
+            if not idx:
+                continue
+            fig.add_trace(go.Scatter(
+                name=name, x=coords[idx, 0].round(3).tolist(), y=coords[idx, 1].round(3).tolist(), mode="markers",
+                marker={"size": 7, "color": colour, "opacity": 0.75, "line": {"width": 0.5, "color": "#ffffff"}},
+                customdata=[[usable[i][0], usable[i][2], round(usable[i][3], 3)] for i in idx],
+                hovertemplate="<b>%{customdata[1]}</b><br>P(CTC) %{customdata[2]}<extra>" + name + "</extra>",
+            ))
+    fig.update_layout(**base_layout(
+        360, xaxis={"title": {"text": "PC 1"}, "zeroline": False, "gridcolor": "#eef1f4"},
+        yaxis={"title": {"text": "PC 2"}, "zeroline": False, "gridcolor": "#eef1f4"},
+        margin={"l": 50, "r": 20, "t": 20, "b": 50}, legend={"orientation": "h", "y": -0.2, "x": 0},
+    ))
+    return fig
+
+
+# --- Cohort page ----------------------------------------------------------------------------
+
+
+def _arm_colours(labels: Sequence[str]) -> dict[str, str]:
+    return {label: ARM_COLOURS[i % len(ARM_COLOURS)] for i, label in enumerate(sorted(set(labels)))}
+
+
+def waterfall_figure(bars: Sequence[tuple[str, str, float, str]], cap: float) -> go.Figure:
+    """Change of CTC/7.5 mL from baseline per patient, largest rise first, coloured by arm."""
+    fig = go.Figure()
+    colours = _arm_colours([b[1] for b in bars])
+    order = [b[0] for b in bars]
+    for arm, colour in colours.items():
+        mine = [b for b in bars if b[1] == arm]
+        fig.add_trace(go.Bar(
+            name=arm, x=[b[0] for b in mine], y=[b[2] for b in mine], marker={"color": colour},
+            customdata=[[b[3].replace("_", " ")] for b in mine],
+            hovertemplate="<b>%{x}</b><br>%{y:+.0f}% from baseline<br>%{customdata[0]}<extra>" + arm + "</extra>",
+        ))
+    fig.update_layout(**base_layout(
+        360, barmode="overlay", bargap=0.15,
+        xaxis={"categoryorder": "array", "categoryarray": order, "showticklabels": len(order) <= 40,
+               "title": {"text": "Patients"}},
+        yaxis={"title": {"text": "Change from baseline (%)"}, "range": [-105, cap + 10], "zeroline": True,
+               "zerolinecolor": "#9aa5b1", "gridcolor": "#eef1f4"},
+    ))
+    return fig
+
+
+def conversion_figure(by_arm: dict[str, dict[str, int]], labels: dict[str, str]) -> go.Figure:
+    """Stacked share of patients per conversion class, one bar per arm."""
+    colours = {"to_favorable": GREEN, "persistent_favorable": "#9cc9b3", "to_unfavorable": "#d9822b",
+               "persistent_unfavorable": RED}
+    arms = sorted(by_arm)
+    fig = go.Figure()
+    for key, label in labels.items():
+        counts = [by_arm[a].get(key, 0) for a in arms]
+        totals = [max(1, sum(by_arm[a].values())) for a in arms]
+        fig.add_trace(go.Bar(
+            name=label, y=arms, x=[round(c / t * 100, 1) for c, t in zip(counts, totals, strict=True)], orientation="h",
+            marker={"color": colours.get(key, GREY)}, customdata=counts,
+            hovertemplate="%{y}: %{x:.0f}% (%{customdata} patients)<extra>" + label + "</extra>",
+        ))
+    fig.update_layout(**base_layout(
+        max(220, 90 + 46 * len(arms)), barmode="stack",
+        xaxis={"title": {"text": "Patients with a follow-up draw (%)"}, "range": [0, 100], "gridcolor": "#eef1f4"},
+        yaxis={"automargin": True}, margin={"l": 20, "r": 20, "t": 20, "b": 50},
+        legend={"orientation": "h", "y": -0.35, "x": 0},
+    ))
+    return fig
+
+
+@dataclass(frozen=True)
+class SwimmerLane:
+    study_id: str
+    url: str
+    start: dt.date
+    lines: Sequence[tuple[int, str, dt.date, dt.date | None, str]]
+    draws: Sequence[tuple[dt.date, str, float | None, str | None]]  # date, timepoint, value, status
+
+
+def swimmer_figure(lanes: Sequence[SwimmerLane], today: dt.date | None = None) -> go.Figure:
+    """One lane per patient: treatment lines as bars from the patient's start, draws as markers."""
+    today = today or dt.date.today()
+    fig = go.Figure()
+    by_line: dict[int, list] = defaultdict(list)
+    for lane in lanes:
+        for number, regimen, start, end, reason in lane.lines:
+            s = (start - lane.start).days
+            e = ((end or today) - lane.start).days
+            by_line[number].append((lane.study_id, s, max(1, e - s), regimen, reason, end is None))
+    for number in sorted(by_line):
+        rows = by_line[number]
+        fig.add_trace(go.Bar(
+            name=f"Line {number}", orientation="h", y=[r[0] for r in rows], base=[r[1] for r in rows],
+            x=[r[2] for r in rows], marker={"color": LINE_SOLID[(number - 1) % len(LINE_SOLID)], "line": {"width": 0}},
+            customdata=[[r[3], r[4].replace("_", " ") or ("ongoing" if r[5] else "—")] for r in rows],
+            hovertemplate="%{y} · <b>L" + str(number) + " %{customdata[0]}</b><br>day %{base} – %{x} days"
+                          "<br>stop: %{customdata[1]}<extra></extra>",
+        ))
+    for status, name, colour in (("unfavorable", "Unfavorable draw", RED), ("favorable", "Favorable draw", GREEN),
+                                 (None, "Draw not analysed", GREY)):
+        pts = [(lane, d) for lane in lanes for d in lane.draws if d[3] == status]
+        if not pts:
+            continue
+        fig.add_trace(go.Scatter(
+            name=name, mode="markers", y=[lane.study_id for lane, _ in pts],
+            x=[(d[0] - lane.start).days for lane, d in pts],
+            marker={"size": 9, "color": colour, "symbol": "circle" if status else "circle-open",
+                    "line": {"width": 1, "color": "#ffffff" if status else colour}},
+            customdata=[[lane.url, d[1], "—" if d[2] is None else f"{d[2]:.1f}"] for lane, d in pts],
+            hovertemplate="%{y} · %{customdata[1]} (day %{x})<br>CTC/7.5 mL %{customdata[2]}<extra></extra>",
+        ))
+    fig.update_layout(**base_layout(
+        max(260, 80 + 24 * len(lanes)), barmode="overlay", bargap=0.35, hovermode="closest",
+        xaxis={"title": {"text": "Days since enrolment (or diagnosis)"}, "gridcolor": "#eef1f4", "zeroline": True},
+        yaxis={"categoryorder": "array", "categoryarray": [lane.study_id for lane in reversed(lanes)],
+               "automargin": True},
+        margin={"l": 20, "r": 20, "t": 20, "b": 50},
+        legend={"orientation": "h", "y": -0.12 if len(lanes) > 10 else -0.3},
+    ))
+    return fig
+
+
+# --- Model page -----------------------------------------------------------------------------
+
+
+def confusion_figure(matrix: Sequence[Sequence[float]], labels: Sequence[str]) -> go.Figure:
+    z = np.asarray(matrix, dtype=float)
+    fig = go.Figure(go.Heatmap(
+        z=z.tolist(), x=list(labels), y=list(labels), colorscale=[[0, "#f4f7fa"], [1, BLUE]], showscale=False,
+        text=[[f"{v:g}" for v in row] for row in z], texttemplate="%{text}", textfont={"size": 14},
+        hovertemplate="true %{y} · predicted %{x}: %{z}<extra></extra>",
+    ))
+    fig.update_layout(**base_layout(
+        280, xaxis={"title": {"text": "Predicted"}, "side": "bottom"},
+        yaxis={"title": {"text": "True"}, "autorange": "reversed"}, margin={"l": 80, "r": 10, "t": 10, "b": 50},
+    ))
+    return fig
+
+
+def roc_figure(fpr: Sequence[float], tpr: Sequence[float], auc: float | None) -> go.Figure:
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"color": GREY, "dash": "dot"}, name="Chance",
+                             hoverinfo="skip"))
+    label = f"ROC (AUC {auc:.3f})" if auc is not None else "ROC"
+    fig.add_trace(go.Scatter(x=list(fpr), y=list(tpr), mode="lines", line={"color": BLUE, "width": 2}, name=label,
+                             hovertemplate="FPR %{x:.3f} · TPR %{y:.3f}<extra></extra>"))
+    fig.update_layout(**base_layout(
+        280, xaxis={"title": {"text": "False positive rate"}, "range": [0, 1], "gridcolor": "#eef1f4"},
+        yaxis={"title": {"text": "True positive rate"}, "range": [0, 1.02], "gridcolor": "#eef1f4"},
+        margin={"l": 60, "r": 10, "t": 10, "b": 50}, legend={"orientation": "h", "y": -0.3, "x": 0},
+    ))
+    return fig

@@ -1,0 +1,101 @@
+"""Forms of the dashboard: list filters, a new blood draw, an imaging upload."""
+
+from __future__ import annotations
+
+from django import forms
+from django.utils import timezone
+
+from patients.models import BloodDraw, CancerType, CareTeam, ImagingUpload, Trial, TrialArm
+
+
+class PatientFilterForm(forms.Form):
+    q = forms.CharField(label="Search", required=False, widget=forms.TextInput(
+        attrs={"placeholder": "Study ID or MRN", "type": "search", "autocomplete": "off"}))
+    cancer_type = forms.ModelChoiceField(CancerType.objects.all(), required=False, empty_label="All cancer types",
+                                         to_field_name="code")
+    trial = forms.ModelChoiceField(Trial.objects.none(), required=False, empty_label="All trials", to_field_name="code")
+    arm = forms.ModelChoiceField(TrialArm.objects.none(), required=False, empty_label="All arms")
+    team = forms.ModelChoiceField(CareTeam.objects.none(), required=False, empty_label="All care teams",
+                                  label="Care team")
+    overdue = forms.BooleanField(label="Overdue draws only", required=False)
+
+    def __init__(self, *args, patients=None, **kwargs) -> None:  # noqa: ANN001 - visible patient queryset
+        super().__init__(*args, **kwargs)
+        ids = patients.order_by().values("pk") if patients is not None else []
+        self.fields["trial"].queryset = Trial.objects.filter(patients__in=ids).distinct()
+        self.fields["arm"].queryset = TrialArm.objects.filter(patients__in=ids).select_related("trial").distinct()
+        self.fields["team"].queryset = CareTeam.objects.filter(patients__in=ids).distinct()
+
+    def apply(self, qs):  # noqa: ANN001, ANN201 - Patient queryset in, filtered queryset out
+        if not self.is_valid():
+            return qs
+        d = self.cleaned_data
+        if d["q"]:
+            from django.db.models import Q
+
+            qs = qs.filter(Q(study_id__icontains=d["q"].strip()) | Q(mrn__iexact=d["q"].strip()))
+        if d["cancer_type"]:
+            qs = qs.filter(cancer_type=d["cancer_type"])
+        if d["trial"]:
+            qs = qs.filter(trial=d["trial"])
+        if d["arm"]:
+            qs = qs.filter(arm=d["arm"])
+        if d["team"]:
+            qs = qs.filter(care_team=d["team"])
+        return qs
+
+
+class CohortFilterForm(PatientFilterForm):
+    site = forms.ChoiceField(required=False, label="Site")
+
+    def __init__(self, *args, patients=None, **kwargs) -> None:  # noqa: ANN001
+        super().__init__(*args, patients=patients, **kwargs)
+        del self.fields["q"], self.fields["overdue"], self.fields["team"]
+        sites = CareTeam.objects.filter(patients__in=patients.order_by().values("pk")).exclude(site="")
+        names = sites.values_list("site", flat=True).distinct().order_by("site")
+        self.fields["site"].choices = [("", "All sites")] + [(s, s) for s in names]
+
+    def apply(self, qs):  # noqa: ANN001, ANN201
+        if not self.is_valid():
+            return qs
+        d = self.cleaned_data
+        for key in ("cancer_type", "trial", "arm"):
+            if d.get(key):
+                qs = qs.filter(**{key: d[key]})
+        if d.get("site"):
+            qs = qs.filter(care_team__site=d["site"])
+        return qs
+
+
+class DrawForm(forms.ModelForm):
+    drawn_at = forms.DateTimeField(label="Drawn at", widget=forms.DateTimeInput(attrs={"type": "datetime-local"},
+                                                                                format="%Y-%m-%dT%H:%M"))
+
+    class Meta:
+        model = BloodDraw
+        fields = ["drawn_at", "timepoint", "volume_ml", "assay"]
+        labels = {"volume_ml": "Volume analysed (mL)"}
+        widgets = {"timepoint": forms.TextInput(attrs={"placeholder": "baseline, C3D1, …"})}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            self.initial.setdefault("drawn_at", timezone.localtime().replace(second=0, microsecond=0))
+            self.initial.setdefault("volume_ml", "7.5")
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class UploadForm(forms.Form):
+    """The fields of the upload form; the endpoint passes them to ``create_upload``."""
+
+    files = forms.FileField(label="Image files", widget=MultipleFileInput(
+        attrs={"multiple": True, "accept": ".tif,.tiff,.png,.jpg,.jpeg,.zip"}),
+        help_text="TIFF/OME-TIFF, PNG, JPEG or a zip of them")
+    channels = forms.CharField(label="Channels in file order", initial="DAPI,CK,CD45",
+                               help_text="Comma-separated, e.g. DAPI,CK,AF,CD45")
+    pixel_size_um = forms.FloatField(label="Pixel size (µm)", required=False, min_value=0.01, max_value=50,
+                                     widget=forms.NumberInput(attrs={"step": "0.001", "placeholder": "optional"}))
+    kind = forms.ChoiceField(label="Kind", choices=ImagingUpload.Kind.choices, initial=ImagingUpload.Kind.EVENTS)

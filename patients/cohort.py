@@ -1,0 +1,241 @@
+"""Cohort statistics per trial and arm, for coordinators (dashboard and API share them).
+
+The unit is a patient's *course*: their analysed draws in time order, each
+favorable or unfavorable against the cancer type's cut-off. From it:
+
+- **baseline**: the draw labelled ``baseline`` (case-insensitive), else the first
+  analysed draw;
+- **follow-up**: the latest analysed draw after the baseline;
+- **conversion**: unfavorable at baseline and favorable at follow-up ("to favorable",
+  which goes with longer survival, SWOG S0500), the reverse ("to unfavorable"), or
+  persistent either way;
+- **change from baseline** in percent of the baseline count (for the waterfall); a
+  rise from 0 has no percentage and is capped at :data:`CHANGE_CAP` percent.
+
+A draw is *analysed* when it has a summary (its imaging went through the pipeline).
+Functions take querysets already scoped with ``for_user``; :func:`patient_courses`
+costs two queries whatever the cohort size and never touches cell events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from patients.models import BloodDraw, TreatmentLine
+from patients.schedule import FAVORABLE, UNFAVORABLE, ctc_status
+
+#: Waterfall bars are capped here (percent); a rise from a baseline of 0 is drawn at the cap.
+CHANGE_CAP = 200.0
+
+TO_FAVORABLE = "to_favorable"
+TO_UNFAVORABLE = "to_unfavorable"
+PERSISTENT_UNFAVORABLE = "persistent_unfavorable"
+PERSISTENT_FAVORABLE = "persistent_favorable"
+
+CONVERSION_LABELS = {
+    TO_FAVORABLE: "Converted to favorable",
+    TO_UNFAVORABLE: "Converted to unfavorable",
+    PERSISTENT_UNFAVORABLE: "Persistently unfavorable",
+    PERSISTENT_FAVORABLE: "Persistently favorable",
+}
+
+
+@dataclass(frozen=True)
+class DrawPoint:
+    draw_id: int
+    date: dt.date
+    timepoint: str
+    ctc_count: int | None
+    per_7_5ml: float | None  # None: not analysed yet
+    status: str | None  # favorable | unfavorable | None
+    summary_status: str  # preliminary | final | amended | "" (no summary)
+
+
+@dataclass
+class PatientCourse:
+    patient_id: int
+    study_id: str
+    cancer_type: str
+    cutoff: int
+    trial: str
+    arm: str
+    site: str
+    start: dt.date | None  # enrolment, else diagnosis (swimmer plot origin)
+    draws: list[DrawPoint] = field(default_factory=list)
+    lines: list[tuple[int, str, dt.date, dt.date | None, str]] = field(default_factory=list)
+
+    @property
+    def analysed(self) -> list[DrawPoint]:
+        return [d for d in self.draws if d.per_7_5ml is not None]
+
+    @property
+    def baseline(self) -> DrawPoint | None:
+        analysed = self.analysed
+        for d in analysed:
+            if d.timepoint.strip().lower() == "baseline":
+                return d
+        return analysed[0] if analysed else None
+
+    @property
+    def follow_up(self) -> DrawPoint | None:
+        base = self.baseline
+        if base is None:
+            return None
+        after = [d for d in self.analysed if (d.date, d.draw_id) > (base.date, base.draw_id)]
+        return after[-1] if after else None
+
+    @property
+    def conversion(self) -> str | None:
+        base, last = self.baseline, self.follow_up
+        if base is None or last is None:
+            return None
+        if base.status == UNFAVORABLE:
+            return TO_FAVORABLE if last.status == FAVORABLE else PERSISTENT_UNFAVORABLE
+        return TO_UNFAVORABLE if last.status == UNFAVORABLE else PERSISTENT_FAVORABLE
+
+    @property
+    def change_pct(self) -> float | None:
+        """Change of CTC/7.5 mL from baseline to follow-up, percent of baseline (capped)."""
+        base, last = self.baseline, self.follow_up
+        if base is None or last is None:
+            return None
+        return change_from_baseline(base.per_7_5ml, last.per_7_5ml)
+
+
+def change_from_baseline(baseline: float, value: float) -> float:
+    """Percent change, capped at +:data:`CHANGE_CAP`; 0 -> 0 is 0, 0 -> more is the cap."""
+    if baseline <= 0:
+        return 0.0 if value <= 0 else CHANGE_CAP
+    return round(min(CHANGE_CAP, (value - baseline) / baseline * 100.0), 1)
+
+
+def patient_courses(patients: QuerySet, with_lines: bool = False) -> list[PatientCourse]:
+    """The course of each patient in ``patients`` (two or three queries in all)."""
+    courses: dict[int, PatientCourse] = {}
+    rows = patients.order_by("study_id").values_list(
+        "pk", "study_id", "cancer_type__name", "cancer_type__ctc_cutoff", "trial__code", "arm__code",
+        "care_team__site", "enrolled_on", "diagnosis_date",
+    )
+    for pk, study_id, ctype, cutoff, trial, arm, site, enrolled, diagnosed in rows:
+        courses[pk] = PatientCourse(pk, study_id, ctype, cutoff, trial or "", arm or "", site or "",
+                                    enrolled or diagnosed)
+    if not courses:
+        return []
+    draws = (
+        BloodDraw.objects.filter(patient__in=patients.order_by().values("pk"))
+        .order_by("patient_id", "drawn_at", "pk")
+        .values_list("patient_id", "pk", "drawn_at", "timepoint", "summary__ctc_count", "summary__ctc_per_7_5ml",
+                     "summary__status")
+    )
+    for patient_id, pk, drawn_at, timepoint, count, value, sstatus in draws:
+        course = courses.get(patient_id)
+        if course is None:
+            continue
+        course.draws.append(DrawPoint(pk, timezone.localtime(drawn_at).date(), timepoint, count, value,
+                                      ctc_status(value, course.cutoff), sstatus or ""))
+    if with_lines:
+        lines = (
+            TreatmentLine.objects.filter(patient__in=patients.order_by().values("pk"))
+            .order_by("patient_id", "line_number")
+            .values_list("patient_id", "line_number", "regimen", "start_date", "end_date", "stop_reason")
+        )
+        for patient_id, number, regimen, start, end, reason in lines:
+            if patient_id in courses:
+                courses[patient_id].lines.append((number, regimen, start, end, reason or ""))
+    return list(courses.values())
+
+
+@dataclass
+class ArmSummary:
+    trial: str
+    arm: str
+    patients: int = 0
+    with_baseline: int = 0
+    baseline_unfavorable: int = 0
+    with_follow_up: int = 0
+    follow_up_unfavorable: int = 0
+    to_favorable: int = 0
+    to_unfavorable: int = 0
+    persistent_unfavorable: int = 0
+    persistent_favorable: int = 0
+
+    @property
+    def conversion_rate(self) -> float | None:
+        """Share of baseline-unfavorable patients with a follow-up who became favorable."""
+        n = self.to_favorable + self.persistent_unfavorable
+        return self.to_favorable / n if n else None
+
+    @property
+    def reverse_rate(self) -> float | None:
+        """Share of baseline-favorable patients with a follow-up who became unfavorable."""
+        n = self.to_unfavorable + self.persistent_favorable
+        return self.to_unfavorable / n if n else None
+
+    @property
+    def label(self) -> str:
+        if not self.trial:
+            return "Not in a trial"
+        return f"{self.trial} / {self.arm}" if self.arm else f"{self.trial} (no arm)"
+
+
+def arm_summaries(courses: Iterable[PatientCourse]) -> list[ArmSummary]:
+    """Baseline and follow-up status and conversions per (trial, arm), sorted by label."""
+    arms: dict[tuple[str, str], ArmSummary] = {}
+    for c in courses:
+        s = arms.setdefault((c.trial, c.arm), ArmSummary(c.trial, c.arm))
+        s.patients += 1
+        base = c.baseline
+        if base is None:
+            continue
+        s.with_baseline += 1
+        s.baseline_unfavorable += base.status == UNFAVORABLE
+        last = c.follow_up
+        if last is None:
+            continue
+        s.with_follow_up += 1
+        s.follow_up_unfavorable += last.status == UNFAVORABLE
+        conv = c.conversion
+        setattr(s, conv, getattr(s, conv) + 1)
+    # Trials first (by code, arm), patients outside a trial last.
+    return sorted(arms.values(), key=lambda s: (not s.trial, s.trial, s.arm))
+
+
+def waterfall(courses: Iterable[PatientCourse]) -> list[tuple[str, str, float, str]]:
+    """``(study_id, arm label, change %, conversion)`` per patient with a follow-up, largest rise first."""
+    bars = []
+    for c in courses:
+        change = c.change_pct
+        if change is not None:
+            arm = f"{c.trial} / {c.arm}" if c.trial else "Not in a trial"
+            bars.append((c.study_id, arm, change, c.conversion or ""))
+    bars.sort(key=lambda b: (-b[2], b[0]))
+    return bars
+
+
+def conversion_by_arm(courses: Iterable[PatientCourse]) -> dict[str, dict[str, int]]:
+    """``{arm label: {conversion: patients}}`` for the stacked conversion chart."""
+    out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(CONVERSION_LABELS, 0))
+    for c in courses:
+        conv = c.conversion
+        if conv:
+            out[f"{c.trial} / {c.arm}" if c.trial else "Not in a trial"][conv] += 1
+    return dict(out)
+
+
+def csv_rows(courses: Iterable[PatientCourse]) -> Iterable[list]:
+    """One row per draw (header first): the cohort export for statisticians."""
+    yield ["study_id", "cancer_type", "cutoff_per_7_5ml", "trial", "arm", "site", "draw_id", "date", "timepoint",
+           "ctc_count", "ctc_per_7_5ml", "ctc_status", "result_status", "is_baseline", "conversion"]
+    for c in courses:
+        base = c.baseline
+        for d in c.draws:
+            yield [c.study_id, c.cancer_type, c.cutoff, c.trial, c.arm, c.site, d.draw_id, d.date.isoformat(),
+                   d.timepoint, "" if d.ctc_count is None else d.ctc_count,
+                   "" if d.per_7_5ml is None else d.per_7_5ml, d.status or "", d.summary_status,
+                   int(base is not None and base.draw_id == d.draw_id), c.conversion or ""]

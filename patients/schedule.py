@@ -1,0 +1,174 @@
+"""The visit schedule and the CTC status over time.
+
+Two questions clinicians ask of every patient:
+
+- *Is a blood draw overdue?* Draws are planned every ``Trial.draw_interval_days`` (or
+  ``settings.DEFAULT_DRAW_INTERVAL_DAYS`` outside a trial); a draw is overdue once the
+  next one is later than that interval plus ``settings.DRAW_GRACE_DAYS``.
+- *How did the CTC status move?* Each analysed draw is favorable (below the cancer
+  type's cut-off per 7.5 mL) or unfavorable (at or above it);
+  :func:`status_sentence` says it in words, e.g. "Unfavorable at baseline, favorable
+  since C3D1".
+
+Everything here is pure: functions over plain values or one queryset, no request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import Max, QuerySet
+
+FAVORABLE = "favorable"
+UNFAVORABLE = "unfavorable"
+
+
+def interval_days(trial_interval: int | None) -> int:
+    """Planned days between draws: the trial's interval, else the site default."""
+    return int(trial_interval) if trial_interval else int(settings.DEFAULT_DRAW_INTERVAL_DAYS)
+
+
+def next_due(last_draw: dt.date | None, interval: int) -> dt.date | None:
+    """The date the next draw is planned for (None without a previous draw)."""
+    return last_draw + dt.timedelta(days=interval) if last_draw else None
+
+
+def days_overdue(last_draw: dt.date | None, interval: int, today: dt.date | None = None) -> int:
+    """Days past the planned date once the grace period is over; 0 when not overdue.
+
+    The count starts at the planned date (not at the end of the grace period), so
+    "overdue by 9 days" means nine days later than planned.
+    """
+    due = next_due(last_draw, interval)
+    if due is None:
+        return 0
+    today = today or dt.date.today()
+    late = (today - due).days
+    return late if late > int(settings.DRAW_GRACE_DAYS) else 0
+
+
+@dataclass(frozen=True)
+class Overdue:
+    patient_id: int
+    study_id: str
+    trial: str
+    arm: str
+    last_draw: dt.date
+    due: dt.date
+    days_overdue: int
+
+
+def overdue_patients(patients: QuerySet, today: dt.date | None = None) -> list[Overdue]:
+    """Patients of ``patients`` whose next draw is overdue, most overdue first (one query).
+
+    A patient without any draw has no schedule yet and is never overdue here.
+    """
+    today = today or dt.date.today()
+    rows = (
+        patients.order_by()
+        .annotate(last_drawn=Max("draws__drawn_at"))
+        .filter(last_drawn__isnull=False)
+        .values_list("pk", "study_id", "trial__code", "arm__code", "trial__draw_interval_days", "last_drawn")
+    )
+    out = []
+    for pk, study_id, trial, arm, trial_interval, last_drawn in rows:
+        last = _as_date(last_drawn)
+        interval = interval_days(trial_interval)
+        late = days_overdue(last, interval, today)
+        if late:
+            out.append(Overdue(pk, study_id, trial or "", arm or "", last, next_due(last, interval), late))
+    out.sort(key=lambda o: (-o.days_overdue, o.study_id))
+    return out
+
+
+def overdue_ids(patients: QuerySet, today: dt.date | None = None) -> list[int]:
+    """Primary keys of the overdue patients (for filtering a list)."""
+    return [o.patient_id for o in overdue_patients(patients, today)]
+
+
+def _as_date(value: dt.datetime | dt.date) -> dt.date:
+    if isinstance(value, dt.datetime):
+        from django.utils import timezone
+
+        return timezone.localtime(value).date() if timezone.is_aware(value) else value.date()
+    return value
+
+
+# --- CTC status -------------------------------------------------------------------------
+
+
+def ctc_status(per_7_5ml: float | None, cutoff: int | float) -> str | None:
+    """'unfavorable' at or above the cut-off, 'favorable' below it, None when not analysed."""
+    if per_7_5ml is None:
+        return None
+    return UNFAVORABLE if per_7_5ml >= cutoff else FAVORABLE
+
+
+def trend(latest: float | None, previous: float | None) -> str:
+    """'up', 'down', 'same' or '' (fewer than two analysed draws)."""
+    if latest is None or previous is None:
+        return ""
+    if abs(latest - previous) < 1e-9:
+        return "same"
+    return "up" if latest > previous else "down"
+
+
+def _label(timepoint: str) -> str:
+    t = (timepoint or "").strip()
+    return "baseline" if t.lower() == "baseline" else (t or "an unlabelled draw")
+
+
+def status_sentence(points: Iterable[tuple[str, float | None]], cutoff: int | float) -> str:
+    """One sentence on the CTC status over time.
+
+    ``points`` are ``(timepoint, ctc_per_7_5ml)`` in time order; draws not analysed
+    yet (``None``) are skipped. Examples::
+
+        Unfavorable at baseline, favorable since C3D1.
+        Favorable at baseline, unfavorable at C3D1, favorable since C6D1.
+        Persistently unfavorable since baseline (4 draws).
+    """
+    statuses = [(_label(tp), ctc_status(v, cutoff)) for tp, v in points if v is not None]
+    if not statuses:
+        return "No analysed draws yet."
+    runs: list[list] = []  # [status, first label, number of draws]
+    for label, status in statuses:
+        if runs and runs[-1][0] == status:
+            runs[-1][2] += 1
+        else:
+            runs.append([status, label, 1])
+    if len(runs) == 1:
+        status, label, n = runs[0]
+        text = f"{status} at {label}" if n == 1 else f"persistently {status} since {label} ({n} draws)"
+    else:
+        parts = []
+        for i, (status, label, n) in enumerate(runs):
+            if i == 0:
+                parts.append(f"{status} at {label}")
+            elif i == len(runs) - 1:
+                parts.append(f"{status} since {label}")
+            else:
+                parts.append(f"{status} {'at' if n == 1 else 'from'} {label}")
+        text = ", ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
+def sentence_for_draws(draws: Sequence, cutoff: int | float) -> str:
+    """:func:`status_sentence` for ``BloodDraw`` rows with ``summary`` selected."""
+    points = []
+    for d in draws:
+        value = d.summary.ctc_per_7_5ml if _has_summary(d) else None
+        points.append((d.timepoint, value))
+    return status_sentence(points, cutoff)
+
+
+def _has_summary(draw) -> bool:  # noqa: ANN001
+    from django.core.exceptions import ObjectDoesNotExist
+
+    try:
+        return draw.summary is not None
+    except ObjectDoesNotExist:
+        return False

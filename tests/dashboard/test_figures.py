@@ -1,0 +1,60 @@
+"""Figure builders: the timeline's bands, cut-off, second axis, click targets and same-day draws."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+
+from dashboard import figures
+
+
+def _draw(i, day, value, status="final"):
+    return figures.TimelineDraw(i, f"/draws/{i}/", dt.datetime.combine(day, dt.time(9)), f"T{i}", 7.5,
+                                None if value is None else int(value), value, 0.1 if value else None,
+                                status if value is not None else "")
+
+
+def test_timeline_has_bands_cutoff_second_axis_and_click_targets():
+    d0 = dt.date(2025, 1, 1)
+    draws = [_draw(1, d0, 8.0), _draw(2, d0 + dt.timedelta(days=40), 1.0), _draw(3, d0 + dt.timedelta(days=80), None)]
+    lines = [figures.TimelineLine(1, "Paclitaxel", d0, d0 + dt.timedelta(days=60), "progression"),
+             figures.TimelineLine(2, "Capecitabine", d0 + dt.timedelta(days=61), None, "")]
+    events = [figures.TimelineEvent(d0 + dt.timedelta(days=30), "imaging", "Imaging response", "PR", "")]
+    fig = figures.to_json(figures.timeline_figure(draws, lines, events, cutoff=5, day0=d0, relative=False,
+                                                  today=d0 + dt.timedelta(days=90)))
+    shapes = fig["layout"]["shapes"]
+    assert [s["name"] for s in shapes if s["type"] == "rect"] == ["line-1", "line-2"]
+    (cut,) = [s for s in shapes if s.get("name") == "cutoff"]
+    assert cut["y0"] == cut["y1"] == 5
+    names = [t["name"] for t in fig["data"]]
+    assert names == ["CTC per 7.5 mL", "Malignant fraction (%)", "Draw not analysed yet", "Clinical events"]
+    assert fig["data"][1]["yaxis"] == "y2"
+    assert fig["data"][0]["customdata"][0][0] == "/draws/1/"
+    assert any("L2" in a["text"] for a in fig["layout"]["annotations"])
+
+
+def test_relative_axis_counts_days_from_day0():
+    d0 = dt.date(2025, 1, 1)
+    fig = figures.to_json(figures.timeline_figure([_draw(1, d0 + dt.timedelta(days=10), 2.0)], [], [], 5, d0, True))
+    assert fig["data"][0]["x"] == [10.0]
+    assert fig["layout"]["xaxis"]["type"] == "linear"
+
+
+def test_two_draws_on_one_day_are_spread_apart():
+    d = dt.date(2025, 3, 1)
+    offsets = figures.spread_same_day([d, d, dt.date(2025, 4, 1)], span_days=120)
+    assert offsets[0] < 0 < offsets[1] and offsets[2] == 0
+    fig = figures.to_json(figures.timeline_figure([_draw(1, d, 3.0), _draw(2, d, 6.0)], [], [], 5, d, True))
+    xs = fig["data"][0]["x"]
+    assert xs[0] != xs[1]
+
+
+def test_pca_map_separates_two_groups():
+    rng = np.random.default_rng(0)
+    pts = [(i, "ctc", f"e{i}", 0.9, list(rng.normal(3, 0.3, 6))) for i in range(10)]
+    pts += [(i + 10, "non_ctc", f"e{i}", 0.1, list(rng.normal(-3, 0.3, 6))) for i in range(10)]
+    fig = figures.to_json(figures.embedding_figure(pts))
+    ctc, other = fig["data"]
+    assert (np.mean(ctc["x"]) > 0) != (np.mean(other["x"]) > 0)
+    assert figures.pca_2d(np.zeros((0, 3))).shape == (0, 2)

@@ -1,0 +1,301 @@
+"""Dashboard pages through the test client: content, permissions, audit, query counts."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from patients.models import AuditEvent, BloodDraw, CellEvent, ClassifierVersion, Role, SummaryStatus
+from tests import factories
+from tests.dashboard.builders import add_cells, course_patient
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def as_alice(client, alice):
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def as_bob(client, bob):
+    client.force_login(bob)
+    return client
+
+
+@pytest.fixture
+def as_charlie(client, charlie):
+    client.force_login(charlie)
+    return client
+
+
+def test_login_page_has_the_contract_fields(client):
+    body = client.get("/accounts/login/").content.decode()
+    assert 'name="username"' in body and 'name="password"' in body
+
+
+def test_every_page_requires_sign_in(client, course):
+    patient, draws = course
+    for url in ["/", f"/patients/{patient.pk}/", f"/draws/{draws['baseline'].pk}/", "/review/", "/cohort/",
+                "/models/", f"/patients/{patient.pk}/export.csv", f"/patients/{patient.pk}/summary/"]:
+        response = client.get(url)
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), url
+
+
+def test_sign_in_lands_on_the_patient_list(client, alice, course):
+    response = client.post("/accounts/login/", {"username": "alice", "password": "pw-for-tests-only"}, follow=True)
+    assert response.status_code == 200
+    assert "PT-DEMO-01" in response.content.decode()
+
+
+def test_patient_list_shows_latest_count_flag_trend_and_overdue(as_alice, course):
+    patient, draws = course
+    body = as_alice.get("/").content.decode()
+    assert "PT-DEMO-01" in body
+    # Latest analysed draw is the C5D1 repeat: 6 CTC in 7.5 mL, above the cut-off of 5, up from 1.
+    assert "6.0" in body and "≥ cut-off" in body and "trend-up" in body
+    assert "overdue" in body  # last draw 40 days ago, trial interval 21 + 7 days grace
+
+
+def test_patient_list_filters(as_alice, course, team):
+    factories.PatientFactory(care_team=team, study_id="PT-OTHER", cancer_type=factories.cancer_type("prostate_crpc"))
+    body = as_alice.get("/", {"cancer_type": "prostate_crpc"}).content.decode()
+    assert "PT-OTHER" in body and "PT-DEMO-01" not in body
+    body = as_alice.get("/", {"q": "demo"}).content.decode()
+    assert "PT-DEMO-01" in body and "PT-OTHER" not in body
+    body = as_alice.get("/", {"overdue": "on"}).content.decode()
+    assert "PT-DEMO-01" in body and "PT-OTHER" not in body
+    body = as_alice.get("/", {"trial": "BRC-01"}).content.decode()
+    assert "PT-DEMO-01" in body and "PT-OTHER" not in body
+
+
+def test_charlie_sees_none_of_alices_patients(as_charlie, course):
+    patient, draws = course
+    assert "PT-DEMO-01" not in as_charlie.get("/").content.decode()
+    assert as_charlie.get(f"/patients/{patient.pk}/").status_code == 404
+    assert as_charlie.get(f"/draws/{draws['baseline'].pk}/").status_code == 404
+    assert as_charlie.get(f"/patients/{patient.pk}/export.csv").status_code == 404
+    assert as_charlie.get(f"/patients/{patient.pk}/summary/").status_code == 404
+    assert as_charlie.get(f"/review/?draw={draws['baseline'].pk}").status_code == 404
+    event = CellEvent.objects.filter(draw=draws["baseline"]).first()
+    assert as_charlie.post(f"/events/{event.pk}/review/", {"call": "ctc"}).status_code == 404
+    assert as_charlie.post(f"/patients/{patient.pk}/draws/new/", {}).status_code == 404
+    assert "PT-DEMO-01" not in as_charlie.get("/cohort/").content.decode()
+    assert "event0" not in as_charlie.get("/review/").content.decode()
+
+
+def test_patient_page_shows_timeline_table_and_sentence(as_alice, course):
+    patient, draws = course
+    response = as_alice.get(f"/patients/{patient.pk}/")
+    body = response.content.decode()
+    assert "Unfavorable at baseline, favorable from C3D1, unfavorable since C5D1 repeat." in body
+    assert 'id="fig-timeline"' in body and "assets/plotly-" in body
+    assert "Preliminary" in body and "Record a blood draw" in body
+    assert AuditEvent.objects.filter(action="view", patient=patient, object_type="Patient").exists()
+
+
+def test_patient_page_relative_axis(as_alice, course):
+    patient, _ = course
+    response = as_alice.get(f"/patients/{patient.pk}/", {"axis": "relative", "day0": "treatment"})
+    assert "Days since" in response.content.decode()
+
+
+def test_reviewer_cannot_record_draws_or_export(as_bob, course):
+    patient, _ = course
+    body = as_bob.get(f"/patients/{patient.pk}/").content.decode()
+    assert "Record a blood draw" not in body
+    n = BloodDraw.objects.count()
+    assert as_bob.post(f"/patients/{patient.pk}/draws/new/", {"timepoint": "x"}).status_code == 403
+    assert BloodDraw.objects.count() == n
+    assert as_bob.get(f"/patients/{patient.pk}/export.csv").status_code == 403
+    assert as_bob.get("/cohort/").status_code == 403
+
+
+def test_alice_records_a_draw(as_alice, course):
+    patient, _ = course
+    response = as_alice.post(f"/patients/{patient.pk}/draws/new/", {
+        "drawn_at": "2025-06-01T09:30", "timepoint": "C2D1", "volume_ml": "7.5", "assay": "CellSearch"})
+    draw = BloodDraw.objects.get(timepoint="C2D1")
+    assert response.status_code == 302 and response["Location"] == f"/draws/{draw.pk}/"
+    assert draw.created_by.username == "alice"
+
+
+def test_patient_csv_export_is_audited(as_alice, course):
+    patient, _ = course
+    response = as_alice.get(f"/patients/{patient.pk}/export.csv")
+    text = b"".join(response.streaming_content).decode()
+    assert response["Content-Type"].startswith("text/csv")
+    assert text.splitlines()[0].startswith("study_id,")
+    assert len(text.strip().splitlines()) == 1 + 5
+    assert AuditEvent.objects.filter(action="export", patient=patient).exists()
+
+
+def test_print_summary(as_alice, course):
+    patient, _ = course
+    body = as_alice.get(f"/patients/{patient.pk}/summary/").content.decode()
+    assert "CTC summary" in body and "data-print" in body
+
+
+def test_draw_page_gallery_filters_and_sort(as_alice, course):
+    _, draws = course
+    url = f"/draws/{draws['baseline'].pk}/"
+    response = as_alice.get(url)
+    body = response.content.decode()
+    assert 'data-testid="cell"' in body and "Embedding map" in body and 'id="upload-form"' in body
+    assert body.count('data-testid="cell"') == 23
+    ctc_only = as_alice.get(url, {"call": "ctc"}).content.decode()
+    assert ctc_only.count('data-testid="cell"') == 9
+    cells = response.context["cells"]
+    assert [c.margin for c in cells] == sorted(c.margin for c in cells)  # most uncertain first
+    leuko = as_alice.get(url, {"category": "leukocyte"}).context["cells"]
+    assert leuko and all(c.category == "leukocyte" for c in leuko)
+
+
+def test_reviewer_sees_no_upload_form_and_gets_403(as_bob, course):
+    _, draws = course
+    url = f"/draws/{draws['pending'].pk}/"
+    assert 'id="upload-form"' not in as_bob.get(url).content.decode()
+    response = as_bob.post(f"/draws/{draws['pending'].pk}/uploads/", {"channels": "DAPI,CK,CD45"})
+    assert response.status_code == 403 and "error" in response.json()
+
+
+def test_upload_endpoint_returns_readable_errors(as_alice, course):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    _, draws = course
+    url = f"/draws/{draws['pending'].pk}/uploads/"
+    response = as_alice.post(url, {"channels": "DAPI,CK,CD45"})
+    assert response.status_code == 400 and "file" in response.json()["error"]
+    bad = SimpleUploadedFile("notes.txt", b"hello")
+    response = as_alice.post(url, {"channels": "DAPI,CK,CD45", "kind": "events", "files": [bad]})
+    assert response.status_code == 400 and "unsupported file type" in response.json()["error"]
+
+
+def test_upload_status_is_scoped(as_charlie, client, alice, course):
+    _, draws = course
+    upload = draws["baseline"].uploads.get()
+    assert as_charlie.get(f"/uploads/{upload.pk}/status/").status_code == 404
+    client.force_login(alice)
+    data = client.get(f"/uploads/{upload.pk}/status/").json()
+    assert data["status"] == "done" and data["progress"] == 100 and data["events"] == 23
+
+
+def test_review_queue_orders_by_uncertainty_and_override_needs_a_reason(as_bob, course):
+    _, draws = course
+    response = as_bob.get("/review/")
+    cells = response.context["cells"]
+    assert [c.margin for c in cells] == sorted(c.margin for c in cells)
+    event = cells[0]
+    other = "ctc" if event.call == "non_ctc" else "non_ctc"
+    response = as_bob.post(f"/events/{event.pk}/review/", {"call": other, "reason": "", "next": "/review/"},
+                           follow=True)
+    assert "Give a reason" in response.content.decode()
+    event.refresh_from_db()
+    assert event.reviewed_call == ""
+    as_bob.post(f"/events/{event.pk}/review/", {"call": other, "reason": "CK signal is debris", "next": "/review/"})
+    event.refresh_from_db()
+    assert (event.reviewed_call, event.reviewed_by.username, event.review_reason) == (other, "bob",
+                                                                                       "CK signal is debris")
+    body = as_bob.get("/review/").content.decode()
+    assert "0.0%" in body and "CK signal is debris" in body  # agreement 0 of 1, the reason shown
+
+
+def test_a_draw_becomes_final_when_all_cells_are_reviewed(as_bob, team):
+    patient = factories.PatientFactory(care_team=team)
+    draw = factories.BloodDrawFactory(patient=patient)
+    add_cells(draw, 1, 1, with_images=False)
+    for event in CellEvent.objects.filter(draw=draw):
+        as_bob.post(f"/events/{event.pk}/review/", {"call": event.call})
+    draw.summary.refresh_from_db()
+    assert draw.summary.status == SummaryStatus.FINAL
+
+
+def test_member_cannot_review(client, team, course):
+    user = factories.UserFactory(username="mo")
+    factories.MembershipFactory(team=team, user=user, role=Role.MEMBER)
+    client.force_login(user)
+    event = CellEvent.objects.first()
+    assert client.post(f"/events/{event.pk}/review/", {"call": event.call}).status_code == 403
+
+
+def test_cohort_page_and_export(as_alice, course, team, trial_arm):
+    trial, arm = trial_arm
+    course_patient(team, study_id="PT-DEMO-02", trial=trial, arm=arm, images=False)
+    body = as_alice.get("/cohort/").content.decode()
+    for part in ("fig-waterfall", "fig-swimmer", "fig-conversion", "BRC-01 / A", "PT-DEMO-02"):
+        assert part in body
+    body = as_alice.get("/cohort/", {"trial": "BRC-01", "arm": arm.pk}).content.decode()
+    assert "BRC-01 / A" in body
+    response = as_alice.get("/cohort/export.csv", {"trial": "BRC-01"})
+    assert len(b"".join(response.streaming_content).decode().strip().splitlines()) == 1 + 10
+
+
+def test_models_page_and_manage_permissions(as_alice, client, course):
+    v1 = ClassifierVersion.objects.create(version="test-model", is_active=True, metadata={
+        "metrics": {"accuracy": 0.97, "balanced_accuracy": 0.95, "roc_auc": 0.99,
+                    "confusion_matrix": [[50, 2], [1, 47]], "roc": {"fpr": [0, 0.1, 1], "tpr": [0, 0.9, 1]}}})
+    v2 = ClassifierVersion.objects.create(version="v2")
+    body = as_alice.get("/models/").content.decode()
+    assert "97.00%" in body and "fig-cm-" in body and "fig-roc-" in body and "Active" in body
+    assert "Promote" not in body
+    assert as_alice.post(f"/models/{v2.pk}/promote/").status_code == 403
+    admin = factories.UserFactory(username="root", is_superuser=True, is_staff=True)
+    client.force_login(admin)
+    assert client.post(f"/models/{v2.pk}/promote/").status_code == 302
+    v1.refresh_from_db()
+    v2.refresh_from_db()
+    assert v2.is_active and not v1.is_active
+    client.post(f"/models/{v1.pk}/retire/")
+    v1.refresh_from_db()
+    assert v1.retired
+
+
+def test_plotly_js_is_served_locally_with_long_caching(client):
+    import plotly
+
+    response = client.get(f"/assets/plotly-{plotly.__version__}.min.js", HTTP_ACCEPT_ENCODING="gzip")
+    assert response.status_code == 200
+    assert "immutable" in response["Cache-Control"] and response["Content-Encoding"] == "gzip"
+    assert client.get(f"/assets/plotly-{plotly.__version__}.min.js", HTTP_IF_NONE_MATCH=response["ETag"]
+                      ).status_code == 304
+
+
+# --- Query counts: a later benchmark uses 1,000 patients x 12 draws x 200 events ---------------
+
+
+def _bulk(team, n_patients=8):
+    for i in range(n_patients):
+        p = factories.PatientFactory(care_team=team, study_id=f"BULK-{i:03d}")
+        for k in range(3):
+            d = factories.BloodDrawFactory(patient=p, drawn_at=dt.datetime(2025, 1, 1 + 7 * k, tzinfo=dt.UTC),
+                                           timepoint=f"C{k}")
+            if k < 2:
+                add_cells(d, k + 1, 2, seed=k, with_images=False)
+
+
+def test_list_page_query_count_does_not_grow_with_patients(as_alice, team, django_assert_max_num_queries):
+    _bulk(team)
+    with django_assert_max_num_queries(16):
+        assert as_alice.get("/").status_code == 200
+
+
+def test_patient_page_query_count(as_alice, course, django_assert_max_num_queries):
+    patient, _ = course
+    with django_assert_max_num_queries(14):
+        assert as_alice.get(f"/patients/{patient.pk}/").status_code == 200
+
+
+def test_draw_page_query_count(as_alice, course, django_assert_max_num_queries):
+    _, draws = course
+    with django_assert_max_num_queries(16):
+        assert as_alice.get(f"/draws/{draws['baseline'].pk}/").status_code == 200
+
+
+def test_review_and_cohort_query_counts(as_alice, team, course, django_assert_max_num_queries):
+    _bulk(team)
+    with django_assert_max_num_queries(16):
+        assert as_alice.get("/review/").status_code == 200
+    with django_assert_max_num_queries(20):
+        assert as_alice.get("/cohort/").status_code == 200
