@@ -352,3 +352,39 @@ class ReviewSerializer(serializers.Serializer):
     call = serializers.ChoiceField(choices=Call.choices, help_text="Your call for this cell")
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000,
                                    help_text="Required when your call differs from the model's")
+
+
+# --- cohort ---------------------------------------------------------------------------------------
+
+class CohortArmSerializer(serializers.Serializer):
+    """One (trial, arm): baseline/follow-up status and CTC conversion (patients.cohort.ArmSummary)."""
+
+    trial = serializers.CharField()
+    arm = serializers.CharField()
+    label = serializers.CharField()
+    patients = serializers.IntegerField()
+    with_baseline = serializers.IntegerField()
+    baseline_unfavorable = serializers.IntegerField()
+    with_follow_up = serializers.IntegerField()
+    follow_up_unfavorable = serializers.IntegerField()
+    to_favorable = serializers.IntegerField()
+    to_unfavorable = serializers.IntegerField()
+    persistent_unfavorable = serializers.IntegerField()
+    persistent_favorable = serializers.IntegerField()
+    conversion_rate = serializers.FloatField(allow_null=True,
+                                             help_text="Unfavorable at baseline -> favorable at follow-up, share")
+    reverse_rate = serializers.FloatField(allow_null=True,
+                                          help_text="Favorable at baseline -> unfavorable at follow-up, share")
+
+
+class WaterfallBarSerializer(serializers.Serializer):
+    study_id = serializers.CharField()
+    arm = serializers.CharField()
+    change_pct = serializers.FloatField(help_text="CTC/7.5 mL change from baseline, percent (capped)")
+    conversion = serializers.CharField()
+
+
+class CohortSerializer(serializers.Serializer):
+    patients = serializers.IntegerField()
+    arms = CohortArmSerializer(many=True)
+    waterfall = WaterfallBarSerializer(many=True)

@@ -20,6 +20,7 @@ router.register("models", views.ClassifierVersionViewSet, basename="classifierve
 app_name = "api"
 urlpatterns = [
     path("auth/token/", views.ObtainTokenView.as_view(), name="token"),
+    path("cohort/", views.CohortView.as_view(), name="cohort"),
     path("export/deidentified/", views.DeidentifiedExportView.as_view(), name="export-deidentified"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),

@@ -44,6 +44,8 @@ from api.serializers import (
     CellEventSerializer,
     ClassifierVersionSerializer,
     ClinicalEventSerializer,
+    CohortArmSerializer,
+    CohortSerializer,
     DrawSerializer,
     DrawSummaryListSerializer,
     PatientSerializer,
@@ -69,7 +71,7 @@ from patients.models import (
     Trial,
 )
 from patients.review import review_event
-from patients.roles import Action
+from patients.roles import Action, can
 from patients.scoping import is_admin
 from patients.uploads import UploadRequest, create_upload
 
@@ -123,6 +125,8 @@ class AuditedReadMixin:
 def _drf_error(err: DjangoValidationError, fields: dict[str, str], default: str) -> serializers.ValidationError:
     """A Django ValidationError from the domain -> DRF's ``{field: [message]}`` (a 400)."""
     field = fields.get(getattr(err, "code", None) or "", default)
+    if field == "file" and " ".join(err.messages).lower().startswith("channel"):
+        field = "channels"  # the image reader's complaint about the declared channels
     return serializers.ValidationError({field: err.messages})
 
 
@@ -460,6 +464,44 @@ class DrawSummaryViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
         )
 
 
+# --- cohort --------------------------------------------------------------------------------------
+
+class CohortView(APIView):
+    """Cohort summary per trial and arm: CTC status at baseline and follow-up, conversion, waterfall."""
+
+    permission_classes = PERMISSIONS
+
+    @extend_schema(
+        summary="Cohort summary per trial/arm (CTC conversion, change from baseline)",
+        parameters=[
+            OpenApiParameter("trial", OpenApiTypes.STR, description="Trial code"),
+            OpenApiParameter("arm", OpenApiTypes.STR, description="Arm code"),
+            OpenApiParameter("cancer_type", OpenApiTypes.STR, description="Cancer type code"),
+            OpenApiParameter("care_team", OpenApiTypes.INT, description="Care team id"),
+        ],
+        responses={200: CohortSerializer, 403: OpenApiResponse(description="Your role has no cohort view")},
+    )
+    def get(self, request: Request) -> Response:
+        from patients import cohort
+
+        if not can(request.user, Action.COHORT):
+            return Response({"detail": "Your role does not include the cohort view."},
+                            status=status.HTTP_403_FORBIDDEN)
+        patients = PatientFilter(request.query_params, queryset=Patient.objects.for_user(request.user)).qs
+        courses = cohort.patient_courses(patients)
+        arms = [
+            {**{k: getattr(a, k) for k in CohortArmSerializer().fields if k not in ("label", "conversion_rate",
+                                                                                  "reverse_rate")},
+             "label": a.label, "conversion_rate": a.conversion_rate, "reverse_rate": a.reverse_rate}
+            for a in cohort.arm_summaries(courses)
+        ]
+        bars = [{"study_id": b[0], "arm": b[1], "change_pct": b[2], "conversion": b[3]}
+                for b in cohort.waterfall(courses)]
+        audit.record(request, "view", object_type="Cohort",
+                     detail={"patients": len(courses), "query": dict(request.query_params.items())})
+        return Response(CohortSerializer({"patients": len(courses), "arms": arms, "waterfall": bars}).data)
+
+
 # --- exports ---------------------------------------------------------------------------------------
 
 class DeidentifiedExportView(APIView):
@@ -484,8 +526,6 @@ class DeidentifiedExportView(APIView):
                    403: OpenApiResponse(description="Your role may not export")},
     )
     def get(self, request: Request) -> Response:
-        from patients.roles import can
-
         if not can(request.user, Action.EXPORT):
             return Response({"detail": "Your role does not allow exports."}, status=status.HTTP_403_FORBIDDEN)
         patients = PatientFilter(request.query_params, queryset=Patient.objects.for_user(request.user)).qs

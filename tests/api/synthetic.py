@@ -1,0 +1,47 @@
+"""Synthetic multi-channel event TIFFs (C, Y, X) for API tests, from classifier.synth."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+CHANNELS = "DAPI,CK,AF,CD45"
+
+
+@lru_cache(maxsize=64)
+def event_tiff(category: str, seed: int) -> bytes:
+    from classifier.synth import make_event
+
+    image, info = make_event(np.random.default_rng(seed), category)
+    if info["rendering"] == "stretch8":
+        arr = image.astype(np.uint8)
+    elif info["rendering"] in ("raw16", "raw12"):
+        arr = image.astype(np.uint16)
+    else:
+        arr = image.astype(np.float32)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, metadata={"axes": "CYX"})
+    return buf.getvalue()
+
+
+def write_events(folder: Path, categories: list[str], seed: int = 7) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, cat in enumerate(categories):
+        p = folder / f"{cat}_{i:02d}.tif"
+        p.write_bytes(event_tiff(cat, seed + i))
+        paths.append(p)
+    return paths
+
+
+def zip_of(paths: list[Path]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in paths:
+            zf.write(p, arcname=p.name)
+    return buf.getvalue()
