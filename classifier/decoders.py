@@ -97,6 +97,10 @@ def _tiff(fh: IO[bytes], name: str, limits: Limits, read: bool) -> Decoded:
     # _multifile=False: an OME-TIFF may name companion files; following those names would
     # let an upload read other files next to it on the server.
     with tifffile.TiffFile(fh, _multifile=False) as tif:
+        pages = len(tif.pages)  # walks the IFD chain only: fast
+        if pages > limits.max_tiff_pages:
+            raise InputError(f"{name}: the TIFF has {pages} pages; at most {limits.max_tiff_pages} "
+                             "are accepted.")
         series = list(tif.series)
         if not series:
             raise InputError(f"{name}: the TIFF file contains no image.")

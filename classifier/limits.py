@@ -32,6 +32,9 @@ class Limits:
     max_image_bytes: int = 1 * GiB
     #: Smallest height or width accepted: anything smaller cannot hold a cell.
     min_side: int = 16
+    #: Pages (IFDs) in one TIFF: counted before the series are built, because building
+    #: thousands of tiny series takes minutes (a cheap denial of service).
+    max_tiff_pages: int = 1024
     #: OME-XML and other text metadata parsed from a file.
     max_metadata_chars: int = 4 * MiB
 

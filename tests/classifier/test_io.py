@@ -443,6 +443,15 @@ def test_a_zstack_is_refused(tmp_path: Path) -> None:
     assert refused([path]).startswith("z.tif: has more dimensions than channels x height x width")
 
 
+def test_a_tiff_with_thousands_of_pages_is_refused_before_its_series_are_built(tmp_path: Path) -> None:
+    path = tmp_path / "pages.tif"
+    with tifffile.TiffWriter(path) as tw:
+        for _ in range(40):
+            tw.write(np.zeros((16, 16), np.uint8), photometric="minisblack")
+    assert refused([path], limits=Limits(max_tiff_pages=32)) == (
+        "pages.tif: the TIFF has 40 pages; at most 32 are accepted.")
+
+
 def test_a_bad_pixel_size(tmp_path: Path) -> None:
     path = write_tif(tmp_path / "a.tif", field())
     assert "outside 0.01-100" in refused([path], pixel_size_um=-1.0)
