@@ -103,11 +103,13 @@ def run_upload(upload_id: int, progress_factory: Callable[[int, int], ProgressWr
         fail(upload_id, attempt, f"Analysis stopped after {MAX_ATTEMPTS} attempts; the worker kept failing.")
         return "failed"
     files = list(upload.files.order_by("position"))
+    paths = [Path(f.file.path) for f in files]
+    weights = active_weights()
     try:
-        clf = get_classifier(active_weights())
+        clf = get_classifier(weights)
         t0 = time.perf_counter()
         result = clf.analyse_files(
-            [Path(f.file.path) for f in files],
+            paths,
             upload.channels,
             kind=upload.kind,
             pixel_size_um=upload.pixel_size_um,
@@ -120,17 +122,22 @@ def run_upload(upload_id: int, progress_factory: Callable[[int, int], ProgressWr
         fail(upload_id, attempt, str(err))
         return "failed"
     except FileNotFoundError as err:
+        # Only a missing *upload* file is the upload's fault; a missing weights file (or any
+        # other) is the installation's, and goes to the task's crash handler instead of
+        # telling the lab "A stored file is missing: None".
+        if err.filename is None or Path(str(err.filename)) not in paths:
+            raise
         fail(upload_id, attempt, f"A stored file is missing: {Path(str(err.filename)).name}.")
         return "failed"
     t1 = time.perf_counter()
-    stored = store_results(upload, attempt, result)
+    stored = store_results(upload, attempt, result, weights_path=weights)
     timings = {**result.timings, "analyse_total": round(analyse_s, 3), "database": round(time.perf_counter() - t1, 3)}
     ImagingUpload.objects.filter(pk=upload_id).update(timings=timings)
     logger.info("upload %s: %s, %d events, timings %s", upload_id, stored, len(result.events), timings)
     return stored
 
 
-def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult) -> str:
+def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult, weights_path: str = "") -> str:
     """Replace the upload's events and summary and mark it done, in one transaction."""
     events = [
         CellEvent(
@@ -164,7 +171,10 @@ def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult) -
         CellEvent.objects.bulk_create(events, batch_size=500)
         version, _ = ClassifierVersion.objects.get_or_create(
             version=result.model_version,
-            defaults={"metadata": _metadata_for_registry(), "sha256": _metadata_for_registry().get("sha256", "")},
+            # Record the weights that produced the result: registering custom weights
+            # (CLASSIFIER_WEIGHTS) as "" (= shipped) made the next upload switch weights.
+            defaults={"metadata": _metadata_for_registry(), "sha256": _metadata_for_registry().get("sha256", ""),
+                      "weights_path": weights_path},
         )
         if not ClassifierVersion.objects.filter(is_active=True).exists():
             ClassifierVersion.objects.filter(pk=version.pk).update(is_active=True)

@@ -72,11 +72,18 @@ def check_request(req: UploadRequest) -> None:
         total += f.size or 0
     if total > settings.UPLOAD_MAX_BYTES:
         raise ValidationError(
-            f"The upload is {total / 2**20:.0f} MB; the limit is {settings.UPLOAD_MAX_BYTES / 2**20:.0f} MB.",
-            code="too_large",
+            f"The upload is {_size(total)}; the limit is {_size(settings.UPLOAD_MAX_BYTES)}.", code="too_large"
         )
     if req.pixel_size_um is not None and not (0.01 <= req.pixel_size_um <= 50):
         raise ValidationError("Pixel size must be between 0.01 and 50 µm.", code="pixel_size")
+
+
+def _size(n: int) -> str:
+    """1536 -> '1.5 kB' (a limit under 1 MB read "0 MB" before)."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("kB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}".replace(".0 ", " ")
+    return f"{n} bytes"
 
 
 def _safe_name(name: str, used: set[str]) -> str:
