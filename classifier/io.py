@@ -109,7 +109,14 @@ def read_inputs(
     declared = parse_channels(channels) if channels is not None else None
     pixel = _check_pixel_size(pixel_size_um)
     blobs = list(_expand(paths, names, limits, read=True))
-    items = [_Item(b, _decode(b, limits, read=True)) for b in blobs]
+    items: list[_Item] = []
+    decoded = 0
+    for b in blobs:
+        items.append(_Item(b, _decode(b, limits, read=True)))
+        decoded += math.prod(items[-1].dec.shape) * 4
+        if decoded > limits.max_decoded_bytes_total:
+            raise InputError(f"{b.name}: the upload's images are over the limit of "
+                             f"{limits.max_decoded_bytes_total / 2**30:.1f} GB in total once decoded.")
     inputs = _assemble(items, declared)
     out: list[ImageInput] = []
     for src, arr, chans, px in inputs:

@@ -30,6 +30,8 @@ class Limits:
     max_channels: int = 16
     #: One image once decoded to float32 (C x H x W x 4 bytes).
     max_image_bytes: int = 1 * GiB
+    #: All images of one upload once decoded to float32 (what the worker holds in memory).
+    max_decoded_bytes_total: int = 4 * GiB
     #: Smallest height or width accepted: anything smaller cannot hold a cell.
     min_side: int = 16
     #: Pages (IFDs) in one TIFF: counted before the series are built, because building

@@ -417,6 +417,12 @@ def test_a_file_over_the_size_limit(tmp_path: Path) -> None:
     assert "over the limit" in refused([path, path], limits=Limits(max_total_bytes=9000))
 
 
+def test_an_upload_too_large_once_decoded(tmp_path: Path) -> None:
+    paths = [write_tif(tmp_path / f"e{k}.tif", field()) for k in range(3)]
+    limit = Limits(max_decoded_bytes_total=2 * 4 * 40 * 48 * 4)
+    assert refused(paths, limits=limit).startswith("e2.tif: the upload's images are over the limit")
+
+
 def test_a_zip_that_is_not_a_zip(tmp_path: Path) -> None:
     (tmp_path / "x.zip").write_bytes(b"PK\x03\x04" + b"\0" * 40)
     assert refused([tmp_path / "x.zip"]).startswith("x.zip: not a readable zip archive")
