@@ -369,7 +369,7 @@ class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
                 err, {"channels": "channels", "kind": "kind", "pixel_size": "pixel_size_um"}, default="file"
             ) from err
         body = UploadSerializer(upload, context=self.get_serializer_context()).data
-        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["url"])})
 
     @extend_schema(summary="Every cell event of the draw, with the model's and the reviewer's call",
                    parameters=EVENT_PARAMS, responses=CellEventSerializer(many=True))
