@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from classifier.errors import InputError
+from classifier.limits import human_size
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
@@ -172,4 +173,4 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, max_byte
 
 
 def _mb(n: int) -> str:
-    return f"{n / 2**20:.1f} MB"
+    return human_size(n)

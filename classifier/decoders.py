@@ -20,7 +20,7 @@ import tifffile
 from PIL import Image
 
 from classifier.errors import InputError
-from classifier.limits import DEFAULT_LIMITS, Limits
+from classifier.limits import DEFAULT_LIMITS, Limits, human_size
 
 # PIL's own decompression-bomb guard: warn above the limit, refuse above twice it. We
 # check the declared size ourselves first; this is the belt to those braces.
@@ -87,7 +87,7 @@ def check_shape(shape: tuple[int, int, int], dtype: np.dtype[Any], name: str,
         raise InputError(f"{name}: {c} channels is over the limit of {limits.max_channels}.")
     if c * h * w * 4 > limits.max_image_bytes:
         raise InputError(f"{name}: {c}x{w}x{h} pixels is over the limit of "
-                         f"{limits.max_image_bytes / 2**30:.1f} GB once decoded.")
+                         f"{human_size(limits.max_image_bytes)} once decoded.")
 
 
 # --- TIFF --------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from classifier.channel_names import (
 )
 from classifier.decoders import Decoded, decode, sniff
 from classifier.errors import InputError
-from classifier.limits import DEFAULT_LIMITS, Limits
+from classifier.limits import DEFAULT_LIMITS, Limits, human_size
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -116,7 +116,7 @@ def read_inputs(
         decoded += math.prod(items[-1].dec.shape) * 4
         if decoded > limits.max_decoded_bytes_total:
             raise InputError(f"{b.name}: the upload's images are over the limit of "
-                             f"{limits.max_decoded_bytes_total / 2**30:.1f} GB in total once decoded.")
+                             f"{human_size(limits.max_decoded_bytes_total)} in total once decoded.")
     inputs = _assemble(items, declared)
     out: list[ImageInput] = []
     for src, arr, chans, px in inputs:
@@ -199,7 +199,7 @@ def _expand(paths: Sequence[PathLike], names: Sequence[str] | None, limits: Limi
         total += n
         if total > limits.max_total_bytes:
             raise InputError(f"{name}: the upload is over the limit of "
-                             f"{limits.max_total_bytes / 2**30:.1f} GB in total.")
+                             f"{human_size(limits.max_total_bytes)} in total.")
 
     for i, p in enumerate(paths):
         path = Path(p)
@@ -211,8 +211,8 @@ def _expand(paths: Sequence[PathLike], names: Sequence[str] | None, limits: Limi
         if size == 0:
             raise InputError(f"{name}: the file is empty (0 bytes).")
         if size > limits.max_file_bytes:
-            raise InputError(f"{name}: {size / 2**20:.1f} MB is over the limit of "
-                             f"{limits.max_file_bytes / 2**20:.0f} MB per file.")
+            raise InputError(f"{name}: {human_size(size)} is over the limit of "
+                             f"{human_size(limits.max_file_bytes)} per file.")
         with open(path, "rb") as fh:
             head = fh.read(16)
             if archives.is_zip(head):

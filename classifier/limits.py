@@ -42,3 +42,11 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def human_size(n: float) -> str:
+    """Bytes for people: "870 bytes", "12.5 KB", "512 MB", "2 GB"."""
+    for unit, size in (("GB", GiB), ("MB", MiB), ("KB", 1024)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{int(n)} bytes"
