@@ -99,6 +99,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # survive a PostgreSQL restart
+    # PostgreSQL's JIT compiles plans above jit_above_cost: 0.2-5 s per query on 2 cores for the
+    # review/cohort aggregates over millions of cell events, far more than it saves (docs/performance.md).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("options", "-c jit=off")
 # Parallel test runs on one server (CI, several developers) need distinct names.
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default="test_ctc")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -176,7 +179,10 @@ if REDIS_URL:
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {
-    "requeue-stale-uploads": {"task": "patients.tasks.requeue_stale_uploads", "schedule": 60.0},
+    "requeue-stale-uploads": {
+        "task": "patients.tasks.requeue_stale_uploads",
+        "schedule": env.float("UPLOAD_SWEEP_INTERVAL_S", default=60.0),  # seconds; the fault tests use ~2
+    },
 }
 #: An upload queued (or running without a heartbeat) this long is re-queued by the sweep.
 UPLOAD_STALE_AFTER = timedelta(seconds=env.int("UPLOAD_STALE_AFTER_S", default=300))

@@ -336,7 +336,16 @@ class CellEvent(models.Model):
     class Meta:
         ordering = ["upload", "index"]
         constraints = [models.UniqueConstraint(fields=["upload", "index"], name="unique_event_index")]
-        indexes = [models.Index(fields=["draw", "reviewed_call", "margin"])]
+        indexes = [
+            models.Index(fields=["draw", "reviewed_call", "margin"]),
+            # Review queue across draws: pending events, most uncertain first (docs/performance.md).
+            models.Index(fields=["margin", "id"], condition=models.Q(reviewed_call=""),
+                         name="cellevent_pending_margin"),
+            # Reviewed events (a few percent): recent reviews, agreement per reviewer, index-only.
+            models.Index(fields=["reviewed_at"], condition=~models.Q(reviewed_call=""),
+                         include=["id", "reviewed_by", "call", "reviewed_call", "upload", "draw"],
+                         name="cellevent_reviewed_at"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.source} ({self.call})"
