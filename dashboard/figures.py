@@ -89,10 +89,10 @@ class TimelineEvent:
 def spread_same_day(dates: Sequence[dt.date], span_days: float) -> list[float]:
     """An offset in days for each draw so that draws on one day sit side by side.
 
-    The gap is a fraction of the visible span (about 1/120 of it, at least 0.3 day), so
+    The gap is a fraction of the visible span (about 1/70 of it, at least 0.3 day), so
     two points stay visibly apart at any zoom a page opens with.
     """
-    gap = max(0.3, span_days / 120.0)
+    gap = max(0.3, span_days / 70.0)
     groups: dict[dt.date, list[int]] = defaultdict(list)
     for i, d in enumerate(dates):
         groups[d].append(i)
@@ -212,7 +212,7 @@ def timeline_figure(
                "gridcolor": "#eef1f4", "zeroline": relative, "zerolinecolor": "#c7ced6"},
         yaxis={"title": {"text": "CTC per 7.5 mL"}, "range": [0, ymax], "gridcolor": "#eef1f4", "zeroline": False},
         yaxis2={"title": {"text": "Malignant fraction (%)"}, "overlaying": "y", "side": "right", "range": [0, 100],
-                "showgrid": False},
+                "showgrid": False, "tickmode": "linear", "tick0": 0, "dtick": 20, "ticksuffix": "%"},
         margin={"l": 60, "r": 60, "t": 36, "b": 40},
         legend={"orientation": "h", "y": -0.16, "x": 0},
     ))

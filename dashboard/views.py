@@ -476,44 +476,54 @@ def cohort_export(request: HttpRequest) -> HttpResponse:
 # --- Models ---------------------------------------------------------------------------------
 
 
-def _metrics(meta: dict) -> dict:
-    """Metrics from a version's metadata, wherever the classifier put them."""
-    out: dict = {}
-    sources = [meta]
-    for key in ("metrics", "evaluation", "eval"):
-        if isinstance(meta.get(key), dict):
-            sources.insert(0, meta[key])
-    for name, keys in {
-        "accuracy": ("accuracy", "acc"),
-        "balanced_accuracy": ("balanced_accuracy",),
-        "auc": ("roc_auc", "auc"),
-        "sensitivity": ("sensitivity", "recall"),
-        "specificity": ("specificity",),
-        "ece": ("ece", "calibration_ece", "expected_calibration_error"),
-        "n": ("n", "n_eval", "eval_n"),
-    }.items():
-        for src in sources:
-            value = next((src[k] for k in keys if isinstance(src.get(k), int | float)), None)
-            if value is not None:
-                out[name] = value
-                break
-    for src in sources:
-        cm = src.get("confusion_matrix")
-        if isinstance(cm, list) and cm and all(isinstance(r, list) for r in cm):
-            out["confusion"] = cm
-            out["confusion_labels"] = src.get("confusion_labels") or (
-                ["Not CTC", "CTC"] if len(cm) == 2 else [str(i) for i in range(len(cm))])
-            break
-        if isinstance(cm, dict) and {"tp", "fp", "tn", "fn"} <= set(cm):
-            out["confusion"] = [[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]]
-            out["confusion_labels"] = ["Not CTC", "CTC"]
-            break
-    for src in sources:
-        roc = src.get("roc") or src.get("roc_curve")
-        if isinstance(roc, dict) and roc.get("fpr") and roc.get("tpr"):
-            out["roc"] = (roc["fpr"], roc["tpr"])
-            break
+_METRIC_KEYS = {
+    "n": ("n", "n_eval"),
+    "accuracy": ("accuracy", "acc"),
+    "balanced_accuracy": ("balanced_accuracy",),
+    "auc": ("roc_auc", "auc"),
+    "sensitivity": ("sensitivity", "recall"),
+    "specificity": ("specificity",),
+    "ece": ("ece", "expected_calibration_error"),
+    "brier": ("brier",),
+}
+
+
+def _one_evaluation(name: str, src: dict) -> dict | None:
+    out: dict = {"name": name}
+    for key, candidates in _METRIC_KEYS.items():
+        out[key] = next((src[k] for k in candidates if isinstance(src.get(k), int | float)), None)
+    cm = src.get("confusion_matrix", src.get("confusion"))
+    if isinstance(cm, dict) and {"tp", "fp", "tn", "fn"} <= set(cm):
+        out["confusion"] = [[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]]
+        out["confusion_labels"] = ["Not CTC", "CTC"]
+    elif isinstance(cm, list) and cm and all(isinstance(r, list) for r in cm):
+        out["confusion"] = cm
+        out["confusion_labels"] = src.get("confusion_labels") or (
+            ["Not CTC", "CTC"] if len(cm) == 2 else [str(i) for i in range(len(cm))])
+    roc = src.get("roc") or src.get("roc_curve")
+    if isinstance(roc, dict) and roc.get("fpr") and roc.get("tpr"):
+        out["roc"] = (roc["fpr"], roc["tpr"])
+    if out["accuracy"] is None and out["auc"] is None and "confusion" not in out:
+        return None
     return out
+
+
+def _evaluations(meta: dict) -> list[dict]:
+    """Evaluation results in a version's metadata: ``metrics`` may hold one result or one per data set
+    (the classifier writes ``{"synthetic_test": {...}, "<folder>": {...}}``)."""
+    metrics = meta.get("metrics")
+    found: list[dict] = []
+    if isinstance(metrics, dict):
+        flat = _one_evaluation("evaluation", metrics)
+        if flat is not None:
+            found.append(flat)
+        else:
+            for name, src in metrics.items():
+                if isinstance(src, dict) and (one := _one_evaluation(name.replace("_", " "), src)):
+                    found.append(one)
+    elif (flat := _one_evaluation("evaluation", meta)) is not None:
+        found.append(flat)
+    return found
 
 
 @login_required
@@ -525,16 +535,21 @@ def models_page(request: HttpRequest) -> HttpResponse:
         .annotate(draws=Count("pk"), events=Sum("events_analysed"), ctc=Sum("ctc_count"))
     }
     for v in versions:
-        v.metrics = _metrics(v.metadata or {})
-        v.cm_id, v.roc_id = f"fig-cm-{v.pk}", f"fig-roc-{v.pk}"
+        meta = v.metadata or {}
+        v.evaluations = _evaluations(meta)
         v.counts = counts.get(v.version, {"draws": 0, "events": 0, "ctc": 0})
-        v.training = (v.metadata or {}).get("training_data") or (v.metadata or {}).get("training") or ""
-        if isinstance(v.training, dict):
-            v.training = ", ".join(f"{k}: {val}" for k, val in v.training.items() if not isinstance(val, dict | list))
-        v.confusion_fig = figures.to_json(figures.confusion_figure(v.metrics["confusion"], v.metrics[
-            "confusion_labels"])) if "confusion" in v.metrics else None
-        v.roc_fig = figures.to_json(figures.roc_figure(*v.metrics["roc"], v.metrics.get("auc"))) \
-            if "roc" in v.metrics else None
+        training = meta.get("training_data") or meta.get("training") or ""
+        if isinstance(training, dict):
+            training = ", ".join(f"{k}: {val}" for k, val in training.items() if not isinstance(val, dict | list))
+        v.training = training
+        v.figures = []
+        for i, ev in enumerate(v.evaluations[:3]):
+            if "confusion" in ev:
+                v.figures.append((f"fig-cm-{v.pk}-{i}", f"Confusion matrix · {ev['name']}",
+                                  figures.to_json(figures.confusion_figure(ev["confusion"], ev["confusion_labels"]))))
+            if "roc" in ev:
+                v.figures.append((f"fig-roc-{v.pk}-{i}", f"ROC · {ev['name']}",
+                                  figures.to_json(figures.roc_figure(*ev["roc"], ev.get("auc")))))
     record(request, "view", object_type="ClassifierVersions")
     return render(request, "dashboard/models.html", base_context(request, nav="models", versions=versions))
 

@@ -32,6 +32,15 @@ def per75(value: float | None) -> str:
 
 
 @register.filter
+def ml(value) -> str:  # noqa: ANN001 - Decimal or float
+    """A volume without trailing zeros: 7.5, 10, 7.25."""
+    try:
+        return f"{float(value):g}"
+    except (TypeError, ValueError):
+        return "—"
+
+
+@register.filter
 def get_item(mapping: dict, key: str):  # noqa: ANN201
     return mapping.get(key) if mapping else None
 

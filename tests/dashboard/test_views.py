@@ -233,9 +233,11 @@ def test_cohort_page_and_export(as_alice, course, team, trial_arm):
 
 
 def test_models_page_and_manage_permissions(as_alice, client, course):
-    v1 = ClassifierVersion.objects.create(version="test-model", is_active=True, metadata={
-        "metrics": {"accuracy": 0.97, "balanced_accuracy": 0.95, "roc_auc": 0.99,
-                    "confusion_matrix": [[50, 2], [1, 47]], "roc": {"fpr": [0, 0.1, 1], "tpr": [0, 0.9, 1]}}})
+    # The shape classifier/cli.py writes: one result per evaluation data set.
+    v1 = ClassifierVersion.objects.create(version="test-model", is_active=True, metadata={"metrics": {
+        "synthetic_test": {"n": 100, "accuracy": 0.97, "balanced_accuracy": 0.95, "roc_auc": 0.99,
+                           "confusion": {"tp": 47, "fp": 2, "tn": 50, "fn": 1}},
+        "ctc-dev": {"n": 40, "accuracy": 0.9, "roc": {"fpr": [0, 0.1, 1], "tpr": [0, 0.9, 1]}}}})
     v2 = ClassifierVersion.objects.create(version="v2")
     body = as_alice.get("/models/").content.decode()
     assert "97.00%" in body and "fig-cm-" in body and "fig-roc-" in body and "Active" in body
