@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core.management import call_command
 from django.urls import URLPattern, URLResolver, get_resolver
@@ -11,8 +13,6 @@ pytestmark = pytest.mark.django_db
 
 def _api_routes() -> set[str]:
     """Every /api/ route of the URLconf as an OpenAPI path (``{id}`` style)."""
-    import re
-
     out: set[str] = set()
 
     def walk(patterns, prefix: str) -> None:
@@ -64,3 +64,11 @@ def test_schema_and_swagger_ui_are_served_without_a_cdn(client, alice):
     assert page.status_code == 200
     html = page.content.decode()
     assert "swagger-ui" in html and "cdn.jsdelivr.net" not in html and "unpkg.com" not in html
+    # No inline script (the production CSP allows scripts from this origin only).
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), html
+    init = re.findall(r'<script src="(/api/docs/[^"]+)"', html)
+    assert init and client.get(init[0].replace("&amp;", "&")).status_code == 200
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets), assets
+    for asset in assets:  # served by this server, from drf-spectacular-sidecar
+        assert client.get(asset).status_code == 200, asset
