@@ -93,12 +93,13 @@ def test_each_true_cell_is_covered_by_exactly_one_segmented_cell() -> None:
 def test_a_4x2048x2048_field_segments_in_a_few_seconds() -> None:
     tile, truth = synthetic_field(5)
     image = np.tile(tile, (1, 4, 4))  # 16 copies: ~6,000 cells, the cost of a dense field
-    start = time.perf_counter()
+    # CPU time, not wall time: the test must not fail because the machine is busy
+    start = time.process_time()
     cells, labels = segment_field(image, CHANNELS, pixel_size_um=0.65)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert labels.shape == (2048, 2048)
     assert abs(len(cells) - 16 * truth) <= 0.05 * 16 * truth
-    assert elapsed < 12, f"{elapsed:.1f} s"  # ~2.5 s on an idle 2-core machine
+    assert elapsed < 8, f"{elapsed:.1f} s"  # ~2.5 s of one core here
 
 
 def test_cells_describe_their_labels() -> None:
