@@ -309,10 +309,10 @@ def conversion_figure(by_arm: dict[str, dict[str, int]], labels: dict[str, str])
             hovertemplate="%{y}: %{x:.0f}% (%{customdata} patients)<extra>" + label + "</extra>",
         ))
     fig.update_layout(**base_layout(
-        max(220, 90 + 46 * len(arms)), barmode="stack",
+        max(260, 120 + 46 * len(arms)), barmode="stack",
         xaxis={"title": {"text": "Patients with a follow-up draw (%)"}, "range": [0, 100], "gridcolor": "#eef1f4"},
-        yaxis={"automargin": True}, margin={"l": 20, "r": 20, "t": 20, "b": 50},
-        legend={"orientation": "h", "y": -0.35, "x": 0},
+        yaxis={"automargin": True}, margin={"l": 20, "r": 20, "t": 50, "b": 50},
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
     ))
     return fig
 
