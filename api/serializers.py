@@ -24,6 +24,7 @@ from patients.models import (
     ImagingUpload,
     Patient,
     Role,
+    SummaryStatus,
     TreatmentLine,
     Trial,
     TrialArm,
@@ -283,7 +284,7 @@ class DrawSerializer(serializers.ModelSerializer):
         s = self._summary(draw)
         return s.events_analysed if s else None
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field(serializers.ChoiceField(choices=SummaryStatus.choices, allow_null=True))
     def get_status(self, draw: BloodDraw) -> str | None:
         s = self._summary(draw)
         return s.status if s else None

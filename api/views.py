@@ -73,6 +73,7 @@ from patients.models import (
 from patients.review import review_event
 from patients.roles import Action, can
 from patients.scoping import is_admin
+from patients.summary import recompute_summary
 from patients.uploads import UploadRequest, create_upload
 
 PERMISSIONS = [IsAuthenticated, RoleActionPermission]
@@ -331,6 +332,13 @@ class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
 
     def perform_create(self, serializer: DrawSerializer) -> None:
         serializer.save(created_by=self.request.user)
+
+    def perform_update(self, serializer: DrawSerializer) -> None:
+        before = serializer.instance.volume_ml
+        draw = serializer.save()
+        if draw.volume_ml != before and DrawSummary.objects.filter(draw=draw).exists():
+            # The count per 7.5 mL depends on the volume: a corrected volume recounts at once.
+            draw.summary = recompute_summary(draw)
 
     @extend_schema(
         methods=["POST"],

@@ -109,6 +109,18 @@ def test_draw_shows_its_summary_at_two_levels(as_alice, draw):
         1, 1.0, 2, "preliminary")
 
 
+def test_correcting_the_volume_recounts_per_7_5ml(as_alice, draw):
+    upload = factories.ImagingUploadFactory(draw=draw)
+    factories.CellEventFactory(upload=upload, call="ctc", ctc_probability=0.9)
+    from patients.summary import recompute_summary
+
+    recompute_summary(draw)
+    assert as_alice.get(f"/api/draws/{draw.pk}/").json()["ctc_per_7_5ml"] == 1.0
+    r = as_alice.patch(f"/api/draws/{draw.pk}/", {"volume_ml": 3.75}, format="json")
+    assert r.status_code == 200, r.json()
+    assert r.json()["ctc_per_7_5ml"] == 2.0 and r.json()["summary"]["ctc_per_7_5ml"] == 2.0
+
+
 def test_draw_filters_by_patient_trial_arm_and_dates(as_alice, team):
     arm = factories.TrialArmFactory(code="A")
     p1 = factories.PatientFactory(care_team=team, trial=arm.trial, arm=arm)
