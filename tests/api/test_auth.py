@@ -9,6 +9,14 @@ from rest_framework.throttling import ScopedRateThrottle
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttle():
+    # The throttle counts in the cache: start and end each test with none spent.
+    cache.clear()
+    yield
+    cache.clear()
+
+
 def test_token_for_username_and_password(api_client, alice):
     r = api_client.post("/api/auth/token/", {"username": "alice", "password": "pw-for-tests-only"})
     assert r.status_code == 200
@@ -26,10 +34,8 @@ def test_it_rejects_a_wrong_password(api_client, alice):
 def test_token_endpoint_is_throttled(api_client, alice, monkeypatch):
     # Guessing passwords must slow down: a low rate for this test, the 4th try is refused.
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"token": "3/min"})
-    cache.clear()
     codes = [api_client.post("/api/auth/token/", {"username": "alice", "password": "x"}).status_code
              for _ in range(4)]
-    cache.clear()
     assert codes[:3] == [400, 400, 400]
     assert codes[3] == 429
 
@@ -51,3 +57,13 @@ def test_session_login_works_for_the_api(client, alice, patient):
     r = client.get("/api/patients/")
     assert r.status_code == 200
     assert r.json()["count"] == 1
+
+
+def test_session_writes_need_the_csrf_token(alice, patient):
+    from django.test import Client
+
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(alice)
+    r = browser.post("/api/draws/", {"patient": patient.pk, "drawn_at": "2025-03-01T09:00:00Z", "volume_ml": 7.5,
+                                     "timepoint": "C2D1"}, content_type="application/json")
+    assert r.status_code == 403 and "CSRF" in r.json()["detail"]
