@@ -30,3 +30,19 @@ class CSVRenderer(BaseRenderer):
             writer.writeheader()
             writer.writerows(rows)
         return buf.getvalue().encode(self.charset)
+
+
+class PNGRenderer(BaseRenderer):
+    """Stored PNG bytes as they are (event thumbnails and heat maps); errors as JSON text."""
+
+    media_type = "image/png"
+    format = "png"
+    charset = None
+    render_style = "binary"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        if isinstance(data, bytes | bytearray | memoryview):
+            return bytes(data)
+        import json
+
+        return json.dumps(data).encode()

@@ -11,11 +11,13 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q
+from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -36,7 +38,7 @@ from api.filters import (
 )
 from api.pagination import StandardPagination
 from api.permissions import RoleActionPermission
-from api.renderers import CSVRenderer
+from api.renderers import CSVRenderer, PNGRenderer
 from api.serializers import (
     CancerTypeSerializer,
     CareTeamSerializer,
@@ -439,6 +441,36 @@ class CellEventViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
         # The PNGs are large and served elsewhere; the explanation only on a detail.
         qs = qs.defer("thumbnail", "heatmap", *(["explanation"] if self.action == "list" else []))
         return qs.order_by("draw_id", "upload_id", "index")
+
+    def _png(self, request: Request, field: str) -> Response:
+        event = get_object_or_404(
+            CellEvent.objects.for_user(request.user).select_related("upload", "draw")
+            .only("pk", "upload", "draw", "draw__patient_id", "upload__result_channels", field),
+            pk=self.kwargs["pk"],
+        )
+        data = bytes(getattr(event, field) or b"")
+        if not data:
+            raise NotFound(f"This event has no stored {field}.")
+        audit.record(request, "view", event, patient=_patient_stub(event.draw.patient_id),
+                     object_type=f"CellEvent {field}")
+        response = Response(data, content_type="image/png")
+        if field == "thumbnail":
+            response["X-Channels"] = ",".join(event.upload.result_channels or [])
+        return response
+
+    @extend_schema(summary="The event's thumbnail: PNG strip, one greyscale tile per channel (order in X-Channels)",
+                   responses={(200, "image/png"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"], renderer_classes=[PNGRenderer, JSONRenderer], filterset_class=None,
+            ordering_fields=None)
+    def thumbnail(self, request: Request, pk: str | None = None) -> Response:
+        return self._png(request, "thumbnail")
+
+    @extend_schema(summary="The spatial branch's heat map for the event (PNG, greyscale)",
+                   responses={(200, "image/png"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"], renderer_classes=[PNGRenderer, JSONRenderer], filterset_class=None,
+            ordering_fields=None)
+    def heatmap(self, request: Request, pk: str | None = None) -> Response:
+        return self._png(request, "heatmap")
 
     @action(detail=True, methods=["post"], parser_classes=[JSONParser, FormParser, MultiPartParser])
     def review(self, request: Request, pk: str | None = None) -> Response:

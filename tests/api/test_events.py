@@ -106,3 +106,21 @@ def test_model_registry_promote_needs_manage_models(as_alice, client_for, team):
     assert v1.is_active is False
     r = client_for(admin).post(f"/api/models/{v2.pk}/retire/")
     assert r.json()["retired"] is True and r.json()["is_active"] is False
+
+
+def test_event_thumbnail_and_heatmap_are_pngs(as_alice, as_charlie, draw):
+    import numpy as np
+
+    from patients.imaging import decode_strip, encode_grey, encode_strip
+
+    upload = factories.ImagingUploadFactory(draw=draw, result_channels=["DAPI", "CK", "CD45"])
+    strip = np.arange(3 * 8 * 8, dtype=np.uint8).reshape(3, 8, 8)
+    event = factories.CellEventFactory(upload=upload, thumbnail=encode_strip(strip),
+                                       heatmap=encode_grey(np.zeros((8, 8), np.uint8)))
+    r = as_alice.get(f"/api/events/{event.pk}/thumbnail/")
+    assert r.status_code == 200 and r["Content-Type"] == "image/png" and r["X-Channels"] == "DAPI,CK,CD45"
+    assert (decode_strip(r.content, 3) == strip).all()
+    assert as_alice.get(f"/api/events/{event.pk}/heatmap/").content.startswith(b"\x89PNG")
+    assert as_charlie.get(f"/api/events/{event.pk}/thumbnail/").status_code == 404
+    bare = factories.CellEventFactory(upload=upload)
+    assert as_alice.get(f"/api/events/{bare.pk}/heatmap/").status_code == 404
