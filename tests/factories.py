@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from importlib import import_module
 from decimal import Decimal
 
 import factory
@@ -39,8 +40,12 @@ class MembershipFactory(factory.django.DjangoModelFactory):
 
 
 def cancer_type(code: str = "breast_metastatic") -> models.CancerType:
-    """The cancer types come from a data migration; tests use those rows."""
-    return models.CancerType.objects.get(code=code)
+    """The cancer types of the data migration (recreated after a transactional test's flush)."""
+    rows = {c[0]: c for c in import_module("patients.migrations.0002_cancer_types").CANCER_TYPES}
+    _, name, cutoff, ref = rows[code]
+    return models.CancerType.objects.get_or_create(
+        code=code, defaults={"name": name, "ctc_cutoff": cutoff, "cutoff_reference": ref}
+    )[0]
 
 
 class TrialFactory(factory.django.DjangoModelFactory):
