@@ -287,7 +287,9 @@ def waterfall_figure(bars: Sequence[tuple[str, str, float, str]], cap: float) ->
     fig.update_layout(**base_layout(
         360, barmode="overlay", bargap=0.15,
         xaxis={"categoryorder": "array", "categoryarray": order, "showticklabels": len(order) <= 40,
-               "title": {"text": "Patients"}},
+               "tickangle": -45, "automargin": True},
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
+        margin={"l": 60, "r": 20, "t": 40, "b": 20},
         yaxis={"title": {"text": "Change from baseline (%)"}, "range": [-105, cap + 10], "zeroline": True,
                "zerolinecolor": "#9aa5b1", "gridcolor": "#eef1f4"},
     ))
@@ -311,7 +313,7 @@ def conversion_figure(by_arm: dict[str, dict[str, int]], labels: dict[str, str])
     fig.update_layout(**base_layout(
         max(260, 120 + 46 * len(arms)), barmode="stack",
         xaxis={"title": {"text": "Patients with a follow-up draw (%)"}, "range": [0, 100], "gridcolor": "#eef1f4"},
-        yaxis={"automargin": True}, margin={"l": 20, "r": 20, "t": 50, "b": 50},
+        yaxis={"automargin": True, "autorange": "reversed"}, margin={"l": 20, "r": 20, "t": 50, "b": 50},
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
     ))
     return fig

@@ -128,30 +128,33 @@ def status_sentence(points: Iterable[tuple[str, float | None]], cutoff: int | fl
     yet (``None``) are skipped. Examples::
 
         Unfavorable at baseline, favorable since C3D1.
-        Favorable at baseline, unfavorable at C3D1, favorable since C6D1.
+        Unfavorable at baseline and C2D1, favorable since C3D1.
+        Favorable at baseline, unfavorable from C2D1 to C4D1, favorable since C6D1.
         Persistently unfavorable since baseline (4 draws).
     """
     statuses = [(_label(tp), ctc_status(v, cutoff)) for tp, v in points if v is not None]
     if not statuses:
         return "No analysed draws yet."
-    runs: list[list] = []  # [status, first label, number of draws]
+    runs: list[list] = []  # [status, first label, last label, number of draws]
     for label, status in statuses:
         if runs and runs[-1][0] == status:
-            runs[-1][2] += 1
+            runs[-1][2] = label
+            runs[-1][3] += 1
         else:
-            runs.append([status, label, 1])
+            runs.append([status, label, label, 1])
+
+    def span(first: str, last: str, n: int) -> str:
+        if n == 1:
+            return f"at {first}"
+        return f"at {first} and {last}" if n == 2 else f"from {first} to {last}"
+
     if len(runs) == 1:
-        status, label, n = runs[0]
-        text = f"{status} at {label}" if n == 1 else f"persistently {status} since {label} ({n} draws)"
+        status, first, _, n = runs[0]
+        text = f"{status} at {first}" if n == 1 else f"persistently {status} since {first} ({n} draws)"
     else:
         parts = []
-        for i, (status, label, n) in enumerate(runs):
-            if i == 0:
-                parts.append(f"{status} at {label}")
-            elif i == len(runs) - 1:
-                parts.append(f"{status} since {label}")
-            else:
-                parts.append(f"{status} {'at' if n == 1 else 'from'} {label}")
+        for i, (status, first, last, n) in enumerate(runs):
+            parts.append(f"{status} since {first}" if i == len(runs) - 1 else f"{status} {span(first, last, n)}")
         text = ", ".join(parts)
     return text[0].upper() + text[1:] + "."
 

@@ -20,6 +20,9 @@ from tests.dashboard.builders import draw_on
     ([("baseline", 1.0), ("C3D1", 6.0), ("C6D1", 2.0)],
      "Favorable at baseline, unfavorable at C3D1, favorable since C6D1."),
     ([("baseline", 9.0), ("C3D1", 5.0), ("C5D1", 12.0)], "Persistently unfavorable since baseline (3 draws)."),
+    ([("baseline", 9.0), ("C2D1", 5.0), ("C3D1", 1.0)], "Unfavorable at baseline and C2D1, favorable since C3D1."),
+    ([("baseline", 1.0), ("C2D1", 5.0), ("C3D1", 7.0), ("C4D1", 8.0), ("C6D1", 0.0)],
+     "Favorable at baseline, unfavorable from C2D1 to C4D1, favorable since C6D1."),
     ([("Baseline", 9.0), ("C2D1", None), ("C3D1", 0.0)], "Unfavorable at baseline, favorable since C3D1."),
 ])
 def test_status_sentence_reads_like_a_clinician_would_say_it(points, expected):

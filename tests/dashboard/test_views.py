@@ -90,7 +90,7 @@ def test_patient_page_shows_timeline_table_and_sentence(as_alice, course):
     patient, draws = course
     response = as_alice.get(f"/patients/{patient.pk}/")
     body = response.content.decode()
-    assert "Unfavorable at baseline, favorable from C3D1, unfavorable since C5D1 repeat." in body
+    assert "Unfavorable at baseline, favorable at C3D1 and C5D1, unfavorable since C5D1 repeat." in body
     assert 'id="fig-timeline"' in body and "assets/plotly-" in body
     assert "Preliminary" in body and "Record a blood draw" in body
     assert AuditEvent.objects.filter(action="view", patient=patient, object_type="Patient").exists()
