@@ -4,7 +4,13 @@ from rest_framework.routers import DefaultRouter
 
 from api import views
 
-router = DefaultRouter()
+
+class Router(DefaultRouter):
+    # No ".json" suffix routes: one URL per resource (the format is negotiated, or ?format=csv on exports).
+    include_format_suffixes = False
+
+
+router = Router()
 router.register("patients", views.PatientViewSet, basename="patient")
 router.register("care-teams", views.CareTeamViewSet, basename="careteam")
 router.register("cancer-types", views.CancerTypeViewSet, basename="cancertype")

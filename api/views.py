@@ -209,7 +209,7 @@ class ClassifierVersionViewSet(viewsets.ReadOnlyModelViewSet):
     ordering_fields = ["created_at", "version"]
 
     @action(detail=True, methods=["post"])
-    def promote(self, request: Request, pk: str | None = None) -> Response:
+    def promote(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         version = self.get_object()
         if version.retired:
             raise serializers.ValidationError({"retired": ["A retired version cannot be promoted."]})
@@ -224,7 +224,7 @@ class ClassifierVersionViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(self.get_serializer(version).data)
 
     @action(detail=True, methods=["post"])
-    def retire(self, request: Request, pk: str | None = None) -> Response:
+    def retire(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         version = self.get_object()
         version.retired, version.is_active = True, False
         version.save(update_fields=["retired", "is_active"])
@@ -257,7 +257,7 @@ class PatientViewSet(AuditedReadMixin, viewsets.ModelViewSet):
         )
 
     @action(detail=True, methods=["get"])
-    def fhir(self, request: Request, pk: str | None = None) -> Response:
+    def fhir(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         patient = self.get_object()
         draws = (
             BloodDraw.objects.filter(patient=patient).select_related("summary").order_by("drawn_at", "pk")
@@ -351,7 +351,7 @@ class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
     @extend_schema(methods=["GET"], summary="The draw's uploads", responses=UploadSerializer(many=True))
     @action(detail=True, methods=["get", "post"], parser_classes=[MultiPartParser, FormParser],
             pagination_class=None, filterset_class=None, ordering_fields=None)
-    def uploads(self, request: Request, pk: str | None = None) -> Response:
+    def uploads(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         draw = self.get_object()
         if request.method == "GET":
             uploads = ImagingUpload.objects.filter(draw=draw).prefetch_related("files").order_by("-created_at")
@@ -384,7 +384,7 @@ class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
     @extend_schema(summary="Every cell event of the draw, with the model's and the reviewer's call",
                    parameters=EVENT_PARAMS, responses=CellEventSerializer(many=True))
     @action(detail=True, methods=["get"], filterset_class=None, ordering_fields=None)
-    def events(self, request: Request, pk: str | None = None) -> Response:
+    def events(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         draw = self.get_object()
         qs = (
             CellEvent.objects.filter(draw=draw)
@@ -400,7 +400,7 @@ class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
         return self.get_paginated_response(data)
 
     @action(detail=True, methods=["get"], filterset_class=None, ordering_fields=None)
-    def fhir(self, request: Request, pk: str | None = None) -> Response:
+    def fhir(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         draw = self.get_object()
         bundle = fhir.draw_bundle(draw)
         audit.record(request, "export", draw, patient=_patient_stub(draw.patient_id), detail={"format": "fhir"})
@@ -462,18 +462,18 @@ class CellEventViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
                    responses={(200, "image/png"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"], renderer_classes=[PNGRenderer, JSONRenderer], filterset_class=None,
             ordering_fields=None)
-    def thumbnail(self, request: Request, pk: str | None = None) -> Response:
+    def thumbnail(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         return self._png(request, "thumbnail")
 
     @extend_schema(summary="The spatial branch's heat map for the event (PNG, greyscale)",
                    responses={(200, "image/png"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"], renderer_classes=[PNGRenderer, JSONRenderer], filterset_class=None,
             ordering_fields=None)
-    def heatmap(self, request: Request, pk: str | None = None) -> Response:
+    def heatmap(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         return self._png(request, "heatmap")
 
     @action(detail=True, methods=["post"], parser_classes=[JSONParser, FormParser, MultiPartParser])
-    def review(self, request: Request, pk: str | None = None) -> Response:
+    def review(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         event = self.get_object()
         form = ReviewSerializer(data=request.data)
         form.is_valid(raise_exception=True)
