@@ -242,7 +242,7 @@ class Runner:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--quick", action="store_true", help="one small batch, short blocks (tests)")
+    ap.add_argument("--quick", action="store_true", help="one batch of 32, short blocks (tests)")
     ap.add_argument("--batches", help="comma-separated batch sizes (default 64,256; CUDA 1024,4096,16384)")
     ap.add_argument("--rounds", type=int, help="timed rounds per model and batch (default 7; quick 2)")
     ap.add_argument("--min-block-s", type=float, help="seconds per timed block (default 0.5; quick 0.05)")
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
     elif cuda:
         batches = [1024] if quick else [1024, 4096, 16384]
     else:
-        batches = [64] if quick else [64, 256]
+        batches = [32] if quick else [64, 256]
     rounds = args.rounds or (2 if quick else 7)
     min_s = args.min_block_s or (0.05 if quick else 0.5)
     precision = "fp32" if not cuda else (args.precision or "bf16")
@@ -280,12 +280,9 @@ def main(argv: list[str] | None = None) -> dict:
     nf = len(contract.feature_names)
     big = max(batches)
     log(f"model {weights}: input {c}x{s}x{s}, {nf} attributes; preparing {min(big, 128)} real crops ...")
-    prep = make_crops(contract, max(big, 256 if not quick else 64))
+    prep = make_crops(contract, max(big, 256 if not quick else 32))
     from classifier import features
 
-    t0 = time.perf_counter()
-    feats_np, _ = features.compute(prep.crops[:64], prep.nucleus[:64], prep.cell[:64], contract.um_per_px)
-    log(f"features warm-up {time.perf_counter() - t0:.2f}s")
 
     dev = torch.device("cuda" if cuda else "cpu")
     ref = fold_bn(resnet18(c)).to(dev)
@@ -299,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
         model = torch.compile(model)
         ref = torch.compile(ref)
 
-    feat_batch = 256 if not quick else 64
+    feat_batch = 256 if not quick else 32
     feats_all, _ = features.compute(prep.crops[:feat_batch], prep.nucleus[:feat_batch], prep.cell[:feat_batch],
                                     contract.um_per_px)
     feats_all = np.resize(feats_all, (big, nf)).astype(np.float32)
@@ -336,7 +333,7 @@ def main(argv: list[str] | None = None) -> dict:
         r.sync()
         peak = max(0.0, _status_mb("VmHWM") - base)
         for b in batches:
-            for _ in range(2 if quick else 3):
+            for _ in range(1 if quick else 3):
                 r(b)
         r.sync()
         results[r.name] = {"params": int(params), "mflops_per_event": round(mflops, 2), "peak_rss_mb": round(peak, 1),

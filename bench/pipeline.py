@@ -1,7 +1,7 @@
 """Upload-to-results time through the real worker, PostgreSQL and Redis.
 
     python -m bench.pipeline                # 1,000-event gallery (zip of TIFFs) + 4x2048x2048 field, ~1,000 cells
-    python -m bench.pipeline --quick        # 40-event gallery + 4x512x512 field (~60 cells)
+    python -m bench.pipeline --quick        # 16-event gallery + 4x384x384 field (~30 cells), for tests
     python -m bench.pipeline --repeats 3    # median of three uploads of each
 
 A ``celery worker`` subprocess (prefork, concurrency 1, as ``make worker`` runs it) consumes a
@@ -214,18 +214,18 @@ def summarise(runs: list[dict], target: float, files: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="40-event gallery and a 512x512 field (tests)")
-    ap.add_argument("--events", type=int, help="gallery size (default 1000; quick 40)")
-    ap.add_argument("--field-size", type=int, help="field side in px (default 2048; quick 512)")
-    ap.add_argument("--field-cells", type=int, help="cells in the field (default 1000; quick 60)")
+    ap.add_argument("--quick", action="store_true", help="16-event gallery and a 384x384 field (tests)")
+    ap.add_argument("--events", type=int, help="gallery size (default 1000; quick 16)")
+    ap.add_argument("--field-size", type=int, help="field side in px (default 2048; quick 384)")
+    ap.add_argument("--field-cells", type=int, help="cells in the field (default 1000; quick 30)")
     ap.add_argument("--repeats", type=int, default=1, help="uploads of each input; the median is reported")
     ap.add_argument("--database", help="PostgreSQL database (default ctc_bench; quick ctc_bench_quick)")
     ap.add_argument("--only", choices=["gallery", "field"], help="run one of the two")
     args = ap.parse_args(argv)
     quick = args.quick
-    n_events = args.events or (40 if quick else 1000)
-    f_size = args.field_size or (512 if quick else 2048)
-    f_cells = args.field_cells or (60 if quick else 1000)
+    n_events = args.events or (16 if quick else 1000)
+    f_size = args.field_size or (384 if quick else 2048)
+    f_cells = args.field_cells or (30 if quick else 1000)
     db = args.database or ("ctc_bench_quick" if quick else "ctc_bench")
     queue = f"bench-{uuid.uuid4().hex[:10]}"
     media = Path(tempfile.mkdtemp(prefix="ctc-bench-media-"))
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
     log("inputs ...")
     gallery = gallery_zip(n_events) if args.only != "field" else None
     field = field_tiff(f_size, f_cells) if args.only != "gallery" else None
-    warm = gallery_zip(16, seed=99)
+    warm = gallery_zip(4 if quick else 16, seed=99)
     weights, weights_label = bench_weights()
 
     user, _ = get_user_model().objects.get_or_create(username="bench_pipeline")
