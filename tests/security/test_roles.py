@@ -88,3 +88,58 @@ def test_admins_see_everything_and_inactive_or_anonymous_users_nothing(team, pat
     assert not can(admin, Action.AUDIT)
     assert not Patient.objects.for_user(AnonymousUser()).exists()
     assert not can(AnonymousUser(), Action.UPLOAD)
+
+
+# --- the views enforce the matrix, not just patients.roles -------------------------------------
+
+
+def _routes() -> list[str]:
+    from django.urls import get_resolver
+
+    out: set[str] = set()
+
+    def walk(resolver, prefix):
+        for _k, entries in resolver.reverse_dict.lists():
+            for possibilities, *_ in entries:
+                for fmt, _params in possibilities:
+                    out.add(prefix + fmt)
+        for _ns, (p, sub) in resolver.namespace_dict.items():
+            walk(sub, prefix + p.replace("\\", ""))
+
+    walk(get_resolver(), "/")
+    return sorted(out)
+
+
+def test_a_reviewer_of_the_same_team_cannot_export_and_a_member_cannot_review(client, bob, team, patient):
+    from rest_framework.authtoken.models import Token
+
+    from patients.summary import recompute_summary
+
+    draw = factories.BloodDrawFactory(patient=patient)
+    event = factories.CellEventFactory(upload=factories.ImagingUploadFactory(draw=draw))
+    recompute_summary(draw)
+    ids = {"patients/": patient.pk, "draws/": draw.pk, "events/": event.pk}
+
+    def concrete(fmt: str) -> str | None:
+        for seg, pk in ids.items():
+            fmt = fmt.replace(f"{seg}%(pk)s", f"{seg}{pk}")
+        return None if "%(" in fmt else fmt
+
+    exports = [u for u in map(concrete, _routes()) if u and not u.startswith("/admin/")
+               and any(w in u for w in ("export", "fhir", "deid", ".csv"))]
+    token = Token.objects.create(user=bob)
+    client.force_login(bob)
+    leaks = []
+    for url in exports:
+        resp = client.get(url, HTTP_AUTHORIZATION=f"Token {token.key}")
+        if resp.status_code == 200:
+            leaks.append(url)
+    assert not leaks, f"a reviewer (no export right) could export: {leaks}"
+
+    member = factories.UserFactory()
+    factories.MembershipFactory(team=team, user=member, role=Role.MEMBER)
+    client.force_login(member)
+    resp = client.post(f"/events/{event.pk}/review/", {"call": "ctc", "reason": "x"})
+    assert resp.status_code in (403, 404, 405)
+    event.refresh_from_db()
+    assert event.reviewed_call == ""

@@ -39,7 +39,7 @@ CHARLIE_MARKER = "CHARLIE-OWN-0009"
 
 #: Pages anyone may load (they show no patient data; the body is still checked for markers).
 PUBLIC = re.compile(r"^/(accounts/(login|logout|password_reset)|admin/login|admin/logout|api/auth/token|"
-                    r"api/schema|api/docs|api/redoc|static/|favicon)")
+                    r"api/schema|api/docs|api/redoc|static/|assets/|favicon)")
 WRITE_METHODS = ("post", "put", "patch", "delete")
 
 
