@@ -15,6 +15,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
+from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
@@ -59,6 +60,7 @@ from api.serializers import (
 )
 from patients import audit
 from patients.models import (
+    AuditEvent,
     BloodDraw,
     CancerType,
     CareTeam,
@@ -87,6 +89,17 @@ class ObtainTokenView(ObtainAuthToken):
 
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "token"
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = serializer.validated_data["user"]
+        token, _ = Token.objects.get_or_create(user=user)
+        # A token is a login: it goes into the access trail like a dashboard sign-in.
+        AuditEvent.objects.create(user=user, action=AuditEvent.Action.LOGIN, object_type="Token",
+                                  ip_address=audit.client_ip(request), path=request.get_full_path()[:300],
+                                  detail={"via": "api"})
+        return Response({"token": token.key})
 
 
 def _patient_stub(patient_id: int | None) -> Patient | None:

@@ -21,6 +21,9 @@ def test_token_for_username_and_password(api_client, alice):
     r = api_client.post("/api/auth/token/", {"username": "alice", "password": "pw-for-tests-only"})
     assert r.status_code == 200
     token = r.json()["token"]
+    from patients.models import AuditEvent
+
+    assert AuditEvent.objects.filter(user=alice, action="login", object_type="Token").count() == 1
     api_client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert api_client.get("/api/patients/").status_code == 200
 
