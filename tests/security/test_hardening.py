@@ -123,6 +123,8 @@ def test_production_pages_send_hsts_csp_secure_cookies_and_every_inline_script_h
     assert h["X-Frame-Options"] == "DENY" and h["X-Content-Type-Options"] == "nosniff"
     csrf = out["login"]["cookies"]["csrftoken"]
     assert csrf["secure"] and csrf["samesite"] == "Lax"
+    ok = [url for url, page in out["pages"].items() if page["status"] == 200]
+    assert "/" in ok and any(u.startswith("/patients/") for u in ok), {u: p["status"] for u, p in out["pages"].items()}
     problems = []
     for url, page in out["pages"].items():
         if page["status"] != 200:
