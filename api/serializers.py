@@ -244,11 +244,15 @@ class DrawSerializer(serializers.ModelSerializer):
     ctc_per_7_5ml = serializers.SerializerMethodField()
     events_analysed = serializers.SerializerMethodField()
     status = serializers.SerializerMethodField(help_text="Summary status (null before analysis)")
+    uploads_url = serializers.HyperlinkedIdentityField(view_name="api:draw-uploads")
+    events_url = serializers.HyperlinkedIdentityField(view_name="api:draw-events")
+    fhir_url = serializers.HyperlinkedIdentityField(view_name="api:draw-fhir")
 
     class Meta:
         model = BloodDraw
         fields = ["id", "url", "patient", "study_id", "drawn_at", "volume_ml", "timepoint", "assay", "summary",
-                  "ctc_count", "ctc_per_7_5ml", "events_analysed", "status", "created_at"]
+                  "ctc_count", "ctc_per_7_5ml", "events_analysed", "status", "uploads_url", "events_url", "fhir_url",
+                  "created_at"]
         read_only_fields = ["created_at"]
 
     def get_fields(self) -> dict:
@@ -332,6 +336,8 @@ class UploadCreateSerializer(serializers.Serializer):
 
 class CellEventSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:event-detail")
+    thumbnail_url = serializers.HyperlinkedIdentityField(view_name="api:event-thumbnail",
+                                                         help_text="PNG strip, one tile per channel")
     final_call = serializers.CharField(read_only=True, help_text="The reviewed call if any, else the model's")
     reviewed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
@@ -339,7 +345,7 @@ class CellEventSerializer(serializers.ModelSerializer):
         model = CellEvent
         fields = ["id", "url", "upload", "draw", "index", "source", "x", "y", "call", "ctc_probability", "category",
                   "category_probabilities", "reviewed_call", "final_call", "reviewed_by", "review_reason",
-                  "reviewed_at"]
+                  "reviewed_at", "thumbnail_url"]
         read_only_fields = fields
 
 

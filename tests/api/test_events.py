@@ -30,7 +30,7 @@ def test_draw_events_list_every_event_with_its_source(as_alice, draw, events):
         assert key in first
     assert [e["source"] for e in body["results"]] == ["event000.tif", "event001.tif", "event002.tif"]
     assert first["call"] == "ctc" and first["reviewed_call"] == ""
-    assert "thumbnail" not in first
+    assert "thumbnail" not in first and first["thumbnail_url"].endswith(f"/api/events/{first['id']}/thumbnail/")
 
 
 def test_draw_events_filters_and_large_pages(as_alice, draw, events, django_assert_max_num_queries):

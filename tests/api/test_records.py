@@ -80,6 +80,8 @@ def test_it_creates_a_draw_and_reads_it_back(as_alice, alice, patient):
     body = as_alice.get(f"/api/draws/{draw.pk}/").json()
     assert body["summary"] is None and body["ctc_count"] is None  # not analysed is not "0 CTCs"
     assert body["volume_ml"] == 7.5 and body["study_id"] == patient.study_id
+    for link, tail in [("uploads_url", "uploads/"), ("events_url", "events/"), ("fhir_url", "fhir/")]:
+        assert body[link].endswith(f"/api/draws/{draw.pk}/{tail}")
 
 
 def test_draw_validation_errors_are_clear(as_alice, patient):
