@@ -20,10 +20,9 @@ $(STAMP): requirements/lock.txt
 	$(BIN)/pip install --quiet -r requirements/lock.txt
 	touch $(STAMP)
 
-# Set up, seed the demo cohort (processed by the real worker), serve on :8000. Ctrl-C stops all.
+# Set up, serve on :8000 with a worker, seed the demo cohort (classified by that worker). Ctrl-C stops all.
 run: install
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py seed_demo
 	$(BIN)/python scripts/run_local.py
 
 # One more worker with the same settings as `make run` (scale out, or restart one by hand).

@@ -118,9 +118,12 @@ def ensure_demo_user(teams: list[CareTeam], trial: Trial):
     return user
 
 
-@transaction.atomic
 def seed(seed: int = 7, events_per_draw: int = 30, log=print) -> list[int]:  # noqa: ANN001
-    """Create the demo cohort (idempotent); returns the ids of the uploads it queued."""
+    """Create the demo cohort (idempotent); returns the ids of the uploads it queued.
+
+    One transaction per patient, so the worker starts on the first patient's imaging
+    while the rest is generated, and SQLite's single writer is never held for long.
+    """
     rng = np.random.default_rng(seed)
     teams = {
         "Breast oncology": CareTeam.objects.get_or_create(name="Breast oncology", defaults={"site": "Site A"})[0],
@@ -140,68 +143,77 @@ def seed(seed: int = 7, events_per_draw: int = 30, log=print) -> list[int]:  # n
     for k, spec in enumerate(PATIENTS):
         if Patient.objects.filter(study_id=spec.study_id).exists():
             continue
-        interval = 21 if spec.arm else 28
-        n = spec.n_draws
-        # Some patients are behind schedule: their last draw is older than interval + grace.
-        overdue = k % 4 == 1
-        last_draw = today - dt.timedelta(days=int(interval + 12 if overdue else rng.integers(2, 15)))
-        first_draw = last_draw - dt.timedelta(days=interval * (n - 1))
-        diagnosis = first_draw - dt.timedelta(days=int(rng.integers(20, 60)))
-        patient = Patient.objects.create(
-            study_id=spec.study_id,
-            mrn=f"MRN{100200 + k}",
-            cancer_type=CancerType.objects.get(code=spec.cancer),
-            stage=spec.stage,
-            diagnosis_date=diagnosis,
-            care_team=teams[spec.team],
-            trial=trial if spec.arm else None,
-            arm=arms[spec.arm] if spec.arm else None,
-            enrolled_on=first_draw - dt.timedelta(days=3) if spec.arm else None,
+        with transaction.atomic():
+            uploads += _seed_patient(k, spec, rng, teams, trial, arms, user, today, events_per_draw)
+        log(f"  {spec.study_id}: {spec.n_draws} draws ({spec.trajectory})")
+    return uploads
+
+
+def _seed_patient(k: int, spec: DemoPatient, rng: np.random.Generator, teams: dict, trial: Trial, arms: dict,
+                  user, today: dt.date, events_per_draw: int) -> list[int]:  # noqa: ANN001
+    """One patient's lines, events, draws and queued galleries."""
+    uploads: list[int] = []
+    interval = 21 if spec.arm else 28
+    n = spec.n_draws
+    # Some patients are behind schedule: their last draw is older than interval + grace.
+    overdue = k % 4 == 1
+    last_draw = today - dt.timedelta(days=int(interval + 12 if overdue else rng.integers(2, 15)))
+    first_draw = last_draw - dt.timedelta(days=interval * (n - 1))
+    diagnosis = first_draw - dt.timedelta(days=int(rng.integers(20, 60)))
+    patient = Patient.objects.create(
+        study_id=spec.study_id,
+        mrn=f"MRN{100200 + k}",
+        cancer_type=CancerType.objects.get(code=spec.cancer),
+        stage=spec.stage,
+        diagnosis_date=diagnosis,
+        care_team=teams[spec.team],
+        trial=trial if spec.arm else None,
+        arm=arms[spec.arm] if spec.arm else None,
+        enrolled_on=first_draw - dt.timedelta(days=3) if spec.arm else None,
+    )
+    # Treatment lines: switch when the trajectory says the disease progressed.
+    n_lines = 3 if spec.trajectory in ("persistent", "relapse") else 2
+    span = (last_draw - first_draw).days + 30
+    starts = [first_draw + dt.timedelta(days=1 + int(span * i / n_lines)) for i in range(n_lines)]
+    for i, start in enumerate(starts):
+        regimen, agents = REGIMENS[spec.cancer][i]
+        end = starts[i + 1] - dt.timedelta(days=1) if i + 1 < n_lines else None
+        TreatmentLine.objects.create(
+            patient=patient, line_number=i + 1, regimen=regimen, agents=agents,
+            intent=TreatmentLine.Intent.PALLIATIVE, start_date=start, end_date=end,
+            stop_reason=(TreatmentLine.StopReason.PROGRESSION if end else ""),
         )
-        # Treatment lines: switch when the trajectory says the disease progressed.
-        n_lines = 3 if spec.trajectory in ("persistent", "relapse") else 2
-        span = (last_draw - first_draw).days + 30
-        starts = [first_draw + dt.timedelta(days=1 + int(span * i / n_lines)) for i in range(n_lines)]
-        for i, start in enumerate(starts):
-            regimen, agents = REGIMENS[spec.cancer][i]
-            end = starts[i + 1] - dt.timedelta(days=1) if i + 1 < n_lines else None
-            TreatmentLine.objects.create(
-                patient=patient, line_number=i + 1, regimen=regimen, agents=agents,
-                intent=TreatmentLine.Intent.PALLIATIVE, start_date=start, end_date=end,
-                stop_reason=(TreatmentLine.StopReason.PROGRESSION if end else ""),
-            )
-            ClinicalEvent.objects.create(
-                patient=patient, date=start + dt.timedelta(days=60), kind=ClinicalEvent.Kind.IMAGING,
-                recist=("PR" if spec.trajectory in ("responder", "converter_late") and i == 0 else
-                        "PD" if end else "SD"),
-                note="CT chest/abdomen/pelvis",
-            )
-            if end:
-                ClinicalEvent.objects.create(patient=patient, date=end, kind=ClinicalEvent.Kind.PROGRESSION,
-                                             note=f"Progression on {regimen}")
-        if spec.cancer == "colorectal_metastatic" and spec.trajectory == "responder":
-            ClinicalEvent.objects.create(patient=patient, date=starts[1] - dt.timedelta(days=10),
-                                         kind=ClinicalEvent.Kind.SURGERY, note="Liver metastasectomy")
-        counts = TRAJECTORIES[spec.trajectory]
-        schedule = [(d, "baseline" if d == 0 else f"C{d + 1}D1", dt.time(9, 30)) for d in range(n)]
-        if k == 0:  # a repeat draw the same afternoon (clotted tube): the timeline must show both
-            schedule.insert(3, (2, "C3D1 repeat", dt.time(15, 0)))
-        for d, timepoint, at in schedule:
-            drawn_on = first_draw + dt.timedelta(days=interval * d)
-            drawn_at = timezone.make_aware(dt.datetime.combine(drawn_on, at))
-            volume = Decimal("7.5") if rng.random() < 0.8 else Decimal("7.0")
-            draw = BloodDraw.objects.create(
-                patient=patient, drawn_at=drawn_at, volume_ml=volume, timepoint=timepoint, created_by=user,
-            )
-            n_ctc = counts[min(d, len(counts) - 1)]
-            data = gallery_zip(rng, n_ctc, max(events_per_draw - n_ctc, min(8, events_per_draw)))
-            upload = create_upload(
-                draw,
-                UploadRequest(files=[SimpleUploadedFile(f"{spec.study_id}-{draw.timepoint}.zip", data,
-                                                        content_type="application/zip")],
-                              channels=CHANNELS, kind="events"),
-                user,
-            )
-            uploads.append(upload.pk)
-        log(f"  {spec.study_id}: {n} draws ({spec.trajectory})")
+        ClinicalEvent.objects.create(
+            patient=patient, date=start + dt.timedelta(days=60), kind=ClinicalEvent.Kind.IMAGING,
+            recist=("PR" if spec.trajectory in ("responder", "converter_late") and i == 0 else
+                    "PD" if end else "SD"),
+            note="CT chest/abdomen/pelvis",
+        )
+        if end:
+            ClinicalEvent.objects.create(patient=patient, date=end, kind=ClinicalEvent.Kind.PROGRESSION,
+                                         note=f"Progression on {regimen}")
+    if spec.cancer == "colorectal_metastatic" and spec.trajectory == "responder":
+        ClinicalEvent.objects.create(patient=patient, date=starts[1] - dt.timedelta(days=10),
+                                     kind=ClinicalEvent.Kind.SURGERY, note="Liver metastasectomy")
+    counts = TRAJECTORIES[spec.trajectory]
+    schedule = [(d, "baseline" if d == 0 else f"C{d + 1}D1", dt.time(9, 30)) for d in range(n)]
+    if k == 0:  # a repeat draw the same afternoon (clotted tube): the timeline must show both
+        schedule.insert(3, (2, "C3D1 repeat", dt.time(15, 0)))
+    for d, timepoint, at in schedule:
+        drawn_on = first_draw + dt.timedelta(days=interval * d)
+        drawn_at = timezone.make_aware(dt.datetime.combine(drawn_on, at))
+        volume = Decimal("7.5") if rng.random() < 0.8 else Decimal("7.0")
+        draw = BloodDraw.objects.create(
+            patient=patient, drawn_at=drawn_at, volume_ml=volume, timepoint=timepoint, created_by=user,
+        )
+        n_ctc = counts[min(d, len(counts) - 1)]
+        data = gallery_zip(rng, n_ctc, max(events_per_draw - n_ctc, min(8, events_per_draw)))
+        upload = create_upload(
+            draw,
+            UploadRequest(files=[SimpleUploadedFile(f"{spec.study_id}-{draw.timepoint}.zip", data,
+                                                    content_type="application/zip")],
+                          channels=CHANNELS, kind="events"),
+            user,
+        )
+        uploads.append(upload.pk)
     return uploads
