@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -224,16 +225,13 @@ class ClassifierVersionViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def promote(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         version = self.get_object()
-        if version.retired:
-            raise serializers.ValidationError({"retired": ["A retired version cannot be promoted."]})
-        from django.db import transaction
-
+        # Same rule as the dashboard's model page: one active version; promoting un-retires.
         with transaction.atomic():
             for other in ClassifierVersion.objects.filter(is_active=True).exclude(pk=version.pk):
                 other.is_active = False
-                other.save(update_fields=["is_active"])
-            version.is_active = True
-            version.save(update_fields=["is_active"])
+                other.save(update_fields=["is_active"])  # one by one: the history records each
+            version.is_active, version.retired = True, False
+            version.save(update_fields=["is_active", "retired"])
         return Response(self.get_serializer(version).data)
 
     @action(detail=True, methods=["post"])
