@@ -7,7 +7,8 @@
   (``"date-shift:" + study_id``) into [-MAX_SHIFT_DAYS, +MAX_SHIFT_DAYS]: intervals between a
   patient's diagnosis, treatment lines, events and draws are exact; calendar dates are not.
   Draw times are exported as shifted dates only.
-- Free-text notes are left out (they can name people).
+- Free-text notes are left out (they can name people); dates typed into short labels
+  (timepoint, regimen) are replaced by ``[date]``.
 
 Rotating SECRET_KEY changes every pseudonym and shift: keep it stable between exports
 of one study.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,6 +28,14 @@ from django.conf import settings
 from patients.models import BloodDraw, DrawSummary, Patient
 
 MAX_SHIFT_DAYS = 180
+
+#: Calendar dates typed into short labels ("C3D1 2025-03-04", "seen 4/3/25") would undo the shift.
+_DATE_IN_TEXT = re.compile(r"\b(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})\b")
+
+
+def scrub(text: str) -> str:
+    """A short free-text label without calendar dates in it."""
+    return _DATE_IN_TEXT.sub("[date]", text or "")
 
 
 def _digest(purpose: str, study_id: str) -> bytes:
@@ -72,7 +82,7 @@ def patient_record(patient: Patient) -> dict[str, Any]:
         draws.append({
             "draw_seq": i,
             "drawn_on": _shift(d.drawn_at, days),
-            "timepoint": d.timepoint,
+            "timepoint": scrub(d.timepoint),
             "volume_ml": float(d.volume_ml),
             "events_analysed": s.events_analysed if s else None,
             "ctc_count": s.ctc_count if s else None,
@@ -92,7 +102,7 @@ def patient_record(patient: Patient) -> dict[str, Any]:
         "diagnosis_date": _shift(patient.diagnosis_date, days),
         "enrolled_on": _shift(patient.enrolled_on, days),
         "treatment_lines": [
-            {"line_number": t.line_number, "regimen": t.regimen, "agents": t.agents, "intent": t.intent,
+            {"line_number": t.line_number, "regimen": scrub(t.regimen), "agents": scrub(t.agents), "intent": t.intent,
              "start_date": _shift(t.start_date, days), "end_date": _shift(t.end_date, days),
              "stop_reason": t.stop_reason}
             for t in patient.treatment_lines.all()

@@ -57,6 +57,12 @@ def test_json_export_has_no_identifiers_and_keeps_intervals(as_alice, cohort):
     assert (d1["ctc_count"], d1["unfavorable"], d2["ctc_count"]) == (6, True, 1)
 
 
+def test_dates_typed_into_labels_are_removed():
+    assert deid.scrub("C3D1 2025-03-04") == "C3D1 [date]"
+    assert deid.scrub("seen 4/3/25, C2D1") == "seen [date], C2D1"
+    assert deid.scrub("baseline") == "baseline"
+
+
 def test_pseudonyms_and_shifts_are_stable_and_secret(settings):
     a = (deid.pseudonym("BR-0042"), deid.shift_days("BR-0042"))
     assert a == (deid.pseudonym("BR-0042"), deid.shift_days("BR-0042"))
