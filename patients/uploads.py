@@ -135,8 +135,8 @@ def create_upload(draw: BloodDraw, req: UploadRequest, user=None) -> ImagingUplo
                     position=position,
                 )
                 row.file.save(_safe_name(f.name, used), f, save=False)
+                stored.append(row)  # before row.save(): if that fails, the file on disk must still go
                 row.save()
-                stored.append(row)
             _header_check([Path(r.file.path) for r in stored], [r.original_name for r in stored], channels)
         except BaseException:
             # The rows roll back with the transaction; the files on disk must go too.
