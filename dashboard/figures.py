@@ -1,6 +1,9 @@
-"""Plotly figure builders: plain data in, a ``plotly.graph_objects.Figure`` out.
+"""Plotly figure builders: plain data in, a Plotly figure (``{"data", "layout"}``) out.
 
-Views turn a figure into JSON with :func:`to_json` and the page draws it with
+The figures are built as plain dicts in Plotly's JSON schema rather than with
+``plotly.graph_objects``: the object layer validates every element of every list,
+which for a cohort of 1,000 patients cost more than the database. Views pass
+:func:`to_json` of a figure to ``json_script`` and the page draws it with
 ``Plotly.newPlot`` (``static/dashboard/app.js``). The builders know nothing about
 requests; points that open a page carry its URL in ``customdata``.
 """
@@ -14,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import plotly.graph_objects as go
 
 # A calm palette with enough contrast on white (WCAG AA for the text colours).
 INK = "#1d2733"
@@ -47,9 +49,39 @@ def base_layout(height: int, **extra) -> dict:
     return layout
 
 
-def to_json(fig: go.Figure) -> dict:
-    """A plain dict ({data, layout}) ready for ``json_script``."""
-    return json.loads(fig.to_json())
+class Figure:
+    """The little of ``plotly.graph_objects.Figure`` the builders use: traces, a layout, a dict."""
+
+    def __init__(self, *traces: dict) -> None:
+        self.data: list[dict] = list(traces)
+        self.layout: dict = {}
+
+    def add_trace(self, trace: dict) -> None:
+        self.data.append(trace)
+
+    def update_layout(self, **layout) -> None:
+        self.layout.update(layout)
+
+    def to_dict(self) -> dict:
+        return {"data": self.data, "layout": self.layout}
+
+
+def trace(kind: str, **props) -> dict:
+    """One trace of type ``kind`` (scatter, bar, heatmap) with Plotly's attribute names."""
+    return {"type": kind, **props}
+
+
+def to_json(fig: Figure) -> dict:
+    """A plain, JSON-safe dict ({data, layout}) ready for ``json_script``."""
+    return json.loads(json.dumps(fig.to_dict(), default=_default))
+
+
+def _default(value):  # noqa: ANN001, ANN202
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 # --- Patient timeline ---------------------------------------------------------------------
@@ -112,7 +144,7 @@ def timeline_figure(
     day0: dt.date | None,
     relative: bool,
     today: dt.date | None = None,
-) -> go.Figure:
+) -> Figure:
     """CTC/7.5 mL per draw over treatment-line bands, with the cut-off and clinical events.
 
     ``relative`` plots days since ``day0`` (falls back to calendar dates without one).
@@ -137,7 +169,7 @@ def timeline_figure(
     ymax = max([cutoff * 1.6, 4.0] + [d.per_7_5ml * 1.15 for d, _ in analysed])
     event_y = ymax * 0.97
 
-    fig = go.Figure()
+    fig = Figure()
     shapes, annotations = [], []
     for i, ln in enumerate(lines):
         end = ln.end or max(today, hi)
@@ -165,7 +197,7 @@ def timeline_figure(
         "<br><b>%{y:.1f} per 7.5 mL</b> (%{customdata[4]})<extra></extra>"
     )
     if analysed:
-        fig.add_trace(go.Scatter(
+        fig.add_trace(trace("scatter",
             name="CTC per 7.5 mL", x=[x_of(d.drawn_at, o) for d, o in analysed], y=[d.per_7_5ml for d, _ in analysed],
             mode="lines+markers", text=[d.timepoint for d, _ in analysed],
             customdata=[[d.url, f"{d.drawn_at:%d %b %Y}", d.ctc_count, f"{d.volume_ml:g}", d.status]
@@ -179,7 +211,7 @@ def timeline_figure(
             },
             hovertemplate=hover,
         ))
-        fig.add_trace(go.Scatter(
+        fig.add_trace(trace("scatter",
             name="Malignant fraction (%)", x=[x_of(d.drawn_at, o) for d, o in analysed],
             y=[round((d.malignant_fraction or 0) * 100, 2) for d, _ in analysed], yaxis="y2",
             mode="lines+markers", line={"color": PURPLE, "width": 1.5, "dash": "dot"},
@@ -188,7 +220,7 @@ def timeline_figure(
             hovertemplate="<b>%{text}</b><br>Malignant fraction %{y:.1f}%<extra></extra>",
         ))
     if pending:
-        fig.add_trace(go.Scatter(
+        fig.add_trace(trace("scatter",
             name="Draw not analysed yet", x=[x_of(d.drawn_at, o) for d, o in pending], y=[0] * len(pending),
             mode="markers", marker={"size": 11, "symbol": "circle-open-dot", "color": GREY, "line": {"width": 2}},
             text=[d.timepoint for d, _ in pending],
@@ -196,7 +228,7 @@ def timeline_figure(
             hovertemplate="<b>%{text}</b><br>%{customdata[1]}<br>not analysed yet<extra></extra>",
         ))
     if events:
-        fig.add_trace(go.Scatter(
+        fig.add_trace(trace("scatter",
             name="Clinical events", x=[x_of(e.date) for e in events], y=[event_y] * len(events),
             mode="markers+text", text=[e.recist or e.kind_label.split()[0] for e in events],
             textposition="bottom center",
@@ -237,13 +269,13 @@ def pca_2d(embeddings: np.ndarray) -> np.ndarray:
     return coords
 
 
-def embedding_figure(points: Sequence[tuple[int, str, str, float, list[float]]]) -> go.Figure:
+def embedding_figure(points: Sequence[tuple[int, str, str, float, list[float]]]) -> Figure:
     """PCA map of the events' embeddings coloured by final call.
 
     ``points``: ``(event id, final call, source, ctc probability, embedding)``.
     """
     usable = [p for p in points if p[4]]
-    fig = go.Figure()
+    fig = Figure()
     if usable:
         width = min(len(p[4]) for p in usable)
         coords = pca_2d(np.array([p[4][:width] for p in usable]))
@@ -251,7 +283,7 @@ def embedding_figure(points: Sequence[tuple[int, str, str, float, list[float]]])
             idx = [i for i, p in enumerate(usable) if p[1] == call]
             if not idx:
                 continue
-            fig.add_trace(go.Scatter(
+            fig.add_trace(trace("scatter",
                 name=name, x=coords[idx, 0].round(3).tolist(), y=coords[idx, 1].round(3).tolist(), mode="markers",
                 marker={"size": 7, "color": colour, "opacity": 0.75, "line": {"width": 0.5, "color": "#ffffff"}},
                 customdata=[[usable[i][0], usable[i][2], round(usable[i][3], 3)] for i in idx],
@@ -272,14 +304,14 @@ def _arm_colours(labels: Sequence[str]) -> dict[str, str]:
     return {label: ARM_COLOURS[i % len(ARM_COLOURS)] for i, label in enumerate(sorted(set(labels)))}
 
 
-def waterfall_figure(bars: Sequence[tuple[str, str, float, str]], cap: float) -> go.Figure:
+def waterfall_figure(bars: Sequence[tuple[str, str, float, str]], cap: float) -> Figure:
     """Change of CTC/7.5 mL from baseline per patient, largest rise first, coloured by arm."""
-    fig = go.Figure()
+    fig = Figure()
     colours = _arm_colours([b[1] for b in bars])
     order = [b[0] for b in bars]
     for arm, colour in colours.items():
         mine = [b for b in bars if b[1] == arm]
-        fig.add_trace(go.Bar(
+        fig.add_trace(trace("bar",
             name=arm, x=[b[0] for b in mine], y=[b[2] for b in mine], marker={"color": colour},
             customdata=[[b[3].replace("_", " ")] for b in mine],
             hovertemplate="<b>%{x}</b><br>%{y:+.0f}% from baseline<br>%{customdata[0]}<extra>" + arm + "</extra>",
@@ -296,16 +328,16 @@ def waterfall_figure(bars: Sequence[tuple[str, str, float, str]], cap: float) ->
     return fig
 
 
-def conversion_figure(by_arm: dict[str, dict[str, int]], labels: dict[str, str]) -> go.Figure:
+def conversion_figure(by_arm: dict[str, dict[str, int]], labels: dict[str, str]) -> Figure:
     """Stacked share of patients per conversion class, one bar per arm."""
     colours = {"to_favorable": GREEN, "persistent_favorable": "#9cc9b3", "to_unfavorable": "#d9822b",
                "persistent_unfavorable": RED}
     arms = sorted(by_arm)
-    fig = go.Figure()
+    fig = Figure()
     for key, label in labels.items():
         counts = [by_arm[a].get(key, 0) for a in arms]
         totals = [max(1, sum(by_arm[a].values())) for a in arms]
-        fig.add_trace(go.Bar(
+        fig.add_trace(trace("bar",
             name=label, y=arms, x=[round(c / t * 100, 1) for c, t in zip(counts, totals, strict=True)], orientation="h",
             marker={"color": colours.get(key, GREY)}, customdata=counts,
             hovertemplate="%{y}: %{x:.0f}% (%{customdata} patients)<extra>" + label + "</extra>",
@@ -328,10 +360,10 @@ class SwimmerLane:
     draws: Sequence[tuple[dt.date, str, float | None, str | None]]  # date, timepoint, value, status
 
 
-def swimmer_figure(lanes: Sequence[SwimmerLane], today: dt.date | None = None) -> go.Figure:
+def swimmer_figure(lanes: Sequence[SwimmerLane], today: dt.date | None = None) -> Figure:
     """One lane per patient: treatment lines as bars from the patient's start, draws as markers."""
     today = today or dt.date.today()
-    fig = go.Figure()
+    fig = Figure()
     by_line: dict[int, list] = defaultdict(list)
     for lane in lanes:
         for number, regimen, start, end, reason in lane.lines:
@@ -340,7 +372,7 @@ def swimmer_figure(lanes: Sequence[SwimmerLane], today: dt.date | None = None) -
             by_line[number].append((lane.study_id, s, max(1, e - s), regimen, reason, end is None))
     for number in sorted(by_line):
         rows = by_line[number]
-        fig.add_trace(go.Bar(
+        fig.add_trace(trace("bar",
             name=f"Line {number}", orientation="h", y=[r[0] for r in rows], base=[r[1] for r in rows],
             x=[r[2] for r in rows], marker={"color": LINE_SOLID[(number - 1) % len(LINE_SOLID)], "line": {"width": 0}},
             customdata=[[r[3], r[4].replace("_", " ") or ("ongoing" if r[5] else "—")] for r in rows],
@@ -352,7 +384,7 @@ def swimmer_figure(lanes: Sequence[SwimmerLane], today: dt.date | None = None) -
         pts = [(lane, d) for lane in lanes for d in lane.draws if d[3] == status]
         if not pts:
             continue
-        fig.add_trace(go.Scatter(
+        fig.add_trace(trace("scatter",
             name=name, mode="markers", y=[lane.study_id for lane, _ in pts],
             x=[(d[0] - lane.start).days for lane, d in pts],
             marker={"size": 9, "color": colour, "symbol": "circle" if status else "circle-open",
@@ -374,9 +406,9 @@ def swimmer_figure(lanes: Sequence[SwimmerLane], today: dt.date | None = None) -
 # --- Model page -----------------------------------------------------------------------------
 
 
-def confusion_figure(matrix: Sequence[Sequence[float]], labels: Sequence[str]) -> go.Figure:
+def confusion_figure(matrix: Sequence[Sequence[float]], labels: Sequence[str]) -> Figure:
     z = np.asarray(matrix, dtype=float)
-    fig = go.Figure(go.Heatmap(
+    fig = Figure(trace("heatmap",
         z=z.tolist(), x=list(labels), y=list(labels), colorscale=[[0, "#f4f7fa"], [1, BLUE]], showscale=False,
         text=[[f"{v:g}" for v in row] for row in z], texttemplate="%{text}", textfont={"size": 14},
         hovertemplate="true %{y} · predicted %{x}: %{z}<extra></extra>",
@@ -388,12 +420,12 @@ def confusion_figure(matrix: Sequence[Sequence[float]], labels: Sequence[str]) -
     return fig
 
 
-def roc_figure(fpr: Sequence[float], tpr: Sequence[float], auc: float | None) -> go.Figure:
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"color": GREY, "dash": "dot"}, name="Chance",
+def roc_figure(fpr: Sequence[float], tpr: Sequence[float], auc: float | None) -> Figure:
+    fig = Figure()
+    fig.add_trace(trace("scatter", x=[0, 1], y=[0, 1], mode="lines", line={"color": GREY, "dash": "dot"}, name="Chance",
                              hoverinfo="skip"))
     label = f"ROC (AUC {auc:.3f})" if auc is not None else "ROC"
-    fig.add_trace(go.Scatter(x=list(fpr), y=list(tpr), mode="lines", line={"color": BLUE, "width": 2}, name=label,
+    fig.add_trace(trace("scatter", x=list(fpr), y=list(tpr), mode="lines", line={"color": BLUE, "width": 2}, name=label,
                              hovertemplate="FPR %{x:.3f} · TPR %{y:.3f}<extra></extra>"))
     fig.update_layout(**base_layout(
         280, xaxis={"title": {"text": "False positive rate"}, "range": [0, 1], "gridcolor": "#eef1f4"},

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from django import forms
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from patients.models import BloodDraw, CancerType, CareTeam, ImagingUpload, Trial, TrialArm
+from patients.models import BloodDraw, CancerType, CareTeam, ImagingUpload, Patient, Trial, TrialArm
 
 
 class PatientFilterForm(forms.Form):
@@ -21,10 +22,13 @@ class PatientFilterForm(forms.Form):
 
     def __init__(self, *args, patients=None, **kwargs) -> None:  # noqa: ANN001 - visible patient queryset
         super().__init__(*args, **kwargs)
-        ids = patients.order_by().values("pk") if patients is not None else []
-        self.fields["trial"].queryset = Trial.objects.filter(patients__in=ids).distinct()
-        self.fields["arm"].queryset = TrialArm.objects.filter(patients__in=ids).select_related("trial").distinct()
-        self.fields["team"].queryset = CareTeam.objects.filter(patients__in=ids).distinct()
+        # Options that occur among the visible patients: one EXISTS probe per option (few rows),
+        # not a join over every visible patient.
+        seen = patients.order_by() if patients is not None else Patient.objects.none()
+        self.fields["trial"].queryset = Trial.objects.filter(Exists(seen.filter(trial=OuterRef("pk"))))
+        self.fields["arm"].queryset = TrialArm.objects.filter(Exists(seen.filter(arm=OuterRef("pk")))).select_related(
+            "trial")
+        self.fields["team"].queryset = CareTeam.objects.filter(Exists(seen.filter(care_team=OuterRef("pk"))))
 
     def apply(self, qs):  # noqa: ANN001, ANN201 - Patient queryset in, filtered queryset out
         if not self.is_valid():
@@ -50,9 +54,9 @@ class CohortFilterForm(PatientFilterForm):
 
     def __init__(self, *args, patients=None, **kwargs) -> None:  # noqa: ANN001
         super().__init__(*args, patients=patients, **kwargs)
+        teams = self.fields["team"].queryset
         del self.fields["q"], self.fields["overdue"], self.fields["team"]
-        sites = CareTeam.objects.filter(patients__in=patients.order_by().values("pk")).exclude(site="")
-        names = sites.values_list("site", flat=True).distinct().order_by("site")
+        names = teams.exclude(site="").values_list("site", flat=True).distinct().order_by("site")
         self.fields["site"].choices = [("", "All sites")] + [(s, s) for s in names]
 
     def apply(self, qs):  # noqa: ANN001, ANN201

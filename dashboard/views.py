@@ -258,6 +258,22 @@ def patient_export(request: HttpRequest, pk: int) -> HttpResponse:
 
 # --- Draw page ------------------------------------------------------------------------------
 
+
+def _decorate_cells(cells: list[CellEvent]) -> None:
+    """Precompute what a cell card shows (template filters such as floatformat are slow per cell)."""
+    for c in cells:
+        c.channels = ",".join(c.upload.result_channels or c.upload.channels)
+        expl = c.explanation or {}
+        c.prob_text = f"{c.ctc_probability:.2f}"
+        c.branches = [(name, f"{float(w) * 100:.0f}%", f"{float(w):.3f}")
+                      for name, w in (expl.get("branch_contributions") or {}).items()]
+        c.branch_title = ", ".join(f"{name} {pct}" for name, pct, _ in c.branches)
+        c.attrs = [
+            {"name": a.get("name", ""), "value": f"{float(a.get('value', 0)):.2f}",
+             "toward": a.get("direction") == "toward_ctc" or float(a.get("effect", 0)) > 0}
+            for a in (expl.get("top_attributes") or [])[:3] if isinstance(a, dict)
+        ]
+
 SORTS = {
     "uncertainty": ("margin", "pk"),
     "probability": ("-ctc_probability", "pk"),
@@ -292,8 +308,7 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
     shown = shown.select_related("upload", "reviewed_by").order_by(*SORTS.get(sort, SORTS["uncertainty"]))
     page = Paginator(shown, CELLS_PER_PAGE).get_page(request.GET.get("page"))
     cells = list(page.object_list)
-    for c in cells:
-        c.channels = ",".join(c.upload.result_channels or c.upload.channels)
+    _decorate_cells(cells)
     categories = sorted(events.order_by().values_list("category", flat=True).distinct())
     points = [
         (pk_, reviewed_call or model_call, source, prob, (expl or {}).get("embedding") or [])
@@ -370,41 +385,49 @@ def upload_status(request: HttpRequest, pk: int) -> JsonResponse:
 # --- Review ---------------------------------------------------------------------------------
 
 
-def _agreement(events) -> dict:  # noqa: ANN001 - CellEvent queryset
-    agg = events.exclude(reviewed_call="").aggregate(
-        reviewed=Count("pk"), agree=Count("pk", filter=Q(reviewed_call=F("call"))))
-    n = agg["reviewed"]
-    return {"reviewed": n, "agree": agg["agree"], "rate": agg["agree"] / n if n else None}
+class _CountedPaginator(Paginator):
+    """A paginator told its count: ``COUNT(*)`` over millions of pending cells is the slow part."""
+
+    def __init__(self, object_list, per_page: int, count: int) -> None:  # noqa: ANN001
+        super().__init__(object_list, per_page)
+        self.__dict__["count"] = count  # fills the cached_property
 
 
 @login_required
 def review_queue(request: HttpRequest) -> HttpResponse:
-    visible = CellEvent.objects.for_user(request.user).filter(upload__status=UploadStatus.DONE)
+    # Scoped through the visible draws: the planner then walks the pending-margin index in
+    # order and stops after one page, instead of collecting every visible cell first.
+    draws = BloodDraw.objects.for_user(request.user)
     draw_id = request.GET.get("draw", "")
     draw = None
     if draw_id.isdigit():
-        draw = get_object_or_404(BloodDraw.objects.for_user(request.user).select_related("patient"), pk=draw_id)
-        visible = visible.filter(draw=draw)
+        draw = get_object_or_404(draws.select_related("patient"), pk=draw_id)
+        draws = BloodDraw.objects.filter(pk=draw.pk)
+    visible = CellEvent.objects.filter(draw__in=draws.values("pk"), upload__status=UploadStatus.DONE)
     pending = visible.filter(reviewed_call="")
-    page = Paginator(
-        pending.select_related("upload", "draw__patient").order_by("margin", "pk"), REVIEW_PER_PAGE
+    # The pending total from the draw summaries (kept by recompute_summary), not a count of cells.
+    total = DrawSummary.objects.filter(draw__in=draws.values("pk")).aggregate(
+        n=Sum(F("events_analysed") - F("reviewed_events")))["n"] or 0
+    page = _CountedPaginator(
+        pending.select_related("upload", "draw__patient").order_by("margin", "pk"), REVIEW_PER_PAGE, total
     ).get_page(request.GET.get("page"))
     cells = list(page.object_list)
-    for c in cells:
-        c.channels = ",".join(c.upload.result_channels or c.upload.channels)
+    _decorate_cells(cells)
+    reviewed = visible.exclude(reviewed_call="")
+    # One row per reviewer (a short list): the overall agreement is their sum.
     by_reviewer = list(
-        visible.exclude(reviewed_call="").values("reviewed_by__username")
-        .annotate(n=Count("pk"), agree=Count("pk", filter=Q(reviewed_call=F("call")))).order_by("-n")[:10]
+        reviewed.values("reviewed_by__username")
+        .annotate(n=Count("pk"), agree=Count("pk", filter=Q(reviewed_call=F("call")))).order_by("-n")
     )
     for r in by_reviewer:
         r["rate"] = r["agree"] / r["n"] if r["n"] else None
-    recent = list(visible.exclude(reviewed_call="").select_related("reviewed_by", "draw__patient")
-                  .order_by("-reviewed_at")[:10])
+    n_reviewed, n_agree = sum(r["n"] for r in by_reviewer), sum(r["agree"] for r in by_reviewer)
+    agreement = {"reviewed": n_reviewed, "agree": n_agree, "rate": n_agree / n_reviewed if n_reviewed else None}
+    recent = list(reviewed.select_related("reviewed_by", "draw__patient").order_by("-reviewed_at")[:10])
     record(request, "view", draw, object_type="ReviewQueue", patient=draw.patient if draw else None)
     return render(request, "dashboard/review_queue.html", base_context(
-        request, nav="review", page=page, cells=cells, draw=draw, agreement=_agreement(visible),
-        by_reviewer=by_reviewer,
-        recent=recent, pending_total=page.paginator.count))
+        request, nav="review", page=page, cells=cells, draw=draw, agreement=agreement,
+        by_reviewer=by_reviewer[:10], recent=recent, pending_total=total))
 
 
 @login_required

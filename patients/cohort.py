@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db.models import QuerySet
-from django.utils import timezone
+from django.db.models.functions import TruncDate
 
 from patients.models import BloodDraw, TreatmentLine
 from patients.schedule import FAVORABLE, UNFAVORABLE, ctc_status
@@ -130,15 +130,17 @@ def patient_courses(patients: QuerySet, with_lines: bool = False) -> list[Patien
     draws = (
         BloodDraw.objects.filter(patient__in=patients.order_by().values("pk"))
         .order_by("patient_id", "drawn_at", "pk")
-        .values_list("patient_id", "pk", "drawn_at", "timepoint", "summary__ctc_count", "summary__ctc_per_7_5ml",
+        # The local calendar day computed by the database (TruncDate uses the current time zone).
+        .annotate(day=TruncDate("drawn_at"))
+        .values_list("patient_id", "pk", "day", "timepoint", "summary__ctc_count", "summary__ctc_per_7_5ml",
                      "summary__status")
     )
-    for patient_id, pk, drawn_at, timepoint, count, value, sstatus in draws:
+    for patient_id, pk, day, timepoint, count, value, sstatus in draws:
         course = courses.get(patient_id)
         if course is None:
             continue
-        course.draws.append(DrawPoint(pk, timezone.localtime(drawn_at).date(), timepoint, count, value,
-                                      ctc_status(value, course.cutoff), sstatus or ""))
+        course.draws.append(DrawPoint(pk, day, timepoint, count, value, ctc_status(value, course.cutoff),
+                                      sstatus or ""))
     if with_lines:
         lines = (
             TreatmentLine.objects.filter(patient__in=patients.order_by().values("pk"))
