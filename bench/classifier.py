@@ -36,6 +36,8 @@ The last line of stdout is one JSON object:
 - ``features``: ``{"batch", "ms_per_batch", "us_per_event", "events_per_s"}`` for
   ``classifier.features.compute`` (CPU, numpy) -- needed before the model can run;
 - ``model_plus_features_events_per_s``: 1 / (1/model + 1/features) at the largest batch;
+- ``model_1_thread_events_per_s``: ``{"median", "best"}`` of the model on one thread at the largest
+  batch (CPU with more than one thread; else null) -- the figure for one worker process per core;
 - ``targets``: ``{"events_per_s": 2000 (CPU) or 50000 (CUDA), "ratio_vs_resnet18": 5}``;
   ``meets_target``: ``{"events_per_s": bool, "ratio": bool}`` judged on the median at the
   largest batch;
@@ -391,6 +393,20 @@ def main(argv: list[str] | None = None) -> dict:
     m_eps = results["model"]["events_per_s"][str(big)]
     combined = 1.0 / (1.0 / m_eps + 1.0 / feat["events_per_s"])
 
+    # CPU: the same model on one thread (a worker process per core is the other way to use the cores;
+    # on a busy machine two OpenMP threads can lose to one).
+    one_thread = None
+    if not cuda and torch.get_num_threads() > 1:
+        torch.set_num_threads(1)
+        r = runners[0]
+        r.block(big, min_s / 4)
+        one = []
+        for _ in range(rounds):
+            one.append(r.block(big, min_s))
+        one_thread = {"median": round(median(one), 1), "best": round(max(one), 1)}
+        torch.set_num_threads(max(1, args.threads))
+        log(f"model on 1 thread at batch {big}: {one_thread['median']:,.0f} ev/s (best {one_thread['best']:,.0f})")
+
     target = CUDA_TARGET if cuda else CPU_TARGET
     info = machine()
     if cuda:
@@ -413,6 +429,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model_with_explanations_events_per_s": round(explain_eps, 1),
         "features": feat,
         "model_plus_features_events_per_s": round(combined, 1),
+        "model_1_thread_events_per_s": one_thread,
         "targets": {"events_per_s": target, "ratio_vs_resnet18": RATIO_TARGET},
         "meets_target": {"events_per_s": m_eps >= target, "ratio": ratio[str(big)] >= RATIO_TARGET},
         "accuracy": metrics,

@@ -18,7 +18,9 @@ not depend on weight values.
 
 The last line of stdout is one JSON object:
 
-- ``benchmark``: ``"pipeline"``; ``quick``; ``database``; ``weights``; ``worker_start_s``;
+- ``benchmark``: ``"pipeline"``; ``quick``; ``database``; ``weights``; ``worker_threads`` (torch
+  threads per worker process, ``CLASSIFIER_THREADS``: ``--worker-threads``, else the settings' default
+  1; 0 means torch's default, one per core); ``worker_start_s``;
   ``warmup_s``; ``repeats``;
 - ``gallery`` and ``field``: each ``{"files", "input_mb", "events", "upload_s" (create_upload:
   validation + storage), "seconds" (end to end, median), "runs" (each run's seconds),
@@ -129,12 +131,14 @@ def bench_weights() -> tuple[str, str]:
 
 
 class Worker:
-    def __init__(self, db: str, queue: str, media: Path, weights: str) -> None:
+    def __init__(self, db: str, queue: str, media: Path, weights: str, threads: int | None = None) -> None:
         self.log = Path(tempfile.mkstemp(prefix="ctc-bench-worker-", suffix=".log")[1])
         self.env = dict(os.environ)
         self.env.update(DATABASE_URL=database_url(db), REDIS_URL=REDIS_URL, CELERY_QUEUE=queue,
                         MEDIA_ROOT=str(media), CLASSIFIER_DEVICE="cpu", DJANGO_SETTINGS_MODULE="config.settings",
                         PYTHONUNBUFFERED="1", CLASSIFIER_WEIGHTS=weights, DEBUG="0")
+        if threads is not None:  # torch threads per worker process (config/celery_app.py)
+            self.env["CLASSIFIER_THREADS"] = str(threads)
         self.queue = queue
         self.proc: subprocess.Popen | None = None
 
@@ -221,6 +225,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=1, help="uploads of each input; the median is reported")
     ap.add_argument("--database", help="PostgreSQL database (default ctc_bench; quick ctc_bench_quick)")
     ap.add_argument("--only", choices=["gallery", "field"], help="run one of the two")
+    ap.add_argument("--worker-threads", type=int,
+                    help="CLASSIFIER_THREADS for the worker (torch threads; default: the settings', 1; 0 = cores)")
     args = ap.parse_args(argv)
     quick = args.quick
     n_events = args.events or (16 if quick else 1000)
@@ -256,8 +262,10 @@ def main(argv: list[str] | None = None) -> dict:
         study_id="BENCH-PIPE", defaults={"care_team": team, "cancer_type": CancerType.objects.first()})
     from django.utils import timezone
 
-    worker = Worker(db, queue, media, weights)
-    out: dict = {"benchmark": "pipeline", "quick": quick, "database": db, "weights": weights_label}
+    worker = Worker(db, queue, media, weights, args.worker_threads)
+    out: dict = {"benchmark": "pipeline", "quick": quick, "database": db, "weights": weights_label,
+                 "worker_threads": args.worker_threads if args.worker_threads is not None
+                 else settings.CLASSIFIER_THREADS}
     try:
         log("starting worker ...")
         out["worker_start_s"] = round(worker.start(), 2)

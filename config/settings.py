@@ -191,6 +191,8 @@ UPLOAD_STALE_AFTER = timedelta(seconds=env.int("UPLOAD_STALE_AFTER_S", default=3
 #: "cpu" forces the CPU even when CUDA is available; empty = CUDA when present.
 CLASSIFIER_DEVICE = env("CLASSIFIER_DEVICE", default="")
 CLASSIFIER_WEIGHTS = env("CLASSIFIER_WEIGHTS", default="")  # empty = shipped weights
+#: torch threads in each worker process (0 = torch's default, one per core); see config/celery_app.py.
+CLASSIFIER_THREADS = env.int("CLASSIFIER_THREADS", default=1)
 
 # --- Clinical defaults -------------------------------------------------------
 #: Interval between draws for patients outside a trial; a draw is overdue after it plus grace.
