@@ -109,11 +109,11 @@ def _patient_stub(patient_id: int | None) -> Patient | None:
 
 
 def patient_id_of(obj: Any) -> int | None:
+    """The patient a record belongs to (its own id, ``patient_id``, or its draw's)."""
     if isinstance(obj, Patient):
         return obj.pk
-    for attr in ("patient_id",):
-        if getattr(obj, attr, None):
-            return getattr(obj, attr)
+    if getattr(obj, "patient_id", None):
+        return obj.patient_id
     draw = getattr(obj, "draw", None)
     return draw.patient_id if draw is not None else None
 
@@ -428,7 +428,12 @@ class UploadViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
     ordering_fields = ["created_at", "finished_at"]
 
     def get_queryset(self):  # noqa: ANN201
-        return ImagingUpload.objects.for_user(self.request.user).prefetch_related("files").order_by("-created_at")
+        return (
+            ImagingUpload.objects.for_user(self.request.user)
+            .select_related("draw")
+            .prefetch_related("files")
+            .order_by("-created_at")
+        )
 
 
 @extend_schema_view(
