@@ -202,9 +202,11 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     record(request, AuditEvent.Action.VIEW, object_type="AuditTrail",
            detail={k: v for k, v in {"user": username, "patient": study_id, "action": action,
                                       "since": since_raw}.items() if v})
-    return render(request, "audit/audit_log.html", {
+    from dashboard.views import base_context  # the shared page chrome (navigation, role flags)
+
+    return render(request, "audit/audit_log.html", base_context(request, nav="audit", **{
         "rows": rows,
         "limit": LIMIT,
         "filters": {"user": username, "patient": study_id, "action": action, "since": since_raw},
         "actions": sorted(valid_actions),
-    })
+    }))
