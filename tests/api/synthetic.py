@@ -45,3 +45,14 @@ def zip_of(paths: list[Path]) -> bytes:
         for p in paths:
             zf.write(p, arcname=p.name)
     return buf.getvalue()
+
+
+def field_tiff(n_cells: int = 12, seed: int = 3, size: int = 320) -> tuple[bytes, int]:
+    """One field image (C, Y, X) uint16 and the number of cells drawn in it."""
+    from classifier.synth import make_field
+
+    image, labels = make_field(np.random.default_rng(seed), size, size, n_cells, pixel_size_um=0.65,
+                               ctc_fraction=0.25)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, image.astype(np.uint16), metadata={"axes": "CYX"})
+    return buf.getvalue(), int(labels.max())

@@ -13,7 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from fhir.resources.R4B.bundle import Bundle
 
 from patients.models import BloodDraw
-from tests.api.synthetic import CHANNELS, write_events, zip_of
+from tests.api.synthetic import CHANNELS, field_tiff, write_events, zip_of
 from tests.conftest import ROOT, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -92,8 +92,21 @@ def test_real_tiffs_through_the_api_to_a_worker_give_per_file_calls(worker, live
         f"/api/draws/{draw.pk}/events/?upload={zipped['id']}&page_size=1000").json()["results"]]
     assert sorted(Path(s).name for s in sources) == sorted(p.name for p in paths)
 
+    # A field image: every segmented cell is an event, its source "name#k".
+    data, n_cells = field_tiff()
+    r = client.post(f"/api/draws/{draw.pk}/uploads/",
+                    {"file": SimpleUploadedFile("field01.tif", data, content_type="image/tiff"),
+                     "channels": CHANNELS, "kind": "field", "pixel_size_um": "0.65"}, format="multipart")
+    assert r.status_code == 202, r.content
+    field = _wait_done(client, r.json()["url"])
+    field_events = client.get(f"/api/draws/{draw.pk}/events/?upload={field['id']}&page_size=1000").json()
+    sources = [e["source"] for e in field_events["results"]]
+    assert sources and all(s.startswith("field01.tif#") for s in sources), sources[:5]
+    assert len(set(sources)) == len(sources)
+    assert abs(len(sources) - n_cells) <= max(2, n_cells // 4), (len(sources), n_cells)  # segmentation finds the cells
+
     draw_body = client.get(f"/api/draws/{draw.pk}/").json()
-    assert draw_body["summary"]["events_analysed"] == 2 * len(paths)
+    assert draw_body["summary"]["events_analysed"] == 2 * len(paths) + len(sources)
     assert draw_body["status"] == "preliminary"
     Bundle.model_validate(client.get(f"/api/draws/{draw.pk}/fhir/").json())
     assert time.monotonic() - t0 < 300
