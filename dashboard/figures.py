@@ -43,7 +43,7 @@ def base_layout(height: int, **extra) -> dict:
         "paper_bgcolor": "#ffffff",
         "plot_bgcolor": "#ffffff",
         "hoverlabel": {"font": {"family": FONT}},
-        "legend": {"orientation": "h", "y": -0.18, "x": 0},
+        "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
     }
     layout.update(extra)
     return layout
@@ -237,7 +237,7 @@ def timeline_figure(
             customdata=[[e.kind_label, f"{e.date:%d %b %Y}", (e.note or "")[:120]] for e in events],
             hovertemplate="<b>%{customdata[0]}</b> %{text}<br>%{customdata[1]}<br>%{customdata[2]}<extra></extra>",
         ))
-    x_title = f"Days since {day0:%d %b %Y}" if relative else "Date"
+    x_title = f"Days since {day0:%d %b %Y}" if relative else ""
     fig.update_layout(**base_layout(
         440, shapes=shapes, annotations=annotations, hovermode="closest", dragmode="zoom",
         xaxis={"title": {"text": x_title}, "type": "linear" if relative else "date", "showgrid": True,
@@ -245,8 +245,8 @@ def timeline_figure(
         yaxis={"title": {"text": "CTC per 7.5 mL"}, "range": [0, ymax], "gridcolor": "#eef1f4", "zeroline": False},
         yaxis2={"title": {"text": "Malignant fraction (%)"}, "overlaying": "y", "side": "right", "range": [0, 100],
                 "showgrid": False, "tickmode": "linear", "tick0": 0, "dtick": 20, "ticksuffix": "%"},
-        margin={"l": 60, "r": 60, "t": 36, "b": 40},
-        legend={"orientation": "h", "y": -0.16, "x": 0},
+        margin={"l": 60, "r": 60, "t": 36, "b": 84},
+        legend={"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0},
     ))
     return fig
 
@@ -292,7 +292,7 @@ def embedding_figure(points: Sequence[tuple[int, str, str, float, list[float]]])
     fig.update_layout(**base_layout(
         360, xaxis={"title": {"text": "PC 1"}, "zeroline": False, "gridcolor": "#eef1f4"},
         yaxis={"title": {"text": "PC 2"}, "zeroline": False, "gridcolor": "#eef1f4"},
-        margin={"l": 50, "r": 20, "t": 20, "b": 50}, legend={"orientation": "h", "y": -0.2, "x": 0},
+        margin={"l": 50, "r": 20, "t": 40, "b": 50},
     ))
     return fig
 
@@ -393,12 +393,11 @@ def swimmer_figure(lanes: Sequence[SwimmerLane], today: dt.date | None = None) -
             hovertemplate="%{y} · %{customdata[1]} (day %{x})<br>CTC/7.5 mL %{customdata[2]}<extra></extra>",
         ))
     fig.update_layout(**base_layout(
-        max(260, 80 + 24 * len(lanes)), barmode="overlay", bargap=0.35, hovermode="closest",
+        max(280, 100 + 24 * len(lanes)), barmode="overlay", bargap=0.35, hovermode="closest",
         xaxis={"title": {"text": "Days since enrolment (or diagnosis)"}, "gridcolor": "#eef1f4", "zeroline": True},
         yaxis={"categoryorder": "array", "categoryarray": [lane.study_id for lane in reversed(lanes)],
                "automargin": True},
-        margin={"l": 20, "r": 20, "t": 20, "b": 50},
-        legend={"orientation": "h", "y": -0.12 if len(lanes) > 10 else -0.3},
+        margin={"l": 20, "r": 20, "t": 40, "b": 50},
     ))
     return fig
 
@@ -430,6 +429,6 @@ def roc_figure(fpr: Sequence[float], tpr: Sequence[float], auc: float | None) ->
     fig.update_layout(**base_layout(
         280, xaxis={"title": {"text": "False positive rate"}, "range": [0, 1], "gridcolor": "#eef1f4"},
         yaxis={"title": {"text": "True positive rate"}, "range": [0, 1.02], "gridcolor": "#eef1f4"},
-        margin={"l": 60, "r": 10, "t": 10, "b": 50}, legend={"orientation": "h", "y": -0.3, "x": 0},
+        margin={"l": 60, "r": 10, "t": 40, "b": 50},
     ))
     return fig

@@ -20,7 +20,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Count, F, Max, Prefetch, Q, Sum
+from django.db.models import Count, F, Prefetch, Q, Sum
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -105,27 +105,26 @@ def patient_list(request: HttpRequest) -> HttpResponse:
     overdue_only = form.is_bound and form.is_valid() and form.cleaned_data["overdue"]
     if overdue_only:
         qs = qs.filter(pk__in=schedule.overdue_ids(qs))
-    qs = (
-        qs.select_related("cancer_type", "care_team", "trial", "arm")
-        .annotate(last_drawn=Max("draws__drawn_at"), n_draws=Count("draws"))
-        .order_by("study_id")
-    )
+    qs = qs.select_related("cancer_type", "care_team", "trial", "arm").order_by("study_id")
     page = Paginator(qs, PATIENTS_PER_PAGE).get_page(request.GET.get("page"))
     patients = list(page.object_list)
-    # Latest and previous analysed counts for this page only: one query, no cell events.
-    values: dict[int, list[tuple[float, str]]] = {p.pk: [] for p in patients}
-    rows = (
-        DrawSummary.objects.filter(draw__patient__in=[p.pk for p in patients])
-        .order_by("draw__patient_id", "-draw__drawn_at", "-draw_id")
-        .values_list("draw__patient_id", "ctc_per_7_5ml", "status")
-    )
-    for patient_id, value, status in rows:
-        if len(values[patient_id]) < 2:
-            values[patient_id].append((value, status))
+    # Draws of this page's patients only (one query, summaries joined, no cell events): the
+    # last draw, the number of draws, the latest two analysed counts.
+    draws: dict[int, list[tuple]] = {p.pk: [] for p in patients}
+    for patient_id, drawn_at, value, status in (
+        BloodDraw.objects.filter(patient__in=[p.pk for p in patients])
+        .order_by("patient_id", "-drawn_at", "-pk")
+        .values_list("patient_id", "drawn_at", "summary__ctc_per_7_5ml", "summary__status")
+    ):
+        draws[patient_id].append((drawn_at, value, status))
     today = timezone.localdate()
     for p in patients:
-        latest = values[p.pk][0] if values[p.pk] else None
-        previous = values[p.pk][1] if len(values[p.pk]) > 1 else None
+        mine = draws[p.pk]
+        analysed = [(v, st) for _, v, st in mine if v is not None]
+        latest = analysed[0] if analysed else None
+        previous = analysed[1] if len(analysed) > 1 else None
+        p.n_draws = len(mine)
+        p.last_drawn = mine[0][0] if mine else None
         p.latest_value = latest[0] if latest else None
         p.latest_status = latest[1] if latest else ""
         p.unfavorable = latest is not None and latest[0] >= p.cancer_type.ctc_cutoff
