@@ -72,7 +72,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     cfg = train.TrainConfig(epochs=a.epochs, batch=a.batch, lr=a.lr, seed=a.seed, threads=a.threads)
     model = train.new_model(tr.feats.shape[1], branches, tr, a.seed)
     ckpt = Path(a.checkpoint) if a.checkpoint else None
-    history = train.fit(model, tr, cfg, ckpt, progress=not a.quiet)
+    run_key = json.dumps({"gen": data.GENERATOR_VERSION, "n": [a.n_train, a.n_val, a.n_test], "branches": branches,
+                          "cfg": train.config_dict(cfg), "features": list(contract.feature_names)}, sort_keys=True)
+    history = train.fit(model, tr, cfg, ckpt, progress=not a.quiet, run_key=run_key)
     temperature = train.calibrate_temperature(model, va)
     metrics = {"synthetic_test": evaluate.evaluate_set(model, te)}
     if a.eval_data:
@@ -208,9 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train weights on synthetic data")
     t.add_argument("--out", default="classifier/weights/ctc-dual.pt")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--n-train", type=int, default=12000)
-    t.add_argument("--n-val", type=int, default=2000)
-    t.add_argument("--n-test", type=int, default=2000)
+    t.add_argument("--n-train", type=int, default=8000)
+    t.add_argument("--n-val", type=int, default=1200)
+    t.add_argument("--n-test", type=int, default=1200)
     t.add_argument("--epochs", type=int, default=12)
     t.add_argument("--batch", type=int, default=128)
     t.add_argument("--lr", type=float, default=3e-3)
@@ -219,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cache", default=str(DEFAULT_CACHE))
     t.add_argument("--no-cache", action="store_true")
     t.add_argument("--workers", type=int, default=2)
-    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
     t.add_argument("--eval-data", default=None, help="a labelled folder to report (not train) on")
     t.add_argument("--eval-channels", default="DAPI,CK,AF,CD45")
     t.add_argument("--quiet", action="store_true")

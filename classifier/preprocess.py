@@ -5,8 +5,9 @@ Steps (the *preprocessing contract*, stored with the weights and checked on load
 
 1. **Channels** are mapped by name to the model's order (``DAPI, CK, CD45, AF``);
    an optional channel that is absent is all zeros (the model was trained so).
-2. **Intensity**: per channel, ``(x - p20) / (p99.5 - p20)`` over the whole input image,
-   clipped. Affine-invariant, so raw 16-bit counts and 8-bit stretched renders of the
+2. **Intensity**: per channel, ``(x - p20) / (top - p20)`` over the whole input image,
+   clipped, where ``top`` is the 99.9th percentile of a smoothed copy (the brightest
+   objects). Affine-invariant, so raw 16-bit counts and 8-bit stretched renders of the
    same cells agree; p20 rather than the median because a tight crop may be mostly cell.
 3. **Scale**: the input is resampled to ``um_per_px``. The pixel size comes from the
    caller or file metadata; otherwise it is estimated from the median diameter of the
@@ -35,8 +36,8 @@ except ImportError:  # pragma: no cover
         return name.strip().upper() or None
 
 LOW_PCT = 20.0
-HIGH_PCT = 99.5
-CLIP = (-0.5, 2.0)
+HIGH_PCT = 99.9
+CLIP = (-0.5, 1.5)
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,11 @@ class PreprocessContract:
     um_per_px: float = 0.5
     channels: tuple[str, ...] = ("DAPI", "CK", "CD45", "AF")
     required: tuple[str, ...] = ("DAPI", "CK", "CD45")
-    normalisation: str = f"per-channel (x - p{LOW_PCT:g}) / (p{HIGH_PCT:g} - p{LOW_PCT:g}), clip {CLIP}"
+    normalisation: str = (f"per-channel (x - p{LOW_PCT:g}) / (p{HIGH_PCT:g} of smoothed block mean - p{LOW_PCT:g}), "
+                          f"clip {CLIP}")
     #: median leukocyte-dominated nucleus diameter used to infer the pixel size (µm);
     #: calibrated on the synthetic generator (see docs/model-card.md)
-    reference_nucleus_um: float = 7.9
+    reference_nucleus_um: float = 6.75
     feature_names: tuple[str, ...] = field(default_factory=tuple)
     version: int = 1
 
@@ -149,16 +151,31 @@ def map_channels(image: np.ndarray, channels: Sequence[str], contract: Preproces
     return out
 
 
+def _block_mean(img: np.ndarray, f: int) -> np.ndarray:
+    c, h, w = img.shape
+    h2, w2 = h // f * f, w // f * f
+    return img[:, :h2, :w2].reshape(c, h2 // f, f, w2 // f, f).mean(axis=(2, 4))
+
+
 def normalise(image: np.ndarray) -> np.ndarray:
-    """Robust per-channel affine normalisation (see module docstring)."""
-    c = image.shape[0]
-    flat = image.reshape(c, -1)
-    top = flat.max(axis=1)
-    if flat.shape[1] > 40000:  # percentiles of a regular subsample are as robust and faster
-        flat = flat[:, :: flat.shape[1] // 20000]
-    lo, hi = np.percentile(flat, [LOW_PCT, HIGH_PCT], axis=1)
+    """Robust per-channel affine normalisation (see module docstring).
+
+    The top anchor is the 99.9th percentile of a smoothed, block-averaged copy: close to
+    the brightest *object* (not a hot pixel), so a CK+ event maps to ~1 whether it fills
+    the thumbnail or a corner of a wide field -- a plain 99.5th percentile of the pixels
+    depends on how much of the image the sparse CK signal covers.
+    """
+    c, h, w = image.shape
+    f = max(1, min(4, min(h, w) // 80))
+    small = _block_mean(image, f) if f > 1 else image
+    flat = small.reshape(c, -1)
+    if flat.shape[1] > 12000:  # percentiles of a regular subsample are as robust and faster
+        flat = flat[:, :: flat.shape[1] // 8000]
+    lo = np.percentile(flat, LOW_PCT, axis=1)
+    smooth = np.stack([ndi.gaussian_filter(ch, 1.0) for ch in small]).reshape(c, -1)
+    hi = np.percentile(smooth, HIGH_PCT, axis=1)
+    top = image.reshape(c, -1).max(axis=1)
     span = hi - lo
-    # a channel whose 99.5th percentile is its background (tiny bright object) uses its max
     span = np.where(span > 0, span, top - lo)
     span = np.where(span > 0, span, 1.0)
     out = (image - lo[:, None, None]) / span[:, None, None]
@@ -189,8 +206,16 @@ def _thresholds(smooth: np.ndarray) -> np.ndarray:
     return out
 
 
-def analyse_objects(norm: np.ndarray, smooth_px: float = 1.0) -> Objects:
-    smooth = np.stack([ndi.gaussian_filter(ch, smooth_px) for ch in norm[:3]])
+def analyse_objects(norm: np.ndarray, nucleus_px: float | None = None, smooth_px: float = 1.0) -> Objects:
+    """Thresholds and nucleus size, from a block-averaged copy where that keeps nuclei
+    at least ~8 px across (``nucleus_px``: expected diameter when the pixel size is known;
+    otherwise at most 4x and never below 80 px on the short side)."""
+    if nucleus_px is not None:
+        f = max(1, int(nucleus_px // 8))
+    else:
+        f = max(1, min(4, min(norm.shape[1:]) // 80))
+    small = _block_mean(norm[:3], f) if f > 1 else norm[:3]
+    smooth = np.stack([ndi.gaussian_filter(ch, smooth_px) for ch in small])
     thr = _thresholds(smooth)
     dapi = smooth[0] > thr[0]
     lab, n = ndi.label(dapi)
@@ -200,11 +225,11 @@ def analyse_objects(norm: np.ndarray, smooth_px: float = 1.0) -> Objects:
         border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
         inner = np.ones(n, bool)
         inner[border[border > 0] - 1] = False
-        use = areas[inner & (areas >= 6)]
+        use = areas[inner & (areas >= 4)]
         if use.size == 0:
-            use = areas[areas >= 6]
+            use = areas[areas >= 4]
         if use.size:
-            diam = float(2.0 * np.sqrt(np.median(use) / np.pi))
+            diam = float(2.0 * np.sqrt(np.median(use) / np.pi)) * f
     return Objects(thr, diam)
 
 
@@ -309,7 +334,7 @@ def prepare_image(
     if pixel_size_um is not None and not (np.isfinite(pixel_size_um) and pixel_size_um > 0):
         raise InputError(f"{source}: pixel size must be a positive number of µm, got {pixel_size_um!r}.")
     norm = normalise(mapped)
-    objects = analyse_objects(norm)
+    objects = analyse_objects(norm, contract.reference_nucleus_um / pixel_size_um if pixel_size_um else None)
     px_um, how = pixel_size(objects, pixel_size_um, contract)
     pts = [centre_object(norm.shape[1:])] if centres is None else list(centres)
     crops, nucs, cells = [], [], []

@@ -31,7 +31,7 @@ class TrainConfig:
     category_weight: float = 0.5
     label_smoothing: float = 0.05
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
 
 
 def set_determinism(seed: int, threads: int) -> None:
@@ -52,7 +52,7 @@ def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     n, c = x.shape[:2]
     gain = torch.exp(torch.randn(n, c, 1, 1, generator=g) * 0.15)
     offset = torch.randn(n, c, 1, 1, generator=g) * 0.03
-    return (x * gain + offset).clamp(-0.5, 2.0)
+    return (x * gain + offset).clamp(-0.5, 1.5)
 
 
 def loss_fn(out: dict, y: torch.Tensor, cat: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -81,9 +81,11 @@ def fit(
     checkpoint: Path | None = None,
     progress: bool = True,
     log: list[dict] | None = None,
+    run_key: str = "",
 ) -> list[dict]:
-    """Train ``model`` on ``train``; resume from ``checkpoint`` if it exists and save to it
-    after every epoch. Returns the per-epoch log (mean loss)."""
+    """Train ``model`` on ``train``; resume from ``checkpoint`` if it exists and was written
+    by the same run (``run_key``: data, seed and settings), and save to it after every
+    epoch. Returns the per-epoch log (mean loss)."""
     set_determinism(cfg.seed, cfg.threads)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch))
@@ -93,8 +95,11 @@ def fit(
     g = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = list(log or [])
     start = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, weights_only=False)
+    state = torch.load(checkpoint, weights_only=False) if checkpoint is not None and Path(checkpoint).exists() else None
+    if state is not None and state.get("run_key") != run_key:
+        print(f"checkpoint {checkpoint} belongs to another run; starting afresh", flush=True)
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -129,7 +134,7 @@ def fit(
             Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(str(checkpoint) + ".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "gen": g.get_state(), "epoch": epoch + 1, "history": history}, tmp)
+                        "gen": g.get_state(), "epoch": epoch + 1, "history": history, "run_key": run_key}, tmp)
             tmp.replace(checkpoint)
     bar.close()
     model.eval()

@@ -198,7 +198,7 @@ def draw_nucleus(
     if style == "condensed":
         shape = Shape.random(rng, r_um * rng.uniform(0.4, 0.6), 0.08, 1.3)
         m = soft_fill(shape, win, px)
-        add(canvas, DAPI, win, intensity * rng.uniform(1.5, 2.5) * m)
+        add(canvas, DAPI, win, intensity * rng.uniform(1.2, 1.8) * m)
         return m > 0.5
     irregular, texture = (0.05, 0.15) if style == "round" else (0.12, 0.5)
     shape = Shape.random(rng, r_um, irregular, 1.3)
@@ -240,8 +240,10 @@ def draw_cytoplasm(
     h, w = win.dy.shape[0], win.dx.shape[1]
     m = soft_fill(shape, win, px)
     if style == "fill":
-        tex = 1.0 + rng.uniform(0.1, 0.35) * smooth_noise(rng, (h, w), 0.35 / px)
-        val = m * np.clip(tex, 0.2, None)
+        # filaments (fine) plus uneven cytoplasm thickness (coarse)
+        tex = (1.0 + rng.uniform(0.1, 0.35) * smooth_noise(rng, (h, w), 0.35 / px)
+               + rng.uniform(0.0, 0.5) * smooth_noise(rng, (h, w), 1.2 / px))
+        val = m * np.clip(tex, 0.15, None)
     elif style == "granular":
         spots = np.clip(smooth_noise(rng, (h, w), 0.45 / px) - rng.uniform(0.3, 1.2), 0, None)
         val = m * (rng.uniform(0.25, 0.8) + rng.uniform(0.8, 3.0) * spots)

@@ -75,34 +75,44 @@ def draw_leukocyte(
 
 
 def draw_ctc(canvas: Canvas, rng: np.random.Generator, cy: float, cx: float, label: int = 0) -> float:
-    """An intact CTC: large irregular CK+ body, CD45-, intact nucleus often off-centre."""
-    r = _lognormal(rng, 6.2, 0.22, 4.6, 12.0)
+    """An intact CTC: irregular CK+ body, CD45-, large intact nucleus (high N/C ratio),
+    often off-centre. The nucleus displaces cytoplasm, so CK is dimmer over it and
+    reads as a crescent or cap beside it (as in ctc-dev's CTCs)."""
+    r = _lognormal(rng, 5.6, 0.25, 4.0, 12.0)
     shape = Shape.random(rng, r, rng.uniform(0.03, 0.12), 1.6)
-    nr = max(r * rng.uniform(0.5, 0.75), 3.2)
-    off = rng.uniform(0.0, 1.0) * max(r - 0.6 * nr, 0.0)
+    nr = max(r * rng.uniform(0.6, 0.88), 3.0)
+    off = rng.uniform(0.2, 1.0) * max(r - 0.5 * nr, 0.0)
     a = rng.uniform(0, 2 * np.pi)
     ndy, ndx = off * np.sin(a) / canvas.px_um, off * np.cos(a) / canvas.px_um
     ck = _lognormal(rng, 1.5, 0.6, 0.15, 6.0)
-    dim = rng.uniform(0.25, 1.0) if rng.random() < 0.6 else 1.0
+    dim = rng.uniform(0.15, 0.7) if rng.random() < 0.5 else rng.uniform(0.7, 1.1)
     cell = draw_cytoplasm(canvas, rng, CK, cy, cx, shape, ck, "fill", (ndy, ndx, nr / canvas.px_um, dim))
-    nuc = draw_nucleus(canvas, rng, cy + ndy, cx + ndx, nr, "round", _lognormal(rng, 0.9, 0.3, 0.3, 2.0))
+    if rng.random() < 0.5:  # bright CK aggregates near the membrane are common in intact CTCs too
+        for _ in range(int(rng.integers(1, 4))):
+            a2 = rng.uniform(0, 2 * np.pi)
+            d2 = r * rng.uniform(0.3, 0.85) / canvas.px_um
+            draw_debris(canvas, rng, cy + d2 * np.sin(a2), cx + d2 * np.cos(a2), rng.uniform(0.5, 1.3),
+                        (0.0, ck * rng.uniform(0.5, 2.0), 0.0, 0.0), sharp=False)
+    nuc = draw_nucleus(canvas, rng, cy + ndy, cx + ndx, nr, "round", _lognormal(rng, 1.0, 0.35, 0.3, 3.0))
     _label(canvas, cy, cx, r, cell, nuc, label, ndy, ndx, nr)
     return r
 
 
 def draw_apoptotic(canvas: Canvas, rng: np.random.Generator, cy: float, cx: float, label: int = 0) -> float:
-    """An apoptotic CTC: rounded CK+ body with granular CK and blebs, CD45-, nucleus
-    condensed, fragmented or degrading (lumpy), sometimes faint."""
-    r = _lognormal(rng, 5.6, 0.2, 3.6, 10.0)
-    shape = Shape.random(rng, r, rng.uniform(0.02, 0.1), 1.3)
+    """An apoptotic CTC: a rounded, shrunken CK+ body whose collapsed cytoskeleton covers
+    the nucleus (CK and DNA overlap), sometimes with CK aggregates and blebs; CD45-;
+    nucleus degrading (lumpy chromatin), fragmented (karyorrhexis) or condensed (pyknosis)."""
+    r = _lognormal(rng, 5.2, 0.2, 3.5, 9.0)
+    shape = Shape.random(rng, r, rng.uniform(0.02, 0.06), 1.2)
     ck = _lognormal(rng, 1.5, 0.6, 0.15, 6.0)
-    style = "granular" if rng.random() < 0.85 else "fill"
-    cell = draw_cytoplasm(canvas, rng, CK, cy, cx, shape, ck, style)
-    nstyle = str(rng.choice(["fragmented", "condensed", "lumpy"], p=[0.4, 0.25, 0.35]))
-    nr = r * rng.uniform(0.5, 0.8)
-    off = rng.uniform(0, 0.3) * r
+    style = "granular" if rng.random() < 0.3 else "fill"
+    nr = r * rng.uniform(0.55, 0.85)
+    off = rng.uniform(0, 0.2) * r
     a = rng.uniform(0, 2 * np.pi)
     ndy, ndx = off * np.sin(a) / canvas.px_um, off * np.cos(a) / canvas.px_um
+    over = rng.uniform(0.9, 1.4)  # a rounded cell is thickest over its nucleus
+    cell = draw_cytoplasm(canvas, rng, CK, cy, cx, shape, ck, style, (ndy, ndx, nr / canvas.px_um, over))
+    nstyle = str(rng.choice(["lumpy", "fragmented", "condensed"], p=[0.45, 0.35, 0.2]))
     nuc = draw_nucleus(canvas, rng, cy + ndy, cx + ndx, nr, nstyle, _lognormal(rng, 0.8, 0.4, 0.15, 2.0))
     _label(canvas, cy, cx, r, cell, nuc, label, ndy, ndx, nr)
     return r
@@ -239,7 +249,7 @@ class EventSpec:
             fov_um = rng.uniform(30.0, 90.0)
             size_px = int(np.clip(round(fov_um / px_um), 32, 160))
         defocus = float(rng.uniform(1.8, 3.2)) if rng.random() < 0.08 else 1.0
-        return cls(category, px_um, size_px, float(rng.uniform(0.0, 0.6)), defocus, Optics.random(rng, defocus))
+        return cls(category, px_um, size_px, float(rng.uniform(0.1, 0.75)), defocus, Optics.random(rng, defocus))
 
 
 def make_event(

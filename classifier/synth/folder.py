@@ -43,7 +43,7 @@ def write_folder(
             arr = image.astype(np.uint16)
         else:
             arr = image.astype(np.float32)
-        tifffile.imwrite(out / name, arr, metadata={"axes": "CYX"})
+        tifffile.imwrite(out / name, arr, photometric="minisblack", metadata={"axes": "CYX"})
         rows.append((name, info["is_ctc"], CSV_CATEGORY[info["category"]]))
         info["file"] = name
         infos.append(info)

@@ -60,7 +60,8 @@ class Optics:
             illumination=float(rng.uniform(0.0, 0.35)),
             rendering=rendering,
             stretch_low_pct=float(rng.uniform(0.0, 20.0)),
-            stretch_high_pct=float(rng.uniform(99.0, 100.0)),
+            # displays usually map the brightest pixel to white; some saturate a little
+            stretch_high_pct=float(rng.uniform(99.95, 100.0) if rng.random() < 0.7 else rng.uniform(99.0, 99.95)),
             gamma=float(np.exp(rng.normal(0.0, 0.2))),
         )
 

@@ -1,0 +1,47 @@
+"""``python -m classifier`` as a lab would run it: JSON out, per the architecture contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from classifier.data import read_labels
+
+CH = "DAPI,CK,AF,CD45"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "classifier", *args], capture_output=True, text=True, timeout=300,
+                          env={"CLASSIFIER_DEVICE": "cpu", "PATH": "/usr/bin:/bin"})
+
+
+def test_evaluate_prints_metrics_json_last(synth_folder):
+    proc = run("evaluate", "--data", str(synth_folder), "--channels", CH)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("n", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "roc_auc", "per_category"):
+        assert key in out
+    assert out["n"] == 24
+    assert 0 <= out["accuracy"] <= 1
+    assert set(out["per_category"]) <= {"ctc", "apoptotic_ctc", "leukocyte", "ck_debris", "artifact"}
+
+
+def test_predict_prints_one_json_line_per_event(synth_folder):
+    rows = read_labels(synth_folder)[:3]
+    files = [str(synth_folder / r.file) for r in rows]
+    proc = run("predict", "--channels", CH, *files)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in proc.stdout.strip().splitlines()]
+    assert len(lines) == 3
+    for line, f in zip(lines, files, strict=True):
+        assert set(line) >= {"source", "x", "y", "call", "ctc_probability", "category"}
+        assert f.endswith(line["source"])
+        assert line["call"] in ("ctc", "non_ctc")
+
+
+def test_bad_channels_exit_with_a_message(synth_folder):
+    f = str(next((synth_folder / "events").iterdir()))
+    proc = run("predict", "--channels", "DAPI,CK,AF", f)
+    assert proc.returncode != 0
+    assert "CD45" in proc.stderr

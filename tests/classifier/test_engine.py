@@ -1,0 +1,96 @@
+"""The engine end to end on synthetic files, with the shipped weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from classifier.data import read_labels
+from classifier.errors import InputError
+from classifier.explain import heat_inside_fraction
+from classifier.preprocess import prepare_image
+from classifier.results import CATEGORIES
+from classifier.synth import make_event, make_field
+
+CH = "DAPI,CK,AF,CD45"
+
+
+def test_analyse_files_fills_every_field(shipped, synth_folder):
+    rows = read_labels(synth_folder)
+    paths = [synth_folder / r.file for r in rows]
+    seen: list[tuple[float, str]] = []
+    res = shipped.analyse_files(paths, CH, names=[f"ev{i}.tif" for i in range(len(paths))],
+                                progress=lambda f, s: seen.append((f, s)))
+    assert len(res.events) == len(paths)
+    assert res.model_version == shipped.version and "+" in shipped.version
+    assert set(res.timings) >= {"decode", "segment", "features", "model", "explanation"}
+    assert [e.source for e in res.events] == [f"ev{i}.tif" for i in range(len(paths))]
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    for ev in res.events:
+        assert ev.call == ("ctc" if ev.ctc_probability >= 0.5 else "non_ctc")
+        assert 0 <= ev.ctc_probability <= 1
+        assert ev.category in CATEGORIES
+        assert sum(ev.category_probabilities.values()) == pytest.approx(1, abs=1e-4)
+        assert sum(ev.branch_contributions.values()) == pytest.approx(1, abs=1e-4)
+        assert 8 <= len(ev.embedding) <= 16
+        assert len(ev.top_attributes) == 5
+        assert ev.thumbnail.dtype == np.uint8 and ev.thumbnail.shape[0] == len(res.channels)
+        assert ev.heatmap.dtype == np.uint8 and ev.heatmap.shape == ev.thumbnail.shape[1:]
+    # the shipped model separates the synthetic classes it was made for
+    truth = np.array([r.is_ctc for r in rows])
+    calls = np.array([e.call == "ctc" for e in res.events])
+    assert (calls == truth).mean() >= 0.75
+
+
+def test_top_attribute_effects_are_signed_toward_the_call(shipped):
+    rng = np.random.default_rng(2)
+    imgs = [make_event(rng, c, px_um=0.5, size_px=96)[0] for c in ("ctc", "leukocyte", "ctc", "leukocyte")]
+    res = shipped.analyse_arrays(imgs, CH)
+    for ev in res.events:
+        total = sum(a.effect for a in ev.top_attributes)
+        if ev.ctc_probability > 0.9:
+            assert total > 0
+        if ev.ctc_probability < 0.1:
+            assert total < 0
+        assert all(a.direction == ("toward_ctc" if a.effect > 0 else "away_from_ctc") for a in ev.top_attributes)
+
+
+def test_heat_is_mostly_inside_the_cell(shipped):
+    """Grad-CAM mass falls on the event's cell mask (dilated by 2 µm) for most events."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(4)
+    imgs = [make_event(rng, c, px_um=0.5, size_px=96)[0] for c in ("ctc", "apoptotic_ctc") * 6]
+    res = shipped.analyse_arrays(imgs, CH)
+    fracs = []
+    for img, ev in zip(imgs, res.events, strict=True):
+        prep = prepare_image(img, CH.split(","), shipped.contract)
+        mask = ndi.binary_dilation(prep.cell[0], iterations=4)
+        fracs.append(heat_inside_fraction(ev.heatmap[None].astype(float), mask[None])[0])
+    assert np.median(fracs) > 0.6
+
+
+def test_field_kind_reports_each_cell_with_its_index(shipped):
+    img, labels = make_field(np.random.default_rng(0), 192, 192, 20)
+    res = shipped.analyse_arrays([img], CH, kind="field", names=["f1.tif"])
+    n = len(np.unique(labels)) - 1
+    assert abs(len(res.events) - n) <= 3
+    assert res.events[0].source == "f1.tif#0"
+    assert all(0 <= e.x < 192 and 0 <= e.y < 192 for e in res.events)
+
+
+def test_bad_inputs_raise_input_error(shipped, tmp_path):
+    img, _ = make_event(np.random.default_rng(0), "ctc", px_um=0.5, size_px=64)
+    with pytest.raises(InputError, match="CD45"):
+        shipped.analyse_arrays([img[:3]], "DAPI,CK,AF")
+    with pytest.raises(InputError, match="kind"):
+        shipped.analyse_arrays([img], CH, kind="slide")
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"II*\x00garbage")
+    with pytest.raises(InputError, match="broken.tif"):
+        shipped.analyse_files([bad], CH)
+    good = tmp_path / "ok.tif"
+    tifffile.imwrite(good, img.astype(np.uint16), photometric="minisblack")
+    assert len(shipped.analyse_files([good], CH).events) == 1

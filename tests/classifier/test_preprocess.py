@@ -1,0 +1,99 @@
+"""Preprocessing: channel mapping, intensity and scale normalisation, the contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from classifier import features
+from classifier.errors import ContractError, InputError
+from classifier.preprocess import PreprocessContract, normalise, prepare_image
+from classifier.synth import make_event
+from classifier.weights import load_bundle, save_bundle
+
+CH = ["DAPI", "CK", "AF", "CD45"]
+
+
+def test_crop_shape_dtype_and_channel_order(contract):
+    img, _ = make_event(np.random.default_rng(0), "ctc", px_um=0.5, size_px=100)
+    prep = prepare_image(img, CH, contract)
+    s = contract.crop_px
+    assert prep.crops.shape == (1, 4, s, s) and prep.crops.dtype == np.float32
+    assert prep.nucleus.shape == (1, s, s) and prep.nucleus.dtype == bool
+    # model order is DAPI, CK, CD45, AF: reordering the input channels changes nothing
+    perm = [3, 0, 2, 1]
+    prep2 = prepare_image(img[perm], [CH[i] for i in perm], contract)
+    assert np.allclose(prep.crops, prep2.crops)
+
+
+def test_intensity_normalisation_ignores_affine_contrast():
+    """Raw counts and a linearly stretched render of the same pixels normalise alike."""
+    img = np.random.default_rng(0).gamma(2.0, 50.0, (4, 64, 64)).astype(np.float32)
+    assert np.allclose(normalise(img), normalise(img * 0.07 + 13.0), atol=1e-4)
+
+
+def test_scale_normalisation_makes_size_independent_of_magnification(contract):
+    """One scene drawn at 0.25 and at 0.8 µm/px: the CTC's measured diameter agrees."""
+    diam = {}
+    for px in (0.25, 0.8):
+        img, info = make_event(np.random.default_rng(11), "ctc", px_um=px, size_px=int(60 / px))
+        prep = prepare_image(img, CH, contract, pixel_size_um=px)
+        f, names = features.compute(prep.crops, prep.nucleus, prep.cell, contract.um_per_px)
+        diam[px] = f[0, names.index("cell_diameter_um")]
+    assert diam[0.25] == pytest.approx(diam[0.8], rel=0.2)
+
+
+def test_pixel_size_is_estimated_from_nuclei_when_not_given(contract):
+    ests = []
+    for seed in range(4):
+        img, info = make_event(np.random.default_rng(seed), "leukocyte", px_um=0.3, size_px=200)
+        prep = prepare_image(img, CH, contract)
+        assert prep.scale_source == ["estimated"]
+        ests.append(prep.px_um[0])
+    assert np.median(ests) == pytest.approx(0.3, rel=0.25)
+
+
+def test_missing_optional_channel_is_zero_and_required_is_an_error(contract):
+    img, _ = make_event(np.random.default_rng(0), "ctc", px_um=0.5, size_px=80)
+    prep = prepare_image(img[[0, 1, 3]], ["DAPI", "CK", "CD45"], contract)
+    assert np.all(prep.crops[0, 3] == 0)
+    with pytest.raises(InputError, match="missing required channel.*CD45"):
+        prepare_image(img[:3], ["DAPI", "CK", "AF"], contract)
+
+
+@pytest.mark.parametrize(
+    ("image", "channels", "message"),
+    [
+        (np.full((4, 32, 32), np.nan, np.float32), CH, "NaN"),
+        (np.zeros((4, 32), np.float32), CH, "channels, height, width"),
+        (np.zeros((3, 32, 32), np.float32), CH, "4 channel names"),
+        (np.zeros((4, 4, 4), np.float32), CH, "too small"),
+    ],
+)
+def test_bad_arrays_are_rejected_with_a_message(contract, image, channels, message):
+    with pytest.raises(InputError, match=message):
+        prepare_image(image, channels, contract)
+
+
+def test_contract_round_trips_and_mismatch_is_refused(contract, tmp_path):
+    assert PreprocessContract.from_dict(contract.to_dict()) == contract
+    other = PreprocessContract(**{**contract.__dict__, "crop_px": 64})
+    with pytest.raises(ContractError, match="crop_px"):
+        other.check_against(contract)
+    # weights saved under another contract do not load
+    from classifier.model import ctc_dual
+
+    path = tmp_path / "w.pt"
+    save_bundle(ctc_dual(len(contract.feature_names)), other, path, {})
+    with pytest.raises(ContractError, match="crop_px"):
+        load_bundle(path)
+    save_bundle(ctc_dual(len(contract.feature_names)), contract, path, {})
+    model, loaded, meta = load_bundle(path)
+    assert loaded == contract and meta["sha256"]
+    # a tampered file is refused
+    blob = torch.load(path, weights_only=True)
+    blob["state_dict"]["head_ctc.bias"] += 1
+    torch.save(blob, path)
+    with pytest.raises(ContractError, match="sha256"):
+        load_bundle(path)
