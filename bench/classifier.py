@@ -134,19 +134,21 @@ def load_shipped(device: str) -> tuple[Any, Any, str, dict | None]:
     import torch
 
     from classifier.engine import Classifier
+    from classifier.errors import ContractError
 
     try:
         clf = Classifier.load(device=device)
         meta = dict(clf.metadata)
         metrics = meta.get("metrics") or meta.get("evaluation") or None
         return clf.model, clf.contract, str(meta.get("version", "unknown")), metrics
-    except (FileNotFoundError, OSError) as err:
-        log(f"no shipped weights ({err.__class__.__name__}: {err}); timing the architecture with random weights")
+    except (FileNotFoundError, OSError, ContractError) as err:
+        log(f"shipped weights unusable ({err.__class__.__name__}: {err}); timing the architecture with random weights")
     from classifier import features
     from classifier.model import ctc_dual, fuse_batchnorm
-    from classifier.preprocess import PreprocessContract
+    from classifier.weights import default_contract
 
-    contract = PreprocessContract(feature_names=tuple(features.feature_names()))
+    _ = features
+    contract = default_contract()
     model = fuse_batchnorm(ctc_dual(len(contract.feature_names), in_chans=len(contract.channels)).eval())
     model = model.to(device)
     if device == "cpu":

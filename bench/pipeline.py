@@ -12,9 +12,9 @@ migrated if missing). The inputs are synthetic (``classifier.synth.make_event`` 
 exactly as the form and the API do; the clock runs from that call until the upload row says
 ``done`` (polled every 20 ms). One small warm-up upload first loads the model in the worker,
 as in a running service; its time is reported apart (``warmup_s``). When the shipped
-weights are missing (``classifier/weights/ctc-dual.pt``), a randomly initialised bundle of
-the same architecture is written to ``var/bench/`` and used (``weights`` says so): speed does
-not depend on weight values.
+weights are missing (``classifier/weights/ctc-dual.pt``) or do not fit the code's
+preprocessing contract, a randomly initialised bundle of the same architecture is written to
+``var/bench/`` and used (``weights`` says so): speed does not depend on weight values.
 
 The last line of stdout is one JSON object:
 
@@ -108,16 +108,26 @@ def field_tiff(size: int, cells: int, seed: int = 2, px_um: float = 0.65) -> Pat
 
 def bench_weights() -> tuple[str, str]:
     """(CLASSIFIER_WEIGHTS value, label): the shipped weights, else a random-init bundle."""
-    from classifier.weights import DEFAULT_WEIGHTS
+    from classifier.errors import ContractError
+    from classifier.weights import DEFAULT_WEIGHTS, default_contract, load_bundle
 
     if DEFAULT_WEIGHTS.exists():
-        return "", "shipped"
+        try:
+            load_bundle(DEFAULT_WEIGHTS)
+            return "", "shipped"
+        except ContractError as err:
+            log(f"shipped weights do not fit the code ({err}); using random weights of the same architecture")
     path = DATA_DIR / "random-init.pt"
-    if not path.exists():
+    try:
+        load_bundle(path)
+        ok = True
+    except (FileNotFoundError, ContractError):
+        ok = False
+    if not ok:
         import torch
 
         from classifier.model import ctc_dual
-        from classifier.weights import default_contract, save_bundle
+        from classifier.weights import save_bundle
 
         torch.manual_seed(0)
         contract = default_contract()
