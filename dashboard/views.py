@@ -432,7 +432,7 @@ def review_queue(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def review_cell(request: HttpRequest, pk: int) -> HttpResponse:
-    event = get_object_or_404(CellEvent.objects.for_user(request.user).select_related("draw"), pk=pk)
+    event = get_object_or_404(CellEvent.objects.for_user(request.user).select_related("draw__patient"), pk=pk)
     require(request, Action.REVIEW)
     call = request.POST.get("call", "")
     nxt = request.POST.get("next", "")
@@ -443,6 +443,7 @@ def review_cell(request: HttpRequest, pk: int) -> HttpResponse:
     except ValidationError as err:
         messages.error(request, f"{event.source}: {' '.join(err.messages)}")
         return redirect((nxt or reverse("dashboard:review")) + f"#cell-{event.pk}")
+    record(request, "review", event, patient=event.draw.patient, detail={"call": call, "model_call": event.call})
     verb = "confirmed" if call == event.call else "overridden"
     messages.success(request, f"{event.source}: call {verb} as {Call(call).label}.")
     return redirect(nxt or reverse("dashboard:review"))

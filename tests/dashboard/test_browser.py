@@ -35,7 +35,8 @@ def browser():
         pytest.skip("Debian's chromium is not installed")
     # Playwright's sync API runs an event loop in this thread; the ORM calls of the test
     # itself are still synchronous and safe.
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     from playwright.sync_api import sync_playwright
 
     pw = sync_playwright().start()
@@ -44,6 +45,10 @@ def browser():
     yield chromium
     chromium.close()
     pw.stop()
+    if previous is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture(autouse=True)

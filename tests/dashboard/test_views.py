@@ -198,6 +198,7 @@ def test_review_queue_orders_by_uncertainty_and_override_needs_a_reason(as_bob, 
     event.refresh_from_db()
     assert (event.reviewed_call, event.reviewed_by.username, event.review_reason) == (other, "bob",
                                                                                        "CK signal is debris")
+    assert AuditEvent.objects.filter(action="review", object_type="CellEvent", object_id=str(event.pk)).exists()
     body = as_bob.get("/review/").content.decode()
     assert "0.0%" in body and "CK signal is debris" in body  # agreement 0 of 1, the reason shown
 
