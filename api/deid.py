@@ -25,6 +25,7 @@ from typing import Any
 
 from django.conf import settings
 
+from patients.csvsafe import safe_cell
 from patients.models import BloodDraw, DrawSummary, Patient
 
 MAX_SHIFT_DAYS = 180
@@ -126,5 +127,7 @@ def csv_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in records:
         base = {k: r[k] for k in CSV_PATIENT_FIELDS}
         for d in r["draws"] or [dict.fromkeys(CSV_DRAW_FIELDS)]:
-            rows.append({**base, **{k: d[k] for k in CSV_DRAW_FIELDS}})
+            row = {**base, **{k: d[k] for k in CSV_DRAW_FIELDS}}
+            # User-typed text (e.g. a timepoint) must not become a spreadsheet formula.
+            rows.append({k: safe_cell(v) for k, v in row.items()})
     return rows

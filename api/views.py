@@ -19,7 +19,7 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -269,6 +269,8 @@ class PatientViewSet(AuditedReadMixin, viewsets.ModelViewSet):
 
     @action(detail=True, methods=["get"])
     def fhir(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
+        if not can(request.user, Action.EXPORT):  # a FHIR bundle is an export (roles matrix, docs/security.md)
+            raise PermissionDenied("Your role does not allow exports.")
         patient = self.get_object()
         draws = (
             BloodDraw.objects.filter(patient=patient).select_related("summary").order_by("drawn_at", "pk")
@@ -412,6 +414,8 @@ class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
 
     @action(detail=True, methods=["get"], filterset_class=None, ordering_fields=None)
     def fhir(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
+        if not can(request.user, Action.EXPORT):  # a FHIR bundle is an export (roles matrix, docs/security.md)
+            raise PermissionDenied("Your role does not allow exports.")
         draw = self.get_object()
         bundle = fhir.draw_bundle(draw)
         audit.record(request, "export", draw, patient=_patient_stub(draw.patient_id), detail={"format": "fhir"})

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from django.db.models import QuerySet
 from django.db.models.functions import TruncDate
 
+from patients.csvsafe import safe_row
 from patients.models import BloodDraw, TreatmentLine
 from patients.schedule import FAVORABLE, UNFAVORABLE, ctc_status
 
@@ -237,7 +238,8 @@ def csv_rows(courses: Iterable[PatientCourse]) -> Iterable[list]:
     for c in courses:
         base = c.baseline
         for d in c.draws:
-            yield [c.study_id, c.cancer_type, c.cutoff, c.trial, c.arm, c.site, d.draw_id, d.date.isoformat(),
-                   d.timepoint, "" if d.ctc_count is None else d.ctc_count,
-                   "" if d.per_7_5ml is None else d.per_7_5ml, d.status or "", d.summary_status,
-                   int(base is not None and base.draw_id == d.draw_id), c.conversion or ""]
+            # safe_row: user-typed text (study id, timepoint) must not become a spreadsheet formula.
+            yield safe_row([c.study_id, c.cancer_type, c.cutoff, c.trial, c.arm, c.site, d.draw_id,
+                            d.date.isoformat(), d.timepoint, "" if d.ctc_count is None else d.ctc_count,
+                            "" if d.per_7_5ml is None else d.per_7_5ml, d.status or "", d.summary_status,
+                            int(base is not None and base.draw_id == d.draw_id), c.conversion or ""])
