@@ -98,7 +98,7 @@ _PAGES_SCRIPT = textwrap.dedent("""
     c.force_login(get_user_model().objects.get(username="alice"))
     p = Patient.objects.first(); d = BloodDraw.objects.first()
     pages = {}
-    for url in ["/", f"/patients/{p.pk}/", f"/draws/{d.pk}/", "/review/", "/cohort/", "/models/"]:
+    for url in ["/", f"/patients/{p.pk}/", f"/draws/{d.pk}/", "/review/", "/cohort/", "/models/", "/api/docs/"]:
         r = c.get(url, secure=True)
         pages[url] = {"status": r.status_code, "csp": r.headers.get("Content-Security-Policy", ""),
                       "body": r.content.decode(errors="replace") if r.status_code == 200 else ""}

@@ -181,6 +181,36 @@ def test_hostile_inputs_through_the_api(shared_worker, alice, draw, media_guard)
     _run_cases(run)
 
 
+def test_hostile_inputs_through_the_dashboard_upload_view(shared_worker, alice, draw, media_guard):
+    """The upload form's own endpoint (``/draws/{id}/uploads/``, posted by the page's fetch)."""
+    url = f"/draws/{draw.pk}/uploads/"
+    try:
+        resolve(url)
+    except Resolver404:
+        pytest.skip("the dashboard upload view does not exist yet")
+    client = Client(raise_request_exception=False)
+    client.force_login(alice)
+
+    def run(case: str) -> None:
+        build, channels, overrides = HOSTILE[case]
+        before = files_under(TEST_MEDIA)
+        with override_settings(**overrides):
+            files = [upload_file(n, d) for n, d in build()]
+            resp = client.post(url, {"files": files, "channels": channels, "kind": "events"})
+        assert resp.status_code < 500, resp.content[:2000]
+        if 400 <= resp.status_code < 500:
+            assert resp.json().get("error"), resp.content[:300]
+            assert files_under(TEST_MEDIA) == before, "a rejected upload left files behind"
+            RESULTS[f"form view: {case}"] = f"{resp.status_code}: {resp.json()['error'][:200]}"
+            return
+        assert resp.status_code in (200, 201, 202), resp.content[:500]
+        up = ImagingUpload.objects.filter(draw=draw).latest("created_at")
+        RESULTS[f"form view: {case}"] = _outcome_of_upload(up)
+        ImagingUpload.objects.filter(pk=up.pk).delete()
+
+    _run_cases(run)
+
+
 def test_malformed_multipart_is_a_400_on_the_api_and_the_form(alice, draw):
     bodies = [
         ("multipart/form-data; boundary=XyZ", b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename"),
