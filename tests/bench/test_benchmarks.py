@@ -37,8 +37,10 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def scratch_db():
+    """One throw-away database for the pipeline and dashboard runs of this module (each
+    benchmark migrates it; the dashboard's generator replaces whatever is there)."""
     name = f"ctc_bench_t_{uuid.uuid4().hex[:8]}"
     yield name
     drop_database(name)
