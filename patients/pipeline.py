@@ -9,6 +9,7 @@ so a slow first attempt can never overwrite a newer one.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
@@ -29,6 +30,14 @@ logger = logging.getLogger(__name__)
 
 #: After this many claims an upload is failed instead of retried (a poison input).
 MAX_ATTEMPTS = 3
+
+#: The attempt this thread is running, so the task's crash handler fails only that attempt
+#: (a superseded attempt that crashes must not fail the newer one still running).
+_current = threading.local()
+
+
+def current_attempt() -> int | None:
+    return getattr(_current, "attempt", None)
 
 
 @lru_cache(maxsize=4)
@@ -94,7 +103,9 @@ def fail(upload_id: int, attempt: int | None, message: str) -> None:
 
 def run_upload(upload_id: int, progress_factory: Callable[[int, int], ProgressWriter] = ProgressWriter) -> str:
     """Process one upload; returns what happened ("done", "failed", "skipped")."""
+    _current.attempt = None
     attempt = claim(upload_id)
+    _current.attempt = attempt
     if attempt is None:
         logger.info("upload %s: not claimable (done, failed or running elsewhere)", upload_id)
         return "skipped"

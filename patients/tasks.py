@@ -38,7 +38,8 @@ def process_upload(self, upload_id: int) -> str:  # noqa: ANN001 - celery bound 
         raise
     except Exception as err:
         logger.exception("upload %s crashed", upload_id)
-        pipeline.fail(upload_id, None, f"Internal error while analysing the images ({type(err).__name__}). "
+        pipeline.fail(upload_id, pipeline.current_attempt(),
+                      f"Internal error while analysing the images ({type(err).__name__}). "
                       "The lab's administrator has the details in the worker log.")
         return "failed"
 
