@@ -16,6 +16,11 @@ of its own on the shared Redis. Then, for ``--duration`` seconds:
   thumbnails) to ``POST /api/draws/{id}/uploads/``, poll ``/api/uploads/{id}/`` every second
   until the worker has finished it, and post the next.
 
+The worker uses the shipped classifier weights, or an untrained bundle of the same
+architecture when they do not load (mid-retraining): the load test measures the service,
+not the model's calls. gunicorn keeps idle connections 30 s (a proxy's upstream keep-alive)
+so that a person's next page reuses their connection.
+
 Every response must be a success (2xx, or the login redirect); anything else, or a
 transport error, counts as an error. The load generator (asyncio + httpx) runs in this
 process on the same machine, so its CPU competes with the server's: the figures are what
@@ -24,7 +29,7 @@ one small box does for everything, not the server alone.
 The last line of stdout is one JSON object:
 
 - ``benchmark``: ``"load"``; ``config``: users, uploaders, duration_s, think_s, gunicorn
-  workers/threads, upload_events; ``machine``: where it ran (cores, load average...);
+  workers/threads, upload_events, weights (shipped or the fallback); ``machine``: where it ran (cores, load average...);
 - ``pages``: ``{page: {"n", "p50_ms", "p95_ms", "max_ms", "errors"}}`` for ``patient_list``,
   ``patient``, ``draw``, ``review``, ``cohort``, ``models``, ``api_patients``, ``api_draw``,
   ``api_draw_events``, ``login`` and ``upload_post`` (the POST of an upload) and
@@ -150,6 +155,33 @@ print("SEED" + json.dumps({{"users": users, "patients": patient_ids, "draws": dr
     return json.loads(line[4:])
 
 
+def _weights_env(tmp: Path) -> tuple[dict[str, str], str]:
+    """The shipped weights, or (when they do not load, e.g. mid-retraining) an untrained bundle of
+    the same architecture: the load test measures the service, not the model's calls."""
+    code = """
+import sys
+from pathlib import Path
+from classifier.weights import DEFAULT_WEIGHTS, default_contract, load_bundle, save_bundle
+try:
+    load_bundle(DEFAULT_WEIGHTS)
+    print("WEIGHTS shipped")
+except Exception as err:
+    from classifier import features
+    from classifier.model import ctc_dual
+    m = ctc_dual(len(features.feature_names())); m.eval()
+    path = Path(sys.argv[1]) / "untrained.pt"
+    save_bundle(m, default_contract(), path, {"name": "untrained-load", "base_version": "0.0.0-load"})
+    print("WEIGHTS " + str(path) + " " + type(err).__name__)
+"""
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=True)
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("WEIGHTS"))
+    parts = line.split()
+    if parts[1] == "shipped":
+        return {}, "shipped"
+    return {"CLASSIFIER_WEIGHTS": parts[1]}, f"untrained fallback (shipped weights: {parts[2]})"
+
+
 class Stack:
     def __init__(self, env: dict[str, str], port: int, workers: int, threads: int) -> None:
         self.env, self.port, self.workers, self.threads = env, port, workers, threads
@@ -162,7 +194,10 @@ class Stack:
         self.procs.append(subprocess.Popen(
             [str(bin_dir / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
              "--workers", str(self.workers), "--threads", str(self.threads), "--timeout", "120",
-             "--backlog", "256"],
+             "--backlog", "256",
+             # Longer than the think time, as a proxy's upstream keep-alive would be: gunicorn's
+             # 2 s default closes idle connections the client is about to reuse.
+             "--keep-alive", "30"],
             cwd=ROOT, env=self.env, stdout=web_log, stderr=subprocess.STDOUT, start_new_session=True))
         worker_log = (self.logdir / "worker.log").open("ab")
         self.procs.append(subprocess.Popen(
@@ -361,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     queue = f"load-{uuid.uuid4().hex[:8]}"
     log(f"load: fresh database {DB_NAME}, seeding {args.patients} patients x {args.draws} draws x {args.events} events")
     env = _stack_env(_fresh_database(DB_NAME), media, queue)
+    weights_env, weights_note = _weights_env(media)
+    env.update(weights_env)
     t0 = time.monotonic()
     seed = _seed(env, args.patients, args.draws, args.events)
     log(f"load: seeded in {time.monotonic() - t0:.1f}s; starting gunicorn ({args.workers}x{args.threads}) + worker")
@@ -395,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "load",
         "config": {"users": args.users, "uploaders": args.uploaders, "duration_s": args.duration,
                    "think_s": args.think, "gunicorn_workers": args.workers, "gunicorn_threads": args.threads,
-                   "upload_events": args.upload_events,
+                   "upload_events": args.upload_events, "weights": weights_note,
                    "seeded": {"patients": args.patients, "draws": args.patients * args.draws,
                               "events": args.patients * args.draws * args.events}},
         "machine": machine(),
