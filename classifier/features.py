@@ -31,15 +31,26 @@ def _mean(x: np.ndarray, m: np.ndarray) -> np.ndarray:
     return (x * m).sum(axis=(-2, -1)) / np.maximum(n, 1)
 
 
+def _mean_of_temp(t: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """:func:`_mean` of a temporary array, masked in place (same values, one allocation less)."""
+    t *= m
+    return t.sum(axis=(-2, -1)) / np.maximum(m.sum(axis=(-2, -1)), 1)
+
+
 def _std(x: np.ndarray, m: np.ndarray, mu: np.ndarray) -> np.ndarray:
-    return np.sqrt(_mean((x - mu[..., None, None]) ** 2, m))
+    d = x - mu[..., None, None]
+    d **= 2
+    return np.sqrt(_mean_of_temp(d, m))
 
 
 def _pearson(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> np.ndarray:
     ma, mb = _mean(a, m), _mean(b, m)
     da, db = a - ma[:, None, None], b - mb[:, None, None]
-    cov = _mean(da * db, m)
-    return cov / np.sqrt(_mean(da * da, m) * _mean(db * db, m) + _EPS)
+    t = da * db
+    cov = _mean_of_temp(t, m)
+    var_a = _mean_of_temp(np.multiply(da, da, out=t), m)
+    var_b = _mean_of_temp(np.multiply(db, db, out=t), m)
+    return cov / np.sqrt(var_a * var_b + _EPS)
 
 
 def _boundary(m: np.ndarray) -> np.ndarray:
