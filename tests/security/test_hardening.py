@@ -103,6 +103,13 @@ _PAGES_SCRIPT = textwrap.dedent("""
         pages[url] = {"status": r.status_code, "csp": r.headers.get("Content-Security-Policy", ""),
                       "body": r.content.decode(errors="replace") if r.status_code == 200 else ""}
     out["pages"] = pages
+    # Sliding idle expiry: every response renews the session cookie (SESSION_SAVE_EVERY_REQUEST).
+    r = c.get("/", secure=True)
+    out["session_cookie"] = dict(r.cookies["sessionid"]) if "sessionid" in r.cookies else None
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+    expiry = Session.objects.get(session_key=r.cookies["sessionid"].value).expire_date
+    out["session_expires_in_s"] = (expiry - timezone.now()).total_seconds()
     print("RESULT" + json.dumps(out))
 """)
 
@@ -123,6 +130,12 @@ def test_production_pages_send_hsts_csp_secure_cookies_and_every_inline_script_h
     assert h["X-Frame-Options"] == "DENY" and h["X-Content-Type-Options"] == "nosniff"
     csrf = out["login"]["cookies"]["csrftoken"]
     assert csrf["secure"] and csrf["samesite"] == "Lax"
+    session = out["session_cookie"]
+    assert session, "an authenticated response must renew the session cookie (idle timeout)"
+    # A browser-session cookie (gone when the browser closes) whose server-side session ends
+    # after 30 idle minutes: each request pushes the expiry 30 minutes ahead.
+    assert session["secure"] and session["httponly"] and not session["max-age"]
+    assert 1700 < out["session_expires_in_s"] <= 1800
     ok = [url for url, page in out["pages"].items() if page["status"] == 200]
     assert "/" in ok and any(u.startswith("/patients/") for u in ok), {u: p["status"] for u, p in out["pages"].items()}
     problems = []
