@@ -143,3 +143,16 @@ def test_a_reviewer_of_the_same_team_cannot_export_and_a_member_cannot_review(cl
     assert resp.status_code in (403, 404, 405)
     event.refresh_from_db()
     assert event.reviewed_call == ""
+
+
+def test_a_deactivated_user_is_out_at_the_next_request_session_and_token(client, alice, patient):
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.create(user=alice)
+    client.force_login(alice)
+    assert client.get(f"/patients/{patient.pk}/").status_code == 200
+    alice.is_active = False
+    alice.save()
+    assert client.get(f"/patients/{patient.pk}/").status_code in (302, 403, 404)
+    client.logout()
+    assert client.get("/api/patients/", HTTP_AUTHORIZATION=f"Token {token.key}").status_code in (401, 403)
