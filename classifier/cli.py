@@ -76,10 +76,11 @@ def cmd_train(a: argparse.Namespace) -> int:
                           "cfg": train.config_dict(cfg), "features": list(contract.feature_names)}, sort_keys=True)
     history = train.fit(model, tr, cfg, ckpt, progress=not a.quiet, run_key=run_key)
     temperature = train.calibrate_temperature(model, va)
-    metrics = {"synthetic_test": evaluate.evaluate_set(model, te)}
+    threshold = train.operating_threshold(model, va)
+    metrics = {"synthetic_test": evaluate.evaluate_set(model, te, threshold)}
     if a.eval_data:
         dev = data.folder(Path(a.eval_data), _channels(a.eval_channels), contract)
-        metrics[Path(a.eval_data).name] = evaluate.evaluate_set(model, dev)
+        metrics[Path(a.eval_data).name] = evaluate.evaluate_set(model, dev, threshold)
     meta = {
         "name": "ctc-dual" if len(branches) == 2 else f"ctc-{branches[0]}",
         "base_version": MODEL_VERSION,
@@ -94,6 +95,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         "training_command": "python -m classifier " + " ".join(shlex.quote(x) for x in a.argv),
         "train_config": train.config_dict(cfg),
         "temperature": temperature,
+        "threshold": threshold,
+        "threshold_rule": "98% sensitivity on the synthetic validation split (screening operating point)",
         "history": history,
         "metrics": metrics,
         "seconds": {"data": round(t_data, 1), "total": round(time.time() - t0, 1)},
@@ -114,13 +117,14 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     model, contract, meta = load_bundle(Path(a.weights) if a.weights else None)
     ds = data.folder(Path(a.data), _channels(a.channels), contract, a.pixel_size_um)
+    threshold = float(meta.get("threshold", 0.5))
     pr = evaluate.predict(model, ds)
-    out = evaluate.metrics(ds.is_ctc, pr["p"], ds.category, pr["cat"].argmax(1) if len(ds) else None)
+    out = evaluate.metrics(ds.is_ctc, pr["p"], ds.category, pr["cat"].argmax(1) if len(ds) else None, threshold)
     gate = evaluate.gating_baseline(ds, list(contract.feature_names))
     out["gating_baseline"] = evaluate.metrics(ds.is_ctc, gate, ds.category)
     out["model_version"] = meta.get("version")
     if a.loo:
-        out["loo_finetuned"] = _loo(a, ds, model, contract)
+        out["loo_finetuned"] = _loo(a, ds, model, threshold)
     if a.per_event:
         for i, name in enumerate(ds.names):
             print(json.dumps({"file": name, "is_ctc": int(ds.is_ctc[i]), "ctc_probability": round(float(pr["p"][i]), 4),
@@ -136,7 +140,7 @@ def _cat(k: int) -> str:
     return CATEGORIES[k]
 
 
-def _loo(a: argparse.Namespace, ds, model, contract) -> dict:  # noqa: ANN001
+def _loo(a: argparse.Namespace, ds, model, threshold: float) -> dict:  # noqa: ANN001
     """Leave-one-out: fine-tune on all events but one, predict the one left out."""
     from classifier import evaluate
     from classifier.finetune import finetune
@@ -149,7 +153,7 @@ def _loo(a: argparse.Namespace, ds, model, contract) -> dict:  # noqa: ANN001
         pr = evaluate.predict(tuned, ds.subset(np.array([i])))
         p[i] = pr["p"][0]
         cats[i] = pr["cat"][0].argmax()
-    return evaluate.metrics(ds.is_ctc, p, ds.category, cats)
+    return evaluate.metrics(ds.is_ctc, p, ds.category, cats, threshold)
 
 
 def cmd_finetune(a: argparse.Namespace) -> int:
@@ -160,8 +164,9 @@ def cmd_finetune(a: argparse.Namespace) -> int:
     model, contract, meta = load_bundle(Path(a.weights) if a.weights else None)
     ds = data.folder(Path(a.data), _channels(a.channels), contract, a.pixel_size_um)
     tuned = finetune(model, ds, seed=a.seed, epochs=a.epochs)
-    before = evaluate.evaluate_set(model, ds)
-    after = evaluate.evaluate_set(tuned, ds)
+    threshold = float(meta.get("threshold", 0.5))
+    before = evaluate.evaluate_set(model, ds, threshold)
+    after = evaluate.evaluate_set(tuned, ds, threshold)
     new_meta = {
         "name": meta.get("name", "ctc-dual") + "-finetuned",
         "base_version": meta.get("version", "1.0.0").split("+")[0] + "-ft",
@@ -171,6 +176,7 @@ def cmd_finetune(a: argparse.Namespace) -> int:
         "training_command": "python -m classifier " + " ".join(shlex.quote(x) for x in a.argv),
         "metrics": {"train_folder_before": before, "train_folder_after": after},
         "temperature": float(tuned.temperature),
+        "threshold": threshold,
     }
     out_meta = save_bundle(tuned, contract, Path(a.out), new_meta)
     _print_json({"weights": str(a.out), "version": out_meta["version"], "n": len(ds),

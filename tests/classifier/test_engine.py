@@ -29,7 +29,7 @@ def test_analyse_files_fills_every_field(shipped, synth_folder):
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     for ev in res.events:
-        assert ev.call == ("ctc" if ev.ctc_probability >= 0.5 else "non_ctc")
+        assert ev.call == ("ctc" if ev.ctc_probability >= shipped.threshold else "non_ctc")
         assert 0 <= ev.ctc_probability <= 1
         assert ev.category in CATEGORIES
         assert sum(ev.category_probabilities.values()) == pytest.approx(1, abs=1e-4)
