@@ -64,7 +64,7 @@ def test_a_worker_killed_mid_job_is_finished_by_the_next_worker_exactly_once(wor
 
     env = {**classifier_env, **FAST_SWEEP}
     first = worker_factory(extra_env=env)
-    n = 60
+    n = 120  # a few seconds of work even on a quiet machine: room to kill it in the middle
     up = _upload(draw, alice, n)
     # Kill it once the job is truly under way (claimed, model loaded, progress written).
     wait_for(lambda: ImagingUpload.objects.filter(pk=up.pk, status=UploadStatus.RUNNING, progress__gt=5).exists(),
