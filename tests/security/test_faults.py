@@ -84,6 +84,34 @@ def test_a_worker_killed_mid_job_is_finished_by_the_next_worker_exactly_once(wor
     _assert_one_set_of_results(ImagingUpload.objects.get(pk=up.pk), n)
 
 
+def test_a_pool_child_killed_mid_job_like_the_oom_killer_does_is_finished_exactly_once(worker_factory,
+                                                                                        classifier_env, alice, draw):
+    """Only the pool child dies (the main process lives on): Celery re-delivers the message at
+    once (reject on worker lost). That delivery takes the job if the heartbeat is stale by the
+    time a new child runs it, else it is a no-op and the sweep takes it; exactly once either way."""
+    import os
+    import signal
+
+    from patients.tasks import requeue_stale_uploads
+
+    worker = worker_factory(extra_env={**classifier_env, **FAST_SWEEP})
+    n = 120
+    up = _upload(draw, alice, n)
+    wait_for(lambda: ImagingUpload.objects.filter(pk=up.pk, status=UploadStatus.RUNNING, progress__gt=5).exists(),
+             timeout=180, interval=0.05, what="the job to start")
+    children = subprocess.run(["pgrep", "-P", str(worker.proc.pid)], capture_output=True, text=True).stdout.split()
+    assert children, "no pool child found"
+    for pid in children:
+        os.kill(int(pid), signal.SIGKILL)
+    time.sleep(3.5)  # the heartbeat goes stale
+    assert worker.proc.poll() is None, "the main worker process must survive its child"
+    with override_settings(UPLOAD_STALE_AFTER=timedelta(seconds=3)):
+        requeue_stale_uploads.delay()
+    up = _final(up.pk)
+    _assert_one_set_of_results(up, n)
+    assert up.attempts == 2
+
+
 # --- 2. broker down ---------------------------------------------------------------------------
 
 
