@@ -57,9 +57,10 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-# Behind one reverse proxy the client address is the last X-Forwarded-For hop it adds.
-AXES_IPWARE_PROXY_COUNT = env.int("AXES_IPWARE_PROXY_COUNT", default=1)
-AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+# The client address for the lockout is REMOTE_ADDR (django-ipware is not installed, so
+# axes never reads X-Forwarded-For): a forged header cannot give every guess a new
+# "address" (tests/security/test_hardening.py). Behind a reverse proxy, REMOTE_ADDR must be
+# made the client's by the deployment (docs/security.md), for the audit trail too.
 
 # --- Content security policy (django-csp) ---------------------------------------
 # Scripts only from this origin or inline with the per-request nonce

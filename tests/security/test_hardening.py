@@ -156,6 +156,30 @@ def test_production_pages_send_hsts_csp_secure_cookies_and_every_inline_script_h
     assert not problems, "\n".join(problems)
 
 
+_SPOOF_SCRIPT = textwrap.dedent("""
+    import django
+    django.setup()
+    from django.test import Client
+    c = Client(raise_request_exception=False)
+    codes = []
+    for i in range(11):
+        r = c.post("/accounts/login/", {"username": "alice", "password": f"guess-{i}"}, secure=True,
+                   HTTP_X_FORWARDED_FOR=f"81.2.69.{i + 1}, 81.2.70.{i + 1}")  # public: ipware skips private ones
+        codes.append(r.status_code)
+    print("CODES", *codes)
+""")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_production_lockout_cannot_be_dodged_with_a_forged_x_forwarded_for(alice):
+    proc = subprocess.run([sys.executable, "-c", _SPOOF_SCRIPT], cwd=ROOT, timeout=180, capture_output=True,
+                          text=True, env=_prod_env(DATABASE_URL=_database_url()))
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("CODES")), None)
+    assert line, proc.stderr[-3000:]
+    codes = [int(c) for c in line.split()[1:]]
+    assert codes[:9] == [200] * 9 and codes[10] in (403, 429), codes
+
+
 # --- no secrets in the repository ---------------------------------------------------------------
 
 SECRET_PATTERNS = [
