@@ -239,10 +239,13 @@ def test_charlie_of_another_team_gets_404_or_empty_lists_everywhere(alice_data, 
                 problems.append(f"{method.upper()} {url}: server error {resp.status_code}")
             elif method != "get" and 200 <= resp.status_code < 300 and "%(" in fmt and not PUBLIC.match(url):
                 problems.append(f"{method.upper()} {url}: a write on alice's object answered {resp.status_code}")
-        # List endpoints filtered by alice's ids must come back empty, not filtered into her data.
-        if "%(" not in fmt and fmt.startswith("/api/"):
-            q = "&".join(f"{k}={v}" for k, v in (("patient", alice_data.patient.pk), ("draw", alice_data.draw.pk),
-                                                  ("upload", alice_data.upload.pk)))
+        # Lists (pages and API) filtered by alice's ids must come back empty, not filtered into her data.
+        if "%(" not in fmt and not fmt.startswith("/admin/"):
+            q = "&".join(f"{k}={v}" for k, v in (
+                ("patient", alice_data.patient.pk), ("draw", alice_data.draw.pk), ("upload", alice_data.upload.pk),
+                ("team", alice_data.patient.care_team_id), ("care_team", alice_data.patient.care_team_id),
+                # a search matching her study id (not the whole marker: the page may echo the query)
+                ("q", "SECRET-0001"), ("search", "SECRET-0001"), ("study_id", "SECRET-0001")))
             resp = client.get(f"{url}?{q}")
             if _leaks(_body(resp)):
                 problems.append(f"GET {url}?{q}: LEAKS {_leaks(_body(resp))}")
