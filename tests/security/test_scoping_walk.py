@@ -268,3 +268,35 @@ def test_alice_cannot_put_a_patient_into_charlies_team_via_the_api(client, alice
         pytest.skip("POST /api/patients/ does not exist yet")
     assert resp.status_code in (400, 403, 404), resp.content
     assert not Patient.objects.filter(study_id="SNEAK-1").exists()
+
+
+def test_alice_cannot_point_her_records_at_another_teams_objects(client, alice, alice_data, charlie_data,
+                                                                 other_team):
+    """Writes that name another team's objects (mass assignment across the scope) are refused."""
+    token = Token.objects.create(user=alice)
+    api = {"HTTP_AUTHORIZATION": f"Token {token.key}", "content_type": "application/json"}
+    theirs = charlie_data
+    attempts = [
+        ("post", "/api/draws/", {"patient": theirs.pk, "drawn_at": "2025-06-01T09:00:00Z", "volume_ml": "7.5",
+                                 "timepoint": "SNEAK"}),
+        ("patch", f"/api/draws/{alice_data.draw.pk}/", {"patient": theirs.pk}),
+        ("patch", f"/api/patients/{alice_data.patient.pk}/", {"care_team": other_team.pk}),
+        ("post", "/api/treatment-lines/", {"patient": theirs.pk, "line_number": 7, "regimen": "SNEAK",
+                                           "start_date": "2025-06-01"}),
+        ("post", "/api/clinical-events/", {"patient": theirs.pk, "date": "2025-06-01", "kind": "other",
+                                           "note": "SNEAK"}),
+    ]
+    for method, url, body in attempts:
+        try:
+            resolve(url)
+        except Resolver404:
+            continue
+        resp = getattr(client, method)(url, body, **api)
+        assert resp.status_code in (400, 403, 404, 405), (method, url, resp.status_code, resp.content[:300])
+    alice_data.draw.refresh_from_db()
+    alice_data.patient.refresh_from_db()
+    assert alice_data.draw.patient_id == alice_data.patient.pk
+    assert alice_data.patient.care_team_id != other_team.pk
+    assert not BloodDraw.objects.filter(patient=theirs, timepoint="SNEAK").exists()
+    assert not TreatmentLine.objects.filter(patient=theirs).exists()
+    assert not ClinicalEvent.objects.filter(patient=theirs).exists()
