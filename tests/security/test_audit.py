@@ -74,6 +74,22 @@ def test_a_draw_created_via_the_api_has_a_history_row_naming_the_user(client, al
     assert h.history_user == alice
 
 
+def test_a_draw_recorded_with_the_dashboard_form_has_a_history_row_naming_the_user(client, alice, patient):
+    from django.urls import Resolver404, resolve
+
+    url = f"/patients/{patient.pk}/draws/new/"
+    try:
+        resolve(url)
+    except Resolver404:
+        pytest.skip("the dashboard's draw form does not exist yet")
+    client.force_login(alice)
+    resp = client.post(url, {"drawn_at": "2025-06-01T09:00", "timepoint": "C4D1", "volume_ml": "7.5",
+                             "assay": "CTC enumeration"})
+    assert resp.status_code == 302
+    h = BloodDraw.history.filter(patient_id=patient.pk, timepoint="C4D1").latest("history_date")
+    assert h.history_type == "+" and h.history_user == alice
+
+
 def test_changes_made_in_a_request_carry_the_user_update_and_delete_too(rf, alice, patient):
     # The middleware path every view (dashboard, API, admin) goes through.
     from simple_history.models import HistoricalRecords
