@@ -74,7 +74,11 @@ def cmd_train(a: argparse.Namespace) -> int:
     ckpt = Path(a.checkpoint) if a.checkpoint else None
     run_key = json.dumps({"gen": data.GENERATOR_VERSION, "n": [a.n_train, a.n_val, a.n_test], "branches": branches,
                           "cfg": train.config_dict(cfg), "features": list(contract.feature_names)}, sort_keys=True)
-    history = train.fit(model, tr, cfg, ckpt, progress=not a.quiet, run_key=run_key)
+    history = train.fit(model, tr, cfg, ckpt, progress=not a.quiet, run_key=run_key, stop_after=a.stop_after)
+    if len(history) < cfg.epochs:
+        _print_json({"checkpoint": str(ckpt), "epochs_done": len(history), "epochs": cfg.epochs,
+                     "resume": "run the same command again"})
+        return 0
     temperature = train.calibrate_temperature(model, va)
     threshold = train.operating_threshold(model, va)
     metrics = {"synthetic_test": evaluate.evaluate_set(model, te, threshold)}
@@ -153,7 +157,9 @@ def _loo(a: argparse.Namespace, ds, model, threshold: float) -> dict:  # noqa: A
         pr = evaluate.predict(tuned, ds.subset(np.array([i])))
         p[i] = pr["p"][0]
         cats[i] = pr["cat"][0].argmax()
-    return evaluate.metrics(ds.is_ctc, p, ds.category, cats, threshold)
+    out = evaluate.metrics(ds.is_ctc, p, ds.category, cats, threshold)
+    out["probabilities"] = {name: round(float(v), 4) for name, v in zip(ds.names, p, strict=True)}
+    return out
 
 
 def cmd_finetune(a: argparse.Namespace) -> int:
@@ -224,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--branches", default="spatial,texture", help="spatial,texture | spatial | texture")
     t.add_argument("--checkpoint", default="artifacts/train/checkpoint.pt", help="resumable checkpoint ('' = none)")
+    t.add_argument("--stop-after", type=int, default=None, help="stop after N epochs (resume later)")
     t.add_argument("--cache", default=str(DEFAULT_CACHE))
     t.add_argument("--no-cache", action="store_true")
     t.add_argument("--workers", type=int, default=2)

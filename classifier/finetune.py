@@ -1,14 +1,18 @@
 """Fine-tuning the shipped weights on a lab's handful of labelled events.
 
-With tens of events, plain fine-tuning overfits and forgets. Three guards:
+With tens of events, plain fine-tuning overfits and forgets (measured: leave-one-out on
+ctc-dev fell from 0.95 to 0.79 balanced accuracy when every layer was tuned). Guards:
 
+- **only the top is tuned**: the fusion gate, the embedding and the heads; both
+  branches (CNN and attribute MLP) and their batch-norm statistics stay frozen;
 - **replay**: every step mixes the lab's events with synthetic ones (cached), so the
   model keeps what the generator taught it;
 - **L2-SP** (Li et al. 2018): a penalty pulling weights toward the starting point;
-- **frozen normalisation**: batch-norm statistics stay those of the base model (tiny
-  batches would wreck them), and the convolutional stem is frozen.
+- **WiSE-FT** (Wortsman et al. 2022): the result is the midpoint, in weight space, of the
+  base and the fine-tuned weights, which keeps the base model's robustness.
 
-Deterministic for a seed. The temperature is kept (too few events to re-fit it).
+Deterministic for a seed. The temperature and the call threshold are kept (too few
+events to re-fit them). How the recipe was chosen is in docs/model-card.md.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from classifier import data
 from classifier.model import DualBranchCTC
@@ -34,10 +37,11 @@ def finetune(
     ds: data.EventSet,
     seed: int = 0,
     epochs: int | None = None,
-    steps: int = 80,
-    lr: float = 5e-4,
-    l2sp: float = 1e-2,
-    real_weight: float = 2.0,
+    steps: int = 60,
+    lr: float = 1e-3,
+    l2sp: float = 1.0,
+    real_weight: float = 1.0,
+    wise_alpha: float = 0.5,
     replay: data.EventSet | None = None,
 ) -> DualBranchCTC:
     """A fine-tuned copy of ``model`` (``model`` itself is untouched)."""
@@ -48,9 +52,12 @@ def finetune(
     if replay is None:
         replay = data.synthetic(REPLAY_EVENTS, REPLAY_SEED, default_contract(), workers=2,
                                 cache=Path("artifacts/synth-cache"), progress=False)
-    if tuned.spatial is not None:
-        for p in tuned.spatial.stages[0].parameters():
-            p.requires_grad_(False)
+    top = [tuned.reduce, tuned.head_ctc, tuned.head_category] + ([tuned.gate] if tuned.gate is not None else [])
+    for p in tuned.parameters():
+        p.requires_grad_(False)
+    for module in top:
+        for p in module.parameters():
+            p.requires_grad_(True)
     params = [p for p in tuned.parameters() if p.requires_grad]
     anchor = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -61,10 +68,8 @@ def finetune(
     real_y = torch.from_numpy(ds.is_ctc)
     real_c = torch.from_numpy(ds.category)
     rep_x = torch.from_numpy(np.asarray(replay.crops))
-    tuned.train()
-    for m in tuned.modules():  # keep running statistics and disable dropout noise in BN
-        if isinstance(m, nn.BatchNorm2d):
-            m.eval()
+    tuned.eval()  # frozen branches: running statistics kept, no dropout below the top
+    tuned.reduce.train()
     for _ in range(steps):
         ri = torch.randint(0, len(ds), (min(len(ds), 64),), generator=g)
         si = torch.randint(0, len(replay), (64,), generator=g)
@@ -78,5 +83,8 @@ def finetune(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    with torch.no_grad():  # WiSE-FT: interpolate toward the base weights
+        for p, a in zip(params, anchor, strict=True):
+            p.copy_((1.0 - wise_alpha) * a + wise_alpha * p)
     tuned.eval()
     return tuned

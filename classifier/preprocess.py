@@ -210,10 +210,7 @@ def analyse_objects(norm: np.ndarray, nucleus_px: float | None = None, smooth_px
     """Thresholds and nucleus size, from a block-averaged copy where that keeps nuclei
     at least ~8 px across (``nucleus_px``: expected diameter when the pixel size is known;
     otherwise at most 4x and never below 80 px on the short side)."""
-    if nucleus_px is not None:
-        f = max(1, int(nucleus_px // 8))
-    else:
-        f = max(1, min(4, min(norm.shape[1:]) // 80))
+    f = max(1, int(nucleus_px // 8)) if nucleus_px is not None else max(1, min(4, min(norm.shape[1:]) // 80))
     small = _block_mean(norm[:3], f) if f > 1 else norm[:3]
     smooth = np.stack([ndi.gaussian_filter(ch, smooth_px) for ch in small])
     thr = _thresholds(smooth)

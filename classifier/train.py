@@ -99,10 +99,12 @@ def fit(
     progress: bool = True,
     log: list[dict] | None = None,
     run_key: str = "",
+    stop_after: int | None = None,
 ) -> list[dict]:
     """Train ``model`` on ``train``; resume from ``checkpoint`` if it exists and was written
     by the same run (``run_key``: data, seed and settings), and save to it after every
-    epoch. Returns the per-epoch log (mean loss)."""
+    epoch. ``stop_after`` ends this invocation after that many epochs (a time-boxed run
+    that a later call resumes). Returns the per-epoch log (mean loss)."""
     set_determinism(cfg.seed, cfg.threads)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(train) / cfg.batch))
@@ -122,12 +124,14 @@ def fit(
         sched.load_state_dict(state["sched"])
         g.set_state(state["gen"])
         start, history = state["epoch"], state["history"]
+        torch.set_rng_state(state["torch_rng"])  # dropout draws from the global generator
     crops = torch.from_numpy(np.asarray(train.crops))
     feats = torch.from_numpy(train.feats)
     y = torch.from_numpy(train.is_ctc)
     cat = torch.from_numpy(train.category)
     bar = tqdm(total=total, initial=start * steps_per_epoch, desc="train", unit="step", disable=not progress)
-    for epoch in range(start, cfg.epochs):
+    end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
+    for epoch in range(start, end):
         model.train()
         perm = torch.randperm(len(train), generator=g)
         losses = []
@@ -154,7 +158,8 @@ def fit(
             Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(str(checkpoint) + ".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "gen": g.get_state(), "epoch": epoch + 1, "history": history, "run_key": run_key}, tmp)
+                        "gen": g.get_state(), "epoch": epoch + 1, "history": history, "run_key": run_key,
+                        "torch_rng": torch.get_rng_state()}, tmp)
             tmp.replace(checkpoint)
     bar.close()
     model.eval()

@@ -42,6 +42,6 @@ def test_predict_prints_one_json_line_per_event(synth_folder):
 
 def test_bad_channels_exit_with_a_message(synth_folder):
     f = str(next((synth_folder / "events").iterdir()))
-    proc = run("predict", "--channels", "DAPI,CK,AF", f)
+    proc = run("predict", "--channels", "DAPI,CK,AF,VIM", f)
     assert proc.returncode != 0
     assert "CD45" in proc.stderr

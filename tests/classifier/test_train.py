@@ -9,10 +9,10 @@ from classifier import evaluate, train
 from classifier.weights import load_bundle, save_bundle
 
 
-def _run(small_set, epochs=2, checkpoint=None, seed=0):
+def _run(small_set, epochs=2, checkpoint=None, seed=0, stop_after=None):
     model = train.new_model(small_set.feats.shape[1], ("spatial", "texture"), small_set, seed)
     cfg = train.TrainConfig(epochs=epochs, batch=32, lr=3e-3, seed=seed)
-    hist = train.fit(model, small_set, cfg, checkpoint, progress=False)
+    hist = train.fit(model, small_set, cfg, checkpoint, progress=False, stop_after=stop_after)
     return model, hist
 
 
@@ -45,7 +45,8 @@ def test_same_seed_same_weights_and_metrics(small_set):
 def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(small_set, tmp_path):
     ckpt = tmp_path / "ck.pt"
     straight, _ = _run(small_set, epochs=2, seed=1)
-    _run(small_set, epochs=1, checkpoint=ckpt, seed=1)  # "interrupted" after one epoch
+    _, first = _run(small_set, epochs=2, checkpoint=ckpt, seed=1, stop_after=1)  # interrupted after one epoch
+    assert [h["epoch"] for h in first] == [1]
     resumed, hist = _run(small_set, epochs=2, checkpoint=ckpt, seed=1)
     assert [h["epoch"] for h in hist] == [1, 2]
     for (k, va), (_, vb) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
