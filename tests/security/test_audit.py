@@ -3,6 +3,8 @@ overrides with their reason, and the administrators' audit page."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.urls import get_resolver
@@ -203,3 +205,39 @@ def test_the_audit_page_filters_by_user_patient_and_action(client, admin_user, a
     assert "/cohort/export.csv" in exports and "10.0.0.7" not in exports
     # Looking at the trail is itself recorded.
     assert AuditEvent.objects.filter(user=admin_user, object_type="AuditTrail").count() == 5
+
+
+#: Reads of one object that are not a view of the record: the upload form's progress poll.
+NOT_A_RECORD_VIEW = ("/uploads/%(pk)s/status/",)
+
+
+def test_every_read_of_one_patient_object_is_audited(client, alice, patient):
+    """Every GET route taking one object id (dashboard and API, as the resolver lists them
+    when the test runs) that answers 200 writes an AuditEvent for alice's patient."""
+    draw = factories.BloodDrawFactory(patient=patient)
+    upload = factories.ImagingUploadFactory(draw=draw)
+    cell = factories.CellEventFactory(upload=upload)
+    from patients.summary import recompute_summary
+
+    ids = {"patients": patient.pk, "draws": draw.pk, "uploads": upload.pk, "events": cell.pk,
+           "treatment-lines": factories.TreatmentLineFactory(patient=patient).pk,
+           "clinical-events": factories.ClinicalEventFactory(patient=patient).pk,
+           "summaries": recompute_summary(draw).pk}
+    client.force_login(alice)
+    _token_client(client, alice)
+    checked, missing = 0, []
+    for fmt in sorted(_routes()):
+        if fmt.startswith("/admin/") or fmt.count("%(") != 1 or "%(format)s" in fmt or fmt in NOT_A_RECORD_VIEW:
+            continue
+        seg = fmt.split("%(")[0].rstrip("/").rsplit("/", 1)[-1]
+        if seg not in ids:
+            continue
+        url = re.sub(r"%\(\w+\)s", str(ids[seg]), fmt)
+        before = AuditEvent.objects.filter(user=alice, patient=patient).count()
+        if client.get(url).status_code != 200:
+            continue  # POST-only routes, images the factories do not make
+        checked += 1
+        if AuditEvent.objects.filter(user=alice, patient=patient).count() == before:
+            missing.append(url)
+    assert checked >= 4, "the walk found too few routes to mean anything"
+    assert not missing, f"reads of patient data without an audit record: {missing}"
