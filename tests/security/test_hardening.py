@@ -82,6 +82,17 @@ def test_production_refuses_to_start_without_a_secret_key_or_hosts():
         assert proc.returncode != 0 and missing in proc.stderr, proc.stderr[-2000:]
 
 
+def test_production_wants_passwords_of_twelve_characters():
+    code = ("import django; django.setup()\n"
+            "from django.contrib.auth.password_validation import validate_password\n"
+            "from django.core.exceptions import ValidationError\n"
+            "validate_password('a-long-passphrase-ok')\n"
+            "try:\n    validate_password('short-pw-1')\nexcept ValidationError:\n    print('REFUSED')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_prod_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and "REFUSED" in proc.stdout, proc.stderr[-2000:]
+
+
 _PAGES_SCRIPT = textwrap.dedent("""
     import json, re, sys
     import django
