@@ -23,6 +23,5 @@ urlpatterns = [
     path("models/", views.models_page, name="models"),
     path("models/<int:pk>/<str:action>/", views.model_action, name="model_action"),
 ]
-urlpatterns.append(path("audit/", __import__("dashboard.audit_views", fromlist=["audit_log"]).audit_log, name="audit"))
 # The audit page (administrators only) belongs to the security work: dashboard/audit_views.py.
 urlpatterns.append(path("audit/", __import__("dashboard.audit_views", fromlist=["audit_log"]).audit_log, name="audit"))
