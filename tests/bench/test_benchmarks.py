@@ -50,7 +50,8 @@ def test_classifier_quick() -> None:
     out = run_bench("bench.classifier")
     assert out["benchmark"] == "classifier" and out["quick"] is True
     for key in ("device", "threads", "precision", "weights", "input", "n_features", "model", "resnet18", "ratio",
-                "model_with_explanations_events_per_s", "features", "model_plus_features_events_per_s", "targets",
+                "model_with_explanations_events_per_s", "features", "model_plus_features_events_per_s", "one_thread",
+                "targets",
                 "meets_target", "accuracy", "machine"):
         assert key in out, key
     for name in ("model", "resnet18"):
