@@ -154,11 +154,18 @@ def map_channels(image: np.ndarray, channels: Sequence[str], contract: Preproces
 def _block_mean(img: np.ndarray, f: int) -> np.ndarray:
     c, h, w = img.shape
     h2, w2 = h // f * f, w // f * f
-    return img[:, :h2, :w2].reshape(c, h2 // f, f, w2 // f, f).mean(axis=(2, 4))
+    # summing the contiguous axis first is ~3x faster than mean(axis=(2, 4))
+    return img[:, :h2, :w2].reshape(c, h2 // f, f, w2 // f, f).sum(axis=4).sum(axis=2) / (f * f)
 
 
 def normalise(image: np.ndarray) -> np.ndarray:
-    """Robust per-channel affine normalisation (see module docstring).
+    """Robust per-channel affine normalisation (see module docstring)."""
+    return _normalise(image)[0]
+
+
+def _normalise(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Normalised image, plus its smoothed block-averaged copy (normalised the same way)
+    and the block factor, which :func:`analyse_objects` reuses instead of recomputing.
 
     The top anchor is the 99.9th percentile of a smoothed, block-averaged copy: close to
     the brightest *object* (not a hot pixel), so a CK+ event maps to ~1 whether it fills
@@ -172,14 +179,15 @@ def normalise(image: np.ndarray) -> np.ndarray:
     if flat.shape[1] > 12000:  # percentiles of a regular subsample are as robust and faster
         flat = flat[:, :: flat.shape[1] // 8000]
     lo = np.percentile(flat, LOW_PCT, axis=1)
-    smooth = np.stack([ndi.gaussian_filter(ch, 1.0) for ch in small]).reshape(c, -1)
+    smooth = ndi.gaussian_filter(small, (0.0, 1.0, 1.0)).reshape(c, -1)  # sigma 0: channels stay apart
     hi = np.percentile(smooth, HIGH_PCT, axis=1)
     top = image.reshape(c, -1).max(axis=1)
     span = hi - lo
     span = np.where(span > 0, span, top - lo)
     span = np.where(span > 0, span, 1.0)
-    out = (image - lo[:, None, None]) / span[:, None, None]
-    return np.clip(out, *CLIP).astype(np.float32)
+    out = np.clip((image - lo[:, None, None]) / span[:, None, None], *CLIP).astype(np.float32)
+    smooth_norm = np.clip((smooth - lo[:, None]) / span[:, None], *CLIP).reshape(small.shape).astype(np.float32)
+    return out, smooth_norm, f
 
 
 # --- objects at native resolution ----------------------------------------------------------
@@ -206,13 +214,18 @@ def _thresholds(smooth: np.ndarray) -> np.ndarray:
     return out
 
 
-def analyse_objects(norm: np.ndarray, nucleus_px: float | None = None, smooth_px: float = 1.0) -> Objects:
+def analyse_objects(norm: np.ndarray, nucleus_px: float | None = None, smooth_px: float = 1.0,
+                    smoothed: tuple[np.ndarray, int] | None = None) -> Objects:
     """Thresholds and nucleus size, from a block-averaged copy where that keeps nuclei
     at least ~8 px across (``nucleus_px``: expected diameter when the pixel size is known;
-    otherwise at most 4x and never below 80 px on the short side)."""
+    otherwise at most 4x and never below 80 px on the short side). ``smoothed``: a
+    smoothed block-averaged copy already made by :func:`_normalise`, used if its factor fits."""
     f = max(1, int(nucleus_px // 8)) if nucleus_px is not None else max(1, min(4, min(norm.shape[1:]) // 80))
-    small = _block_mean(norm[:3], f) if f > 1 else norm[:3]
-    smooth = np.stack([ndi.gaussian_filter(ch, smooth_px) for ch in small])
+    if smoothed is not None and smoothed[1] == f:
+        smooth = smoothed[0][:3]
+    else:
+        small = _block_mean(norm[:3], f) if f > 1 else norm[:3]
+        smooth = ndi.gaussian_filter(small, (0.0, smooth_px, smooth_px))
     thr = _thresholds(smooth)
     dapi = smooth[0] > thr[0]
     lab, n = ndi.label(dapi)
@@ -266,12 +279,13 @@ def crop_at(norm: np.ndarray, y: float, x: float, px_um: float, contract: Prepro
     # sub-pixel alignment: sample the window on the target grid with linear interpolation,
     # after a Gaussian anti-alias when shrinking
     if factor > 1.2:
-        win = np.stack([ndi.gaussian_filter(ch, 0.45 * factor) for ch in win])
+        win = ndi.gaussian_filter(win, (0.0, 0.45 * factor, 0.45 * factor))
     grid = (np.arange(s, dtype=np.float32) - (s - 1) / 2.0) * factor
     gy = grid + (y - y0)
     gx = grid + (x - x0)
-    yy, xx = np.meshgrid(gy, gx, indexing="ij")
-    out = np.stack([ndi.map_coordinates(ch, [yy, xx], order=1, mode="constant", cval=0.0) for ch in win])
+    # one 3-D call: integer channel coordinates make the channel axis an exact lookup
+    cc, yy, xx = np.meshgrid(np.arange(c, dtype=np.float32), gy, gx, indexing="ij")
+    out = ndi.map_coordinates(win, [cc, yy, xx], order=1, mode="constant", cval=0.0)
     return out.astype(np.float32)
 
 
@@ -279,7 +293,7 @@ def masks(crop: np.ndarray, thresholds: np.ndarray, um_per_px: float) -> tuple[n
     """Nucleus and cell-body masks of the object at the crop's centre."""
     s = crop.shape[-1]
     c = s // 2
-    sm = np.stack([ndi.gaussian_filter(crop[k], 0.8) for k in range(3)])
+    sm = ndi.gaussian_filter(crop[:3], (0.0, 0.8, 0.8))
     nuc_fg = sm[0] > thresholds[0]
     fg = nuc_fg | (sm[1] > thresholds[1]) | (sm[2] > thresholds[2])
     nlab, n = ndi.label(nuc_fg)
@@ -330,8 +344,9 @@ def prepare_image(
     mapped = map_channels(np.asarray(image), channels, contract, source)
     if pixel_size_um is not None and not (np.isfinite(pixel_size_um) and pixel_size_um > 0):
         raise InputError(f"{source}: pixel size must be a positive number of µm, got {pixel_size_um!r}.")
-    norm = normalise(mapped)
-    objects = analyse_objects(norm, contract.reference_nucleus_um / pixel_size_um if pixel_size_um else None)
+    norm, smooth_small, block = _normalise(mapped)
+    objects = analyse_objects(norm, contract.reference_nucleus_um / pixel_size_um if pixel_size_um else None,
+                              smoothed=(smooth_small, block))
     px_um, how = pixel_size(objects, pixel_size_um, contract)
     pts = [centre_object(norm.shape[1:])] if centres is None else list(centres)
     crops, nucs, cells = [], [], []
