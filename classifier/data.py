@@ -43,7 +43,7 @@ FOLDER_CATEGORIES: dict[str, str] = {
 }
 
 #: bump when the generator or preprocessing changes, to invalidate caches
-GENERATOR_VERSION = 7
+GENERATOR_VERSION = 8
 
 
 @dataclass

@@ -158,6 +158,16 @@ def _block_mean(img: np.ndarray, f: int) -> np.ndarray:
     return img[:, :h2, :w2].reshape(c, h2 // f, f, w2 // f, f).sum(axis=4).sum(axis=2) / (f * f)
 
 
+def _percentile_rows(a: np.ndarray, q: float) -> np.ndarray:
+    """``np.percentile(a, q, axis=1)`` (linear interpolation) with one partial sort."""
+    n = a.shape[1]
+    pos = q / 100.0 * (n - 1)
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, n - 1)
+    part = np.partition(a, [lo, hi], axis=1)
+    return part[:, lo] + (part[:, hi] - part[:, lo]) * (pos - lo)
+
+
 def normalise(image: np.ndarray) -> np.ndarray:
     """Robust per-channel affine normalisation (see module docstring)."""
     return _normalise(image)[0]
@@ -178,14 +188,18 @@ def _normalise(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     flat = small.reshape(c, -1)
     if flat.shape[1] > 12000:  # percentiles of a regular subsample are as robust and faster
         flat = flat[:, :: flat.shape[1] // 8000]
-    lo = np.percentile(flat, LOW_PCT, axis=1)
+    lo = _percentile_rows(flat, LOW_PCT)
     smooth = ndi.gaussian_filter(small, (0.0, 1.0, 1.0)).reshape(c, -1)  # sigma 0: channels stay apart
-    hi = np.percentile(smooth, HIGH_PCT, axis=1)
-    top = image.reshape(c, -1).max(axis=1)
+    hi = _percentile_rows(smooth, HIGH_PCT)
     span = hi - lo
-    span = np.where(span > 0, span, top - lo)
-    span = np.where(span > 0, span, 1.0)
-    out = np.clip((image - lo[:, None, None]) / span[:, None, None], *CLIP).astype(np.float32)
+    if (span <= 0).any():  # a flat channel, or one whose only signal is a few pixels
+        top = image.reshape(c, -1).max(axis=1)
+        span = np.where(span > 0, span, top - lo)
+        span = np.where(span > 0, span, 1.0)
+    out = image - lo[:, None, None].astype(np.float32)
+    out /= span[:, None, None].astype(np.float32)
+    np.clip(out, *CLIP, out=out)
+    out = out.astype(np.float32, copy=False)
     smooth_norm = np.clip((smooth - lo[:, None]) / span[:, None], *CLIP).reshape(small.shape).astype(np.float32)
     return out, smooth_norm, f
 
@@ -264,7 +278,12 @@ def centre_object(shape: tuple[int, int]) -> tuple[float, float]:
 
 
 def crop_at(norm: np.ndarray, y: float, x: float, px_um: float, contract: PreprocessContract) -> np.ndarray:
-    """Resample a ``crop_px`` square centred on (y, x) to the contract's scale."""
+    """Resample a ``crop_px`` square centred on (y, x) to the contract's scale.
+
+    Shrinking is anti-aliased to a Gaussian of 0.45 output pixels: an integer block mean
+    does most of it cheaply (a 240 px window at 100x becomes 48 px before any filtering),
+    a small Gaussian the rest; then linear interpolation on the target grid.
+    """
     s = contract.crop_px
     factor = contract.um_per_px / px_um  # source pixels per model pixel
     half = s * factor / 2.0
@@ -276,16 +295,38 @@ def crop_at(norm: np.ndarray, y: float, x: float, px_um: float, contract: Prepro
     ye, xe = min(y0 + n, h), min(x0 + n, w)
     if ye > ys and xe > xs:
         win[:, ys - y0:ye - y0, xs - x0:xe - x0] = norm[:, ys:ye, xs:xe]
-    # sub-pixel alignment: sample the window on the target grid with linear interpolation,
-    # after a Gaussian anti-alias when shrinking
+    k = int(factor) if factor >= 2.0 else 1
+    if k > 1:
+        win = _block_mean(win, k)
     if factor > 1.2:
-        win = ndi.gaussian_filter(win, (0.0, 0.45 * factor, 0.45 * factor))
+        # target variance (0.45 factor)^2 in source pixels, minus what the block mean did
+        rest = (0.45 * factor) ** 2 - (k * k - 1) / 12.0
+        if rest > 0.01:
+            sig = float(np.sqrt(rest)) / k
+            win = ndi.gaussian_filter(win, (0.0, sig, sig))
     grid = (np.arange(s, dtype=np.float32) - (s - 1) / 2.0) * factor
-    gy = grid + (y - y0)
-    gx = grid + (x - x0)
-    # one 3-D call: integer channel coordinates make the channel axis an exact lookup
-    cc, yy, xx = np.meshgrid(np.arange(c, dtype=np.float32), gy, gx, indexing="ij")
-    out = ndi.map_coordinates(win, [cc, yy, xx], order=1, mode="constant", cval=0.0)
+    gy = (grid + (y - y0) - (k - 1) / 2.0) / k
+    gx = (grid + (x - x0) - (k - 1) / 2.0) / k
+    return _bilinear(win, gy, gx)
+
+
+def _bilinear(win: np.ndarray, gy: np.ndarray, gx: np.ndarray) -> np.ndarray:
+    """Linear interpolation of ``win`` (C, H, W) on the separable grid ``gy`` x ``gx``,
+    zero outside (as ``ndi.map_coordinates(order=1, mode="constant")``, 5x faster: the
+    grid is an outer product, so rows and columns are gathered once each)."""
+    c, h, w = win.shape
+    pad = np.zeros((c, h + 2, w + 2), np.float32)
+    pad[:, 1:-1, 1:-1] = win
+    y0 = np.floor(gy)
+    x0 = np.floor(gx)
+    wy = (gy - y0).astype(np.float32)
+    wx = (gx - x0).astype(np.float32)
+    iy0 = np.clip(y0.astype(np.int64) + 1, 0, h + 1)
+    iy1 = np.clip(y0.astype(np.int64) + 2, 0, h + 1)
+    ix0 = np.clip(x0.astype(np.int64) + 1, 0, w + 1)
+    ix1 = np.clip(x0.astype(np.int64) + 2, 0, w + 1)
+    rows = pad[:, iy0] * (1 - wy)[None, :, None] + pad[:, iy1] * wy[None, :, None]  # (C, S, W+2)
+    out = rows[:, :, ix0] * (1 - wx)[None, None, :] + rows[:, :, ix1] * wx[None, None, :]
     return out.astype(np.float32)
 
 
