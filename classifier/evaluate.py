@@ -24,6 +24,39 @@ def roc_auc(y: np.ndarray, score: np.ndarray) -> float | None:
     return float((greater + 0.5 * ties) / (pos.size * neg.size))
 
 
+def roc_curve(y: np.ndarray, score: np.ndarray, max_points: int = 101) -> dict | None:
+    """ROC points ``{"fpr", "tpr", "thresholds"}``, from (0, 0) to (1, 1).
+
+    Point k is the call ``score >= thresholds[k]``; the first threshold lies above every
+    score (nothing called positive), the last is the lowest score (everything called).
+    Tied scores form one step, so the trapezoid area under the points equals
+    :func:`roc_auc` (ties counted half). Curves with more than ``max_points`` points are
+    thinned to about that many, evenly spaced along the curve's length (corners and
+    both ends kept), for compact metadata and plots. None when a class is absent.
+    """
+    y = np.asarray(y).astype(bool)
+    score = np.asarray(score, float)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(-score, kind="mergesort")
+    s, yy = score[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]  # last index of each distinct score
+    tp = np.cumsum(yy)[last]
+    fp = np.cumsum(~yy)[last]
+    tpr = np.r_[0.0, tp / n_pos]
+    fpr = np.r_[0.0, fp / n_neg]
+    top = float(s[0])
+    thr = np.r_[max(1.0, float(np.nextafter(top, np.inf))), s[last]]
+    if tpr.size > max_points:
+        length = np.r_[0.0, np.cumsum(np.hypot(np.diff(fpr), np.diff(tpr)))]
+        marks = np.linspace(0.0, length[-1], max_points)
+        keep = np.unique(np.r_[0, np.searchsorted(length, marks), tpr.size - 1].clip(0, tpr.size - 1))
+        fpr, tpr, thr = fpr[keep], tpr[keep], thr[keep]
+    return {"fpr": [round(float(v), 6) for v in fpr], "tpr": [round(float(v), 6) for v in tpr],
+            "thresholds": [float(v) for v in thr]}
+
+
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
     edges = np.linspace(0, 1, bins + 1)
     idx = np.clip(np.digitize(p, edges) - 1, 0, bins - 1)
@@ -57,6 +90,7 @@ def metrics(y: np.ndarray, p: np.ndarray, category: np.ndarray | None = None,
         "sensitivity": sens,
         "specificity": spec,
         "roc_auc": roc_auc(y, p),
+        "roc": roc_curve(y, p),
         "brier": float(np.mean((p - y) ** 2)) if y.size else None,
         "ece": expected_calibration_error(y, p) if y.size else None,
         "confusion": {"tp": tp, "fp": fp, "tn": tn, "fn": fn},
