@@ -1,4 +1,4 @@
-"""``python -m classifier``: synth, train, evaluate, finetune, predict.
+"""``python -m classifier``: synth, train, evaluate, finetune, robustness, predict.
 
 JSON outputs follow docs/architecture.md: ``evaluate`` prints one JSON object as its
 last line; ``predict`` prints one JSON line per event.
@@ -191,6 +191,21 @@ def cmd_finetune(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- robustness ---------------------------------------------------------------------------------
+
+
+def cmd_robustness(a: argparse.Namespace) -> int:
+    from classifier import robustness
+
+    out = robustness.run(Path(a.data), _channels(a.channels), Path(a.weights) if a.weights else None, a.seed,
+                         _channels(a.only) if a.only else None, a.pixel_size_um)
+    out["summary"] = robustness.summary(out["perturbations"])
+    if a.markdown:
+        print(robustness.markdown(out["perturbations"]), flush=True)
+    _print_json(out)
+    return 0
+
+
 # --- predict ------------------------------------------------------------------------------------------
 
 
@@ -256,6 +271,18 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--out", required=True)
             e.add_argument("--epochs", type=int, default=None)
             e.set_defaults(func=cmd_finetune)
+
+    rb = sub.add_parser("robustness", help="metrics on perturbed copies of a labelled folder "
+                        "(magnification, bit depth, contrast, gamma, JPEG composite, framing)")
+    rb.add_argument("--data", required=True)
+    rb.add_argument("--channels", required=True)
+    rb.add_argument("--weights", default=None)
+    rb.add_argument("--seed", type=int, default=0)
+    rb.add_argument("--only", default=None, help="comma-separated perturbation names (default: all)")
+    rb.add_argument("--pixel-size-um", type=float, default=None,
+                    help="give the pixel size (default: inferred, as on unknown data; wrong after a rescale)")
+    rb.add_argument("--markdown", action="store_true", help="also print the table as Markdown first")
+    rb.set_defaults(func=cmd_robustness)
 
     r = sub.add_parser("predict", help="classify events in image files")
     r.add_argument("--channels", required=True)
