@@ -20,12 +20,14 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Count, F, Prefetch, Q, Sum
+from django.db.models import Count, F, Prefetch, Q, QuerySet, Sum
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import figures
@@ -458,10 +460,13 @@ def _cohort_patients(request: HttpRequest):  # noqa: ANN202
     return form, (form.apply(visible) if form.is_bound else visible)
 
 
-@login_required
-def cohort(request: HttpRequest) -> HttpResponse:
-    require(request, Action.COHORT)
-    form, patients = _cohort_patients(request)
+def _cohort_body(patients: QuerySet, today: dt.date) -> dict:
+    """The data part of the cohort page, rendered: what :func:`cohort` caches.
+
+    Building 1,000 courses, three figures and the overdue table is most of the page's
+    time; none of it depends on who asks beyond which patients they see, which is in
+    the cache key (``cohort_stats.cached``).
+    """
     courses = cohort_stats.patient_courses(patients, with_lines=True)
     arms = cohort_stats.arm_summaries(courses)
     bars = cohort_stats.waterfall(courses)
@@ -472,15 +477,34 @@ def cohort(request: HttpRequest) -> HttpResponse:
         c.start or (c.lines[0][2] if c.lines else c.draws[0].date),
         c.lines, [(d.date, d.timepoint, d.per_7_5ml, d.status) for d in c.draws],
     ) for c in lanes_src[:SWIMMER_LANES]]
-    overdue = schedule.overdue_patients(patients, timezone.localdate())
-    record(request, "view", object_type="Cohort", detail={"filters": request.GET.dict(), "patients": len(courses)})
-    return render(request, "dashboard/cohort.html", base_context(
-        request, nav="cohort", form=form, arms=arms, n_patients=len(courses),
-        waterfall=figures.to_json(figures.waterfall_figure(bars, cohort_stats.CHANGE_CAP)) if bars else None,
-        conversion=figures.to_json(figures.conversion_figure(by_arm, cohort_stats.CONVERSION_LABELS))
+    overdue = schedule.overdue_patients(patients, today)
+    html = render_to_string("dashboard/_cohort_body.html", {
+        "arms": arms,
+        "waterfall": figures.to_json(figures.waterfall_figure(bars, cohort_stats.CHANGE_CAP)) if bars else None,
+        "conversion": figures.to_json(figures.conversion_figure(by_arm, cohort_stats.CONVERSION_LABELS))
         if by_arm else None,
-        swimmer=figures.to_json(figures.swimmer_figure(lanes, timezone.localdate())) if lanes else None,
-        lanes_total=len(lanes_src), lanes_shown=len(lanes), overdue=overdue[:100], overdue_total=len(overdue),
+        "swimmer": figures.to_json(figures.swimmer_figure(lanes, today)) if lanes else None,
+        "lanes_total": len(lanes_src), "lanes_shown": len(lanes), "overdue": overdue[:100],
+        "overdue_total": len(overdue),
+    })
+    return {"html": str(html), "n_patients": len(courses)}
+
+
+@login_required
+def cohort(request: HttpRequest) -> HttpResponse:
+    require(request, Action.COHORT)
+    form, patients = _cohort_patients(request)
+    today = timezone.localdate()
+    # Keyed by the visible (filtered) patients and a data stamp bumped by every write the
+    # page reads (patients/cache.py): a new summary shows at once, and users who see
+    # different patients never share an entry. The day is in the key: "overdue" moves with it.
+    body = cohort_stats.cached(patients, f"dashboard-page:{today.isoformat()}",
+                               lambda: _cohort_body(patients, today))
+    record(request, "view", object_type="Cohort",
+           detail={"filters": request.GET.dict(), "patients": body["n_patients"]})
+    return render(request, "dashboard/cohort.html", base_context(
+        request, nav="cohort", form=form, n_patients=body["n_patients"],
+        body=mark_safe(body["html"]),  # noqa: S308 - our own template's output, escaped when rendered
         query=request.GET.urlencode(),
     ))
 

@@ -20,16 +20,27 @@ costs two queries whatever the cohort size and never touches cell events.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from django.core.cache import cache
 from django.db.models import QuerySet
 from django.db.models.functions import TruncDate
+from django.utils import timezone
 
+from patients.cache import data_stamp
 from patients.csvsafe import safe_row
 from patients.models import BloodDraw, TreatmentLine
 from patients.schedule import FAVORABLE, UNFAVORABLE, ctc_status
+
+T = TypeVar("T")
+
+#: How long a cached cohort result may live. Writes invalidate it at once (patients/cache.py);
+#: this only bounds an edit made in another process while the cache is per-process memory.
+CACHE_SECONDS = 120
 
 #: Waterfall bars are capped here (percent); a rise from a baseline of 0 is drawn at the cap.
 CHANGE_CAP = 200.0
@@ -75,38 +86,51 @@ class PatientCourse:
     def analysed(self) -> list[DrawPoint]:
         return [d for d in self.draws if d.per_7_5ml is not None]
 
+    def ends(self) -> tuple[DrawPoint | None, DrawPoint | None]:
+        """(baseline, follow-up) in one pass over the draws; the properties below read it.
+
+        The cohort statistics ask for both of every patient several times: one pass each
+        instead of re-scanning the analysed draws per property was a third of the page.
+        """
+        analysed = self.analysed
+        if not analysed:
+            return None, None
+        base = next((d for d in analysed if d.timepoint.strip().lower() == "baseline"), analysed[0])
+        after = (base.date, base.draw_id)
+        last = None
+        for d in analysed:  # the last one after the baseline, in the course's order
+            if (d.date, d.draw_id) > after:
+                last = d
+        return base, last
+
     @property
     def baseline(self) -> DrawPoint | None:
-        analysed = self.analysed
-        for d in analysed:
-            if d.timepoint.strip().lower() == "baseline":
-                return d
-        return analysed[0] if analysed else None
+        return self.ends()[0]
 
     @property
     def follow_up(self) -> DrawPoint | None:
-        base = self.baseline
-        if base is None:
-            return None
-        after = [d for d in self.analysed if (d.date, d.draw_id) > (base.date, base.draw_id)]
-        return after[-1] if after else None
+        return self.ends()[1]
 
     @property
     def conversion(self) -> str | None:
-        base, last = self.baseline, self.follow_up
-        if base is None or last is None:
-            return None
-        if base.status == UNFAVORABLE:
-            return TO_FAVORABLE if last.status == FAVORABLE else PERSISTENT_UNFAVORABLE
-        return TO_UNFAVORABLE if last.status == UNFAVORABLE else PERSISTENT_FAVORABLE
+        return conversion_of(*self.ends())
 
     @property
     def change_pct(self) -> float | None:
         """Change of CTC/7.5 mL from baseline to follow-up, percent of baseline (capped)."""
-        base, last = self.baseline, self.follow_up
+        base, last = self.ends()
         if base is None or last is None:
             return None
         return change_from_baseline(base.per_7_5ml, last.per_7_5ml)
+
+
+def conversion_of(base: DrawPoint | None, last: DrawPoint | None) -> str | None:
+    """The conversion class from a baseline and a follow-up draw (None without both)."""
+    if base is None or last is None:
+        return None
+    if base.status == UNFAVORABLE:
+        return TO_FAVORABLE if last.status == FAVORABLE else PERSISTENT_UNFAVORABLE
+    return TO_UNFAVORABLE if last.status == UNFAVORABLE else PERSISTENT_FAVORABLE
 
 
 def change_from_baseline(baseline: float, value: float) -> float:
@@ -193,17 +217,16 @@ def arm_summaries(courses: Iterable[PatientCourse]) -> list[ArmSummary]:
     for c in courses:
         s = arms.setdefault((c.trial, c.arm), ArmSummary(c.trial, c.arm))
         s.patients += 1
-        base = c.baseline
+        base, last = c.ends()
         if base is None:
             continue
         s.with_baseline += 1
         s.baseline_unfavorable += base.status == UNFAVORABLE
-        last = c.follow_up
         if last is None:
             continue
         s.with_follow_up += 1
         s.follow_up_unfavorable += last.status == UNFAVORABLE
-        conv = c.conversion
+        conv = conversion_of(base, last)
         setattr(s, conv, getattr(s, conv) + 1)
     # Trials first (by code, arm), patients outside a trial last.
     return sorted(arms.values(), key=lambda s: (not s.trial, s.trial, s.arm))
@@ -213,10 +236,11 @@ def waterfall(courses: Iterable[PatientCourse]) -> list[tuple[str, str, float, s
     """``(study_id, arm label, change %, conversion)`` per patient with a follow-up, largest rise first."""
     bars = []
     for c in courses:
-        change = c.change_pct
-        if change is not None:
+        base, last = c.ends()
+        if base is not None and last is not None:
             arm = f"{c.trial} / {c.arm}" if c.trial else "Not in a trial"
-            bars.append((c.study_id, arm, change, c.conversion or ""))
+            bars.append((c.study_id, arm, change_from_baseline(base.per_7_5ml, last.per_7_5ml),
+                         conversion_of(base, last) or ""))
     bars.sort(key=lambda b: (-b[2], b[0]))
     return bars
 
@@ -225,7 +249,7 @@ def conversion_by_arm(courses: Iterable[PatientCourse]) -> dict[str, dict[str, i
     """``{arm label: {conversion: patients}}`` for the stacked conversion chart."""
     out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(CONVERSION_LABELS, 0))
     for c in courses:
-        conv = c.conversion
+        conv = conversion_of(*c.ends())
         if conv:
             out[f"{c.trial} / {c.arm}" if c.trial else "Not in a trial"][conv] += 1
     return dict(out)
@@ -236,10 +260,44 @@ def csv_rows(courses: Iterable[PatientCourse]) -> Iterable[list]:
     yield ["study_id", "cancer_type", "cutoff_per_7_5ml", "trial", "arm", "site", "draw_id", "date", "timepoint",
            "ctc_count", "ctc_per_7_5ml", "ctc_status", "result_status", "is_baseline", "conversion"]
     for c in courses:
-        base = c.baseline
+        base, last = c.ends()
+        conversion = conversion_of(base, last) or ""
         for d in c.draws:
             # safe_row: user-typed text (study id, timepoint) must not become a spreadsheet formula.
             yield safe_row([c.study_id, c.cancer_type, c.cutoff, c.trial, c.arm, c.site, d.draw_id,
                             d.date.isoformat(), d.timepoint, "" if d.ctc_count is None else d.ctc_count,
                             "" if d.per_7_5ml is None else d.per_7_5ml, d.status or "", d.summary_status,
-                            int(base is not None and base.draw_id == d.draw_id), c.conversion or ""])
+                            int(base is not None and base.draw_id == d.draw_id), conversion])
+
+
+# --- Cache ------------------------------------------------------------------------------------
+
+
+_MISSING = object()
+
+
+def scope_key(patients: QuerySet) -> str:
+    """A digest of the primary keys in ``patients`` (one query): who is in the cohort.
+
+    Keying by the patients themselves, not by user or filter, is what keeps the cache
+    scoped: two users share an entry only when they see exactly the same patients.
+    """
+    ids = sorted(patients.order_by().values_list("pk", flat=True))
+    return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
+
+
+def cached(patients: QuerySet, part: str, build: Callable[[], T], timeout: int = CACHE_SECONDS) -> T:
+    """``build()`` for the cohort ``patients``, from the cache while nothing it reads has changed.
+
+    ``part`` names what is built (and anything else it depends on, such as the day); the key
+    adds the visible patients, the data stamp (patients/cache.py) and the time zone, which
+    decides the calendar day of each draw. Costs two small queries on a hit.
+    """
+    stamp = f"{data_stamp()}|{timezone.get_current_timezone_name()}|{scope_key(patients)}|{part}"
+    key = "patients:cohort:" + hashlib.sha256(stamp.encode()).hexdigest()
+    hit = cache.get(key, _MISSING)
+    if hit is not _MISSING:
+        return hit
+    value = build()
+    cache.set(key, value, timeout)
+    return value
