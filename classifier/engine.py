@@ -12,12 +12,17 @@ attributes; one backward pass per batch).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
+import signal
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NoReturn, TypeVar
 
 import numpy as np
 import torch
@@ -31,6 +36,8 @@ from classifier.results import CATEGORIES, AnalysisResult, Attribute, EventResul
 from classifier.weights import load_bundle
 
 Progress = Callable[[float, str], None]
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 #: progress fractions at the start of each stage
 _STAGES = {"decode": 0.0, "segment": 0.15, "features": 0.55, "model": 0.65, "explanation": 0.8, "done": 1.0}
@@ -207,29 +214,22 @@ class Classifier:
     def _prepare_all(self, jobs: list[tuple], prepare: Callable[[tuple], Prepared]) -> list[Prepared]:
         """Preprocess every image, in parallel when it pays.
 
-        Worker processes (fork) give ~1.8x on two cores; they are not allowed inside
-        daemonic processes (e.g. some Celery pools), where two threads are used instead
-        (~1.2x: numpy/scipy hold the GIL between their kernels). Results are identical to
-        the serial loop in every case (``map`` keeps the order).
+        Where the OS can fork, this process and ``prep_workers - 1`` forked copies of it
+        share the images (see :func:`fork_map`); that also works inside a Celery prefork
+        worker, whose daemonic processes ``multiprocessing`` refuses to give children
+        (the worker used to fall back to threads there, which gain little: numpy/scipy
+        hold the GIL between their kernels on images this small). Elsewhere, threads.
+        Results are identical to the serial loop in every case, in the same order.
         """
         workers = self.prep_workers
         if len(jobs) < 32 or workers < 2:
             return [prepare(j) for j in jobs]
-        try:
-            import multiprocessing as mp
-
-            ctx = mp.get_context("fork")
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                specs = [(self.contract, *j) for j in jobs]
-                parts = []
-                for k, part in enumerate(pool.map(_prepare_job, specs, chunksize=16)):
-                    parts.append(part)
-                    if (k + 1) % 32 == 0 or k + 1 == len(jobs):
-                        prepare.report(k + 1)  # type: ignore[attr-defined]
-                return parts
-        except (AssertionError, OSError, RuntimeError, ValueError):
-            with ThreadPoolExecutor(workers) as tpool:
-                return list(tpool.map(prepare, jobs))
+        if hasattr(os, "fork"):
+            contract = self.contract
+            return fork_map(lambda job: _prepare_job((contract, *job)), jobs, workers,
+                            progress=prepare.report)  # type: ignore[attr-defined]
+        with ThreadPoolExecutor(workers) as tpool:
+            return list(tpool.map(prepare, jobs))
 
     def _classify(self, prep: Prepared, feats: np.ndarray, sources: list[str], progress: Progress | None
                   ) -> tuple[list[EventResult], float, float]:
@@ -281,6 +281,126 @@ class Classifier:
                 progress(_STAGES["model"] + (_STAGES["done"] - _STAGES["model"]) * min(1.0, (s + self.batch_size) / n),
                          "model")
         return events, t_model, t_expl
+
+
+def fork_map(fn: Callable[[_T], _R], items: Sequence[_T], workers: int, chunk: int = 8,
+             progress: Callable[[int], None] | None = None) -> list[_R]:
+    """``[fn(x) for x in items]`` computed by this process and ``workers - 1`` forked
+    children, with the same result and the same exception as the loop.
+
+    Why not ``ProcessPoolExecutor``: it is refused inside daemonic processes (Celery's
+    prefork pool), it pickles every input to its workers, and the parent sits idle.
+    Here the children inherit ``items`` and ``fn`` through fork (nothing is sent to
+    them), the parent works too, and chunks of ``chunk`` items are handed out through a
+    pipe of 4-byte chunk numbers that every process reads from, so a process that the
+    shared machine slows down simply takes fewer chunks. A child pickles its results
+    back once, when no chunks are left.
+
+    Anything a child did not deliver -- a chunk whose ``fn`` raised, a child that died
+    or could not be forked -- is computed again by the parent in order, so an exception
+    is raised here exactly as the loop raises it (the first failing item's). Only the
+    parent calls ``progress`` (with an estimate of items done) and touches anything
+    outside ``fn``: children leave through ``os._exit``, so inherited database or broker
+    connections are never closed or written by them.
+    """
+    n = len(items)
+    chunk = max(1, chunk, -(-n // 4096))  # at most 4,096 chunk numbers: 16 KiB, within a pipe's buffer
+    spans = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+    done: dict[int, list[_R]] = {}
+    task_r, task_w = os.pipe()
+    try:
+        os.write(task_w, b"".join(struct.pack("<I", k) for k in range(len(spans))))
+    finally:
+        os.close(task_w)  # before forking: the queue ends (EOF) once every number is taken
+    children: list[tuple[int, int]] = []  # (pid, read end of its result pipe)
+    error: tuple[int, Exception] | None = None  # the parent's own failure: (chunk, exception)
+    try:
+        for _ in range(max(0, workers - 1)):
+            res_r, res_w = os.pipe()
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(res_r)
+                os.close(res_w)
+                break
+            if pid == 0:  # child
+                _fork_child(fn, items, spans, task_r, res_w, [r for _, r in children] + [res_r])
+            os.close(res_w)
+            children.append((pid, res_r))
+        while error is None and (k := _next_chunk(task_r)) is not None:
+            a, b = spans[k]
+            try:
+                done[k] = [fn(x) for x in items[a:b]]
+            except Exception as err:  # noqa: BLE001 - raised below, once earlier chunks are known good
+                error = (k, err)
+            if progress is not None:
+                progress(min(n - 1, sum(len(v) for v in done.values()) * (len(children) + 1)))
+        for _pid, res_r in children:
+            done.update(_child_results(res_r))
+    finally:
+        os.close(task_r)
+        for pid, res_r in children:
+            _close_quietly(res_r)
+            _reap(pid)
+    out: list[_R] = []
+    for k, (a, b) in enumerate(spans):
+        if error is not None and k == error[0]:
+            raise error[1]
+        out += done[k] if k in done else [fn(x) for x in items[a:b]]
+    if progress is not None:
+        progress(n)
+    return out
+
+
+def _next_chunk(task_r: int) -> int | None:
+    # a pipe read of 4 bytes is atomic between readers (the writer wrote whole records)
+    data = os.read(task_r, 4)
+    return struct.unpack("<I", data)[0] if len(data) == 4 else None
+
+
+def _fork_child(fn: Callable, items: Sequence, spans: list[tuple[int, int]], task_r: int, res_w: int,
+                close: list[int]) -> NoReturn:
+    """Body of a forked child: take chunks until none are left, send the results, exit."""
+    try:
+        for fd in close:  # other children's result pipes and our own read end
+            os.close(fd)
+        # the parent's handlers (e.g. Celery's warm shutdown on SIGTERM) are not ours to run
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_DFL)
+        out: dict[int, list] = {}
+        while (k := _next_chunk(task_r)) is not None:
+            a, b = spans[k]
+            try:
+                out[k] = [fn(x) for x in items[a:b]]
+            except Exception:  # noqa: BLE001 - the parent redoes the chunk and raises
+                break
+        with os.fdopen(res_w, "wb") as f:
+            pickle.dump(out, f, protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException:  # noqa: BLE001 - whatever happens, never return into the parent's code
+        pass
+    finally:
+        os._exit(0)
+
+
+def _child_results(res_r: int) -> dict[int, list]:
+    chunks = []
+    while data := os.read(res_r, 1 << 20):
+        chunks.append(data)
+    try:
+        got = pickle.loads(b"".join(chunks)) if chunks else {}
+    except Exception:  # noqa: BLE001 - a child killed mid-write: the parent redoes its chunks
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):  # already closed by the reader
+        os.close(fd)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):  # already reaped by someone else's SIGCHLD handler
+        os.waitpid(pid, 0)
 
 
 def _prepare_job(spec: tuple) -> Prepared:

@@ -1,0 +1,155 @@
+"""classifier.engine.fork_map: the loop's results and exceptions, from forked processes.
+
+It preprocesses large uploads inside the Celery worker, whose prefork processes are
+daemonic (``multiprocessing`` refuses them children), and it runs next to the worker's
+database and broker connections, which a child must never close or write.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+
+import numpy as np
+import pytest
+
+from classifier.engine import fork_map
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 100, 1001])
+@pytest.mark.parametrize("workers,chunk", [(1, 8), (2, 1), (2, 8), (3, 5)])
+def test_same_results_in_the_same_order(n: int, workers: int, chunk: int) -> None:
+    items = list(range(n))
+    assert fork_map(_square, items, workers, chunk=chunk) == [x * x for x in items]
+
+
+def test_arrays_come_back_bitwise_identical() -> None:
+    rng = np.random.default_rng(0)
+    items = [rng.random((4, 33, 47)).astype(np.float32) for _ in range(64)]
+
+    def work(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.sqrt(a) * 3.1, a > 0.5
+
+    got = fork_map(work, items, 2, chunk=4)
+    for a, (s, m) in zip(items, got, strict=True):
+        want_s, want_m = work(a)
+        assert s.dtype == want_s.dtype and s.tobytes() == want_s.tobytes()
+        assert np.array_equal(m, want_m)
+
+
+class Bad(ValueError):
+    pass
+
+
+def _fails_at(bad: set[int]):  # noqa: ANN202
+    def fn(x: int) -> int:
+        if x in bad:
+            raise Bad(f"item {x}")
+        return x
+    return fn
+
+
+@pytest.mark.parametrize("bad", [{0}, {3}, {8}, {63}, {5, 40}, {40, 5, 63}, set(range(64))])
+@pytest.mark.parametrize("workers", [2, 3])
+def test_raises_what_the_loop_raises(bad: set[int], workers: int) -> None:
+    """The first failing item's exception, wherever it ran (parent or child)."""
+    with pytest.raises(Bad) as loop:
+        [_fails_at(bad)(x) for x in range(64)]
+    for _ in range(3):  # which process takes which chunk varies
+        with pytest.raises(Bad) as got:
+            fork_map(_fails_at(bad), list(range(64)), workers, chunk=4)
+        assert str(got.value) == str(loop.value)
+
+
+def test_a_child_that_dies_costs_time_not_results() -> None:
+    parent = os.getpid()
+
+    def fn(x: int) -> int:
+        if os.getpid() != parent and x == 20:
+            os._exit(3)  # killed mid-upload: its chunks are lost
+        return x + 1
+
+    assert fork_map(fn, list(range(200)), 3, chunk=2) == list(range(1, 201))
+
+
+def test_progress_only_grows_and_ends_at_n() -> None:
+    seen: list[int] = []
+    fork_map(_square, list(range(300)), 2, chunk=4, progress=seen.append)
+    assert seen and seen[-1] == 300
+    assert all(a <= b for a, b in zip(seen, seen[1:], strict=False))
+    assert all(0 <= v <= 300 for v in seen)
+
+
+def test_children_are_reaped_and_run_none_of_the_parents_cleanup() -> None:
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+
+    class Conn:  # stands for a database connection whose close() talks to the server
+        def __del__(self) -> None:
+            os.write(w, b"closed ")
+
+    conn = Conn()
+
+    def at_exit() -> None:
+        os.write(w, b"atexit ")
+
+    atexit.register(at_exit)
+    try:
+        assert fork_map(_square, list(range(100)), 3, chunk=2) == [x * x for x in range(100)]
+        with pytest.raises(BlockingIOError):
+            os.read(r, 100)  # nothing was written by any child
+        with pytest.raises(ChildProcessError):
+            os.waitpid(-1, os.WNOHANG)  # no child left behind
+    finally:
+        atexit.unregister(at_exit)
+        del conn
+        os.close(r)
+        os.close(w)
+
+
+def _in_daemon(_: object) -> list[int]:
+    return fork_map(_square, list(range(50)), 2, chunk=3)
+
+
+def test_works_inside_a_daemonic_pool_process() -> None:
+    """Celery's prefork pool (billiard): where ProcessPoolExecutor raises."""
+    billiard = pytest.importorskip("billiard")
+    with billiard.Pool(1) as pool:
+        assert pool.map(_in_daemon, [0]) == [[x * x for x in range(50)]]
+
+
+def test_engine_prepares_the_same_with_and_without_forks(shipped) -> None:  # noqa: ANN001
+    from classifier.preprocess import Prepared
+    from classifier.synth.events import make_event
+
+    rng = np.random.default_rng(4)
+    images = [make_event(rng, px_um=0.65)[0].astype(np.float32) for _ in range(40)]
+    jobs = [(f"e{i}", img, ["DAPI", "CK", "AF", "CD45"], 0.65, None) for i, img in enumerate(images)]
+
+    def prepare(job: tuple) -> Prepared:
+        from classifier.preprocess import prepare_image
+
+        name, image, chans, px, centres = job
+        return prepare_image(image, chans, shipped.contract, px, centres=centres, source=name)
+
+    reported: list[int] = []
+    prepare.report = reported.append  # type: ignore[attr-defined]
+    workers = shipped.prep_workers
+    try:
+        shipped.prep_workers = 1
+        serial = shipped._prepare_all(jobs, prepare)
+        shipped.prep_workers = 2
+        forked = shipped._prepare_all(jobs, prepare)
+    finally:
+        shipped.prep_workers = workers
+    assert reported and reported[-1] == len(jobs)
+    for a, b in zip(serial, forked, strict=True):
+        for name in ("crops", "nucleus", "cell", "x", "y", "px_um"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), name
+        assert a.scale_source == b.scale_source
