@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
+from django.utils.functional import cached_property
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -41,6 +42,36 @@ def _user(serializer: serializers.Serializer) -> Any:
 
 def _url(serializer: serializers.Serializer, name: str, pk: int) -> str:
     return reverse(name, args=[pk], request=serializer.context.get("request"))
+
+
+class ListedIdentityField(serializers.HyperlinkedIdentityField):
+    """A hyperlink to the object that resolves its route once per request, not once per row.
+
+    A list page of 50 draws carries four links each: 200 ``reverse()`` +
+    ``build_absolute_uri`` calls were a fifth of ``/api/draws/``. The URL differs between
+    rows only by the pk, so the first row's URL, made with a placeholder pk, is a template
+    for the others (same scheme, host, prefix and route as ``reverse`` would give).
+    """
+
+    _PLACEHOLDER = "2147483646"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._template: tuple[Any, str, str] | None = None  # (request, before pk, after pk)
+
+    def get_url(self, obj: Any, view_name: str, request: Any, format: str | None) -> str | None:  # noqa: A002
+        pk = getattr(obj, self.lookup_field, None)
+        if pk in (None, "") or format:
+            return super().get_url(obj, view_name, request, format)
+        if self._template is None or self._template[0] is not request:
+            url = self.reverse(view_name, kwargs={self.lookup_url_kwarg: self._PLACEHOLDER}, request=request)
+            marker = f"/{self._PLACEHOLDER}/"
+            if url.count(marker) != 1:  # a route that does not end in /<pk>/...: no shortcut
+                return super().get_url(obj, view_name, request, format)
+            before, after = url.split(marker)
+            self._template = (request, before, after)
+        _, before, after = self._template
+        return f"{before}/{pk}/{after}"
 
 
 # --- reference data ------------------------------------------------------------------------------
@@ -232,7 +263,7 @@ class DrawSummaryListSerializer(DrawSummarySerializer):
 
 
 class DrawSerializer(serializers.ModelSerializer):
-    url = serializers.HyperlinkedIdentityField(view_name="api:draw-detail")
+    url = ListedIdentityField(view_name="api:draw-detail")
     patient = serializers.PrimaryKeyRelatedField(queryset=Patient.objects.none())
     study_id = serializers.CharField(source="patient.study_id", read_only=True)
     volume_ml = serializers.DecimalField(max_digits=5, decimal_places=2, coerce_to_string=False,
@@ -244,9 +275,9 @@ class DrawSerializer(serializers.ModelSerializer):
     ctc_per_7_5ml = serializers.SerializerMethodField()
     events_analysed = serializers.SerializerMethodField()
     status = serializers.SerializerMethodField(help_text="Summary status (null before analysis)")
-    uploads_url = serializers.HyperlinkedIdentityField(view_name="api:draw-uploads")
-    events_url = serializers.HyperlinkedIdentityField(view_name="api:draw-events")
-    fhir_url = serializers.HyperlinkedIdentityField(view_name="api:draw-fhir")
+    uploads_url = ListedIdentityField(view_name="api:draw-uploads")
+    events_url = ListedIdentityField(view_name="api:draw-events")
+    fhir_url = ListedIdentityField(view_name="api:draw-fhir")
 
     class Meta:
         model = BloodDraw
@@ -268,10 +299,16 @@ class DrawSerializer(serializers.ModelSerializer):
         except DrawSummary.DoesNotExist:
             return None
 
+    @cached_property
+    def _summary_serializer(self) -> DrawSummarySerializer:
+        # One nested serializer for the whole list: a new one per row rebuilt its fields
+        # from the model each time, the largest single cost of /api/draws/.
+        return DrawSummarySerializer(context=self.context)
+
     @extend_schema_field(DrawSummarySerializer(allow_null=True))
     def get_summary(self, draw: BloodDraw) -> dict | None:
         s = self._summary(draw)
-        return DrawSummarySerializer(s).data if s is not None else None
+        return self._summary_serializer.to_representation(s) if s is not None else None
 
     @extend_schema_field(OpenApiTypes.INT)
     def get_ctc_count(self, draw: BloodDraw) -> int | None:
