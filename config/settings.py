@@ -155,7 +155,7 @@ if REDIS_URL:
 else:
     # Embedded default: a broker that needs no server (kombu filesystem transport).
     _broker = VAR_DIR / "broker"
-    for _sub in ("out", "processed"):
+    for _sub in ("out", "processed", "control"):
         (_broker / _sub).mkdir(parents=True, exist_ok=True)
     # The host part means nothing to this transport; naming one keeps kombu from warning
     # "No hostname was supplied" on every connection.
@@ -164,6 +164,8 @@ else:
         "data_folder_in": str(_broker / "out"),
         "data_folder_out": str(_broker / "out"),
         "data_folder_processed": str(_broker / "processed"),
+        # Exchange tables; kombu's default is "control" in the working directory.
+        "control_folder": str(_broker / "control"),
         "store_processed": False,
     }
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", default="ctc")

@@ -90,5 +90,8 @@ def test_embedded_default_seeds_and_classifies_the_demo_with_a_real_worker(embed
     assert state["events"] == state["summarised"] >= 2 * state["uploads"]
     assert len(state["versions"]) == 1 and state["versions"][0].startswith("1.")
     assert state["demo_login"] is True
-    # Nothing of this run may land in the checkout's own var/.
+    # The run's state lives in its VAR_DIR, not in the checkout (kombu's default control folder
+    # would be ./control).
     assert (tmp_path / "var" / "ctc.sqlite3").exists()
+    assert (tmp_path / "var" / "broker" / "control").is_dir()
+    assert not (ROOT / "control").exists()
