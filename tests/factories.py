@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from importlib import import_module
 from decimal import Decimal
+from importlib import import_module
 
 import factory
 from django.contrib.auth import get_user_model
