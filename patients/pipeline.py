@@ -12,16 +12,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import connections, router, transaction
+from django.db.models import AutoField, F, Q
 from django.utils import timezone
 
 from classifier.errors import InputError
-from classifier.results import AnalysisResult
+from classifier.results import AnalysisResult, EventResult
 from patients.imaging import encode_grey, encode_strip
 from patients.models import CellEvent, ClassifierVersion, ImagingUpload, UploadStatus
 from patients.summary import recompute_summary
@@ -150,6 +151,7 @@ def run_upload(upload_id: int, progress_factory: Callable[[int, int], ProgressWr
 
 def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult, weights_path: str = "") -> str:
     """Replace the upload's events and summary and mark it done, in one transaction."""
+    thumbnails, heatmaps = _encode_images(result)
     events = [
         CellEvent(
             upload=upload,
@@ -168,10 +170,10 @@ def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult, w
                 "top_attributes": [a.as_dict() for a in e.top_attributes],
                 "embedding": [round(float(v), 4) for v in e.embedding],
             },
-            thumbnail=encode_strip(e.thumbnail) if e.thumbnail is not None else b"",
-            heatmap=encode_grey(e.heatmap) if e.heatmap is not None else b"",
+            thumbnail=thumb,
+            heatmap=heat,
         )
-        for e in result.events
+        for e, thumb, heat in zip(result.events, thumbnails, heatmaps, strict=True)
     ]
     with transaction.atomic():
         locked = ImagingUpload.objects.select_for_update().get(pk=upload.pk)
@@ -179,7 +181,7 @@ def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult, w
             logger.warning("upload %s: attempt %s superseded; results discarded", upload.pk, attempt)
             return "skipped"
         CellEvent.objects.filter(upload=upload).delete()
-        CellEvent.objects.bulk_create(events, batch_size=500)
+        _insert_events(events)
         version, _ = ClassifierVersion.objects.get_or_create(
             version=result.model_version,
             # Record the weights that produced the result: registering custom weights
@@ -199,6 +201,58 @@ def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult, w
         locked.save()
         recompute_summary(upload.draw)
     return "done"
+
+
+def _encode_images(result: AnalysisResult) -> tuple[list[bytes], list[bytes]]:
+    """PNG thumbnail strips and heat maps of every event (b"" where there is none).
+
+    Two threads for large uploads: zlib releases the GIL while it compresses, which is
+    most of an encode, so the worker's two cores share the work (~0.3 s per 1,000 events
+    on one)."""
+    def thumb(e: EventResult) -> bytes:
+        return encode_strip(e.thumbnail) if e.thumbnail is not None else b""
+
+    def heat(e: EventResult) -> bytes:
+        return encode_grey(e.heatmap) if e.heatmap is not None else b""
+
+    events = result.events
+    if len(events) < 64:
+        return [thumb(e) for e in events], [heat(e) for e in events]
+    half = len(events) // 2
+    with ThreadPoolExecutor(1) as pool:
+        second = pool.submit(lambda: ([thumb(e) for e in events[half:]], [heat(e) for e in events[half:]]))
+        thumbs, heats = [thumb(e) for e in events[:half]], [heat(e) for e in events[:half]]
+        more_thumbs, more_heats = second.result()
+    return thumbs + more_thumbs, heats + more_heats
+
+
+def _insert_events(events: list[CellEvent]) -> None:
+    """Insert ``events`` as ``CellEvent.objects.bulk_create(events)`` does, faster on PostgreSQL.
+
+    bulk_create spent most of the database stage (~0.75 s per 1,000 events) building
+    500-row INSERTs of 18 parameters per row and quoting them client-side, thumbnails
+    hex-escaped into the SQL text. COPY streams the same values: every field's value
+    is prepared exactly as Django's insert compiler prepares it (``pre_save`` then
+    ``get_db_prep_save``), all concrete columns but the auto primary key, on the
+    transaction's own connection. Unlike bulk_create it does not set ``pk`` on the
+    objects (nothing here reads them again). Other databases use bulk_create.
+    """
+    if not events:
+        return
+    conn = connections[router.db_for_write(CellEvent)]
+    if conn.vendor != "postgresql":
+        CellEvent.objects.bulk_create(events, batch_size=500)
+        return
+    from psycopg import sql
+
+    opts = CellEvent._meta
+    fields = [f for f in opts.concrete_fields if not f.generated and not isinstance(f, AutoField)]
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(opts.db_table), sql.SQL(", ").join(sql.Identifier(f.column) for f in fields))
+    # wrap_database_errors: a rejected row raises django.db.IntegrityError, as bulk_create's would
+    with conn.wrap_database_errors, conn.cursor() as cursor, cursor.cursor.copy(stmt) as copy:
+        for obj in events:
+            copy.write_row([f.get_db_prep_save(f.pre_save(obj, True), connection=conn) for f in fields])
 
 
 def _metadata_for_registry() -> dict:
