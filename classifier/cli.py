@@ -198,7 +198,8 @@ def cmd_robustness(a: argparse.Namespace) -> int:
     from classifier import robustness
 
     out = robustness.run(Path(a.data), _channels(a.channels), Path(a.weights) if a.weights else None, a.seed,
-                         _channels(a.only) if a.only else None, a.pixel_size_um)
+                         _channels(a.only) if a.only else None, a.pixel_size_um,
+                         [float(x) for x in _channels(a.scales)])
     out["summary"] = robustness.summary(out["perturbations"])
     if a.markdown:
         print(robustness.markdown(out["perturbations"]), flush=True)
@@ -281,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--only", default=None, help="comma-separated perturbation names (default: all)")
     rb.add_argument("--pixel-size-um", type=float, default=None,
                     help="give the pixel size (default: inferred, as on unknown data; wrong after a rescale)")
+    rb.add_argument("--scales", default="0.5,0.75,1.5,2,3", help="magnification factors to test")
     rb.add_argument("--markdown", action="store_true", help="also print the table as Markdown first")
     rb.set_defaults(func=cmd_robustness)
 

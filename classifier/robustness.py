@@ -87,13 +87,22 @@ def gamma(g: float) -> Perturb:
     return f
 
 
-def jpeg_composite(quality: int = 75) -> Perturb:
-    """An RGB composite (red CD45, green CK, blue DAPI) saved as JPEG; read back through
-    the package's RGB-composite path with the colours named ``CD45,CK,DAPI``."""
+def jpeg_composite(quality: int | None = 75) -> Perturb:
+    """An RGB composite (red CD45, green CK, blue DAPI) saved as JPEG (``quality``; None:
+    lossless PNG); read back through the package's RGB-composite path with the colours
+    named ``CD45,CK,DAPI``. The composite cannot show AF."""
     def f(img: np.ndarray, chans: list[str], rng: np.random.Generator) -> tuple[np.ndarray, str]:
         disp = _as_display(img)
         rgb = np.stack([disp[chans.index(c)] for c in COMPOSITE_CHANNELS], axis=-1)
-        return _u8(rgb), f"jpg:{quality}"
+        return _u8(rgb), (f"jpg:{quality}" if quality else "png")
+    return f
+
+
+def drop_channel(name: str = "AF") -> Perturb:
+    """The same images without one optional channel (a three-colour instrument)."""
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        keep = [i for i, c in enumerate(chans) if c != name]
+        return img[keep], "tif:" + ",".join(chans[i] for i in keep)
     return f
 
 
@@ -120,15 +129,20 @@ def identity() -> Perturb:
     return f
 
 
-def perturbations() -> dict[str, Perturb]:
+DEFAULT_SCALES = (0.5, 0.75, 1.5, 2.0, 3.0)
+
+
+def perturbations(scales: Sequence[float] = DEFAULT_SCALES) -> dict[str, Perturb]:
     """Every perturbation, by name (``none`` is the unperturbed reference)."""
     out: dict[str, Perturb] = {"none": identity()}
-    for s in (0.5, 0.75, 1.5, 2.0, 3.0):
+    for s in scales:
         out[f"rescale_{s:g}"] = rescale(s)
     out["raw16"] = raw16()
     out["low_contrast8"] = low_contrast()
     out["gamma_0.6"] = gamma(0.6)
     out["gamma_1.6"] = gamma(1.6)
+    out["no_af"] = drop_channel("AF")
+    out["png_rgb"] = jpeg_composite(None)
     out["jpeg75_rgb"] = jpeg_composite(75)
     out["field_120_offcentre"] = reframe(120)
     out["field_240_offcentre"] = reframe(240)
@@ -138,15 +152,27 @@ def perturbations() -> dict[str, Perturb]:
 def _write(path: Path, arr: np.ndarray, fmt: str) -> str:
     import tifffile
 
-    if fmt.startswith("jpg"):
+    if fmt.startswith(("jpg", "png")):
         from PIL import Image
 
-        name = path.with_suffix(".jpg")
-        Image.fromarray(arr, "RGB").save(name, quality=int(fmt.split(":")[1]))
+        if fmt == "png":
+            name = path.with_suffix(".png")
+            Image.fromarray(arr, "RGB").save(name)
+        else:
+            name = path.with_suffix(".jpg")
+            Image.fromarray(arr, "RGB").save(name, quality=int(fmt.split(":")[1]))
         return name.name
     name = path.with_suffix(".tif")
     tifffile.imwrite(name, arr)
     return name.name
+
+
+def _channels_written(fmt: str, chans: Sequence[str]) -> list[str]:
+    if fmt.startswith(("jpg", "png")):
+        return list(COMPOSITE_CHANNELS)
+    if fmt.startswith("tif:"):
+        return fmt[4:].split(",")
+    return list(chans)
 
 
 def _prepare_folder(folder: Path, channels: Sequence[str], contract: PreprocessContract,
@@ -166,7 +192,8 @@ def _prepare_folder(folder: Path, channels: Sequence[str], contract: PreprocessC
 
 
 def run(data_dir: Path, channels: Sequence[str], weights: Path | None = None, seed: int = 0,
-        only: Sequence[str] | None = None, pixel_size_um: float | None = None) -> dict:
+        only: Sequence[str] | None = None, pixel_size_um: float | None = None,
+        scales: Sequence[float] = DEFAULT_SCALES) -> dict:
     """Evaluate the weights on every perturbation of the labelled folder ``data_dir``."""
     from classifier import evaluate
     from classifier.weights import load_bundle
@@ -176,7 +203,7 @@ def run(data_dir: Path, channels: Sequence[str], weights: Path | None = None, se
     data_dir = Path(data_dir)
     items = read_labels(data_dir)
     originals = [load_image(data_dir / it.file, channels) for it in items]
-    perts = perturbations()
+    perts = perturbations(scales)
     names = ["none"] + [n for n in perts if n != "none" and (not only or n in only)]
     apo = CATEGORIES.index("apoptotic_ctc")
     base_call: np.ndarray | None = None
@@ -193,7 +220,7 @@ def run(data_dir: Path, channels: Sequence[str], weights: Path | None = None, se
                 arr, fmt = perts[name](img, list(chans), rng)
                 fname = _write(out / Path(it.file).stem, arr, fmt)
                 rows.append((fname, it.is_ctc, it.category or ""))
-                chans_used = list(COMPOSITE_CHANNELS) if fmt.startswith("jpg") else list(chans)
+                chans_used = _channels_written(fmt, chans)
             with open(out / "labels.csv", "w", newline="") as fh:
                 w = csv.writer(fh)
                 w.writerow(["file", "is_ctc", "category"])

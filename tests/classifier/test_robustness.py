@@ -13,7 +13,8 @@ from classifier import robustness
 
 CH = "DAPI,CK,AF,CD45"
 EXPECTED = {"none", "rescale_0.5", "rescale_0.75", "rescale_1.5", "rescale_2", "rescale_3", "raw16",
-            "low_contrast8", "gamma_0.6", "gamma_1.6", "jpeg75_rgb", "field_120_offcentre", "field_240_offcentre"}
+            "low_contrast8", "gamma_0.6", "gamma_1.6", "no_af", "png_rgb", "jpeg75_rgb", "field_120_offcentre",
+            "field_240_offcentre"}
 
 
 def test_robustness_command_reports_every_perturbation(synth_folder):
@@ -56,6 +57,9 @@ def test_perturbations_do_what_they_say():
     assert flat.dtype == np.uint8 and flat.min() == 20 and flat.max() == 20 + 85
     rgb, fmt = p["jpeg75_rgb"](img, ch, rng)
     assert rgb.shape == (160, 160, 3) and fmt == "jpg:75"
+    assert p["png_rgb"](img, ch, rng)[1] == "png"
+    three, fmt = p["no_af"](img, ch, rng)
+    assert three.shape == (3, 160, 160) and fmt == "tif:DAPI,CK,CD45"
     for size in (120, 240):
         fr, _ = p[f"field_{size}_offcentre"](img, ch, rng)
         assert fr.shape == (4, size, size)
