@@ -197,19 +197,30 @@ class Classifier:
                               timings=timings, device=str(self.device))
 
     def _features(self, prep: Prepared) -> np.ndarray:
-        """Attributes in two halves on two threads when the batch is large: numpy's
-        kernels release the GIL on arrays this size, and every event's attributes depend
-        on that event alone (tested), so the result is the same."""
+        """Attributes in slices across processes (or threads) when the batch is large.
+
+        Every event's attributes depend on that event alone (tested), so the result is
+        the same. Forked processes (:func:`fork_map`, slices of ~128 events handed out as
+        they finish) beat two threads on the shared 2-core machine (0.39-0.59 s against
+        0.48-0.76 s per 1,000 events, interleaved); threads where there is no fork.
+        """
         um = self.contract.um_per_px
         n = len(prep)
         if n < 256 or self.prep_workers < 2:
             return features.compute(prep.crops, prep.nucleus, prep.cell, um)[0]
+
+        def part(ab: tuple[int, int]) -> np.ndarray:
+            a, b = ab
+            return features.compute(prep.crops[a:b], prep.nucleus[a:b], prep.cell[a:b], um)[0]
+
+        if hasattr(os, "fork"):
+            cuts = np.linspace(0, n, max(2, n // 128) + 1).astype(int)
+            spans = list(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True))
+            return np.concatenate(fork_map(part, spans, self.prep_workers, chunk=1))
         cuts = np.linspace(0, n, self.prep_workers + 1).astype(int)
-        spans = list(zip(cuts[:-1], cuts[1:], strict=True))
+        spans = list(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True))
         with ThreadPoolExecutor(len(spans)) as pool:
-            parts = list(pool.map(lambda ab: features.compute(prep.crops[ab[0]:ab[1]], prep.nucleus[ab[0]:ab[1]],
-                                                              prep.cell[ab[0]:ab[1]], um)[0], spans))
-        return np.concatenate(parts)
+            return np.concatenate(list(pool.map(part, spans)))
 
     def _prepare_all(self, jobs: list[tuple], prepare: Callable[[tuple], Prepared]) -> list[Prepared]:
         """Preprocess every image, in parallel when it pays.

@@ -153,3 +153,25 @@ def test_engine_prepares_the_same_with_and_without_forks(shipped) -> None:  # no
         for name in ("crops", "nucleus", "cell", "x", "y", "px_um"):
             assert np.array_equal(getattr(a, name), getattr(b, name)), name
         assert a.scale_source == b.scale_source
+
+
+def test_engine_attributes_of_a_large_batch_equal_the_whole_batch_call(shipped, small_set) -> None:  # noqa: ANN001
+    """Slices across forked processes give the attribute matrix of one call, bit for bit."""
+    from classifier import features
+    from classifier.preprocess import Prepared
+
+    idx = np.arange(330) % len(small_set)  # > 256: the parallel path, uneven slices
+    crops = small_set.crops[idx].astype(np.float32)
+    rng = np.random.default_rng(9)
+    crops += rng.normal(0, 0.01, crops.shape).astype(np.float32)  # no two events alike
+    prep = Prepared(crops, small_set.nucleus[idx], small_set.cell[idx], np.zeros(len(idx)), np.zeros(len(idx)),
+                    np.full(len(idx), 0.5), ["given"] * len(idx))
+    want = features.compute(prep.crops, prep.nucleus, prep.cell, shipped.contract.um_per_px)[0]
+    workers = shipped.prep_workers
+    try:
+        for w in (1, 2, 3):
+            shipped.prep_workers = w
+            got = shipped._features(prep)
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), w
+    finally:
+        shipped.prep_workers = workers
