@@ -311,10 +311,12 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
     cells = list(page.object_list)
     _decorate_cells(cells)
     categories = sorted(events.order_by().values_list("category", flat=True).distinct())
+    # Only the embedding out of each explanation (a JSON key lookup in the database): decoding
+    # whole explanations for up to 3,000 events was a fixed cost of every draw page.
     points = [
-        (pk_, reviewed_call or model_call, source, prob, (expl or {}).get("embedding") or [])
-        for pk_, model_call, reviewed_call, source, prob, expl in events.order_by("pk").values_list(
-            "pk", "call", "reviewed_call", "source", "ctc_probability", "explanation")[:EMBEDDING_POINTS]
+        (pk_, reviewed_call or model_call, source, prob, embedding if isinstance(embedding, list) else [])
+        for pk_, model_call, reviewed_call, source, prob, embedding in events.order_by("pk").values_list(
+            "pk", "call", "reviewed_call", "source", "ctc_probability", "explanation__embedding")[:EMBEDDING_POINTS]
     ]
     embedding = figures.to_json(figures.embedding_figure(points)) if any(p[4] for p in points) else None
     last_channels = next((",".join(u.channels) for u in uploads if u.channels), "DAPI,CK,CD45")
