@@ -164,8 +164,41 @@ def _percentile_rows(a: np.ndarray, q: float) -> np.ndarray:
     pos = q / 100.0 * (n - 1)
     lo = int(np.floor(pos))
     hi = min(lo + 1, n - 1)
-    part = np.partition(a, [lo, hi], axis=1)
-    return part[:, lo] + (part[:, hi] - part[:, lo]) * (pos - lo)
+    if n >= 4096 and 64 * (n - lo) <= n and not np.isnan(a.max()):  # a top percentile of many values
+        at_lo, at_hi = _top_order_stats(a, lo, hi)
+    else:
+        part = np.partition(a, [lo, hi], axis=1)
+        at_lo, at_hi = part[:, lo], part[:, hi]
+    return at_lo + (at_hi - at_lo) * (pos - lo)
+
+
+def _top_order_stats(a: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``lo``-th and ``hi``-th smallest values of each row, when both lie among its
+    top ``m = n - lo`` values: the same values as ``np.partition(a, [lo, hi], axis=1)``,
+    from a partial sort of only the values at or above a bound.
+
+    The bound ``t`` is the m-th largest value of a strided subsample (at least 4m values).
+    A subsample's m-th largest is at most the row's, so at least m values of the row are
+    >= t; every value left out is < t, so the row's sorted order is the left-out values
+    followed by the candidates' sorted order, and the k-th smallest of the row is the
+    (k - left out)-th smallest candidate. On the 99.9th percentile of a 160 px thumbnail
+    this is ~10x faster than partitioning all 25k values per channel.
+    """
+    n = a.shape[1]
+    m = n - lo
+    step = max(1, n // (4 * m))
+    at_lo = np.empty(a.shape[0], a.dtype)
+    at_hi = np.empty(a.shape[0], a.dtype)
+    for r in range(a.shape[0]):
+        row = a[r]
+        sample = row[::step]
+        k = sample.size - m
+        bound = np.partition(sample, k)[k]
+        cand = row[row >= bound]
+        off = n - cand.size
+        part = np.partition(cand, [lo - off, hi - off])
+        at_lo[r], at_hi[r] = part[lo - off], part[hi - off]
+    return at_lo, at_hi
 
 
 def normalise(image: np.ndarray) -> np.ndarray:
