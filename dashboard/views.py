@@ -417,10 +417,16 @@ def review_queue(request: HttpRequest) -> HttpResponse:
     cells = list(page.object_list)
     _decorate_cells(cells)
     reviewed = visible.exclude(reviewed_call="")
-    # One row per reviewer (a short list): the overall agreement is their sum.
-    by_reviewer = list(
-        reviewed.values("reviewed_by__username")
-        .annotate(n=Count("pk"), agree=Count("pk", filter=Q(reviewed_call=F("call")))).order_by("-n")
+    # One row per reviewer (a short list): the overall agreement is their sum. It reads every
+    # reviewed event in scope (tens of thousands: most of the page's SQL), so it is cached per
+    # visible patients and draw; a review recomputes the draw's summary, which moves the data
+    # stamp (patients/cache.py), so the next request counts afresh.
+    by_reviewer = cohort_stats.cached(
+        Patient.objects.for_user(request.user), f"review-agreement:{draw.pk if draw else 'all'}",
+        lambda: list(
+            reviewed.values("reviewed_by__username")
+            .annotate(n=Count("pk"), agree=Count("pk", filter=Q(reviewed_call=F("call")))).order_by("-n")
+        ),
     )
     for r in by_reviewer:
         r["rate"] = r["agree"] / r["n"] if r["n"] else None

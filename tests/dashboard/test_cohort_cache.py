@@ -136,3 +136,21 @@ def test_cohort_page_query_count_on_a_hit(as_alice, course, team, django_assert_
     # Auth, roles and the filter form's choices, plus the data stamp and the visible ids: no per-patient query.
     with django_assert_max_num_queries(16):
         assert as_alice.get("/cohort/").status_code == 200
+
+
+def test_review_agreement_counts_a_new_review_at_once(as_alice, bob, course):
+    from patients.models import CellEvent
+    from patients.review import review_event
+
+    _, draws = course
+    body = as_alice.get("/review/").content.decode()
+    assert "reviewed cells kept the model" not in body  # nothing reviewed yet
+    pending = CellEvent.objects.filter(draw=draws["baseline"], reviewed_call="").order_by("pk")
+    first, second = pending[0], pending[1]
+    review_event(first, bob, first.call)
+    assert "1 of 1 reviewed cells kept the model" in as_alice.get("/review/").content.decode()
+    other = "non_ctc" if second.call == "ctc" else "ctc"
+    review_event(second, bob, other, "looks like debris")
+    assert "1 of 2 reviewed cells kept the model" in as_alice.get("/review/").content.decode()
+    # Per draw is its own entry: the other draws have no reviews.
+    assert "reviewed cells kept the model" not in as_alice.get("/review/", {"draw": draws["c3"].pk}).content.decode()
