@@ -31,7 +31,7 @@ from classifier import features
 from classifier.errors import InputError
 from classifier.explain import explain_batch, top_attributes
 from classifier.model import DualBranchCTC, fuse_batchnorm
-from classifier.preprocess import Prepared, PreprocessContract, prepare_image
+from classifier.preprocess import Prepared, PreprocessContract, prepare_centres, prepare_image, setup_image
 from classifier.results import CATEGORIES, AnalysisResult, Attribute, EventResult
 from classifier.weights import load_bundle
 
@@ -230,9 +230,19 @@ class Classifier:
         worker, whose daemonic processes ``multiprocessing`` refuses to give children
         (the worker used to fall back to threads there, which gain little: numpy/scipy
         hold the GIL between their kernels on images this small). Elsewhere, threads.
-        Results are identical to the serial loop in every case, in the same order.
+        An image with many events (a field) is split by events instead. Results are
+        identical to the serial loop in every case, in the same order.
         """
         workers = self.prep_workers
+        if workers >= 2 and hasattr(os, "fork") and any(j[4] is not None and len(j[4]) >= 64 for j in jobs):
+            out = []
+            for k, job in enumerate(jobs):
+                if job[4] is not None and len(job[4]) >= 64:
+                    out.append(self._prepare_many(job))
+                    prepare.report(k + 1)  # type: ignore[attr-defined]
+                else:
+                    out.append(prepare(job))
+            return out
         if len(jobs) < 32 or workers < 2:
             return [prepare(j) for j in jobs]
         if hasattr(os, "fork"):
@@ -241,6 +251,19 @@ class Classifier:
                             progress=prepare.report)  # type: ignore[attr-defined]
         with ThreadPoolExecutor(workers) as tpool:
             return list(tpool.map(prepare, jobs))
+
+    def _prepare_many(self, job: tuple) -> Prepared:
+        """One image with many events (a field): its normalisation and thresholds here,
+        then its events' crops and masks in slices across forked processes (each event
+        depends only on those and its own position, so the result is the serial one)."""
+        name, image, chans, px, centres = job
+        setup = setup_image(image, chans, self.contract, px, source=name)
+        pts = list(centres)
+        spans = [(a, min(a + 16, len(pts))) for a in range(0, len(pts), 16)]
+        contract = self.contract
+        parts = fork_map(lambda ab: prepare_centres(setup, pts[ab[0]:ab[1]], contract), spans, self.prep_workers,
+                         chunk=1)
+        return Prepared.concat(parts, contract)
 
     def _classify(self, prep: Prepared, feats: np.ndarray, sources: list[str], progress: Progress | None
                   ) -> tuple[list[EventResult], float, float]:

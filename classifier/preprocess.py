@@ -466,6 +466,60 @@ def masks(crop: np.ndarray, thresholds: np.ndarray, um_per_px: float) -> tuple[n
 # --- public entry points ----------------------------------------------------------------------
 
 
+@dataclass
+class ImageSetup:
+    """The per-image half of :func:`prepare_image`: what every event of the image shares."""
+
+    norm: np.ndarray  # float32 (C, H, W), normalised, model channel order
+    thresholds: np.ndarray  # (3,) foreground thresholds of the smoothed channels
+    px_um: float
+    scale_source: str  # "given" | "estimated" | "default"
+
+
+def setup_image(
+    image: np.ndarray,
+    channels: Sequence[str],
+    contract: PreprocessContract,
+    pixel_size_um: float | None = None,
+    source: str = "image",
+) -> ImageSetup:
+    """Channels, intensity normalisation, thresholds and pixel size of one image."""
+    mapped = map_channels(np.asarray(image), channels, contract, source)
+    if pixel_size_um is not None and not (np.isfinite(pixel_size_um) and pixel_size_um > 0):
+        raise InputError(f"{source}: pixel size must be a positive number of µm, got {pixel_size_um!r}.")
+    norm, smooth_small, block = _normalise(mapped)
+    objects = analyse_objects(norm, contract.reference_nucleus_um / pixel_size_um if pixel_size_um else None,
+                              smoothed=(smooth_small, block))
+    px_um, how = pixel_size(objects, pixel_size_um, contract)
+    return ImageSetup(norm, objects.thresholds, px_um, how)
+
+
+def prepare_centres(setup: ImageSetup, pts: Sequence[tuple[float, float]], contract: PreprocessContract
+                    ) -> Prepared:
+    """The per-event half of :func:`prepare_image`: a crop and masks at each (y, x).
+
+    Each event depends only on ``setup`` and its own position, so the events of one
+    image may be split across processes and concatenated in order."""
+    crops, nucs, cells = [], [], []
+    for y, x in pts:
+        crop = crop_at(setup.norm, y, x, setup.px_um, contract)
+        nuc, cell = masks(crop, setup.thresholds, contract.um_per_px)
+        crops.append(crop)
+        nucs.append(nuc)
+        cells.append(cell)
+    s = contract.crop_px
+    n = len(pts)
+    return Prepared(
+        np.stack(crops) if n else np.zeros((0, len(contract.channels), s, s), np.float32),
+        np.stack(nucs) if n else np.zeros((0, s, s), bool),
+        np.stack(cells) if n else np.zeros((0, s, s), bool),
+        np.array([p[1] for p in pts], float),
+        np.array([p[0] for p in pts], float),
+        np.full(n, setup.px_um),
+        [setup.scale_source] * n,
+    )
+
+
 def prepare_image(
     image: np.ndarray,
     channels: Sequence[str],
@@ -479,29 +533,6 @@ def prepare_image(
     ``centres`` None: an event thumbnail, the event is the object at the centre.
     Otherwise one event per (y, x) (cells of a field image).
     """
-    mapped = map_channels(np.asarray(image), channels, contract, source)
-    if pixel_size_um is not None and not (np.isfinite(pixel_size_um) and pixel_size_um > 0):
-        raise InputError(f"{source}: pixel size must be a positive number of µm, got {pixel_size_um!r}.")
-    norm, smooth_small, block = _normalise(mapped)
-    objects = analyse_objects(norm, contract.reference_nucleus_um / pixel_size_um if pixel_size_um else None,
-                              smoothed=(smooth_small, block))
-    px_um, how = pixel_size(objects, pixel_size_um, contract)
-    pts = [centre_object(norm.shape[1:])] if centres is None else list(centres)
-    crops, nucs, cells = [], [], []
-    for y, x in pts:
-        crop = crop_at(norm, y, x, px_um, contract)
-        nuc, cell = masks(crop, objects.thresholds, contract.um_per_px)
-        crops.append(crop)
-        nucs.append(nuc)
-        cells.append(cell)
-    s = contract.crop_px
-    n = len(pts)
-    return Prepared(
-        np.stack(crops) if n else np.zeros((0, len(contract.channels), s, s), np.float32),
-        np.stack(nucs) if n else np.zeros((0, s, s), bool),
-        np.stack(cells) if n else np.zeros((0, s, s), bool),
-        np.array([p[1] for p in pts], float),
-        np.array([p[0] for p in pts], float),
-        np.full(n, px_um),
-        [how] * n,
-    )
+    setup = setup_image(image, channels, contract, pixel_size_um, source)
+    pts = [centre_object(setup.norm.shape[1:])] if centres is None else list(centres)
+    return prepare_centres(setup, pts, contract)

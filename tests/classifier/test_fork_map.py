@@ -175,3 +175,34 @@ def test_engine_attributes_of_a_large_batch_equal_the_whole_batch_call(shipped, 
             assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), w
     finally:
         shipped.prep_workers = workers
+
+
+def test_engine_prepares_a_field_the_same_with_and_without_forks(shipped) -> None:  # noqa: ANN001
+    """A field's events split across processes: the serial crops and masks, in order."""
+    from classifier.preprocess import prepare_image
+    from classifier.segmentation import segment_field
+    from classifier.synth.field import make_field
+
+    img, _ = make_field(np.random.default_rng(6), 512, 512, 90, pixel_size_um=0.65)
+    chans = ["DAPI", "CK", "AF", "CD45"]
+    cells, _labels = segment_field(img, chans, 0.65)
+    centres = [(c.y, c.x) for c in cells]
+    assert len(centres) >= 64  # the split path
+    want = prepare_image(img, chans, shipped.contract, 0.65, centres=centres, source="field")
+    reported: list[int] = []
+
+    def prepare(job: tuple):  # noqa: ANN202 - the engine's serial path, unused here
+        raise AssertionError("the field should be split by events")
+
+    prepare.report = reported.append  # type: ignore[attr-defined]
+    workers = shipped.prep_workers
+    try:
+        shipped.prep_workers = 2
+        (got,) = shipped._prepare_all([("field", img, chans, 0.65, centres)], prepare)
+    finally:
+        shipped.prep_workers = workers
+    assert reported == [1]
+    for name in ("crops", "nucleus", "cell", "x", "y", "px_um"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name
+    assert got.scale_source == want.scale_source
