@@ -153,7 +153,7 @@ class Classifier:
 
                 if image.ndim != 3:
                     raise InputError(f"{name}: expected a (channels, height, width) image, got shape {image.shape}.")
-                cells, _labels = segment_field(image, chans, px)
+                cells, _labels = segment_field(image, chans, px, parallel_map=self._segment_map())
                 jobs.append((name, image, chans, px, [(c.y, c.x) for c in cells]))
                 sources += [f"{name}#{k}" for k in range(len(cells))]
             else:
@@ -195,6 +195,13 @@ class Classifier:
         _report(progress, "done")
         return AnalysisResult(events=events, model_version=self.version, channels=list(self.contract.channels),
                               timings=timings, device=str(self.device))
+
+    def _segment_map(self) -> Callable[[Callable, list], list] | None:
+        """The ordered map ``segment_field`` may spread its independent steps with."""
+        if self.prep_workers < 2 or not hasattr(os, "fork"):
+            return None
+        workers = self.prep_workers
+        return lambda fn, items: fork_map(fn, items, workers, chunk=1)
 
     def _features(self, prep: Prepared) -> np.ndarray:
         """Attributes in slices across processes (or threads) when the batch is large.

@@ -25,7 +25,7 @@ field within a couple of seconds):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +41,10 @@ NUCLEUS_DIAMETER_UM = 7.0  # leukocyte nucleus; sets the scale of everything bel
 MAX_GROWTH_UM = 8.0  # cytoplasm beyond the nucleus (CTCs ~12 µm, nuclei ~7-10 µm)
 LARGE_CK_OBJECT_UM = 8.0  # an anuclear CK+ object at least this wide is still an event
 _WORK_DIAMETER_PX = 10.0  # nucleus diameter at the working scale
+#: working-scale pixels from which segment_field's parallel_map pays for a fork (~1 s of work at 1024^2)
+_PARALLEL_MIN_PX = 1024 * 1024
+
+ParallelMap = Callable[[Callable[[int], "np.ndarray | None"], list[int]], list["np.ndarray | None"]]
 
 
 @dataclass
@@ -61,12 +65,17 @@ def segment_field(
     pixel_size_um: float | None = None,
     *,
     ck_only: str = "large",
+    parallel_map: ParallelMap | None = None,
 ) -> tuple[list[Cell], np.ndarray]:
     """Cells of a (C, H, W) field and their int32 (H, W) label image (0 = background).
 
     ``ck_only`` decides the fate of CK+ objects without a nucleus: "large" (default, see
     the module docstring), "all" or "none". Cells are numbered 1..n in raster order of
     their centroids, so the order is stable for a given image.
+
+    ``parallel_map(fn, items)``, when given, is an ordered map that may run in other
+    processes (``classifier.engine.fork_map``); on large images the nuclei and the two
+    marker masks, independent of each other, are computed through it. Same result.
     """
     dapi, ck, cd45 = _channels(image, channels)
     h, w = dapi.shape
@@ -80,8 +89,19 @@ def segment_field(
     for c in (dapi_w, ck_w, cd45_w):
         if c is not None:
             _mend_frame(c)
-    nuclei = _nuclei(dapi_w, d)
-    ck_mask, cd45_mask = (_foreground_mask(c, d) if c is not None else None for c in (ck_w, cd45_w))
+    if parallel_map is not None and dapi_w.size >= _PARALLEL_MIN_PX:
+        # the nuclei take about as long as both marker masks together: two even halves
+        def step(k: int) -> np.ndarray | None:
+            if k == 0:
+                return _nuclei(dapi_w, d)
+            c = ck_w if k == 1 else cd45_w
+            return _foreground_mask(c, d) if c is not None else None
+
+        nuclei, ck_mask, cd45_mask = parallel_map(step, [0, 1, 2])
+        assert nuclei is not None
+    else:
+        nuclei = _nuclei(dapi_w, d)
+        ck_mask, cd45_mask = (_foreground_mask(c, d) if c is not None else None for c in (ck_w, cd45_w))
     cells = _grow(nuclei, _union(ck_mask, cd45_mask), d)
     if ck_mask is not None and ck_only != "none":
         min_um = LARGE_CK_OBJECT_UM if ck_only == "large" else 0.3 * NUCLEUS_DIAMETER_UM

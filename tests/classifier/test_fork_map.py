@@ -206,3 +206,23 @@ def test_engine_prepares_a_field_the_same_with_and_without_forks(shipped) -> Non
         a, b = getattr(got, name), getattr(want, name)
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name
     assert got.scale_source == want.scale_source
+
+
+@pytest.mark.parametrize("chans", [["DAPI", "CK", "AF", "CD45"], ["DAPI", "CK", "AF"]])
+def test_field_segmentation_through_forks_is_the_serial_one(chans: list[str]) -> None:
+    from classifier import segmentation
+    from classifier.synth.field import make_field
+
+    img, _ = make_field(np.random.default_rng(12), 1024, 1024, 200, pixel_size_um=0.65)
+    img = img[: len(chans)]  # without CD45: one marker mask is None
+    calls: list[list[int]] = []
+
+    def forked(fn, items):  # noqa: ANN001, ANN202
+        calls.append(list(items))
+        return fork_map(fn, items, 2, chunk=1)
+
+    cells, labels = segmentation.segment_field(img, chans, 0.65)
+    cells2, labels2 = segmentation.segment_field(img, chans, 0.65, parallel_map=forked)
+    assert calls == [[0, 1, 2]]  # large enough for the parallel path
+    assert labels.dtype == labels2.dtype and np.array_equal(labels, labels2)
+    assert cells == cells2 and len(cells) > 50
