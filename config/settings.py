@@ -148,8 +148,18 @@ UPLOAD_MAX_FILES = env.int("UPLOAD_MAX_FILES", default=2000)
 DATA_UPLOAD_MAX_NUMBER_FILES = UPLOAD_MAX_FILES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 
-# --- Celery ------------------------------------------------------------------
+# --- Cache -------------------------------------------------------------------
+# Shared by every web process: the token endpoint's throttle counts (per process, three
+# gunicorn workers would allow three times the rate) and the cohort/review page caches.
 REDIS_URL = env("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="ctc")}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                          "LOCATION": str(VAR_DIR / "cache")}}
+
+# --- Celery ------------------------------------------------------------------
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
 else:

@@ -10,3 +10,7 @@ from config.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; tests only
 AXES_ENABLED = os.environ.get("AXES_ENABLED_IN_TESTS", "0") == "1"
+
+# One process, one cache: nothing kept in the shared Redis between runs (throttle counts,
+# page caches) can leak from one test, or one CI run, into the next.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ctc-tests"}}
