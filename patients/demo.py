@@ -89,7 +89,7 @@ REGIMENS = {
 
 def gallery_zip(rng: np.random.Generator, n_ctc: int, n_other: int) -> bytes:
     """A zip of event TIFFs: ``n_ctc`` CTCs among ``n_other`` other candidates."""
-    from classifier.synth import make_event
+    from classifier.synth import instrument_array, make_event
 
     others = rng.choice(["leukocyte", "apoptotic_ctc", "ck_debris", "artifact"], size=n_other, p=[0.5, 0.2, 0.2, 0.1])
     categories = ["ctc"] * n_ctc + list(others)
@@ -97,9 +97,10 @@ def gallery_zip(rng: np.random.Generator, n_ctc: int, n_other: int) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for i, category in enumerate(categories):
-            # One instrument per cohort: a CellSearch-like 10x scale and 8-bit renders.
+            # One instrument per cohort (a CellSearch-like 10x scale); its exports vary as
+            # real ones do (8-bit renders, raw counts, floats), each stored in its own dtype.
             image, info = make_event(rng, str(category), px_um=0.65, size_px=96)
-            arr = image.astype(np.uint8) if info["rendering"] == "stretch8" else image.astype(np.uint16)
+            arr = instrument_array(image, info["rendering"])
             tif = io.BytesIO()
             tifffile.imwrite(tif, arr, photometric="minisblack", metadata={"axes": "CYX"})
             zf.writestr(f"event{i:03d}.tif", tif.getvalue())
@@ -174,7 +175,11 @@ def _seed_patient(k: int, spec: DemoPatient, rng: np.random.Generator, teams: di
     # Treatment lines: switch when the trajectory says the disease progressed.
     n_lines = 3 if spec.trajectory in ("persistent", "relapse") else 2
     span = (last_draw - first_draw).days + 30
-    starts = [first_draw + dt.timedelta(days=1 + int(span * i / n_lines)) for i in range(n_lines)]
+    # Everything seeded has happened: no line starts, and no event is dated, after yesterday
+    # (a "future" imaging response misplaced the timeline and read as data entry gone wrong).
+    yesterday = today - dt.timedelta(days=1)
+    starts = [min(first_draw + dt.timedelta(days=1 + int(span * i / n_lines)), yesterday - dt.timedelta(days=n_lines - i))
+              for i in range(n_lines)]
     for i, start in enumerate(starts):
         regimen, agents = REGIMENS[spec.cancer][i]
         end = starts[i + 1] - dt.timedelta(days=1) if i + 1 < n_lines else None
@@ -184,7 +189,7 @@ def _seed_patient(k: int, spec: DemoPatient, rng: np.random.Generator, teams: di
             stop_reason=(TreatmentLine.StopReason.PROGRESSION if end else ""),
         )
         ClinicalEvent.objects.create(
-            patient=patient, date=start + dt.timedelta(days=60), kind=ClinicalEvent.Kind.IMAGING,
+            patient=patient, date=min(start + dt.timedelta(days=60), yesterday), kind=ClinicalEvent.Kind.IMAGING,
             recist=("PR" if spec.trajectory in ("responder", "converter_late") and i == 0 else
                     "PD" if end else "SD"),
             note="CT chest/abdomen/pelvis",

@@ -16,8 +16,8 @@ Public entry points:
 
 from classifier.synth.events import EventSpec, make_event, sample_category
 from classifier.synth.field import make_field
-from classifier.synth.folder import write_folder
+from classifier.synth.folder import instrument_array, write_folder
 
 CHANNELS: tuple[str, ...] = ("DAPI", "CK", "AF", "CD45")
 
-__all__ = ["CHANNELS", "EventSpec", "make_event", "make_field", "sample_category", "write_folder"]
+__all__ = ["CHANNELS", "EventSpec", "instrument_array", "make_event", "make_field", "sample_category", "write_folder"]

@@ -21,6 +21,17 @@ CSV_CATEGORY = {
 }
 
 
+def instrument_array(image: np.ndarray, rendering: str) -> np.ndarray:
+    """``image`` in the dtype an instrument would write for ``rendering``: uint8 for 8-bit
+    renders, uint16 for raw counts, float32 for float exports (whose values lie in [0, 1]:
+    an integer cast would turn them into blank 0/1 images)."""
+    if rendering == "stretch8":
+        return image.astype(np.uint8)
+    if rendering in ("raw16", "raw12"):
+        return image.astype(np.uint16)
+    return image.astype(np.float32)
+
+
 def write_folder(
     out: Path, n: int, seed: int, mix: dict[str, float] | None = None, progress: bool = True
 ) -> list[dict]:
@@ -37,12 +48,7 @@ def write_folder(
     for i in tqdm(range(n), desc="synth", disable=not progress):
         image, info = make_event(rng, sample_category(rng, mix or TRAIN_MIX))
         name = f"events/synth{i:05d}.tif"
-        if info["rendering"] == "stretch8":
-            arr = image.astype(np.uint8)
-        elif info["rendering"] in ("raw16", "raw12"):
-            arr = image.astype(np.uint16)
-        else:
-            arr = image.astype(np.float32)
+        arr = instrument_array(image, info["rendering"])
         tifffile.imwrite(out / name, arr, photometric="minisblack", metadata={"axes": "CYX"})
         rows.append((name, info["is_ctc"], CSV_CATEGORY[info["category"]]))
         info["file"] = name

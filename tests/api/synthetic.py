@@ -15,15 +15,10 @@ CHANNELS = "DAPI,CK,AF,CD45"
 
 @lru_cache(maxsize=64)
 def event_tiff(category: str, seed: int) -> bytes:
-    from classifier.synth import make_event
+    from classifier.synth import instrument_array, make_event
 
     image, info = make_event(np.random.default_rng(seed), category)
-    if info["rendering"] == "stretch8":
-        arr = image.astype(np.uint8)
-    elif info["rendering"] in ("raw16", "raw12"):
-        arr = image.astype(np.uint16)
-    else:
-        arr = image.astype(np.float32)
+    arr = instrument_array(image, info["rendering"])
     buf = io.BytesIO()
     tifffile.imwrite(buf, arr, metadata={"axes": "CYX"})
     return buf.getvalue()

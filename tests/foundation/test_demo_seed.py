@@ -62,3 +62,27 @@ def test_demo_user_sees_the_whole_demo_cohort(seeded):
 
     demo = get_user_model().objects.get(username="demo")
     assert Patient.objects.for_user(demo).count() == Patient.objects.count()
+
+
+def test_demo_galleries_hold_no_blank_images():
+    """Every rendering the generator picks (8-bit, raw counts, float) must survive storage:
+    float exports cast to integers became all-0/1 images, shown as black squares and counted."""
+    import io
+    import zipfile
+
+    import numpy as np
+    import tifffile
+
+    from patients.demo import gallery_zip
+
+    with zipfile.ZipFile(io.BytesIO(gallery_zip(np.random.default_rng(3), 10, 30))) as zf:
+        images = [tifffile.imread(io.BytesIO(zf.read(name))) for name in zf.namelist()]
+    assert len(images) == 40
+    dtypes = set()
+    for img in images:
+        dtypes.add(img.dtype.kind)
+        dapi = img[0].astype(np.float64)
+        # A nucleus stands out from the background: at least 16 grey levels or counts, or 2 % of
+        # a float image's [0, 1] (an integer-cast float export spans 0 or 1).
+        assert np.ptp(dapi) > (0.02 if img.dtype.kind == "f" else 16), (img.dtype, dapi.min(), dapi.max())
+    assert "f" in dtypes and "u" in dtypes  # the float exports are among them
