@@ -13,6 +13,7 @@ attributes; one backward pass per batch).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import signal
@@ -34,6 +35,8 @@ from classifier.model import DualBranchCTC, fuse_batchnorm
 from classifier.preprocess import Prepared, PreprocessContract, prepare_centres, prepare_image, setup_image
 from classifier.results import CATEGORIES, AnalysisResult, Attribute, EventResult
 from classifier.weights import load_bundle
+
+logger = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
 _T = TypeVar("_T")
@@ -376,8 +379,12 @@ def fork_map(fn: Callable[[_T], _R], items: Sequence[_T], workers: int, chunk: i
                 error = (k, err)
             if progress is not None:
                 progress(min(n - 1, sum(len(v) for v in done.values()) * (len(children) + 1)))
+        mine = len(done)
         for _pid, res_r in children:
             done.update(_child_results(res_r))
+        # how the work was shared: a child that died or could not fork shows here as 0
+        logger.debug("fork_map: %d items in %d chunks; %d forked; parent did %d chunks, children %d",
+                     n, len(spans), len(children), mine, len(done) - mine)
     finally:
         os.close(task_r)
         for pid, res_r in children:
