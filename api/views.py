@@ -75,7 +75,7 @@ from patients.models import (
     TreatmentLine,
     Trial,
 )
-from patients.review import review_event
+from patients.review import AlreadyReviewed, review_event
 from patients.roles import Action, can
 from patients.scoping import is_admin
 from patients.summary import recompute_summary
@@ -442,7 +442,10 @@ class UploadViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
 
 @extend_schema_view(
     list=extend_schema(summary="Cell events (filter ?draw=, ?call=, ?reviewed=)"),
-    review=extend_schema(request=ReviewSerializer, responses=CellEventDetailSerializer,
+    review=extend_schema(request=ReviewSerializer,
+                         responses={200: CellEventDetailSerializer,
+                                    409: OpenApiResponse(description="Already reviewed (send change=true and a "
+                                                                     "reason to change the review)")},
                          summary="Confirm or override the model's call (a reason is required to override)"),
 )
 class CellEventViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
@@ -498,7 +501,14 @@ class CellEventViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
         form = ReviewSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            reviewed = review_event(event, request.user, form.validated_data["call"], form.validated_data["reason"])
+            reviewed = review_event(event, request.user, form.validated_data["call"], form.validated_data["reason"],
+                                    change=form.validated_data["change"], request=request)
+        except AlreadyReviewed as err:
+            # A stale page: someone reviewed the cell meanwhile. Nothing changed.
+            done = err.event
+            return Response({"detail": err.messages[0], "reviewed_call": done.reviewed_call,
+                             "reviewed_by": done.reviewed_by.username if done.reviewed_by else None,
+                             "reviewed_at": done.reviewed_at}, status=status.HTTP_409_CONFLICT)
         except DjangoValidationError as err:
             raise _drf_error(err, {"call": "call", "reason_required": "reason"}, default="reason") from err
         reviewed = self.get_queryset().get(pk=reviewed.pk)

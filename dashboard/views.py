@@ -448,11 +448,16 @@ def review_cell(request: HttpRequest, pk: int) -> HttpResponse:
     nxt = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()}):
         nxt = ""
+    change = request.POST.get("change") == "1"
     try:
-        review_event(event, request.user, call, request.POST.get("reason", ""))
+        review_event(event, request.user, call, request.POST.get("reason", ""), change=change, request=request)
     except ValidationError as err:
         messages.error(request, f"{event.source}: {' '.join(err.messages)}")
         return redirect((nxt or reverse("dashboard:review")) + f"#cell-{event.pk}")
+    if change and event.reviewed_call:
+        # review_event wrote the audit row with the old and the new review.
+        messages.success(request, f"{event.source}: review changed to {Call(call).label}.")
+        return redirect(nxt or reverse("dashboard:review"))
     record(request, "review", event, patient=event.draw.patient, detail={"call": call, "model_call": event.call})
     verb = "confirmed" if call == event.call else "overridden"
     messages.success(request, f"{event.source}: call {verb} as {Call(call).label}.")

@@ -109,6 +109,34 @@ def test_override_requires_a_reason_and_updates_the_summary(patient, bob):
     assert reviewed.history.first().history_change_reason.startswith("review: ctc")
 
 
+def test_a_stale_second_review_is_refused_and_an_explicit_change_is_audited(patient, bob):
+    from django.core.exceptions import ValidationError
+
+    from patients.models import AuditEvent
+    from patients.review import AlreadyReviewed, review_event
+
+    draw = factories.BloodDrawFactory(patient=patient)
+    (event,) = _events(draw, ["non_ctc"])
+    review_event(event, bob, "non_ctc")
+    other = factories.UserFactory(username="rita")
+    factories.MembershipFactory(team=patient.care_team, user=other, role="reviewer")
+    with pytest.raises(AlreadyReviewed, match="Already reviewed by bob at .* as Not CTC"):
+        review_event(event, other, "ctc", "CK+")  # the page still showed the cell as pending
+    event.refresh_from_db()
+    assert (event.reviewed_call, event.reviewed_by) == ("non_ctc", bob)
+    assert draw.summary.ctc_count == 0 and not AuditEvent.objects.exists()
+    with pytest.raises(ValidationError, match="reason"):
+        review_event(event, other, "non_ctc", "", change=True)
+    changed = review_event(event, other, "ctc", "CK+ on the second channel", change=True)
+    assert (changed.reviewed_call, changed.reviewed_by) == ("ctc", other)
+    draw.summary.refresh_from_db()
+    assert draw.summary.ctc_count == 1 and draw.summary.status == SummaryStatus.AMENDED
+    assert changed.history.first().history_change_reason.startswith("review changed: ctc")
+    assert changed.history.all()[1].reviewed_call == "non_ctc"  # simple-history keeps bob's review
+    audit = AuditEvent.objects.get()
+    assert audit.detail["old"]["call"] == "non_ctc" and audit.detail["new"]["call"] == "ctc"
+
+
 def test_outsider_without_review_role_cannot_review(patient):
     from django.core.exceptions import PermissionDenied
 

@@ -65,13 +65,40 @@ def test_reviews_make_the_summary_final_then_amended(as_bob, as_alice, draw, eve
     for e in events:
         assert as_bob.post(f"/api/events/{e.pk}/review/", {"call": e.call}, format="json").status_code == 200
     assert as_alice.get(f"/api/draws/{draw.pk}/").json()["summary"]["status"] == "final"
-    r = as_bob.post(f"/api/events/{events[2].pk}/review/", {"call": "ctc", "reason": "CK+ on second look"},
-                    format="json")
+    r = as_bob.post(f"/api/events/{events[2].pk}/review/", {"call": "ctc", "reason": "CK+ on second look",
+                                                                "change": True}, format="json")
     assert r.json()["review_reason"] == "CK+ on second look"
     body = as_alice.get(f"/api/draws/{draw.pk}/").json()
     assert (body["ctc_count"], body["status"]) == (2, "amended")
     reviewed = as_alice.get(f"/api/events/?draw={draw.pk}&reviewed=true").json()
     assert reviewed["count"] == 3
+
+
+def test_a_second_review_of_a_reviewed_cell_is_a_409_and_changes_nothing(as_bob, client_for, team, draw, events):
+    from patients.models import AuditEvent, CellEvent, Role
+
+    assert as_bob.post(f"/api/events/{events[1].pk}/review/", {"call": "non_ctc"}, format="json").status_code == 200
+    olga = factories.UserFactory(username="olga")
+    factories.MembershipFactory(user=olga, team=team, role=Role.ONCOLOGIST)
+    as_olga = client_for(olga)
+    # A stale page: olga overrides without knowing bob reviewed the cell already.
+    r = as_olga.post(f"/api/events/{events[1].pk}/review/", {"call": "ctc", "reason": "CK+"}, format="json")
+    assert r.status_code == 409, r.json()
+    assert "Already reviewed by bob" in r.json()["detail"] and r.json()["reviewed_by"] == "bob"
+    e = CellEvent.objects.get(pk=events[1].pk)
+    assert (e.reviewed_call, e.reviewed_by.username, e.review_reason) == ("non_ctc", "bob", "")
+    assert e.history.count() == 2  # create + bob's review
+    # An explicit change needs a reason ...
+    r = as_olga.post(f"/api/events/{events[1].pk}/review/", {"call": "ctc", "change": True}, format="json")
+    assert r.status_code == 400 and "reason" in r.json()
+    # ... and is audited with the old and the new review.
+    r = as_olga.post(f"/api/events/{events[1].pk}/review/", {"call": "ctc", "change": True, "reason": "CK+ faint"},
+                     format="json")
+    assert r.status_code == 200 and r.json()["reviewed_by"] == "olga"
+    audit = AuditEvent.objects.get(action="review", object_id=str(events[1].pk))
+    assert audit.user == olga and audit.detail["old"]["by"] == "bob" and audit.detail["old"]["call"] == "non_ctc"
+    assert audit.detail["new"]["call"] == "ctc" and audit.detail["reason"] == "CK+ faint"
+    assert as_olga.get(f"/api/draws/{draw.pk}/").json()["ctc_count"] == 2
 
 
 def test_a_member_without_review_rights_gets_403(client_for, team, draw, events):

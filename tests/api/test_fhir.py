@@ -105,7 +105,7 @@ def test_status_follows_the_review_and_interpretation_the_cut_off(as_alice, bob,
     ctc = next(o for o in res["Observation"] if o["code"]["coding"][0]["code"] == "ctc-per-7.5ml")
     assert ctc["interpretation"][0]["coding"][0]["code"] == "N"
     e = draw.events.get(call="non_ctc")
-    review_event(e, bob, "ctc", "CK+ after all")
+    review_event(e, bob, "ctc", "CK+ after all", change=True)
     res = _validated(as_alice.get(f"/api/draws/{draw.pk}/fhir/").json())
     assert {o["status"] for o in res["Observation"]} == {"amended"}
     assert res["DiagnosticReport"][0]["status"] == "amended"
