@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 from django.utils.functional import cached_property
 from drf_spectacular.types import OpenApiTypes
@@ -31,6 +32,7 @@ from patients.models import (
     TrialArm,
 )
 from patients.scoping import is_admin
+from patients.validation import check_drawn_at, check_event_date
 
 #: Roles whose members may add patients to their team (EDIT_RECORDS in patients.roles).
 _EDITING_ROLES = {Role.ONCOLOGIST, Role.COORDINATOR, Role.ADMIN}
@@ -227,6 +229,13 @@ class ClinicalEventSerializer(serializers.ModelSerializer):
             fields["patient"].queryset = Patient.objects.for_user(_user(self))
         return fields
 
+    def validate_date(self, value: dt.date) -> dt.date:
+        try:
+            check_event_date(value)
+        except DjangoValidationError as err:
+            raise serializers.ValidationError(err.messages) from err
+        return value
+
     def validate(self, attrs: dict) -> dict:
         kind = attrs.get("kind", getattr(self.instance, "kind", None))
         recist = attrs.get("recist", getattr(self.instance, "recist", ""))
@@ -331,8 +340,10 @@ class DrawSerializer(serializers.ModelSerializer):
         return s.status if s else None
 
     def validate_drawn_at(self, value: dt.datetime) -> dt.datetime:
-        if value > timezone.now() + dt.timedelta(hours=1):
-            raise serializers.ValidationError("The draw time is in the future.")
+        try:
+            check_drawn_at(value)  # the same rule as the dashboard's form (patients/validation.py)
+        except DjangoValidationError as err:
+            raise serializers.ValidationError(err.messages) from err
         return value
 
     def validate(self, attrs: dict) -> dict:
@@ -395,7 +406,10 @@ class CellEventDetailSerializer(CellEventSerializer):
 class ReviewSerializer(serializers.Serializer):
     call = serializers.ChoiceField(choices=Call.choices, help_text="Your call for this cell")
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000,
-                                   help_text="Required when your call differs from the model's")
+                                   help_text="Required when your call differs from the model's, or to change a review")
+    change = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Change an existing review (needs a reason); without it a reviewed cell answers 409")
 
 
 # --- cohort ---------------------------------------------------------------------------------------

@@ -72,6 +72,8 @@ class CohortFilterForm(PatientFilterForm):
 
 
 class DrawForm(forms.ModelForm):
+    """A new draw; a future ``drawn_at`` is refused by ``BloodDraw.clean`` (patients/validation.py, as the API)."""
+
     drawn_at = forms.DateTimeField(label="Drawn at", widget=forms.DateTimeInput(attrs={"type": "datetime-local"},
                                                                                 format="%Y-%m-%dT%H:%M"))
 

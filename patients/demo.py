@@ -178,8 +178,8 @@ def _seed_patient(k: int, spec: DemoPatient, rng: np.random.Generator, teams: di
     # Everything seeded has happened: no line starts, and no event is dated, after yesterday
     # (a "future" imaging response misplaced the timeline and read as data entry gone wrong).
     yesterday = today - dt.timedelta(days=1)
-    starts = [min(first_draw + dt.timedelta(days=1 + int(span * i / n_lines)), yesterday - dt.timedelta(days=n_lines - i))
-              for i in range(n_lines)]
+    starts = [min(first_draw + dt.timedelta(days=1 + int(span * i / n_lines)),
+                  yesterday - dt.timedelta(days=n_lines - i)) for i in range(n_lines)]
     for i, start in enumerate(starts):
         regimen, agents = REGIMENS[spec.cancer][i]
         end = starts[i + 1] - dt.timedelta(days=1) if i + 1 < n_lines else None

@@ -188,6 +188,16 @@ class ClinicalEvent(models.Model):
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.date}"
 
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from patients.validation import check_event_date
+
+        try:
+            check_event_date(self.date)  # forms on the model (admin) refuse future events too
+        except ValidationError as err:
+            raise ValidationError({"date": err.messages}) from err
+
 
 class BloodDraw(models.Model):
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="draws")
@@ -216,6 +226,16 @@ class BloodDraw(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("dashboard:draw", args=[self.pk])
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from patients.validation import check_drawn_at
+
+        try:
+            check_drawn_at(self.drawn_at)  # forms on the model (admin) refuse future draws too
+        except ValidationError as err:
+            raise ValidationError({"drawn_at": err.messages}) from err
 
 
 class ClassifierVersion(models.Model):

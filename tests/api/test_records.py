@@ -90,7 +90,7 @@ def test_draw_validation_errors_are_clear(as_alice, patient):
                                       "timepoint": ""}, format="json")
     assert r.status_code == 400
     body = r.json()
-    assert body["drawn_at"] == ["The draw time is in the future."]
+    assert len(body["drawn_at"]) == 1 and "is in the future" in body["drawn_at"][0]
     assert "volume_ml" in body and "timepoint" in body
     r = as_alice.post("/api/draws/", {"patient": patient.pk, "drawn_at": "yesterday", "volume_ml": 7.5,
                                       "timepoint": "x"}, format="json")
@@ -187,6 +187,28 @@ def test_treatment_lines_and_clinical_events(as_alice, patient):
     assert r.status_code == 201
     assert as_alice.get(f"/api/clinical-events/?patient={patient.pk}").json()["count"] == 1
     assert as_alice.get(f"/api/treatment-lines/?patient={patient.pk}").json()["count"] == 1
+
+
+def test_future_draws_and_clinical_events_are_refused(as_alice, patient):
+    from django.utils import timezone
+
+    now = timezone.now()
+    ahead = (now + dt.timedelta(hours=2)).isoformat()
+    r = as_alice.post("/api/draws/", {"patient": patient.pk, "drawn_at": ahead, "volume_ml": 7.5,
+                                      "timepoint": "C9D1"}, format="json")
+    assert r.status_code == 400 and "is in the future" in r.json()["drawn_at"][0]
+    # A few minutes of clock skew between the ward's device and the server is fine.
+    soon = (now + dt.timedelta(minutes=30)).isoformat()
+    r = as_alice.post("/api/draws/", {"patient": patient.pk, "drawn_at": soon, "volume_ml": 7.5,
+                                      "timepoint": "C9D1"}, format="json")
+    assert r.status_code == 201, r.json()
+    tomorrow = (timezone.localdate() + dt.timedelta(days=1)).isoformat()
+    r = as_alice.post("/api/clinical-events/", {"patient": patient.pk, "date": tomorrow, "kind": "imaging",
+                                                "recist": "PR"}, format="json")
+    assert r.status_code == 400 and "is in the future" in r.json()["date"][0]
+    r = as_alice.post("/api/clinical-events/", {"patient": patient.pk, "date": timezone.localdate().isoformat(),
+                                                "kind": "imaging", "recist": "PR"}, format="json")
+    assert r.status_code == 201, r.json()
 
 
 def test_reference_endpoints(as_alice, team):

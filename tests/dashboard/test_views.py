@@ -122,6 +122,21 @@ def test_alice_records_a_draw(as_alice, course):
     assert draw.created_by.username == "alice"
 
 
+def test_a_future_draw_is_refused_with_a_clear_message(as_alice, course):
+    from django.utils import timezone
+
+    patient, _ = course
+    before = BloodDraw.objects.count()
+    ahead = timezone.localtime() + dt.timedelta(days=3)
+    response = as_alice.post(f"/patients/{patient.pk}/draws/new/", {
+        "drawn_at": ahead.strftime("%Y-%m-%dT%H:%M"), "timepoint": "C9D1", "volume_ml": "7.5", "assay": "CellSearch"},
+        follow=True)
+    body = response.content.decode()
+    assert "The draw was not saved" in body and "is in the future" in body
+    assert body.count("is in the future") == 1
+    assert BloodDraw.objects.count() == before
+
+
 def test_patient_csv_export_is_audited(as_alice, course):
     patient, _ = course
     response = as_alice.get(f"/patients/{patient.pk}/export.csv")
@@ -201,6 +216,33 @@ def test_review_queue_orders_by_uncertainty_and_override_needs_a_reason(as_bob, 
     assert AuditEvent.objects.filter(action="review", object_type="CellEvent", object_id=str(event.pk)).exists()
     body = as_bob.get("/review/").content.decode()
     assert "0.0%" in body and "CK signal is debris" in body  # agreement 0 of 1, the reason shown
+
+
+def test_a_stale_dashboard_review_is_refused_and_change_review_works(as_bob, alice, course):
+    from django.test import Client
+
+    as_alice = Client()
+    as_alice.force_login(alice)
+    event = as_bob.get("/review/").context["cells"][0]
+    as_bob.post(f"/events/{event.pk}/review/", {"call": event.call, "next": "/review/"})
+    other = "ctc" if event.call == "non_ctc" else "non_ctc"
+    # alice's page still shows the cell as pending: her override is refused with who/when/what.
+    body = as_alice.post(f"/events/{event.pk}/review/", {"call": other, "reason": "CK+", "next": "/review/"},
+                         follow=True).content.decode()
+    assert "Already reviewed by bob at" in body
+    event.refresh_from_db()
+    assert (event.reviewed_call, event.reviewed_by.username) == (event.call, "bob")
+    # Reviewed cells offer "Change review" on the review page (recent reviews) and the draw page.
+    assert "Change review" in as_alice.get("/review/").content.decode()
+    assert "Change review" in as_alice.get(f"/draws/{event.draw_id}/?reviewed=yes").content.decode()
+    body = as_alice.post(f"/events/{event.pk}/review/", {"call": other, "change": "1", "reason": "",
+                                                         "next": "/review/"}, follow=True).content.decode()
+    assert "Give a reason" in body
+    as_alice.post(f"/events/{event.pk}/review/", {"call": other, "change": "1", "reason": "CK+ on recheck"})
+    event.refresh_from_db()
+    assert (event.reviewed_call, event.reviewed_by.username, event.review_reason) == (other, "alice", "CK+ on recheck")
+    audit = AuditEvent.objects.get(action="review", object_id=str(event.pk), detail__change=True)
+    assert audit.detail["old"]["by"] == "bob" and audit.detail["new"]["by"] == "alice"
 
 
 def test_a_draw_becomes_final_when_all_cells_are_reviewed(as_bob, team):

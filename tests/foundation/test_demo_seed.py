@@ -86,3 +86,14 @@ def test_demo_galleries_hold_no_blank_images():
         # a float image's [0, 1] (an integer-cast float export spans 0 or 1).
         assert np.ptp(dapi) > (0.02 if img.dtype.kind == "f" else 16), (img.dtype, dapi.min(), dapi.max())
     assert "f" in dtypes and "u" in dtypes  # the float exports are among them
+
+
+def test_nothing_seeded_lies_in_the_future(seeded):
+    from django.utils import timezone
+
+    from patients.models import ClinicalEvent, TreatmentLine
+
+    today = timezone.localdate()
+    assert not ClinicalEvent.objects.filter(date__gt=today).exists()
+    assert not TreatmentLine.objects.filter(start_date__gt=today).exists()
+    assert not BloodDraw.objects.filter(drawn_at__gt=timezone.now()).exists()
