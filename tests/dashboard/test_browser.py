@@ -165,6 +165,22 @@ def test_patient_timeline_renders_bands_cutoff_and_opens_a_draw(page, live_serve
     assert fig["drawn"] >= 3  # two bands and the cut-off line are in the SVG
     assert len(set(fig["xs"])) == len(fig["xs"])  # two draws on one day sit apart
     assert abs(fig["box"] - 440) < 2  # the reserved height: nothing jumps while loading
+    # Privacy: no modebar button sends the chart (patient data) to Plotly's cloud.
+    page.hover("#timeline")
+    modebar = page.evaluate("""() => {
+        const el = document.querySelector('#timeline');
+        return {titles: Array.from(el.querySelectorAll('.modebar-btn')).map(b => b.getAttribute('data-title') || ''),
+                names: Array.from(el.querySelectorAll('.modebar-btn')).map(b => b.getAttribute('data-val') || ''),
+                cloud: el._context.showSendToCloud, studio: el._context.showEditInChartStudio,
+                logo: el._context.displaylogo, server: el._context.plotlyServerURL};
+    }""")
+    assert modebar["titles"], "the modebar should still offer zoom reset and PNG download"
+    assert not [t for t in modebar["titles"] if "cloud" in t.lower() or "share" in t.lower()
+                or "chart studio" in t.lower()], modebar["titles"]
+    assert any("png" in t.lower() for t in modebar["titles"])
+    assert any("reset" in t.lower() for t in modebar["titles"])
+    assert modebar["cloud"] is False and not modebar["studio"] and modebar["logo"] is False
+    assert modebar["server"] == ""
     assert "favorable since" in page.locator("[data-testid=status-sentence]").inner_text() or \
         "unfavorable since" in page.locator("[data-testid=status-sentence]").inner_text()
     path = shot(page, "patient-page")

@@ -4,13 +4,39 @@
   "use strict";
 
   // --- Plotly figures: <div data-figure="ID"> + <script type="application/json" id="ID"> ---
+  // Privacy: nothing may offer to send patient data to Plotly's cloud ("Share chart" /
+  // "Edit in Chart Studio"), and no link out to plot.ly. Keyboard users: only the buttons
+  // people use (zoom, reset the axes, download a PNG) remain in the modebar, shown on hover.
+  var CLOUD_BUTTONS = ["sendDataToCloud", "sendChartToCloud", "editInChartStudio"];
+  var REMOVED_BUTTONS = CLOUD_BUTTONS.concat([
+    "lasso2d", "select2d", "pan2d", "zoomIn2d", "zoomOut2d", "autoScale2d",
+    "hoverClosestCartesian", "hoverCompareCartesian", "toggleSpikelines", "toggleHover",
+    "hoverClosestGl2d", "hoverClosestPie", "resetViews", "resetViewMapbox"
+  ]);
+
+  function plotConfig() {
+    return {
+      responsive: true,
+      displaylogo: false,
+      displayModeBar: "hover",
+      showLink: false,
+      showSendToCloud: false,
+      showEditInChartStudio: false,
+      plotlyServerURL: "",
+      linkText: "",
+      modeBarButtonsToRemove: REMOVED_BUTTONS.slice(),
+      toImageButtonOptions: { format: "png", filename: "ctc-monitor-chart" }
+    };
+  }
+  window.ctcPlotConfig = plotConfig;
+
   function drawFigures() {
     if (!window.Plotly) return;
     document.querySelectorAll("[data-figure]").forEach(function (el) {
       var src = document.getElementById(el.dataset.figure);
       if (!src) return;
       var fig = JSON.parse(src.textContent);
-      var config = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
+      var config = plotConfig();
       if (el.dataset.static) config.staticPlot = false;
       Plotly.newPlot(el, fig.data, fig.layout, config).then(function () {
         el.dataset.ready = "1";
