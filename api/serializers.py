@@ -360,7 +360,8 @@ class UploadSerializer(serializers.ModelSerializer):
     class Meta:
         model = ImagingUpload
         fields = ["id", "url", "draw", "kind", "channels", "pixel_size_um", "status", "progress", "stage", "error",
-                  "model_version", "device", "files", "events_url", "created_at", "started_at", "finished_at"]
+                  "model_version", "device", "files", "events_url", "created_at", "started_at", "finished_at",
+                  "withdrawn_at", "withdraw_reason"]
         read_only_fields = fields
 
     def get_files(self, upload: ImagingUpload) -> list[str]:
@@ -368,6 +369,22 @@ class UploadSerializer(serializers.ModelSerializer):
 
     def get_events_url(self, upload: ImagingUpload) -> str:
         return _url(self, "api:draw-events", upload.draw_id) + f"?upload={upload.pk}"
+
+
+class UploadCreatedSerializer(UploadSerializer):
+    """The 202 answer to an upload: the upload, and warnings that did not stop it."""
+
+    warnings = serializers.ListField(child=serializers.CharField(), read_only=True,
+                                     help_text="E.g. the draw was final (now preliminary again), a file is identical "
+                                               "to one already uploaded to this draw")
+
+    class Meta(UploadSerializer.Meta):
+        fields = [*UploadSerializer.Meta.fields, "warnings"]
+        read_only_fields = fields
+
+
+class WithdrawSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000, help_text="Why the upload is withdrawn (required)")
 
 
 class UploadCreateSerializer(serializers.Serializer):

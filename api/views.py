@@ -56,8 +56,10 @@ from api.serializers import (
     ReviewSerializer,
     TreatmentLineSerializer,
     TrialSerializer,
+    UploadCreatedSerializer,
     UploadCreateSerializer,
     UploadSerializer,
+    WithdrawSerializer,
 )
 from patients import audit
 from patients.models import (
@@ -79,7 +81,7 @@ from patients.review import AlreadyReviewed, review_event
 from patients.roles import Action, can
 from patients.scoping import is_admin
 from patients.summary import recompute_summary
-from patients.uploads import UploadRequest, create_upload
+from patients.uploads import UploadRequest, create_upload, withdraw_upload
 
 PERMISSIONS = [IsAuthenticated, RoleActionPermission]
 NO_DELETE = ["get", "post", "put", "patch", "head", "options"]
@@ -359,7 +361,7 @@ class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
         methods=["POST"],
         summary="Upload imaging for this draw (multipart); analysed by the worker",
         request={"multipart/form-data": UploadCreateSerializer},
-        responses={202: UploadSerializer},
+        responses={202: UploadCreatedSerializer},
     )
     @extend_schema(methods=["GET"], summary="The draw's uploads", responses=UploadSerializer(many=True))
     @action(detail=True, methods=["get", "post"], parser_classes=[MultiPartParser, FormParser],
@@ -391,7 +393,7 @@ class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
             raise _drf_error(
                 err, {"channels": "channels", "kind": "kind", "pixel_size": "pixel_size_um"}, default="file"
             ) from err
-        body = UploadSerializer(upload, context=self.get_serializer_context()).data
+        body = UploadCreatedSerializer(upload, context=self.get_serializer_context()).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["url"])})
 
     @extend_schema(summary="Every cell event of the draw, with the model's and the reviewer's call",
@@ -423,11 +425,16 @@ class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
 
 
 @extend_schema_view(list=extend_schema(summary="Imaging uploads (filter ?draw=, ?status=)"),
-                    retrieve=extend_schema(summary="Upload status, progress, stage, error, model version"))
+                    retrieve=extend_schema(summary="Upload status, progress, stage, error, model version"),
+                    withdraw=extend_schema(request=WithdrawSerializer, responses=UploadSerializer,
+                                           summary="Withdraw a mistaken upload (reason required): its events leave "
+                                                   "the draw's count; files and rows are kept"))
 class UploadViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
     """Imaging uploads and their analysis status."""
 
     serializer_class = UploadSerializer
+    permission_classes = PERMISSIONS
+    action_permissions = {"withdraw": Action.UPLOAD}
     filterset_class = UploadFilter
     ordering_fields = ["created_at", "finished_at"]
 
@@ -438,6 +445,22 @@ class UploadViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
             .prefetch_related("files")
             .order_by("-created_at")
         )
+
+
+    @action(detail=True, methods=["post"], parser_classes=[JSONParser, FormParser, MultiPartParser],
+            filterset_class=None, ordering_fields=None)
+    def withdraw(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
+        upload = self.get_object()
+        form = WithdrawSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            upload = withdraw_upload(upload, request.user, form.validated_data["reason"], request=request)
+        except DjangoValidationError as err:
+            if getattr(err, "code", "") == "already_withdrawn":
+                return Response({"detail": err.messages[0]}, status=status.HTTP_409_CONFLICT)
+            raise _drf_error(err, {}, default="reason") from err
+        upload = self.get_queryset().get(pk=upload.pk)
+        return Response(UploadSerializer(upload, context=self.get_serializer_context()).data)
 
 
 @extend_schema_view(

@@ -16,6 +16,7 @@ urlpatterns = [
     path("draws/<int:pk>/", views.draw_detail, name="draw"),
     path("draws/<int:pk>/uploads/", views.upload_create, name="upload_create"),
     path("uploads/<int:pk>/status/", views.upload_status, name="upload_status"),
+    path("uploads/<int:pk>/withdraw/", views.upload_withdraw, name="upload_withdraw"),
     path("review/", views.review_queue, name="review"),
     path("events/<int:pk>/review/", views.review_cell, name="review_cell"),
     path("cohort/", views.cohort, name="cohort"),

@@ -50,7 +50,7 @@ from patients.models import (
 )
 from patients.review import review_event
 from patients.roles import Action, can
-from patients.uploads import UploadRequest, create_upload
+from patients.uploads import UploadRequest, create_upload, draw_is_final, withdraw_upload
 
 PATIENTS_PER_PAGE = 25
 CELLS_PER_PAGE = 48
@@ -291,7 +291,7 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
     draw = get_object_or_404(
         BloodDraw.objects.for_user(request.user).select_related("patient__cancer_type", "summary"), pk=pk)
     summary = draw.summary if schedule._has_summary(draw) else None
-    uploads = list(draw.uploads.annotate(n_files=Count("files")).select_related("created_by"))
+    uploads = list(draw.uploads.annotate(n_files=Count("files")).select_related("created_by", "withdrawn_by"))
     events = CellEvent.objects.filter(draw=draw, upload__status=UploadStatus.DONE)
     call = request.GET.get("call", "")
     category = request.GET.get("category", "")
@@ -328,6 +328,7 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
         embedding=embedding, upload_form=UploadForm(initial={"channels": last_channels}),
         active_uploads=[u for u in uploads if u.status in (UploadStatus.QUEUED, UploadStatus.RUNNING)],
         cutoff=draw.patient.cancer_type.ctc_cutoff,
+        draw_final=summary is not None and summary.status in ("final", "amended"),
     ))
 
 
@@ -361,6 +362,9 @@ def upload_create(request: HttpRequest, pk: int) -> JsonResponse:
             msg = "; ".join(f"{form.fields[k].label}: {' '.join(v)}" for k, v in errors.items())
             return JsonResponse({"error": msg}, status=400)
     data = form.cleaned_data
+    if draw_is_final(draw) and request.POST.get("confirm_final") not in ("1", "on", "true"):
+        return JsonResponse({"error": "This draw is final; adding imaging makes it preliminary again. "
+                                      "Tick the confirmation to upload anyway."}, status=400)
     try:
         upload = create_upload(draw, UploadRequest(files=files, channels=data.get("channels") or "",
                                                    kind=data.get("kind") or ImagingUpload.Kind.EVENTS,
@@ -368,7 +372,24 @@ def upload_create(request: HttpRequest, pk: int) -> JsonResponse:
     except ValidationError as err:
         return JsonResponse({"error": " ".join(err.messages)}, status=400)
     record(request, "create", upload, patient=draw.patient, detail={"files": len(files)})
-    return JsonResponse(_upload_json(upload), status=201)
+    for warning in upload.warnings:
+        messages.warning(request, warning)  # shown on the draw page the progress bar reloads
+    return JsonResponse({**_upload_json(upload), "warnings": upload.warnings}, status=201)
+
+
+@login_required
+@require_POST
+def upload_withdraw(request: HttpRequest, pk: int) -> HttpResponse:
+    """Withdraw a mistaken upload (reason required): its events leave the draw's count."""
+    upload = get_object_or_404(ImagingUpload.objects.for_user(request.user).select_related("draw"), pk=pk)
+    require(request, Action.UPLOAD)
+    try:
+        withdraw_upload(upload, request.user, request.POST.get("reason", ""), request=request)
+    except ValidationError as err:
+        messages.error(request, f"Upload {upload.pk}: {' '.join(err.messages)}")
+    else:
+        messages.success(request, f"Upload {upload.pk} withdrawn: its cells no longer count for this draw.")
+    return redirect(upload.draw)
 
 
 @login_required

@@ -262,6 +262,9 @@ class UploadStatus(models.TextChoices):
     RUNNING = "running", "Running"
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
+    #: Taken back by a user (wrong channel order, duplicate files): its events leave the count;
+    #: files and rows stay for the audit trail.
+    WITHDRAWN = "withdrawn", "Withdrawn"
 
 
 class ImagingUpload(models.Model):
@@ -289,6 +292,11 @@ class ImagingUpload(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    withdraw_reason = models.TextField(blank=True)
     history = HistoricalRecords(excluded_fields=["progress", "stage", "heartbeat_at"])
 
     objects = ScopedQuerySet.as_manager()
@@ -414,6 +422,9 @@ class AuditEvent(models.Model):
         DELETE = "delete", "Delete"
         REVIEW = "review", "Review"
         LOGIN = "login", "Login"
+        LOGOUT = "logout", "Logout"
+        LOGIN_FAILED = "login_fail", "Failed login"
+        WITHDRAW = "withdraw", "Withdraw"
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)

@@ -96,7 +96,7 @@ class ProgressWriter:
 
 
 def fail(upload_id: int, attempt: int | None, message: str) -> None:
-    qs = ImagingUpload.objects.filter(pk=upload_id)
+    qs = ImagingUpload.objects.filter(pk=upload_id).exclude(status=UploadStatus.WITHDRAWN)  # withdrawn stays so
     if attempt is not None:
         qs = qs.filter(attempts=attempt)
     qs.update(status=UploadStatus.FAILED, error=message[:2000], finished_at=timezone.now(), stage="failed")

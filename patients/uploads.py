@@ -15,12 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.uploadedfile import UploadedFile as DjangoUploadedFile
 from django.db import transaction
+from django.utils import timezone
 from django.utils.text import get_valid_filename
 
-from patients.models import BloodDraw, ImagingUpload, UploadedFile
+from patients.models import (
+    AuditEvent,
+    BloodDraw,
+    DrawSummary,
+    ImagingUpload,
+    SummaryStatus,
+    UploadedFile,
+    UploadStatus,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +120,37 @@ def _header_check(paths: list[Path], names: list[str], channels: list[str]) -> N
         raise ValidationError(str(err), code="invalid_image") from err
 
 
+FINAL_WARNING = "This draw is final; adding imaging makes it preliminary again until the new cells are reviewed."
+
+
+def draw_is_final(draw: BloodDraw) -> bool:
+    """The draw's result is complete (final or amended): a new upload reopens it."""
+    return DrawSummary.objects.filter(draw=draw, status__in=[SummaryStatus.FINAL, SummaryStatus.AMENDED]).exists()
+
+
+def _duplicate_warnings(upload: ImagingUpload, stored: list[UploadedFile]) -> list[str]:
+    """Files identical (sha256) to one already uploaded to the same draw (withdrawn uploads aside)."""
+    digests = {r.sha256: r.original_name for r in stored if r.sha256}
+    earlier = (
+        UploadedFile.objects.filter(upload__draw_id=upload.draw_id, sha256__in=list(digests))
+        .exclude(upload=upload).exclude(upload__status=UploadStatus.WITHDRAWN)
+        .values_list("sha256", "original_name", "upload_id").order_by("upload_id", "position")
+    )
+    seen: dict[str, tuple[str, int]] = {}
+    for digest, name, upload_id in earlier:
+        seen.setdefault(digest, (name, upload_id))
+    return [f"{digests[d]!r} is identical to {name!r}, already uploaded to this draw (upload {uid})."
+            for d, (name, uid) in seen.items()]
+
+
 def create_upload(draw: BloodDraw, req: UploadRequest, user=None) -> ImagingUpload:
     """Validate and store ``req`` for ``draw``; the worker is queued after commit.
 
-    Raises ``ValidationError`` (nothing stored) when the request is not acceptable.
+    Raises ``ValidationError`` (nothing stored) when the request is not acceptable. The
+    returned upload carries ``warnings`` (a list of sentences): the draw was final, or a file
+    is identical to one already uploaded to the draw. They do not stop the upload.
     """
+    was_final = draw_is_final(draw)
     check_request(req)
     channels = parse_channels(req.channels)
     with transaction.atomic():
@@ -143,9 +178,53 @@ def create_upload(draw: BloodDraw, req: UploadRequest, user=None) -> ImagingUplo
             for row in stored:
                 row.file.delete(save=False)
             raise
+        upload.warnings = ([FINAL_WARNING] if was_final else []) + _duplicate_warnings(upload, stored)
         transaction.on_commit(lambda: enqueue(upload.pk))
     logger.info("upload %s stored for draw %s: %d file(s)", upload.pk, draw.pk, len(stored))
     return upload
+
+
+def withdraw_upload(upload: ImagingUpload, user, reason: str, request=None) -> ImagingUpload:  # noqa: ANN001
+    """Take back a mistaken upload: its events leave the draw's count; files and rows stay.
+
+    Who may upload for the draw may withdraw (``Action.UPLOAD``); a reason is required. The
+    change is in the upload's history and in an ``AuditEvent`` (``withdraw``). A worker still
+    analysing it discards its results (it only stores for a running upload), and the stale
+    sweep never re-queues it.
+    """
+    from patients.audit import client_ip
+    from patients.roles import Action, can
+    from patients.summary import recompute_summary
+
+    if not can(user, Action.UPLOAD):
+        raise PermissionDenied("Your role does not allow uploads, nor withdrawing them.")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError("Give a reason for withdrawing the upload.", code="reason_required")
+    with transaction.atomic():
+        locked = ImagingUpload.objects.select_for_update().select_related("draw").get(pk=upload.pk)
+        if locked.status == UploadStatus.WITHDRAWN:
+            raise ValidationError(f"Upload {locked.pk} is already withdrawn.", code="already_withdrawn")
+        previous = locked.status
+        n_events = locked.events.count()
+        locked.status = UploadStatus.WITHDRAWN
+        locked.withdrawn_at = timezone.now()
+        locked.withdrawn_by = user
+        locked.withdraw_reason = reason[:2000]
+        locked.stage = "withdrawn"
+        locked._change_reason = f"withdrawn: {reason[:80]}"
+        locked._history_user = user
+        locked.save(update_fields=["status", "withdrawn_at", "withdrawn_by", "withdraw_reason", "stage"])
+        AuditEvent.objects.create(
+            user=user, action=AuditEvent.Action.WITHDRAW, object_type="ImagingUpload", object_id=str(locked.pk),
+            patient_id=locked.draw.patient_id, ip_address=client_ip(request) if request is not None else None,
+            path=request.get_full_path()[:300] if request is not None else "",
+            detail={"reason": reason[:2000], "previous_status": previous, "events": n_events, "draw": locked.draw_id},
+        )
+        if previous == UploadStatus.DONE or DrawSummary.objects.filter(draw=locked.draw).exists():
+            recompute_summary(locked.draw)
+    logger.info("upload %s withdrawn by %s", locked.pk, getattr(user, "pk", None))
+    return locked
 
 
 def enqueue(upload_id: int) -> bool:

@@ -61,3 +61,80 @@ def test_upload_needs_the_upload_right_and_scope(as_bob, as_charlie, draw):
                        format="multipart").status_code == 403
     assert as_charlie.post(f"/api/draws/{draw.pk}/uploads/", {"file": _tiff("x.tif"), "channels": CHANNELS},
                            format="multipart").status_code == 404
+
+
+def _done_upload(draw, calls):  # noqa: ANN001, ANN202
+    from patients.summary import recompute_summary
+    from tests import factories
+
+    upload = factories.ImagingUploadFactory(draw=draw)
+    for i, c in enumerate(calls):
+        factories.CellEventFactory(upload=upload, index=i, call=c)
+    recompute_summary(draw)
+    return upload
+
+
+def test_withdrawing_an_upload_takes_its_events_out_of_the_count(as_alice, as_bob, draw):
+    from patients.models import AuditEvent, UploadStatus
+    from patients.pipeline import stale_uploads
+
+    keep = _done_upload(draw, ["ctc", "non_ctc"])
+    wrong = _done_upload(draw, ["ctc", "ctc", "ctc"])
+    assert as_alice.get(f"/api/draws/{draw.pk}/").json()["ctc_count"] == 4
+    r = as_alice.post(f"/api/uploads/{wrong.pk}/withdraw/", {}, format="json")
+    assert r.status_code == 400 and "reason" in r.json()
+    assert as_bob.post(f"/api/uploads/{wrong.pk}/withdraw/", {"reason": "x"}, format="json").status_code == 403
+    r = as_alice.post(f"/api/uploads/{wrong.pk}/withdraw/", {"reason": "channels in the wrong order"}, format="json")
+    assert r.status_code == 200, r.json()
+    assert r.json()["status"] == "withdrawn" and r.json()["withdraw_reason"] == "channels in the wrong order"
+    body = as_alice.get(f"/api/draws/{draw.pk}/").json()
+    assert (body["ctc_count"], body["events_analysed"]) == (1, 2)
+    wrong.refresh_from_db()
+    assert wrong.status == UploadStatus.WITHDRAWN and wrong.events.count() == 3  # kept for the audit trail
+    assert wrong.history.first().history_change_reason.startswith("withdrawn:")
+    audit = AuditEvent.objects.get(action="withdraw")
+    assert audit.object_id == str(wrong.pk) and audit.detail["reason"] == "channels in the wrong order"
+    assert as_alice.post(f"/api/uploads/{wrong.pk}/withdraw/", {"reason": "again"}, format="json").status_code == 409
+    # The stale sweep never re-queues it, whatever its age.
+    assert wrong.pk not in stale_uploads().values_list("pk", flat=True)
+    assert keep.pk  # untouched
+
+
+def test_a_queued_upload_withdrawn_is_not_swept_or_claimed(as_alice, draw):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from patients.models import ImagingUpload
+    from patients.pipeline import claim, stale_uploads
+    from tests import factories
+
+    upload = factories.ImagingUploadFactory(draw=draw, status="queued")
+    ImagingUpload.objects.filter(pk=upload.pk).update(created_at=timezone.now() - dt.timedelta(days=1))
+    assert upload.pk in stale_uploads().values_list("pk", flat=True)
+    assert as_alice.post(f"/api/uploads/{upload.pk}/withdraw/", {"reason": "duplicate"},
+                         format="json").status_code == 200
+    assert upload.pk not in stale_uploads().values_list("pk", flat=True)
+    assert claim(upload.pk) is None
+
+
+def test_upload_to_a_final_draw_and_duplicate_files_warn(as_alice, draw):
+    from patients.models import SummaryStatus
+    from patients.summary import recompute_summary
+
+    r = as_alice.post(f"/api/draws/{draw.pk}/uploads/", {"file": [_tiff("a.tif", 1)], "channels": CHANNELS},
+                      format="multipart")
+    assert r.status_code == 202 and r.json()["warnings"] == []
+    # The same file again (another name): accepted, with a warning naming the earlier one.
+    r = as_alice.post(f"/api/draws/{draw.pk}/uploads/", {"file": [_tiff("copy.tif", 1), _tiff("b.tif", 2)],
+                                                         "channels": CHANNELS}, format="multipart")
+    assert r.status_code == 202
+    (warning,) = r.json()["warnings"]
+    assert "'copy.tif' is identical to 'a.tif'" in warning
+    done = _done_upload(draw, ["ctc"])
+    done.events.update(reviewed_call="ctc")
+    assert recompute_summary(draw).status == SummaryStatus.FINAL
+    r = as_alice.post(f"/api/draws/{draw.pk}/uploads/", {"file": [_tiff("c.tif", 3)], "channels": CHANNELS},
+                      format="multipart")
+    assert r.status_code == 202
+    assert any("This draw is final" in w for w in r.json()["warnings"])

@@ -344,3 +344,104 @@ def test_review_and_cohort_query_counts(as_alice, team, course, django_assert_ma
         assert as_alice.get("/review/").status_code == 200
     with django_assert_max_num_queries(20):
         assert as_alice.get("/cohort/").status_code == 200
+
+
+# --- Preliminary results are labelled; exports carry the draw's context -------------------------
+
+
+def test_status_sentence_and_print_summary_say_the_counts_are_preliminary(as_alice, course):
+    from patients.models import DrawSummary
+
+    patient, draws = course
+    body = as_alice.get(f"/patients/{patient.pk}/").content.decode()
+    assert "unfavorable since C5D1 repeat. (preliminary: 0 of 4 draws reviewed)" in body
+    assert "(preliminary: 0 of 4 draws reviewed)" in as_alice.get(f"/patients/{patient.pk}/summary/").content.decode()
+    DrawSummary.objects.filter(draw__patient=patient).exclude(draw=draws["repeat"]).update(status=SummaryStatus.FINAL)
+    assert "(preliminary: 3 of 4 draws reviewed)" in as_alice.get(f"/patients/{patient.pk}/").content.decode()
+    DrawSummary.objects.filter(draw__patient=patient).update(status=SummaryStatus.FINAL)
+    body = as_alice.get(f"/patients/{patient.pk}/").content.decode()
+    assert "unfavorable since C5D1 repeat." in body and "(preliminary:" not in body
+
+
+def test_cohort_page_counts_preliminary_draws_and_patients(as_alice, course, team, trial_arm):
+    from patients.models import DrawSummary
+
+    trial, arm = trial_arm
+    course_patient(team, study_id="PT-DEMO-02", trial=trial, arm=arm, images=False)
+    body = as_alice.get("/cohort/").content.decode()
+    assert 'data-testid="cohort-preliminary"' in body
+    assert "Preliminary: 8 of 8 analysed draws not fully reviewed" in body
+    assert "2 of 2 patients" in body
+    DrawSummary.objects.update(status=SummaryStatus.FINAL)
+    body = as_alice.get("/cohort/").content.decode()
+    assert "All 8 analysed draws are reviewed (final)." in body
+
+
+def test_csv_exports_carry_volume_events_fraction_and_model_version(as_alice, course, team, trial_arm):
+    import csv
+    import io
+
+    patient, draws = course
+    BloodDraw.objects.filter(pk=draws["c3"].pk).update(timepoint="=HYPERLINK(\"x\")")
+    for url in (f"/patients/{patient.pk}/export.csv", "/cohort/export.csv"):
+        response = as_alice.get(url)
+        rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+        assert {"volume_ml", "events_analysed", "malignant_fraction", "model_version"} <= set(rows[0])
+        base = next(r for r in rows if r["timepoint"] == "baseline")
+        assert (base["volume_ml"], base["events_analysed"], base["model_version"]) == ("7.5", "23", "test-model")
+        assert float(base["malignant_fraction"]) == pytest.approx(9 / 23, abs=1e-4)
+        pending = next(r for r in rows if r["timepoint"] == "L2 C1D1")
+        assert (pending["events_analysed"], pending["malignant_fraction"], pending["model_version"]) == ("", "", "")
+        assert any(r["timepoint"].startswith("'=HYPERLINK") for r in rows)  # the formula guard still applies
+
+
+def test_withdraw_an_upload_from_the_draw_page(as_alice, course):
+    from patients.models import ImagingUpload
+
+    _, draws = course
+    draw = draws["baseline"]
+    draw.summary.refresh_from_db()
+    before = draw.summary.events_analysed
+    upload = ImagingUpload.objects.filter(draw=draw, status="done").first()
+    n = upload.events.count()
+    body = as_alice.get(f"/draws/{draw.pk}/").content.decode()
+    assert "Withdraw upload" in body
+    body = as_alice.post(f"/uploads/{upload.pk}/withdraw/", {"reason": ""}, follow=True).content.decode()
+    assert "Give a reason" in body
+    body = as_alice.post(f"/uploads/{upload.pk}/withdraw/", {"reason": "duplicate files"},
+                         follow=True).content.decode()
+    assert "withdrawn" in body and "duplicate files" in body
+    draw.summary.refresh_from_db()
+    assert draw.summary.events_analysed == before - n
+    assert AuditEvent.objects.filter(action="withdraw", object_id=str(upload.pk)).exists()
+
+
+def test_member_cannot_withdraw_others_scope_404(as_charlie, course):
+    from patients.models import ImagingUpload
+
+    upload = ImagingUpload.objects.first()
+    assert as_charlie.post(f"/uploads/{upload.pk}/withdraw/", {"reason": "x"}).status_code == 404
+    upload.refresh_from_db()
+    assert upload.status != "withdrawn"
+
+
+def test_uploading_to_a_final_draw_needs_the_confirmation(as_alice, course):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.api.synthetic import CHANNELS, event_tiff
+
+    _, draws = course
+    draw = draws["baseline"]
+    draw.summary.status = SummaryStatus.FINAL
+    draw.summary.save()
+    assert "this draw is final" in as_alice.get(f"/draws/{draw.pk}/").content.decode().lower()
+
+    def post(**extra):  # noqa: ANN003, ANN202
+        f = SimpleUploadedFile("x.tif", event_tiff("ctc", 5), content_type="image/tiff")
+        data = {"files": [f], "channels": CHANNELS, "kind": "events", **extra}
+        return as_alice.post(f"/draws/{draw.pk}/uploads/", data)
+
+    r = post()
+    assert r.status_code == 400 and "This draw is final" in r.json()["error"]
+    r = post(confirm_final="1")
+    assert r.status_code == 201 and any("This draw is final" in w for w in r.json()["warnings"])
