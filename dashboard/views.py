@@ -519,6 +519,7 @@ def _cohort_body(patients: QuerySet, today: dt.date) -> dict:
         if by_arm else None,
         "swimmer": figures.to_json(figures.swimmer_figure(lanes, today)) if lanes else None,
         "lanes_total": len(lanes_src), "lanes_shown": len(lanes), "overdue": overdue[:100],
+        "prelim": cohort_stats.preliminary_share(courses),
         "overdue_total": len(overdue),
     })
     return {"html": str(html), "n_patients": len(courses)}

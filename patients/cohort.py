@@ -67,6 +67,15 @@ class DrawPoint:
     per_7_5ml: float | None  # None: not analysed yet
     status: str | None  # favorable | unfavorable | None
     summary_status: str  # preliminary | final | amended | "" (no summary)
+    volume_ml: float | None = None
+    events_analysed: int | None = None
+    malignant_fraction: float | None = None
+    model_version: str = ""
+
+    @property
+    def preliminary(self) -> bool:
+        """Analysed, but from machine calls not all reviewed yet."""
+        return self.per_7_5ml is not None and self.summary_status == "preliminary"
 
 
 @dataclass
@@ -158,14 +167,16 @@ def patient_courses(patients: QuerySet, with_lines: bool = False) -> list[Patien
         # The local calendar day computed by the database (TruncDate uses the current time zone).
         .annotate(day=TruncDate("drawn_at"))
         .values_list("patient_id", "pk", "day", "timepoint", "summary__ctc_count", "summary__ctc_per_7_5ml",
-                     "summary__status")
+                     "summary__status", "volume_ml", "summary__events_analysed", "summary__malignant_fraction",
+                     "summary__model_version")
     )
-    for patient_id, pk, day, timepoint, count, value, sstatus in draws:
+    for patient_id, pk, day, timepoint, count, value, sstatus, volume, n_events, fraction, version in draws:
         course = courses.get(patient_id)
         if course is None:
             continue
         course.draws.append(DrawPoint(pk, day, timepoint, count, value, ctc_status(value, course.cutoff),
-                                      sstatus or ""))
+                                      sstatus or "", None if volume is None else float(volume), n_events,
+                                      fraction, version or ""))
     if with_lines:
         lines = (
             TreatmentLine.objects.filter(patient__in=patients.order_by().values("pk"))
@@ -191,6 +202,8 @@ class ArmSummary:
     to_unfavorable: int = 0
     persistent_unfavorable: int = 0
     persistent_favorable: int = 0
+    #: patients whose baseline or follow-up status rests on a preliminary (unreviewed) count
+    preliminary: int = 0
 
     @property
     def conversion_rate(self) -> float | None:
@@ -222,6 +235,7 @@ def arm_summaries(courses: Iterable[PatientCourse]) -> list[ArmSummary]:
             continue
         s.with_baseline += 1
         s.baseline_unfavorable += base.status == UNFAVORABLE
+        s.preliminary += base.preliminary or (last is not None and last.preliminary)
         if last is None:
             continue
         s.with_follow_up += 1
@@ -255,19 +269,53 @@ def conversion_by_arm(courses: Iterable[PatientCourse]) -> dict[str, dict[str, i
     return dict(out)
 
 
+@dataclass(frozen=True)
+class PreliminaryShare:
+    """How much of a cohort's figures rests on preliminary (not fully reviewed) counts."""
+
+    draws: int  # analysed draws
+    preliminary_draws: int
+    patients: int  # patients with a baseline (their status is in the tables)
+    preliminary_patients: int  # of those, baseline or follow-up preliminary
+
+
+def preliminary_share(courses: Iterable[PatientCourse]) -> PreliminaryShare:
+    draws = prelim_draws = patients = prelim_patients = 0
+    for c in courses:
+        for d in c.analysed:
+            draws += 1
+            prelim_draws += d.preliminary
+        base, last = c.ends()
+        if base is not None:
+            patients += 1
+            prelim_patients += base.preliminary or (last is not None and last.preliminary)
+    return PreliminaryShare(draws, prelim_draws, patients, prelim_patients)
+
+
+#: New columns go at the end: statisticians' scripts read the older ones by position.
+CSV_HEADER = ["study_id", "cancer_type", "cutoff_per_7_5ml", "trial", "arm", "site", "draw_id", "date", "timepoint",
+              "ctc_count", "ctc_per_7_5ml", "ctc_status", "result_status", "is_baseline", "conversion",
+              "volume_ml", "events_analysed", "malignant_fraction", "model_version"]
+
+
+def _blank(value):  # noqa: ANN001, ANN202
+    return "" if value is None else value
+
+
 def csv_rows(courses: Iterable[PatientCourse]) -> Iterable[list]:
     """One row per draw (header first): the cohort export for statisticians."""
-    yield ["study_id", "cancer_type", "cutoff_per_7_5ml", "trial", "arm", "site", "draw_id", "date", "timepoint",
-           "ctc_count", "ctc_per_7_5ml", "ctc_status", "result_status", "is_baseline", "conversion"]
+    yield list(CSV_HEADER)
     for c in courses:
         base, last = c.ends()
         conversion = conversion_of(base, last) or ""
         for d in c.draws:
+            analysed = d.per_7_5ml is not None
             # safe_row: user-typed text (study id, timepoint) must not become a spreadsheet formula.
             yield safe_row([c.study_id, c.cancer_type, c.cutoff, c.trial, c.arm, c.site, d.draw_id,
-                            d.date.isoformat(), d.timepoint, "" if d.ctc_count is None else d.ctc_count,
-                            "" if d.per_7_5ml is None else d.per_7_5ml, d.status or "", d.summary_status,
-                            int(base is not None and base.draw_id == d.draw_id), conversion])
+                            d.date.isoformat(), d.timepoint, _blank(d.ctc_count), _blank(d.per_7_5ml),
+                            d.status or "", d.summary_status, int(base is not None and base.draw_id == d.draw_id),
+                            conversion, _blank(d.volume_ml), _blank(d.events_analysed) if analysed else "",
+                            _blank(d.malignant_fraction) if analysed else "", d.model_version if analysed else ""])
 
 
 # --- Cache ------------------------------------------------------------------------------------

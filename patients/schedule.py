@@ -159,13 +159,36 @@ def status_sentence(points: Iterable[tuple[str, float | None]], cutoff: int | fl
     return text[0].upper() + text[1:] + "."
 
 
+def preliminary_note(result_statuses: Iterable[str | None]) -> str:
+    """``"(preliminary: 2 of 6 draws reviewed)"`` when any analysed draw is not final, else ``""``.
+
+    ``result_statuses``: the summary status of each analysed draw (preliminary | final | amended).
+    Counts shown from machine calls that nobody has reviewed must say so wherever they are
+    summarised (the status sentence, the printable summary, the cohort tables).
+    """
+    statuses = [s for s in result_statuses if s]
+    if not statuses:
+        return ""
+    reviewed = sum(s != "preliminary" for s in statuses)
+    if reviewed == len(statuses):
+        return ""
+    noun = "draw" if len(statuses) == 1 else "draws"
+    return f"(preliminary: {reviewed} of {len(statuses)} {noun} reviewed)"
+
+
 def sentence_for_draws(draws: Sequence, cutoff: int | float) -> str:
-    """:func:`status_sentence` for ``BloodDraw`` rows with ``summary`` selected."""
+    """:func:`status_sentence` for ``BloodDraw`` rows with ``summary`` selected, with
+    :func:`preliminary_note` appended when it rests on unreviewed counts."""
     points = []
+    statuses = []
     for d in draws:
         value = d.summary.ctc_per_7_5ml if _has_summary(d) else None
         points.append((d.timepoint, value))
-    return status_sentence(points, cutoff)
+        if value is not None:
+            statuses.append(d.summary.status)
+    sentence = status_sentence(points, cutoff)
+    note = preliminary_note(statuses)
+    return f"{sentence} {note}" if note else sentence
 
 
 def _has_summary(draw) -> bool:  # noqa: ANN001

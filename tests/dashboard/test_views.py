@@ -372,7 +372,10 @@ def test_cohort_page_counts_preliminary_draws_and_patients(as_alice, course, tea
     assert 'data-testid="cohort-preliminary"' in body
     assert "Preliminary: 8 of 8 analysed draws not fully reviewed" in body
     assert "2 of 2 patients" in body
+    from patients.cache import bump_cohort_version
+
     DrawSummary.objects.update(status=SummaryStatus.FINAL)
+    bump_cohort_version()  # a queryset update sends no signal
     body = as_alice.get("/cohort/").content.decode()
     assert "All 8 analysed draws are reviewed (final)." in body
 
