@@ -18,6 +18,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -186,7 +187,14 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     valid_actions = set(AuditEvent.Action.values) | CHANGE_ACTIONS
     if action not in valid_actions:
         action = ""
-    since_date = parse_date(since_raw) if since_raw else None
+    try:
+        since_date = parse_date(since_raw) if since_raw else None
+    except ValueError:  # the right shape, not a date (2026-02-30)
+        since_date = None
+    if since_raw and since_date is None:
+        # Ignoring it silently showed every date as if filtered.
+        messages.error(request, f"“{since_raw[:40]}” is not a date: give the date as YYYY-MM-DD. "
+                                "The date filter is not applied.")
     since = (
         timezone.make_aware(dt.datetime.combine(since_date, dt.time.min)) if since_date is not None else None
     )

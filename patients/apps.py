@@ -10,3 +10,8 @@ class PatientsConfig(AppConfig):
         from patients.cache import connect_signals
 
         connect_signals()
+
+        # Sign-ins, sign-outs and failed sign-ins go into the audit trail (patients/signins.py).
+        from patients import signins
+
+        signins.connect_signals()

@@ -241,3 +241,35 @@ def test_every_read_of_one_patient_object_is_audited(client, alice, patient):
             missing.append(url)
     assert checked >= 4, "the walk found too few routes to mean anything"
     assert not missing, f"reads of patient data without an audit record: {missing}"
+
+
+def test_web_sign_in_sign_out_and_failed_sign_in_are_audited(client, alice):
+    r = client.post("/accounts/login/", {"username": "alice", "password": "wrong-password-123"},
+                    REMOTE_ADDR="10.1.2.3")
+    assert r.status_code == 200  # the form again
+    failed = AuditEvent.objects.get(action="login_fail")
+    assert failed.user is None and failed.detail == {"username": "alice"} and failed.ip_address == "10.1.2.3"
+    assert "wrong-password" not in str(failed.detail) and "wrong-password" not in failed.path
+    r = client.post("/accounts/login/", {"username": "alice", "password": "pw-for-tests-only"},
+                    REMOTE_ADDR="10.1.2.3")
+    assert r.status_code == 302
+    login = AuditEvent.objects.get(action="login")
+    assert login.user == alice and login.ip_address == "10.1.2.3" and login.object_type == "Session"
+    client.post("/accounts/logout/", REMOTE_ADDR="10.1.2.4")
+    logout = AuditEvent.objects.get(action="logout")
+    assert logout.user == alice and logout.ip_address == "10.1.2.4"
+
+
+def test_a_failed_api_token_login_is_audited_without_the_password(client, alice):
+    r = client.post("/api/auth/token/", {"username": "alice", "password": "not-it-at-all"})
+    assert r.status_code == 400
+    failed = AuditEvent.objects.get(action="login_fail")
+    assert failed.detail == {"username": "alice"}
+
+
+def test_the_audit_page_says_when_the_since_date_is_not_a_date(client, admin_user):
+    client.force_login(admin_user)
+    for bad in ["garbage", "2026-02-30"]:
+        body = client.get("/audit/", {"since": bad}).content.decode()
+        assert "is not a date" in body and "YYYY-MM-DD" in body
+    assert "is not a date" not in client.get("/audit/", {"since": "2026-01-01"}).content.decode()
