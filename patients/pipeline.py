@@ -152,6 +152,10 @@ def run_upload(upload_id: int, progress_factory: Callable[[int, int], ProgressWr
 def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult, weights_path: str = "") -> str:
     """Replace the upload's events and summary and mark it done, in one transaction."""
     thumbnails, heatmaps = _encode_images(result)
+    # The uncertainty that orders the review queue and "Most uncertain first": the distance of
+    # P(CTC) from the operating point the call was made at (0.163 for the shipped weights), not
+    # from 0.5: a cell at p = 0.17 is called CTC by a hair.
+    threshold = float(getattr(result, "threshold", 0.5))
     events = [
         CellEvent(
             upload=upload,
@@ -162,7 +166,7 @@ def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult, w
             y=float(e.y),
             call=e.call,
             ctc_probability=float(e.ctc_probability),
-            margin=abs(float(e.ctc_probability) - 0.5),
+            margin=abs(float(e.ctc_probability) - threshold),
             category=e.category,
             category_probabilities={k: round(float(v), 4) for k, v in e.category_probabilities.items()},
             explanation={
@@ -182,13 +186,18 @@ def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult, w
             return "skipped"
         CellEvent.objects.filter(upload=upload).delete()
         _insert_events(events)
-        version, _ = ClassifierVersion.objects.get_or_create(
+        metadata = _metadata_for_registry()
+        version, created = ClassifierVersion.objects.get_or_create(
             version=result.model_version,
             # Record the weights that produced the result: registering custom weights
             # (CLASSIFIER_WEIGHTS) as "" (= shipped) made the next upload switch weights.
-            defaults={"metadata": _metadata_for_registry(), "sha256": _metadata_for_registry().get("sha256", ""),
-                      "weights_path": weights_path},
+            defaults={"metadata": metadata, "sha256": metadata.get("sha256", ""), "weights_path": weights_path},
         )
+        if (not created and metadata and version.metadata != metadata
+                and version.sha256 in ("", metadata.get("sha256", ""))):
+            # Same weights, richer metadata (e.g. ROC points added to the JSON): refresh the stored copy.
+            version.metadata = metadata
+            version.save(update_fields=["metadata"])
         if not ClassifierVersion.objects.filter(is_active=True).exists():
             ClassifierVersion.objects.filter(pk=version.pk).update(is_active=True)
         locked.status = UploadStatus.DONE
