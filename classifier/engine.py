@@ -197,7 +197,7 @@ class Classifier:
         timings["explanation"] = t_expl
         _report(progress, "done")
         return AnalysisResult(events=events, model_version=self.version, channels=list(self.contract.channels),
-                              timings=timings, device=str(self.device))
+                              timings=timings, device=str(self.device), threshold=self.threshold)
 
     def _segment_map(self) -> Callable[[Callable, list], list] | None:
         """The ordered map ``segment_field`` may spread its independent steps with."""

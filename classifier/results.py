@@ -66,3 +66,5 @@ class AnalysisResult:
     channels: list[str]  # channel names of each thumbnail, in order
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     device: str = "cpu"
+    #: the operating point the calls were made at (``call = ctc if p >= threshold``)
+    threshold: float = 0.5

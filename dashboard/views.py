@@ -33,6 +33,7 @@ from django.views.decorators.http import require_GET, require_POST
 from dashboard import figures
 from dashboard.access import actions_for, require
 from dashboard.forms import CohortFilterForm, DrawForm, PatientFilterForm, UploadForm
+from dashboard.labels import call_category_disagree, category_label
 from patients import cohort as cohort_stats
 from patients import schedule
 from patients.audit import record
@@ -266,6 +267,8 @@ def _decorate_cells(cells: list[CellEvent]) -> None:
         c.channels = ",".join(c.upload.result_channels or c.upload.channels)
         expl = c.explanation or {}
         c.prob_text = f"{c.ctc_probability:.2f}"
+        c.category_text = category_label(c.category)
+        c.disagree = not c.reviewed_call and call_category_disagree(c.call, c.category)
         c.branches = [(name, f"{float(w) * 100:.0f}%", f"{float(w):.3f}")
                       for name, w in (expl.get("branch_contributions") or {}).items()]
         c.branch_title = ", ".join(f"{name} {pct}" for name, pct, _ in c.branches)
@@ -274,6 +277,20 @@ def _decorate_cells(cells: list[CellEvent]) -> None:
              "toward": a.get("direction") == "toward_ctc" or float(a.get("effect", 0)) > 0}
             for a in (expl.get("top_attributes") or [])[:3] if isinstance(a, dict)
         ]
+
+def model_threshold(metadata: dict | None) -> float | None:
+    """The operating point a version calls CTC at (``P(CTC) >= threshold``), from its metadata."""
+    value = (metadata or {}).get("threshold")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _call_thresholds(versions: set[str]) -> list[tuple[str, float]]:
+    """``(model version, threshold)`` for the versions that produced a draw's results (one query)."""
+    if not versions:
+        return []
+    rows = ClassifierVersion.objects.filter(version__in=versions).values_list("version", "metadata")
+    return sorted((v, t) for v, meta in rows if (t := model_threshold(meta)) is not None)
+
 
 SORTS = {
     "uncertainty": ("margin", "pk"),
@@ -320,6 +337,8 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
     ]
     embedding = figures.to_json(figures.embedding_figure(points)) if any(p[4] for p in points) else None
     last_channels = next((",".join(u.channels) for u in uploads if u.channels), "DAPI,CK,CD45")
+    thresholds = _call_thresholds(
+        {u.model_version for u in uploads if u.status == UploadStatus.DONE and u.model_version})
     record(request, "view", draw, patient=draw.patient)
     return render(request, "dashboard/draw_detail.html", base_context(
         request, nav="patients", draw=draw, patient=draw.patient, summary=summary, uploads=uploads, page=page,
@@ -327,7 +346,8 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
         categories=categories, filters={"call": call, "category": category, "sort": sort, "reviewed": reviewed},
         embedding=embedding, upload_form=UploadForm(initial={"channels": last_channels}),
         active_uploads=[u for u in uploads if u.status in (UploadStatus.QUEUED, UploadStatus.RUNNING)],
-        cutoff=draw.patient.cancer_type.ctc_cutoff,
+        cutoff=draw.patient.cancer_type.ctc_cutoff, thresholds=thresholds,
+        categories_labelled=[(c, category_label(c)) for c in categories],
         draw_final=summary is not None and summary.status in ("final", "amended"),
     ))
 
@@ -619,6 +639,8 @@ def models_page(request: HttpRequest) -> HttpResponse:
     for v in versions:
         meta = v.metadata or {}
         v.evaluations = _evaluations(meta)
+        v.threshold = model_threshold(meta)
+        v.threshold_rule = meta.get("threshold_rule") or ""
         v.counts = counts.get(v.version, {"draws": 0, "events": 0, "ctc": 0})
         training = meta.get("training_data") or meta.get("training") or ""
         if isinstance(training, dict):

@@ -6,7 +6,15 @@ import base64
 
 from django import template
 
+from dashboard.labels import category_label as _category_label
+
 register = template.Library()
+
+
+@register.filter
+def category_label(code: str | None) -> str:
+    """A cell category's readable name ("CK+ debris" for ``ck_debris``)."""
+    return _category_label(code)
 
 
 @register.filter
