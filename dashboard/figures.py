@@ -136,6 +136,28 @@ def spread_same_day(dates: Sequence[dt.date], span_days: float) -> list[float]:
     return offsets
 
 
+#: characters of a 12 px band label across the whole plot at the narrowest page the timeline is
+#: drawn at (about 600 px of plot area in an 820 px window, ~7 px a character, kept on the safe side).
+LABEL_CHARS_ACROSS = 80
+
+
+def band_label(number: int, regimen: str, share: float) -> tuple[str, str]:
+    """``(label, full text)`` of a treatment-line band spanning ``share`` of the x-axis.
+
+    The label is cut to the band's width ("L1 Paclitaxel + bev…", or just "L1") so that the
+    next line's label never runs into it; the full text goes to the hover text.
+    """
+    full = f"L{number} {regimen}".strip()
+    room = int(share * LABEL_CHARS_ACROSS) - 1  # a little space before the next band's label
+    head = f"L{number}"
+    if len(full) <= room:
+        return f"<b>{head}</b> {regimen}".strip(), full
+    rest = room - len(head) - 2  # a space and the ellipsis
+    if rest < 3:
+        return f"<b>{head}</b>", full
+    return f"<b>{head}</b> {regimen[:rest].rstrip()}…", full
+
+
 def timeline_figure(
     draws: Sequence[TimelineDraw],
     lines: Sequence[TimelineLine],
@@ -171,8 +193,10 @@ def timeline_figure(
 
     fig = Figure()
     shapes, annotations = [], []
+    axis_days = max(1.0, (max(today, hi) - lo).days + 1)
     for i, ln in enumerate(lines):
         end = ln.end or max(today, hi)
+        text, full = band_label(ln.number, ln.regimen, ((end - ln.start).days + 1) / axis_days)
         shapes.append({
             "type": "rect", "xref": "x", "yref": "paper", "x0": x_of(ln.start, -0.5), "x1": x_of(end, 0.5),
             "y0": 0, "y1": 1, "fillcolor": BANDS[i % len(BANDS)], "line": {"width": 0}, "layer": "below",
@@ -180,8 +204,8 @@ def timeline_figure(
         })
         annotations.append({
             "x": x_of(ln.start, -0.5), "y": 1.0, "xref": "x", "yref": "paper", "xanchor": "left",
-            "yanchor": "bottom", "showarrow": False, "text": f"<b>L{ln.number}</b> {ln.regimen}",
-            "font": {"size": 12, "color": BAND_TEXT[i % len(BAND_TEXT)]},
+            "yanchor": "bottom", "showarrow": False, "text": text, "hovertext": full,
+            "font": {"size": 12, "color": BAND_TEXT[i % len(BAND_TEXT)]}, "name": f"line-label-{ln.number}",
         })
     shapes.append({
         "type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": cutoff, "y1": cutoff,
@@ -227,14 +251,19 @@ def timeline_figure(
             customdata=[[d.url, f"{d.drawn_at:%d %b %Y}"] for d, _ in pending],
             hovertemplate="<b>%{text}</b><br>%{customdata[1]}<br>not analysed yet<extra></extra>",
         ))
-    if events:
+    # One trace per kind of clinical event, so that the legend shows each marker (◆ imaging
+    # response, ✖ progression, ▼ surgery) instead of the first event's symbol for all of them.
+    kinds: dict[str, list[TimelineEvent]] = {}
+    for e in events:
+        kinds.setdefault(e.kind, []).append(e)
+    for kind, mine in kinds.items():
         fig.add_trace(trace("scatter",
-            name="Clinical events", x=[x_of(e.date) for e in events], y=[event_y] * len(events),
-            mode="markers+text", text=[e.recist or e.kind_label.split()[0] for e in events],
+            name=mine[0].kind_label, x=[x_of(e.date) for e in mine], y=[event_y] * len(mine),
+            mode="markers+text", text=[e.recist or e.kind_label.split()[0] for e in mine],
             textposition="bottom center",
-            textfont={"size": 11, "color": INK},
-            marker={"size": 12, "color": INK, "symbol": [EVENT_SYMBOLS.get(e.kind, "circle") for e in events]},
-            customdata=[[e.kind_label, f"{e.date:%d %b %Y}", (e.note or "")[:120]] for e in events],
+            textfont={"size": 11, "color": INK}, legendgroup="events",
+            marker={"size": 12, "color": INK, "symbol": EVENT_SYMBOLS.get(kind, "circle")},
+            customdata=[[e.kind_label, f"{e.date:%d %b %Y}", (e.note or "")[:120]] for e in mine],
             hovertemplate="<b>%{customdata[0]}</b> %{text}<br>%{customdata[1]}<br>%{customdata[2]}<extra></extra>",
         ))
     x_title = f"Days since {day0:%d %b %Y}" if relative else ""

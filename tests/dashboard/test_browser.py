@@ -199,6 +199,24 @@ def test_patient_timeline_renders_bands_cutoff_and_opens_a_draw(page, live_serve
     page.wait_for_url(f"{live_server.url}/draws/{draws['baseline'].pk}/")
 
 
+def test_timeline_at_820px_band_labels_do_not_overlap_and_the_legend_shows_event_markers(page, live_server, course):
+    patient, _, _ = course
+    page.set_viewport_size({"width": 820, "height": 900})
+    sign_in(page, live_server, "alice")
+    page.goto(f"{live_server.url}/patients/{patient.pk}/")
+    page.wait_for_selector("#timeline[data-ready='1']")
+    boxes = page.evaluate("""() => Array.from(document.querySelectorAll('#timeline .annotation'))
+        .map(a => ({text: a.textContent, r: a.querySelector('.annotation-text').getBoundingClientRect().toJSON()}))
+        .filter(a => /^L\\d/.test(a.text))""")
+    assert len(boxes) == 2, boxes
+    first, second = sorted(boxes, key=lambda b: b["r"]["left"])
+    assert first["r"]["right"] <= second["r"]["left"], (first, second)
+    legend = page.evaluate("""() => Array.from(document.querySelectorAll('#timeline .legend .traces'))
+        .map(t => t.textContent)""")
+    assert "Imaging response" in legend and "Progression" in legend
+    page.locator("#timeline").screenshot(path=str(SHOTS / "timeline-820.png"))
+
+
 def test_draw_gallery_channel_toggle_and_heatmap(page, live_server, course):
     _, draws, _ = course
     sign_in(page, live_server, "alice")

@@ -28,10 +28,36 @@ def test_timeline_has_bands_cutoff_second_axis_and_click_targets():
     (cut,) = [s for s in shapes if s.get("name") == "cutoff"]
     assert cut["y0"] == cut["y1"] == 5
     names = [t["name"] for t in fig["data"]]
-    assert names == ["CTC per 7.5 mL", "Malignant fraction (%)", "Draw not analysed yet", "Clinical events"]
+    assert names == ["CTC per 7.5 mL", "Malignant fraction (%)", "Draw not analysed yet", "Imaging response"]
     assert fig["data"][1]["yaxis"] == "y2"
     assert fig["data"][0]["customdata"][0][0] == "/draws/1/"
     assert any("L2" in a["text"] for a in fig["layout"]["annotations"])
+
+
+def test_band_labels_fit_their_band_and_each_event_kind_has_a_legend_entry():
+    d0 = dt.date(2025, 1, 1)
+    lines = [figures.TimelineLine(1, "Paclitaxel + bevacizumab", d0, d0 + dt.timedelta(days=45), "progression"),
+             figures.TimelineLine(2, "Capecitabine", d0 + dt.timedelta(days=46), None, "")]
+    events = [figures.TimelineEvent(d0 + dt.timedelta(days=60), "imaging", "Imaging response", "PR", ""),
+              figures.TimelineEvent(d0 + dt.timedelta(days=92), "progression", "Progression", "PD", ""),
+              figures.TimelineEvent(d0 + dt.timedelta(days=120), "imaging", "Imaging response", "SD", "")]
+    today = d0 + dt.timedelta(days=160)
+    fig = figures.to_json(figures.timeline_figure([_draw(1, d0, 8.0)], lines, events, 5, d0, False, today=today))
+    labels = {a["name"]: a for a in fig["layout"]["annotations"] if a.get("name", "").startswith("line-label")}
+    axis_days = (today - d0).days + 1
+    for ln in lines:
+        a = labels[f"line-label-{ln.number}"]
+        end = ln.end or today
+        visible = a["text"].replace("<b>", "").replace("</b>", "")
+        assert len(visible) <= ((end - ln.start).days + 1) / axis_days * figures.LABEL_CHARS_ACROSS
+        assert a["hovertext"] == f"L{ln.number} {ln.regimen}"  # the full name on hover
+    assert labels["line-label-1"]["text"].endswith("…")  # "bevacizumaL2 Capecitabine" no more
+    by_name = {t["name"]: t for t in fig["data"]}
+    assert by_name["Imaging response"]["marker"]["symbol"] == "diamond"
+    assert len(by_name["Imaging response"]["x"]) == 2
+    assert by_name["Progression"]["marker"]["symbol"] == "x"
+    assert figures.band_label(3, "FOLFOX", 0.01) == ("<b>L3</b>", "L3 FOLFOX")
+    assert figures.band_label(3, "FOLFOX", 0.5) == ("<b>L3</b> FOLFOX", "L3 FOLFOX")
 
 
 def test_relative_axis_counts_days_from_day0():
