@@ -1,13 +1,23 @@
 from django.contrib.auth import views as auth_views
+from django.http import HttpRequest, HttpResponsePermanentRedirect
+from django.templatetags.static import static
 from django.urls import path
 
 from dashboard import views
 
 app_name = "dashboard"
+
+
+def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
+    """Browsers ask for /favicon.ico whatever the page links: no 404 in every page's log."""
+    return HttpResponsePermanentRedirect(static("dashboard/favicon.ico"))
+
+
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("assets/plotly-<str:version>.min.js", views.plotly_js, name="plotly_js"),
+    path("favicon.ico", favicon, name="favicon"),
     path("", views.patient_list, name="patients"),
     path("patients/<int:pk>/", views.patient_detail, name="patient"),
     path("patients/<int:pk>/draws/new/", views.draw_create, name="draw_create"),

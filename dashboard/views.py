@@ -139,7 +139,9 @@ def patient_list(request: HttpRequest) -> HttpResponse:
     record(request, "view", object_type="PatientList", detail={"page": page.number, "filters": request.GET.dict()})
     return render(request, "dashboard/patient_list.html", base_context(
         request, nav="patients", form=form, page=page, patients=patients, total=page.paginator.count,
-        overdue_only=overdue_only))
+        overdue_only=overdue_only,
+        # Nobody's patients vs. filters that match none: an empty page says which.
+        no_patients_at_all=page.paginator.count == 0 and not visible.exists()))
 
 
 # --- Patient page ---------------------------------------------------------------------------

@@ -217,6 +217,30 @@ def test_timeline_at_820px_band_labels_do_not_overlap_and_the_legend_shows_event
     page.locator("#timeline").screenshot(path=str(SHOTS / "timeline-820.png"))
 
 
+def test_keyboard_arrows_on_a_filter_do_not_navigate_and_day0_follows_the_axis(page, live_server, course):
+    patient, draws, _ = course
+    sign_in(page, live_server, "alice")
+    page.goto(f"{live_server.url}/patients/{patient.pk}/")
+    assert page.locator("#day0").is_disabled()  # calendar dates: day 0 does not apply
+    page.focus("#axis")
+    page.keyboard.press("ArrowDown")  # WCAG 3.2.2: changing the value alone does not reload
+    page.wait_for_timeout(400)
+    assert page.url == f"{live_server.url}/patients/{patient.pk}/"
+    assert page.locator("#axis").input_value() == "relative"
+    assert page.locator("#day0").is_enabled()
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert "axis=relative" in page.url
+    page.goto(f"{live_server.url}/draws/{draws['baseline'].pk}/")
+    page.focus("#f-call")
+    page.keyboard.press("ArrowDown")
+    page.wait_for_timeout(400)
+    assert "call=" not in page.url
+    with page.expect_navigation():
+        page.get_by_role("button", name="Apply").click()
+    assert "call=ctc" in page.url
+
+
 def test_draw_gallery_channel_toggle_and_heatmap(page, live_server, course):
     _, draws, _ = course
     sign_in(page, live_server, "alice")

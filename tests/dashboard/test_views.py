@@ -448,3 +448,41 @@ def test_uploading_to_a_final_draw_needs_the_confirmation(as_alice, course):
     assert r.status_code == 400 and "This draw is final" in r.json()["error"]
     r = post(confirm_final="1")
     assert r.status_code == 201 and any("This draw is final" in w for w in r.json()["warnings"])
+
+
+# --- Accessibility of the filters, favicon, empty patient list -----------------------------------
+
+
+def test_day0_is_disabled_on_calendar_dates_and_filters_have_an_apply_button(as_alice, course):
+    import re
+
+    patient, draws = course
+    body = as_alice.get(f"/patients/{patient.pk}/").content.decode()
+    assert re.search(r'<select id="day0" name="day0"[^>]*\bdisabled\b', body)
+    assert re.search(r'<button class="btn btn-quiet apply-btn" type="submit">Show</button>', body)
+    body = as_alice.get(f"/patients/{patient.pk}/", {"axis": "relative"}).content.decode()
+    assert not re.search(r'<select id="day0" name="day0"[^>]*\bdisabled\b', body)
+    body = as_alice.get(f"/draws/{draws['baseline'].pk}/").content.decode()
+    assert '<button class="btn btn-quiet apply-btn" type="submit">Apply</button>' in body
+    assert "<noscript><button" not in body
+
+
+def test_favicon_is_linked_and_served(client, as_alice, course):
+    body = as_alice.get("/").content.decode()
+    assert '<link rel="icon" href="/static/dashboard/favicon.ico"' in body
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"] == "/static/dashboard/favicon.ico"
+    from django.contrib.staticfiles import finders
+
+    assert finders.find("dashboard/favicon.ico")
+
+
+def test_a_user_without_patients_is_told_why_the_list_is_empty(as_charlie, course):
+    body = as_charlie.get("/").content.decode()
+    assert "No patients are visible to you yet (patients appear when you join their care team)." in body
+    assert "No patients match these filters." not in body
+
+
+def test_filters_matching_no_patient_say_so(as_alice, course):
+    body = as_alice.get("/", {"q": "NO-SUCH-PATIENT"}).content.decode()
+    assert "No patients match these filters." in body

@@ -55,15 +55,39 @@
     });
   }
 
-  // --- Selects that apply at once (a <noscript> button covers no-JS) ---
+  // --- Selects that apply at once when picked with the mouse (or Enter) ---
+  // WCAG 3.2.2 (On Input): arrowing through a closed select fires "change" on every step;
+  // a keyboard change therefore waits for Enter or the form's Apply button.
+  var NAV_KEYS = ["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "Home", "End", "PageUp", "PageDown"];
+
+  function submitForm(form) {
+    var page = form.querySelector("input[name=page]");
+    if (page) page.remove();
+    form.submit();
+  }
+
+  function syncEnabled(sel) {
+    var target = sel.dataset.enables && document.getElementById(sel.dataset.enables);
+    if (!target) return;
+    var on = sel.value === sel.dataset.enablesValue;
+    target.disabled = !on;
+    if (on) target.removeAttribute("aria-describedby");
+  }
+
   function autosubmit() {
     document.querySelectorAll("select[data-autosubmit]").forEach(function (sel) {
-      sel.addEventListener("change", function () {
-        var form = sel.form;
-        var page = form.querySelector("input[name=page]");
-        if (page) page.remove();
-        form.submit();
+      var keyed = false;
+      sel.addEventListener("keydown", function (ev) {
+        if (ev.key === "Enter") { ev.preventDefault(); submitForm(sel.form); return; }
+        if (NAV_KEYS.indexOf(ev.key) >= 0 || (ev.key && ev.key.length === 1 && ev.key !== " ")) keyed = true;
       });
+      sel.addEventListener("pointerdown", function () { keyed = false; });
+      sel.addEventListener("change", function () {
+        syncEnabled(sel);
+        if (keyed) { keyed = false; sel.form.classList.add("pending"); return; }
+        submitForm(sel.form);
+      });
+      syncEnabled(sel);
     });
     document.querySelectorAll("[data-print]").forEach(function (btn) {
       btn.addEventListener("click", function () { window.print(); });
