@@ -176,7 +176,7 @@ def generate(size: Size, db_url: str, seed: int = 7) -> float:
                               "CTC enumeration (DAPI/CK/CD45)", drawn.isoformat(), None, i))
                 uploads.append((did, "events", json.dumps(CHANNELS), 0.5, "done", 100, "done", "", "bench-1", "cpu",
                                 "{}", json.dumps(CHANNELS), 1, drawn.isoformat(), drawn.isoformat(),
-                                drawn.isoformat(), drawn.isoformat(), None, did))
+                                drawn.isoformat(), drawn.isoformat(), None, did, ""))
                 draw_meta.append((did, vol, drawn))
         _copy(cur, "patients_patient", ["id", "study_id", "mrn", "stage", "diagnosis_date", "enrolled_on",
                                         "created_at", "cancer_type_id", "care_team_id", "trial_id", "arm_id"],
@@ -189,7 +189,8 @@ def generate(size: Size, db_url: str, seed: int = 7) -> float:
         _copy(cur, "patients_imagingupload", ["id", "kind", "channels", "pixel_size_um", "status", "progress",
                                               "stage", "error", "model_version", "device", "timings",
                                               "result_channels", "attempts", "created_at", "started_at",
-                                              "heartbeat_at", "finished_at", "created_by_id", "draw_id"],
+                                              "heartbeat_at", "finished_at", "created_by_id", "draw_id",
+                                              "withdraw_reason"],
               _tsv(uploads))
         log(f"  reference rows written ({time.perf_counter() - t0:.1f}s); cell events ...")
 
