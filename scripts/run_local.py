@@ -63,6 +63,9 @@ def main() -> int:
                 p.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
+    # A shell that starts this in the background (no job control) hands it SIGINT ignored,
+    # and Python then keeps ignoring it: make Ctrl-C / `kill -INT` stop it in every case.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while all(p.poll() is None for p in services):
             time.sleep(0.5)
