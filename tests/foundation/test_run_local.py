@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -56,8 +57,10 @@ def test_ctrl_c_stops_server_worker_and_seeding_and_frees_the_port(tmp_path):
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
                    capture_output=True, timeout=300)
     log = (tmp_path / "run.log").open("w")
+    browser = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    # The script leads its own process group, as a terminal's foreground job does.
     script = subprocess.Popen([sys.executable, "scripts/run_local.py"], cwd=ROOT, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         status = None
@@ -67,19 +70,30 @@ def test_ctrl_c_stops_server_worker_and_seeding_and_frees_the_port(tmp_path):
             except OSError:
                 time.sleep(1)
         assert status == 200, (tmp_path / "run.log").read_text()[-3000:]
+        # A browser keeps its connection open between pages: a gunicorn worker holding one
+        # is what outlived Ctrl-C before (orphaned once its arbiter was killed).
+        browser = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        browser.request("GET", "/accounts/login/")
+        assert browser.getresponse().read()
         time.sleep(3)  # the worker and the seeding are under way
         children = _descendants(script.pid)
         groups = {int(subprocess.run(["ps", "-o", "pgid=", "-p", str(c)], capture_output=True, text=True).stdout
                       or 0) for c in children} - {0, os.getpgrp()}
         assert len(children) >= 4  # celery (+ pool child), gunicorn (+ workers), the seeder
 
-        script.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
+        os.killpg(script.pid, signal.SIGINT)  # what Ctrl-C does: SIGINT to the foreground group
         assert script.wait(timeout=60) == 0
     finally:
         if script.poll() is None:
             script.kill()
         log.close()
+        browser.close()
     time.sleep(1)
     assert _still_alive(children, groups) == {}, "processes of make run outlived Ctrl-C"
-    with socket.socket() as s:  # the port is free again for the next `make run`
+    # The port is free again for the next `make run`: bound the way gunicorn binds it
+    # (SO_REUSEADDR, so the closed connections' TIME_WAIT does not count; a process still
+    # listening on it does).
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
+        s.listen()
