@@ -68,3 +68,9 @@ class AnalysisResult:
     device: str = "cpu"
     #: the operating point the calls were made at (``call = ctc if p >= threshold``)
     threshold: float = 0.5
+    #: whether the images look like what the model was validated on:
+    #: ``{"status": "in_domain" | "shifted", "score": float, "reasons": [str]}`` (classifier.domain)
+    domain_check: dict[str, object] | None = None
+    #: plain-language problems found on the way that do not stop the run, e.g. a field whose
+    #: object count is implausible for its size (never silently counted)
+    warnings: list[str] = field(default_factory=list)
