@@ -1,5 +1,7 @@
 """Robustness of the shipped weights to the ways real events from other sources differ:
-magnification, contrast/bit depth, display gamma, lossy RGB composites and field framing.
+magnification, contrast/bit depth, display gamma, lossy RGB composites, field framing,
+wide frames full of neighbouring leukocytes, an absent AF channel, CK-dim CTCs and
+tight high-magnification RGB crops where the cell fills the frame.
 
 ``python -m classifier robustness --data DIR --channels DAPI,CK,AF,CD45 [--weights W]``
 reads a labelled folder (the ``evaluate`` layout), writes each perturbed copy of it to a
@@ -14,6 +16,8 @@ pixel size; a rescale by s should divide the unperturbed value by s).
 Perturbations act on the folder's images as decoded (float32, any range). Inputs are
 assumed to be display renders (8-bit-like, 0..255) where a perturbation needs a range
 (raw 16-bit, low contrast, gamma, JPEG); other ranges are first mapped to 0..255.
+Some perturbations need more than the image: its label (CK dimmed in CTCs only) or the
+folder's other images (neighbours for a wide frame); they get a :class:`Context`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import csv
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +37,20 @@ from classifier.results import CATEGORIES
 #: how the RGB composite is rendered: red CD45, green CK, blue DAPI (the usual CellSearch-
 #: style colours; AF is not shown), read back with these channel names
 COMPOSITE_CHANNELS = ("CD45", "CK", "DAPI")
+#: the other common mapping (another lab's crops): red CK, green CD45, blue DAPI
+COMPOSITE_CHANNELS_CK_RED = ("CK", "CD45", "DAPI")
 
-Perturb = Callable[[np.ndarray, list[str], np.random.Generator], tuple[np.ndarray, str]]
+
+@dataclass
+class Context:
+    """What a perturbation may need beyond the image: the event's label and the folder's
+    other images (same channels), as (image, is_ctc) pairs."""
+
+    is_ctc: int = 0
+    others: list[tuple[np.ndarray, int]] = field(default_factory=list)
+
+
+Perturb = Callable[..., tuple[np.ndarray, str]]
 
 
 def _as_display(img: np.ndarray) -> np.ndarray:
@@ -50,7 +67,8 @@ def _u8(img: np.ndarray) -> np.ndarray:
 
 def rescale(s: float) -> Perturb:
     """Another magnification: anti-aliased resampling by ``s`` (a cell s x as many px)."""
-    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
+          ) -> tuple[np.ndarray, str]:
         from skimage.transform import rescale as sk_rescale
 
         out = sk_rescale(img.astype(np.float32), s, channel_axis=0, anti_aliasing=s < 1, order=1,
@@ -66,7 +84,8 @@ def _is_8bit(img: np.ndarray) -> bool:
 def raw16(offset: float = 300.0, gain: float = 30.0, read_noise: float = 6.0) -> Perturb:
     """Raw camera counts: ``offset + x * gain`` photons with shot (Poisson) and read
     (Gaussian) noise, stored as uint16 (what an instrument exports before any stretch)."""
-    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
+          ) -> tuple[np.ndarray, str]:
         lam = _as_display(img) * gain
         counts = rng.poisson(lam).astype(np.float64) + offset + rng.normal(0.0, read_noise, img.shape)
         return np.clip(np.round(counts), 0, 65535).astype(np.uint16), "tif"
@@ -75,14 +94,16 @@ def raw16(offset: float = 300.0, gain: float = 30.0, read_noise: float = 6.0) ->
 
 def low_contrast(div: float = 3.0, offset: float = 20.0) -> Perturb:
     """A flat 8-bit render: ``x / div + offset`` (a weak stretch with a raised black level)."""
-    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
+          ) -> tuple[np.ndarray, str]:
         return _u8(_as_display(img) / div + offset), "tif"
     return f
 
 
 def gamma(g: float) -> Perturb:
     """Display gamma ``255 (x / 255) ** g`` (8-bit)."""
-    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
+          ) -> tuple[np.ndarray, str]:
         return _u8(255.0 * (_as_display(img) / 255.0) ** g), "tif"
     return f
 
@@ -91,16 +112,105 @@ def jpeg_composite(quality: int | None = 75) -> Perturb:
     """An RGB composite (red CD45, green CK, blue DAPI) saved as JPEG (``quality``; None:
     lossless PNG); read back through the package's RGB-composite path with the colours
     named ``CD45,CK,DAPI``. The composite cannot show AF."""
-    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
+          ) -> tuple[np.ndarray, str]:
         disp = _as_display(img)
         rgb = np.stack([disp[chans.index(c)] for c in COMPOSITE_CHANNELS], axis=-1)
         return _u8(rgb), (f"jpg:{quality}" if quality else "png")
     return f
 
 
+def _bg_fg(ch: np.ndarray, sigma: float = 1.5) -> tuple[float, np.ndarray]:
+    """Background level (median of the lowest quarter of 8x8 block means) and the smoothed
+    signal above it: the structure of one channel without its pixel noise."""
+    from scipy import ndimage as ndi
+
+    h, w = ch.shape
+    b = max(4, min(h, w) // 8)
+    blocks = ch[: h // b * b, : w // b * b].reshape(h // b, b, w // b, b).mean(axis=(1, 3)).ravel()
+    bg = float(np.median(np.sort(blocks)[: max(1, blocks.size // 4)]))
+    return bg, np.clip(ndi.gaussian_filter(ch.astype(np.float32), sigma) - bg, 0, None)
+
+
+def dim_ck_in_ctc(lo: float = 0.15, hi: float = 0.3) -> Perturb:
+    """CK-dim CTCs: in CTC events only, the CK signal above background is scaled by a
+    factor in [lo, hi] while the pixel noise and background stay (a faint CK rim, as
+    EMT-like CTCs show); non-CTC events are unchanged. Needs ``ctx.is_ctc``."""
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
+          ) -> tuple[np.ndarray, str]:
+        out = img.astype(np.float32).copy()
+        if ctx is not None and ctx.is_ctc:
+            k = chans.index("CK")
+            _, fg = _bg_fg(out[k])
+            out[k] -= (1.0 - float(rng.uniform(lo, hi))) * fg
+        return (_u8(out) if _is_8bit(img) else out), "tif"
+    return f
+
+
+def wide_neighbours(size: int = 360, drop: str | None = None) -> Perturb:
+    """A wide frame: the event's image at the centre of a ``size`` px canvas whose
+    surroundings are the folder's other images, with each one's own centre event replaced
+    by one of its corners (so the neighbours are leukocytes and background), matched per
+    channel (median and 99th percentile) to the event's image. ``drop``: also leave out
+    that channel (e.g. AF, as on many instruments). Needs ``ctx.others``."""
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
+          ) -> tuple[np.ndarray, str]:
+        c, h, w = img.shape
+        src = img.astype(np.float32)
+        pool = [o for o, _ in (ctx.others if ctx is not None else []) if o.shape == img.shape] or [src]
+        med = np.median(src.reshape(c, -1), axis=1)
+        top = np.percentile(src.reshape(c, -1), 99, axis=1)
+        big = np.zeros((c, 3 * h, 3 * w), np.float32)
+        for ty in range(3):
+            for tx in range(3):
+                if ty == 1 and tx == 1:
+                    tile = src
+                else:
+                    tile = pool[int(rng.integers(len(pool)))].astype(np.float32).copy()
+                    q = max(8, h // 3)
+                    cy, cx = (h - q) // 2, (w - q) // 2
+                    corner = tile[:, :q, :q] if rng.random() < 0.5 else tile[:, -q:, -q:]
+                    tile[:, cy:cy + q, cx:cx + q] = corner.copy()
+                    tm = np.median(tile.reshape(c, -1), axis=1)
+                    tt = np.percentile(tile.reshape(c, -1), 99, axis=1)
+                    gain = (top - med) / np.maximum(tt - tm, 1e-6)
+                    tile = (tile - tm[:, None, None]) * gain[:, None, None] + med[:, None, None]
+                    tile = np.rot90(tile, int(rng.integers(4)), axes=(1, 2)) if h == w else tile
+                big[:, ty * h:(ty + 1) * h, tx * w:(tx + 1) * w] = tile
+        y0 = (3 * h - size) // 2
+        x0 = (3 * w - size) // 2
+        out = big[:, y0:y0 + size, x0:x0 + size]
+        out = _u8(out) if _is_8bit(img) else np.clip(out, 0, None)
+        if drop is not None and drop in chans:
+            keep = [i for i, ch in enumerate(chans) if ch != drop]
+            return np.ascontiguousarray(out[keep]), "tif:" + ",".join(chans[i] for i in keep)
+        return np.ascontiguousarray(out), "tif"
+    return f
+
+
+def tight_rgb(zoom: float = 3.0, crop: int = 44, quality: int | None = None,
+              order: tuple[str, ...] = COMPOSITE_CHANNELS_CK_RED) -> Perturb:
+    """High magnification, the cell fills the frame: a ``crop`` px square around the event,
+    upscaled ``zoom`` x (so ~0.2 µm/px for a 0.65 µm/px source), rendered as an 8-bit RGB
+    composite in ``order`` (default red CK, green CD45, blue DAPI), PNG (``quality`` None)
+    or JPEG (4:2:0 chroma subsampling, PIL's default)."""
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
+          ) -> tuple[np.ndarray, str]:
+        from skimage.transform import rescale as sk_rescale
+
+        c, h, w = img.shape
+        y0, x0 = (h - crop) // 2, (w - crop) // 2
+        win = _as_display(img)[:, y0:y0 + crop, x0:x0 + crop]
+        up = sk_rescale(win, zoom, channel_axis=0, order=1, preserve_range=True, mode="reflect")
+        rgb = np.stack([up[chans.index(ch)] for ch in order], axis=-1)
+        return _u8(rgb), (f"jpg:{quality}" if quality else "png") + ":" + ",".join(order)
+    return f
+
+
 def drop_channel(name: str = "AF") -> Perturb:
     """The same images without one optional channel (a three-colour instrument)."""
-    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
+          ) -> tuple[np.ndarray, str]:
         keep = [i for i, c in enumerate(chans) if c != name]
         return img[keep], "tif:" + ",".join(chans[i] for i in keep)
     return f
@@ -109,7 +219,8 @@ def drop_channel(name: str = "AF") -> Perturb:
 def reframe(size: int, dy: int = 3, dx: int = -4) -> Perturb:
     """Another field of view: a ``size`` px square with the event ``(dy, dx)`` px off its
     centre; cropped from the image, or padded by reflection (more cells around) when larger."""
-    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
+          ) -> tuple[np.ndarray, str]:
         c, h, w = img.shape
         # the event sits at the input's centre; in the new frame it is (dy, dx) off centre
         y0 = int(round((h - 1) / 2.0 - (size - 1) / 2.0 - dy))
@@ -124,7 +235,8 @@ def reframe(size: int, dy: int = 3, dx: int = -4) -> Perturb:
 
 
 def identity() -> Perturb:
-    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
+          ) -> tuple[np.ndarray, str]:
         return img, "tif"
     return f
 
@@ -146,7 +258,23 @@ def perturbations(scales: Sequence[float] = DEFAULT_SCALES) -> dict[str, Perturb
     out["jpeg75_rgb"] = jpeg_composite(75)
     out["field_120_offcentre"] = reframe(120)
     out["field_240_offcentre"] = reframe(240)
+    out["wide360_neighbours"] = wide_neighbours(360)
+    out["wide360_neighbours_no_af"] = wide_neighbours(360, drop="AF")
+    out["ck_dim_ctc"] = dim_ck_in_ctc()
+    out["ck_dim_ctc_no_af"] = _chain(dim_ck_in_ctc(), drop_channel("AF"))
+    out["tight_x3_rgb_png"] = tight_rgb(3.0, quality=None)
+    out["tight_x4_rgb_jpeg85"] = tight_rgb(4.0, quality=85)
+    out["tight_x4_ckdim_rgb_jpeg85"] = _chain(dim_ck_in_ctc(), tight_rgb(4.0, quality=85))
     return out
+
+
+def _chain(first: Perturb, second: Perturb) -> Perturb:
+    """``second`` applied to the output of ``first`` (which must return a TIFF with the same channels)."""
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
+          ) -> tuple[np.ndarray, str]:
+        mid, _ = first(img, chans, rng, ctx)
+        return second(mid, chans, rng, ctx)
+    return f
 
 
 def _write(path: Path, arr: np.ndarray, fmt: str) -> str:
@@ -155,7 +283,7 @@ def _write(path: Path, arr: np.ndarray, fmt: str) -> str:
     if fmt.startswith(("jpg", "png")):
         from PIL import Image
 
-        if fmt == "png":
+        if fmt.startswith("png"):
             name = path.with_suffix(".png")
             Image.fromarray(arr, "RGB").save(name)
         else:
@@ -169,7 +297,9 @@ def _write(path: Path, arr: np.ndarray, fmt: str) -> str:
 
 def _channels_written(fmt: str, chans: Sequence[str]) -> list[str]:
     if fmt.startswith(("jpg", "png")):
-        return list(COMPOSITE_CHANNELS)
+        parts = fmt.split(":")
+        order = parts[-1] if "," in parts[-1] else None
+        return order.split(",") if order else list(COMPOSITE_CHANNELS)
     if fmt.startswith("tif:"):
         return fmt[4:].split(",")
     return list(chans)
@@ -216,8 +346,9 @@ def run(data_dir: Path, channels: Sequence[str], weights: Path | None = None, se
             out.mkdir()
             rows = []
             chans_used: list[str] = list(channels)
-            for it, (img, chans, _px) in zip(items, originals, strict=True):
-                arr, fmt = perts[name](img, list(chans), rng)
+            for i, (it, (img, chans, _px)) in enumerate(zip(items, originals, strict=True)):
+                ctx = Context(it.is_ctc, [(o[0], items[j].is_ctc) for j, o in enumerate(originals) if j != i])
+                arr, fmt = perts[name](img, list(chans), rng, ctx)
                 fname = _write(out / Path(it.file).stem, arr, fmt)
                 rows.append((fname, it.is_ctc, it.category or ""))
                 chans_used = _channels_written(fmt, chans)
