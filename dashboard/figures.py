@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dashboard.plotly_text import plain, plain_list, strip_markup
+
 # A calm palette with enough contrast on white (WCAG AA for the text colours).
 INK = "#1d2733"
 MUTED = "#5b6775"
@@ -145,17 +147,20 @@ def band_label(number: int, regimen: str, share: float) -> tuple[str, str]:
     """``(label, full text)`` of a treatment-line band spanning ``share`` of the x-axis.
 
     The label is cut to the band's width ("L1 Paclitaxel + bev…", or just "L1") so that the
-    next line's label never runs into it; the full text goes to the hover text.
+    next line's label never runs into it; the full text goes to the hover text. The regimen
+    is user text: it is cut first, then made plain (``plotly_text.plain``), so that a cut
+    never splits an escaped character.
     """
-    full = f"L{number} {regimen}".strip()
+    regimen = strip_markup(regimen)
+    full = plain(f"L{number} {regimen}".strip())
     room = int(share * LABEL_CHARS_ACROSS) - 1  # a little space before the next band's label
     head = f"L{number}"
-    if len(full) <= room:
-        return f"<b>{head}</b> {regimen}".strip(), full
+    if len(f"{head} {regimen}".strip()) <= room:
+        return f"<b>{head}</b> {plain(regimen)}".strip(), full
     rest = room - len(head) - 2  # a space and the ellipsis
     if rest < 3:
         return f"<b>{head}</b>", full
-    return f"<b>{head}</b> {regimen[:rest].rstrip()}…", full
+    return f"<b>{head}</b> {plain(regimen[:rest].rstrip())}…", full
 
 
 def timeline_figure(
@@ -223,8 +228,8 @@ def timeline_figure(
     if analysed:
         fig.add_trace(trace("scatter",
             name="CTC per 7.5 mL", x=[x_of(d.drawn_at, o) for d, o in analysed], y=[d.per_7_5ml for d, _ in analysed],
-            mode="lines+markers", text=[d.timepoint for d, _ in analysed],
-            customdata=[[d.url, f"{d.drawn_at:%d %b %Y}", d.ctc_count, f"{d.volume_ml:g}", d.status]
+            mode="lines+markers", text=[plain(d.timepoint) for d, _ in analysed],
+            customdata=[[d.url, f"{d.drawn_at:%d %b %Y}", d.ctc_count, f"{d.volume_ml:g}", plain(d.status)]
                         for d, _ in analysed],
             line={"color": BLUE, "width": 2},
             marker={
@@ -239,7 +244,7 @@ def timeline_figure(
             name="Malignant fraction (%)", x=[x_of(d.drawn_at, o) for d, o in analysed],
             y=[round((d.malignant_fraction or 0) * 100, 2) for d, _ in analysed], yaxis="y2",
             mode="lines+markers", line={"color": PURPLE, "width": 1.5, "dash": "dot"},
-            marker={"size": 6, "symbol": "square"}, text=[d.timepoint for d, _ in analysed],
+            marker={"size": 6, "symbol": "square"}, text=[plain(d.timepoint) for d, _ in analysed],
             customdata=[[d.url] for d, _ in analysed],
             hovertemplate="<b>%{text}</b><br>Malignant fraction %{y:.1f}%<extra></extra>",
         ))
@@ -247,7 +252,7 @@ def timeline_figure(
         fig.add_trace(trace("scatter",
             name="Draw not analysed yet", x=[x_of(d.drawn_at, o) for d, o in pending], y=[0] * len(pending),
             mode="markers", marker={"size": 11, "symbol": "circle-open-dot", "color": GREY, "line": {"width": 2}},
-            text=[d.timepoint for d, _ in pending],
+            text=[plain(d.timepoint) for d, _ in pending],
             customdata=[[d.url, f"{d.drawn_at:%d %b %Y}"] for d, _ in pending],
             hovertemplate="<b>%{text}</b><br>%{customdata[1]}<br>not analysed yet<extra></extra>",
         ))
@@ -258,12 +263,12 @@ def timeline_figure(
         kinds.setdefault(e.kind, []).append(e)
     for kind, mine in kinds.items():
         fig.add_trace(trace("scatter",
-            name=mine[0].kind_label, x=[x_of(e.date) for e in mine], y=[event_y] * len(mine),
-            mode="markers+text", text=[e.recist or e.kind_label.split()[0] for e in mine],
+            name=plain(mine[0].kind_label), x=[x_of(e.date) for e in mine], y=[event_y] * len(mine),
+            mode="markers+text", text=[plain(e.recist or (e.kind_label.split() or [""])[0]) for e in mine],
             textposition="bottom center",
             textfont={"size": 11, "color": INK}, legendgroup="events",
             marker={"size": 12, "color": INK, "symbol": EVENT_SYMBOLS.get(kind, "circle")},
-            customdata=[[e.kind_label, f"{e.date:%d %b %Y}", (e.note or "")[:120]] for e in mine],
+            customdata=[[plain(e.kind_label), f"{e.date:%d %b %Y}", plain(e.note, limit=120)] for e in mine],
             hovertemplate="<b>%{customdata[0]}</b> %{text}<br>%{customdata[1]}<br>%{customdata[2]}<extra></extra>",
         ))
     x_title = f"Days since {day0:%d %b %Y}" if relative else ""
@@ -315,7 +320,7 @@ def embedding_figure(points: Sequence[tuple[int, str, str, float, list[float]]])
             fig.add_trace(trace("scatter",
                 name=name, x=coords[idx, 0].round(3).tolist(), y=coords[idx, 1].round(3).tolist(), mode="markers",
                 marker={"size": 7, "color": colour, "opacity": 0.75, "line": {"width": 0.5, "color": "#ffffff"}},
-                customdata=[[usable[i][0], usable[i][2], round(usable[i][3], 3)] for i in idx],
+                customdata=[[usable[i][0], plain(usable[i][2]), round(usable[i][3], 3)] for i in idx],
                 hovertemplate="<b>%{customdata[1]}</b><br>P(CTC) %{customdata[2]}<extra>" + name + "</extra>",
             ))
     fig.update_layout(**base_layout(
@@ -337,13 +342,14 @@ def waterfall_figure(bars: Sequence[tuple[str, str, float, str]], cap: float) ->
     """Change of CTC/7.5 mL from baseline per patient, largest rise first, coloured by arm."""
     fig = Figure()
     colours = _arm_colours([b[1] for b in bars])
-    order = [b[0] for b in bars]
+    order = [plain(b[0]) for b in bars]
     for arm, colour in colours.items():
         mine = [b for b in bars if b[1] == arm]
         fig.add_trace(trace("bar",
-            name=arm, x=[b[0] for b in mine], y=[b[2] for b in mine], marker={"color": colour},
-            customdata=[[b[3].replace("_", " ")] for b in mine],
-            hovertemplate="<b>%{x}</b><br>%{y:+.0f}% from baseline<br>%{customdata[0]}<extra>" + arm + "</extra>",
+            name=plain(arm), x=[plain(b[0]) for b in mine], y=[b[2] for b in mine], marker={"color": colour},
+            customdata=[[plain(b[3].replace("_", " "))] for b in mine],
+            hovertemplate="<b>%{x}</b><br>%{y:+.0f}% from baseline<br>%{customdata[0]}"
+                          "<extra>%{fullData.name}</extra>",
         ))
     fig.update_layout(**base_layout(
         360, barmode="overlay", bargap=0.15,
@@ -367,9 +373,10 @@ def conversion_figure(by_arm: dict[str, dict[str, int]], labels: dict[str, str])
         counts = [by_arm[a].get(key, 0) for a in arms]
         totals = [max(1, sum(by_arm[a].values())) for a in arms]
         fig.add_trace(trace("bar",
-            name=label, y=arms, x=[round(c / t * 100, 1) for c, t in zip(counts, totals, strict=True)], orientation="h",
+            name=plain(label), y=plain_list(arms),
+            x=[round(c / t * 100, 1) for c, t in zip(counts, totals, strict=True)], orientation="h",
             marker={"color": colours.get(key, GREY)}, customdata=counts,
-            hovertemplate="%{y}: %{x:.0f}% (%{customdata} patients)<extra>" + label + "</extra>",
+            hovertemplate="%{y}: %{x:.0f}% (%{customdata} patients)<extra>%{fullData.name}</extra>",
         ))
     fig.update_layout(**base_layout(
         max(260, 120 + 46 * len(arms)), barmode="stack",
@@ -398,7 +405,8 @@ def swimmer_figure(lanes: Sequence[SwimmerLane], today: dt.date | None = None) -
         for number, regimen, start, end, reason in lane.lines:
             s = (start - lane.start).days
             e = ((end or today) - lane.start).days
-            by_line[number].append((lane.study_id, s, max(1, e - s), regimen, reason, end is None))
+            by_line[number].append((plain(lane.study_id), s, max(1, e - s), plain(regimen), plain(reason),
+                                    end is None))
     for number in sorted(by_line):
         rows = by_line[number]
         fig.add_trace(trace("bar",
@@ -414,17 +422,17 @@ def swimmer_figure(lanes: Sequence[SwimmerLane], today: dt.date | None = None) -
         if not pts:
             continue
         fig.add_trace(trace("scatter",
-            name=name, mode="markers", y=[lane.study_id for lane, _ in pts],
+            name=name, mode="markers", y=[plain(lane.study_id) for lane, _ in pts],
             x=[(d[0] - lane.start).days for lane, d in pts],
             marker={"size": 9, "color": colour, "symbol": "circle" if status else "circle-open",
                     "line": {"width": 1, "color": "#ffffff" if status else colour}},
-            customdata=[[lane.url, d[1], "—" if d[2] is None else f"{d[2]:.1f}"] for lane, d in pts],
+            customdata=[[lane.url, plain(d[1]), "—" if d[2] is None else f"{d[2]:.1f}"] for lane, d in pts],
             hovertemplate="%{y} · %{customdata[1]} (day %{x})<br>CTC/7.5 mL %{customdata[2]}<extra></extra>",
         ))
     fig.update_layout(**base_layout(
         max(280, 100 + 24 * len(lanes)), barmode="overlay", bargap=0.35, hovermode="closest",
         xaxis={"title": {"text": "Days since enrolment (or diagnosis)"}, "gridcolor": "#eef1f4", "zeroline": True},
-        yaxis={"categoryorder": "array", "categoryarray": [lane.study_id for lane in reversed(lanes)],
+        yaxis={"categoryorder": "array", "categoryarray": [plain(lane.study_id) for lane in reversed(lanes)],
                "automargin": True},
         margin={"l": 20, "r": 20, "t": 40, "b": 50},
     ))
@@ -437,7 +445,8 @@ def swimmer_figure(lanes: Sequence[SwimmerLane], today: dt.date | None = None) -
 def confusion_figure(matrix: Sequence[Sequence[float]], labels: Sequence[str]) -> Figure:
     z = np.asarray(matrix, dtype=float)
     fig = Figure(trace("heatmap",
-        z=z.tolist(), x=list(labels), y=list(labels), colorscale=[[0, "#f4f7fa"], [1, BLUE]], showscale=False,
+        z=z.tolist(), x=plain_list(labels), y=plain_list(labels), colorscale=[[0, "#f4f7fa"], [1, BLUE]],
+        showscale=False,
         text=[[f"{v:g}" for v in row] for row in z], texttemplate="%{text}", textfont={"size": 14},
         hovertemplate="true %{y} · predicted %{x}: %{z}<extra></extra>",
     ))
