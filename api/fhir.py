@@ -8,7 +8,10 @@ One draw becomes, in a ``collection`` Bundle:
   summary (machine calls / every call reviewed / changed after final), interpretation
   H or N against the cancer type's prognostic cut-off (v3-ObservationInterpretation),
   method naming the classifier version, components with the raw count, the events
-  analysed and the volume.
+  analysed and the volume, and (issue 14) the count's uncertainty as components with a
+  ``valueRange``: the exact 95 % Poisson interval of the count and per 7.5 mL, and the model's
+  range; interpretation IND ("indeterminate until reviewed") while a preliminary count's model
+  range straddles the cut-off.
 - ``Observation`` malignant fraction (UCUM ``%``): CTCs among the events analysed.
 - ``DiagnosticReport`` grouping both, with a one-line conclusion.
 
@@ -31,6 +34,8 @@ from typing import Any
 from django.utils import timezone
 
 from patients.models import BloodDraw, DrawSummary, Patient, SummaryStatus
+from patients.stats import count_ci, per_7_5ml_ci
+from patients.summary import INDETERMINATE_REVIEW, draw_status
 
 CODE_SYSTEM = "https://ctc-monitor.example.org/fhir/CodeSystem/ctc"
 STUDY_ID_SYSTEM = "https://ctc-monitor.example.org/fhir/NamingSystem/study-id"
@@ -132,9 +137,60 @@ def unfavorable(draw: BloodDraw, summary: DrawSummary) -> bool:
     return summary.ctc_per_7_5ml >= draw.patient.cancer_type.ctc_cutoff
 
 
+def _range(low: float, high: float, unit: str, code: str) -> dict[str, Any]:
+    return {"low": {"value": low, "unit": unit, "system": UCUM, "code": code},
+            "high": {"value": high, "unit": unit, "system": UCUM, "code": code}}
+
+
+def uncertainty_components(draw: BloodDraw, summary: DrawSummary) -> list[dict[str, Any]]:
+    """Issue 14: the count's uncertainty as Observation components with a ``valueRange``.
+
+    Components, not ``referenceRange``: a reference range is the range of normal values
+    (here, below the cut-off), not the uncertainty of this result. Three ranges: the exact
+    95 % Poisson interval of the count, the same per 7.5 mL, and the model's range (the count
+    without the unsure unreviewed CTC calls .. with the unsure non-CTC calls).
+    """
+    volume = float(draw.volume_ml)
+    low, high = count_ci(summary.ctc_count)
+    low75, high75 = per_7_5ml_ci(summary.ctc_count, volume)
+    cmin = summary.ctc_count if summary.ctc_count_min is None else summary.ctc_count_min
+    cmax = summary.ctc_count if summary.ctc_count_max is None else summary.ctc_count_max
+    return [
+        {
+            "code": {"coding": [{"system": CODE_SYSTEM, "code": "ctc-count-ci95",
+                                 "display": "CTCs counted, exact 95% Poisson interval (Garwood)"}]},
+            "valueRange": _range(low, high, "cells", "{cells}"),
+        },
+        {
+            "code": {"coding": [{"system": CODE_SYSTEM, "code": "ctc-per-7.5ml-ci95",
+                                 "display": "CTC per 7.5 mL, exact 95% Poisson interval through the volume"}]},
+            "valueRange": _range(low75, high75, "CTC/7.5 mL", "{cells}"),
+        },
+        {
+            "code": {"coding": [{"system": CODE_SYSTEM, "code": "ctc-count-model-range",
+                                 "display": "CTCs counted, range over the calls the model is unsure of"}]},
+            "valueRange": _range(float(cmin), float(cmax), "cells", "{cells}"),
+        },
+    ]
+
+
+def _status_words(draw: BloodDraw, summary: DrawSummary) -> tuple[str | None, str]:
+    return draw_status(summary.ctc_per_7_5ml, draw.patient.cancer_type.ctc_cutoff,
+                       preliminary=summary.status == SummaryStatus.PRELIMINARY, count=summary.ctc_count,
+                       count_min=summary.ctc_count_min, count_max=summary.ctc_count_max,
+                       volume_ml=float(draw.volume_ml))
+
+
 def ctc_observation(draw: BloodDraw, summary: DrawSummary) -> dict[str, Any]:
     cancer = draw.patient.cancer_type
     high = unfavorable(draw, summary)
+    status_text, interval_note = _status_words(draw, summary)
+    indeterminate = status_text == INDETERMINATE_REVIEW
+    if indeterminate:
+        coding = {"system": INTERPRETATION, "code": "IND", "display": "Indeterminate"}
+    else:
+        coding = {"system": INTERPRETATION, "code": "H" if high else "N", "display": "High" if high else "Normal"}
+    words = "Indeterminate until reviewed" if indeterminate else ("Unfavorable" if high else "Favorable")
     return {
         "resourceType": "Observation",
         "id": _uuid("obs-ctc", draw.pk),
@@ -146,10 +202,9 @@ def ctc_observation(draw: BloodDraw, summary: DrawSummary) -> dict[str, Any]:
         },
         "valueQuantity": {"value": summary.ctc_per_7_5ml, "unit": "CTC/7.5 mL", "system": UCUM, "code": "{cells}"},
         "interpretation": [{
-            "coding": [{"system": INTERPRETATION, "code": "H" if high else "N",
-                        "display": "High" if high else "Normal"}],
-            "text": ("Unfavorable" if high else "Favorable")
-            + f" (cut-off >= {cancer.ctc_cutoff} CTC/7.5 mL for {cancer.name})",
+            "coding": [coding],
+            "text": words + f" (cut-off >= {cancer.ctc_cutoff} CTC/7.5 mL for {cancer.name})"
+            + (f"; {interval_note}" if interval_note else ""),
         }],
         "referenceRange": [{
             "text": f"Favorable below {cancer.ctc_cutoff} CTC/7.5 mL ({cancer.cutoff_reference or cancer.name})",
@@ -175,6 +230,7 @@ def ctc_observation(draw: BloodDraw, summary: DrawSummary) -> dict[str, Any]:
                                      "display": "Blood volume analysed"}]},
                 "valueQuantity": {"value": float(draw.volume_ml), "unit": "mL", "system": UCUM, "code": "mL"},
             },
+            *uncertainty_components(draw, summary),
         ],
     }
 
@@ -213,14 +269,18 @@ def report_resource(draw: BloodDraw, summary: DrawSummary | None) -> dict[str, A
         report["status"] = "registered"
         return report
     cancer = draw.patient.cancer_type
-    verdict = "unfavorable" if unfavorable(draw, summary) else "favorable"
+    status_text, interval_note = _status_words(draw, summary)
+    verdict = status_text or ("unfavorable" if unfavorable(draw, summary) else "favorable")
+    low75, high75 = per_7_5ml_ci(summary.ctc_count, float(draw.volume_ml))
     report.update(
         status=STATUS.get(summary.status, "preliminary"),
         issued=summary.updated_at.isoformat(),
         result=[_ref("obs-ctc", draw.pk), _ref("obs-fraction", draw.pk)],
         conclusion=(
             f"{summary.ctc_per_7_5ml:g} CTC per 7.5 mL ({summary.ctc_count} in {float(draw.volume_ml):g} mL; "
-            f"{verdict}, cut-off >= {cancer.ctc_cutoff} for {cancer.name}). "
+            f"95% CI {low75:g}-{high75:g}; "
+            f"{verdict}{', ' + interval_note if interval_note else ''}, cut-off >= {cancer.ctc_cutoff} for "
+            f"{cancer.name}). "
             f"{summary.reviewed_events} of {summary.events_analysed} events reviewed; status {summary.status}."
         ),
     )

@@ -31,8 +31,14 @@ from patients.models import (
     Trial,
     TrialArm,
 )
+from patients.outcomes import check_outcomes
 from patients.scoping import is_admin
+from patients.stats import count_ci, per_7_5ml_ci
+from patients.summary import draw_status
 from patients.validation import check_drawn_at, check_event_date
+
+#: Outcome dates (issue 14): progression-free and overall survival derive from them.
+OUTCOME_FIELDS = ("progression_date", "death_date", "last_follow_up")
 
 #: Roles whose members may add patients to their team (EDIT_RECORDS in patients.roles).
 _EDITING_ROLES = {Role.ONCOLOGIST, Role.COORDINATOR, Role.ADMIN}
@@ -133,12 +139,14 @@ class PatientSerializer(serializers.ModelSerializer):
                                          allow_null=True, help_text="Trial code")
     arm = serializers.CharField(source="arm.code", required=False, allow_null=True, allow_blank=True,
                                 help_text="Arm code within the trial")
+    outcome_recorded_by = serializers.SlugRelatedField(slug_field="username", read_only=True,
+                                                       help_text="Who last recorded the outcome dates")
 
     class Meta:
         model = Patient
         fields = ["id", "url", "study_id", "mrn", "cancer_type", "stage", "diagnosis_date", "care_team", "trial",
-                  "arm", "enrolled_on", "created_at"]
-        read_only_fields = ["created_at"]
+                  "arm", "enrolled_on", "created_at", *OUTCOME_FIELDS, "outcome_recorded_by", "outcome_recorded_at"]
+        read_only_fields = ["created_at", "outcome_recorded_at"]
 
     def validate_care_team(self, team: CareTeam) -> CareTeam:
         user = _user(self)
@@ -183,6 +191,17 @@ class PatientSerializer(serializers.ModelSerializer):
             attrs["arm"] = None
         if attrs.get("enrolled_on") and trial is None:
             raise serializers.ValidationError({"enrolled_on": ["An enrolment date needs a trial."]})
+        if any(name in attrs for name in OUTCOME_FIELDS):
+            # The same checks as the admin and the dashboard form (patients/outcomes.py).
+            probe = Patient(pk=getattr(self.instance, "pk", None))
+            for name in (*OUTCOME_FIELDS, "diagnosis_date"):
+                setattr(probe, name, attrs.get(name, getattr(self.instance, name, None)))
+            try:
+                check_outcomes(probe)
+            except DjangoValidationError as err:
+                raise serializers.ValidationError(err.message_dict) from err
+            attrs["outcome_recorded_by"] = user
+            attrs["outcome_recorded_at"] = timezone.now()
         return attrs
 
 
@@ -247,10 +266,50 @@ class ClinicalEventSerializer(serializers.ModelSerializer):
 # --- draws, summaries, uploads, events ------------------------------------------------------------
 
 class DrawSummarySerializer(serializers.ModelSerializer):
+    # Issue 14: how sure the count is (patients/summary.py, patients/stats.py). Appended fields.
+    ctc_count_ci95 = serializers.SerializerMethodField(
+        help_text="Exact (Garwood) 95 % Poisson interval of the count, [low, high] cells")
+    ctc_per_7_5ml_ci95 = serializers.SerializerMethodField(
+        help_text="The count's 95 % Poisson interval carried to CTC/7.5 mL through the analysed volume, [low, high]")
+    ctc_count_range = serializers.SerializerMethodField(
+        help_text="Model uncertainty: [count without unsure unreviewed CTC calls, count with unsure non-CTC calls]")
+    ctc_status = serializers.SerializerMethodField(
+        help_text="favorable | unfavorable | indeterminate until reviewed (preliminary and the model range "
+                  "straddles the cut-off)")
+    interval_note = serializers.SerializerMethodField(
+        help_text="'indeterminate at this volume' when the Poisson interval straddles the cut-off, else ''")
+
     class Meta:
         model = DrawSummary
         fields = ["events_analysed", "ctc_count", "ctc_per_7_5ml", "malignant_fraction", "reviewed_events",
-                  "status", "model_version", "updated_at"]
+                  "status", "model_version", "updated_at", "ctc_count_ci95", "ctc_per_7_5ml_ci95",
+                  "ctc_count_range", "ctc_status", "interval_note"]
+
+    @extend_schema_field(serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2))
+    def get_ctc_count_ci95(self, s: DrawSummary) -> list[float]:
+        return list(count_ci(s.ctc_count))
+
+    @extend_schema_field(serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2))
+    def get_ctc_per_7_5ml_ci95(self, s: DrawSummary) -> list[float]:
+        return list(per_7_5ml_ci(s.ctc_count, float(s.draw.volume_ml)))
+
+    @extend_schema_field(serializers.ListField(child=serializers.IntegerField(), min_length=2, max_length=2))
+    def get_ctc_count_range(self, s: DrawSummary) -> list[int]:
+        return [s.ctc_count if s.ctc_count_min is None else s.ctc_count_min,
+                s.ctc_count if s.ctc_count_max is None else s.ctc_count_max]
+
+    def _status(self, s: DrawSummary) -> tuple[str | None, str]:
+        return draw_status(s.ctc_per_7_5ml, s.draw.patient.cancer_type.ctc_cutoff,
+                           preliminary=s.status == SummaryStatus.PRELIMINARY, count=s.ctc_count,
+                           count_min=s.ctc_count_min, count_max=s.ctc_count_max, volume_ml=float(s.draw.volume_ml))
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_ctc_status(self, s: DrawSummary) -> str | None:
+        return self._status(s)[0]
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_interval_note(self, s: DrawSummary) -> str:
+        return self._status(s)[1]
 
 
 class DrawSummaryListSerializer(DrawSummarySerializer):
@@ -284,6 +343,8 @@ class DrawSerializer(serializers.ModelSerializer):
     ctc_per_7_5ml = serializers.SerializerMethodField()
     events_analysed = serializers.SerializerMethodField()
     status = serializers.SerializerMethodField(help_text="Summary status (null before analysis)")
+    ctc_count_ci95 = serializers.SerializerMethodField(help_text="As in summary (null before analysis)")
+    ctc_per_7_5ml_ci95 = serializers.SerializerMethodField(help_text="As in summary (null before analysis)")
     uploads_url = ListedIdentityField(view_name="api:draw-uploads")
     events_url = ListedIdentityField(view_name="api:draw-events")
     fhir_url = ListedIdentityField(view_name="api:draw-fhir")
@@ -292,7 +353,7 @@ class DrawSerializer(serializers.ModelSerializer):
         model = BloodDraw
         fields = ["id", "url", "patient", "study_id", "drawn_at", "volume_ml", "timepoint", "assay", "summary",
                   "ctc_count", "ctc_per_7_5ml", "events_analysed", "status", "uploads_url", "events_url", "fhir_url",
-                  "created_at"]
+                  "created_at", "ctc_count_ci95", "ctc_per_7_5ml_ci95"]
         read_only_fields = ["created_at"]
 
     def get_fields(self) -> dict:
@@ -338,6 +399,16 @@ class DrawSerializer(serializers.ModelSerializer):
     def get_status(self, draw: BloodDraw) -> str | None:
         s = self._summary(draw)
         return s.status if s else None
+
+    @extend_schema_field(serializers.ListField(child=serializers.FloatField(), allow_null=True))
+    def get_ctc_count_ci95(self, draw: BloodDraw) -> list[float] | None:
+        s = self._summary(draw)
+        return list(count_ci(s.ctc_count)) if s else None
+
+    @extend_schema_field(serializers.ListField(child=serializers.FloatField(), allow_null=True))
+    def get_ctc_per_7_5ml_ci95(self, draw: BloodDraw) -> list[float] | None:
+        s = self._summary(draw)
+        return list(per_7_5ml_ci(s.ctc_count, float(draw.volume_ml))) if s else None
 
     def validate_drawn_at(self, value: dt.datetime) -> dt.datetime:
         try:
@@ -463,3 +534,48 @@ class CohortSerializer(serializers.Serializer):
     patients = serializers.IntegerField()
     arms = CohortArmSerializer(many=True)
     waterfall = WaterfallBarSerializer(many=True)
+
+
+# --- cohort survival (issue 14) --------------------------------------------------------------------
+
+class SurvivalGroupSerializer(serializers.Serializer):
+    """One Kaplan–Meier curve (patients.outcomes.survival_analysis)."""
+
+    key = serializers.CharField(help_text="Group code, e.g. unfavorable, ctc0, to_favorable")
+    name = serializers.CharField()
+    n = serializers.IntegerField()
+    events = serializers.IntegerField()
+    median = serializers.FloatField(allow_null=True, help_text="Median, months; null: not reached")
+    median_ci95 = serializers.ListField(child=serializers.FloatField(allow_null=True), min_length=2, max_length=2,
+                                        help_text="[low, high] months; null: not reached / not estimable")
+    times = serializers.ListField(child=serializers.FloatField(), help_text="Step times, months (first is 0)")
+    survival = serializers.ListField(child=serializers.FloatField(), help_text="S(t) at each of `times`")
+    censored_times = serializers.ListField(child=serializers.FloatField(), help_text="Censoring ticks, months")
+    at_risk = serializers.ListField(child=serializers.IntegerField(), help_text="At risk at each `at_risk_times`")
+    reliable = serializers.BooleanField(help_text="At least 10 patients and 5 events")
+
+
+class SurvivalCoxSerializer(serializers.Serializer):
+    hr = serializers.FloatField(allow_null=True, help_text="Hazard ratio, unfavorable vs favorable baseline")
+    ci95 = serializers.ListField(child=serializers.FloatField(allow_null=True), min_length=2, max_length=2)
+    p = serializers.FloatField(allow_null=True)
+    adjusted_for = serializers.ListField(child=serializers.CharField())
+    covariate = serializers.CharField()
+
+
+class SurvivalSerializer(serializers.Serializer):
+    endpoint = serializers.ChoiceField(choices=["pfs", "os"])
+    endpoint_label = serializers.CharField()
+    by = serializers.ChoiceField(choices=["baseline", "ctc0", "conversion"])
+    by_label = serializers.CharField()
+    time_unit = serializers.CharField()
+    at_risk_times = serializers.ListField(child=serializers.FloatField())
+    groups = SurvivalGroupSerializer(many=True)
+    logrank_p = serializers.FloatField(allow_null=True)
+    cox = SurvivalCoxSerializer(allow_null=True)
+    c_index = serializers.FloatField(allow_null=True, help_text="Harrell's c-index of the Cox model")
+    patients = serializers.IntegerField(help_text="Patients in the filtered cohort")
+    notes = serializers.ListField(child=serializers.CharField())
+    follow_up = serializers.CharField(help_text="Landmark timepoint of the first follow-up ('' = first after baseline)")
+    data = serializers.ListField(child=serializers.DictField(), required=False,
+                                 help_text="Per patient (time, event, groups), with ?data=1")

@@ -27,6 +27,7 @@ app_name = "api"
 urlpatterns = [
     path("auth/token/", views.ObtainTokenView.as_view(), name="token"),
     path("cohort/", views.CohortView.as_view(), name="cohort"),
+    path("cohort/survival/", views.SurvivalView.as_view(), name="cohort-survival"),
     path("export/deidentified/", views.DeidentifiedExportView.as_view(), name="export-deidentified"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves its init script as a file: no inline script for the production CSP.

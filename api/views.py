@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
+from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
@@ -20,12 +21,11 @@ from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from api import deid, fhir
@@ -39,6 +39,7 @@ from api.filters import (
     UploadFilter,
 )
 from api.pagination import StandardPagination
+from api.parsers import JSONParser
 from api.permissions import RoleActionPermission
 from api.renderers import CSVRenderer, PNGRenderer
 from api.serializers import (
@@ -54,6 +55,7 @@ from api.serializers import (
     DrawSummaryListSerializer,
     PatientSerializer,
     ReviewSerializer,
+    SurvivalSerializer,
     TreatmentLineSerializer,
     TrialSerializer,
     UploadCreatedSerializer,
@@ -61,6 +63,7 @@ from api.serializers import (
     UploadSerializer,
     WithdrawSerializer,
 )
+from api.throttling import ClientScopedRateThrottle
 from patients import audit
 from patients.models import (
     AuditEvent,
@@ -88,14 +91,21 @@ NO_DELETE = ["get", "post", "put", "patch", "head", "options"]
 
 
 class ObtainTokenView(ObtainAuthToken):
-    """Username + password -> ``{"token": ...}``; throttled against guessing."""
+    """Username + password -> ``{"token": ...}``; throttled against guessing, locked out like the sign-in form."""
 
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [ClientScopedRateThrottle]  # the client by patients.audit.client_ip, not X-Forwarded-For
     throttle_scope = "token"
+    parser_classes = [FormParser, MultiPartParser, JSONParser]  # JSON: api.parsers (depth-limited)
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        if not serializer.is_valid():
+            # django-axes' backend marks a locked (username, address) pair on the request it was given
+            # (this DRF request) and refuses; Django then reports bad credentials. Say what happened,
+            # as the sign-in form does, with the status of the throttle.
+            if getattr(request, "axes_locked_out", False):
+                return _locked_response()
+            raise serializers.ValidationError(serializer.errors)
         user = serializer.validated_data["user"]
         token, _ = Token.objects.get_or_create(user=user)
         # A token is a login: it goes into the access trail like a dashboard sign-in.
@@ -103,6 +113,30 @@ class ObtainTokenView(ObtainAuthToken):
                                   ip_address=audit.client_ip(request), path=request.get_full_path()[:300],
                                   detail={"via": "api"})
         return Response({"token": token.key})
+
+
+def _locked_response() -> Response:
+    from django.conf import settings
+
+    cooloff = getattr(settings, "AXES_COOLOFF_TIME", None)
+    seconds = int(cooloff.total_seconds()) if hasattr(cooloff, "total_seconds") else None
+    response = Response({"detail": "Account locked: too many failed sign-ins from this address. "
+                                   "Try again later, or ask an administrator to unlock it."},
+                        status=status.HTTP_429_TOO_MANY_REQUESTS)
+    if seconds:
+        response["Retry-After"] = str(seconds)
+    return response
+
+
+def _valid_filters(filterset: Any) -> Any:
+    """The filtered queryset of a django-filter ``filterset``; a bad value is a 400 with the reason.
+
+    Used where a view applies a filterset itself (the list endpoints go through the filter
+    backend, which does the same): an invalid filter must not be silently dropped.
+    """
+    if not filterset.is_valid():
+        raise serializers.ValidationError({k: list(v) for k, v in filterset.errors.items()})
+    return filterset.qs
 
 
 def _patient_stub(patient_id: int | None) -> Patient | None:
@@ -407,7 +441,7 @@ class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
             .select_related("reviewed_by")
             .order_by("upload_id", "index")
         )
-        qs = CellEventFilter(request.query_params, queryset=qs, request=request).qs
+        qs = _valid_filters(CellEventFilter(request.query_params, queryset=qs, request=request))
         page = self.paginate_queryset(qs)
         data = CellEventSerializer(page, many=True, context=self.get_serializer_context()).data
         audit.record(request, "view", draw, patient=_patient_stub(draw.patient_id), object_type="CellEvent list",
@@ -580,7 +614,8 @@ class CohortView(APIView):
         if not can(request.user, Action.COHORT):
             return Response({"detail": "Your role does not include the cohort view."},
                             status=status.HTTP_403_FORBIDDEN)
-        patients = PatientFilter(request.query_params, queryset=Patient.objects.for_user(request.user)).qs
+        patients = _valid_filters(PatientFilter(request.query_params,
+                                                queryset=Patient.objects.for_user(request.user)))
         courses = cohort.patient_courses(patients)
         arms = [
             {**{k: getattr(a, k) for k in CohortArmSerializer().fields if k not in ("label", "conversion_rate",
@@ -621,7 +656,8 @@ class DeidentifiedExportView(APIView):
     def get(self, request: Request) -> Response:
         if not can(request.user, Action.EXPORT):
             return Response({"detail": "Your role does not allow exports."}, status=status.HTTP_403_FORBIDDEN)
-        patients = PatientFilter(request.query_params, queryset=Patient.objects.for_user(request.user)).qs
+        patients = _valid_filters(PatientFilter(request.query_params,
+                                                queryset=Patient.objects.for_user(request.user)))
         records = [deid.patient_record(p) for p in deid.export_queryset(patients)]
         fmt = request.accepted_renderer.format
         audit.record(
@@ -632,10 +668,79 @@ class DeidentifiedExportView(APIView):
         if fmt == "csv":
             rows = deid.csv_rows(records)
             response = Response({"fields": deid.CSV_PATIENT_FIELDS + deid.CSV_DRAW_FIELDS, "rows": rows})
-            response["Content-Disposition"] = 'attachment; filename="ctc-deidentified.csv"'
+            response["Content-Disposition"] = content_disposition_header(True, "ctc-deidentified.csv")
             return response
         return Response({
             "date_shift": f"per patient, a secret constant in [-{deid.MAX_SHIFT_DAYS}, {deid.MAX_SHIFT_DAYS}] days",
             "patients": records,
         })
 
+
+
+# --- cohort survival (issue 14) --------------------------------------------------------------------
+
+class SurvivalView(APIView):
+    """Kaplan–Meier, log-rank and Cox by CTC status for the visible cohort (patients.outcomes).
+
+    Scoped like every cohort figure: only patients ``for_user`` returns can enter a curve.
+    ``?format=csv`` (export right) is the per-patient data: time, event and group.
+    """
+
+    permission_classes = PERMISSIONS
+    renderer_classes = [JSONRenderer, CSVRenderer]
+
+    @extend_schema(
+        summary="Survival by CTC status: KM curves, at-risk counts, medians, log-rank, Cox HR, c-index",
+        parameters=[
+            OpenApiParameter("endpoint", OpenApiTypes.STR, enum=["pfs", "os"], description="Default pfs"),
+            OpenApiParameter("by", OpenApiTypes.STR, enum=["baseline", "ctc0", "conversion"],
+                             description="Grouping: baseline status, CTC0 at first follow-up, conversion class"),
+            OpenApiParameter("trial", OpenApiTypes.STR, description="Trial code"),
+            OpenApiParameter("arm", OpenApiTypes.STR, description="Arm code"),
+            OpenApiParameter("cancer_type", OpenApiTypes.STR, description="Cancer type code"),
+            OpenApiParameter("care_team", OpenApiTypes.INT, description="Care team id"),
+            OpenApiParameter("follow_up", OpenApiTypes.STR,
+                             description="Landmark timepoint of the first follow-up, e.g. C2D1 (default: the first "
+                                         "analysed draw after baseline)"),
+            OpenApiParameter("data", OpenApiTypes.BOOL, description="Add per-patient rows (`data`)"),
+            OpenApiParameter("format", OpenApiTypes.STR, enum=["json", "csv"],
+                             description="csv: per-patient survival data (export right)"),
+        ],
+        responses={200: SurvivalSerializer, 400: OpenApiResponse(description="Unknown endpoint or grouping"),
+                   403: OpenApiResponse(description="Your role has no cohort view")},
+    )
+    def get(self, request: Request) -> Response:
+        from patients import outcomes
+
+        if not can(request.user, Action.COHORT):
+            return Response({"detail": "Your role does not include the cohort view."},
+                            status=status.HTTP_403_FORBIDDEN)
+        endpoint = request.query_params.get("endpoint", "pfs")
+        by = request.query_params.get("by", "baseline")
+        errors = {}
+        if endpoint not in outcomes.ENDPOINTS:
+            errors["endpoint"] = [f"Unknown endpoint {endpoint[:20]!r}: use pfs or os."]
+        if by not in outcomes.GROUPINGS:
+            errors["by"] = [f"Unknown grouping {by[:20]!r}: use baseline, ctc0 or conversion."]
+        if errors:
+            return Response(errors, status=status.HTTP_400_BAD_REQUEST)
+        landmark = request.query_params.get("follow_up", "")[:40]
+        patients = PatientFilter(request.query_params, queryset=Patient.objects.for_user(request.user)).qs
+        records = outcomes.survival_records(patients, landmark=landmark)
+        fmt = request.accepted_renderer.format
+        query = {k: v for k, v in request.query_params.items() if k != "format"}
+        if fmt == "csv":
+            if not can(request.user, Action.EXPORT):
+                return Response({"detail": "Your role does not allow exports."}, status=status.HTTP_403_FORBIDDEN)
+            audit.record(request, "export", object_type="Survival",
+                         detail={"format": "csv", "patients": len(records), "query": query})
+            response = Response({"fields": outcomes.SURVIVAL_CSV_HEADER,
+                                 "rows": outcomes.survival_rows(records)})
+            response["Content-Disposition"] = 'attachment; filename="ctc-survival.csv"'
+            return response
+        body = outcomes.survival_analysis(records, endpoint=endpoint, by=by)
+        body["follow_up"] = landmark
+        if request.query_params.get("data") in ("1", "true", "yes"):
+            body["data"] = outcomes.survival_rows(records)
+        audit.record(request, "view", object_type="Survival", detail={"patients": len(records), "query": query})
+        return Response(SurvivalSerializer(body).data)

@@ -105,6 +105,19 @@ class Patient(models.Model):
     arm = models.ForeignKey(TrialArm, on_delete=models.PROTECT, null=True, blank=True, related_name="patients")
     enrolled_on = models.DateField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # --- Outcomes (issue 14): progression-free and overall survival derive from these and day 0
+    # (patients/outcomes.py). Nullable without a database default: bench/ COPY generators stay valid.
+    progression_date = models.DateField(
+        null=True, blank=True, help_text="Date of progression (RECIST or clinical); empty: none so far"
+    )
+    death_date = models.DateField(null=True, blank=True, help_text="Date of death; empty: alive at last follow-up")
+    last_follow_up = models.DateField(
+        "Last follow-up", null=True, blank=True, help_text="Last date the patient was known alive and assessed"
+    )
+    outcome_recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    outcome_recorded_at = models.DateTimeField(null=True, blank=True)
     history = HistoricalRecords()
 
     objects = ScopedQuerySet.as_manager()
@@ -118,6 +131,12 @@ class Patient(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("dashboard:patient", args=[self.pk])
+
+    def clean(self) -> None:
+        from patients.outcomes import check_outcomes
+
+        if self.pk or self.progression_date or self.death_date or self.last_follow_up:
+            check_outcomes(self)  # future dates, death before diagnosis, follow-up before the last draw
 
 
 class TreatmentLine(models.Model):
@@ -396,6 +415,11 @@ class DrawSummary(models.Model):
     ctc_per_7_5ml = models.FloatField(default=0.0)
     malignant_fraction = models.FloatField(default=0.0, help_text="CTCs / events analysed")
     reviewed_events = models.PositiveIntegerField(default=0)
+    #: The count's model uncertainty (issue 14, patients/summary.py): the count without the unreviewed
+    #: CTC calls the model is unsure of, and with the unreviewed non-CTC calls it is unsure of.
+    #: Equal to ctc_count once every call is reviewed; null on summaries computed before.
+    ctc_count_min = models.PositiveIntegerField(null=True, blank=True)
+    ctc_count_max = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=12, choices=SummaryStatus.choices, default=SummaryStatus.PRELIMINARY)
     model_version = models.CharField(max_length=80, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -1,4 +1,22 @@
-"""The draw summary: CTC count per 7.5 mL of blood and the malignant fraction."""
+"""The draw summary: CTC count per 7.5 mL of blood, the malignant fraction, and how sure the count is.
+
+Two uncertainties travel with every count (issue 14):
+
+- **counting** (Poisson): the exact 95 % interval of the count (:func:`count_interval`,
+  patients/stats.py), carried to CTC/7.5 mL through the analysed volume;
+- **the model's**: a count made of machine calls the classifier is unsure of. We keep a
+  *range* (``ctc_count_min`` .. ``ctc_count_max``) rather than an expected count from
+  probabilities: the P(CTC) of the shipped model is not calibrated at the low end (its
+  operating point is 0.163), so an "expected count" would be a number nobody can check,
+  while the range says exactly which cells decide the status and a reviewer can settle it
+  cell by cell. An unreviewed call is *unsure* (:func:`unsure_q`) when its P(CTC) lies within
+  :data:`UNSURE_MARGIN` of the call threshold, or when the category head disagrees with the
+  call (the "call and category disagree" flag on the cards). The minimum drops unsure CTC
+  calls, the maximum adds unsure non-CTC calls. Reviewed cells are certain.
+
+While a draw is preliminary and that range straddles the cut-off, its status is
+"indeterminate until reviewed" (:func:`draw_status`), on every page and export.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +24,31 @@ from django.db import transaction
 from django.db.models import Count, Q
 
 from patients.models import BloodDraw, CellEvent, DrawSummary, SummaryStatus, UploadStatus
+from patients.stats import count_ci, per_7_5ml_ci, side_of_cutoff
 
 #: CellSearch convention: counts are reported per 7.5 mL of blood.
 REFERENCE_VOLUME_ML = 7.5
+
+#: An unreviewed call is unsure when |P(CTC) - threshold| is below this (CellEvent.margin).
+UNSURE_MARGIN = 0.1
+
+#: The category codes the classifier's category head gives a CTC.
+CTC_CATEGORY = "ctc"
+
+INDETERMINATE_REVIEW = "indeterminate until reviewed"
+INDETERMINATE_VOLUME = "indeterminate at this volume"
+
+
+def unsure_q() -> Q:
+    """Unreviewed cell events whose call the model is unsure of (see the module docstring)."""
+    disagree = (Q(call="ctc") & ~Q(category=CTC_CATEGORY) & Q(category__in=_KNOWN_CATEGORIES)) | (
+        Q(call="non_ctc") & Q(category=CTC_CATEGORY))
+    return Q(reviewed_call="") & (Q(margin__lt=UNSURE_MARGIN) | disagree)
+
+
+#: Categories the disagreement flag knows (dashboard.labels.CATEGORY_LABELS): an unknown
+#: category from a future model is not taken as a disagreement.
+_KNOWN_CATEGORIES = ("ctc", "apoptotic_ctc", "leukocyte", "ck_debris", "artifact")
 
 
 def per_7_5ml(count: int, volume_ml: float) -> float:
@@ -29,6 +69,8 @@ def recompute_summary(draw: BloodDraw) -> DrawSummary:
         n=Count("pk"),
         reviewed=Count("pk", filter=~Q(reviewed_call="")),
         ctc=Count("pk", filter=Q(reviewed_call="ctc") | Q(reviewed_call="", call="ctc")),
+        unsure_ctc=Count("pk", filter=unsure_q() & Q(call="ctc")),
+        unsure_other=Count("pk", filter=unsure_q() & Q(call="non_ctc")),
     )
     versions = list(
         draw.uploads.filter(status=UploadStatus.DONE).exclude(model_version="").values_list("model_version", flat=True)
@@ -40,6 +82,8 @@ def recompute_summary(draw: BloodDraw) -> DrawSummary:
         summary.events_analysed = n
         summary.ctc_count = ctc
         summary.reviewed_events = reviewed
+        summary.ctc_count_min = ctc - agg["unsure_ctc"]
+        summary.ctc_count_max = ctc + agg["unsure_other"]
         summary.ctc_per_7_5ml = round(per_7_5ml(ctc, float(draw.volume_ml)), 2)
         summary.malignant_fraction = round(ctc / n, 4) if n else 0.0
         summary.model_version = versions[0] if versions else ""
@@ -52,3 +96,44 @@ def recompute_summary(draw: BloodDraw) -> DrawSummary:
             summary.status = SummaryStatus.FINAL
         summary.save()
     return summary
+
+
+def count_interval(summary: DrawSummary) -> tuple[float, float]:
+    """Exact 95 % Poisson interval of the draw's count (cells)."""
+    return count_ci(summary.ctc_count)
+
+
+def per_7_5ml_interval(summary: DrawSummary, volume_ml: float | None = None) -> tuple[float, float]:
+    """Exact 95 % Poisson interval carried to CTC/7.5 mL through the analysed volume."""
+    return per_7_5ml_ci(summary.ctc_count, float(volume_ml if volume_ml is not None else summary.draw.volume_ml))
+
+
+def model_range_per_7_5ml(count_min: int | None, count_max: int | None, count: int,
+                          volume_ml: float) -> tuple[float, float]:
+    """The model-uncertainty range of the count, per 7.5 mL (the count itself when unknown)."""
+    lo = count if count_min is None else count_min
+    hi = count if count_max is None else count_max
+    return round(per_7_5ml(lo, volume_ml), 2), round(per_7_5ml(hi, volume_ml), 2)
+
+
+def draw_status(value: float | None, cutoff: float, *, preliminary: bool = False, count: int | None = None,
+                count_min: int | None = None, count_max: int | None = None,
+                volume_ml: float | None = None) -> tuple[str | None, str]:
+    """``(status, note)`` of one analysed draw, in the words every page and export uses.
+
+    ``status``: "favorable" | "unfavorable" | :data:`INDETERMINATE_REVIEW` (preliminary and the
+    model range straddles the cut-off) | None (not analysed). ``note`` says where the Poisson
+    interval lies: "" when all of it is on the status's side, else :data:`INDETERMINATE_VOLUME`.
+    """
+    from patients.schedule import ctc_status
+
+    status = ctc_status(value, cutoff)
+    if status is None or count is None or not volume_ml:
+        return status, ""
+    if preliminary:
+        lo, hi = model_range_per_7_5ml(count_min, count_max, count, volume_ml)
+        if lo < cutoff <= hi:
+            status = INDETERMINATE_REVIEW
+    low, high = per_7_5ml_ci(count, volume_ml)
+    note = INDETERMINATE_VOLUME if side_of_cutoff(low, high, cutoff) == "straddles" else ""
+    return status, note

@@ -130,4 +130,6 @@ class CellEventFactory(factory.django.DjangoModelFactory):
     call = models.Call.NON_CTC
     ctc_probability = 0.1
     margin = factory.LazyAttribute(lambda o: abs(o.ctc_probability - 0.5))
-    category = "leukocyte"
+    # A CTC call comes with the CTC category unless a test says otherwise: a disagreement makes the call
+    # "unsure" and its draw "indeterminate until reviewed" (issue 14, patients/summary.py).
+    category = factory.LazyAttribute(lambda o: "ctc" if o.call == models.Call.CTC else "leukocyte")

@@ -1,0 +1,425 @@
+"""Outcomes and survival by CTC status: the second question CTC enumeration answers.
+
+*In this cohort, does CTC status separate outcomes?* (Cristofanilli, NEJM 2004: baseline
+>= 5 CTC/7.5 mL, median PFS 2.7 vs 7.0 months; Heller, JCO 2018: CTC0 and conversion at
+first follow-up.) This module
+
+- checks the outcome dates a person records on a patient (:func:`check_outcomes`);
+- derives progression-free and overall survival from them and **day 0** (enrolment, else
+  the first treatment line, else the diagnosis; each record says which) in
+  :func:`survival_records`. A progression clinical event on or after day 0 counts as
+  progression even when the outcome field is empty; the earlier of the two is used;
+- groups patients by baseline CTC status, CTC0 at first follow-up or conversion class, and
+  fits Kaplan–Meier curves, the log-rank test, a Cox model of baseline status (adjusted for
+  the trial arm when there are several) and its Harrell c-index with **lifelines**, not
+  hand-written estimators (:func:`survival_analysis`).
+
+Censoring: a patient without the event is censored at the last follow-up date, else at
+the latest date the record knows of (last draw or clinical event), since that is the last
+time they were seen. Times are in months (days / 30.4375), as the trials report them.
+
+**First follow-up** is the first analysed draw after the baseline, or the draw at a landmark
+timepoint the coordinator chooses (``C2D1``, ``C3D1``, ...), as trials define it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import warnings
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+from django.core.exceptions import ValidationError
+from django.db.models import Max, Min, QuerySet
+from django.utils import timezone
+
+from patients.cohort import (
+    CONVERSION_LABELS,
+    PERSISTENT_FAVORABLE,
+    PERSISTENT_UNFAVORABLE,
+    TO_FAVORABLE,
+    TO_UNFAVORABLE,
+    DrawPoint,
+    PatientCourse,
+    conversion_of,
+    patient_courses,
+)
+from patients.schedule import UNFAVORABLE
+
+DAYS_PER_MONTH = 30.4375
+
+ENDPOINTS = {"pfs": "Progression-free survival", "os": "Overall survival"}
+GROUPINGS = {
+    "baseline": "CTC status at baseline",
+    "ctc0": "CTC0 at first follow-up",
+    "conversion": "CTC conversion, baseline to first follow-up",
+}
+
+#: Below these a group's estimate is shown with a warning, not hidden (issue 14, point 5).
+MIN_PATIENTS = 10
+MIN_EVENTS = 5
+
+#: At-risk table columns, months.
+AT_RISK_STEP_MONTHS = 3
+
+
+# --- recording outcomes ---------------------------------------------------------------------------
+
+
+def check_outcomes(patient, today: dt.date | None = None) -> None:  # noqa: ANN001
+    """Refuse outcome dates that cannot be right, with a message per field.
+
+    Future dates; progression or death before the diagnosis; death before a recorded
+    progression is allowed (death counts for PFS too) but progression after death is not;
+    a last follow-up before the patient's last blood draw, or after their death.
+    """
+    today = today or timezone.localdate()
+    errors: dict[str, list[str]] = {}
+    fields = {"progression_date": "progression", "death_date": "death", "last_follow_up": "last follow-up"}
+    diagnosed = patient.diagnosis_date
+    for name, words in fields.items():
+        value = getattr(patient, name)
+        if value is None:
+            continue
+        if value > today:
+            errors.setdefault(name, []).append(
+                f"The {words} date {value:%d %b %Y} is in the future; record outcomes that have happened.")
+        elif diagnosed and value < diagnosed:
+            errors.setdefault(name, []).append(
+                f"The {words} date {value:%d %b %Y} is before the diagnosis ({diagnosed:%d %b %Y}).")
+    death, progression, follow_up = patient.death_date, patient.progression_date, patient.last_follow_up
+    if death and progression and progression > death:
+        errors.setdefault("progression_date", []).append(
+            f"Progression ({progression:%d %b %Y}) is after death ({death:%d %b %Y}).")
+    if death and follow_up and follow_up > death:
+        errors.setdefault("last_follow_up", []).append(
+            f"The last follow-up ({follow_up:%d %b %Y}) is after death ({death:%d %b %Y}).")
+    if follow_up and patient.pk:
+        last_draw = patient.draws.aggregate(last=Max("drawn_at"))["last"]
+        if last_draw is not None:
+            last_day = timezone.localtime(last_draw).date()
+            if follow_up < last_day:
+                errors.setdefault("last_follow_up", []).append(
+                    f"The last follow-up ({follow_up:%d %b %Y}) is before the last blood draw "
+                    f"({last_day:%d %b %Y}): the patient was seen then.")
+    if errors:
+        raise ValidationError(errors)
+
+
+def record_outcomes(patient, user, **dates: dt.date | None) -> None:  # noqa: ANN001
+    """Set outcome dates, check them and save, noting who recorded them (simple-history audits the change)."""
+    for name in ("progression_date", "death_date", "last_follow_up"):
+        if name in dates:
+            setattr(patient, name, dates[name])
+    check_outcomes(patient)
+    patient.outcome_recorded_by = user
+    patient.outcome_recorded_at = timezone.now()
+    patient.save()
+
+
+# --- per-patient survival data --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SurvivalRecord:
+    """One patient's times (months from day 0), events and CTC groups."""
+
+    patient_id: int
+    study_id: str
+    trial: str
+    arm: str
+    day0: dt.date | None
+    day0_source: str  # "enrolment" | "first treatment" | "diagnosis" | ""
+    pfs_months: float | None
+    pfs_event: bool
+    os_months: float | None
+    os_event: bool
+    baseline: str | None  # favorable | unfavorable | None (no analysed baseline)
+    baseline_per_7_5ml: float | None
+    ctc0: str | None  # "ctc0" | "ctc_pos" | None (no follow-up)
+    conversion: str | None
+    #: the CTC group rests on a count nobody has fully reviewed
+    preliminary: bool
+
+    def group(self, by: str) -> str | None:
+        return {"baseline": self.baseline, "ctc0": self.ctc0, "conversion": self.conversion}[by]
+
+
+def first_follow_up(course: PatientCourse, base: DrawPoint | None, landmark: str = "") -> DrawPoint | None:
+    """The first analysed draw after the baseline, or the one labelled ``landmark`` (case-insensitive)."""
+    if base is None:
+        return None
+    after = [d for d in course.analysed if (d.date, d.draw_id) > (base.date, base.draw_id)]
+    if landmark:
+        want = landmark.strip().lower()
+        return next((d for d in after if d.timepoint.strip().lower() == want), None)
+    return after[0] if after else None
+
+
+def _months(start: dt.date, end: dt.date) -> float:
+    return round((end - start).days / DAYS_PER_MONTH, 3)
+
+
+def survival_records(patients: QuerySet, landmark: str = "") -> list[SurvivalRecord]:
+    """The survival record of each patient in ``patients`` (already scoped with ``for_user``).
+
+    A handful of queries whatever the cohort size (courses, outcome fields, first lines,
+    progression events, latest clinical events).
+    """
+    from patients.models import ClinicalEvent, Patient, TreatmentLine
+
+    courses = {c.patient_id: c for c in patient_courses(patients)}
+    if not courses:
+        return []
+    ids = list(courses)
+    outcome = {
+        pk: (enrolled, diagnosed, progressed, died, seen)
+        for pk, enrolled, diagnosed, progressed, died, seen in Patient.objects.filter(pk__in=ids).values_list(
+            "pk", "enrolled_on", "diagnosis_date", "progression_date", "death_date", "last_follow_up")
+    }
+    first_line = dict(
+        TreatmentLine.objects.filter(patient_id__in=ids).values("patient_id").annotate(d=Min("start_date"))
+        .values_list("patient_id", "d")
+    )
+    progressions: dict[int, list[dt.date]] = {}
+    for pid, date in ClinicalEvent.objects.filter(patient_id__in=ids, kind=ClinicalEvent.Kind.PROGRESSION) \
+            .values_list("patient_id", "date"):
+        progressions.setdefault(pid, []).append(date)
+    last_event = dict(
+        ClinicalEvent.objects.filter(patient_id__in=ids).values("patient_id").annotate(d=Max("date"))
+        .values_list("patient_id", "d")
+    )
+    out = []
+    for pid, course in courses.items():
+        enrolled, diagnosed, progressed, died, seen = outcome[pid]
+        if enrolled:
+            day0, source = enrolled, "enrolment"
+        elif first_line.get(pid):
+            day0, source = first_line[pid], "first treatment"
+        elif diagnosed:
+            day0, source = diagnosed, "diagnosis"
+        else:
+            day0, source = None, ""
+        base, _ = course.ends()
+        follow = first_follow_up(course, base, landmark)
+        pfs = os_ = None
+        pfs_event = os_event = False
+        if day0 is not None:
+            known = [d for d in (seen, died, last_event.get(pid), *(p.date for p in course.draws)) if d]
+            censor = seen or (max(known) if known else day0)
+            prog_dates = [d for d in [progressed, *progressions.get(pid, [])] if d and d >= day0]
+            prog = min(prog_dates) if prog_dates else None
+            if died and died >= day0:
+                os_, os_event = _months(day0, died), True
+            elif censor >= day0:
+                os_ = _months(day0, censor)
+            first_event = min([d for d in (prog, died if died and died >= day0 else None) if d], default=None)
+            if first_event is not None:
+                pfs, pfs_event = _months(day0, first_event), True
+            elif censor >= day0:
+                pfs = _months(day0, censor)
+        ctc0 = None
+        if follow is not None and follow.ctc_count is not None:
+            ctc0 = "ctc0" if follow.ctc_count == 0 else "ctc_pos"
+        out.append(SurvivalRecord(
+            patient_id=pid, study_id=course.study_id, trial=course.trial, arm=course.arm, day0=day0,
+            day0_source=source, pfs_months=pfs, pfs_event=pfs_event, os_months=os_, os_event=os_event,
+            baseline=base.status if base else None, baseline_per_7_5ml=base.per_7_5ml if base else None,
+            ctc0=ctc0, conversion=conversion_of(base, follow),
+            preliminary=bool((base and base.preliminary) or (follow and follow.preliminary)),
+        ))
+    return out
+
+
+# --- the analysis ---------------------------------------------------------------------------------
+
+
+GROUP_LABELS = {
+    "baseline": {UNFAVORABLE: "Baseline ≥ cut-off (unfavorable)", "favorable": "Baseline < cut-off (favorable)"},
+    "ctc0": {"ctc0": "CTC0 at first follow-up", "ctc_pos": "CTC ≥ 1 at first follow-up"},
+    "conversion": dict(CONVERSION_LABELS),
+}
+GROUP_ORDER = {
+    "baseline": ["favorable", UNFAVORABLE],
+    "ctc0": ["ctc0", "ctc_pos"],
+    "conversion": [PERSISTENT_FAVORABLE, TO_FAVORABLE, TO_UNFAVORABLE, PERSISTENT_UNFAVORABLE],
+}
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else round(float(x), 3)
+
+
+def _km_group(key: str, label: str, times: list[float], events: list[bool], grid: list[float]) -> dict:
+    from lifelines import KaplanMeierFitter
+    from lifelines.utils import median_survival_times
+
+    kmf = KaplanMeierFitter().fit(times, event_observed=events, label=key)
+    sf = kmf.survival_function_[key]
+    ci = median_survival_times(kmf.confidence_interval_)
+    lo, hi = (float(v) for v in ci.iloc[0]) if len(ci) else (math.inf, math.inf)
+    n_events = int(sum(events))
+    return {
+        "key": key,
+        "name": label,
+        "n": len(times),
+        "events": n_events,
+        "median": _finite(kmf.median_survival_time_),
+        "median_ci95": [_finite(lo), _finite(hi)],
+        "times": [round(float(t), 3) for t in sf.index],
+        "survival": [round(float(s), 4) for s in sf.values],
+        "censored_times": sorted(round(t, 3) for t, e in zip(times, events, strict=True) if not e),
+        "at_risk": [sum(1 for t in times if t >= g) for g in grid],
+        "reliable": len(times) >= MIN_PATIENTS and n_events >= MIN_EVENTS,
+    }
+
+
+def _cox(rows: list[tuple[float, bool, int, str]]) -> tuple[dict | None, float | None, str | None]:
+    """Cox model of unfavorable baseline (1/0), adjusted for arm when there are several.
+
+    ``rows``: (time, event, unfavorable, arm label). Returns (cox dict, c-index, note).
+    """
+    import pandas as pd
+    from lifelines import CoxPHFitter
+
+    df = pd.DataFrame(rows, columns=["T", "E", "unfavorable_baseline", "arm"])
+    if df["unfavorable_baseline"].nunique() < 2 or df["E"].sum() == 0:
+        return None, None, "Cox model not fitted: it needs patients in both baseline groups and at least one event."
+    adjusted = []
+    arms = sorted(df["arm"].unique())
+    if len(arms) > 1:
+        dummies = pd.get_dummies(df["arm"], prefix="arm", drop_first=True, dtype=float)
+        df = pd.concat([df.drop(columns="arm"), dummies], axis=1)
+        adjusted = ["arm"]
+    else:
+        df = df.drop(columns="arm")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cph = CoxPHFitter().fit(df, duration_col="T", event_col="E")
+    except Exception as err:  # noqa: BLE001 - lifelines raises several kinds on separation/convergence
+        return None, None, f"Cox model did not converge ({type(err).__name__}); too few events or perfect separation."
+    shaky = any("convergence" in str(w.message).lower() or "separation" in str(w.message).lower() for w in caught)
+    row = cph.summary.loc["unfavorable_baseline"]
+    cox = {
+        "hr": _finite(row["exp(coef)"]),
+        "ci95": [_finite(row["exp(coef) lower 95%"]), _finite(row["exp(coef) upper 95%"])],
+        "p": _finite(row["p"]) if row["p"] >= 0.001 else float(f"{row['p']:.2e}"),
+        "adjusted_for": adjusted,
+        "covariate": "baseline CTC at or above the cut-off (vs below)",
+    }
+    note = ("Cox model: lifelines reports a convergence problem (collinearity or near-separation, e.g. an arm "
+            "with no events); read the hazard ratio with caution.") if shaky else None
+    return cox, _finite(cph.concordance_index_), note
+
+
+def survival_analysis(records: Iterable[SurvivalRecord], endpoint: str = "pfs", by: str = "baseline") -> dict:
+    """Kaplan–Meier by group, log-rank p, Cox HR of baseline status and c-index, with notes.
+
+    The shape is the API contract (``GET /api/cohort/survival/``, docs/api.md): ``endpoint``,
+    ``by``, ``groups`` (``name``, ``n``, ``events``, ``median``, ``median_ci95``, ``times``,
+    ``survival``, ``at_risk``), ``logrank_p``, ``cox`` (``hr``, ``ci95``, ``p``, ``adjusted_for``),
+    ``c_index``, ``notes``; plus ``at_risk_times`` (the months the at-risk counts are taken at).
+    """
+    from lifelines.statistics import multivariate_logrank_test
+
+    if endpoint not in ENDPOINTS:
+        raise ValueError(f"endpoint must be one of {', '.join(ENDPOINTS)}")
+    if by not in GROUPINGS:
+        raise ValueError(f"by must be one of {', '.join(GROUPINGS)}")
+    records = list(records)
+    notes: list[str] = []
+
+    def te(r: SurvivalRecord) -> tuple[float | None, bool]:
+        return (r.pfs_months, r.pfs_event) if endpoint == "pfs" else (r.os_months, r.os_event)
+
+    usable = [r for r in records if te(r)[0] is not None]
+    no_day0 = sum(1 for r in records if r.day0 is None)
+    if no_day0:
+        notes.append(f"{no_day0} patient(s) without enrolment, treatment or diagnosis date are left out (no day 0).")
+    grouped = [r for r in usable if r.group(by) is not None]
+    ungrouped = len(usable) - len(grouped)
+    if ungrouped:
+        need = "an analysed baseline draw" if by == "baseline" else "a baseline and a first follow-up draw"
+        notes.append(f"{ungrouped} patient(s) without {need} are not in a curve.")
+    prelim = sum(1 for r in grouped if r.preliminary)
+    if prelim:
+        notes.append(f"{prelim} of {len(grouped)} patients are grouped on a preliminary (not fully reviewed) count.")
+    sources = sorted({r.day0_source for r in grouped if r.day0_source})
+    notes.append("Day 0: enrolment, else first treatment, else diagnosis"
+                 + (f" (used here: {', '.join(sources)})." if sources else "."))
+
+    horizon = max((te(r)[0] for r in grouped), default=0.0)
+    grid = [float(m) for m in range(0, int(horizon) + AT_RISK_STEP_MONTHS, AT_RISK_STEP_MONTHS)]
+    groups = []
+    labels: list[str] = []
+    durations: list[float] = []
+    events: list[bool] = []
+    for key in GROUP_ORDER[by]:
+        members = [r for r in grouped if r.group(by) == key]
+        if not members:
+            continue
+        t = [te(r)[0] for r in members]
+        e = [te(r)[1] for r in members]
+        g = _km_group(key, GROUP_LABELS[by][key], t, e, grid)
+        groups.append(g)
+        if not g["reliable"]:
+            notes.append(f"{g['name']}: {g['n']} patients, {g['events']} events: not a reliable estimate "
+                         f"(needs at least {MIN_PATIENTS} patients and {MIN_EVENTS} events).")
+        labels += [key] * len(t)
+        durations += t
+        events += e
+
+    logrank_p = None
+    if len(groups) >= 2 and sum(events):
+        logrank_p = _finite(multivariate_logrank_test(durations, labels, events).p_value)
+    elif len(groups) < 2:
+        notes.append("Log-rank test not computed: fewer than two groups have patients.")
+
+    base_rows = [(te(r)[0], te(r)[1], int(r.baseline == UNFAVORABLE), r.arm or "none")
+                 for r in usable if r.baseline is not None]
+    cox, c_index, cox_note = _cox(base_rows) if base_rows else (None, None, "Cox model not fitted: no patients.")
+    if cox_note:
+        notes.append(cox_note)
+    return {
+        "endpoint": endpoint,
+        "endpoint_label": ENDPOINTS[endpoint],
+        "by": by,
+        "by_label": GROUPINGS[by],
+        "time_unit": "months",
+        "at_risk_times": grid,
+        "groups": groups,
+        "logrank_p": logrank_p,
+        "cox": cox,
+        "c_index": c_index,
+        "patients": len(records),
+        "notes": notes,
+    }
+
+
+SURVIVAL_CSV_HEADER = ["study_id", "trial", "arm", "day0", "day0_source", "pfs_months", "pfs_event", "os_months",
+                       "os_event", "baseline_status", "baseline_ctc_per_7_5ml", "ctc0_first_follow_up",
+                       "conversion", "preliminary"]
+
+
+def survival_rows(records: Iterable[SurvivalRecord]) -> list[dict]:
+    """Per-patient survival data (time, event, groups) for the CSV and JSON exports."""
+    rows = []
+    for r in records:
+        d = asdict(r)
+        rows.append({
+            "study_id": r.study_id, "trial": r.trial, "arm": r.arm,
+            "day0": r.day0.isoformat() if r.day0 else None, "day0_source": r.day0_source,
+            "pfs_months": d["pfs_months"], "pfs_event": int(r.pfs_event), "os_months": d["os_months"],
+            "os_event": int(r.os_event), "baseline_status": r.baseline, "baseline_ctc_per_7_5ml":
+            r.baseline_per_7_5ml, "ctc0_first_follow_up": r.ctc0, "conversion": r.conversion,
+            "preliminary": int(r.preliminary),
+        })
+    return rows
+
+
+__all__ = [
+    "ENDPOINTS", "GROUPINGS", "SurvivalRecord", "check_outcomes", "first_follow_up", "record_outcomes",
+    "survival_analysis", "survival_records", "survival_rows", "TO_FAVORABLE", "TO_UNFAVORABLE",
+]
