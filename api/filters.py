@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import django_filters as filters
+from django import forms
 
 from patients.models import (
     BloodDraw,
@@ -17,13 +18,35 @@ from patients.models import (
     UploadStatus,
 )
 
+#: The largest id PostgreSQL's bigint holds; past it a lookup was a DataError (500) on the foreign keys.
+MAX_ID = 2**63 - 1
+
+
+class IdField(forms.IntegerField):
+    """A record id: a whole number from 1 to :data:`MAX_ID` (else the filter answers 400 with why)."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - django form field signature
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(*args, **kwargs)
+
+
+class IdFilter(filters.NumberFilter):
+    """``?patient=``, ``?draw=``, ``?care_team=`` ...: an integer id in bigint range.
+
+    django-filter's ``NumberFilter`` parses a ``Decimal``: ``2**63`` or ``1e400`` went to
+    PostgreSQL and came back as a 500. An ``IntegerField`` with bounds refuses them.
+    """
+
+    field_class = IdField
+
 
 class PatientFilter(filters.FilterSet):
     cancer_type = filters.CharFilter(field_name="cancer_type__code",
                                      help_text="Cancer type code, e.g. breast_metastatic")
     trial = filters.CharFilter(field_name="trial__code", help_text="Trial code")
     arm = filters.CharFilter(field_name="arm__code", help_text="Arm code (with or without ?trial=)")
-    care_team = filters.NumberFilter(field_name="care_team_id")
+    care_team = IdFilter(field_name="care_team_id")
     study_id = filters.CharFilter(field_name="study_id", lookup_expr="iexact")
 
     class Meta:
@@ -34,7 +57,7 @@ class PatientFilter(filters.FilterSet):
 class PatientScopedFilter(filters.FilterSet):
     """Common filters for rows that belong to one patient."""
 
-    patient = filters.NumberFilter(field_name="patient_id", help_text="Patient id")
+    patient = IdFilter(field_name="patient_id", help_text="Patient id")
     trial = filters.CharFilter(field_name="patient__trial__code", help_text="Trial code")
     arm = filters.CharFilter(field_name="patient__arm__code", help_text="Arm code")
 
@@ -70,8 +93,8 @@ class ClinicalEventFilter(PatientScopedFilter):
 
 
 class UploadFilter(filters.FilterSet):
-    draw = filters.NumberFilter(field_name="draw_id")
-    patient = filters.NumberFilter(field_name="draw__patient_id")
+    draw = IdFilter(field_name="draw_id")
+    patient = IdFilter(field_name="draw__patient_id")
     status = filters.ChoiceFilter(choices=UploadStatus.choices)
 
     class Meta:
@@ -80,8 +103,8 @@ class UploadFilter(filters.FilterSet):
 
 
 class CellEventFilter(filters.FilterSet):
-    draw = filters.NumberFilter(field_name="draw_id")
-    upload = filters.NumberFilter(field_name="upload_id")
+    draw = IdFilter(field_name="draw_id")
+    upload = IdFilter(field_name="upload_id")
     call = filters.ChoiceFilter(choices=Call.choices, help_text="The model's call")
     category = filters.CharFilter()
     reviewed = filters.BooleanFilter(method="filter_reviewed",
@@ -97,7 +120,7 @@ class CellEventFilter(filters.FilterSet):
 
 
 class SummaryFilter(filters.FilterSet):
-    patient = filters.NumberFilter(field_name="draw__patient_id")
+    patient = IdFilter(field_name="draw__patient_id")
     trial = filters.CharFilter(field_name="draw__patient__trial__code")
     arm = filters.CharFilter(field_name="draw__patient__arm__code")
     status = filters.ChoiceFilter(choices=SummaryStatus.choices)

@@ -126,6 +126,11 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=15)
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+#: Reverse proxies in front of the app that append the client's address to X-Forwarded-For
+#: (0: none, the client address is REMOTE_ADDR). One rule (patients.audit.client_ip) for the
+#: audit trail, django-axes and the API throttles (docs/security.md).
+CTC_TRUSTED_PROXIES = env.int("CTC_TRUSTED_PROXIES", default=0)
+AXES_CLIENT_IP_CALLABLE = "patients.audit.client_ip"
 
 # --- i18n / static / media ---------------------------------------------------
 LANGUAGE_CODE = "en-gb"
@@ -229,6 +234,13 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {"token": env("TOKEN_THROTTLE_RATE", default="20/min")},
+    "NUM_PROXIES": CTC_TRUSTED_PROXIES,  # DRF's own throttles: the same rule as patients.audit.client_ip
+    # JSON bodies nested past api.parsers.MAX_DEPTH are a 400 (Python's decoder raised RecursionError: 500).
+    "DEFAULT_PARSER_CLASSES": [
+        "api.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "CTC Monitor API",

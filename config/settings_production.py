@@ -67,10 +67,11 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-# The client address for the lockout is REMOTE_ADDR (django-ipware is not installed, so
-# axes never reads X-Forwarded-For): a forged header cannot give every guess a new
-# "address" (tests/security/test_hardening.py). Behind a reverse proxy, REMOTE_ADDR must be
-# made the client's by the deployment (docs/security.md), for the audit trail too.
+# The client address for the lockout is patients.audit.client_ip (AXES_CLIENT_IP_CALLABLE in
+# config/settings.py): REMOTE_ADDR unless CTC_TRUSTED_PROXIES says how many proxies in front
+# append to X-Forwarded-For. A forged header cannot give every guess a new "address"
+# (tests/security/test_hardening.py, test_hostile_users.py); the API throttles and the
+# audit trail use the same rule (docs/security.md).
 
 # --- Content security policy (django-csp) ---------------------------------------
 # Scripts only from this origin or inline with the per-request nonce

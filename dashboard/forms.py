@@ -83,6 +83,14 @@ class DrawForm(forms.ModelForm):
         labels = {"volume_ml": "Volume analysed (mL)"}
         widgets = {"timepoint": forms.TextInput(attrs={"placeholder": "baseline, C3D1, …"})}
 
+    def clean_timepoint(self) -> str:
+        """The documented character set (``patients.validation.check_timepoint``, as the API and admin)."""
+        from patients.validation import check_timepoint
+
+        value = self.cleaned_data["timepoint"]
+        check_timepoint(value)
+        return value
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if not self.is_bound:

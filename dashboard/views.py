@@ -26,7 +26,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
@@ -246,7 +246,9 @@ def _csv_response(filename: str, rows) -> StreamingHttpResponse:  # noqa: ANN001
 
     writer = csv.writer(Echo())
     response = StreamingHttpResponse((writer.writerow(r) for r in rows), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    # Django's RFC 6266 helper: quotes and backslashes escaped, anything else non-printable (a CR/LF
+    # in a study ID stored before identifiers were checked) as filename*=utf-8''..., never raw.
+    response["Content-Disposition"] = content_disposition_header(True, filename)
     response["Cache-Control"] = "no-store"
     return response
 

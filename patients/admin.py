@@ -1,7 +1,35 @@
+from django import forms
 from django.contrib import admin
 from simple_history.admin import SimpleHistoryAdmin
 
 from patients import models
+from patients.validation import check_study_id, check_timepoint
+
+
+class PatientAdminForm(forms.ModelForm):
+    """The admin's patient form: study IDs in the documented character set, as the API."""
+
+    class Meta:
+        model = models.Patient
+        fields = "__all__"  # noqa: DJ007 - the admin shows every field
+
+    def clean_study_id(self) -> str:
+        value = self.cleaned_data["study_id"]
+        check_study_id(value)
+        return value
+
+
+class BloodDrawAdminForm(forms.ModelForm):
+    """The admin's draw form: timepoints in the documented character set, as the API and dashboard."""
+
+    class Meta:
+        model = models.BloodDraw
+        fields = "__all__"  # noqa: DJ007
+
+    def clean_timepoint(self) -> str:
+        value = self.cleaned_data["timepoint"]
+        check_timepoint(value)
+        return value
 
 
 class MembershipInline(admin.TabularInline):
@@ -34,6 +62,7 @@ class TrialAdmin(admin.ModelAdmin):
 
 @admin.register(models.Patient)
 class PatientAdmin(SimpleHistoryAdmin):
+    form = PatientAdminForm
     list_display = ("study_id", "cancer_type", "care_team", "trial", "arm")
     list_filter = ("cancer_type", "care_team", "trial")
     search_fields = ("study_id", "mrn")
@@ -53,6 +82,7 @@ class ClinicalEventAdmin(SimpleHistoryAdmin):
 
 @admin.register(models.BloodDraw)
 class BloodDrawAdmin(SimpleHistoryAdmin):
+    form = BloodDrawAdminForm
     list_display = ("patient", "drawn_at", "timepoint", "volume_ml")
     list_select_related = ("patient",)
 

@@ -15,8 +15,21 @@ from patients.models import AuditEvent, Patient
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    # REMOTE_ADDR only: X-Forwarded-For is client-controlled unless a trusted proxy sets it,
-    # and deployments behind a proxy configure that in the proxy (see docs/security.md).
+    """The client's address: one rule for the audit trail, django-axes and the API throttles.
+
+    With ``CTC_TRUSTED_PROXIES = 0`` (the default) it is ``REMOTE_ADDR``: ``X-Forwarded-For``
+    is written by the client and proves nothing. Behind ``n`` trusted proxies, each of which
+    appends the address it saw, the client is the ``n``-th entry from the right (what the
+    first trusted proxy saw); entries further left are the client's own and are ignored.
+    A header shorter than that falls back to its leftmost entry, like DRF's ``NUM_PROXIES``.
+    """
+    from django.conf import settings
+
+    proxies = int(getattr(settings, "CTC_TRUSTED_PROXIES", 0) or 0)
+    if proxies > 0:
+        hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
+        if hops:
+            return hops[-min(proxies, len(hops))][:45] or None
     return request.META.get("REMOTE_ADDR") or None
 
 

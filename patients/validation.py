@@ -1,4 +1,4 @@
-"""Checks on clinical dates shared by the dashboard forms, the API serializers and the admin.
+"""Checks on clinical dates and identifiers shared by the dashboard forms, the API serializers and the admin.
 
 A blood draw or a clinical event cannot have happened in the future: a draw dated
 ahead hides the overdue flag of the visit schedule, an event ahead misplaces the
@@ -8,6 +8,7 @@ timeline. One function per kind, so every entry point gives the same message.
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from django.core.exceptions import ValidationError
 from django.utils import timezone
@@ -42,4 +43,38 @@ def check_event_date(date: dt.date | None, today: dt.date | None = None) -> None
         raise ValidationError(
             f"The event date {date:%d %b %Y} is in the future; record events that have happened.",
             code="future_event",
+        )
+
+
+# --- Identifiers -----------------------------------------------------------------------------------
+#
+# Study IDs and timepoints end up in places that give characters a meaning: file names in
+# Content-Disposition headers, CSV cells a spreadsheet may run as formulas, Plotly labels that
+# render their own markup, URLs and log lines. Both are short codes, so the character set is
+# small and documented (docs/security.md): nothing that quotes, separates, breaks a line or
+# starts a formula. Existing records are not rewritten; every output still escapes on its own.
+
+#: Study ID: a letter or digit, then letters, digits, ``.``, ``_``, ``-`` (ASCII), at most 40.
+STUDY_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
+#: Timepoint: a letter or digit, then letters, digits, space and ``. _ - / # ( ) +``, at most 40.
+TIMEPOINT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._/#()+-]{0,39}")
+
+
+def check_study_id(value: str | None) -> None:
+    """Refuse a study ID outside :data:`STUDY_ID_RE` (the message names the allowed characters)."""
+    if value is None or not STUDY_ID_RE.fullmatch(value):
+        raise ValidationError(
+            "A study ID is 1-40 characters: letters A-Z, digits, '.', '_' or '-', starting with a letter or "
+            "digit (no spaces, quotes, line breaks or markup).",
+            code="invalid_study_id",
+        )
+
+
+def check_timepoint(value: str | None) -> None:
+    """Refuse a timepoint outside :data:`TIMEPOINT_RE`, with a message that says what is allowed."""
+    if value is None or not TIMEPOINT_RE.fullmatch(value) or value != value.strip():
+        raise ValidationError(
+            "A timepoint is 1-40 characters: letters A-Z, digits, spaces and . _ - / # ( ) +, starting with a "
+            "letter or digit, e.g. 'baseline', 'C3D1', 'week 12' (no quotes, line breaks or markup).",
+            code="invalid_timepoint",
         )

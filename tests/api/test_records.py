@@ -35,14 +35,14 @@ def test_it_rejects_a_team_the_user_is_not_in(as_alice, other_team):
     r = as_alice.post("/api/patients/", {"study_id": "BR-003", "cancer_type": "breast_metastatic",
                                          "care_team": other_team.pk}, format="json")
     assert r.status_code == 400
-    assert "not a member" in r.json()["care_team"][0]
+    assert "among yours" in r.json()["care_team"][0]  # issue 16: the same words as a missing id
 
 
 def test_patient_validation_errors_are_clear(as_alice, patient):
     r = as_alice.post("/api/patients/", {"study_id": patient.study_id, "cancer_type": "lung"}, format="json")
     assert r.status_code == 400
     body = r.json()
-    assert "already exists" in body["study_id"][0]
+    assert "cannot be used" in body["study_id"][0]  # issue 16: one message, visible or not
     assert "lung" in body["cancer_type"][0]
     future = (dt.date.today() + dt.timedelta(days=10)).isoformat()
     r = as_alice.post("/api/patients/", {"study_id": "X1", "cancer_type": "breast_metastatic",
