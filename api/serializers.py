@@ -35,13 +35,28 @@ from patients.outcomes import check_outcomes
 from patients.scoping import is_admin
 from patients.stats import count_ci, per_7_5ml_ci
 from patients.summary import draw_status
-from patients.validation import check_drawn_at, check_event_date
+from patients.validation import check_drawn_at, check_event_date, check_study_id, check_timepoint
 
 #: Outcome dates (issue 14): progression-free and overall survival derive from them.
 OUTCOME_FIELDS = ("progression_date", "death_date", "last_follow_up")
 
 #: Roles whose members may add patients to their team (EDIT_RECORDS in patients.roles).
 _EDITING_ROLES = {Role.ONCOLOGIST, Role.COORDINATOR, Role.ADMIN}
+
+#: One answer for a care team that does not exist and one the user is not a member of: the
+#: second must not confirm that the id exists, nor name the team (docs/security.md).
+_NO_SUCH_TEAM = "No care team {pk_value} among yours: give the id of a care team you belong to."
+#: One answer for a study ID already in use, whether or not the user can see that patient.
+_STUDY_ID_TAKEN = ("Study ID {value} cannot be used: study IDs are unique across the site (compared without "
+                   "case). Check the ID issued for this patient, or ask an administrator.")
+
+
+def _check(check: Any, value: Any) -> None:
+    """Run a ``patients.validation`` check; its Django ValidationError becomes DRF's (a 400 on the field)."""
+    try:
+        check(value)
+    except DjangoValidationError as err:
+        raise serializers.ValidationError(err.messages) from err
 
 
 def _user(serializer: serializers.Serializer) -> Any:
@@ -134,7 +149,12 @@ class PatientSerializer(serializers.ModelSerializer):
     care_team = serializers.PrimaryKeyRelatedField(
         queryset=CareTeam.objects.all(), required=False,
         help_text="Care team id; optional when you belong to exactly one team",
+        error_messages={"does_not_exist": _NO_SUCH_TEAM},
     )
+    # Declared, not generated: the model's unique=True would add a validator whose message ("already
+    # exists") differs from ours; uniqueness is checked in validate_study_id with one message.
+    study_id = serializers.CharField(max_length=40, help_text="Pseudonymous study ID: letters A-Z, digits, "
+                                                              "'.', '_', '-' (patients.validation.STUDY_ID_RE)")
     trial = serializers.SlugRelatedField(slug_field="code", queryset=Trial.objects.all(), required=False,
                                          allow_null=True, help_text="Trial code")
     arm = serializers.CharField(source="arm.code", required=False, allow_null=True, allow_blank=True,
@@ -153,11 +173,20 @@ class PatientSerializer(serializers.ModelSerializer):
         if is_admin(user):
             return team
         role = team.memberships.filter(user=user).values_list("role", flat=True).first()
-        if role is None:
-            raise serializers.ValidationError(f"You are not a member of care team {team.pk} ({team.name}).")
+        if role is None:  # the same words as for an id that does not exist
+            raise serializers.ValidationError(_NO_SUCH_TEAM.format(pk_value=team.pk))
         if role not in _EDITING_ROLES:
             raise serializers.ValidationError(f"Your role in {team.name} ({role}) may not add or move patients.")
         return team
+
+    def validate_study_id(self, value: str) -> str:
+        _check(check_study_id, value)
+        clash = Patient.objects.filter(study_id__iexact=value)
+        if self.instance is not None:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():  # all patients, visible or not: one message either way
+            raise serializers.ValidationError(_STUDY_ID_TAKEN.format(value=value))
+        return value
 
     def validate_diagnosis_date(self, value: dt.date | None) -> dt.date | None:
         if value and value > timezone.localdate():
@@ -409,6 +438,10 @@ class DrawSerializer(serializers.ModelSerializer):
     def get_ctc_per_7_5ml_ci95(self, draw: BloodDraw) -> list[float] | None:
         s = self._summary(draw)
         return list(per_7_5ml_ci(s.ctc_count, float(draw.volume_ml))) if s else None
+
+    def validate_timepoint(self, value: str) -> str:
+        _check(check_timepoint, value)  # the documented character set (patients/validation.py)
+        return value
 
     def validate_drawn_at(self, value: dt.datetime) -> dt.datetime:
         try:
