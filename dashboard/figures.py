@@ -100,6 +100,9 @@ class TimelineDraw:
     per_7_5ml: float | None  # None: not analysed yet
     malignant_fraction: float | None
     status: str  # preliminary | final | amended | "" (not analysed)
+    #: the model's range of the count (issue 14; patients/summary.py); None: not known
+    count_min: int | None = None
+    count_max: int | None = None
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,8 @@ def timeline_figure(
     offsets = spread_same_day([d.drawn_at.date() for d in draws], span)
     analysed = [(d, o) for d, o in zip(draws, offsets, strict=True) if d.per_7_5ml is not None]
     pending = [(d, o) for d, o in zip(draws, offsets, strict=True) if d.per_7_5ml is None]
-    ymax = max([cutoff * 1.6, 4.0] + [d.per_7_5ml * 1.15 for d, _ in analysed])
+    bars = _count_intervals([d for d, _ in analysed])
+    ymax = max([cutoff * 1.6, 4.0] + [d.per_7_5ml * 1.15 for d, _ in analysed] + [hi * 1.05 for _, hi in bars])
     event_y = ymax * 0.97
 
     fig = Figure()
@@ -223,15 +227,20 @@ def timeline_figure(
 
     hover = (
         "<b>%{text}</b><br>%{customdata[1]}<br>CTC %{customdata[2]} in %{customdata[3]} mL"
-        "<br><b>%{y:.1f} per 7.5 mL</b> (%{customdata[4]})<extra></extra>"
+        "<br><b>%{y:.1f} per 7.5 mL</b> (%{customdata[4]})<br>%{customdata[5]}<extra></extra>"
     )
     if analysed:
         fig.add_trace(trace("scatter",
             name="CTC per 7.5 mL", x=[x_of(d.drawn_at, o) for d, o in analysed], y=[d.per_7_5ml for d, _ in analysed],
             mode="lines+markers", text=[plain(d.timepoint) for d, _ in analysed],
-            customdata=[[d.url, f"{d.drawn_at:%d %b %Y}", d.ctc_count, f"{d.volume_ml:g}", plain(d.status)]
-                        for d, _ in analysed],
+            customdata=[[d.url, f"{d.drawn_at:%d %b %Y}", d.ctc_count, f"{d.volume_ml:g}", plain(d.status),
+                         _uncertainty_words(d, b, cutoff)] for (d, _), b in zip(analysed, bars, strict=True)],
             line={"color": BLUE, "width": 2},
+            # Exact 95 % Poisson interval of each count, through its volume (issue 14).
+            error_y={"type": "data", "symmetric": False, "color": BLUE, "thickness": 1.2, "width": 4,
+                     "array": [round(hi - d.per_7_5ml, 2) for (d, _), (_, hi) in zip(analysed, bars, strict=True)],
+                     "arrayminus": [round(max(0.0, d.per_7_5ml - lo), 2)
+                                    for (d, _), (lo, _) in zip(analysed, bars, strict=True)]},
             marker={
                 "size": 11,
                 "line": {"width": 2, "color": [RED if d.per_7_5ml >= cutoff else GREEN for d, _ in analysed]},
@@ -248,6 +257,8 @@ def timeline_figure(
             customdata=[[d.url] for d, _ in analysed],
             hovertemplate="<b>%{text}</b><br>Malignant fraction %{y:.1f}%<extra></extra>",
         ))
+        for t in _significance_traces(analysed, x_of, ymax):
+            fig.add_trace(t)
     if pending:
         fig.add_trace(trace("scatter",
             name="Draw not analysed yet", x=[x_of(d.drawn_at, o) for d, o in pending], y=[0] * len(pending),
@@ -283,6 +294,57 @@ def timeline_figure(
         legend={"orientation": "h", "y": -0.2, "yanchor": "top", "x": 0},
     ))
     return fig
+
+
+def _count_intervals(draws: Sequence[TimelineDraw]) -> list[tuple[float, float]]:
+    """The 95 % Poisson interval per 7.5 mL of each analysed draw (the value itself without a count)."""
+    from patients.stats import per_7_5ml_ci
+
+    return [per_7_5ml_ci(d.ctc_count, d.volume_ml) if d.ctc_count is not None and d.volume_ml > 0
+            else (d.per_7_5ml, d.per_7_5ml) for d in draws]
+
+
+def _uncertainty_words(d: TimelineDraw, bar: tuple[float, float], cutoff: float) -> str:
+    """Hover line: the interval and, when it applies, "indeterminate until reviewed / at this volume"."""
+    from patients.summary import draw_status
+
+    status, note = draw_status(d.per_7_5ml, cutoff, preliminary=d.status == "preliminary", count=d.ctc_count,
+                               count_min=d.count_min, count_max=d.count_max, volume_ml=d.volume_ml)
+    words = f"95% CI {bar[0]:g}–{bar[1]:g}"
+    if status and status not in ("favorable", "unfavorable"):
+        words += f"; <b>{status}</b>"
+    if note:
+        words += f"; {note}"
+    return words
+
+
+def _significance_traces(analysed: Sequence[tuple[TimelineDraw, float]], x_of, ymax: float) -> list[dict]:  # noqa: ANN001
+    """Marks at draws that differ from the previous one beyond counting noise (exact test, alpha 0.05)."""
+    from patients.stats import ALPHA, format_p, rate_change
+
+    marks: dict[str, list] = {"rise": [], "fall": []}
+    for (prev, _), (d, o) in zip(analysed, analysed[1:], strict=False):
+        if prev.ctc_count is None or d.ctc_count is None or prev.volume_ml <= 0 or d.volume_ml <= 0:
+            continue
+        test = rate_change(prev.ctc_count, prev.volume_ml, d.ctc_count, d.volume_ml)
+        if test.significant:
+            marks[test.direction].append((d, o, prev, test.p_value))
+    out = []
+    for direction, rows in marks.items():
+        if not rows:
+            continue
+        out.append(trace("scatter",
+            name=f"Significant {direction} (p < {ALPHA:g})", x=[x_of(d.drawn_at, o) for d, o, _, _ in rows],
+            y=[min(ymax * 0.9, d.per_7_5ml + ymax * 0.07) for d, _, _, _ in rows], mode="markers+text",
+            marker={"size": 12, "symbol": "triangle-up" if direction == "rise" else "triangle-down",
+                    "color": RED if direction == "rise" else GREEN},
+            text=[f"p={format_p(p)}" for _, _, _, p in rows], textposition="top center",
+            textfont={"size": 10, "color": INK},
+            customdata=[[d.url, plain(prev.timepoint), format_p(p)] for d, _, prev, p in rows],
+            hovertemplate=f"<b>Significant {direction}</b> since %{{customdata[1]}}"
+                          "<br>exact test, p = %{customdata[2]}<extra></extra>",
+        ))
+    return out
 
 
 # --- Draw page -----------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from patients.models import (
 )
 from patients.review import review_event
 from patients.roles import Action, can
+from patients.summary import Reading, reading_of, significant_trend
 from patients.uploads import UploadRequest, create_upload, draw_is_final, withdraw_upload
 
 PATIENTS_PER_PAGE = 25
@@ -114,24 +115,32 @@ def patient_list(request: HttpRequest) -> HttpResponse:
     # Draws of this page's patients only (one query, summaries joined, no cell events): the
     # last draw, the number of draws, the latest two analysed counts.
     draws: dict[int, list[tuple]] = {p.pk: [] for p in patients}
-    for patient_id, drawn_at, value, status in (
+    readings: dict[int, list[Reading]] = {p.pk: [] for p in patients}
+    for patient_id, drawn_at, value, status, timepoint, volume, count, cmin, cmax in (
         BloodDraw.objects.filter(patient__in=[p.pk for p in patients])
         .order_by("patient_id", "-drawn_at", "-pk")
-        .values_list("patient_id", "drawn_at", "summary__ctc_per_7_5ml", "summary__status")
+        .values_list("patient_id", "drawn_at", "summary__ctc_per_7_5ml", "summary__status", "timepoint",
+                     "volume_ml", "summary__ctc_count", "summary__ctc_count_min", "summary__ctc_count_max")
     ):
         draws[patient_id].append((drawn_at, value, status))
+        if value is not None:  # issue 14: counts and volumes for the interval, the range and the change test
+            readings[patient_id].append(Reading(timepoint, value, count, float(volume), status, cmin, cmax))
     today = timezone.localdate()
     for p in patients:
         mine = draws[p.pk]
         analysed = [(v, st) for _, v, st in mine if v is not None]
         latest = analysed[0] if analysed else None
-        previous = analysed[1] if len(analysed) > 1 else None
         p.n_draws = len(mine)
         p.last_drawn = mine[0][0] if mine else None
         p.latest_value = latest[0] if latest else None
         p.latest_status = latest[1] if latest else ""
         p.unfavorable = latest is not None and latest[0] >= p.cancer_type.ctc_cutoff
-        p.trend = schedule.trend(p.latest_value, previous[0] if previous else None)
+        mine_r = readings[p.pk]
+        # Arrows only for changes beyond counting noise (exact two-rate test, alpha 0.05).
+        p.trend, p.trend_test = significant_trend(mine_r[1] if len(mine_r) > 1 else None,
+                                                  mine_r[0] if mine_r else None)
+        p.status_text, p.interval_note = (mine_r[0].status(p.cancer_type.ctc_cutoff) if mine_r else (None, ""))
+        p.ci = mine_r[0].ci() if mine_r else None
         last = timezone.localtime(p.last_drawn).date() if p.last_drawn else None
         interval = schedule.interval_days(p.trial.draw_interval_days if p.trial else None)
         p.next_due = schedule.next_due(last, interval)
@@ -164,6 +173,8 @@ def _patient_timeline(patient: Patient, draws: list[BloodDraw], lines: list[Trea
             d.summary_row.ctc_per_7_5ml if d.summary_row else None,
             d.summary_row.malignant_fraction if d.summary_row else None,
             d.summary_row.status if d.summary_row else "",
+            d.summary_row.ctc_count_min if d.summary_row else None,
+            d.summary_row.ctc_count_max if d.summary_row else None,
         ) for d in draws],
         [figures.TimelineLine(ln.line_number, ln.regimen, ln.start_date, ln.end_date, ln.stop_reason) for ln in lines],
         [figures.TimelineEvent(e.date, e.kind, e.get_kind_display(), e.recist, e.note) for e in events],
@@ -185,6 +196,11 @@ def _patient_data(request: HttpRequest, pk: int) -> tuple[Patient, list[BloodDra
         d.summary_row = getattr(d, "summary", None) if schedule._has_summary(d) else None
         d.latest_upload = d.uploads.all()[0] if d.uploads.all() else None
         d.unfavorable = d.summary_row is not None and d.summary_row.ctc_per_7_5ml >= patient.cancer_type.ctc_cutoff
+        # Issue 14: the count's 95 % interval and the status words (indeterminate until reviewed / at this volume).
+        d.reading = reading_of(d) if d.summary_row else None
+        d.ci = d.reading.ci() if d.reading else None
+        d.status_text, d.interval_note = (d.reading.status(patient.cancer_type.ctc_cutoff) if d.reading
+                                          else (None, ""))
     lines = list(patient.treatment_lines.order_by("line_number"))
     events = list(patient.clinical_events.order_by("date", "pk"))
     return patient, draws, lines, events

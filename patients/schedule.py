@@ -121,7 +121,7 @@ def _label(timepoint: str) -> str:
     return "baseline" if t.lower() == "baseline" else (t or "an unlabelled draw")
 
 
-def status_sentence(points: Iterable[tuple[str, float | None]], cutoff: int | float) -> str:
+def status_sentence(points: Iterable[tuple], cutoff: int | float) -> str:
     """One sentence on the CTC status over time.
 
     ``points`` are ``(timepoint, ctc_per_7_5ml)`` in time order; draws not analysed
@@ -132,7 +132,9 @@ def status_sentence(points: Iterable[tuple[str, float | None]], cutoff: int | fl
         Favorable at baseline, unfavorable from C2D1 to C4D1, favorable since C6D1.
         Persistently unfavorable since baseline (4 draws).
     """
-    statuses = [(_label(tp), ctc_status(v, cutoff)) for tp, v in points if v is not None]
+    # A point may carry its own status as a third element ("indeterminate until reviewed", issue 14).
+    statuses = [(_label(p[0]), p[2] if len(p) > 2 and p[2] else ctc_status(p[1], cutoff))
+                for p in points if p[1] is not None]
     if not statuses:
         return "No analysed draws yet."
     runs: list[list] = []  # [status, first label, last label, number of draws]
@@ -178,17 +180,29 @@ def preliminary_note(result_statuses: Iterable[str | None]) -> str:
 
 def sentence_for_draws(draws: Sequence, cutoff: int | float) -> str:
     """:func:`status_sentence` for ``BloodDraw`` rows with ``summary`` selected, with
-    :func:`preliminary_note` appended when it rests on unreviewed counts."""
+    :func:`preliminary_note` appended when it rests on unreviewed counts, and (issue 14) the
+    latest change tested against counting noise: "Fall from 12 to 1 CTC/7.5 mL since C2D1,
+    significant (p = 0.003)." A preliminary draw whose model range straddles the cut-off reads
+    "indeterminate until reviewed"."""
+    from patients.summary import change_sentence, reading_of
+
     points = []
     statuses = []
+    readings = []
     for d in draws:
-        value = d.summary.ctc_per_7_5ml if _has_summary(d) else None
-        points.append((d.timepoint, value))
-        if value is not None:
-            statuses.append(d.summary.status)
+        reading = reading_of(d) if _has_summary(d) else None
+        if reading is None:
+            points.append((d.timepoint, None))
+            continue
+        points.append((d.timepoint, reading.value, reading.status(cutoff)[0]))
+        statuses.append(reading.summary_status)
+        readings.append(reading)
     sentence = status_sentence(points, cutoff)
     note = preliminary_note(statuses)
-    return f"{sentence} {note}" if note else sentence
+    sentence = f"{sentence} {note}" if note else sentence
+    if len(readings) >= 2:
+        sentence = f"{sentence} {change_sentence(readings[-2], readings[-1])}"
+    return sentence
 
 
 def _has_summary(draw) -> bool:  # noqa: ANN001

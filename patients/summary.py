@@ -20,11 +20,13 @@ While a draw is preliminary and that range straddles the cut-off, its status is
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db import transaction
 from django.db.models import Count, Q
 
 from patients.models import BloodDraw, CellEvent, DrawSummary, SummaryStatus, UploadStatus
-from patients.stats import count_ci, per_7_5ml_ci, side_of_cutoff
+from patients.stats import RateChange, count_ci, per_7_5ml_ci, rate_change, side_of_cutoff
 
 #: CellSearch convention: counts are reported per 7.5 mL of blood.
 REFERENCE_VOLUME_ML = 7.5
@@ -137,3 +139,84 @@ def draw_status(value: float | None, cutoff: float, *, preliminary: bool = False
     low, high = per_7_5ml_ci(count, volume_ml)
     note = INDETERMINATE_VOLUME if side_of_cutoff(low, high, cutoff) == "straddles" else ""
     return status, note
+
+
+# --- words for pages and exports ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One analysed draw as the pages word it: value, raw count, volume, review status, model range."""
+
+    timepoint: str
+    value: float  # CTC per 7.5 mL
+    count: int
+    volume_ml: float
+    summary_status: str  # preliminary | final | amended
+    count_min: int | None = None
+    count_max: int | None = None
+
+    def status(self, cutoff: float) -> tuple[str | None, str]:
+        return draw_status(self.value, cutoff, preliminary=self.summary_status == SummaryStatus.PRELIMINARY,
+                           count=self.count, count_min=self.count_min, count_max=self.count_max,
+                           volume_ml=self.volume_ml)
+
+    def ci(self) -> tuple[float, float]:
+        return per_7_5ml_ci(self.count, self.volume_ml)
+
+    @property
+    def ci_text(self) -> str:
+        """``"2.2–13.06"``: the 95 % interval per 7.5 mL as pages print it."""
+        low, high = self.ci()
+        return f"{low:g}–{high:g}"
+
+    @property
+    def label(self) -> str:
+        t = (self.timepoint or "").strip()
+        return "baseline" if t.lower() == "baseline" else (t or "the previous draw")
+
+
+def reading_of(draw: BloodDraw) -> Reading | None:
+    """The :class:`Reading` of a draw with its summary selected (None when not analysed)."""
+    try:
+        s = draw.summary
+    except DrawSummary.DoesNotExist:
+        return None
+    if s is None:
+        return None
+    return Reading(draw.timepoint, s.ctc_per_7_5ml, s.ctc_count, float(draw.volume_ml), s.status,
+                   s.ctc_count_min, s.ctc_count_max)
+
+
+def change(previous: Reading | None, latest: Reading | None) -> RateChange | None:
+    """The exact two-rate test between two analysed draws (None without both)."""
+    if previous is None or latest is None or previous.volume_ml <= 0 or latest.volume_ml <= 0:
+        return None
+    return rate_change(previous.count, previous.volume_ml, latest.count, latest.volume_ml)
+
+
+def significant_trend(previous: Reading | None, latest: Reading | None) -> tuple[str, RateChange | None]:
+    """``("up" | "down" | "noise" | "same" | "", test)`` for the patient list's arrow.
+
+    Arrows only for changes beyond counting noise (alpha = 0.05): 1 -> 2 cells is "noise", not "rising".
+    """
+    test = change(previous, latest)
+    if test is None:
+        return "", None
+    if test.direction == "same":
+        return "same", test
+    if not test.significant:
+        return "noise", test
+    return ("up" if test.direction == "rise" else "down"), test
+
+
+def change_sentence(previous: Reading | None, latest: Reading | None) -> str:
+    """``"Fall from 12 to 1 CTC/7.5 mL since C2D1, significant (p = 0.003)."`` or ``""``."""
+    test = change(previous, latest)
+    if test is None or previous is None or latest is None:
+        return ""
+    if test.direction == "same":
+        return f"No change from {previous.label} ({latest.value:g} CTC/7.5 mL)."
+    noun = "Rise" if test.direction == "rise" else "Fall"
+    return (f"{noun} from {previous.value:g} to {latest.value:g} CTC/7.5 mL since {previous.label}, "
+            f"{test.words}.")

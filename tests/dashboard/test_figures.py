@@ -1,4 +1,5 @@
-"""Figure builders: the timeline's bands, cut-off, second axis, click targets and same-day draws."""
+"""Figure builders: the timeline's bands, cut-off, second axis, click targets and same-day draws,
+error bars and significance marks (issue 14)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,11 @@ def test_timeline_has_bands_cutoff_second_axis_and_click_targets():
     (cut,) = [s for s in shapes if s.get("name") == "cutoff"]
     assert cut["y0"] == cut["y1"] == 5
     names = [t["name"] for t in fig["data"]]
-    assert names == ["CTC per 7.5 mL", "Malignant fraction (%)", "Draw not analysed yet", "Imaging response"]
+    # 8 -> 1 CTC in equal volumes is a fall beyond counting noise (exact test p = 0.039): marked (issue 14).
+    assert names == ["CTC per 7.5 mL", "Malignant fraction (%)", "Significant fall (p < 0.05)",
+                     "Draw not analysed yet", "Imaging response"]
+    err = fig["data"][0]["error_y"]  # exact 95 % Poisson intervals: 8 -> 3.45-15.76, 1 -> 0.03-5.57
+    assert err["array"] == [7.76, 4.57] and err["arrayminus"] == [4.55, 0.97]
     assert fig["data"][1]["yaxis"] == "y2"
     assert fig["data"][0]["customdata"][0][0] == "/draws/1/"
     assert any("L2" in a["text"] for a in fig["layout"]["annotations"])
@@ -84,3 +89,13 @@ def test_pca_map_separates_two_groups():
     ctc, other = fig["data"]
     assert (np.mean(ctc["x"]) > 0) != (np.mean(other["x"]) > 0)
     assert figures.pca_2d(np.zeros((0, 3))).shape == (0, 2)
+
+
+def test_timeline_marks_only_changes_beyond_counting_noise():
+    d0 = dt.date(2025, 1, 1)
+    draws = [_draw(1, d0, 12.0), _draw(2, d0 + dt.timedelta(days=21), 1.0), _draw(3, d0 + dt.timedelta(days=42), 2.0)]
+    fig = figures.to_json(figures.timeline_figure(draws, [], [], cutoff=5, day0=d0, relative=False,
+                                                  today=d0 + dt.timedelta(days=50)))
+    marks = [t for t in fig["data"] if t["name"].startswith("Significant")]
+    assert [m["name"] for m in marks] == ["Significant fall (p < 0.05)"]  # 12 -> 1 yes, 1 -> 2 no
+    assert marks[0]["text"] == ["p=0.003"] and marks[0]["customdata"][0][0] == "/draws/2/"
