@@ -734,8 +734,10 @@ class SurvivalView(APIView):
                 return Response({"detail": "Your role does not allow exports."}, status=status.HTTP_403_FORBIDDEN)
             audit.record(request, "export", object_type="Survival",
                          detail={"format": "csv", "patients": len(records), "query": query})
-            response = Response({"fields": outcomes.SURVIVAL_CSV_HEADER,
-                                 "rows": outcomes.survival_rows(records)})
+            from patients.csvsafe import safe_cell  # study ids are user text: no spreadsheet formulas
+
+            rows = [{k: safe_cell(v) for k, v in row.items()} for row in outcomes.survival_rows(records)]
+            response = Response({"fields": outcomes.SURVIVAL_CSV_HEADER, "rows": rows})
             response["Content-Disposition"] = 'attachment; filename="ctc-survival.csv"'
             return response
         body = outcomes.survival_analysis(records, endpoint=endpoint, by=by)

@@ -36,3 +36,9 @@ urlpatterns = [
 ]
 # The audit page (administrators only) belongs to the security work: dashboard/audit_views.py.
 urlpatterns.append(path("audit/", __import__("dashboard.audit_views", fromlist=["audit_log"]).audit_log, name="audit"))
+# Survival by CTC status (issue 14): dashboard/survival_views.py.
+_survival = __import__("dashboard.survival_views", fromlist=["survival"])
+urlpatterns += [
+    path("cohort/survival/", _survival.survival, name="survival"),
+    path("cohort/survival/export.csv", _survival.survival_export, name="survival_export"),
+]
