@@ -20,8 +20,9 @@ from classifier import features
 from classifier.errors import InputError
 from classifier.preprocess import Prepared, PreprocessContract, prepare_image
 from classifier.results import CATEGORIES
-from classifier.synth import CHANNELS as SYNTH_CHANNELS
 from classifier.synth import make_event, sample_category
+from classifier.synth.events import sample_framing
+from classifier.synth.export import export
 
 #: ctc-dev (and CellSearch-style) category names -> the model's categories.
 #: "Unidentified Cell" objects are CK+ and AF+ but not identifiable as a cell: they are
@@ -43,7 +44,7 @@ FOLDER_CATEGORIES: dict[str, str] = {
 }
 
 #: bump when the generator or preprocessing changes, to invalidate caches
-GENERATOR_VERSION = 8
+GENERATOR_VERSION = 9
 
 
 @dataclass
@@ -83,11 +84,9 @@ def _synth_one(args: tuple[int, int, dict]) -> tuple[Prepared, int, int]:
     contract = PreprocessContract.from_dict(contract_d)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
     category = sample_category(rng)
-    image, info = make_event(rng, category)
-    channels = list(SYNTH_CHANNELS)
-    if rng.random() < 0.15:  # AF is optional: teach the model to do without it
-        image = image[[0, 1, 3]]
-        channels = ["DAPI", "CK", "CD45"]
+    image, info = make_event(rng, category, framing=sample_framing(rng))
+    # how the source hands it over: AF absent, RGB composites (PNG/JPEG), display settings
+    image, channels, _kind = export(image, rng)
     px = info["px_um"] * float(rng.uniform(0.93, 1.07)) if rng.random() < 0.3 else None
     prep = prepare_image(image, channels, contract, pixel_size_um=px)
     return prep, int(info["is_ctc"]), CATEGORIES.index(category)

@@ -53,6 +53,19 @@ def _pearson(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> np.ndarray:
     return cov / np.sqrt(var_a * var_b + _EPS)
 
 
+def _pearson_all(pix: np.ndarray, m: np.ndarray, pairs: tuple[tuple[int, int], ...]) -> list[np.ndarray]:
+    """:func:`_pearson` of several channel pairs inside one mask, from one masked Gram
+    matrix per event of the centred channels. ``pix`` (N, C, P) float32, ``m`` (N, P)
+    bool. Equal to :func:`_pearson` to float32 rounding, several times faster than three
+    separate passes."""
+    mf = m.astype(np.float32)
+    n = np.maximum(mf.sum(-1), 1.0)  # (N,)
+    mean = np.einsum("ncp,np->nc", pix, mf) / n[:, None]  # masked means (N, C)
+    d = pix - mean[:, :, None]  # centred first, as _pearson does: no cancellation
+    gram = np.matmul(d * mf[:, None, :], d.transpose(0, 2, 1)) / n[:, None, None]  # (N, C, C)
+    return [gram[:, a, b] / np.sqrt(gram[:, a, a] * gram[:, b, b] + _EPS) for a, b in pairs]
+
+
 def _boundary(m: np.ndarray) -> np.ndarray:
     """Mask pixels with a 4-neighbour outside the mask."""
     p = np.pad(m, ((0, 0), (1, 1), (1, 1)))
@@ -61,17 +74,23 @@ def _boundary(m: np.ndarray) -> np.ndarray:
 
 
 def _moments(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centroid (y, x) and eccentricity of each mask from second moments."""
+    """Centroid (y, x) and eccentricity of each mask from second moments.
+
+    From the mask's row and column sums and one matrix product (raw moments, centred
+    afterwards in float64): the same values as summing over centred coordinate grids to
+    float32 rounding, without five full-size temporaries per call. Row/column sums and
+    the mixed moment are sums of small integers, exact in float32."""
     s = m.shape[-1]
-    yy, xx = np.mgrid[:s, :s].astype(np.float32)
-    a = np.maximum(m.sum(axis=(1, 2)), 1)
-    cy = (m * yy).sum(axis=(1, 2)) / a
-    cx = (m * xx).sum(axis=(1, 2)) / a
-    dy = yy[None] - cy[:, None, None]
-    dx = xx[None] - cx[:, None, None]
-    myy = (m * dy * dy).sum(axis=(1, 2)) / a
-    mxx = (m * dx * dx).sum(axis=(1, 2)) / a
-    mxy = (m * dx * dy).sum(axis=(1, 2)) / a
+    mf = m.astype(np.float32)
+    c = np.arange(s, dtype=np.float64)
+    rows = mf.sum(axis=2, dtype=np.float64)  # (N, S): mass per y
+    cols = mf.sum(axis=1, dtype=np.float64)  # (N, S): mass per x
+    a = np.maximum(rows.sum(axis=1), 1)
+    cy = rows @ c / a
+    cx = cols @ c / a
+    myy = np.maximum(rows @ (c * c) / a - cy * cy, 0.0)
+    mxx = np.maximum(cols @ (c * c) / a - cx * cx, 0.0)
+    mxy = (mf @ c.astype(np.float32)).astype(np.float64) @ c / a - cy * cx
     tr, det = myy + mxx, myy * mxx - mxy**2
     disc = np.sqrt(np.maximum(tr**2 / 4 - det, 0))
     l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 0)
@@ -159,19 +178,19 @@ def _fragments(dapi: np.ndarray, cell: np.ndarray) -> np.ndarray:
     lab, k = ndi.label(bright, structure=structure)
     if k == 0:
         return np.zeros(n)
-    sizes = np.bincount(lab.ravel())
-    first = np.full(k + 1, -1)
     flat = lab.reshape(n, -1)
-    sample = np.repeat(np.arange(n), flat.shape[1])
-    first[flat.ravel()] = sample
+    sizes = np.bincount(flat.ravel(), minlength=k + 1)
     keep = np.nonzero(sizes[1:] >= 2)[0] + 1
-    return np.bincount(first[keep], minlength=n).astype(np.float64)
+    # labels are numbered in scan order and never span two events (no connectivity along
+    # the batch axis), so event i holds the labels in (max of events < i, max of event i]
+    last = np.maximum.accumulate(flat.max(axis=1))
+    return np.bincount(np.searchsorted(last, keep, side="left"), minlength=n).astype(np.float64)
 
 
 def compute(crops: np.ndarray, nucleus: np.ndarray, cell: np.ndarray, um_per_px: float
             ) -> tuple[np.ndarray, list[str]]:
     """All attributes: float32 (N, F) and their names (stable order)."""
-    crops = crops.astype(np.float32)
+    crops = np.asarray(crops, np.float32)  # no copy when already float32
     n = crops.shape[0]
     cyto = cell & ~nucleus
     outside = ~cell
@@ -240,10 +259,11 @@ def compute(crops: np.ndarray, nucleus: np.ndarray, cell: np.ndarray, um_per_px:
     ck_in_cell = np.maximum((crops[:, 1] * cell).sum(axis=(1, 2)), _EPS)
     rim = _boundary(cell)
     interior = cell & ~rim
+    p_dapi_ck, p_ck_cd45, p_af_dapi = _pearson_all(pix, cell.reshape(n, -1), ((0, 1), (1, 2), (3, 0)))
     coloc = {
-        "pearson_dapi_ck": _pearson(crops[:, 0], crops[:, 1], cell),
-        "pearson_ck_cd45": _pearson(crops[:, 1], crops[:, 2], cell),
-        "pearson_af_dapi": _pearson(crops[:, 3], crops[:, 0], cell),
+        "pearson_dapi_ck": p_dapi_ck,
+        "pearson_ck_cd45": p_ck_cd45,
+        "pearson_af_dapi": p_af_dapi,
         "ck_in_nucleus_fraction": np.clip((crops[:, 1] * nucleus).sum(axis=(1, 2)), 0, None) / ck_in_cell,
         "cd45_rim_ratio": _mean(crops[:, 2], rim) / (np.abs(_mean(crops[:, 2], interior)) + 0.05),
         "af_to_dapi": _mean(crops[:, 3], cell) / (np.abs(_mean(crops[:, 0], cell)) + 0.05),

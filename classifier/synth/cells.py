@@ -229,6 +229,7 @@ def draw_cytoplasm(
 
     Styles: ``fill`` (cytoskeletal CK: filled body, fine filament texture), ``granular``
     (apoptotic CK: aggregates and blebs), ``ring`` (membrane marker such as CD45),
+    ``rim`` (a thin, uneven CK rim over a faint body: CK-dim CTCs),
     ``spot`` (a patch of nonspecific stain on one side).
     ``nucleus_dim`` = (dy_px, dx_px, r_px, factor): a seen-from-above nucleus hides
     part of the cytoplasm, so CK is dimmer over it (the crescents in ctc-dev).
@@ -255,6 +256,9 @@ def draw_cytoplasm(
             val = np.maximum(val, soft_fill(bleb, sub, px) * rng.uniform(0.5, 1.5))
     elif style == "ring":
         val = ring(shape, win, px, rng.uniform(0.5, 1.0)) + rng.uniform(0.3, 0.9) * m
+    elif style == "rim":  # a thin, uneven cortical rim (CK-dim CTCs) over a faint body
+        tex = np.clip(1.0 + 0.4 * smooth_noise(rng, (h, w), 0.6 / px), 0.2, None)
+        val = (ring(shape, win, px, rng.uniform(0.3, 0.7)) * tex + rng.uniform(0.05, 0.35) * m)
     elif style == "spot":
         a = rng.uniform(0, 2 * np.pi)
         rr = shape.r_um * rng.uniform(0.3, 0.9) / px

@@ -74,10 +74,22 @@ def draw_leukocyte(
     return r
 
 
-def draw_ctc(canvas: Canvas, rng: np.random.Generator, cy: float, cx: float, label: int = 0) -> float:
+#: fraction of CTCs drawn CK-dim (EMT-like): a thin, faint CK rim around a large nucleus.
+#: They are CTCs by the CellSearch definition (CK above background, CD45-, nucleus).
+CK_DIM_FRACTION = 0.25
+
+
+def draw_ctc(canvas: Canvas, rng: np.random.Generator, cy: float, cx: float, label: int = 0,
+             ck_dim: bool | None = None) -> float:
     """An intact CTC: irregular CK+ body, CD45-, large intact nucleus (high N/C ratio),
     often off-centre. The nucleus displaces cytoplasm, so CK is dimmer over it and
-    reads as a crescent or cap beside it (as in ctc-dev's CTCs)."""
+    reads as a crescent or cap beside it (as in ctc-dev's CTCs).
+
+    ``ck_dim`` (None: with probability :data:`CK_DIM_FRACTION`): a CK-dim CTC instead."""
+    if ck_dim is None:
+        ck_dim = bool(rng.random() < CK_DIM_FRACTION)
+    if ck_dim:
+        return draw_ck_dim_ctc(canvas, rng, cy, cx, label)
     r = _lognormal(rng, 5.6, 0.25, 4.0, 12.0)
     shape = Shape.random(rng, r, rng.uniform(0.03, 0.12), 1.6)
     nr = max(r * rng.uniform(0.6, 0.88), 3.0)
@@ -94,6 +106,24 @@ def draw_ctc(canvas: Canvas, rng: np.random.Generator, cy: float, cx: float, lab
             draw_debris(canvas, rng, cy + d2 * np.sin(a2), cx + d2 * np.cos(a2), rng.uniform(0.5, 1.3),
                         (0.0, ck * rng.uniform(0.5, 2.0), 0.0, 0.0), sharp=False)
     nuc = draw_nucleus(canvas, rng, cy + ndy, cx + ndx, nr, "round", _lognormal(rng, 1.0, 0.35, 0.3, 3.0))
+    _label(canvas, cy, cx, r, cell, nuc, label, ndy, ndx, nr)
+    return r
+
+
+def draw_ck_dim_ctc(canvas: Canvas, rng: np.random.Generator, cy: float, cx: float, label: int = 0) -> float:
+    """A CK-dim (EMT-like) CTC: a large, intact nucleus almost filling the cell, wrapped
+    in a thin (0.4-1 µm), faint CK rim a few times the background noise -- dimmer than a
+    typical CTC by 3-10x, and often dimmer than a leukocyte's nonspecific CK; CD45-."""
+    r = _lognormal(rng, 6.2, 0.2, 4.5, 12.0)
+    shape = Shape.random(rng, r, rng.uniform(0.02, 0.08), 1.35)
+    nr = max(r * rng.uniform(0.72, 0.92), 3.5)
+    off = rng.uniform(0.0, 0.5) * max(r - nr, 0.0)
+    a = rng.uniform(0, 2 * np.pi)
+    ndy, ndx = off * np.sin(a) / canvas.px_um, off * np.cos(a) / canvas.px_um
+    ck = _lognormal(rng, 0.3, 0.45, 0.08, 0.9)
+    cell = draw_cytoplasm(canvas, rng, CK, cy, cx, shape, ck, "rim", (ndy, ndx, nr / canvas.px_um,
+                                                                       rng.uniform(0.1, 0.5)))
+    nuc = draw_nucleus(canvas, rng, cy + ndy, cx + ndx, nr, "round", _lognormal(rng, 1.0, 0.3, 0.35, 3.0))
     _label(canvas, cy, cx, r, cell, nuc, label, ndy, ndx, nr)
     return r
 
@@ -216,6 +246,20 @@ def place_leukocytes(
     return n
 
 
+#: How instruments frame an event, and how often the training data shows each:
+#: ``gallery`` (30-90 µm around the event, up to 160 px, as ctc-dev), ``wide`` (a 160-400 px
+#: thumbnail with the event at the centre among 5-40 neighbouring leukocytes, some touching)
+#: and ``tight`` (high magnification, the cell fills the frame: 1.15-2x its diameter, up to
+#: 400 px, no or partial neighbours).
+FRAMINGS: dict[str, float] = {"gallery": 0.5, "wide": 0.28, "tight": 0.22}
+
+
+def sample_framing(rng: np.random.Generator) -> str:
+    names = list(FRAMINGS)
+    p = np.array([FRAMINGS[n] for n in names], float)
+    return str(rng.choice(names, p=p / p.sum()))
+
+
 @dataclass
 class EventSpec:
     """How one synthetic event is drawn (everything random unless given)."""
@@ -227,6 +271,7 @@ class EventSpec:
     defocus: float
     optics: Optics
     info: dict = field(default_factory=dict)
+    framing: str = "gallery"
 
     @classmethod
     def random(
@@ -235,21 +280,42 @@ class EventSpec:
         category: str | None = None,
         px_um: float | None = None,
         size_px: int | None = None,
+        framing: str = "gallery",
     ) -> EventSpec:
         category = category or sample_category(rng)
         if category not in CATEGORIES:
             raise ValueError(f"unknown category {category!r}")
-        if px_um is None:
-            # CellSearch-like 10x (0.645 µm/px) is common; otherwise anything from 100x to 20x.
-            if rng.random() < 0.35:
-                px_um = float(rng.uniform(0.55, 0.75))
-            else:
-                px_um = float(np.exp(rng.uniform(np.log(0.1), np.log(1.0))))
-        if size_px is None:
-            fov_um = rng.uniform(30.0, 90.0)
-            size_px = int(np.clip(round(fov_um / px_um), 32, 160))
+        if framing not in FRAMINGS:
+            raise ValueError(f"unknown framing {framing!r}")
+        if framing == "tight":
+            # the cell (~9-25 µm) fills a 1.15-2x frame of 120-400 px: 0.05-0.3 µm/px. The
+            # canvas is drawn large; make_event crops it around the cell once drawn
+            fov_um = float(rng.uniform(1.15, 2.0)) * float(rng.uniform(10.0, 22.0))
+            if px_um is None:
+                px_um = float(np.clip(fov_um / rng.uniform(120, 400), 0.04, 0.35))
+            size_px = size_px or int(np.clip(round(52.0 / px_um), 48, 1100))
+            coverage = float(rng.uniform(0.0, 0.4))
+        elif framing == "wide":
+            if px_um is None:
+                px_um = float(np.exp(rng.uniform(np.log(0.3), np.log(1.0))))
+            if size_px is None:
+                size_px = int(rng.integers(160, 401))
+            # 5-40 leukocytes of ~64 µm² in the frame
+            area = (size_px * px_um) ** 2
+            coverage = float(np.clip(rng.uniform(5, 40) * np.pi * 4.5**2 / area, 0.05, 0.8))
+        else:
+            if px_um is None:
+                # CellSearch-like 10x (0.645 µm/px) is common; otherwise anything from 100x to 20x.
+                if rng.random() < 0.35:
+                    px_um = float(rng.uniform(0.55, 0.75))
+                else:
+                    px_um = float(np.exp(rng.uniform(np.log(0.1), np.log(1.0))))
+            if size_px is None:
+                fov_um = rng.uniform(30.0, 90.0)
+                size_px = int(np.clip(round(fov_um / px_um), 32, 160))
+            coverage = float(rng.uniform(0.1, 0.75))
         defocus = float(rng.uniform(1.8, 3.2)) if rng.random() < 0.08 else 1.0
-        return cls(category, px_um, size_px, float(rng.uniform(0.1, 0.75)), defocus, Optics.random(rng, defocus))
+        return cls(category, px_um, size_px, coverage, defocus, Optics.random(rng, defocus), framing=framing)
 
 
 def make_event(
@@ -258,15 +324,19 @@ def make_event(
     px_um: float | None = None,
     size_px: int | None = None,
     spec: EventSpec | None = None,
+    framing: str = "gallery",
+    ck_dim: bool | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """One event thumbnail: the event of ``category`` at the centre among leukocytes.
+    """One event thumbnail: the event of ``category`` at the centre among leukocytes,
+    framed as ``framing`` (see :data:`FRAMINGS`). ``ck_dim`` (CTCs only; None: at
+    :data:`CK_DIM_FRACTION`) forces a CK-dim CTC or a typical one.
 
     Returns ``(image, info)``: image float32 (4, H, W) in channel order DAPI, CK, AF,
     CD45 with the value range of the chosen rendering (8-bit stretch, raw counts, or
     0..1 floats); info has ``category``, ``is_ctc``, ``px_um``, ``y``, ``x`` (centre, px),
-    ``rendering``.
+    ``rendering``, ``framing``, ``size_px``.
     """
-    spec = spec or EventSpec.random(rng, category, px_um, size_px)
+    spec = spec or EventSpec.random(rng, category, px_um, size_px, framing)
     s = spec.size_px
     canvas = Canvas.empty(s, s, spec.px_um)
     jitter = rng.normal(0, 0.8 / spec.px_um, 2)
@@ -274,8 +344,15 @@ def make_event(
     if spec.category == "leukocyte":
         ck = _lognormal(rng, 0.8, 0.7, 0.1, 4.0) if rng.random() < 0.6 else 0.0
         r = draw_leukocyte(canvas, rng, cy, cx, 0, ck)
+    elif spec.category == "ctc":
+        r = draw_ctc(canvas, rng, cy, cx, 0, ck_dim)
     else:
         r = CENTRE_DRAWERS[spec.category](canvas, rng, cy, cx)
+    if spec.framing == "tight":  # the frame: 1.15-2x the drawn cell's diameter
+        n = int(np.clip(round(rng.uniform(1.15, 2.0) * 2 * max(r, 4.5) / spec.px_um), 48, min(400, s)))
+        o = (s - n) // 2
+        canvas = Canvas(np.ascontiguousarray(canvas.data[:, o:o + n, o:o + n]), spec.px_um)
+        s, cy, cx = n, cy - o, cx - o
     # neighbours may touch the event (ctc-dev has several such), but rarely cover it
     keep = [(cy, cx, r / spec.px_um * rng.uniform(0.75, 1.1))]
     if spec.category == "ck_debris" and rng.random() < 0.5:  # foci stuck to a leukocyte
@@ -298,5 +375,7 @@ def make_event(
         "y": float(cy),
         "x": float(cx),
         "rendering": spec.optics.rendering,
+        "framing": spec.framing,
+        "size_px": s,
     }
     return image, info

@@ -48,8 +48,10 @@ def make_field(
         if any((y - py) ** 2 + (x - px) ** 2 < (touching * (r_px + pr)) ** 2 for py, px, pr in taken):
             continue
         if tumour:
-            draw = draw_ctc if label <= n_ctc else draw_apoptotic
-            draw(canvas, rng, y, x, label)
+            if label <= n_ctc:  # CK-dim CTCs are left to the event generator: fields keep their draws
+                draw_ctc(canvas, rng, y, x, label, ck_dim=False)
+            else:
+                draw_apoptotic(canvas, rng, y, x, label)
         else:
             draw_leukocyte(canvas, rng, y, x, label)
         taken.append((y, x, r_px))

@@ -14,7 +14,8 @@ from classifier import robustness
 CH = "DAPI,CK,AF,CD45"
 EXPECTED = {"none", "rescale_0.5", "rescale_0.75", "rescale_1.5", "rescale_2", "rescale_3", "raw16",
             "low_contrast8", "gamma_0.6", "gamma_1.6", "no_af", "png_rgb", "jpeg75_rgb", "field_120_offcentre",
-            "field_240_offcentre"}
+            "field_240_offcentre", "wide360_neighbours", "wide360_neighbours_no_af", "ck_dim_ctc", "ck_dim_ctc_no_af",
+            "tight_x3_rgb_png", "tight_x4_rgb_jpeg85", "tight_x4_ckdim_rgb_jpeg85"}
 
 
 def test_robustness_command_reports_every_perturbation(synth_folder):
@@ -77,3 +78,57 @@ def test_jpeg_composite_is_read_back_through_the_rgb_path(tmp_path):
     back, chans, _ = load_image(tmp_path / name, list(robustness.COMPOSITE_CHANNELS))
     assert back.shape == (3, 160, 160) and chans == ["CD45", "CK", "DAPI"]
     assert abs(float(back[2, 80, 80]) - 200) < 25  # DAPI is blue
+
+
+def _noisy_event(seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    img = rng.normal(12.0, 3.0, (4, 160, 160)).astype(np.float32)
+    yy, xx = np.mgrid[:160, :160]
+    img[1][np.hypot(yy - 79.5, xx - 79.5) < 12] += 150.0  # CK+ event at the centre
+    img[0][np.hypot(yy - 79.5, xx - 79.5) < 7] += 120.0
+    img[0][np.hypot(yy - 20, xx - 20) < 6] += 120.0  # a neighbour's nucleus
+    img[3][np.hypot(yy - 20, xx - 20) < 9] += 90.0
+    return np.clip(np.round(img), 0, 255), ["DAPI", "CK", "AF", "CD45"]
+
+
+def test_ck_dim_acts_on_ctcs_only_and_keeps_the_noise():
+    img, ch = _noisy_event()
+    f = robustness.dim_ck_in_ctc(0.2, 0.2)
+    rng = np.random.default_rng(0)
+    same, _ = f(img, ch, rng, robustness.Context(is_ctc=0))
+    assert np.array_equal(same, img)
+    dim, fmt = f(img, ch, rng, robustness.Context(is_ctc=1))
+    assert fmt == "tif" and dim.shape == img.shape
+    assert np.array_equal(dim[[0, 2, 3]], img[[0, 2, 3]])  # other channels untouched
+    signal = img[1, 72:88, 72:88].mean() - 12.0
+    assert 0.12 < (dim[1, 72:88, 72:88].mean() - 12.0) / signal < 0.35
+    # background noise is kept (not scaled down with the signal)
+    assert dim[1, 130:150, 130:150].std() > 0.8 * img[1, 130:150, 130:150].std()
+
+
+def test_wide_frame_puts_the_event_at_the_centre_among_other_images_cells():
+    img, ch = _noisy_event(0)
+    others = [(_noisy_event(s)[0], 0) for s in (1, 2, 3)]
+    out, fmt = robustness.wide_neighbours(360)(img, ch, np.random.default_rng(0), robustness.Context(1, others))
+    assert out.shape == (4, 360, 360) and out.dtype == np.uint8 and fmt == "tif"
+    assert np.array_equal(out[:, 100:260, 100:260], img.astype(np.uint8))  # the event image, unchanged
+    # the surroundings hold nuclei (from the other images) but no second CK+ event
+    assert out[0, :100].max() > 100 and out[1, :100].max() < 100
+    three, fmt = robustness.wide_neighbours(360, drop="AF")(img, ch, np.random.default_rng(0),
+                                                            robustness.Context(1, others))
+    assert three.shape == (3, 360, 360) and fmt == "tif:DAPI,CK,CD45"
+
+
+def test_tight_rgb_composite_is_magnified_red_ck_and_read_back(tmp_path):
+    from classifier.data import load_image
+
+    img, ch = _noisy_event()
+    rgb, fmt = robustness.tight_rgb(3.0, crop=44)(img, ch, np.random.default_rng(0))
+    assert rgb.shape == (132, 132, 3) and rgb.dtype == np.uint8 and fmt == "png:CK,CD45,DAPI"
+    assert robustness._channels_written(fmt, ch) == ["CK", "CD45", "DAPI"]
+    name = robustness._write(tmp_path / "ev", rgb, fmt)
+    back, chans, _ = load_image(tmp_path / name, robustness._channels_written(fmt, ch))
+    assert chans == ["CK", "CD45", "DAPI"] and back.shape == (3, 132, 132)
+    assert back[0, 60:72, 60:72].mean() > 120  # red = CK, bright at the centre
+    jpg, fmt = robustness.tight_rgb(4.0, quality=85)(img, ch, np.random.default_rng(0))
+    assert jpg.shape == (176, 176, 3) and fmt == "jpg:85:CK,CD45,DAPI"
