@@ -3,6 +3,10 @@
 Each draw gets an event gallery drawn by ``classifier.synth`` (a zip of multi-channel
 TIFFs, as a CellSearch-type instrument exports) whose number of CTCs follows the
 patient's trajectory; the real worker then classifies it like any lab upload.
+
+Issue 14 adds synthetic outcomes (clearly labelled: notes say "Synthetic demo outcome", the
+survival page says so) for a cohort of 50 patients (46 across the two arms) of the demo trial,
+with high-CTC patients doing worse in the direction and rough size of the published figures.
 """
 
 from __future__ import annotations
@@ -119,11 +123,14 @@ def ensure_demo_user(teams: list[CareTeam], trial: Trial):
     return user
 
 
-def seed(seed: int = 7, events_per_draw: int = 30, log=print) -> list[int]:  # noqa: ANN001
+def seed(seed: int = 7, events_per_draw: int = 30, log=print, outcomes: bool = True) -> list[int]:  # noqa: ANN001
     """Create the demo cohort (idempotent); returns the ids of the uploads it queued.
 
     One transaction per patient, so the worker starts on the first patient's imaging
     while the rest is generated, and SQLite's single writer is never held for long.
+    The ten patients with full courses come first (the first one shows within a minute);
+    then the synthetic outcome cohort (:data:`OUTCOME_PATIENTS` patients with two or three
+    small draws each) that makes the survival page alive.
     """
     rng = np.random.default_rng(seed)
     teams = {
@@ -147,6 +154,121 @@ def seed(seed: int = 7, events_per_draw: int = 30, log=print) -> list[int]:  # n
         with transaction.atomic():
             uploads += _seed_patient(k, spec, rng, teams, trial, arms, user, today, events_per_draw)
         log(f"  {spec.study_id}: {spec.n_draws} draws ({spec.trajectory})")
+    if outcomes:
+        # A generator of its own: the full-course patients' imaging stays what it always was.
+        out_rng = np.random.default_rng(seed + 1000)
+        made = 0
+        for k in range(OUTCOME_PATIENTS):
+            study_id = f"{DEMO_PREFIX}S{k + 1:02d}"
+            if Patient.objects.filter(study_id=study_id).exists():
+                continue
+            with transaction.atomic():
+                uploads += _seed_outcome_patient(k, study_id, out_rng, teams["Breast oncology"], trial, arms, user,
+                                                 today, events_per_draw)
+            made += 1
+        if made:
+            log(f"  {made} synthetic outcome patients ({DEMO_PREFIX}S01-S{OUTCOME_PATIENTS:02d}): 2-3 small draws each")
+    return uploads
+
+
+# --- the synthetic outcome cohort (issue 14) ------------------------------------------------------
+
+#: Patients seeded for the survival page; with the ten full courses, 50 patients (46 in the two-arm trial).
+OUTCOME_PATIENTS = 40
+
+#: Median PFS and OS in months by CTC course (baseline class, first follow-up class), in the
+#: direction and rough size of Cristofanilli, NEJM 2004 (baseline >= 5: PFS 2.7 vs 7.0 months,
+#: OS 10.1 vs > 18) and of conversion at first follow-up (SWOG S0500, Heller JCO 2018).
+OUTCOME_MEDIANS: dict[tuple[bool, bool], tuple[float, float]] = {
+    (True, True): (2.3, 9.0),     # persistently >= cut-off
+    (True, False): (5.5, 16.0),   # converted to favorable
+    (False, True): (3.0, 12.0),   # converted to unfavorable
+    (False, False): (7.0, 22.0),  # persistently favorable
+}
+
+#: Arm B (CTC-guided switching) a little better, so the arm adjustment of the Cox model matters.
+ARM_EFFECT = {"A": 1.0, "B": 1.15}
+
+DAYS_PER_MONTH = 30.4375
+SYNTHETIC_NOTE = "Synthetic demo outcome (generated, not patient data)"
+
+
+def synthetic_course(rng: np.random.Generator, arm: str, today: dt.date) -> dict:
+    """One synthetic patient: CTC counts at baseline and C2D1, day 0, and outcome dates.
+
+    Exponential times with the medians of :data:`OUTCOME_MEDIANS`; PFS never after OS;
+    administrative censoring yesterday and 15 % lost to follow-up earlier. Every date
+    respects the product's own checks (nothing after yesterday, follow-up after the last draw).
+    """
+    high = bool(rng.random() < 0.5)
+    base = int(rng.integers(6, 16)) if high else int(rng.integers(0, 3))
+    converts = bool(rng.random() < (0.4 if high else 0.15))
+    high_after = high != converts
+    follow = int(rng.integers(5, 14)) if high_after else int(rng.integers(0, 3))
+    pfs_median, os_median = (m * ARM_EFFECT[arm] for m in OUTCOME_MEDIANS[(high, high_after)])
+    os_m = max(1.6, float(rng.exponential(os_median / np.log(2))))
+    pfs_m = min(os_m, max(1.0, float(rng.exponential(pfs_median / np.log(2)))))
+    yesterday = today - dt.timedelta(days=1)
+    enrolled = today - dt.timedelta(days=int(rng.integers(240, 900)))
+    available = (yesterday - enrolled).days
+    if rng.random() < 0.15:
+        available = int(available * rng.uniform(0.3, 0.9))
+    available = max(available, 40)  # seen at least once after the C2D1 draw (day 24)
+    os_days, pfs_days = int(os_m * DAYS_PER_MONTH), int(pfs_m * DAYS_PER_MONTH)
+    died = os_days <= available
+    progressed = pfs_days < os_days and pfs_days <= available
+    death = enrolled + dt.timedelta(days=os_days) if died else None
+    progression = enrolled + dt.timedelta(days=pfs_days) if progressed else None
+    last_seen = death or enrolled + dt.timedelta(days=available)
+    draws = [(3, "baseline", base), (24, "C2D1", follow)]
+    if not progressed and (last_seen - enrolled).days > 50 and rng.random() < 0.5:
+        draws.append((45, "C3D1", follow if rng.random() < 0.7 else base))
+    return {"high": high, "enrolled": enrolled, "draws": draws, "death": death, "progression": progression,
+            "last_follow_up": last_seen}
+
+
+def _seed_outcome_patient(k: int, study_id: str, rng: np.random.Generator, team: CareTeam, trial: Trial,
+                          arms: dict, user, today: dt.date, events_per_draw: int) -> list[int]:  # noqa: ANN001
+    """A trial patient with outcomes and a few small draws (fast for the worker)."""
+    arm = "A" if k % 2 == 0 else "B"
+    course = synthetic_course(rng, arm, today)
+    enrolled = course["enrolled"]
+    patient = Patient.objects.create(
+        study_id=study_id, mrn="", cancer_type=CancerType.objects.get(code="breast_metastatic"), stage="IV",
+        diagnosis_date=enrolled - dt.timedelta(days=int(rng.integers(30, 200))), care_team=team, trial=trial,
+        arm=arms[arm], enrolled_on=enrolled,
+    )
+    regimen, agents = REGIMENS["breast_metastatic"][0]
+    progression = course["progression"]
+    TreatmentLine.objects.create(
+        patient=patient, line_number=1, regimen=regimen, agents=agents, intent=TreatmentLine.Intent.PALLIATIVE,
+        start_date=enrolled + dt.timedelta(days=4), end_date=progression,
+        stop_reason=TreatmentLine.StopReason.PROGRESSION if progression else "",
+    )
+    if progression:
+        ClinicalEvent.objects.create(patient=patient, date=progression, kind=ClinicalEvent.Kind.PROGRESSION,
+                                     recist=ClinicalEvent.Recist.PD, note=SYNTHETIC_NOTE)
+    else:
+        ClinicalEvent.objects.create(patient=patient, date=course["last_follow_up"], kind=ClinicalEvent.Kind.IMAGING,
+                                     recist=ClinicalEvent.Recist.SD, note=SYNTHETIC_NOTE)
+    uploads = []
+    small = max(1, min(4, events_per_draw))  # a few other candidates per CTC gallery: quick to classify
+    for day, timepoint, n_ctc in course["draws"]:
+        drawn_at = timezone.make_aware(dt.datetime.combine(enrolled + dt.timedelta(days=day), dt.time(9, 0)))
+        draw = BloodDraw.objects.create(patient=patient, drawn_at=drawn_at, volume_ml=Decimal("7.5"),
+                                        timepoint=timepoint, created_by=user)
+        data = gallery_zip(rng, n_ctc, small)
+        upload = create_upload(draw, UploadRequest(
+            files=[SimpleUploadedFile(f"{study_id}-{timepoint}.zip", data, content_type="application/zip")],
+            channels=CHANNELS, kind="events"), user)
+        uploads.append(upload.pk)
+    patient.progression_date = progression
+    patient.death_date = course["death"]
+    patient.last_follow_up = course["last_follow_up"]
+    patient.outcome_recorded_by = user
+    patient.outcome_recorded_at = timezone.now()
+    patient.full_clean(exclude=["study_id"])  # the product's own outcome checks hold for the demo too
+    patient.save()
     return uploads
 
 
@@ -200,6 +322,11 @@ def _seed_patient(k: int, spec: DemoPatient, rng: np.random.Generator, teams: di
     if spec.cancer == "colorectal_metastatic" and spec.trajectory == "responder":
         ClinicalEvent.objects.create(patient=patient, date=starts[1] - dt.timedelta(days=10),
                                      kind=ClinicalEvent.Kind.SURGERY, note="Liver metastasectomy")
+    # Outcomes: progression is their recorded progression events; alive, seen yesterday (issue 14).
+    patient.last_follow_up = yesterday
+    patient.outcome_recorded_by = user
+    patient.outcome_recorded_at = timezone.now()
+    patient.save(update_fields=["last_follow_up", "outcome_recorded_by", "outcome_recorded_at"])
     counts = TRAJECTORIES[spec.trajectory]
     schedule = [(d, "baseline" if d == 0 else f"C{d + 1}D1", dt.time(9, 30)) for d in range(n)]
     if k == 0:  # a repeat draw the same afternoon (clotted tube): the timeline must show both

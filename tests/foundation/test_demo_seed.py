@@ -21,7 +21,7 @@ def seeded(django_db_setup, django_db_blocker):
 
 def test_cohort_spans_two_cancer_types_and_a_two_arm_trial(seeded):
     patients = Patient.objects.all()
-    assert patients.count() >= 8
+    assert patients.count() >= 40
     assert patients.values("cancer_type").distinct().count() >= 2
     trial = Trial.objects.get(code="CTC-ARM-01")
     assert trial.arms.count() == 2
@@ -29,10 +29,32 @@ def test_cohort_spans_two_cancer_types_and_a_two_arm_trial(seeded):
 
 
 def test_each_patient_has_lines_events_and_four_to_eight_draws(seeded):
-    for p in Patient.objects.all():
+    for p in Patient.objects.exclude(study_id__startswith="DEMO-S"):
         assert 2 <= p.treatment_lines.count() <= 3, p
         assert p.clinical_events.exists(), p
         assert 4 <= p.draws.count() <= 9, p  # one patient has a same-day repeat draw
+
+
+def test_outcome_cohort_for_the_survival_page(seeded):
+    """Issue 14: >= 40 patients across two arms with outcomes; outcome-only patients carry 2-3 draws."""
+    from patients.outcomes import check_outcomes, survival_records
+
+    trial = Trial.objects.get(code="CTC-ARM-01")
+    in_trial = Patient.objects.filter(trial=trial)
+    assert Patient.objects.count() >= 40 and in_trial.count() >= 36
+    assert in_trial.filter(arm__code="A").count() >= 18 and in_trial.filter(arm__code="B").count() >= 18
+    synthetic = Patient.objects.filter(study_id__startswith="DEMO-S")
+    assert synthetic.count() == 40
+    for p in synthetic:
+        assert 2 <= p.draws.count() <= 3, p
+        assert p.last_follow_up is not None and p.outcome_recorded_by is not None
+        check_outcomes(p)  # every seeded date passes the product's own checks
+        assert "Synthetic demo outcome" in p.clinical_events.first().note  # labelled as synthetic
+    assert synthetic.filter(death_date__isnull=False).count() >= 5
+    assert synthetic.filter(progression_date__isnull=False).count() >= 10
+    records = survival_records(Patient.objects.all())
+    assert all(r.pfs_months is not None and r.os_months is not None for r in records)
+    assert all(r.pfs_months <= r.os_months for r in records)
 
 
 def test_every_draw_has_a_queued_event_gallery(seeded):
