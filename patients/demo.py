@@ -151,8 +151,11 @@ def seed(seed: int = 7, events_per_draw: int = 30, log=print, outcomes: bool = T
     for k, spec in enumerate(PATIENTS):
         if Patient.objects.filter(study_id=spec.study_id).exists():
             continue
+        # Images first, outside the transaction: on SQLite (make run) a transaction holds the
+        # database's single write lock, and the worker's writes waited on gallery generation.
+        plan = _plan_patient(k, spec, rng, events_per_draw)
         with transaction.atomic():
-            uploads += _seed_patient(k, spec, rng, teams, trial, arms, user, today, events_per_draw)
+            uploads += _seed_patient(k, spec, plan, teams, trial, arms, user, today)
         log(f"  {spec.study_id}: {spec.n_draws} draws ({spec.trajectory})")
     if outcomes:
         # A generator of its own: the full-course patients' imaging stays what it always was.
@@ -162,9 +165,9 @@ def seed(seed: int = 7, events_per_draw: int = 30, log=print, outcomes: bool = T
             study_id = f"{DEMO_PREFIX}S{k + 1:02d}"
             if Patient.objects.filter(study_id=study_id).exists():
                 continue
+            plan = _plan_outcome_patient(k, out_rng, today, events_per_draw)
             with transaction.atomic():
-                uploads += _seed_outcome_patient(k, study_id, out_rng, teams["Breast oncology"], trial, arms, user,
-                                                 today, events_per_draw)
+                uploads += _seed_outcome_patient(study_id, plan, teams["Breast oncology"], trial, arms, user)
             made += 1
         if made:
             log(f"  {made} synthetic outcome patients ({DEMO_PREFIX}S01-S{OUTCOME_PATIENTS:02d}): 2-3 small draws each")
@@ -227,15 +230,24 @@ def synthetic_course(rng: np.random.Generator, arm: str, today: dt.date) -> dict
             "last_follow_up": last_seen}
 
 
-def _seed_outcome_patient(k: int, study_id: str, rng: np.random.Generator, team: CareTeam, trial: Trial,
-                          arms: dict, user, today: dt.date, events_per_draw: int) -> list[int]:  # noqa: ANN001
-    """A trial patient with outcomes and a few small draws (fast for the worker)."""
+def _plan_outcome_patient(k: int, rng: np.random.Generator, today: dt.date, events_per_draw: int) -> dict:
+    """The random part of a synthetic outcome patient: course, diagnosis and small galleries."""
     arm = "A" if k % 2 == 0 else "B"
     course = synthetic_course(rng, arm, today)
+    diagnosis_offset = int(rng.integers(30, 200))
+    small = max(1, min(4, events_per_draw))  # a few other candidates per CTC gallery: quick to classify
+    galleries = [gallery_zip(rng, n_ctc, small) for _, _, n_ctc in course["draws"]]
+    return {"arm": arm, "course": course, "diagnosis_offset": diagnosis_offset, "galleries": galleries}
+
+
+def _seed_outcome_patient(study_id: str, plan: dict, team: CareTeam, trial: Trial, arms: dict,
+                          user) -> list[int]:  # noqa: ANN001
+    """A trial patient with outcomes and a few small draws (fast for the worker)."""
+    arm, course = plan["arm"], plan["course"]
     enrolled = course["enrolled"]
     patient = Patient.objects.create(
         study_id=study_id, mrn="", cancer_type=CancerType.objects.get(code="breast_metastatic"), stage="IV",
-        diagnosis_date=enrolled - dt.timedelta(days=int(rng.integers(30, 200))), care_team=team, trial=trial,
+        diagnosis_date=enrolled - dt.timedelta(days=plan["diagnosis_offset"]), care_team=team, trial=trial,
         arm=arms[arm], enrolled_on=enrolled,
     )
     regimen, agents = REGIMENS["breast_metastatic"][0]
@@ -252,12 +264,10 @@ def _seed_outcome_patient(k: int, study_id: str, rng: np.random.Generator, team:
         ClinicalEvent.objects.create(patient=patient, date=course["last_follow_up"], kind=ClinicalEvent.Kind.IMAGING,
                                      recist=ClinicalEvent.Recist.SD, note=SYNTHETIC_NOTE)
     uploads = []
-    small = max(1, min(4, events_per_draw))  # a few other candidates per CTC gallery: quick to classify
-    for day, timepoint, n_ctc in course["draws"]:
+    for (day, timepoint, _), data in zip(course["draws"], plan["galleries"], strict=True):
         drawn_at = timezone.make_aware(dt.datetime.combine(enrolled + dt.timedelta(days=day), dt.time(9, 0)))
         draw = BloodDraw.objects.create(patient=patient, drawn_at=drawn_at, volume_ml=Decimal("7.5"),
                                         timepoint=timepoint, created_by=user)
-        data = gallery_zip(rng, n_ctc, small)
         upload = create_upload(draw, UploadRequest(
             files=[SimpleUploadedFile(f"{study_id}-{timepoint}.zip", data, content_type="application/zip")],
             channels=CHANNELS, kind="events"), user)
@@ -272,17 +282,38 @@ def _seed_outcome_patient(k: int, study_id: str, rng: np.random.Generator, team:
     return uploads
 
 
-def _seed_patient(k: int, spec: DemoPatient, rng: np.random.Generator, teams: dict, trial: Trial, arms: dict,
-                  user, today: dt.date, events_per_draw: int) -> list[int]:  # noqa: ANN001
-    """One patient's lines, events, draws and queued galleries."""
+def _schedule(k: int, spec: DemoPatient) -> list[tuple[int, str, dt.time]]:
+    schedule = [(d, "baseline" if d == 0 else f"C{d + 1}D1", dt.time(9, 30)) for d in range(spec.n_draws)]
+    if k == 0:  # a repeat draw the same afternoon (clotted tube): the timeline must show both
+        schedule.insert(3, (2, "C3D1 repeat", dt.time(15, 0)))
+    return schedule
+
+
+def _plan_patient(k: int, spec: DemoPatient, rng: np.random.Generator, events_per_draw: int) -> dict:
+    """Everything random about one full-course patient, galleries included (the rng in its usual order)."""
+    interval = 21 if spec.arm else 28
+    overdue = k % 4 == 1
+    last_offset = int(interval + 12 if overdue else rng.integers(2, 15))
+    diagnosis_offset = int(rng.integers(20, 60))
+    counts = TRAJECTORIES[spec.trajectory]
+    draws = []
+    for d, _, _ in _schedule(k, spec):
+        volume = Decimal("7.5") if rng.random() < 0.8 else Decimal("7.0")
+        n_ctc = counts[min(d, len(counts) - 1)]
+        draws.append((volume, gallery_zip(rng, n_ctc, max(events_per_draw - n_ctc, min(8, events_per_draw)))))
+    return {"last_offset": last_offset, "diagnosis_offset": diagnosis_offset, "draws": draws}
+
+
+def _seed_patient(k: int, spec: DemoPatient, plan: dict, teams: dict, trial: Trial, arms: dict,
+                  user, today: dt.date) -> list[int]:  # noqa: ANN001
+    """One patient's lines, events, draws and queued galleries (from :func:`_plan_patient`)."""
     uploads: list[int] = []
     interval = 21 if spec.arm else 28
     n = spec.n_draws
     # Some patients are behind schedule: their last draw is older than interval + grace.
-    overdue = k % 4 == 1
-    last_draw = today - dt.timedelta(days=int(interval + 12 if overdue else rng.integers(2, 15)))
+    last_draw = today - dt.timedelta(days=plan["last_offset"])
     first_draw = last_draw - dt.timedelta(days=interval * (n - 1))
-    diagnosis = first_draw - dt.timedelta(days=int(rng.integers(20, 60)))
+    diagnosis = first_draw - dt.timedelta(days=plan["diagnosis_offset"])
     patient = Patient.objects.create(
         study_id=spec.study_id,
         mrn=f"MRN{100200 + k}",
@@ -327,19 +358,12 @@ def _seed_patient(k: int, spec: DemoPatient, rng: np.random.Generator, teams: di
     patient.outcome_recorded_by = user
     patient.outcome_recorded_at = timezone.now()
     patient.save(update_fields=["last_follow_up", "outcome_recorded_by", "outcome_recorded_at"])
-    counts = TRAJECTORIES[spec.trajectory]
-    schedule = [(d, "baseline" if d == 0 else f"C{d + 1}D1", dt.time(9, 30)) for d in range(n)]
-    if k == 0:  # a repeat draw the same afternoon (clotted tube): the timeline must show both
-        schedule.insert(3, (2, "C3D1 repeat", dt.time(15, 0)))
-    for d, timepoint, at in schedule:
+    for (d, timepoint, at), (volume, data) in zip(_schedule(k, spec), plan["draws"], strict=True):
         drawn_on = first_draw + dt.timedelta(days=interval * d)
         drawn_at = timezone.make_aware(dt.datetime.combine(drawn_on, at))
-        volume = Decimal("7.5") if rng.random() < 0.8 else Decimal("7.0")
         draw = BloodDraw.objects.create(
             patient=patient, drawn_at=drawn_at, volume_ml=volume, timepoint=timepoint, created_by=user,
         )
-        n_ctc = counts[min(d, len(counts) - 1)]
-        data = gallery_zip(rng, n_ctc, max(events_per_draw - n_ctc, min(8, events_per_draw)))
         upload = create_upload(
             draw,
             UploadRequest(files=[SimpleUploadedFile(f"{spec.study_id}-{draw.timepoint}.zip", data,
