@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import django_filters as filters
 from django import forms
+from django_filters.fields import IsoDateTimeField
 
 from patients.models import (
     BloodDraw,
@@ -41,6 +44,28 @@ class IdFilter(filters.NumberFilter):
     field_class = IdField
 
 
+class MomentField(IsoDateTimeField):
+    """An ISO 8601 moment from 1900 to 2999, handed to the database in UTC.
+
+    PostgreSQL refuses a UTC offset past +-15:59 (``+17:52`` parsed fine in Python and came
+    back as a DataError, a 500), and a year-1 moment cannot be moved to UTC at all.
+    """
+
+    def to_python(self, value):  # noqa: ANN001, ANN201 - django form field signature
+        moment = super().to_python(value)
+        if moment is None:
+            return None
+        if not 1900 <= moment.year <= 2999:
+            raise forms.ValidationError("Give a date and time between the years 1900 and 2999.", code="range")
+        return moment.astimezone(dt.UTC) if moment.tzinfo else moment
+
+
+class MomentFilter(filters.IsoDateTimeFilter):
+    """``?drawn_after=`` / ``?drawn_before=``: see :class:`MomentField`."""
+
+    field_class = MomentField
+
+
 class PatientFilter(filters.FilterSet):
     cancer_type = filters.CharFilter(field_name="cancer_type__code",
                                      help_text="Cancer type code, e.g. breast_metastatic")
@@ -63,8 +88,8 @@ class PatientScopedFilter(filters.FilterSet):
 
 
 class DrawFilter(PatientScopedFilter):
-    drawn_after = filters.IsoDateTimeFilter(field_name="drawn_at", lookup_expr="gte", help_text="ISO 8601, inclusive")
-    drawn_before = filters.IsoDateTimeFilter(field_name="drawn_at", lookup_expr="lt", help_text="ISO 8601, exclusive")
+    drawn_after = MomentFilter(field_name="drawn_at", lookup_expr="gte", help_text="ISO 8601, inclusive")
+    drawn_before = MomentFilter(field_name="drawn_at", lookup_expr="lt", help_text="ISO 8601, exclusive")
     timepoint = filters.CharFilter(field_name="timepoint", lookup_expr="iexact")
     status = filters.ChoiceFilter(field_name="summary__status", choices=SummaryStatus.choices,
                                   help_text="Summary status")
@@ -124,8 +149,8 @@ class SummaryFilter(filters.FilterSet):
     trial = filters.CharFilter(field_name="draw__patient__trial__code")
     arm = filters.CharFilter(field_name="draw__patient__arm__code")
     status = filters.ChoiceFilter(choices=SummaryStatus.choices)
-    drawn_after = filters.IsoDateTimeFilter(field_name="draw__drawn_at", lookup_expr="gte")
-    drawn_before = filters.IsoDateTimeFilter(field_name="draw__drawn_at", lookup_expr="lt")
+    drawn_after = MomentFilter(field_name="draw__drawn_at", lookup_expr="gte")
+    drawn_before = MomentFilter(field_name="draw__drawn_at", lookup_expr="lt")
 
     class Meta:
         model = DrawSummary

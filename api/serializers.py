@@ -159,7 +159,7 @@ class PatientSerializer(serializers.ModelSerializer):
                                          allow_null=True, help_text="Trial code")
     arm = serializers.CharField(source="arm.code", required=False, allow_null=True, allow_blank=True,
                                 help_text="Arm code within the trial")
-    outcome_recorded_by = serializers.SlugRelatedField(slug_field="username", read_only=True,
+    outcome_recorded_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True,
                                                        help_text="Who last recorded the outcome dates")
 
     class Meta:
@@ -508,7 +508,10 @@ class CellEventSerializer(serializers.ModelSerializer):
     thumbnail_url = serializers.HyperlinkedIdentityField(view_name="api:event-thumbnail",
                                                          help_text="PNG strip, one tile per channel")
     final_call = serializers.CharField(read_only=True, help_text="The reviewed call if any, else the model's")
-    reviewed_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    # Null before a review, "" for reviewed_call: the schema says so (the fuzzer in tests/api/test_fuzz.py checks).
+    reviewed_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    reviewed_call = serializers.ChoiceField(choices=Call.choices, allow_blank=True, read_only=True,
+                                            help_text="The reviewer's call; empty before a review")
 
     class Meta:
         model = CellEvent

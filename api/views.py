@@ -12,7 +12,6 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.db.models import Q
-from django.shortcuts import get_object_or_404
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -21,6 +20,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.generics import get_object_or_404  # a malformed id is a 404 here, not a ValueError (500)
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -284,7 +284,8 @@ class ClassifierVersionViewSet(viewsets.ReadOnlyModelViewSet):
     list=extend_schema(summary="Patients you may see"),
     create=extend_schema(summary="Add a patient to one of your care teams"),
     fhir=extend_schema(summary="FHIR R4 Bundle (collection) of every draw of the patient",
-                       responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="FHIR R4 Bundle")}),
+                       responses={(200, "application/fhir+json"): OpenApiResponse(OpenApiTypes.OBJECT,
+                                                                                  description="FHIR R4 Bundle")}),
 )
 class PatientViewSet(AuditedReadMixin, viewsets.ModelViewSet):
     """Patients of your care teams (and of trials you coordinate)."""
@@ -361,7 +362,8 @@ EVENT_PARAMS = [
     list=extend_schema(summary="Blood draws (filter ?patient=, ?trial=, ?arm=, ?drawn_after=, ?drawn_before=)"),
     retrieve=extend_schema(summary="One draw with its summary (CTC count per 7.5 mL, status)"),
     fhir=extend_schema(summary="FHIR R4 Bundle: Specimen, Observations, DiagnosticReport",
-                       responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="FHIR R4 Bundle")}),
+                       responses={(200, "application/fhir+json"): OpenApiResponse(OpenApiTypes.OBJECT,
+                                                                                  description="FHIR R4 Bundle")}),
 )
 class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
     """Blood draws, their imaging uploads, cell events and FHIR export."""
