@@ -75,3 +75,45 @@ def test_lbp_histogram_sums_to_one(small_set):
     h, _ = features.lbp_histogram(small_set.crops[:5, 0].astype(np.float32), small_set.cell[:5])
     assert h.shape == (5, 10)
     assert np.allclose(h.sum(1), 1.0)
+
+
+def _moments_reference(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Second moments summed over centred coordinate grids (the definition)."""
+    s = m.shape[-1]
+    yy, xx = np.mgrid[:s, :s].astype(np.float64)
+    a = np.maximum(m.sum(axis=(1, 2)), 1)
+    cy = (m * yy).sum(axis=(1, 2)) / a
+    cx = (m * xx).sum(axis=(1, 2)) / a
+    dy, dx = yy[None] - cy[:, None, None], xx[None] - cx[:, None, None]
+    myy, mxx = (m * dy * dy).sum(axis=(1, 2)) / a, (m * dx * dx).sum(axis=(1, 2)) / a
+    mxy = (m * dx * dy).sum(axis=(1, 2)) / a
+    tr, det = myy + mxx, myy * mxx - mxy**2
+    disc = np.sqrt(np.maximum(tr**2 / 4 - det, 0))
+    l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 0)
+    ecc = np.sqrt(np.clip(1 - l2 / np.maximum(l1, 1e-6), 0, 1))
+    return cy, cx, np.where(m.any(axis=(1, 2)), ecc, 0.0)
+
+
+def test_fast_moments_and_correlations_equal_their_definitions(small_set):
+    """The speed-ups (moments from marginals, Pearson from one Gram matrix, fragment
+    counts without a scatter) give the defining computations' values."""
+    crops = small_set.crops[:64].astype(np.float32)
+    cell, nuc = small_set.cell[:64].copy(), small_set.nucleus[:64]
+    cell[0] = False  # an empty mask: 0, as before
+    for got, want in zip(features._moments(cell), _moments_reference(cell), strict=True):
+        assert np.allclose(got, want, rtol=1e-6, atol=1e-6)
+    pix = crops.reshape(64, 4, -1)
+    pairs = ((0, 1), (1, 2), (3, 0))
+    fast = features._pearson_all(pix, cell.reshape(64, -1), pairs)
+    for (a, b), got in zip(pairs, fast, strict=True):
+        assert np.allclose(got, features._pearson(crops[:, a], crops[:, b], cell), atol=1e-5)
+    counts = features._fragments(crops[:, 0], cell | nuc)
+    from scipy import ndimage as ndi
+
+    for i in range(0, 64, 7):
+        m = (cell | nuc)[i]
+        peak = np.where(m, crops[i, 0], 0).max()
+        bright = m & (crops[i, 0] > 0.5 * peak) & (peak > 0.1)
+        lab, k = ndi.label(bright)
+        want = int((np.bincount(lab.ravel())[1:] >= 2).sum()) if k else 0
+        assert counts[i] == want, i
