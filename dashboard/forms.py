@@ -51,6 +51,8 @@ class PatientFilterForm(forms.Form):
 
 class CohortFilterForm(PatientFilterForm):
     site = forms.ChoiceField(required=False, label="Site")
+    # Issue 14: "follow-up" as trials define it (a landmark such as C2D1), not always the latest draw.
+    follow_up = forms.ChoiceField(required=False, label="Follow-up")
 
     def __init__(self, *args, patients=None, **kwargs) -> None:  # noqa: ANN001
         super().__init__(*args, patients=patients, **kwargs)
@@ -58,6 +60,14 @@ class CohortFilterForm(PatientFilterForm):
         del self.fields["q"], self.fields["overdue"], self.fields["team"]
         names = teams.exclude(site="").values_list("site", flat=True).distinct().order_by("site")
         self.fields["site"].choices = [("", "All sites")] + [(s, s) for s in names]
+        # Day 1 of cycles 2-12, as trial schedules name their visits (no query: the page's cache hit
+        # stays at its query budget); a cohort without such a draw simply has no follow-up there.
+        self.fields["follow_up"].choices = [("", "Latest draw after baseline")] + [
+            (f"C{c}D1", f"C{c}D1") for c in range(2, 13)]
+
+    def landmark(self) -> str:
+        """The chosen follow-up timepoint, "" for the latest analysed draw after baseline."""
+        return (self.cleaned_data.get("follow_up") or "") if self.is_bound and self.is_valid() else ""
 
     def apply(self, qs):  # noqa: ANN001, ANN201
         if not self.is_valid():

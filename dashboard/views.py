@@ -250,9 +250,18 @@ def patient_print(request: HttpRequest, pk: int) -> HttpResponse:
     patient, draws, lines, events = _patient_data(request, pk)
     fig, _ = _patient_timeline(patient, draws, lines, events, "diagnosis", relative=False)
     record(request, "view", patient, detail={"format": "print"})
+    from patients.report import representative_cells, sign_offs
+
+    signed = sign_offs([d.pk for d in draws])
+    for d in draws:
+        d.sign_off = signed.get(d.pk)
+    analysed = [d for d in draws if d.summary_row]
+    latest = analysed[-1] if analysed else None
     return render(request, "dashboard/patient_print.html", base_context(
         request, patient=patient, draws=draws, lines=lines, events=events, figure=fig,
-        sentence=schedule.sentence_for_draws(draws, patient.cancer_type.ctc_cutoff), printed_at=timezone.now()))
+        sentence=schedule.sentence_for_draws(draws, patient.cancer_type.ctc_cutoff), printed_at=timezone.now(),
+        latest=latest, cells=representative_cells(latest.pk) if latest else [],
+        recent_draws=draws[-8:], older_draws=max(0, len(draws) - 8)))
 
 
 def _csv_response(filename: str, rows) -> StreamingHttpResponse:  # noqa: ANN001 - iterable of lists
@@ -534,14 +543,15 @@ def _cohort_patients(request: HttpRequest):  # noqa: ANN202
     return form, (form.apply(visible) if form.is_bound else visible)
 
 
-def _cohort_body(patients: QuerySet, today: dt.date) -> dict:
+def _cohort_body(patients: QuerySet, today: dt.date, landmark: str = "") -> dict:
     """The data part of the cohort page, rendered: what :func:`cohort` caches.
 
     Building 1,000 courses, three figures and the overdue table is most of the page's
     time; none of it depends on who asks beyond which patients they see, which is in
     the cache key (``cohort_stats.cached``).
     """
-    courses = cohort_stats.patient_courses(patients, with_lines=True)
+    extra = {"landmark": landmark} if landmark else {}
+    courses = cohort_stats.patient_courses(patients, with_lines=True, **extra)
     arms = cohort_stats.arm_summaries(courses)
     bars = cohort_stats.waterfall(courses)
     by_arm = cohort_stats.conversion_by_arm(courses)
@@ -560,7 +570,7 @@ def _cohort_body(patients: QuerySet, today: dt.date) -> dict:
         "swimmer": figures.to_json(figures.swimmer_figure(lanes, today)) if lanes else None,
         "lanes_total": len(lanes_src), "lanes_shown": len(lanes), "overdue": overdue[:100],
         "prelim": cohort_stats.preliminary_share(courses),
-        "overdue_total": len(overdue),
+        "overdue_total": len(overdue), "landmark": landmark,
     })
     return {"html": str(html), "n_patients": len(courses)}
 
@@ -573,14 +583,15 @@ def cohort(request: HttpRequest) -> HttpResponse:
     # Keyed by the visible (filtered) patients and a data stamp bumped by every write the
     # page reads (patients/cache.py): a new summary shows at once, and users who see
     # different patients never share an entry. The day is in the key: "overdue" moves with it.
-    body = cohort_stats.cached(patients, f"dashboard-page:{today.isoformat()}",
-                               lambda: _cohort_body(patients, today))
+    landmark = form.landmark()  # issue 14: the follow-up timepoint the coordinator chose ("" = latest)
+    body = cohort_stats.cached(patients, f"dashboard-page:{today.isoformat()}:{landmark}",
+                               lambda: _cohort_body(patients, today, landmark))
     record(request, "view", object_type="Cohort",
            detail={"filters": request.GET.dict(), "patients": body["n_patients"]})
     return render(request, "dashboard/cohort.html", base_context(
         request, nav="cohort", form=form, n_patients=body["n_patients"],
         body=mark_safe(body["html"]),  # noqa: S308 - our own template's output, escaped when rendered
-        query=request.GET.urlencode(),
+        query=request.GET.urlencode(), landmark=landmark,
     ))
 
 
@@ -588,8 +599,8 @@ def cohort(request: HttpRequest) -> HttpResponse:
 def cohort_export(request: HttpRequest) -> HttpResponse:
     require(request, Action.COHORT)
     require(request, Action.EXPORT)
-    _, patients = _cohort_patients(request)
-    courses = cohort_stats.patient_courses(patients)
+    form, patients = _cohort_patients(request)
+    courses = cohort_stats.patient_courses(patients, landmark=form.landmark())
     record(request, "export", object_type="Cohort", detail={"format": "csv", "filters": request.GET.dict(),
                                                             "patients": len(courses)})
     return _csv_response(f"cohort-{timezone.localdate():%Y%m%d}.csv", cohort_stats.csv_rows(courses))

@@ -5,7 +5,8 @@ favorable or unfavorable against the cancer type's cut-off. From it:
 
 - **baseline**: the draw labelled ``baseline`` (case-insensitive), else the first
   analysed draw;
-- **follow-up**: the latest analysed draw after the baseline;
+- **follow-up**: the latest analysed draw after the baseline, or, when the coordinator chooses a
+  landmark (``C2D1``, ``C3D1``, ... as trials define it), the draw with that timepoint;
 - **conversion**: unfavorable at baseline and favorable at follow-up ("to favorable",
   which goes with longer survival, SWOG S0500), the reverse ("to unfavorable"), or
   persistent either way;
@@ -35,6 +36,7 @@ from patients.cache import data_stamp
 from patients.csvsafe import safe_row
 from patients.models import BloodDraw, TreatmentLine
 from patients.schedule import FAVORABLE, UNFAVORABLE, ctc_status
+from patients.stats import proportion_ci
 
 T = TypeVar("T")
 
@@ -90,6 +92,8 @@ class PatientCourse:
     start: dt.date | None  # enrolment, else diagnosis (swimmer plot origin)
     draws: list[DrawPoint] = field(default_factory=list)
     lines: list[tuple[int, str, dt.date, dt.date | None, str]] = field(default_factory=list)
+    #: the follow-up timepoint chosen by the coordinator ("" = the latest draw after baseline)
+    landmark: str = ""
 
     @property
     def analysed(self) -> list[DrawPoint]:
@@ -107,9 +111,12 @@ class PatientCourse:
         base = next((d for d in analysed if d.timepoint.strip().lower() == "baseline"), analysed[0])
         after = (base.date, base.draw_id)
         last = None
-        for d in analysed:  # the last one after the baseline, in the course's order
-            if (d.date, d.draw_id) > after:
+        want = self.landmark.strip().lower()
+        for d in analysed:  # the last one after the baseline (or the landmark's), in the course's order
+            if (d.date, d.draw_id) > after and (not want or d.timepoint.strip().lower() == want):
                 last = d
+                if want:
+                    break
         return base, last
 
     @property
@@ -149,8 +156,11 @@ def change_from_baseline(baseline: float, value: float) -> float:
     return round(min(CHANGE_CAP, (value - baseline) / baseline * 100.0), 1)
 
 
-def patient_courses(patients: QuerySet, with_lines: bool = False) -> list[PatientCourse]:
-    """The course of each patient in ``patients`` (two or three queries in all)."""
+def patient_courses(patients: QuerySet, with_lines: bool = False, landmark: str = "") -> list[PatientCourse]:
+    """The course of each patient in ``patients`` (two or three queries in all).
+
+    ``landmark``: the follow-up timepoint (``C2D1``, ...); "" keeps the latest draw after baseline.
+    """
     courses: dict[int, PatientCourse] = {}
     rows = patients.order_by("study_id").values_list(
         "pk", "study_id", "cancer_type__name", "cancer_type__ctc_cutoff", "trial__code", "arm__code",
@@ -158,7 +168,7 @@ def patient_courses(patients: QuerySet, with_lines: bool = False) -> list[Patien
     )
     for pk, study_id, ctype, cutoff, trial, arm, site, enrolled, diagnosed in rows:
         courses[pk] = PatientCourse(pk, study_id, ctype, cutoff, trial or "", arm or "", site or "",
-                                    enrolled or diagnosed)
+                                    enrolled or diagnosed, landmark=(landmark or "")[:40])
     if not courses:
         return []
     draws = (
@@ -216,6 +226,16 @@ class ArmSummary:
         """Share of baseline-favorable patients with a follow-up who became unfavorable."""
         n = self.to_unfavorable + self.persistent_favorable
         return self.to_unfavorable / n if n else None
+
+    @property
+    def conversion_ci(self) -> tuple[float, float] | None:
+        """Exact 95 % interval of :attr:`conversion_rate` (2 of 2 is 16-100 %)."""
+        return proportion_ci(self.to_favorable, self.to_favorable + self.persistent_unfavorable)
+
+    @property
+    def reverse_ci(self) -> tuple[float, float] | None:
+        """Exact 95 % interval of :attr:`reverse_rate`."""
+        return proportion_ci(self.to_unfavorable, self.to_unfavorable + self.persistent_favorable)
 
     @property
     def label(self) -> str:
@@ -295,27 +315,89 @@ def preliminary_share(courses: Iterable[PatientCourse]) -> PreliminaryShare:
 #: New columns go at the end: statisticians' scripts read the older ones by position.
 CSV_HEADER = ["study_id", "cancer_type", "cutoff_per_7_5ml", "trial", "arm", "site", "draw_id", "date", "timepoint",
               "ctc_count", "ctc_per_7_5ml", "ctc_status", "result_status", "is_baseline", "conversion",
-              "volume_ml", "events_analysed", "malignant_fraction", "model_version"]
+              "volume_ml", "events_analysed", "malignant_fraction", "model_version",
+              # issue 14: count intervals, the status in words, the line at the draw, outcomes and survival
+              "ctc_per_7_5ml_ci95_low", "ctc_per_7_5ml_ci95_high", "status_words", "treatment_line", "regimen",
+              "progression_date", "death_date", "last_follow_up", "day0", "pfs_months", "pfs_event", "os_months",
+              "os_event"]
 
 
 def _blank(value):  # noqa: ANN001, ANN202
     return "" if value is None else value
 
 
+def _extras(courses: list[PatientCourse]) -> tuple[dict, dict, dict, dict]:
+    """Lines, outcomes, survival records and model ranges of the courses' patients (a few queries)."""
+    from patients.models import DrawSummary, Patient
+    from patients.outcomes import survival_records
+
+    ids = [c.patient_id for c in courses]
+    lines: dict[int, list] = defaultdict(list)
+    for pid, number, regimen, start, end in TreatmentLine.objects.filter(patient_id__in=ids).order_by(
+            "patient_id", "line_number").values_list("patient_id", "line_number", "regimen", "start_date", "end_date"):
+        lines[pid].append((number, regimen, start, end))
+    outcome = {pk: rest for pk, *rest in Patient.objects.filter(pk__in=ids).values_list(
+        "pk", "progression_date", "death_date", "last_follow_up")}
+    survival = {r.patient_id: r for r in survival_records(Patient.objects.filter(pk__in=ids))}
+    ranges = {d: (lo, hi) for d, lo, hi in DrawSummary.objects.filter(draw__patient_id__in=ids).values_list(
+        "draw_id", "ctc_count_min", "ctc_count_max")}
+    return lines, outcome, survival, ranges
+
+
+def _line_at(lines: list, day: dt.date) -> tuple[int | str, str]:
+    """The treatment line running on ``day`` (the latest started before it), else blanks."""
+    current = ("", "")
+    for number, regimen, start, end in lines:
+        if start <= day and (end is None or day <= end):
+            current = (number, regimen)
+    return current
+
+
 def csv_rows(courses: Iterable[PatientCourse]) -> Iterable[list]:
-    """One row per draw (header first): the cohort export for statisticians."""
+    """One row per draw (header first): the cohort export for statisticians.
+
+    Issue 14 appends the count's 95 % interval, the status in words ("indeterminate until
+    reviewed" included), the treatment line at the draw, the outcome dates and PFS/OS
+    (months from day 0, event 1/0; ``patients.outcomes``).
+    """
+    from patients.stats import per_7_5ml_ci
+    from patients.summary import draw_status
+
+    courses = list(courses)
     yield list(CSV_HEADER)
+    if not courses:
+        return
+    lines, outcome, survival, ranges = _extras(courses)
     for c in courses:
         base, last = c.ends()
         conversion = conversion_of(base, last) or ""
+        progression, death, follow_up = outcome.get(c.patient_id, (None, None, None))
+        rec = survival.get(c.patient_id)
+        tail_patient = [_iso(progression), _iso(death), _iso(follow_up), _iso(rec.day0) if rec else "",
+                        _blank(rec.pfs_months) if rec else "", int(rec.pfs_event) if rec and rec.pfs_months is not None
+                        else "", _blank(rec.os_months) if rec else "",
+                        int(rec.os_event) if rec and rec.os_months is not None else ""]
         for d in c.draws:
             analysed = d.per_7_5ml is not None
-            # safe_row: user-typed text (study id, timepoint) must not become a spreadsheet formula.
+            lo = hi = words = ""
+            if analysed and d.ctc_count is not None and d.volume_ml:
+                lo, hi = per_7_5ml_ci(d.ctc_count, d.volume_ml)
+                cmin, cmax = ranges.get(d.draw_id, (None, None))
+                status, note = draw_status(d.per_7_5ml, c.cutoff, preliminary=d.preliminary, count=d.ctc_count,
+                                           count_min=cmin, count_max=cmax, volume_ml=d.volume_ml)
+                words = f"{status}; {note}" if note else (status or "")
+            number, regimen = _line_at(lines.get(c.patient_id, []), d.date)
+            # safe_row: user-typed text (study id, timepoint, regimen) must not become a spreadsheet formula.
             yield safe_row([c.study_id, c.cancer_type, c.cutoff, c.trial, c.arm, c.site, d.draw_id,
                             d.date.isoformat(), d.timepoint, _blank(d.ctc_count), _blank(d.per_7_5ml),
                             d.status or "", d.summary_status, int(base is not None and base.draw_id == d.draw_id),
                             conversion, _blank(d.volume_ml), _blank(d.events_analysed) if analysed else "",
-                            _blank(d.malignant_fraction) if analysed else "", d.model_version if analysed else ""])
+                            _blank(d.malignant_fraction) if analysed else "", d.model_version if analysed else "",
+                            lo, hi, words, number, regimen, *tail_patient])
+
+
+def _iso(value: dt.date | None) -> str:
+    return value.isoformat() if value else ""
 
 
 # --- Cache ------------------------------------------------------------------------------------

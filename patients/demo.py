@@ -192,14 +192,23 @@ OUTCOME_MEDIANS: dict[tuple[bool, bool], tuple[float, float]] = {
 #: Arm B (CTC-guided switching) a little better, so the arm adjustment of the Cox model matters.
 ARM_EFFECT = {"A": 1.0, "B": 1.15}
 
+#: Weibull shapes (> 1: few events in the first weeks, as on first-line therapy; 1 would be exponential).
+PFS_SHAPE = 1.6
+OS_SHAPE = 1.4
+
 DAYS_PER_MONTH = 30.4375
 SYNTHETIC_NOTE = "Synthetic demo outcome (generated, not patient data)"
+
+
+def _weibull(rng: np.random.Generator, median: float, shape: float) -> float:
+    """A Weibull time with the given median: ``scale = median / ln(2) ** (1 / shape)``."""
+    return float(median / np.log(2) ** (1 / shape) * rng.weibull(shape))
 
 
 def synthetic_course(rng: np.random.Generator, arm: str, today: dt.date) -> dict:
     """One synthetic patient: CTC counts at baseline and C2D1, day 0, and outcome dates.
 
-    Exponential times with the medians of :data:`OUTCOME_MEDIANS`; PFS never after OS;
+    Weibull times with the medians of :data:`OUTCOME_MEDIANS`; PFS never after OS;
     administrative censoring yesterday and 15 % lost to follow-up earlier. Every date
     respects the product's own checks (nothing after yesterday, follow-up after the last draw).
     """
@@ -209,8 +218,8 @@ def synthetic_course(rng: np.random.Generator, arm: str, today: dt.date) -> dict
     high_after = high != converts
     follow = int(rng.integers(5, 14)) if high_after else int(rng.integers(0, 3))
     pfs_median, os_median = (m * ARM_EFFECT[arm] for m in OUTCOME_MEDIANS[(high, high_after)])
-    os_m = max(1.6, float(rng.exponential(os_median / np.log(2))))
-    pfs_m = min(os_m, max(1.0, float(rng.exponential(pfs_median / np.log(2)))))
+    os_m = max(1.6, _weibull(rng, os_median, OS_SHAPE))
+    pfs_m = min(os_m, max(1.0, _weibull(rng, pfs_median, PFS_SHAPE)))
     yesterday = today - dt.timedelta(days=1)
     enrolled = today - dt.timedelta(days=int(rng.integers(240, 900)))
     available = (yesterday - enrolled).days
@@ -333,21 +342,25 @@ def _seed_patient(k: int, spec: DemoPatient, plan: dict, teams: dict, trial: Tri
     yesterday = today - dt.timedelta(days=1)
     starts = [min(first_draw + dt.timedelta(days=1 + int(span * i / n_lines)),
                   yesterday - dt.timedelta(days=n_lines - i)) for i in range(n_lines)]
+    # A persistently favorable course switches lines as planned (maintenance), not on progression:
+    # early progressions of CTC-favorable patients would misstate the survival page (issue 14).
+    progresses = spec.trajectory != "favorable"
     for i, start in enumerate(starts):
         regimen, agents = REGIMENS[spec.cancer][i]
         end = starts[i + 1] - dt.timedelta(days=1) if i + 1 < n_lines else None
         TreatmentLine.objects.create(
             patient=patient, line_number=i + 1, regimen=regimen, agents=agents,
             intent=TreatmentLine.Intent.PALLIATIVE, start_date=start, end_date=end,
-            stop_reason=(TreatmentLine.StopReason.PROGRESSION if end else ""),
+            stop_reason=((TreatmentLine.StopReason.PROGRESSION if progresses else TreatmentLine.StopReason.COMPLETED)
+                         if end else ""),
         )
         ClinicalEvent.objects.create(
             patient=patient, date=min(start + dt.timedelta(days=60), yesterday), kind=ClinicalEvent.Kind.IMAGING,
             recist=("PR" if spec.trajectory in ("responder", "converter_late") and i == 0 else
-                    "PD" if end else "SD"),
+                    "PD" if end and progresses else "SD"),
             note="CT chest/abdomen/pelvis",
         )
-        if end:
+        if end and progresses:
             ClinicalEvent.objects.create(patient=patient, date=end, kind=ClinicalEvent.Kind.PROGRESSION,
                                          note=f"Progression on {regimen}")
     if spec.cancer == "colorectal_metastatic" and spec.trajectory == "responder":

@@ -113,3 +113,14 @@ def format_p(p: float | None) -> str:
     if p < 0.01:
         return f"{p:.3f}"
     return f"{p:.2f}"
+
+
+def proportion_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Exact (Clopper–Pearson) interval of a proportion, from scipy; None without patients.
+
+    Conversion rates on two or three patients ("100 %, 2 of 2") need one: 2 of 2 is 16 %–100 %.
+    """
+    if n <= 0:
+        return None
+    ci = stats.binomtest(successes, n).proportion_ci(confidence_level=confidence, method="exact")
+    return float(ci.low), float(ci.high)

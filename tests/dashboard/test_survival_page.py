@@ -38,7 +38,7 @@ def _figure(body: str) -> dict:
 
 
 def test_survival_page_draws_curves_at_risk_medians_and_tests(as_alice, cohort):
-    r = as_alice.get("/cohort/survival/", {"trial": cohort.pk, "endpoint": "pfs", "by": "baseline"})
+    r = as_alice.get("/cohort/survival/", {"trial": cohort.code, "endpoint": "pfs", "by": "baseline"})
     assert r.status_code == 200
     body = r.content.decode()
     fig = _figure(body)
