@@ -320,7 +320,7 @@ def _uncertainty_words(d: TimelineDraw, bar: tuple[float, float], cutoff: float)
 
 def _significance_traces(analysed: Sequence[tuple[TimelineDraw, float]], x_of, ymax: float) -> list[dict]:  # noqa: ANN001
     """Marks at draws that differ from the previous one beyond counting noise (exact test, alpha 0.05)."""
-    from patients.stats import ALPHA, format_p, rate_change
+    from patients.stats import ALPHA, p_words, rate_change
 
     marks: dict[str, list] = {"rise": [], "fall": []}
     for (prev, _), (d, o) in zip(analysed, analysed[1:], strict=False):
@@ -338,11 +338,11 @@ def _significance_traces(analysed: Sequence[tuple[TimelineDraw, float]], x_of, y
             y=[min(ymax * 0.9, d.per_7_5ml + ymax * 0.07) for d, _, _, _ in rows], mode="markers+text",
             marker={"size": 12, "symbol": "triangle-up" if direction == "rise" else "triangle-down",
                     "color": RED if direction == "rise" else GREEN},
-            text=[f"p={format_p(p)}" for _, _, _, p in rows], textposition="top center",
+            text=[p_words(p).replace(" ", "") for _, _, _, p in rows], textposition="top center",
             textfont={"size": 10, "color": INK},
-            customdata=[[d.url, plain(prev.timepoint), format_p(p)] for d, _, prev, p in rows],
+            customdata=[[d.url, plain(prev.timepoint), p_words(p)] for d, _, prev, p in rows],
             hovertemplate=f"<b>Significant {direction}</b> since %{{customdata[1]}}"
-                          "<br>exact test, p = %{customdata[2]}<extra></extra>",
+                          "<br>exact test, %{customdata[2]}<extra></extra>",
         ))
     return out
 

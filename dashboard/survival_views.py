@@ -24,7 +24,7 @@ from patients import outcomes
 from patients.audit import record
 from patients.csvsafe import safe_row
 from patients.roles import Action
-from patients.stats import format_p
+from patients.stats import p_words
 
 #: One colour per group, in GROUP_ORDER: favorable / CTC0 / persistently favorable are green,
 #: the unfavorable ends red, the converters between.
@@ -104,8 +104,8 @@ def survival(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/survival.html", base_context(
         request, nav="survival", form=form, options=options, result=result, groups=groups,
         figure=to_json(km_figure(result)) if groups else None, endpoint=endpoint, by=by, landmark=landmark,
-        logrank_text=format_p(result["logrank_p"]) if result["logrank_p"] is not None else None,
-        cox=cox, cox_p=format_p(cox["p"]) if cox else None, n_patients=len(records),
+        logrank_text=p_words(result["logrank_p"]) if result["logrank_p"] is not None else None,
+        cox=cox, cox_p=p_words(cox["p"]) if cox else None, n_patients=len(records),
         events_total=sum(g["events"] for g in groups), query=request.GET.urlencode(),
         synthetic=any(r.study_id.startswith("DEMO-") for r in records),
         today=timezone.localdate(),

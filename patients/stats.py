@@ -81,8 +81,8 @@ class RateChange:
     @property
     def words(self) -> str:
         """``"significant (p = 0.003)"`` or ``"within counting noise (p = 0.50)"``."""
-        return f"significant (p = {format_p(self.p_value)})" if self.significant else \
-            f"within counting noise (p = {format_p(self.p_value)})"
+        return f"significant ({p_words(self.p_value)})" if self.significant else \
+            f"within counting noise ({p_words(self.p_value)})"
 
 
 def rate_change(count1: int, volume1: float, count2: int, volume2: float, alpha: float = ALPHA) -> RateChange:
@@ -124,3 +124,9 @@ def proportion_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[flo
         return None
     ci = stats.binomtest(successes, n).proportion_ci(confidence_level=confidence, method="exact")
     return float(ci.low), float(ci.high)
+
+
+def p_words(p: float | None) -> str:
+    """``"p = 0.003"``, ``"p < 0.001"`` (never "p = < 0.001")."""
+    text = format_p(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"

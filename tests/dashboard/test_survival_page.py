@@ -49,7 +49,7 @@ def test_survival_page_draws_curves_at_risk_medians_and_tests(as_alice, cohort):
     assert sum(int(re.search(r"n=(\d+)", c["name"]).group(1)) for c in curves) == 18
     at_risk = re.search(r'data-testid="at-risk".*?</table>', body, re.S).group(0)
     assert "Number at risk" in at_risk and ">12</td>" in at_risk and ">6</td>" in at_risk
-    assert re.search(r'data-testid="logrank">p = [<\d.]', body)
+    assert re.search(r'data-testid="logrank">p [=<] \d', body)
     assert re.search(r'data-testid="cox">HR \d', body) and "adjusted for trial arm" in body
     assert re.search(r'data-testid="c-index">0\.\d\d', body)
     # 6 favorable patients with 3 events: shown, flagged as not reliable.

@@ -58,3 +58,10 @@ def test_format_p():
     assert format_p(0.0004) == "< 0.001"
     assert format_p(0.0034) == "0.003"
     assert format_p(0.5) == "0.50"
+
+
+def test_p_words_never_reads_p_equals_less_than():
+    from patients.stats import p_words
+
+    assert p_words(0.0001) == "p < 0.001" and p_words(0.0034) == "p = 0.003"
+    assert rate_change(30, 7.5, 0, 7.5).words == "significant (p < 0.001)"
