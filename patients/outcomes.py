@@ -251,6 +251,11 @@ def _finite(x: float) -> float | None:
     return None if x is None or not math.isfinite(float(x)) else round(float(x), 3)
 
 
+def _p(p: float) -> float | None:
+    """A p-value to three significant digits (0.0004 stays 0.0004, not 0.0)."""
+    return None if p is None or not math.isfinite(float(p)) else float(f"{float(p):.3g}")
+
+
 def _km_group(key: str, label: str, times: list[float], events: list[bool], grid: list[float]) -> dict:
     from lifelines import KaplanMeierFitter
     from lifelines.utils import median_survival_times
@@ -305,7 +310,7 @@ def _cox(rows: list[tuple[float, bool, int, str]]) -> tuple[dict | None, float |
     cox = {
         "hr": _finite(row["exp(coef)"]),
         "ci95": [_finite(row["exp(coef) lower 95%"]), _finite(row["exp(coef) upper 95%"])],
-        "p": _finite(row["p"]) if row["p"] >= 0.001 else float(f"{row['p']:.2e}"),
+        "p": _p(row["p"]),
         "adjusted_for": adjusted,
         "covariate": "baseline CTC at or above the cut-off (vs below)",
     }
@@ -373,7 +378,7 @@ def survival_analysis(records: Iterable[SurvivalRecord], endpoint: str = "pfs", 
 
     logrank_p = None
     if len(groups) >= 2 and sum(events):
-        logrank_p = _finite(multivariate_logrank_test(durations, labels, events).p_value)
+        logrank_p = _p(multivariate_logrank_test(durations, labels, events).p_value)
     elif len(groups) < 2:
         notes.append("Log-rank test not computed: fewer than two groups have patients.")
 
