@@ -7,6 +7,7 @@ history cannot see. Views and API call :func:`record` once per response.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from django.http import HttpRequest
@@ -29,8 +30,27 @@ def client_ip(request: HttpRequest) -> str | None:
     if proxies > 0:
         hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
         if hops:
-            return hops[-min(proxies, len(hops))][:45] or None
+            hop = hops[-min(proxies, len(hops))]
+            try:  # the audit row and axes store it as an IP address: anything else is not one
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                pass
     return request.META.get("REMOTE_ADDR") or None
+
+
+def _jsonb_safe(value: Any) -> Any:
+    """``value`` with NUL characters shown as ``\\x00``: PostgreSQL's jsonb refuses U+0000.
+
+    The detail of a read records the query string as the client sent it; a NUL in a
+    parameter (name or value) made the audit insert, and so the request, fail with a 500.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\\x00")
+    if isinstance(value, dict):
+        return {_jsonb_safe(k): _jsonb_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonb_safe(v) for v in value]
+    return value
 
 
 def record(
@@ -51,5 +71,5 @@ def record(
         patient=patient if patient is not None else (obj if isinstance(obj, Patient) else None),
         ip_address=client_ip(request),
         path=request.get_full_path()[:300],
-        detail=detail or {},
+        detail=_jsonb_safe(detail or {}),
     )

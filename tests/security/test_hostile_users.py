@@ -267,3 +267,27 @@ def test_deeply_nested_json_is_a_400(as_alice, api_client, alice, patient, depth
         nested_obj = b'{"timepoint": ' + _nested(depth) + b"}"
         resp = c.generic("POST", path, nested_obj, content_type="application/json")
         assert resp.status_code == 400, (path, resp.status_code, resp.content[:300])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/api/cohort/?x=%00", "/api/draws/?foo=a%00b", "/api/patients/?%00=1"])
+def test_a_nul_in_an_unknown_query_parameter_is_not_a_500(as_alice, draw, url):
+    # Found by tests/api/test_fuzz.py: the read's audit row keeps the query, and jsonb refuses U+0000.
+    from patients.models import AuditEvent
+
+    resp = as_alice.get(url)
+    assert resp.status_code == 200, (url, resp.content[:300])
+    assert "\\x00" in json.dumps(AuditEvent.objects.latest("pk").detail)
+
+
+@pytest.mark.django_db
+@override_settings(CTC_TRUSTED_PROXIES=1)
+def test_a_forwarded_hop_that_is_not_an_address_falls_back_to_remote_addr(api_client, alice):
+    from patients.models import AuditEvent
+
+    cache.clear()
+    resp = api_client.post("/api/auth/token/", {"username": "alice", "password": "pw-for-tests-only"},
+                           HTTP_X_FORWARDED_FOR="1.2.3.4, not-an-address", REMOTE_ADDR="192.0.2.10")
+    cache.clear()
+    assert resp.status_code == 200
+    assert AuditEvent.objects.filter(action="login").latest("pk").ip_address == "192.0.2.10"
