@@ -41,4 +41,6 @@ _survival = __import__("dashboard.survival_views", fromlist=["survival"])
 urlpatterns += [
     path("cohort/survival/", _survival.survival, name="survival"),
     path("cohort/survival/export.csv", _survival.survival_export, name="survival_export"),
+    path("patients/<int:pk>/outcomes/", __import__("dashboard.outcome_views", fromlist=["patient_outcomes"])
+         .patient_outcomes, name="patient_outcomes"),
 ]

@@ -161,6 +161,42 @@ def _months(start: dt.date, end: dt.date) -> float:
     return round((end - start).days / DAYS_PER_MONTH, 3)
 
 
+def patient_times(enrolled: dt.date | None, diagnosed: dt.date | None, first_line: dt.date | None,
+                  progressed: dt.date | None, died: dt.date | None, seen: dt.date | None,
+                  progression_events: Iterable[dt.date], known: Iterable[dt.date | None],
+                  ) -> tuple[dt.date | None, str, float | None, bool, float | None, bool]:
+    """``(day0, day0 source, PFS months, PFS event, OS months, OS event)`` of one patient.
+
+    Pure (no query): the survival page and the patient page derive the same times.
+    ``known``: other dates the record knows of (draws, clinical events), for censoring
+    when no last follow-up is recorded.
+    """
+    if enrolled:
+        day0, source = enrolled, "enrolment"
+    elif first_line:
+        day0, source = first_line, "first treatment"
+    elif diagnosed:
+        day0, source = diagnosed, "diagnosis"
+    else:
+        return None, "", None, False, None, False
+    pfs = os_ = None
+    pfs_event = os_event = False
+    dates = [d for d in (seen, died, *known) if d]
+    censor = seen or (max(dates) if dates else day0)
+    prog_dates = [d for d in [progressed, *progression_events] if d and d >= day0]
+    prog = min(prog_dates) if prog_dates else None
+    if died and died >= day0:
+        os_, os_event = _months(day0, died), True
+    elif censor >= day0:
+        os_ = _months(day0, censor)
+    first_event = min([d for d in (prog, died if died and died >= day0 else None) if d], default=None)
+    if first_event is not None:
+        pfs, pfs_event = _months(day0, first_event), True
+    elif censor >= day0:
+        pfs = _months(day0, censor)
+    return day0, source, pfs, pfs_event, os_, os_event
+
+
 def survival_records(patients: QuerySet, landmark: str = "") -> list[SurvivalRecord]:
     """The survival record of each patient in ``patients`` (already scoped with ``for_user``).
 
@@ -193,32 +229,11 @@ def survival_records(patients: QuerySet, landmark: str = "") -> list[SurvivalRec
     out = []
     for pid, course in courses.items():
         enrolled, diagnosed, progressed, died, seen = outcome[pid]
-        if enrolled:
-            day0, source = enrolled, "enrolment"
-        elif first_line.get(pid):
-            day0, source = first_line[pid], "first treatment"
-        elif diagnosed:
-            day0, source = diagnosed, "diagnosis"
-        else:
-            day0, source = None, ""
+        t = patient_times(enrolled, diagnosed, first_line.get(pid), progressed, died, seen,
+                          progressions.get(pid, []), [last_event.get(pid), *(p.date for p in course.draws)])
+        day0, source, pfs, pfs_event, os_, os_event = t
         base, _ = course.ends()
         follow = first_follow_up(course, base, landmark)
-        pfs = os_ = None
-        pfs_event = os_event = False
-        if day0 is not None:
-            known = [d for d in (seen, died, last_event.get(pid), *(p.date for p in course.draws)) if d]
-            censor = seen or (max(known) if known else day0)
-            prog_dates = [d for d in [progressed, *progressions.get(pid, [])] if d and d >= day0]
-            prog = min(prog_dates) if prog_dates else None
-            if died and died >= day0:
-                os_, os_event = _months(day0, died), True
-            elif censor >= day0:
-                os_ = _months(day0, censor)
-            first_event = min([d for d in (prog, died if died and died >= day0 else None) if d], default=None)
-            if first_event is not None:
-                pfs, pfs_event = _months(day0, first_event), True
-            elif censor >= day0:
-                pfs = _months(day0, censor)
         ctc0 = None
         if follow is not None and follow.ctc_count is not None:
             ctc0 = "ctc0" if follow.ctc_count == 0 else "ctc_pos"

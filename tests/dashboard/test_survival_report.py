@@ -100,3 +100,32 @@ def test_printable_report_is_chart_ready(as_alice, bob, team):
     assert len(re.findall(r'<img src="data:image/png;base64,', body)) == 2  # the latest draw's CTCs (2)
     assert "Latest result not yet reviewed by a person." in body
     assert Patient.objects.get(pk=p.pk).mrn == "MRN-9001"
+
+
+def test_outcomes_recorded_on_the_patient_page(as_alice, alice, team, client, bob):
+    p = factories.PatientFactory(care_team=team, study_id="PT-O1", diagnosis_date=dt.date(2025, 1, 15),
+                                 enrolled_on=None)
+    _draw(p, 30, "baseline", 2)
+    url = f"/patients/{p.pk}/outcomes/"
+    r = as_alice.post(url, {"death_date": "2024-12-01"}, follow=True)
+    assert "Outcomes not saved" in r.content.decode() and "before the diagnosis" in r.content.decode()
+    future = (dt.date.today() + dt.timedelta(days=3)).isoformat()
+    r = as_alice.post(url, {"progression_date": future}, follow=True)
+    assert "in the future" in r.content.decode()
+    last_draw = timezone.localdate() - dt.timedelta(days=30)
+    r = as_alice.post(url, {"last_follow_up": (last_draw - dt.timedelta(days=1)).isoformat()}, follow=True)
+    assert "before the last blood draw" in r.content.decode()
+    progressed = last_draw + dt.timedelta(days=10)
+    r = as_alice.post(url, {"progression_date": progressed.isoformat(),
+                            "last_follow_up": (last_draw + dt.timedelta(days=20)).isoformat()}, follow=True)
+    body = r.content.decode()
+    assert "Outcomes saved." in body
+    p.refresh_from_db()
+    assert p.progression_date == progressed and p.outcome_recorded_by == alice
+    assert p.history.first().history_user == alice
+    # Day 0 falls back to the diagnosis (no enrolment, no treatment line): the page says which.
+    times = re.search(r'data-testid="survival-times">(.*?)</p>', body, re.S).group(1)
+    months = round((progressed - p.diagnosis_date).days / 30.4375, 1)
+    assert "diagnosis" in times and f"PFS {months} months (event)" in times
+    client.force_login(bob)  # a reviewer may not edit records
+    assert client.post(url, {"death_date": ""}).status_code == 403
