@@ -11,3 +11,6 @@ UPLOAD_KIND = ImagingUpload.Kind.choices
 CLINICAL_EVENT_KIND = ClinicalEvent.Kind.choices
 UPLOAD_STATUS = UploadStatus.choices
 SUMMARY_STATUS = SummaryStatus.choices
+
+#: ``ImagingUpload.domain_check["status"]`` (classifier.domain)
+DOMAIN_STATUS = [("in_domain", "in_domain"), ("shifted", "shifted")]

@@ -456,16 +456,29 @@ class DrawSerializer(serializers.ModelSerializer):
         return attrs
 
 
+class DomainCheckSerializer(serializers.Serializer):
+    """Whether an upload's images look like what the model was validated on (classifier.domain)."""
+
+    status = serializers.ChoiceField(choices=[("in_domain", "in_domain"), ("shifted", "shifted")],
+                                     help_text="shifted: these images differ from the validated domain; review every "
+                                               "call")
+    score = serializers.FloatField(min_value=0.0, max_value=1.0,
+                                   help_text="0 = like the validated images, 1 = clearly different; shifted from 0.5")
+    reasons = serializers.ListField(child=serializers.CharField(), help_text="Plain-language reasons")
+
+
 class UploadSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:upload-detail")
     files = serializers.SerializerMethodField(help_text="Original file names, in upload order")
     events_url = serializers.SerializerMethodField()
+    domain_check = DomainCheckSerializer(read_only=True, allow_null=True,
+                                         help_text="Null until the upload is analysed")
 
     class Meta:
         model = ImagingUpload
         fields = ["id", "url", "draw", "kind", "channels", "pixel_size_um", "status", "progress", "stage", "error",
                   "model_version", "device", "files", "events_url", "created_at", "started_at", "finished_at",
-                  "withdrawn_at", "withdraw_reason"]
+                  "withdrawn_at", "withdraw_reason", "domain_check"]
         read_only_fields = fields
 
     def get_files(self, upload: ImagingUpload) -> list[str]:

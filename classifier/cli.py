@@ -1,4 +1,4 @@
-"""``python -m classifier``: synth, train, evaluate, finetune, robustness, predict.
+"""``python -m classifier``: synth, train, evaluate, finetune, robustness, predict, domain-calibrate.
 
 JSON outputs follow docs/architecture.md: ``evaluate`` prints one JSON object as its
 last line; ``predict`` prints one JSON line per event.
@@ -127,6 +127,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     gate = evaluate.gating_baseline(ds, list(contract.feature_names))
     out["gating_baseline"] = evaluate.metrics(ds.is_ctc, gate, ds.category)
     out["model_version"] = meta.get("version")
+    out["domain_check"], out["domain_images"] = _domain_of_folder(a, ds, contract, meta)
     if a.loo:
         out["loo_finetuned"] = _loo(a, ds, model, threshold)
     if a.per_event:
@@ -136,6 +137,18 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
                               "branch_contributions": pr["gate"][i].round(3).tolist()}))
     _print_json(out)
     return 0
+
+
+def _domain_of_folder(a: argparse.Namespace, ds, contract, meta: dict) -> tuple[dict, list[dict]]:  # noqa: ANN001
+    """``domain_check`` for the folder as a whole, and each image's status and reasons."""
+    from classifier import domain
+
+    lookup = domain.load_reference(a.weights, meta.get("sha256"), contract.feature_names)
+    try:
+        rep = domain.check_folder(Path(a.data), _channels(a.channels), contract, ds.feats, a.pixel_size_um, lookup)
+    except Exception as err:  # noqa: BLE001 - never lose the metrics to the check
+        return domain.fallback_report(f"{type(err).__name__}: {err}"), []
+    return rep.as_dict(), rep.images
 
 
 def _cat(k: int) -> str:
@@ -215,10 +228,40 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
     clf = Classifier.load(a.weights, device=a.device)
     res = clf.analyse_files(a.files, _channels(a.channels), kind=a.kind, pixel_size_um=a.pixel_size_um)
-    for ev in res.events:
+    for ev in res.events:  # every line also carries the run's domain check (the same object an upload gets)
         _print_json({"source": ev.source, "x": round(ev.x, 2), "y": round(ev.y, 2), "call": ev.call,
-                     "ctc_probability": round(ev.ctc_probability, 4), "category": ev.category})
+                     "ctc_probability": round(ev.ctc_probability, 4), "category": ev.category,
+                     "domain_check": res.domain_check})
+    if res.domain_check and res.domain_check.get("status") == "shifted":
+        print("warning: these images differ from the validated domain: review every call ("
+              + "; ".join(str(r) for r in res.domain_check.get("reasons", [])) + ")", file=sys.stderr, flush=True)
     return 0
+
+
+# --- domain-calibrate -----------------------------------------------------------------------------
+
+
+def cmd_domain_calibrate(a: argparse.Namespace) -> int:
+    import torch
+
+    from classifier import domain
+
+    torch.set_num_threads(a.threads)
+    out = domain.calibrate(a.weights, n_reference=a.n_reference, n_per_shift=a.n_per_shift, seed=a.seed,
+                           progress=not a.quiet)
+    _print_json({"written": str(domain.reference_path(a.weights or _default_weights())),
+                 "weights_sha256": out["weights_sha256"], "novelty_cutoff": round(out["cutoff"], 3),
+                 "shifts": {k: {x: v[x] for x in ("folder_status", "folder_score", "images_shifted",
+                                                  "balanced_accuracy", "roc_auc")}
+                            for k, v in out["calibration"]["shifts"].items()},
+                 "seconds": out["calibration"]["seconds"]})
+    return 0
+
+
+def _default_weights() -> Path:
+    from classifier.weights import DEFAULT_WEIGHTS
+
+    return DEFAULT_WEIGHTS
 
 
 # --- parser -----------------------------------------------------------------------------------------------
@@ -285,6 +328,16 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--scales", default="0.5,0.75,1.5,2,3", help="magnification factors to test")
     rb.add_argument("--markdown", action="store_true", help="also print the table as Markdown first")
     rb.set_defaults(func=cmd_robustness)
+
+    dc = sub.add_parser("domain-calibrate", help="reference statistics of the domain check for some weights "
+                        "(synthetic in-domain renders; rates on synthetic shifts), written beside them")
+    dc.add_argument("--weights", default=None)
+    dc.add_argument("--n-reference", type=int, default=600)
+    dc.add_argument("--n-per-shift", type=int, default=80)
+    dc.add_argument("--seed", type=int, default=7)
+    dc.add_argument("--threads", type=int, default=1)
+    dc.add_argument("--quiet", action="store_true")
+    dc.set_defaults(func=cmd_domain_calibrate)
 
     r = sub.add_parser("predict", help="classify events in image files")
     r.add_argument("--channels", required=True)

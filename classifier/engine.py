@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from classifier import features
+from classifier.domain import ReferenceLookup, check_analysis, load_reference
 from classifier.errors import InputError
 from classifier.explain import explain_batch, top_attributes
 from classifier.model import DualBranchCTC, fuse_batchnorm
@@ -71,6 +72,7 @@ class Classifier:
         self.feature_names = list(contract.feature_names)
         self.threshold = float(metadata.get("threshold", 0.5))
         self.prep_workers = int(os.environ.get("CLASSIFIER_PREP_WORKERS", min(2, os.cpu_count() or 1)))
+        self.weights_path: Path | None = None  # set by load(); None: the shipped weights
 
     @property
     def version(self) -> str:
@@ -85,7 +87,9 @@ class Classifier:
         model = fuse_batchnorm(model).to(dev)
         if dev.type == "cpu":
             model = model.to(memory_format=torch.channels_last)
-        return cls(model, contract, meta, dev)
+        clf = cls(model, contract, meta, dev)
+        clf.weights_path = Path(weights) if weights else None  # the domain check's reference lies beside it
+        return clf
 
     # --- public API ----------------------------------------------------------------------
 
@@ -196,8 +200,19 @@ class Classifier:
         timings["model"] = t_model
         timings["explanation"] = t_expl
         _report(progress, "done")
-        return AnalysisResult(events=events, model_version=self.version, channels=list(self.contract.channels),
-                              timings=timings, device=str(self.device), threshold=self.threshold)
+        result = AnalysisResult(events=events, model_version=self.version, channels=list(self.contract.channels),
+                                timings=timings, device=str(self.device), threshold=self.threshold)
+        t = time.perf_counter()
+        result.domain_check = check_analysis(items, [1 if j[4] is None else len(j[4]) for j in jobs], prep.px_um,
+                                             prep.scale_source, feats, kind, self._domain_reference(), result.warnings)
+        timings["domain_check"] = time.perf_counter() - t
+        return result
+
+    def _domain_reference(self) -> ReferenceLookup:
+        """The domain check's reference statistics for these weights (read once)."""
+        if getattr(self, "_domain_lookup", None) is None:
+            self._domain_lookup = load_reference(self.weights_path, self.metadata.get("sha256"), self.feature_names)
+        return self._domain_lookup
 
     def _segment_map(self) -> Callable[[Callable, list], list] | None:
         """The ordered map ``segment_field`` may spread its independent steps with."""

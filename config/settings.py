@@ -256,6 +256,7 @@ SPECTACULAR_SETTINGS = {
         "ClinicalEventKindEnum": "api.enums.CLINICAL_EVENT_KIND",
         "UploadStatusEnum": "api.enums.UPLOAD_STATUS",
         "SummaryStatusEnum": "api.enums.SUMMARY_STATUS",
+        "DomainStatusEnum": "api.enums.DOMAIN_STATUS",
     },
 }
 

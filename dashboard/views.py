@@ -378,7 +378,15 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
         cutoff=draw.patient.cancer_type.ctc_cutoff, thresholds=thresholds,
         categories_labelled=[(c, category_label(c)) for c in categories],
         draw_final=summary is not None and summary.status in ("final", "amended"),
+        domain_shifted=_domain_shifted(uploads),
     ))
+
+
+def _domain_shifted(uploads: list[ImagingUpload]) -> list[ImagingUpload]:
+    """Analysed uploads whose images differ from the model's validated domain (classifier.domain):
+    the draw page says so above the result, with the reasons, so every call gets reviewed."""
+    return [u for u in uploads if u.status == UploadStatus.DONE and isinstance(u.domain_check, dict)
+            and u.domain_check.get("status") == "shifted"]
 
 
 def _upload_json(upload: ImagingUpload) -> dict:

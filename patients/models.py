@@ -305,6 +305,9 @@ class ImagingUpload(models.Model):
     device = models.CharField(max_length=20, blank=True)
     timings = models.JSONField(default=dict, blank=True)
     result_channels = models.JSONField(default=list, blank=True, help_text="Channel order of stored thumbnails")
+    # domain check (classifier.domain): {"status": "in_domain" | "shifted", "score", "reasons"}; null until analysed
+    domain_check = models.JSONField(null=True, blank=True,
+                                    help_text="Whether the images look like what the model was validated on")
     attempts = models.PositiveSmallIntegerField(default=0)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -206,6 +206,8 @@ def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult, w
         locked.model_version = result.model_version
         locked.device = result.device
         locked.result_channels = list(result.channels)
+        # whether the images look like the validated domain (classifier.domain); shown on the draw page and API
+        locked.domain_check = getattr(result, "domain_check", None)
         locked.finished_at = timezone.now()
         locked.save()
         recompute_summary(upload.draw)

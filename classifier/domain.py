@@ -1,0 +1,743 @@
+"""An honest domain check: do these images look like what the model was validated on?
+
+The shipped weights were trained on synthetic events and validated on real 8-bit,
+4-channel (DAPI, CK, AF, CD45) gallery thumbnails of ~160 px, the event at the centre
+among 10-40 leukocytes, at ~0.35-0.45 µm per pixel (ctc-dev). Real data unlike that
+(other exports, RGB composites, other magnifications, field images from other
+microscopes) can fail *silently*: the calls look as confident as ever. This module says
+so, in sentences a lab scientist understands::
+
+    {"status": "in_domain" | "shifted", "score": 0.0..1.0, "reasons": ["..."]}
+
+Two kinds of evidence, combined into one score:
+
+1. **Image-level rules** (:func:`image_signals`, :func:`image_findings`): how the image
+   was rendered (AF channel present, RGB composite or JPEG, bit depth, used grey range,
+   saturation, mid-tones after normalisation), its scale (pixel size and where it came
+   from, frame width in µm) and its content (nuclei in the frame, how much of the frame
+   the centre object covers). Each finding has a *severity* in [0, 1] and a reason.
+2. **Attribute novelty** (:class:`Reference`): a Mahalanobis-type distance of each event's
+   texture/fluorescence attributes (``classifier.features``) to their distribution over
+   synthetic events rendered like the validated domain, stored beside the weights in
+   ``NAME.domain.json`` with the weights' sha256 (``python -m classifier
+   domain-calibrate``). Stats for other weights are not used: the check falls back to the
+   image rules and says so.
+
+An image's score is ``1 - prod(1 - severity)`` over its findings; it is ``shifted`` from
+:data:`THRESHOLD`. A folder/upload's score is the larger of the mean image score and the
+severity of its share of novel events; plain-language warnings (e.g. an implausible
+object count in a field) make it ``shifted``. Calibration and rates: docs/model-card.md.
+
+Cheap by design (a 1,000-event gallery costs ~0.1 s here): the image rules work on a
+block-averaged copy of at most ~48 px, the novelty on attributes the engine computed anyway.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+try:
+    from classifier.channel_names import canonical as _canonical
+except ImportError:  # pragma: no cover
+    def _canonical(name: str) -> str | None:
+        return name.strip().upper() or None
+
+#: an image (and a folder) is ``shifted`` from this score on
+THRESHOLD = 0.5
+#: version of the reference-statistics format (``NAME.domain.json``)
+REFERENCE_FORMAT = 1
+
+# The validated domain (ctc-dev: 18 events; see docs/model-card.md, "Domain check").
+VALIDATED_CHANNELS = ("DAPI", "CK", "AF", "CD45")
+VALIDATED_PX_UM = (0.33, 0.48)  # ctc-dev inferred 0.35-0.45 µm/px
+VALIDATED_FRAME_UM = (54.0, 100.0)  # ctc-dev 160 px x 0.35-0.45 = 56-72 µm; 240 px crops of it (93 µm) held
+VALIDATED_NUCLEI = (8, 70)  # ctc-dev 10-41 nuclei per 160 px frame
+#: the largest nucleus of a validated thumbnail covers a small part of the frame
+MAX_NUCLEUS_COVER = 0.06
+#: a leukocyte-sized cell (9 µm) takes ~64 µm²: more objects than this per µm² cannot be cells
+MIN_UM2_PER_OBJECT = 40.0
+
+_COMPOSITE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_LOSSY_SUFFIXES = (".jpg", ".jpeg")
+
+
+# --- per-image signals ------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageSignals:
+    """What one input image looks like, in numbers (all cheap to compute)."""
+
+    source: str
+    height: int
+    width: int
+    channels: list[str]
+    af_present: bool
+    composite: bool  # an RGB composite (PNG/JPEG colours), not separate fluorescence channels
+    lossy: bool  # JPEG
+    bit_depth: str  # "8-bit" | "12-bit" | "16-bit" | "float"
+    grey_range: float  # used fraction of the bit depth's range (DAPI, CK, CD45; min over them)
+    saturated: float  # largest fraction of pixels at the top of the range, over channels
+    midtone: float  # median over DAPI/CK/CD45 of the normalised 90th percentile (gamma/stretch)
+    n_nuclei: int  # DAPI objects in the frame
+    nucleus_cover: float  # fraction of the frame one (median) nucleus covers: large when the cell fills the frame
+    px_um: float | None = None  # pixel size used (given, from metadata, or inferred)
+    scale_source: str = "unknown"  # "given" | "estimated" | "default"
+    n_objects: int | None = None  # field images: segmented objects
+    novel_fraction: float | None = None  # share of this image's events outside the attribute range
+
+    @property
+    def frame_um(self) -> float | None:
+        return None if self.px_um is None else float(min(self.height, self.width) * self.px_um)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["frame_um"] = self.frame_um
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+_DEPTH_TOPS = ((255.0, "8-bit"), (4095.0, "12-bit"), (65535.0, "16-bit"))
+
+
+def image_signals(image: np.ndarray, channels: Sequence[str], source: str = "image",
+                  px_um: float | None = None, scale_source: str = "unknown") -> ImageSignals:
+    """The rendering, scale and content signals of one (C, H, W) image as decoded."""
+    return image_signals_batch([image], [channels], [source], [px_um], [scale_source])[0]
+
+
+def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]], sources: Sequence[str],
+                        px_um: Sequence[float | None] | None = None, scale_sources: Sequence[str] | None = None,
+                        chunk: int = 64) -> list[ImageSignals]:
+    """:func:`image_signals` of many images; images of one shape and channel list are
+    stacked and measured together (a 1,000-event gallery in ~0.1 s instead of ~1.5 s)."""
+    n = len(images)
+    pxs = list(px_um) if px_um is not None else [None] * n
+    how = list(scale_sources) if scale_sources is not None else ["unknown"] * n
+    out: list[ImageSignals | None] = [None] * n
+    groups: dict[tuple, list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault((np.shape(img), tuple(channels[i])), []).append(i)
+    for (shape, chans), idx in groups.items():
+        for s in range(0, len(idx), chunk):
+            part = idx[s:s + chunk]
+            # a point sample at ~40 px on the short side: every statistic below is about objects of
+            # 5 px and more at that scale, and one full-resolution pass over a 1,000-event gallery
+            # (400 MB of floats) would cost more than the whole check
+            hw = shape[-2:]
+            step = max(1, int(round(min(hw) / 40.0)))
+            x = np.stack([np.asarray(images[i], np.float32).reshape(shape if len(shape) == 3 else (1, *shape))
+                          [:, ::step, ::step] for i in part])
+            for i, sig in zip(part, _signals_stack(x, list(chans), [sources[i] for i in part], hw), strict=True):
+                sig.px_um = None if pxs[i] is None else float(pxs[i])
+                sig.scale_source = how[i]
+                out[i] = sig
+    return [o for o in out if o is not None]
+
+
+def _signals_stack(x: np.ndarray, channels: list[str], sources: list[str], hw: tuple[int, int]
+                   ) -> list[ImageSignals]:
+    """Signals of a stack of point-sampled images (N, C, ~48, ~48) of full size ``hw``."""
+    n, c = x.shape[:2]
+    h, w = int(hw[0]), int(hw[1])
+    names = [(_canonical(ch) or str(ch).strip().upper()) for ch in channels]
+    idx = {nm: i for i, nm in enumerate(names)}
+    main = [idx[nm] for nm in ("DAPI", "CK", "CD45") if nm in idx and idx[nm] < c] or list(range(c))
+    flat = x.reshape(n, c, -1)
+    mn, mx = flat.min(axis=2), flat.max(axis=2)  # (n, c)
+    half = x[:, :, ::2, ::2]
+    integer = np.all(half == np.round(half), axis=(1, 2, 3)) & (mn.min(axis=1) >= 0)
+    top_all = mx.max(axis=1)
+    tops = np.where(top_all <= 255, 255.0, np.where(top_all <= 4095, 4095.0, 65535.0))
+    tops = np.where(integer, tops, np.maximum(top_all, 1e-9))
+    grey = ((mx - mn)[:, main] / tops[:, None]).min(axis=1)
+    sat = (half >= tops[:, None, None, None]).mean(axis=(2, 3)).max(axis=1)
+    small = x
+    hs, ws = small.shape[2:]
+    # intensity levels from every other sampled pixel (~24 px square): one single-rank partial sort each
+    # (numpy's multi-rank partition is several times slower on many short rows)
+    rows = np.ascontiguousarray(small[:, :, ::2, ::2]).reshape(n * c, -1)
+    # p99.5: the brightest objects, not a hot pixel
+    p20, p90, p995 = (np.partition(rows, k, axis=1)[:, k].reshape(n, c)
+                      for k in (int(round(q * (rows.shape[1] - 1))) for q in (0.2, 0.9, 0.995)))
+    span = np.where(p995 - p20 > 0, p995 - p20, 1.0)
+    # mid-tones: where the bulk of the non-background signal lies after normalisation
+    midtone = np.median(np.clip((p90 - p20) / span, -0.5, 1.5)[:, main], axis=1)
+    nuclei = np.zeros(n, int)
+    largest = np.zeros(n)
+    if "DAPI" in idx:
+        d = idx["DAPI"]
+        fg = small[:, d] > (p20[:, d] + 0.3 * span[:, d])[:, None, None]  # normalised DAPI > 0.3
+        structure = np.zeros((3, 3, 3), bool)
+        structure[1] = ndi.generate_binary_structure(2, 1)  # never connect two images
+        lab, nl = ndi.label(fg, structure)
+        if nl:
+            areas = np.bincount(lab.ravel(), minlength=nl + 1)
+            owner = np.zeros(nl + 1, int)
+            owner[lab.ravel()] = np.repeat(np.arange(n), hs * ws)
+            real = np.flatnonzero(areas >= 2)
+            real = real[real > 0]
+            nuclei = np.bincount(owner[real], minlength=n)
+            # the typical (median) nucleus of each image, robust to a few merged neighbours
+            order = np.lexsort((areas[real], owner[real]))
+            starts = np.r_[0, np.cumsum(nuclei)[:-1]]
+            has = nuclei > 0
+            mid = areas[real][order][(starts + nuclei // 2)[has]]
+            largest[has] = mid / float(hs * ws)
+    out = []
+    for k in range(n):
+        suffix = Path(str(sources[k]).split("#")[0]).suffix.lower()
+        depth = ("float" if not integer[k] else dict((t, d) for t, d in _DEPTH_TOPS)[float(tops[k])])
+        out.append(ImageSignals(
+            source=str(sources[k]), height=int(h), width=int(w), channels=names, af_present="AF" in idx,
+            composite=suffix in _COMPOSITE_SUFFIXES, lossy=suffix in _LOSSY_SUFFIXES, bit_depth=depth,
+            grey_range=float(grey[k]) if integer[k] else 1.0, saturated=float(sat[k]) if integer[k] else 0.0,
+            midtone=float(midtone[k]), n_nuclei=int(nuclei[k]), nucleus_cover=float(largest[k])))
+    return out
+
+
+# --- findings: severities and reasons -------------------------------------------------------------------
+
+
+@dataclass
+class Finding:
+    """One reason an image differs from the validated domain."""
+
+    key: str  # stable identifier, for counting over a folder
+    severity: float  # 0..1; one finding at >= THRESHOLD makes the image shifted
+    reason: str  # a plain sentence
+
+
+def _ramp(x: float, start: float, full: float) -> float:
+    """0 at ``start``, 1 at ``full`` (either direction), linear between."""
+    if full == start:
+        return float(x >= full)
+    return min(1.0, max(0.0, (x - start) / (full - start)))
+
+
+def image_findings(s: ImageSignals, ref: Reference | None = None, kind: str = "events") -> list[Finding]:
+    """What differs in image ``s`` from the validated domain, each with a severity."""
+    out: list[Finding] = []
+    if s.composite:
+        out.append(Finding("composite", 0.6, "RGB composite (PNG/JPEG colours): the model was validated on separate "
+                                             "fluorescence channels, and colour rendering changes intensities"))
+        if s.lossy:
+            out.append(Finding("jpeg", 0.3, "JPEG compression: lossy blocks change texture and dim signals"))
+    if not s.af_present:
+        out.append(Finding("no_af", 0.6, "no AF channel: the model was validated on 4-channel images "
+                                         "(DAPI, CK, AF, CD45)"))
+    if s.bit_depth != "8-bit":
+        out.append(Finding("bit_depth", 0.1, f"{s.bit_depth} input: the model was validated on 8-bit display "
+                                             "renders (intensities are normalised, so this alone is minor)"))
+    if s.bit_depth == "8-bit" and s.grey_range < 0.45:
+        out.append(Finding("grey_range", _ramp(s.grey_range, 0.45, 0.3),
+                           f"low contrast: the markers use only {s.grey_range:.0%} of the {s.bit_depth} range "
+                           "(validated renders use nearly all of it)"))
+    if s.saturated > 0.05:
+        out.append(Finding("saturated", _ramp(s.saturated, 0.05, 0.2),
+                           f"{s.saturated:.0%} of the pixels of a channel are saturated (clipped at the top)"))
+    if kind == "events":
+        single = s.n_nuclei <= 3
+        if s.nucleus_cover > MAX_NUCLEUS_COVER:
+            out.append(Finding("fills_frame", _ramp(s.nucleus_cover, MAX_NUCLEUS_COVER, 2 * MAX_NUCLEUS_COVER),
+                               f"the cell fills the frame (a nucleus covers {s.nucleus_cover:.0%} of it; "
+                               "validated thumbnails show "
+                               "the event among leukocytes)"))
+        if single and s.scale_source == "estimated":
+            out.append(Finding("single_nucleus_scale", 0.6,
+                               f"{s.n_nuclei or 'no'} nucle{'us' if s.n_nuclei == 1 else 'i'} in the frame: "
+                               "scale inferred from a single nucleus is unreliable (give the pixel size)"))
+        elif not VALIDATED_NUCLEI[0] <= s.n_nuclei <= VALIDATED_NUCLEI[1]:
+            out.append(Finding("nuclei_count", 0.3,
+                               f"{s.n_nuclei} nuclei in the frame: validated thumbnails hold "
+                               f"{VALIDATED_NUCLEI[0]}-{VALIDATED_NUCLEI[1]}"))
+        fu = s.frame_um
+        if fu is not None and fu < VALIDATED_FRAME_UM[0]:
+            out.append(Finding("tight_frame", _ramp(fu, VALIDATED_FRAME_UM[0], 44.0) * 0.6,
+                               f"tight framing: {fu:.0f} µm across, validated {VALIDATED_FRAME_UM[0]:.0f}-"
+                               f"{VALIDATED_FRAME_UM[1]:.0f} µm (fewer cells to normalise against)"))
+        elif fu is not None and fu > VALIDATED_FRAME_UM[1]:
+            out.append(Finding("wide_frame", 0.2 + 0.4 * _ramp(fu, VALIDATED_FRAME_UM[1], 125.0),
+                               f"wide framing: {fu:.0f} µm across, validated {VALIDATED_FRAME_UM[0]:.0f}-"
+                               f"{VALIDATED_FRAME_UM[1]:.0f} µm (more neighbouring cells)"))
+    if s.px_um is not None and not VALIDATED_PX_UM[0] <= s.px_um <= VALIDATED_PX_UM[1]:
+        how = {"given": "given", "estimated": "inferred from nuclei", "default": "assumed"}.get(s.scale_source, "")
+        out.append(Finding("pixel_size", 0.15,
+                           f"pixel size {s.px_um:.2f} µm ({how}) outside the validated {VALIDATED_PX_UM[0]:.2f}-"
+                           f"{VALIDATED_PX_UM[1]:.2f} µm: images are rescaled, calls were checked at one scale"))
+    if kind == "field" and s.n_objects is not None:
+        out += field_findings(s)
+    if s.novel_fraction is not None and s.novel_fraction > 0:
+        sev = 0.35 if kind == "events" else _ramp(s.novel_fraction, 0.1, 0.5)
+        out.append(Finding("novel", sev, "the event's attributes lie outside the validated range"
+                           if kind == "events" else f"{s.novel_fraction:.0%} of the objects' attributes lie "
+                                                    "outside the validated range"))
+    return out
+
+
+def field_findings(s: ImageSignals) -> list[Finding]:
+    """Plausibility of a field image's object count (never silently counted)."""
+    n = int(s.n_objects or 0)
+    out: list[Finding] = []
+    px = s.px_um if s.px_um else None
+    area_um2 = s.height * s.width * px * px if px else None
+    implausible = False
+    if area_um2 is not None and n > 0 and area_um2 / n < MIN_UM2_PER_OBJECT:
+        implausible = True
+    if n > max(50, 8 * max(s.n_nuclei, 1) * max(1.0, (s.height * s.width) / 48.0**2 / 400.0)):
+        implausible = True
+    if implausible:
+        out.append(Finding("field_count", 1.0, implausible_count_message(s.source, n, s.height, s.width,
+                                                                         s.n_nuclei)))
+    return out
+
+
+def implausible_count_message(source: str, n: int, h: int, w: int, nuclei: int | None = None) -> str:
+    extra = f" for about {nuclei} nuclei" if nuclei else ""
+    return (f"field {source}: {n:,} objects{extra} in a {w}x{h} frame is implausible: check the "
+            "pixel size and channels before trusting the count")
+
+
+def score_of(findings: Sequence[Finding]) -> float:
+    """``1 - prod(1 - severity)``: independent pieces of evidence add up, never past 1."""
+    keep = 1.0
+    for f in findings:
+        keep *= 1.0 - min(1.0, max(0.0, float(f.severity)))
+    return 1.0 - keep
+
+
+# --- reference statistics (attribute novelty) ----------------------------------------------------------
+
+
+@dataclass
+class Reference:
+    """Attribute distribution of in-domain synthetic events, for the weights it names."""
+
+    weights_sha256: str
+    feature_names: list[str]
+    mean: np.ndarray  # (F,)
+    scale: np.ndarray  # (F,) robust spread per attribute
+    components: np.ndarray  # (K, F) principal axes of the standardised attributes
+    eigvals: np.ndarray  # (K,)
+    resid_var: float  # mean variance per dimension left outside the K axes
+    cutoff: float  # distance above which an event is "outside the validated range"
+    expected_novel: float  # share of in-domain events above the cutoff
+    midtone: tuple[float, float]  # validated range of ImageSignals.midtone
+    calibration: dict = field(default_factory=dict)
+    path: str = ""
+
+    @classmethod
+    def fit(cls, feats: np.ndarray, names: Sequence[str], sha: str, midtones: np.ndarray, k: int = 24,
+            quantile: float = 0.995, seed: int = 0) -> Reference:
+        """Fit on in-domain attributes. The novelty cutoff is the ``quantile`` of distances of
+        events *left out* of the fit (a third of them, fitted on the rest): in-sample distances
+        are smaller, and a cutoff from them alarms on new in-domain data."""
+        x = np.asarray(feats, np.float64)
+        mid = (float(np.quantile(midtones, 0.005)) - 0.03, float(np.quantile(midtones, 0.995)) + 0.03)
+        order = np.random.default_rng(seed).permutation(len(x))
+        cut = max(1, len(x) // 3)
+        held, rest = order[:cut], order[cut:]
+        probe = cls._fit_stats(x[rest], list(names), sha, k, mid)
+        ref = cls._fit_stats(x, list(names), sha, k, mid)
+        d_held = probe.distance(x[held])
+        ref.cutoff = float(np.quantile(d_held, quantile))
+        ref.expected_novel = float((ref.distance(x) > ref.cutoff).mean())
+        return ref
+
+    @classmethod
+    def _fit_stats(cls, x: np.ndarray, names: list[str], sha: str, k: int, midtone: tuple[float, float]
+                   ) -> Reference:
+        mean = np.median(x, axis=0)
+        # robust spread, but never far below the plain one: near-discrete attributes (fragment
+        # counts, has_nucleus) have a MAD of 0 and would make any other value "infinitely" novel
+        sd = x.std(axis=0)
+        scale = np.maximum(1.4826 * np.median(np.abs(x - mean), axis=0), 0.25 * sd)
+        scale = np.where(scale > 1e-6, scale, 1.0)
+        z = np.clip((x - mean) / scale, -50, 50)
+        zc = z - z.mean(axis=0)
+        cov = zc.T @ zc / max(len(z) - 1, 1)
+        vals, vecs = np.linalg.eigh(cov)
+        order = np.argsort(vals)[::-1]
+        vals, vecs = vals[order], vecs[:, order]
+        k = int(min(k, len(vals)))
+        # shrinkage: a few hundred events cannot pin down the smallest directions of 86 attributes
+        floor = 0.05 * float(max(vals.mean(), 1e-6))
+        vals = np.maximum(vals, floor)
+        resid = float(max(vals[k:].mean() if len(vals) > k else floor, floor))
+        return cls(sha, names, mean, scale, vecs[:, :k].T.copy(), vals[:k], resid, np.inf, 0.0, midtone)
+
+    def distance(self, feats: np.ndarray) -> np.ndarray:
+        """Root mean squared whitened distance per event (~1 in domain)."""
+        x = np.asarray(feats, np.float64)
+        if x.size == 0:
+            return np.zeros(0)
+        z = np.clip((x - self.mean) / self.scale, -50, 50)
+        proj = z @ self.components.T
+        resid = (z * z).sum(axis=1) - (proj * proj).sum(axis=1)
+        d2 = (proj * proj / self.eigvals).sum(axis=1) + np.maximum(resid, 0.0) / self.resid_var
+        return np.sqrt(d2 / z.shape[1])
+
+    def novel(self, feats: np.ndarray) -> np.ndarray:
+        return self.distance(feats) > self.cutoff
+
+    def to_dict(self) -> dict:
+        return {
+            "format": REFERENCE_FORMAT,
+            "weights_sha256": self.weights_sha256,
+            "feature_names": list(self.feature_names),
+            "mean": _rl(self.mean), "scale": _rl(self.scale),
+            "components": [_rl(r, 5) for r in self.components], "eigvals": _rl(self.eigvals),
+            "resid_var": self.resid_var, "cutoff": self.cutoff, "expected_novel": self.expected_novel,
+            "midtone": list(self.midtone), "threshold": THRESHOLD, "calibration": self.calibration,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, path: str = "") -> Reference:
+        return cls(str(d["weights_sha256"]), list(d["feature_names"]), np.array(d["mean"], float),
+                   np.array(d["scale"], float), np.array(d["components"], float), np.array(d["eigvals"], float),
+                   float(d["resid_var"]), float(d["cutoff"]), float(d["expected_novel"]),
+                   (float(d["midtone"][0]), float(d["midtone"][1])), dict(d.get("calibration", {})), path)
+
+
+def _rl(a: np.ndarray, nd: int = 6) -> list[float]:
+    return [round(float(v), nd) for v in np.asarray(a).ravel()]
+
+
+def reference_path(weights: str | Path) -> Path:
+    """``NAME.domain.json`` beside ``NAME.pt``."""
+    p = Path(weights)
+    return p.with_name(p.stem + ".domain.json")
+
+
+@dataclass
+class ReferenceLookup:
+    """The reference for some weights, or why there is none (said in ``reasons``)."""
+
+    reference: Reference | None
+    note: str | None  # None when the reference was found and matches
+
+
+def load_reference(weights: str | Path | None, sha256: str | None, feature_names: Sequence[str] | None = None
+                   ) -> ReferenceLookup:
+    """Read the reference statistics beside ``weights``; never raises.
+
+    They are used only when computed for exactly these weights (sha256) and attributes;
+    otherwise the check runs on the image rules alone and the note says why."""
+    from classifier.weights import DEFAULT_WEIGHTS
+
+    path = reference_path(weights if weights else DEFAULT_WEIGHTS)
+    fallback = "; only the image-level rules were applied (run python -m classifier domain-calibrate)"
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        return ReferenceLookup(None, f"no reference statistics for these weights ({path.name} missing){fallback}")
+    except (OSError, ValueError) as err:
+        return ReferenceLookup(None, f"reference statistics unreadable ({path.name}: {err}){fallback}")
+    try:
+        ref = Reference.from_dict(d, str(path))
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        return ReferenceLookup(None, f"reference statistics unreadable ({path.name}: {err}){fallback}")
+    if not sha256 or ref.weights_sha256 != sha256:
+        return ReferenceLookup(None, f"reference statistics were computed for other weights "
+                                     f"(sha256 {ref.weights_sha256[:8]}, loaded {str(sha256 or 'unknown')[:8]})"
+                                     f"{fallback}")
+    if feature_names is not None and list(feature_names) != ref.feature_names:
+        return ReferenceLookup(None, f"reference statistics describe other attributes{fallback}")
+    return ReferenceLookup(ref, None)
+
+
+# --- the check ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DomainReport:
+    """The folder/upload-level check, plus each image's own."""
+
+    status: str
+    score: float
+    reasons: list[str]
+    images: list[dict] = field(default_factory=list)  # per image: source, status, score, reasons
+
+    def as_dict(self) -> dict:
+        """The contract object: ``{"status", "score", "reasons"}``."""
+        return {"status": self.status, "score": round(self.score, 3), "reasons": list(self.reasons)}
+
+
+def check(signals: Sequence[ImageSignals], feats: np.ndarray | None = None, event_image: Sequence[int] | None = None,
+          lookup: ReferenceLookup | None = None, warnings: Sequence[str] = (), kind: str = "events") -> DomainReport:
+    """The domain check of one upload/folder.
+
+    ``signals``: one per input image; ``feats`` (N, F) the events' attributes with
+    ``event_image[i]`` the index in ``signals`` of event ``i``'s image; ``warnings``:
+    plain-language problems found elsewhere (e.g. ``AnalysisResult.warnings``), which
+    make the result ``shifted`` and are repeated in its reasons."""
+    ref = lookup.reference if lookup is not None else None
+    n_img = len(signals)
+    novel_frac = None
+    if ref is not None and feats is not None and len(feats):
+        nov = ref.novel(feats)
+        idx = np.asarray(event_image if event_image is not None else np.arange(len(feats)), int)
+        counts = np.bincount(idx, minlength=n_img).astype(float)
+        hits = np.bincount(idx, weights=nov.astype(float), minlength=n_img)
+        for k, s in enumerate(signals):
+            s.novel_fraction = float(hits[k] / counts[k]) if counts[k] else None
+        novel_frac = float(nov.mean())
+    per_image: list[dict] = []
+    scores = np.zeros(n_img)
+    tally: dict[str, list[Finding]] = {}
+    for k, s in enumerate(signals):
+        fs = image_findings(s, ref, kind)
+        scores[k] = score_of(fs)
+        for f in fs:
+            tally.setdefault(f.key, []).append(f)
+        per_image.append({"source": s.source, "status": "shifted" if scores[k] >= THRESHOLD else "in_domain",
+                          "score": round(float(scores[k]), 3), "reasons": [f.reason for f in fs]})
+    mean_score = float(scores.mean()) if n_img else 0.0
+    shifted_share = float((scores >= THRESHOLD).mean()) if n_img else 0.0
+    nov_sev = 0.0
+    if novel_frac is not None:
+        # a few novel events are expected (the reference's own tail); a large share is not
+        nov_sev = _ramp(novel_frac, max(0.1, 2 * ref.expected_novel), 0.4)  # type: ignore[union-attr]
+    # an implausible field (or a warning from elsewhere) means the count itself cannot be trusted
+    score = max(mean_score, nov_sev, 1.0 if warnings or "field_count" in tally else 0.0)
+    reasons: list[str] = list(warnings)
+    # folder-level reasons: each finding seen in a noticeable share of images, strongest first
+    ranked = sorted(tally.items(), key=lambda kv: -sum(f.severity for f in kv[1]))
+    for key, fs in ranked:
+        share = len(fs) / max(n_img, 1)
+        if key == "novel" or max(f.severity for f in fs) < 0.1 or (share < 0.1 and len(fs) < 3):
+            continue
+        sentence = max(fs, key=lambda f: f.severity).reason  # the strongest case's words
+        reasons.append(sentence if n_img == 1 else f"{sentence} ({len(fs)} of {n_img} images)")
+        if key == "field_count":
+            reasons.extend(f.reason for f in fs[1:4])
+    if novel_frac is not None and (nov_sev > 0 or novel_frac >= 0.1):
+        reasons.append(f"{novel_frac:.0%} of events lie outside the validated range of attributes "
+                       f"(expected about {ref.expected_novel:.0%})")  # type: ignore[union-attr]
+    if 0 < shifted_share < 1 and n_img > 1 and shifted_share >= 0.1:
+        reasons.append(f"{shifted_share:.0%} of the images differ from the validated domain on their own")
+    if lookup is not None and lookup.note:
+        reasons.append(lookup.note)
+    status = "shifted" if score >= THRESHOLD else "in_domain"
+    return DomainReport(status, float(min(1.0, score)), reasons, per_image)
+
+
+def check_analysis(items: Sequence[tuple[str, np.ndarray, list[str], float | None]], events_per_image: Sequence[int],
+                   px_um: np.ndarray, scale_source: Sequence[str], feats: np.ndarray, kind: str,
+                   lookup: ReferenceLookup | None, warnings: Sequence[str] = ()) -> dict:
+    """The engine's call: ``items`` as ``Classifier._analyse`` got them, how many events
+    each image gave (in order), and the prepared events' pixel sizes and attributes.
+    Returns the contract object; never raises (a failure is reported as ``shifted``)."""
+    try:
+        counts = np.asarray(events_per_image, int)
+        starts = np.r_[0, np.cumsum(counts)[:-1]] if len(counts) else np.zeros(0, int)
+        pxs: list[float | None] = []
+        how: list[str] = []
+        for k, (_name, _img, _chans, given) in enumerate(items):
+            if counts[k] > 0:
+                pxs.append(float(px_um[starts[k]]))
+                how.append(str(scale_source[starts[k]]))
+            else:
+                pxs.append(given)
+                how.append("given" if given is not None else "unknown")
+        sigs = image_signals_batch([it[1] for it in items], [it[2] for it in items], [it[0] for it in items],
+                                   pxs, how)
+        if kind == "field":
+            for s, n in zip(sigs, counts, strict=True):
+                s.n_objects = int(n)
+        owner = np.repeat(np.arange(len(items)), counts)
+        return check(sigs, feats, owner, lookup, warnings, kind).as_dict()
+    except Exception as err:  # noqa: BLE001 - the check must never cost the lab its result
+        return fallback_report(f"{type(err).__name__}: {err}")
+
+
+def check_folder(folder: Path, channels: Sequence[str], contract, feats: np.ndarray,  # noqa: ANN001
+                 pixel_size_um: float | None, lookup: ReferenceLookup | None) -> DomainReport:
+    """The check of a labelled folder (``evaluate``): its images in ``labels.csv`` order,
+    ``feats`` the attributes ``classifier.data.folder`` computed for them (same order)."""
+    from classifier.data import load_image, read_labels
+    from classifier.preprocess import setup_image
+
+    images, chans, names, pxs, how = [], [], [], [], []
+    for it in read_labels(Path(folder)):
+        image, ch, px = load_image(Path(folder) / it.file, channels)
+        setup = setup_image(image, ch, contract, pixel_size_um if pixel_size_um is not None else px, it.file)
+        images.append(image)
+        chans.append(list(ch))
+        names.append(it.file)
+        pxs.append(setup.px_um)
+        how.append(setup.scale_source)
+    sigs = image_signals_batch(images, chans, names, pxs, how)
+    return check(sigs, feats, list(range(len(sigs))), lookup)
+
+
+def fallback_report(reason: str) -> dict:
+    """What to store when the check itself could not run (it never blocks a result)."""
+    return {"status": "shifted", "score": 1.0, "reasons": [f"the domain check could not run: {reason}"]}
+
+
+# --- calibration on synthetic shifts ------------------------------------------------------------------------
+
+#: synthetic renderings of the calibration, by name: how each differs from the validated domain.
+#: ``in_domain*`` must stay in_domain (false alarms); the others are shifts.
+SHIFTS: dict[str, str] = {
+    "in_domain": "160 px, 4 channels with AF, 8-bit stretch, 0.35-0.45 µm/px (held-out seed)",
+    "in_domain_raw16": "the same scenes as raw 16-bit camera counts",
+    "in_domain_0.2um": "the same framing at 0.18-0.22 µm/px (2x magnification)",
+    "no_af": "AF channel absent",
+    "wide_neighbours_no_af": "~200-240 px, dense leukocytes around the event, no AF (another export)",
+    "rgb_png": "RGB composite R=CK G=CD45 B=DAPI, PNG",
+    "rgb_jpeg_fills_frame": "RGB composite JPEG q80 at ~0.1 µm/px: the cell fills the frame",
+    "gamma_0.6": "display gamma 0.6",
+    "gamma_1.6": "display gamma 1.6",
+    "low_contrast": "8-bit x/3 + 20 (flat stretch)",
+    "blur": "defocus: Gaussian blur sigma 2 px",
+}
+
+
+def _u8(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(a), 0, 255).astype(np.float32)
+
+
+def _jpeg_roundtrip(rgb: np.ndarray, quality: int | None) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    im = Image.fromarray(np.moveaxis(rgb, 0, -1).astype(np.uint8), "RGB")
+    if quality is None:
+        im.save(buf, format="PNG")
+    else:
+        im.save(buf, format="JPEG", quality=quality)
+    return np.moveaxis(np.asarray(Image.open(io.BytesIO(buf.getvalue()))), -1, 0).astype(np.float32)
+
+
+def synthetic_set(name: str, n: int, seed: int) -> tuple[list[np.ndarray], list[list[str]], list[str], np.ndarray]:
+    """``n`` synthetic events of rendering ``name`` (see :data:`SHIFTS`): images as a
+    reader decodes them, their channel names, file names (the suffix tells a composite)
+    and is_ctc labels. Event ``i`` depends only on (seed, name, i)."""
+    from classifier.synth.events import EventSpec, make_event, sample_category
+
+    images: list[np.ndarray] = []
+    chans: list[list[str]] = []
+    names: list[str] = []
+    labels = []
+    key = sum(ord(ch) * (k + 1) for k, ch in enumerate(name))
+    for i in range(n):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(key, i)))
+        cat = sample_category(rng)
+        px = float(rng.uniform(0.35, 0.45))
+        size = 160
+        if name == "in_domain_0.2um":
+            px = float(rng.uniform(0.18, 0.22))
+            size = int(round(160 * 0.4 / px))
+        elif name == "wide_neighbours_no_af":
+            size = int(rng.integers(200, 241))
+        elif name == "rgb_jpeg_fills_frame":
+            px, size = float(rng.uniform(0.08, 0.12)), 200
+        spec = EventSpec.random(rng, cat, px, size)
+        spec.optics.rendering = "raw16" if name == "in_domain_raw16" else "stretch8"
+        # ctc-dev's 160 px frames hold 10-40 nuclei: leukocyte coverage 0.25-0.7 (the generator's own 0.1-0.75
+        # also draws near-empty frames, which are not what the model was validated on)
+        spec.coverage = float(rng.uniform(0.55, 0.75) if name == "wide_neighbours_no_af" else rng.uniform(0.25, 0.7))
+        img, info = make_event(rng, spec=spec)
+        c = ["DAPI", "CK", "AF", "CD45"]
+        suffix = ".tif"
+        if spec.optics.rendering == "stretch8":
+            img = _u8(img)
+        if name in ("no_af", "wide_neighbours_no_af"):
+            img, c = img[[0, 1, 3]], ["DAPI", "CK", "CD45"]
+        elif name == "rgb_png":
+            img, c, suffix = _jpeg_roundtrip(img[[1, 3, 0]], None), ["CK", "CD45", "DAPI"], ".png"
+        elif name == "rgb_jpeg_fills_frame":
+            img, c, suffix = _jpeg_roundtrip(img[[1, 3, 0]], 80), ["CK", "CD45", "DAPI"], ".jpg"
+        elif name.startswith("gamma_"):
+            img = _u8(255.0 * (img / 255.0) ** float(name.split("_")[1]))
+        elif name == "low_contrast":
+            img = _u8(img / 3.0 + 20.0)
+        elif name == "blur":
+            img = _u8(ndi.gaussian_filter(img, (0, 2.0, 2.0)))
+        images.append(img.astype(np.float32))
+        chans.append(c)
+        names.append(f"{name}{i:04d}{suffix}")
+        labels.append(int(info["is_ctc"]))
+    return images, chans, names, np.array(labels, np.int64)
+
+
+def prepare_set(images: Sequence[np.ndarray], chans: Sequence[Sequence[str]], names: Sequence[str], contract,  # noqa: ANN001
+                pixel_size_um: float | None = None):  # noqa: ANN201 - (Prepared, features, signals)
+    """Preprocess and measure a set of event images as the engine does."""
+    from classifier.data import featurise
+    from classifier.preprocess import Prepared, prepare_image
+
+    preps = [prepare_image(img, list(c), contract, pixel_size_um, source=nm)
+             for img, c, nm in zip(images, chans, names, strict=True)]
+    prep = Prepared.concat(preps, contract)
+    feats = featurise(prep, contract)
+    sigs = image_signals_batch(images, chans, names, list(prep.px_um), list(prep.scale_source))
+    return prep, feats, sigs
+
+
+def calibrate(weights: str | Path | None = None, n_reference: int = 600, n_per_shift: int = 80, seed: int = 7,
+              progress: bool = True) -> dict:
+    """Fit the reference on in-domain synthetic renders, measure every shift of
+    :data:`SHIFTS` (false alarms, detection, and the model's accuracy there), write
+    ``NAME.domain.json`` beside the weights and return its content."""
+    import sys
+    import time
+
+    from classifier import evaluate
+    from classifier.data import EventSet
+    from classifier.weights import DEFAULT_WEIGHTS, load_bundle
+    from classifier.weights import sha256 as file_sha256
+
+    t0 = time.time()
+    wpath = Path(weights) if weights else DEFAULT_WEIGHTS
+    model, contract, meta = load_bundle(wpath)
+    sha = file_sha256(wpath)
+    threshold = float(meta.get("threshold", 0.5))
+
+    def log(msg: str) -> None:
+        if progress:
+            print(f"[{time.time() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    imgs, chans, names, _y = synthetic_set("in_domain", n_reference, seed + 100)
+    _prep, feats, sigs = prepare_set(imgs, chans, names, contract)
+    ref = Reference.fit(feats, contract.feature_names, sha, np.array([s.midtone for s in sigs]))
+    ref.calibration = {"reference": {"n": n_reference, "seed": seed + 100, "rendering": SHIFTS["in_domain"],
+                                     "n_nuclei_q01_q99": [int(np.quantile([s.n_nuclei for s in sigs], q))
+                                                          for q in (0.01, 0.99)],
+                                     "nucleus_cover_q99": round(float(np.quantile([s.nucleus_cover for s in sigs],
+                                                                                  0.99)), 4)}}
+    log(f"reference: {n_reference} in-domain events, novelty cutoff {ref.cutoff:.2f}")
+    lookup = ReferenceLookup(ref, None)
+    table: dict[str, dict] = {}
+    for name, what in SHIFTS.items():
+        imgs, chans, names, y = synthetic_set(name, n_per_shift, seed)
+        prep, feats, sigs = prepare_set(imgs, chans, names, contract)
+        rep = check(sigs, feats, list(range(len(sigs))), lookup)
+        ds = EventSet(prep.crops, feats, y, np.full(len(y), -1), prep.nucleus, prep.cell, list(names))
+        m = evaluate.metrics(y, evaluate.predict(model, ds)["p"], None, None, threshold)
+        img_shifted = float(np.mean([i["status"] == "shifted" for i in rep.images]))
+        table[name] = {"what": what, "n": len(y), "folder_status": rep.status, "folder_score": round(rep.score, 3),
+                       "images_shifted": round(img_shifted, 3),
+                       "novel_events": round(float(ref.novel(feats).mean()), 3),
+                       "balanced_accuracy": _r3(m.get("balanced_accuracy")), "roc_auc": _r3(m.get("roc_auc"))}
+        log(f"{name}: {table[name]}")
+    ref.calibration["shifts"] = table
+    ref.calibration["seconds"] = round(time.time() - t0, 1)
+    ref.calibration["command"] = "python -m classifier domain-calibrate" + (f" --weights {weights}" if weights else "")
+    out = ref.to_dict()
+    out["model_version"] = meta.get("version")
+    reference_path(wpath).write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def _r3(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 3)

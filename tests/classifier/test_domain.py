@@ -1,0 +1,232 @@
+"""The domain check (classifier.domain), both directions: images like the validated ones stay
+``in_domain``; AF-less wide frames, RGB composites filling the frame and implausible fields are
+``shifted`` with reasons a lab scientist can act on. Reference statistics for other weights are
+never used (fallback to the image rules, said in the reasons), and the check never crashes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from classifier import domain
+from classifier.weights import default_contract
+
+CTC_DEV = Path(__file__).resolve().parents[3] / "shared" / "data" / "ctc-dev"
+
+
+@pytest.fixture(scope="module")
+def contract():
+    return default_contract()
+
+
+def _run(name: str, n: int, contract, seed: int = 3, lookup: domain.ReferenceLookup | None = None):
+    imgs, chans, names, _y = domain.synthetic_set(name, n, seed)
+    _prep, feats, sigs = domain.prepare_set(imgs, chans, names, contract)
+    return domain.check(sigs, feats, list(range(n)), lookup)
+
+
+@pytest.fixture(scope="module")
+def reference(contract) -> domain.ReferenceLookup:
+    """A small reference fitted like ``domain-calibrate`` does (other seed than the checks)."""
+    imgs, chans, names, _y = domain.synthetic_set("in_domain", 100, 101)
+    _prep, feats, sigs = domain.prepare_set(imgs, chans, names, contract)
+    ref = domain.Reference.fit(feats, contract.feature_names, "sha-test", np.array([s.midtone for s in sigs]))
+    return domain.ReferenceLookup(ref, None)
+
+
+def test_in_domain_renders_stay_in_domain(contract, reference):
+    for lookup in (None, reference):
+        rep = _run("in_domain", 16, contract, lookup=lookup)
+        assert rep.status == "in_domain", rep.reasons
+        assert rep.score < domain.THRESHOLD
+        # single images may look unusual (the full 600-event reference alarms on ~1% of them; this small one
+        # is noisier), but never a noticeable share
+        assert sum(i["status"] == "shifted" for i in rep.images) <= 2
+    # 16-bit raw counts of the same scenes are a minor difference, not a shift
+    assert _run("in_domain_raw16", 8, contract, lookup=reference).status == "in_domain"
+
+
+@pytest.mark.skipif(not (CTC_DEV / "labels.csv").exists(), reason="ctc-dev is not on this machine")
+def test_ctc_dev_is_in_domain_without_a_single_shifted_image(contract):
+    from classifier.data import folder
+
+    ds = folder(CTC_DEV, ["DAPI", "CK", "AF", "CD45"], contract)
+    rep = domain.check_folder(CTC_DEV, ["DAPI", "CK", "AF", "CD45"], contract, ds.feats, None, None)
+    assert rep.status == "in_domain" and rep.score < 0.2, rep.reasons
+    assert all(i["status"] == "in_domain" for i in rep.images), rep.images
+
+
+def test_af_less_wide_framing_is_shifted_and_says_why(contract, reference):
+    rep = _run("wide_neighbours_no_af", 6, contract, lookup=reference)
+    assert rep.status == "shifted" and rep.score >= domain.THRESHOLD
+    assert any(r.startswith("no AF channel: the model was validated on 4-channel images") for r in rep.reasons)
+    assert all(i["status"] == "shifted" for i in rep.images)
+
+
+def test_rgb_composite_filling_the_frame_is_shifted_and_says_why(contract, reference):
+    rep = _run("rgb_jpeg_fills_frame", 6, contract, lookup=reference)
+    assert rep.status == "shifted" and rep.score > 0.9
+    text = " | ".join(rep.reasons)
+    assert "RGB composite" in text and "JPEG" in text
+    assert "fills the frame" in text or "single nucleus is unreliable" in text, text
+
+
+def test_a_single_nucleus_filling_the_frame_makes_the_inferred_scale_unreliable():
+    img = np.zeros((4, 400, 400), np.float32)
+    yy, xx = np.mgrid[:400, :400]
+    r = np.hypot(yy - 200, xx - 200)
+    img[0] = 200.0 * (r < 90)  # one big nucleus
+    img[1] = 220.0 * (r < 180)  # its CK+ cell fills the frame
+    img += np.random.default_rng(0).normal(4, 2, img.shape).clip(0).round()
+    s = domain.image_signals(img, ["DAPI", "CK", "AF", "CD45"], "big.tif", px_um=0.04, scale_source="estimated")
+    rep = domain.check([s])
+    assert rep.status == "shifted"
+    assert any("scale inferred from a single nucleus is unreliable" in r for r in rep.reasons), rep.reasons
+
+
+def test_field_with_an_implausible_object_count_is_shifted(contract):
+    rng = np.random.default_rng(1)
+    img = rng.normal(10, 3, (4, 1024, 1024)).clip(0).round().astype(np.float32)
+    yy, xx = np.mgrid[:1024, :1024]
+    for y, x in rng.uniform(40, 984, (23, 2)):  # 23 nuclei
+        img[0][np.hypot(yy - y, xx - x) < 6] = 200
+    n_obj = 3526
+    out = domain.check_analysis([("field7.tif", img, ["DAPI", "CK", "AF", "CD45"], None)], [n_obj],
+                                np.full(n_obj, 0.2), ["estimated"] * n_obj,
+                                np.zeros((n_obj, len(contract.feature_names)), np.float32), "field", None)
+    assert out["status"] == "shifted" and out["score"] == 1.0
+    assert any("3,526 objects" in r and "1024x1024" in r and "implausible" in r for r in out["reasons"]), out
+    # the same field with a plausible count is not flagged for its count
+    ok = domain.check_analysis([("field7.tif", img, ["DAPI", "CK", "AF", "CD45"], 0.5)], [23], np.full(23, 0.5),
+                               ["given"] * 23, np.zeros((23, len(contract.feature_names)), np.float32), "field", None)
+    assert not any("implausible" in r for r in ok["reasons"]), ok
+
+
+def test_warnings_from_the_analysis_make_it_shifted_and_are_repeated():
+    img = np.zeros((4, 160, 160), np.float32)
+    s = domain.image_signals(img, ["DAPI", "CK", "AF", "CD45"], "a.tif", 0.4, "estimated")
+    rep = domain.check([s], warnings=["field X: 3,526 objects in a 1024x1024 frame is implausible"])
+    assert rep.status == "shifted" and rep.reasons[0].startswith("field X: 3,526 objects")
+
+
+def test_reference_for_other_weights_falls_back_to_the_image_rules(tmp_path, contract, reference):
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"not really weights")
+    missing = domain.load_reference(weights, "abc", contract.feature_names)
+    assert missing.reference is None and "w.domain.json missing" in missing.note
+    domain.reference_path(weights).write_text(json.dumps(reference.reference.to_dict()))
+    other = domain.load_reference(weights, "not-the-same-sha", contract.feature_names)
+    assert other.reference is None and "computed for other weights" in other.note
+    assert "only the image-level rules were applied" in other.note
+    same = domain.load_reference(weights, "sha-test", contract.feature_names)
+    assert same.reference is not None and same.note is None
+    np.testing.assert_allclose(same.reference.components, reference.reference.components, atol=1e-5)
+    domain.reference_path(weights).write_text("{not json")
+    broken = domain.load_reference(weights, "sha-test", contract.feature_names)
+    assert broken.reference is None and "unreadable" in broken.note
+    # the check still runs, says so, and the image rules alone decide the status
+    rep = _run("in_domain", 4, contract, lookup=other)
+    assert rep.status == "in_domain" and any("computed for other weights" in r for r in rep.reasons)
+
+
+def test_shipped_reference_matches_the_shipped_weights_or_says_it_does_not(contract):
+    """The committed stats are used only with the weights they were computed for."""
+    from classifier.weights import DEFAULT_WEIGHTS, sha256
+
+    path = domain.reference_path(DEFAULT_WEIGHTS)
+    lookup = domain.load_reference(DEFAULT_WEIGHTS, sha256(DEFAULT_WEIGHTS), contract.feature_names)
+    if lookup.reference is None:  # e.g. retrained weights before `domain-calibrate` was rerun
+        assert lookup.note and "domain-calibrate" in lookup.note
+    else:
+        d = json.loads(path.read_text())
+        assert d["weights_sha256"] == sha256(DEFAULT_WEIGHTS) and d["threshold"] == domain.THRESHOLD
+        assert set(d["calibration"]["shifts"]) == set(domain.SHIFTS)
+
+
+def test_json_shape(contract):
+    rep = _run("no_af", 3, contract)
+    d = rep.as_dict()
+    assert set(d) == {"status", "score", "reasons"}
+    assert d["status"] in ("in_domain", "shifted") and isinstance(d["score"], float) and 0 <= d["score"] <= 1
+    assert all(isinstance(r, str) and r for r in d["reasons"])
+    assert json.loads(json.dumps(d)) == d
+    fb = domain.fallback_report("boom")
+    assert set(fb) == {"status", "score", "reasons"} and fb["status"] == "shifted"
+    # a failure inside the engine's call is reported, never raised
+    bad = domain.check_analysis([("x.tif", np.zeros((4, 16, 16)), ["DAPI", "CK", "AF", "CD45"], None)], [1],
+                                np.zeros(0), [], np.zeros((1, 3)), "events", None)  # no pixel size for its event
+    assert bad["status"] == "shifted" and bad["reasons"][0].startswith("the domain check could not run")
+
+
+def test_image_signals_of_a_gallery_are_cheap():
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (4, 160, 160)).astype(np.float32) for _ in range(200)]
+    t = time.perf_counter()
+    sigs = domain.image_signals_batch(imgs, [["DAPI", "CK", "AF", "CD45"]] * 200, [f"e{i}.tif" for i in range(200)])
+    elapsed = time.perf_counter() - t
+    assert len(sigs) == 200 and all(s.bit_depth == "8-bit" and s.af_present for s in sigs)
+    assert elapsed < 1.0, elapsed  # ~0.02 s here; the 1,000-event gallery budget is 5 s end to end
+    one = domain.image_signals(imgs[3], ["DAPI", "CK", "AF", "CD45"], "e3.tif")
+    assert one.as_dict() == sigs[3].as_dict()
+
+
+# --- the CLI and the engine -------------------------------------------------------------------------------
+
+
+def _write_folder(root: Path, name: str, n: int) -> tuple[Path, str]:
+    imgs, chans, names, y = domain.synthetic_set(name, n, 11)
+    (root / "events").mkdir(parents=True)
+    rows = ["file,is_ctc"]
+    for k, (img, nm) in enumerate(zip(imgs, names, strict=True)):
+        f = f"events/{Path(nm).stem}.tif"
+        tifffile.imwrite(root / f, img.astype(np.uint16 if img.max() > 255 else np.uint8), photometric="minisblack",
+                         metadata={"axes": "CYX"})
+        rows.append(f"{f},{int(y[k])}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root, ",".join(chans[0])
+
+
+@pytest.mark.parametrize(("name", "status"), [("in_domain", "in_domain"), ("no_af", "shifted")])
+def test_evaluate_prints_the_folder_domain_check(tmp_path, name, status):
+    from classifier.cli import main
+
+    folder, channels = _write_folder(tmp_path / name, name, 6)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["evaluate", "--data", str(folder), "--channels", channels]) == 0
+    out = json.loads(buf.getvalue().strip().splitlines()[-1])
+    assert {"n", "balanced_accuracy", "roc_auc"} <= set(out)
+    assert set(out["domain_check"]) == {"status", "score", "reasons"}
+    assert out["domain_check"]["status"] == status, out["domain_check"]
+    assert len(out["domain_images"]) == 6 and {i["status"] for i in out["domain_images"]} == {status}
+
+
+def test_engine_fills_domain_check_and_predict_prints_it(tmp_path, capsys):
+    from classifier.cli import main
+    from classifier.engine import Classifier
+
+    clf = Classifier.load(device="cpu")
+    imgs, chans, names, _y = domain.synthetic_set("in_domain", 4, 5)
+    res = clf.analyse_arrays(imgs, chans[0], names=names)
+    assert res.domain_check is not None and res.domain_check["status"] == "in_domain", res.domain_check
+    no_af = clf.analyse_arrays([i[[0, 1, 3]] for i in imgs], "DAPI,CK,CD45", names=names)
+    assert no_af.domain_check["status"] == "shifted"
+    assert any(r.startswith("no AF channel") for r in no_af.domain_check["reasons"])
+
+    folder, _ = _write_folder(tmp_path / "p", "no_af", 2)
+    files = sorted(str(p) for p in (folder / "events").glob("*.tif"))
+    assert main(["predict", "--channels", "DAPI,CK,CD45", *files]) == 0
+    captured = capsys.readouterr()
+    lines = [json.loads(x) for x in captured.out.strip().splitlines()]
+    assert len(lines) == 2
+    for line in lines:
+        assert {"source", "x", "y", "call", "ctc_probability", "category"} <= set(line)
+        assert line["domain_check"]["status"] == "shifted"
+    assert "these images differ from the validated domain: review every call" in captured.err
