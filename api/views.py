@@ -740,7 +740,7 @@ class SurvivalView(APIView):
 
             rows = [{k: safe_cell(v) for k, v in row.items()} for row in outcomes.survival_rows(records)]
             response = Response({"fields": outcomes.SURVIVAL_CSV_HEADER, "rows": rows})
-            response["Content-Disposition"] = 'attachment; filename="ctc-survival.csv"'
+            response["Content-Disposition"] = content_disposition_header(True, "ctc-survival.csv")
             return response
         body = outcomes.survival_analysis(records, endpoint=endpoint, by=by)
         body["follow_up"] = landmark
