@@ -179,10 +179,9 @@ def _event_rows(user_q: Any, patient_ids: list[int] | None, action: str, since: 
 def audit_log(request: HttpRequest) -> HttpResponse:
     if not can(request.user, Action.AUDIT):
         raise PermissionDenied("The audit trail is for administrators.")
-    username = request.GET.get("user", "").strip()
-    study_id = request.GET.get("patient", "").strip()
-    action = request.GET.get("action", "").strip()
-    since_raw = request.GET.get("since", "").strip()
+    # No name, study ID, action or date holds a NUL; PostgreSQL refuses one in a query (a 500).
+    username, study_id, action, since_raw = (request.GET.get(k, "").replace("\x00", "").strip()
+                                             for k in ("user", "patient", "action", "since"))
 
     valid_actions = set(AuditEvent.Action.values) | CHANGE_ACTIONS
     if action not in valid_actions:

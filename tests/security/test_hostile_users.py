@@ -291,3 +291,13 @@ def test_a_forwarded_hop_that_is_not_an_address_falls_back_to_remote_addr(api_cl
     cache.clear()
     assert resp.status_code == 200
     assert AuditEvent.objects.filter(action="login").latest("pk").ip_address == "192.0.2.10"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["user=%00", "patient=%00", "action=%00", "since=%00"])
+def test_the_audit_page_filters_survive_a_nul(client, alice, query):
+    # Found by probing every dashboard page with hostile query values (the API has the fuzzer).
+    alice.is_superuser = alice.is_staff = True
+    alice.save()
+    client.force_login(alice)
+    assert client.get(f"/audit/?{query}").status_code == 200
