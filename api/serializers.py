@@ -51,6 +51,19 @@ _STUDY_ID_TAKEN = ("Study ID {value} cannot be used: study IDs are unique across
                    "case). Check the ID issued for this patient, or ask an administrator.")
 
 
+class CodeRelatedField(serializers.SlugRelatedField):
+    """A related object by its code; a value PostgreSQL cannot compare (a NUL) is simply not a code.
+
+    DRF's ``SlugRelatedField`` sends the raw string to the database; one with a NUL character
+    raised a DataError there (a 500, found by tests/api/test_fuzz.py).
+    """
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data.replace("\x00", "\\x00"))
+        return super().to_internal_value(data)
+
+
 def _check(check: Any, value: Any) -> None:
     """Run a ``patients.validation`` check; its Django ValidationError becomes DRF's (a 400 on the field)."""
     try:
@@ -142,7 +155,7 @@ class ClassifierVersionSerializer(serializers.ModelSerializer):
 
 class PatientSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:patient-detail")
-    cancer_type = serializers.SlugRelatedField(
+    cancer_type = CodeRelatedField(
         slug_field="code", queryset=CancerType.objects.all(),
         help_text="breast_metastatic, prostate_crpc, colorectal_metastatic or breast_early",
     )
@@ -155,8 +168,8 @@ class PatientSerializer(serializers.ModelSerializer):
     # exists") differs from ours; uniqueness is checked in validate_study_id with one message.
     study_id = serializers.CharField(max_length=40, help_text="Pseudonymous study ID: letters A-Z, digits, "
                                                               "'.', '_', '-' (patients.validation.STUDY_ID_RE)")
-    trial = serializers.SlugRelatedField(slug_field="code", queryset=Trial.objects.all(), required=False,
-                                         allow_null=True, help_text="Trial code")
+    trial = CodeRelatedField(slug_field="code", queryset=Trial.objects.all(), required=False,
+                             allow_null=True, help_text="Trial code")
     arm = serializers.CharField(source="arm.code", required=False, allow_null=True, allow_blank=True,
                                 help_text="Arm code within the trial")
     outcome_recorded_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True,

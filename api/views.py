@@ -192,6 +192,7 @@ class CancerTypeViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = CancerTypeSerializer
     queryset = CancerType.objects.all()
     lookup_field = "code"
+    lookup_value_regex = r"[^/.\x00]+"  # a NUL is no code (PostgreSQL refuses it in a query: was a 500)
     pagination_class = None
 
 
@@ -229,6 +230,7 @@ class TrialViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = TrialSerializer
     queryset = Trial.objects.none()  # for the schema; get_queryset() decides
     lookup_field = "code"
+    lookup_value_regex = r"[^/.\x00]+"  # a NUL is no code (PostgreSQL refuses it in a query: was a 500)
 
     def get_queryset(self):  # noqa: ANN201
         user = self.request.user

@@ -13,7 +13,9 @@ Checks on every response: no 5xx; the body matches the schema for its status cod
 content type is the declared one (schemathesis' ``response_schema_conformance`` and
 ``content_type_conformance``). The test prints how many requests it sent and how many
 server errors it met. ``FUZZ_EXAMPLES`` (default 5) bounds the examples per operation,
-caller and mode, so that the test stays within a few minutes on two cores.
+caller and mode, so that the test stays within a few minutes on two cores; the examples are
+the same on every run unless ``FUZZ_RANDOM=1`` (e.g. ``FUZZ_RANDOM=1 FUZZ_EXAMPLES=50
+FUZZ_REPORT=/tmp/fuzz.txt make test PYTEST_ARGS=tests/api/test_fuzz.py`` to look further).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from patients.summary import recompute_summary
 from tests import factories
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "5"))
+#: The same examples on every run (reproducible CI) unless FUZZ_RANDOM=1 asks for new ones (exploring).
+DERANDOMIZE = os.environ.get("FUZZ_RANDOM", "") != "1"
 
 #: Which of alice's records a path's ``{id}`` names, by the first segment after /api/.
 RESOURCE_OF_SEGMENT = {
@@ -106,7 +110,7 @@ def _fuzz(operation, tally: Tally, *, who: str, token: str, mode: GenerationMode
     strategy = operation.as_strategy(generation_mode=mode, headers={"Authorization": f"Token {token}"},
                                      path_parameters=path_ids)
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=DERANDOMIZE,
               phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
     @given(case=strategy)
     def run(case) -> None:  # noqa: ANN001

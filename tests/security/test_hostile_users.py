@@ -301,3 +301,14 @@ def test_the_audit_page_filters_survive_a_nul(client, alice, query):
     alice.save()
     client.force_login(alice)
     assert client.get(f"/audit/?{query}").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_nul_in_a_code_is_a_4xx(as_alice):
+    # Found by tests/api/test_fuzz.py (FUZZ_RANDOM=1): codes went to PostgreSQL, which refuses NUL (a 500).
+    for url in ("/api/trials/%00/", "/api/cancer-types/a%00b/"):
+        assert as_alice.get(url).status_code == 404, url
+    for body in ({"study_id": "A-1", "cancer_type": "x\x00y"},
+                 {"study_id": "A-2", "cancer_type": "breast_metastatic", "trial": "t\x00"}):
+        resp = as_alice.post("/api/patients/", body, format="json")
+        assert resp.status_code == 400 and "exist" in resp.content.decode(), resp.content
