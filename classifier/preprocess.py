@@ -5,13 +5,18 @@ Steps (the *preprocessing contract*, stored with the weights and checked on load
 
 1. **Channels** are mapped by name to the model's order (``DAPI, CK, CD45, AF``);
    an optional channel that is absent is all zeros (the model was trained so).
-2. **Intensity**: per channel, ``(x - p20) / (top - p20)`` over the whole input image,
+2. **Intensity**: per channel, ``(x - bg) / (top - bg)`` over the whole input image,
    clipped, where ``top`` is the 99.9th percentile of a smoothed copy (the brightest
-   objects). Affine-invariant, so raw 16-bit counts and 8-bit stretched renders of the
-   same cells agree; p20 rather than the median because a tight crop may be mostly cell.
+   objects) and ``bg`` the lower of p20 and the darkest block means (a frame the cell
+   fills has p20 inside the cell; its darkest blocks are still background).
+   Affine-invariant, so raw 16-bit counts and 8-bit stretched renders of the same cells agree.
 3. **Scale**: the input is resampled to ``um_per_px``. The pixel size comes from the
    caller or file metadata; otherwise it is estimated from the median diameter of the
-   image's nuclei (DAPI objects), which are mostly leukocytes of known size.
+   image's nuclei (DAPI objects) other than the event's, which are mostly leukocytes of
+   known size. With fewer than three such neighbours (a tight crop: the cell fills the
+   frame) the event's own nucleus is the reference, at a candidate's typical diameter
+   (``lone_nucleus_um``) -- the population median would then be the event itself, and a
+   large CTC would be taken for a leukocyte 1.5-2x too small.
 4. **Crop** ``crop_px`` square around the centre object (events) or a cell (fields).
 5. **Masks**: the event's nucleus and cell body, segmented on the normalised crop (nuclei
    from DAPI; body = DAPI|CK|CD45 foreground in the nucleus' Voronoi region).
@@ -54,7 +59,12 @@ class PreprocessContract:
     #: calibrated on the synthetic generator (see docs/model-card.md)
     reference_nucleus_um: float = 6.75
     feature_names: tuple[str, ...] = field(default_factory=tuple)
-    version: int = 1
+    version: int = 2
+    #: nucleus diameter (µm) assumed for a lone event (a tight crop with fewer than
+    #: MIN_NEIGHBOURS other nuclei): between a leukocyte's and a CTC's, since the event is a
+    #: candidate of either kind (calibrated on the generator's tight framings)
+    lone_nucleus_um: float = 9.0
+    background: str = "min(p20, median of the darkest eighth of 8x8 block means)"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -75,6 +85,10 @@ class PreprocessContract:
                 reference_nucleus_um=float(d["reference_nucleus_um"]),
                 feature_names=tuple(d["feature_names"]),
                 version=int(d["version"]),
+                # contracts before version 2 had neither: their values are what v1 did, so
+                # check_against names the difference instead of failing to read them
+                lone_nucleus_um=float(d.get("lone_nucleus_um", d["reference_nucleus_um"])),
+                background=str(d.get("background", f"p{LOW_PCT:g}")),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ContractError(f"weights carry an unreadable preprocessing contract: {err}") from err
@@ -201,6 +215,21 @@ def _top_order_stats(a: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.nd
     return at_lo, at_hi
 
 
+def _block_background(small: np.ndarray, grid: int = 8) -> np.ndarray:
+    """Per-channel background robust to framing: the median of the darkest eighth of
+    ``grid`` x ``grid`` block means. When the cell fills the frame, p20 of the pixels lies
+    inside the cell; the frame's darkest blocks (its corners, the gaps between neighbours)
+    are still background. The low anchor is the lower of the two, so a frame with
+    background in it keeps the p20 anchor."""
+    c, h, w = small.shape
+    b = max(2, min(h, w) // grid)
+    if h < 2 * b or w < 2 * b:
+        return np.full(c, np.inf, np.float64)
+    means = np.sort(_block_mean(small, b).reshape(c, -1), axis=1)  # 64 values per channel
+    k = max(1, means.shape[1] // 8)
+    return 0.5 * (means[:, (k - 1) // 2] + means[:, k // 2])  # median of the k darkest
+
+
 def normalise(image: np.ndarray) -> np.ndarray:
     """Robust per-channel affine normalisation (see module docstring)."""
     return _normalise(image)[0]
@@ -221,7 +250,7 @@ def _normalise(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     flat = small.reshape(c, -1)
     if flat.shape[1] > 12000:  # percentiles of a regular subsample are as robust and faster
         flat = flat[:, :: flat.shape[1] // 8000]
-    lo = _percentile_rows(flat, LOW_PCT)
+    lo = np.minimum(_percentile_rows(flat, LOW_PCT), _block_background(small))
     smooth = ndi.gaussian_filter(small, (0.0, 1.0, 1.0)).reshape(c, -1)  # sigma 0: channels stay apart
     hi = _percentile_rows(smooth, HIGH_PCT)
     span = hi - lo
@@ -246,6 +275,14 @@ class Objects:
 
     thresholds: np.ndarray  # (C,) smoothed-intensity thresholds per channel
     nucleus_diam_px: float | None  # median nucleus diameter (None if no nuclei)
+    #: fewer than ``MIN_NEIGHBOURS`` nuclei besides the centre one: the size comes from the
+    #: event itself (a tight crop), not from a leukocyte-dominated population
+    lone: bool = False
+    n_nuclei: int = 0
+
+
+#: nuclei besides the event's needed to use the population median as the scale reference
+MIN_NEIGHBOURS = 3
 
 
 def otsu_rows(rows: np.ndarray, nbins: int = 256) -> np.ndarray:
@@ -332,6 +369,17 @@ def analyse_objects(norm: np.ndarray, nucleus_px: float | None = None, smooth_px
     otherwise at most 4x and never below 80 px on the short side). ``smoothed``: a
     smoothed block-averaged copy already made by :func:`_normalise`, used if its factor fits."""
     f = max(1, int(nucleus_px // 8)) if nucleus_px is not None else max(1, min(4, min(norm.shape[1:]) // 80))
+    obj = _objects_at(norm, f, smooth_px, smoothed)
+    if nucleus_px is None and f > 1 and obj.nucleus_diam_px is not None and obj.nucleus_diam_px < 8 * f:
+        # a wide frame at low magnification: blocks of f px blur nuclei under ~8 blocks
+        # across into their neighbours (sizes come out ~1.3x too large); measure again finer
+        f2 = max(1, int(obj.nucleus_diam_px // 8))
+        if f2 < f:
+            obj = _objects_at(norm, f2, smooth_px, smoothed)
+    return obj
+
+
+def _objects_at(norm: np.ndarray, f: int, smooth_px: float, smoothed: tuple[np.ndarray, int] | None) -> Objects:
     if smoothed is not None and smoothed[1] == f:
         smooth = smoothed[0][:3]
     else:
@@ -341,24 +389,54 @@ def analyse_objects(norm: np.ndarray, nucleus_px: float | None = None, smooth_px
     dapi = smooth[0] > thr[0]
     lab, n = ndi.label(dapi)
     diam = None
+    lone = False
+    n_use = 0
     if n:
         areas = np.bincount(lab.ravel(), minlength=n + 1)[1:]
         border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
         inner = np.ones(n, bool)
         inner[border[border > 0] - 1] = False
-        use = areas[inner & (areas >= 4)]
-        if use.size == 0:
-            use = areas[areas >= 4]
+        ok = inner & (areas >= 4)
+        centre = _centre_label(lab)
+        # the event is a candidate, not a leukocyte: leave it out of the reference when
+        # enough neighbours are there; with (almost) none, it is all the frame has
+        others = ok.copy()
+        if centre:
+            others[centre - 1] = False
+        if others.sum() >= MIN_NEIGHBOURS:
+            use = areas[others]
+        else:
+            lone = True
+            use = areas[centre - 1:centre] if centre and areas[centre - 1] >= 4 else areas[ok]
+            if use.size == 0:
+                use = areas[areas >= 4]
+        n_use = int(ok.sum())
         if use.size:
             diam = float(2.0 * np.sqrt(np.median(use) / np.pi)) * f
-    return Objects(thr, diam)
+    return Objects(thr, diam, lone, n_use)
+
+
+def _centre_label(lab: np.ndarray) -> int:
+    """The label of the object at (or, within 1/8 of the frame, nearest to) the centre; 0 if none."""
+    h, w = lab.shape
+    cy, cx = h // 2, w // 2
+    if lab[cy, cx]:
+        return int(lab[cy, cx])
+    r = max(2, min(h, w) // 8)
+    win = lab[max(cy - r, 0):cy + r + 1, max(cx - r, 0):cx + r + 1]
+    ys, xs = np.nonzero(win)
+    if ys.size == 0:
+        return 0
+    d = (ys - (cy - max(cy - r, 0))) ** 2 + (xs - (cx - max(cx - r, 0))) ** 2
+    return int(win[ys[np.argmin(d)], xs[np.argmin(d)]])
 
 
 def pixel_size(objects: Objects, given: float | None, contract: PreprocessContract) -> tuple[float, str]:
     if given is not None:
         return float(given), "given"
     if objects.nucleus_diam_px is not None and objects.nucleus_diam_px >= 3.0:
-        return contract.reference_nucleus_um / objects.nucleus_diam_px, "estimated"
+        ref = contract.lone_nucleus_um if objects.lone else contract.reference_nucleus_um
+        return ref / objects.nucleus_diam_px, "estimated"
     return contract.um_per_px, "default"
 
 

@@ -8,7 +8,7 @@ import torch
 
 from classifier import features
 from classifier.errors import ContractError, InputError
-from classifier.preprocess import PreprocessContract, normalise, prepare_image
+from classifier.preprocess import PreprocessContract, normalise, prepare_image, setup_image
 from classifier.synth import make_event
 from classifier.weights import load_bundle, save_bundle
 
@@ -97,3 +97,54 @@ def test_contract_round_trips_and_mismatch_is_refused(contract, tmp_path):
     torch.save(blob, path)
     with pytest.raises(ContractError, match="sha256"):
         load_bundle(path)
+
+
+# --- framing-robust scale and background (issue 11) ----------------------------------------------
+
+
+def test_tight_high_magnification_render_gets_its_pixel_size_within_25_percent(contract):
+    """A CTC filling the frame at ~3x the usual magnification: the population median of
+    nuclei would be the CTC's own (taken for a leukocyte: px ~1.5x too small); the lone
+    event's reference gets within 25 % of the truth."""
+    ratios = []
+    for seed in range(8):
+        img, info = make_event(np.random.default_rng(seed), "ctc", px_um=0.65 / 3, framing="tight", ck_dim=False)
+        st = setup_image(img, CH, contract)
+        assert st.scale_source == "estimated"
+        ratios.append(st.px_um / info["px_um"])
+    assert np.median(ratios) == pytest.approx(1.0, abs=0.25), ratios
+    # the old rule (leukocyte reference for every nucleus) is what failed: it is ~1.3x off here
+    old = np.median(ratios) * contract.reference_nucleus_um / contract.lone_nucleus_um
+    assert old < 0.85
+
+
+def test_wide_frame_at_low_magnification_keeps_its_pixel_size(contract):
+    """400 px among ~40 leukocytes at 0.65 µm/px: block-averaging 4x blurred neighbouring
+    nuclei together (+30 % size); measured again finer it is within 15 %."""
+    ratios = []
+    for seed in range(4):
+        img, info = make_event(np.random.default_rng(seed), "leukocyte", px_um=0.65, size_px=400, framing="wide")
+        ratios.append(setup_image(img, CH, contract).px_um / 0.65)
+    assert np.median(ratios) == pytest.approx(1.0, abs=0.15), ratios
+
+
+def test_background_anchor_holds_when_the_cell_fills_the_frame():
+    """A frame ~80 % filled by a cell: p20 lies in the cell, so the old anchor put the
+    background at -0.5 (clipped) and the cell at ~0; the darkest blocks are background."""
+    rng = np.random.default_rng(0)
+    img = rng.normal(10.0, 1.0, (4, 96, 96)).astype(np.float32)
+    yy, xx = np.mgrid[:96, :96]
+    body = np.hypot(yy - 47.5, xx - 47.5) < 48  # the corners stay background
+    img[1][body] += 100.0
+    norm = normalise(img)
+    corner = norm[1, :8, :8].mean()
+    assert abs(corner) < 0.1, corner
+    assert norm[1, 40:56, 40:56].mean() > 0.8
+
+
+def test_contract_v1_weights_are_refused_naming_the_change(contract):
+    old = {**contract.to_dict(), "version": 1}
+    del old["lone_nucleus_um"], old["background"]
+    v1 = PreprocessContract.from_dict(old)
+    with pytest.raises(ContractError, match="version.*lone_nucleus_um|version"):
+        v1.check_against(contract)
