@@ -302,7 +302,7 @@ class PatientViewSet(AuditedReadMixin, viewsets.ModelViewSet):
     def get_queryset(self):  # noqa: ANN201
         return (
             Patient.objects.for_user(self.request.user)
-            .select_related("cancer_type", "trial", "arm")
+            .select_related("cancer_type", "trial", "arm", "outcome_recorded_by")
             .order_by("study_id")
         )
 

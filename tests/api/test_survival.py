@@ -189,3 +189,19 @@ def test_survival_endpoint_is_in_the_schema(as_alice):
     assert "/api/cohort/survival/" in schema["paths"]
     draw_summary = schema["components"]["schemas"]["DrawSummary"]["properties"]
     assert {"ctc_count_ci95", "ctc_per_7_5ml_ci95"} <= set(draw_summary)
+
+
+def test_patient_list_with_outcomes_costs_no_query_per_patient(as_alice, alice, team):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert as_alice.get("/api/patients/").status_code == 200
+        return len(ctx.captured_queries)
+
+    factories.PatientFactory(care_team=team, last_follow_up=dt.date(2025, 6, 1), outcome_recorded_by=alice)
+    one = count()
+    for _ in range(4):
+        factories.PatientFactory(care_team=team, last_follow_up=dt.date(2025, 6, 1), outcome_recorded_by=alice)
+    assert count() == one
