@@ -583,6 +583,9 @@ class CohortArmSerializer(serializers.Serializer):
                                              help_text="Unfavorable at baseline -> favorable at follow-up, share")
     reverse_rate = serializers.FloatField(allow_null=True,
                                           help_text="Favorable at baseline -> unfavorable at follow-up, share")
+    # Issue 14: exact (Clopper-Pearson) 95 % intervals of the two rates ([low, high] shares; null without patients).
+    conversion_ci = serializers.ListField(child=serializers.FloatField(), allow_null=True, min_length=2, max_length=2)
+    reverse_ci = serializers.ListField(child=serializers.FloatField(), allow_null=True, min_length=2, max_length=2)
 
 
 class WaterfallBarSerializer(serializers.Serializer):

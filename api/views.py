@@ -609,6 +609,8 @@ class CohortView(APIView):
             OpenApiParameter("arm", OpenApiTypes.STR, description="Arm code"),
             OpenApiParameter("cancer_type", OpenApiTypes.STR, description="Cancer type code"),
             OpenApiParameter("care_team", OpenApiTypes.INT, description="Care team id"),
+            OpenApiParameter("follow_up", OpenApiTypes.STR,
+                             description="Follow-up landmark timepoint, e.g. C2D1 (default: the latest draw)"),
         ],
         responses={200: CohortSerializer, 403: OpenApiResponse(description="Your role has no cohort view")},
     )
@@ -620,7 +622,7 @@ class CohortView(APIView):
                             status=status.HTTP_403_FORBIDDEN)
         patients = _valid_filters(PatientFilter(request.query_params,
                                                 queryset=Patient.objects.for_user(request.user)))
-        courses = cohort.patient_courses(patients)
+        courses = cohort.patient_courses(patients, landmark=request.query_params.get("follow_up", "")[:40])
         arms = [
             {**{k: getattr(a, k) for k in CohortArmSerializer().fields if k not in ("label", "conversion_rate",
                                                                                   "reverse_rate")},

@@ -205,3 +205,20 @@ def test_patient_list_with_outcomes_costs_no_query_per_patient(as_alice, alice, 
     for _ in range(4):
         factories.PatientFactory(care_team=team, last_follow_up=dt.date(2025, 6, 1), outcome_recorded_by=alice)
     assert count() == one
+
+
+def test_cohort_api_landmark_and_conversion_intervals(as_alice, team):
+    arm = factories.TrialArmFactory(code="A")
+    for counts in ((8, 1, 9), (7, 0, 0)):  # P1: favorable at C2D1, unfavorable again at C5D1
+        p = factories.PatientFactory(care_team=team, trial=arm.trial, arm=arm)
+        for i, (tp, n) in enumerate(zip(("baseline", "C2D1", "C5D1"), counts, strict=True)):
+            at = dt.datetime(2025, 1, 5, 9, tzinfo=dt.UTC) + dt.timedelta(days=21 * i)
+            d = factories.BloodDrawFactory(patient=p, timepoint=tp, drawn_at=at)
+            DrawSummary.objects.create(draw=d, ctc_count=n, ctc_per_7_5ml=float(n), events_analysed=20,
+                                       reviewed_events=20, status=SummaryStatus.FINAL)
+    latest = as_alice.get("/api/cohort/").json()["arms"][0]
+    c2 = as_alice.get("/api/cohort/?follow_up=C2D1").json()["arms"][0]
+    assert (latest["to_favorable"], c2["to_favorable"]) == (1, 2)
+    assert c2["conversion_rate"] == 1.0
+    low, high = c2["conversion_ci"]  # 2 of 2: Clopper-Pearson 15.8 %-100 %
+    assert low == pytest.approx(0.158, abs=0.001) and high == 1.0
