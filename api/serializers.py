@@ -319,7 +319,8 @@ class DrawSummarySerializer(serializers.ModelSerializer):
         help_text="favorable | unfavorable | indeterminate until reviewed (preliminary and the model range "
                   "straddles the cut-off)")
     interval_note = serializers.SerializerMethodField(
-        help_text="'indeterminate at this volume' when the Poisson interval straddles the cut-off, else ''")
+        help_text="'indeterminate at this volume' when the Poisson interval straddles the cut-off, else "
+                  "'95% CI wholly at or above the cut-off' / '95% CI wholly below the cut-off'")
 
     class Meta:
         model = DrawSummary

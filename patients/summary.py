@@ -39,6 +39,8 @@ CTC_CATEGORY = "ctc"
 
 INDETERMINATE_REVIEW = "indeterminate until reviewed"
 INDETERMINATE_VOLUME = "indeterminate at this volume"
+CLEAR_ABOVE = "95% CI wholly at or above the cut-off"
+CLEAR_BELOW = "95% CI wholly below the cut-off"
 
 
 def unsure_q() -> Q:
@@ -125,7 +127,8 @@ def draw_status(value: float | None, cutoff: float, *, preliminary: bool = False
 
     ``status``: "favorable" | "unfavorable" | :data:`INDETERMINATE_REVIEW` (preliminary and the
     model range straddles the cut-off) | None (not analysed). ``note`` says where the Poisson
-    interval lies: "" when all of it is on the status's side, else :data:`INDETERMINATE_VOLUME`.
+    interval lies: :data:`CLEAR_ABOVE` / :data:`CLEAR_BELOW` when all of it is on one side of the
+    cut-off (the status is settled as far as counting goes), else :data:`INDETERMINATE_VOLUME`.
     """
     from patients.schedule import ctc_status
 
@@ -137,7 +140,8 @@ def draw_status(value: float | None, cutoff: float, *, preliminary: bool = False
         if lo < cutoff <= hi:
             status = INDETERMINATE_REVIEW
     low, high = per_7_5ml_ci(count, volume_ml)
-    note = INDETERMINATE_VOLUME if side_of_cutoff(low, high, cutoff) == "straddles" else ""
+    note = {"straddles": INDETERMINATE_VOLUME, "above": CLEAR_ABOVE, "below": CLEAR_BELOW}[
+        side_of_cutoff(low, high, cutoff)]
     return status, note
 
 

@@ -65,3 +65,19 @@ def test_p_words_never_reads_p_equals_less_than():
 
     assert p_words(0.0001) == "p < 0.001" and p_words(0.0034) == "p = 0.003"
     assert rate_change(30, 7.5, 0, 7.5).words == "significant (p < 0.001)"
+
+
+def test_draw_status_words():
+    from patients.summary import draw_status
+
+    # 20 cells: 12.2-30.9, clear of a cut-off of 5; 0 cells: 0-3.69, clear below; 5 cells straddle.
+    assert draw_status(20.0, 5, count=20, volume_ml=7.5) == ("unfavorable", "95% CI wholly at or above the cut-off")
+    assert draw_status(0.0, 5, count=0, volume_ml=7.5) == ("favorable", "95% CI wholly below the cut-off")
+    assert draw_status(5.0, 5, count=5, volume_ml=7.5) == ("unfavorable", "indeterminate at this volume")
+    # Preliminary, 6 counted of which 4 unsure (range 2-6): indeterminate until reviewed; once final, not.
+    assert draw_status(6.0, 5, preliminary=True, count=6, count_min=2, count_max=6, volume_ml=7.5)[0] == \
+        "indeterminate until reviewed"
+    assert draw_status(6.0, 5, preliminary=False, count=6, count_min=2, count_max=6, volume_ml=7.5)[0] == \
+        "unfavorable"
+    assert draw_status(9.0, 5, preliminary=True, count=9, count_min=7, count_max=9, volume_ml=7.5)[0] == \
+        "unfavorable"  # the range stays on one side
