@@ -150,8 +150,9 @@ def dim_ck_in_ctc(lo: float = 0.15, hi: float = 0.3) -> Perturb:
 def wide_neighbours(size: int = 360, drop: str | None = None) -> Perturb:
     """A wide frame: the event's image at the centre of a ``size`` px canvas whose
     surroundings are the folder's other images, with each one's own centre event replaced
-    by one of its corners (so the neighbours are leukocytes and background), shifted per
-    channel to the event image's median (background level). ``drop``: also leave out
+    by one of its corners (so the neighbours are leukocytes and background), rendered
+    with the event image's display stretch: DAPI and CD45 matched on median and 99th
+    percentile, CK and AF on the median (background level) only. ``drop``: also leave out
     that channel (e.g. AF, as on many instruments). Needs ``ctx.others``."""
     def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
           ) -> tuple[np.ndarray, str]:
@@ -159,6 +160,7 @@ def wide_neighbours(size: int = 360, drop: str | None = None) -> Perturb:
         src = img.astype(np.float32)
         pool = [o for o, _ in (ctx.others if ctx is not None else []) if o.shape == img.shape] or [src]
         med = np.median(src.reshape(c, -1), axis=1)
+        top = np.percentile(src.reshape(c, -1), 99, axis=1)
         big = np.zeros((c, 3 * h, 3 * w), np.float32)
         for ty in range(3):
             for tx in range(3):
@@ -170,10 +172,17 @@ def wide_neighbours(size: int = 360, drop: str | None = None) -> Perturb:
                     cy, cx = (h - q) // 2, (w - q) // 2
                     corner = tile[:, :q, :q] if rng.random() < 0.5 else tile[:, -q:, -q:]
                     tile[:, cy:cy + q, cx:cx + q] = corner.copy()
-                    # background levels matched, gains left: a gain matched on the 99th
-                    # percentile would blow a tile's CK noise up to the event's CK level
+                    # one image has one display stretch: the tile's DAPI and CD45 (full of
+                    # leukocytes in every tile) are matched to the event image's median and
+                    # 99th percentile; the other channels by their median only (a gain
+                    # matched on a channel with no object would blow its noise up)
                     tm = np.median(tile.reshape(c, -1), axis=1)
-                    tile = tile - tm[:, None, None] + med[:, None, None]
+                    tt = np.percentile(tile.reshape(c, -1), 99, axis=1)
+                    gain = np.ones(c, np.float32)
+                    for k, name in enumerate(chans):
+                        if name in ("DAPI", "CD45") and tt[k] > tm[k]:
+                            gain[k] = (top[k] - med[k]) / (tt[k] - tm[k])
+                    tile = (tile - tm[:, None, None]) * gain[:, None, None] + med[:, None, None]
                     tile = np.rot90(tile, int(rng.integers(4)), axes=(1, 2)) if h == w else tile
                 big[:, ty * h:(ty + 1) * h, tx * w:(tx + 1) * w] = tile
         y0 = (3 * h - size) // 2
