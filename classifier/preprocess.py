@@ -168,8 +168,11 @@ def map_channels(image: np.ndarray, channels: Sequence[str], contract: Preproces
 def _block_mean(img: np.ndarray, f: int) -> np.ndarray:
     c, h, w = img.shape
     h2, w2 = h // f * f, w // f * f
-    # summing the contiguous axis first is ~3x faster than mean(axis=(2, 4))
-    return img[:, :h2, :w2].reshape(c, h2 // f, f, w2 // f, f).sum(axis=4).sum(axis=2) / (f * f)
+    # the f rows of each block band first (whole contiguous rows added element-wise), then
+    # f neighbouring columns: 2-4x faster than summing f-long runs first, and ~6x faster
+    # than mean(axis=(2, 4)); equal to either to float32 rounding
+    rows = img[:, :h2, :w2].reshape(c, h2 // f, f, w2).sum(axis=2)
+    return rows.reshape(c, h2 // f, w2 // f, f).sum(axis=3) / (f * f)
 
 
 def _percentile_rows(a: np.ndarray, q: float) -> np.ndarray:
