@@ -43,6 +43,16 @@ def _json_default(o: object) -> object:
 def cmd_synth(a: argparse.Namespace) -> int:
     from classifier.synth import write_folder
 
+    if a.shifted:
+        from classifier.synth.folder import write_shifted_folder
+
+        infos, chans = write_shifted_folder(Path(a.out), a.n, a.seed, a.shifted, progress=not a.quiet)
+        counts = {}
+        for i in infos:
+            counts[i["category"]] = counts.get(i["category"], 0) + 1
+        _print_json({"out": str(a.out), "n": len(infos), "categories": counts, "seed": a.seed,
+                     "shifted": a.shifted, "channels": ",".join(chans)})
+        return 0
     infos = write_folder(Path(a.out), a.n, a.seed, progress=not a.quiet)
     counts: dict[str, int] = {}
     for i in infos:
@@ -89,13 +99,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         "name": "ctc-dual" if len(branches) == 2 else f"ctc-{branches[0]}",
         "base_version": MODEL_VERSION,
         "paper": "Han et al., J Transl Med 23:1002 (2025)",
-        "training_data": {
-            "kind": "synthetic only (classifier.synth)",
-            "generator_version": data.GENERATOR_VERSION,
-            "n_train": a.n_train, "n_val": a.n_val, "n_test": a.n_test,
-            "seeds": {"train": a.seed, "val": a.seed + 1000, "test": a.seed + 2000},
-            "category_mix": __import__("classifier.synth.events", fromlist=["TRAIN_MIX"]).TRAIN_MIX,
-        },
+        "training_data": _training_data(a),
         "training_command": "python -m classifier " + " ".join(shlex.quote(x) for x in a.argv),
         "train_config": train.config_dict(cfg),
         "temperature": temperature,
@@ -110,6 +114,27 @@ def cmd_train(a: argparse.Namespace) -> int:
     _print_json({"weights": str(a.out), "version": meta["version"], "metrics": metrics,
                  "seconds": meta["seconds"]})
     return 0
+
+
+def _training_data(a: argparse.Namespace) -> dict:
+    """What the synthetic training data is, for the weights' metadata (model card: same)."""
+    from dataclasses import asdict
+
+    from classifier import data
+    from classifier.synth import events, export
+
+    return {
+        "kind": "synthetic only (classifier.synth); no real images",
+        "generator_version": data.GENERATOR_VERSION,
+        "n_train": a.n_train, "n_val": a.n_val, "n_test": a.n_test,
+        "seeds": {"train": a.seed, "val": a.seed + 1000, "test": a.seed + 2000},
+        "category_mix": events.TRAIN_MIX,
+        "framing_mix": events.FRAMINGS,
+        "ck_dim_ctc_fraction": events.CK_DIM_FRACTION,
+        "export_mix": asdict(export.DEFAULT_MIX),
+        "rgb_orders": [",".join(o) for o in export.RGB_ORDERS],
+        "pixel_size_given_fraction": 0.3,
+    }
 
 
 # --- evaluate / finetune --------------------------------------------------------------------------
@@ -267,6 +292,12 @@ def _default_weights() -> Path:
 # --- parser -----------------------------------------------------------------------------------------------
 
 
+def _shifted_names() -> list[str]:
+    from classifier.synth.folder import SHIFTED_SETS
+
+    return list(SHIFTED_SETS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m classifier", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -276,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=200)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--shifted", default=None,
+                   help="write a shifted test set instead: " + ", ".join(_shifted_names()))
     s.set_defaults(func=cmd_synth)
 
     t = sub.add_parser("train", help="train weights on synthetic data")
