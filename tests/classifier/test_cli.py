@@ -45,3 +45,19 @@ def test_bad_channels_exit_with_a_message(synth_folder):
     proc = run("predict", "--channels", "DAPI,CK,AF,VIM", f)
     assert proc.returncode != 0
     assert "CD45" in proc.stderr
+
+
+def test_synth_shifted_writes_a_folder_evaluate_reads_with_its_channels(tmp_path):
+    """A shifted test set (wide frames, AF absent) as a lab would get it, then evaluated."""
+    proc = run("synth", "--shifted", "wide_no_af", "--n", "4", "--seed", "3", "--out", str(tmp_path), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["shifted"] == "wide_no_af" and out["channels"] == "DAPI,CK,CD45" and out["n"] == 4
+    import tifffile
+
+    items = read_labels(tmp_path)
+    img = tifffile.imread(tmp_path / items[0].file)
+    assert img.shape[0] == 3 and 160 <= img.shape[1] <= 400
+    ev = run("evaluate", "--data", str(tmp_path), "--channels", out["channels"])
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout.strip().splitlines()[-1])["n"] == 4
