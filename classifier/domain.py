@@ -61,6 +61,10 @@ VALIDATED_FRAME_UM = (54.0, 100.0)  # ctc-dev 160 px x 0.35-0.45 = 56-72 µm; 24
 VALIDATED_NUCLEI = (8, 70)  # ctc-dev 10-41 nuclei per 160 px frame
 #: the largest nucleus of a validated thumbnail covers a small part of the frame
 MAX_NUCLEUS_COVER = 0.06
+#: median over a folder of :attr:`ImageSignals.midtone` (ctc-dev: 0.56; its gamma 0.6 / 1.6
+#: renderings 0.67 / 0.41, where the calls moved); judged from this many images on
+VALIDATED_MIDTONE = 0.56
+MIN_IMAGES_FOR_TONE = 8
 #: a leukocyte-sized cell (9 µm) takes ~64 µm²: more objects than this per µm² cannot be cells
 MIN_UM2_PER_OBJECT = 40.0
 
@@ -538,7 +542,16 @@ def check(signals: Sequence[ImageSignals], feats: np.ndarray | None = None, even
         # a few novel events are expected (the reference's own tail); a large share is not
         nov_sev = _ramp(novel_frac, max(0.1, 2 * ref.expected_novel), 0.4)  # type: ignore[union-attr]
     # an implausible field (or a warning from elsewhere) means the count itself cannot be trusted
-    score = max(mean_score, nov_sev, 1.0 if warnings or "field_count" in tally else 0.0)
+    # folder-level evidence: a fifth of the images shifted on their own is not chance (in-domain
+    # sets: 0-6 %); a tone curve moved as a whole shows in the median of the images' mid-tones
+    share_sev = 0.5 * _ramp(shifted_share, 0.1, 0.2) + 0.5 * _ramp(shifted_share, 0.2, 0.6)
+    # 8-bit display renders only: there the tone curve is a rendering choice (raw counts are linear)
+    mids = [s.midtone for s in signals if s.bit_depth == "8-bit"]
+    tone_shift = float(np.median(mids)) - VALIDATED_MIDTONE if len(mids) >= MIN_IMAGES_FOR_TONE else 0.0
+    tone_sev = _ramp(abs(tone_shift), 0.06, 0.14)
+    score = 1.0 - (1.0 - mean_score) * (1.0 - nov_sev) * (1.0 - share_sev) * (1.0 - tone_sev)
+    if warnings or "field_count" in tally:  # an implausible count cannot be trusted at all
+        score = 1.0
     reasons: list[str] = list(warnings)
     # folder-level reasons: each finding seen in a noticeable share of images, strongest first
     ranked = sorted(tally.items(), key=lambda kv: -sum(f.severity for f in kv[1]))
@@ -555,6 +568,11 @@ def check(signals: Sequence[ImageSignals], feats: np.ndarray | None = None, even
                        f"(expected about {ref.expected_novel:.0%})")  # type: ignore[union-attr]
     if 0 < shifted_share < 1 and n_img > 1 and shifted_share >= 0.1:
         reasons.append(f"{shifted_share:.0%} of the images differ from the validated domain on their own")
+    if tone_sev > 0:
+        tone = "brighter" if tone_shift > 0 else "darker"
+        reasons.append(f"the brightness curve differs from the validated images ({tone} mid-tones: median "
+                       f"{VALIDATED_MIDTONE + tone_shift:.2f} after normalisation, validated {VALIDATED_MIDTONE:.2f}): "
+                       "a display gamma or another stretch changes what the model sees")
     if lookup is not None and lookup.note:
         reasons.append(lookup.note)
     status = "shifted" if score >= THRESHOLD else "in_domain"
@@ -620,7 +638,7 @@ def fallback_report(reason: str) -> dict:
 #: synthetic renderings of the calibration, by name: how each differs from the validated domain.
 #: ``in_domain*`` must stay in_domain (false alarms); the others are shifts.
 SHIFTS: dict[str, str] = {
-    "in_domain": "160 px, 4 channels with AF, 8-bit stretch, 0.35-0.45 µm/px (held-out seed)",
+    "in_domain": "160 px, 4 channels with AF, 8-bit stretch (gamma 0.6-0.8), 0.35-0.45 µm/px (held-out seed)",
     "in_domain_raw16": "the same scenes as raw 16-bit camera counts",
     "in_domain_0.2um": "the same framing at 0.18-0.22 µm/px (2x magnification)",
     "no_af": "AF channel absent",
@@ -677,6 +695,9 @@ def synthetic_set(name: str, n: int, seed: int) -> tuple[list[np.ndarray], list[
             px, size = float(rng.uniform(0.08, 0.12)), 200
         spec = EventSpec.random(rng, cat, px, size)
         spec.optics.rendering = "raw16" if name == "in_domain_raw16" else "stretch8"
+        # ctc-dev's display renders are brighter in the mid-tones than the generator's average
+        # stretch: gamma 0.6-0.8 puts the synthetic median mid-tone (0.56) at ctc-dev's (0.56)
+        spec.optics.gamma = float(rng.uniform(0.6, 0.8))
         # ctc-dev's 160 px frames hold 10-40 nuclei: leukocyte coverage 0.25-0.7 (the generator's own 0.1-0.75
         # also draws near-empty frames, which are not what the model was validated on)
         spec.coverage = float(rng.uniform(0.55, 0.75) if name == "wide_neighbours_no_af" else rng.uniform(0.25, 0.7))

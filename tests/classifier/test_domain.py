@@ -109,6 +109,20 @@ def test_field_with_an_implausible_object_count_is_shifted(contract):
     assert not any("implausible" in r for r in ok["reasons"]), ok
 
 
+def test_a_folder_whose_tone_curve_moved_is_shifted_though_no_image_is():
+    """ctc-dev re-rendered at display gamma 1.6 lost 4 calls with every image in range on its own."""
+    imgs, chans, names, _y = domain.synthetic_set("in_domain", 10, 17)
+    before = domain.check(domain.image_signals_batch(imgs, chans, names))
+    assert before.status == "in_domain", before.reasons
+    dark = [np.round(255.0 * (img / 255.0) ** 1.6) for img in imgs]
+    after = domain.check(domain.image_signals_batch(dark, chans, names))
+    assert after.status == "shifted"
+    assert any(r.startswith("the brightness curve differs from the validated images (darker") for r in after.reasons)
+    # too few images to judge a median: no verdict on the tone from 3 of them
+    few = domain.check(domain.image_signals_batch(dark[:3], chans[:3], names[:3]))
+    assert not any("brightness curve" in r for r in few.reasons)
+
+
 def test_warnings_from_the_analysis_make_it_shifted_and_are_repeated():
     img = np.zeros((4, 160, 160), np.float32)
     s = domain.image_signals(img, ["DAPI", "CK", "AF", "CD45"], "a.tif", 0.4, "estimated")
