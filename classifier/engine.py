@@ -154,13 +154,16 @@ class Classifier:
         _report(progress, "segment")
         sources: list[str] = []
         jobs: list[tuple[str, np.ndarray, list[str], float | None, list[tuple[float, float]] | None]] = []
+        field_warnings: list[str] = []  # implausible counts and scales: reported, never silently counted
         for name, image, chans, px in items:
             if kind == "field":
-                from classifier.segmentation import segment_field
+                from classifier.segmentation import analyse_field
 
                 if image.ndim != 3:
                     raise InputError(f"{name}: expected a (channels, height, width) image, got shape {image.shape}.")
-                cells, _labels = segment_field(image, chans, px, parallel_map=self._segment_map())
+                seg = analyse_field(image, chans, px, parallel_map=self._segment_map())
+                cells = seg.cells
+                field_warnings += [f"{name}: {w}" for w in seg.warnings]
                 jobs.append((name, image, chans, px, [(c.y, c.x) for c in cells]))
                 sources += [f"{name}#{k}" for k in range(len(cells))]
             else:
@@ -201,7 +204,8 @@ class Classifier:
         timings["explanation"] = t_expl
         _report(progress, "done")
         result = AnalysisResult(events=events, model_version=self.version, channels=list(self.contract.channels),
-                                timings=timings, device=str(self.device), threshold=self.threshold)
+                                timings=timings, device=str(self.device), threshold=self.threshold,
+                                warnings=field_warnings)
         t = time.perf_counter()
         result.domain_check = check_analysis(items, [1 if j[4] is None else len(j[4]) for j in jobs], prep.px_um,
                                              prep.scale_source, feats, kind, self._domain_reference(), result.warnings)

@@ -1,18 +1,15 @@
 """Finding cells in field images: nuclei from DAPI, cell regions grown from them.
 
-The pipeline, at a working scale where a nucleus is about 10 px across (large images
-at high magnification are block-averaged first, which is also what keeps a 4 x 2048 x 2048
-field within a couple of seconds):
-
-1. **Scale.** The nucleus diameter in pixels comes from the pixel size (7 µm, a leukocyte
-   nucleus; CTC nuclei are larger) or, without one, from the median size of the DAPI
-   objects in the image itself.
-2. **Nuclei.** DAPI is smoothed, its slowly varying background (uneven illumination) is
-   subtracted, and it is thresholded at the lower of Otsu's threshold and a noise-based
-   one (so dim nuclei next to bright ones are kept). Touching nuclei are split by a
-   watershed whose seeds are maxima of the distance transform blended with the smoothed
-   intensity, at least half a nucleus apart (lobes of one granulocyte nucleus stay one
-   nucleus: they are closer than that and share one intensity blob).
+1. **Nuclei** come from a small network (:mod:`classifier.nuclei`, trained on real nucleus
+   images of many instruments, DSB 2018, CC0): foreground and a distance-to-boundary map,
+   split into touching nuclei by a seeded watershed. It carries its own scale inference: with
+   a pixel size the nucleus diameter is 7 µm (a leukocyte nucleus) unless the image plainly
+   says otherwise; without one, the network's own estimate of nucleus size sets the scale.
+   This replaced a threshold-and-watershed segmenter that failed on other microscopes
+   (detection F1 0.73 pooled on nuclei-dev, 0.08 on 16-bit fields with a camera offset).
+2. **Scale** for the rest: the pixel size's nucleus diameter, or the median size of the nuclei
+   found. Cells are grown at a working scale where a nucleus is about 10 px across (large
+   images at high magnification are block-averaged first).
 3. **Cells.** Each nucleus grows by at most 5 µm (0.7 nucleus diameters), limited to pixels
    where CK or CD45 is above background; where two cells compete the nearer nucleus wins.
 4. **CK-only objects** (CK+ and no nucleus anywhere in them) are not cells: a CellSearch
@@ -20,19 +17,23 @@ field within a couple of seconds):
    any leukocyte nucleus), because that is a CTC whose nucleus was too dim to find and the
    classifier should see it; small CK foci are debris and dropped. `central_object` keeps
    them all: in an event gallery the object at the centre is the event, whatever it is.
+5. **Plausibility.** A field whose object count cannot be right for its size and nucleus size
+   (more nuclei than fit in the frame, a swarm of fragments far smaller than a nucleus, a
+   nucleus size outside 3-150 px) is flagged with a plain-language warning
+   (:func:`plausibility_warnings`), never silently counted.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
-from skimage.segmentation import expand_labels, watershed
+from skimage.segmentation import expand_labels
 
 from classifier.channel_names import canonical
 from classifier.errors import InputError
@@ -59,6 +60,18 @@ class Cell:
     cell_area_px: int
 
 
+@dataclass
+class FieldSegmentation:
+    """Cells of a field, their label image, the scale used and what looked wrong."""
+
+    cells: list[Cell]
+    labels: np.ndarray  # int32 (H, W), 0 = background
+    n_nuclei: int
+    nucleus_diameter_px: float  # the scale the cells were grown at
+    scale_source: str  # "pixel size", "pixel size, corrected by the image", "image"
+    warnings: list[str] = field(default_factory=list)
+
+
 def segment_field(
     image: np.ndarray,
     channels: Sequence[str],
@@ -71,7 +84,22 @@ def segment_field(
 
     ``ck_only`` decides the fate of CK+ objects without a nucleus: "large" (default, see
     the module docstring), "all" or "none". Cells are numbered 1..n in raster order of
-    their centroids, so the order is stable for a given image.
+    their centroids, so the order is stable for a given image. :func:`analyse_field` gives
+    the same and the field's plausibility warnings.
+    """
+    res = analyse_field(image, channels, pixel_size_um, ck_only=ck_only, parallel_map=parallel_map)
+    return res.cells, res.labels
+
+
+def analyse_field(
+    image: np.ndarray,
+    channels: Sequence[str],
+    pixel_size_um: float | None = None,
+    *,
+    ck_only: str = "large",
+    parallel_map: ParallelMap | None = None,
+) -> FieldSegmentation:
+    """:func:`segment_field` with the scale it used and its plausibility warnings.
 
     ``parallel_map(fn, items)``, when given, is an ordered map that may run in other
     processes (``classifier.engine.fork_map``); on large images the nuclei and the two
@@ -79,37 +107,117 @@ def segment_field(
     """
     dapi, ck, cd45 = _channels(image, channels)
     h, w = dapi.shape
-    diameter = (NUCLEUS_DIAMETER_UM / pixel_size_um if pixel_size_um
-                else estimate_nucleus_diameter(dapi))
+    given = NUCLEUS_DIAMETER_UM / pixel_size_um if pixel_size_um else None
+    early: list[str] = []
+    if given is not None and not MIN_NUCLEUS_PX <= given <= MAX_NUCLEUS_PX:
+        # a pixel size no microscope for this gives: the image's own scale is used, and flagged
+        early = [f"Implausible pixel size: {pixel_size_um:g} µm makes a 7 µm nucleus {given:.2f} px across "
+                 f"(expected {MIN_NUCLEUS_PX:.0f}-{MAX_NUCLEUS_PX:.0f} px); the nucleus size was taken from the "
+                 "image instead. Check the pixel size before trusting this count."]
+        given = None
+
+    def nuclei_step() -> tuple[np.ndarray, float | None, str, list[str]]:
+        from classifier.nuclei.infer import segment_nuclei
+
+        clean = dapi.copy()  # a view of the caller's image when it is float32
+        _mend_frame(clean)
+        r = segment_nuclei(clean, given)
+        d = given if r.scale_source == "pixel size" else (r.measured_diameter_px or r.diameter_px)
+        return r.labels, d, r.scale_source, r.notes
+
+    # the marker masks need the scale; with a pixel size it is known before the nuclei are
+    d_markers = given if given else None
+    if parallel_map is not None and d_markers is not None and h * w >= _PARALLEL_MIN_PX:
+        parent = os.getpid()
+
+        def step(k: int) -> object:
+            if k == 0:
+                if os.getpid() != parent:
+                    # a forked child must not enter the OpenMP pool it inherited (it would wait
+                    # forever on threads that do not exist in it): one thread, as in DataLoader workers
+                    import torch
+
+                    torch.set_num_threads(1)
+                return nuclei_step()
+            c = ck if k == 1 else cd45
+            return _marker_mask(c, d_markers) if c is not None else None
+
+        nuc_out, ck_full, cd45_full = parallel_map(step, [0, 1, 2])
+        nuclei_full, diameter, source, notes = nuc_out  # type: ignore[misc]
+    else:
+        nuclei_full, diameter, source, notes = nuclei_step()
+        d_markers = diameter or _WORK_DIAMETER_PX
+        ck_full, cd45_full = (_marker_mask(c, d_markers) if c is not None else None for c in (ck, cd45))
+    diameter = float(diameter or _WORK_DIAMETER_PX)
     f = max(1, int(diameter / _WORK_DIAMETER_PX))
     d = diameter / f
-    dapi_w, ck_w, cd45_w = (_downsample(c, f) if c is not None else None for c in (dapi, ck, cd45))
-    assert dapi_w is not None
-
-    for c in (dapi_w, ck_w, cd45_w):
-        if c is not None:
-            _mend_frame(c)
-    if parallel_map is not None and dapi_w.size >= _PARALLEL_MIN_PX:
-        # the nuclei take about as long as both marker masks together: two even halves
-        def step(k: int) -> np.ndarray | None:
-            if k == 0:
-                return _nuclei(dapi_w, d)
-            c = ck_w if k == 1 else cd45_w
-            return _foreground_mask(c, d) if c is not None else None
-
-        nuclei, ck_mask, cd45_mask = parallel_map(step, [0, 1, 2])
-        assert nuclei is not None
-    else:
-        nuclei = _nuclei(dapi_w, d)
-        ck_mask, cd45_mask = (_foreground_mask(c, d) if c is not None else None for c in (ck_w, cd45_w))
+    nuclei = _relabel(nuclei_full[::f, ::f]) if f > 1 else nuclei_full
+    ck_mask = ck_full[::f, ::f] if ck_full is not None and f > 1 else ck_full
+    cd45_mask = cd45_full[::f, ::f] if cd45_full is not None and f > 1 else cd45_full
     cells = _grow(nuclei, _union(ck_mask, cd45_mask), d)
     if ck_mask is not None and ck_only != "none":
         min_um = LARGE_CK_OBJECT_UM if ck_only == "large" else 0.3 * NUCLEUS_DIAMETER_UM
         cells = _add_ck_objects(cells, ck_mask, min_um / NUCLEUS_DIAMETER_UM * d)
 
     labels = _upsample(cells, f, h, w)
-    nuclear = _upsample(nuclei > 0, f, h, w)
-    return _describe(labels, nuclear)
+    nuclear = nuclei_full > 0
+    cell_list, labels = _describe(labels, nuclear)
+    n_nuclei = int(nuclei_full.max())
+    measured = _median_diameter(nuclei_full)
+    warnings = early + plausibility_warnings(n_nuclei, (h, w), diameter, measured)
+    warnings += [f"Pixel size and image disagree: {n}." for n in notes]
+    return FieldSegmentation(cell_list, labels, n_nuclei, diameter, source, warnings)
+
+
+#: densest packing of equal discs in the plane (hexagonal)
+_PACKING = math.pi / (2 * math.sqrt(3))
+MIN_NUCLEUS_PX, MAX_NUCLEUS_PX = 3.0, 150.0
+
+
+def plausibility_warnings(n_objects: int, shape: tuple[int, int], diameter_px: float | None,
+                          measured_px: float | None = None) -> list[str]:
+    """Plain-language reasons why ``n_objects`` nuclei in a frame of ``shape`` cannot be right.
+
+    ``diameter_px`` is the nucleus size the segmentation worked at (from the pixel size or
+    inferred); ``measured_px`` the median size of the objects it found. Empty when plausible.
+    Three tests, each physical rather than tuned: the nucleus size must be one a microscope
+    gives (3-150 px); the objects must fit in the frame as discs of that size at the densest
+    packing; and they must not be a swarm of fragments (50 or more objects whose median size
+    is under 40 % of the nucleus size: texture or noise cut into pieces, not nuclei).
+    """
+    h, w = shape
+    out: list[str] = []
+    area_mp = h * w / 1e6
+    if diameter_px is not None and not MIN_NUCLEUS_PX <= diameter_px <= MAX_NUCLEUS_PX:
+        out.append(f"Implausible nucleus size: nuclei would be {diameter_px:.1f} px across "
+                   f"(expected {MIN_NUCLEUS_PX:.0f}-{MAX_NUCLEUS_PX:.0f} px); the {n_objects} objects "
+                   "found in this field were not counted as a reliable cell count. Check the pixel size "
+                   "and the DAPI channel.")
+    if diameter_px:
+        fit = _PACKING * h * w / (math.pi * (diameter_px / 2) ** 2)
+        if n_objects > fit:
+            out.append(f"Implausible object count: {n_objects} objects in a {h}x{w} px field "
+                       f"({n_objects / area_mp:.0f} per megapixel), more than the {fit:.0f} nuclei of "
+                       f"{diameter_px:.0f} px that could fit in it. The count is not reliable: check the image.")
+        if measured_px is not None and n_objects >= 50 and measured_px < 0.4 * diameter_px:
+            out.append(f"Implausible objects: {n_objects} objects in a {h}x{w} px field with a median size "
+                       f"of {measured_px:.1f} px, far smaller than a {diameter_px:.0f} px nucleus (fragments "
+                       "of texture or noise, not nuclei). The count is not reliable: check the image.")
+    return out
+
+
+def _median_diameter(labels: np.ndarray) -> float | None:
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    return float(2 * math.sqrt(np.median(areas) / math.pi)) if areas.size else None
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    lut = np.zeros(int(labels.max()) + 1, np.int32)
+    lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
+    return lut[labels]
 
 
 def central_object(
@@ -152,26 +260,13 @@ def crop_event(image: np.ndarray, cell: Cell, size: int) -> np.ndarray:
 
 
 def estimate_nucleus_diameter(dapi: np.ndarray) -> float:
-    """Median equivalent diameter (px) of the DAPI objects, for images without a pixel size.
+    """Median nucleus diameter (px) for images without a pixel size: the network's scale
+    inference, the same that :func:`segment_field` uses. Falls back to 10 px when nothing
+    is found."""
+    from classifier.nuclei.infer import segment_nuclei
 
-    Works on a block-averaged copy when the image is large; clumps of touching nuclei
-    are outliers that the median ignores. Falls back to 10 px when nothing is found.
-    """
-    step = max(1, int(math.sqrt(dapi.size / 4e6)))  # keep the estimate itself cheap
-    small = _downsample(dapi, step) if step > 1 else dapi
-    sm = ndi.gaussian_filter(small, 1.0)
-    try:
-        t = threshold_otsu(sm[::2, ::2])
-    except ValueError:
-        return 10.0
-    lab, n = ndi.label(sm > t)
-    if n == 0:
-        return 10.0
-    areas = np.bincount(lab.ravel())[1:]
-    areas = areas[areas >= 9]
-    if areas.size == 0:
-        return 10.0
-    return float(np.clip(2 * math.sqrt(np.median(areas) / math.pi) * step, 4.0, 400.0))
+    r = segment_nuclei(np.asarray(dapi, dtype=np.float32))
+    return float(np.clip(r.measured_diameter_px or 10.0, 3.0, 400.0))
 
 
 # --- steps -------------------------------------------------------------------------
@@ -189,73 +284,6 @@ def _channels(image: np.ndarray, channels: Sequence[str]
         return image[index[name]].astype(np.float32, copy=False) if name in index else None
 
     return get("DAPI"), get("CK"), get("CD45")  # type: ignore[return-value]
-
-
-def _nuclei(dapi: np.ndarray, d: float) -> np.ndarray:
-    """Nucleus labels at the working scale (nucleus diameter ``d`` px)."""
-    fg = _background_subtracted(dapi, d)
-    mask = fg > _threshold(fg)
-    mask = ndi.binary_opening(mask, iterations=1)
-    mask = ndi.binary_fill_holes(mask)
-    if not mask.any():
-        return np.zeros(dapi.shape, np.int32)
-    # Seeds come from the nuclear cores (half the typical nuclear brightness): the faint
-    # halo of blur around touching nuclei would otherwise fuse them into one round blob.
-    core = mask & (fg > 0.5 * _otsu(fg[mask][::3], default=0.0))
-    # Seed elevation: the distance transform splits touching round nuclei; the log
-    # intensity at a fine scale keeps the lobes of one granulocyte nucleus together. The
-    # log stops a bright nucleus from swallowing the seed of a dim neighbour.
-    dist = ndi.distance_transform_edt(core)
-    scale = max(float(np.median(fg[core])), 1e-6) if core.any() else 1.0
-    blob = ndi.gaussian_filter(np.log1p(np.maximum(fg, 0) / scale), 0.15 * d)
-    elevation = dist / (d / 2) + 0.5 * blob / max(float(np.percentile(blob[mask], 95)), 1e-6)
-    peaks = peak_local_max(elevation, min_distance=max(2, int(0.3 * d)), labels=core.astype(np.int32),
-                           exclude_border=False)
-    markers = np.zeros(dapi.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
-    labels = watershed(-elevation, markers, mask=mask)
-    labels = _merge_unconstricted(labels)
-    return _drop_small(labels, 0.15 * math.pi * (d / 2) ** 2)
-
-
-def _merge_unconstricted(labels: np.ndarray, ratio: float = 1.25) -> np.ndarray:
-    """Re-join neighbours split where the object has no waist.
-
-    Two touching nuclei meet at a neck narrower than either of them; a large CTC nucleus
-    cut in two by a second seed meets along its full width. Splitting a CTC would count it
-    twice, so a pair whose shared border is at least ``ratio`` times the smaller one's
-    equivalent diameter is merged. Vectorised over pixel pairs; the loop is over pairs.
-    """
-    n = int(labels.max())
-    if n < 2:
-        return labels
-    pairs = []
-    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
-        touch = (a != b) & (a > 0) & (b > 0)
-        lo, hi = np.minimum(a[touch], b[touch]), np.maximum(a[touch], b[touch])
-        pairs.append(lo.astype(np.int64) * (n + 1) + hi)
-    if not sum(p.size for p in pairs):
-        return labels
-    keys, counts = np.unique(np.concatenate(pairs), return_counts=True)
-    area = np.bincount(labels.ravel(), minlength=n + 1)
-    lo, hi = keys // (n + 1), keys % (n + 1)
-    # horizontal plus vertical neighbour pairs overcount a border's length by ~1.2 on average
-    border = counts / 1.2
-    small = 2 * np.sqrt(np.minimum(area[lo], area[hi]) / math.pi)
-    parent = np.arange(n + 1)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in zip(lo[border >= ratio * small], hi[border >= ratio * small], strict=True):
-        ra, rb = root(int(a)), root(int(b))
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([root(i) for i in range(n + 1)])
-    return roots[labels].astype(np.int32)
 
 
 def _union(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
@@ -365,9 +393,16 @@ def _otsu(values: np.ndarray, default: float) -> float:
         return default
 
 
-def _foreground_mask(img: np.ndarray, d: float) -> np.ndarray:
-    fg = _background_subtracted(img, d)
-    return fg > _threshold(fg)
+def _marker_mask(img: np.ndarray, d: float) -> np.ndarray:
+    """CK or CD45 above background, at the input scale (computed block-averaged when nuclei
+    are large, then brought back), with the image's outer frame mended first."""
+    f = max(1, int(d / _WORK_DIAMETER_PX))
+    small = _downsample(img, f)
+    _mend_frame(small)
+    fg = _background_subtracted(small, d / f)
+    mask = fg > _threshold(fg)
+    h, w = img.shape
+    return _upsample(mask, f, h, w) if f > 1 else mask
 
 
 def _drop_small(labels: np.ndarray, min_area: float) -> np.ndarray:

@@ -1,0 +1,292 @@
+"""Nuclei from a DAPI image at any scale: :func:`segment_nuclei`.
+
+1. **Scale.** With a nucleus diameter (from a pixel size) the image is resampled so nuclei are
+   ``WORK_DIAMETER`` px across. Without one, the network's third output, each nuclear pixel's
+   own estimate of its nucleus's size, is read from a first pass at a coarse scale (long side
+   <= 1024 px) and the image is resampled accordingly; a further pass follows while the
+   estimate moves by more than 25 %. A given diameter is checked the same way: when the
+   network finds nuclei more than 1.6x off it, its own estimate wins (CTC nuclei and other
+   instruments' large nuclei are bigger than the 7 µm leukocyte nucleus).
+2. **Network.** Foreground probability and the distance-to-boundary map (divided by each
+   nucleus's radius), tiled for large images.
+3. **Instances.** Seeds are the nuclear cores (distance > 0.4-0.7 of the radius, see
+   :func:`seeds`), each grown over the foreground by a watershed on the distance map, so
+   touching nuclei split along their contact line and a textured nucleus stays one (its
+   texture does not reach the distance map); neighbours whose shared border is not a valley of
+   the distance map are joined again (:func:`merge_uncut`).
+   Foreground regions without a core (small, dim nuclei) are kept as nuclei of their own.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+from skimage.segmentation import watershed
+
+from classifier.nuclei.net import NucleusUNet
+from classifier.nuclei.prep import SCALE_TOLERANCE, WORK_DIAMETER, normalise, resample
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "nuclei-unet.pt"
+MAX_WORK_PIXELS = 25e6  # a working image larger than this (5000^2) is not made
+MAX_UPSAMPLE = 4.0  # nuclei of 3 px are enlarged to the working size, smaller ones no further
+_TILE = 1024
+_MARGIN = 48  # context on each side of a tile; more than the network's reach that matters
+_RESCALE_BAND = 1.25  # a size estimate within this factor of the working size needs no new pass
+_MAX_PASSES = 3
+#: neighbours whose shared border lies this deep inside a nucleus (distance / radius) are one nucleus
+MERGE_ABOVE = 0.35
+#: distance-map levels (fractions of the radius) at which nuclear cores are looked for, see seeds()
+SEED_LEVELS = (0.4, 0.55, 0.7)
+
+
+@dataclass
+class NucleiResult:
+    """Labels (input pixel grid) and how they were found."""
+
+    labels: np.ndarray  # int32 (H, W), 0 = background
+    diameter_px: float | None  # nucleus diameter (input px) the final pass assumed
+    measured_diameter_px: float | None  # median equivalent diameter of the nuclei found
+    scale_source: str  # "pixel size", "pixel size, corrected by the image" or "image"
+    passes: int
+    factor: float  # working scale / input scale of the final pass
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return int(self.labels.max())
+
+
+@functools.lru_cache(maxsize=4)
+def load_model(path: str | None = None) -> NucleusUNet:
+    """The shipped network (``classifier/weights/nuclei-unet.pt``), loaded once per process."""
+    p = Path(path) if path else WEIGHTS
+    bundle = torch.load(p, map_location="cpu", weights_only=True)
+    model = NucleusUNet(tuple(bundle["widths"]))
+    model.load_state_dict(bundle["state_dict"])
+    model.eval()
+    return model.to(memory_format=torch.channels_last)
+
+
+def provenance(path: str | None = None) -> dict:
+    """The weights' JSON record (training data, command, seed, metrics)."""
+    p = Path(path) if path else WEIGHTS
+    return json.loads(p.with_suffix(".json").read_text())
+
+
+def predict_maps(model: NucleusUNet, x: np.ndarray) -> np.ndarray:
+    """(3, h, w) float32: foreground probability, distance (fraction of radius), log2 size / work.
+
+    ``x`` is the (2, h, w) normalised input; large inputs go through in overlapping tiles.
+    """
+    _, h, w = x.shape
+    out = np.empty((3, h, w), np.float32)
+    step = _TILE
+    if h * w <= 1.3 * _TILE * _TILE:
+        tiles = [(0, h, 0, w)]
+    else:
+        tiles = [(y, min(y + step, h), x0, min(x0 + step, w)) for y in range(0, h, step) for x0 in range(0, w, step)]
+    m = model.multiple
+    with torch.inference_mode():
+        for y0, y1, x0, x1 in tiles:
+            ty0, tx0 = max(0, y0 - _MARGIN), max(0, x0 - _MARGIN)
+            ty1, tx1 = min(h, y1 + _MARGIN), min(w, x1 + _MARGIN)
+            tile = x[:, ty0:ty1, tx0:tx1]
+            th, tw = tile.shape[1:]
+            ph, pw = -th % m, -tw % m
+            if ph or pw:
+                tile = np.pad(tile, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(th, tw) > max(ph, pw) else "edge")
+            t = torch.from_numpy(np.ascontiguousarray(tile))[None].contiguous(memory_format=torch.channels_last)
+            y = model(t)[0]
+            y[:2] = torch.sigmoid(y[:2])
+            out[:, y0:y1, x0:x1] = y[:, y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0].numpy()
+    return out
+
+
+def instances(maps: np.ndarray, min_area: float | None = None, merge_above: float = MERGE_ABOVE) -> np.ndarray:
+    """int32 nucleus labels from the network's maps (working scale)."""
+    prob, dist = maps[0], maps[1]
+    mask = prob > 0.5
+    if not mask.any():
+        return np.zeros(prob.shape, np.int32)
+    mask = ndi.binary_fill_holes(mask)
+    markers, n = seeds(dist, mask)
+    min_area = 0.12 * math.pi * (WORK_DIAMETER / 2) ** 2 if min_area is None else min_area
+    labels = watershed(-dist, markers, mask=mask) if n else np.zeros(prob.shape, np.int32)
+    # foreground without a core: a faint or small nucleus the distance map did not peak in
+    rest, n_rest = ndi.label(mask & (labels == 0))
+    if n_rest:
+        labels = np.where(rest > 0, rest + int(labels.max()), labels)
+    labels = merge_uncut(labels, dist, merge_above)
+    areas = np.bincount(labels.ravel())
+    small = areas < min_area
+    small[0] = False
+    if small.any():
+        labels = np.where(small[labels], 0, labels)
+    return _relabel(labels)
+
+
+def seeds(dist: np.ndarray, mask: np.ndarray, levels: tuple[float, ...] = SEED_LEVELS) -> tuple[np.ndarray, int]:
+    """Nuclear cores: components of the distance map above ``levels[0]``, each replaced by its
+    parts above the next level when it has two or more (a coarse h-maxima: two nuclei pressed
+    together share a core at a low level and part at a higher one; a single nucleus has one
+    part at every level). Labels need not be consecutive; returns (markers, largest label)."""
+    markers, n = ndi.label(mask & (dist > levels[0]))
+    for level in levels[1:]:
+        hi, nh = ndi.label(mask & (dist > level))
+        if nh == 0:
+            break
+        sel = hi > 0
+        pairs = np.unique(markers[sel].astype(np.int64) * (nh + 1) + hi[sel])
+        split = np.bincount(pairs // (nh + 1), minlength=n + 1) >= 2
+        split[0] = False
+        if split.any():
+            parted = split[markers]
+            markers = np.where(parted, np.where(hi > 0, hi + n, 0), markers).astype(np.int32)
+            n += nh
+    return markers, n
+
+
+def merge_uncut(labels: np.ndarray, dist: np.ndarray, above: float) -> np.ndarray:
+    """Join neighbouring objects whose shared border is not a boundary in the distance map.
+
+    Two touching nuclei meet where the network's distance map is near 0 (it is trained to put
+    a boundary there); a large or textured nucleus that got two seeds is cut where the map is
+    still high. So pairs whose mean border distance exceeds ``above`` are merged (vectorised
+    over pixel pairs; the loop is over the few pairs merged).
+    """
+    n = int(labels.max())
+    if n < 2 or above >= 1:
+        return labels
+    keys_l, vals_l = [], []
+    for a, b, da, db in ((labels[:, :-1], labels[:, 1:], dist[:, :-1], dist[:, 1:]),
+                         (labels[:-1, :], labels[1:, :], dist[:-1, :], dist[1:, :])):
+        touch = (a != b) & (a > 0) & (b > 0)
+        lo, hi = np.minimum(a[touch], b[touch]), np.maximum(a[touch], b[touch])
+        keys_l.append(lo.astype(np.int64) * (n + 1) + hi)
+        vals_l.append(np.minimum(da[touch], db[touch]))
+    keys = np.concatenate(keys_l)
+    if not keys.size:
+        return labels
+    uk, inv, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    mean = np.bincount(inv, weights=np.concatenate(vals_l)) / counts
+    join = (mean > above) & (counts >= 3)
+    if not join.any():
+        return labels
+    parent = np.arange(n + 1)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for k in uk[join]:
+        ra, rb = root(int(k // (n + 1))), root(int(k % (n + 1)))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([root(i) for i in range(n + 1)])
+    return roots[labels].astype(np.int32)
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.int32)
+    lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
+    return lut[labels]
+
+
+def _median_size(maps: np.ndarray) -> float | None:
+    """The network's median nucleus diameter (working px) over confident nuclear pixels."""
+    sel = maps[0] > 0.7
+    if sel.sum() < 20:
+        return None
+    return float(WORK_DIAMETER * 2 ** np.median(maps[2][sel]))
+
+
+def _equivalent_diameter(labels: np.ndarray) -> float | None:
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    return float(2 * math.sqrt(np.median(areas) / math.pi)) if areas.size else None
+
+
+def _resize_labels(lab: np.ndarray, h: int, w: int) -> np.ndarray:
+    if lab.shape == (h, w):
+        return lab
+    ry = np.minimum(((np.arange(h) + 0.5) * lab.shape[0] / h).astype(np.intp), lab.shape[0] - 1)
+    rx = np.minimum(((np.arange(w) + 0.5) * lab.shape[1] / w).astype(np.intp), lab.shape[1] - 1)
+    return lab[ry][:, rx]
+
+
+def _factor_for(diameter: float, shape: tuple[int, int]) -> float:
+    f = WORK_DIAMETER / diameter
+    if abs(math.log(f)) < math.log(1.2):
+        f = 1.0  # close enough: the network is trained on a band of sizes, spare the resampling
+    return min(f, MAX_UPSAMPLE, math.sqrt(MAX_WORK_PIXELS / (shape[0] * shape[1])))
+
+
+def segment_nuclei(dapi: np.ndarray, diameter_px: float | None = None, *, weights: str | None = None
+                   ) -> NucleiResult:
+    """Nucleus labels of a 2-D DAPI image; ``diameter_px`` (e.g. 7 µm / pixel size) when known."""
+    img = np.asarray(dapi, dtype=np.float32)
+    if img.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {img.shape}")
+    return segment_nuclei_with(load_model(weights), img, diameter_px)
+
+
+def segment_nuclei_with(model: NucleusUNet, dapi: np.ndarray, diameter_px: float | None = None) -> NucleiResult:
+    """:func:`segment_nuclei` with a given network (training validates with this)."""
+    img = np.asarray(dapi, dtype=np.float32)
+    h, w = img.shape
+    notes: list[str] = []
+    passes = 0
+
+    def probe(f: float) -> tuple[float, np.ndarray, float | None]:
+        nonlocal passes
+        passes += 1
+        maps = predict_maps(model, normalise(resample(img, f)))
+        return f, maps, _median_size(maps)
+
+    def off(size: float | None) -> float:
+        return abs(math.log(size / WORK_DIAMETER)) if size else math.inf
+
+    if diameter_px is not None:
+        source = "pixel size"
+        f, maps, size = probe(_factor_for(diameter_px, (h, w)))
+        if size is not None and off(size) > math.log(SCALE_TOLERANCE):
+            estimate = size / f
+            f, maps, size = probe(_factor_for(estimate, (h, w)))
+            source = "pixel size, corrected by the image"
+            notes.append(f"nuclei measure about {estimate:.0f} px, not the {diameter_px:.0f} px the pixel size implies")
+    else:
+        source = "image"
+        # two first looks, at a long side of 1024 px and of 384 px: small nuclei are seen in the
+        # first, nuclei of 100 px or more in the second; the look whose nuclei are nearest the
+        # working size (where the network's size estimate is surest) sets the scale
+        fine = min(1.0, 1024 / max(h, w))
+        coarse = min(1.0, 384 / max(h, w))
+        looks = [probe(fine)]
+        if coarse < 0.75 * fine:
+            looks.append(probe(coarse))
+        f, maps, size = min(looks, key=lambda look: off(look[2]))
+        tried = [look[0] for look in looks]
+        while size is not None and passes < _MAX_PASSES + 1:
+            new_f = _factor_for(size / f, (h, w))
+            settled = abs(math.log(new_f / f)) < math.log(_RESCALE_BAND)
+            if settled or any(abs(math.log(new_f / t)) < 0.05 for t in tried):
+                break
+            tried.append(new_f)
+            f, maps, size = probe(new_f)
+    lab_w = instances(maps)
+    labels = _resize_labels(lab_w, h, w)
+    measured = _equivalent_diameter(lab_w)
+    return NucleiResult(labels=labels, diameter_px=WORK_DIAMETER / f,
+                        measured_diameter_px=measured / f if measured else None,
+                        scale_source=source, passes=passes, factor=f, notes=notes)

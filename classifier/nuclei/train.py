@@ -1,0 +1,246 @@
+"""``python -m classifier train-nuclei``: the nucleus network, trained on nuclei-train (DSB 2018, CC0).
+
+Every training patch is drawn afresh from a real image with what instruments vary applied to it,
+so that the network learns nuclei rather than one microscope: scale (nuclei from 1/1.6 to 1.6x
+the working size for the segmentation outputs, and a wider 1/3.5-3.5x band for the size output
+that drives scale inference), dim and bright nuclei side by side (per-nucleus gain), nuclear
+texture, gamma, blur, uneven illumination, Poisson and read noise at a random signal level,
+camera offsets of 16-bit cameras and 8-bit display renders, saturation, flips and rotations.
+Every tenth image (sorted by name) is held out for validation; nuclei-dev is never read.
+Deterministic for a seed on one thread count (torch and numpy generators are seeded).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+from scipy import ndimage as ndi
+from skimage.segmentation import expand_labels
+from torch.nn import functional as F  # noqa: N812
+
+from classifier.nuclei import infer, metrics
+from classifier.nuclei.net import NucleusUNet
+from classifier.nuclei.prep import SCALE_TOLERANCE, WORK_DIAMETER, normalise
+
+CONTEXT = 160  # working-scale crop the normalisation sees (inference sees whole images)
+WIDE_TOLERANCE = 3.5  # scale band of the samples that train only the size output
+
+
+@dataclass
+class Image:
+    """One training image at its native scale, with its targets."""
+
+    name: str
+    img: np.ndarray  # float32
+    labels: np.ndarray  # int32
+    expanded: np.ndarray  # labels grown by 2 px (the halo of a nucleus goes with its gain)
+    dist: np.ndarray  # distance to boundary / the nucleus's own maximum, 0..1
+    logsize: np.ndarray  # log2 equivalent diameter of the pixel's nucleus (0 outside)
+    diameter: float  # median equivalent diameter
+
+
+def targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distance-to-boundary over the nucleus's maximum, and log2 equivalent diameter, per pixel."""
+    lab = labels.astype(np.int32)
+    inner = lab > 0
+    # a pixel whose 4-neighbour belongs to another nucleus is boundary: touching nuclei separate
+    for ax in (0, 1):
+        for sh in (1, -1):
+            nb = np.roll(lab, sh, axis=ax)
+            inner &= (nb == lab)
+    d = ndi.distance_transform_edt(inner).astype(np.float32)
+    n = int(lab.max())
+    mx = np.zeros(n + 1, np.float32)
+    if n:
+        mx[1:] = ndi.maximum(d, lab, index=np.arange(1, n + 1))
+    dist = np.where(lab > 0, d / np.maximum(mx[lab], 1.0), 0).astype(np.float32)
+    areas = np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64)
+    diam = 2 * np.sqrt(np.maximum(areas, 1) / math.pi)
+    logsize = np.where(lab > 0, np.log2(diam[lab]), 0).astype(np.float32)
+    return np.clip(dist, 0, 1), logsize
+
+
+def load_folder(root: Path, names: list[str] | None = None) -> list[Image]:
+    names = names or sorted(p.stem for p in (root / "images").glob("*.tif"))
+    out = []
+    for name in names:
+        img = tifffile.imread(root / "images" / f"{name}.tif").astype(np.float32)
+        lab = tifffile.imread(root / "masks" / f"{name}.tif").astype(np.int32)
+        dist, logsize = targets(lab)
+        areas = np.bincount(lab.ravel())[1:]
+        areas = areas[areas > 0]
+        diameter = float(2 * math.sqrt(np.median(areas) / math.pi)) if areas.size else 12.0
+        out.append(Image(name, img, lab, expand_labels(lab, 2), dist, logsize, diameter))
+    return out
+
+
+def _reflect(idx: np.ndarray, n: int) -> np.ndarray:
+    period = 2 * n
+    i = np.mod(idx, period)
+    return np.where(i < n, i, period - 1 - i)
+
+
+def _smooth_field(rng: np.random.Generator, size: int, grid: int = 3) -> np.ndarray:
+    g = torch.from_numpy(rng.standard_normal((1, 1, grid, grid)).astype(np.float32))
+    return F.interpolate(g, size=(size, size), mode="bicubic", align_corners=True)[0, 0].numpy()
+
+
+def sample(rng: np.random.Generator, im: Image, patch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One augmented (2, P, P) input, (3, P, P) targets and (3, P, P) loss weights."""
+    wide = rng.random() < 0.3
+    tol = WIDE_TOLERANCE if wide else SCALE_TOLERANCE
+    work_d = WORK_DIAMETER * math.exp(rng.uniform(-math.log(tol), math.log(tol)))
+    s = work_d / im.diameter
+    n = int(math.ceil(CONTEXT / s))
+    k = max(1, int(1 / (2 * s)))  # decimate very large crops before the area mean
+    h, w = im.img.shape
+    y0 = int(rng.integers(-n // 4, max(h - 3 * n // 4, -n // 4 + 1)))
+    x0 = int(rng.integers(-n // 4, max(w - 3 * n // 4, -n // 4 + 1)))
+    ys, xs = _reflect(np.arange(y0, y0 + n, k), h), _reflect(np.arange(x0, x0 + n, k), w)
+    ix = np.ix_(ys, xs)
+    img, lab, exp = im.img[ix], im.labels[ix], im.expanded[ix]
+    dist, logsize = im.dist[ix], im.logsize[ix]
+
+    # per-nucleus gain (dim next to bright) and texture, on the signal above the background
+    base = float(np.percentile(img, 5))
+    sig = img - base
+    if rng.random() < 0.5:
+        ids = np.unique(exp)
+        lut = np.ones(int(exp.max()) + 1, np.float32)
+        dim = rng.random(ids.size) < 0.35
+        lut[ids] = np.where(dim, np.exp(rng.uniform(math.log(0.06), math.log(0.6), ids.size)), 1.0)
+        lut[0] = 1.0
+        sig = sig * lut[exp]
+    if rng.random() < 0.3:
+        tex = ndi.gaussian_filter(rng.standard_normal(sig.shape).astype(np.float32),
+                                  rng.uniform(0.04, 0.15) * im.diameter / k)
+        tex /= max(float(tex.std()), 1e-6)
+        sig = np.where(lab > 0, sig * np.clip(1 + rng.uniform(0.2, 0.6) * tex, 0.15, None), sig)
+    img = sig + base
+
+    # to the working scale
+    stack = torch.from_numpy(np.stack([img, (lab > 0).astype(np.float32), dist, logsize]))[None]
+    mode = "area" if s * k < 1 else "bilinear"
+    kw = {} if mode == "area" else {"align_corners": False}
+    st = F.interpolate(stack, size=(CONTEXT, CONTEXT), mode=mode, **kw)[0].numpy()
+    img, fgf, dist = st[0], st[1], st[2]
+    size_t = np.where(fgf > 0.5, st[3] / np.maximum(fgf, 1e-3) + math.log2(s) - math.log2(WORK_DIAMETER), 0)
+
+    img = _instrument(rng, img)
+    x = normalise(img)
+    t = np.stack([(fgf > 0.5).astype(np.float32), np.clip(dist / np.maximum(fgf, 1e-3), 0, 1) * (fgf > 0.5),
+                  size_t]).astype(np.float32)
+    wgt = np.stack([np.ones_like(fgf), np.full_like(fgf, 0.0 if wide else 1.0), (fgf > 0.95).astype(np.float32)])
+    oy, ox = (int(v) for v in rng.integers(0, CONTEXT - patch + 1, 2))
+    sl = (slice(None), slice(oy, oy + patch), slice(ox, ox + patch))
+    x, t, wgt = x[sl], t[sl], wgt[sl]
+    r = int(rng.integers(4))
+    flip = rng.random() < 0.5
+    out = []
+    for a in (x, t, wgt):
+        a = np.rot90(a, r, axes=(1, 2))
+        out.append(np.ascontiguousarray(a[:, :, ::-1] if flip else a))
+    return out[0], out[1], out[2]
+
+
+def _instrument(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+    """What a different microscope and camera would make of the same specimen."""
+    if rng.random() < 0.25:
+        return img  # as recorded
+    lo, hi = float(img.min()), float(img.max())
+    u = (img - lo) / max(hi - lo, 1e-6)
+    u = u ** math.exp(rng.uniform(math.log(0.6), math.log(1.6)))
+    if rng.random() < 0.4:
+        u = ndi.gaussian_filter(u, rng.uniform(0.3, 1.2))
+    if rng.random() < 0.5:  # uneven illumination: a smooth gain from about 0.4 to 1
+        g = _smooth_field(rng, u.shape[0])
+        g = 1 - rng.uniform(0.1, 0.6) * (g - g.min()) / max(float(np.ptp(g)), 1e-6)
+        u = u * g
+    peak = math.exp(rng.uniform(math.log(15), math.log(30000)))  # photo-electrons at the brightest
+    bg = rng.uniform(0, 0.3) * peak * (1 + 0.5 * _smooth_field(rng, u.shape[0]) * (rng.random() < 0.5))
+    e = rng.poisson(np.maximum(u * peak + np.maximum(bg, 0), 0)).astype(np.float32)
+    e += rng.normal(0, rng.uniform(0.5, 8), e.shape).astype(np.float32)  # read noise
+    if rng.random() < 0.5:  # 16-bit camera with an offset (some ~33,000)
+        offset = rng.choice([100.0, 500.0, 33000.0])
+        counts = np.clip(np.floor(e * rng.uniform(0.5, 4) + offset), 0, 65535)
+        if rng.random() < 0.2:
+            counts = np.minimum(counts, np.percentile(counts, rng.uniform(97, 99.9)))  # saturated
+        return counts.astype(np.float32)
+    # 8-bit display render, sometimes clipped
+    top = np.percentile(e, rng.uniform(99, 100))
+    return np.clip(np.floor(e / max(top, 1e-6) * 255), 0, 255).astype(np.float32)
+
+
+def batch(rng: np.random.Generator, images: list[Image], n: int, patch: int) -> tuple[torch.Tensor, ...]:
+    xs, ts, ws = zip(*(sample(rng, images[int(rng.integers(len(images)))], patch) for _ in range(n)), strict=True)
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ts)), torch.from_numpy(np.stack(ws))
+
+
+def loss_fn(y: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    fg = F.binary_cross_entropy_with_logits(y[:, 0], t[:, 0])
+    bce = F.binary_cross_entropy_with_logits(y[:, 1], t[:, 1], reduction="none")
+    dist = (bce * w[:, 1]).sum() / w[:, 1].sum().clamp(min=1)
+    size = (F.smooth_l1_loss(y[:, 2], t[:, 2], reduction="none") * w[:, 2]).sum() / w[:, 2].sum().clamp(min=1)
+    return fg + 2 * dist + 0.5 * size
+
+
+def validate(model: NucleusUNet, images: list[Image], known_scale: bool) -> dict:
+    model.eval()
+    total = metrics.Scores(0, 0, 0, 0)
+    for im in images:
+        res = infer.segment_nuclei_with(model, im.img, im.diameter if known_scale else None)
+        total = total + metrics.score(im.labels, res.labels)
+    model.train()
+    return total.as_dict()
+
+
+def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr: float, seed: int,
+          threads: int, widths: tuple[int, ...], log_every: int = 250, val_images: int = 20) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    names = sorted(p.stem for p in (data / "images").glob("*.tif"))
+    val_names = names[::10]
+    train_names = [n for n in names if n not in set(val_names)]
+    t0 = time.time()
+    tr = load_folder(data, train_names)
+    va = load_folder(data, val_names)
+    print(f"loaded {len(tr)} train / {len(va)} val images in {time.time() - t0:.0f}s", flush=True)
+    model = NucleusUNet(widths)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    history = []
+    run = 0.0
+    for step in range(1, steps + 1):
+        x, t, w = batch(rng, tr, batch_size, patch)
+        loss = loss_fn(model(x), t, w)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        run = 0.98 * run + 0.02 * loss.item() if step > 1 else loss.item()
+        if step % log_every == 0 or step == steps:
+            rec = {"step": step, "loss": round(run, 4), "minutes": round((time.time() - t0) / 60, 1)}
+            if step % (4 * log_every) == 0 or step == steps:
+                rec["val_known_scale"] = validate(model, va[:val_images], True)
+                rec["val_inferred_scale"] = validate(model, va[:val_images], False)
+                save(model, out)
+            history.append(rec)
+            print(rec, flush=True)
+    save(model, out)
+    return {"history": history, "train_images": len(tr), "val_images": [im.name for im in va],
+            "minutes": round((time.time() - t0) / 60, 1),
+            "val_known_scale": validate(model, va, True), "val_inferred_scale": validate(model, va, False)}
+
+
+def save(model: NucleusUNet, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    torch.save({"widths": list(model.widths), "state_dict": state}, out)
+    infer.load_model.cache_clear()

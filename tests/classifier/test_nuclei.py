@@ -1,0 +1,131 @@
+"""Nucleus segmentation (classifier.nuclei): metrics, shipped weights, real nuclei-dev images,
+scale inference, 16-bit camera renders and the implausible-count flag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classifier.nuclei import emulate, metrics
+from classifier.nuclei.infer import WEIGHTS, load_model, provenance, segment_nuclei
+from classifier.nuclei.prep import resample
+from classifier.segmentation import analyse_field, plausibility_warnings
+
+NUCLEI_DEV = Path(__file__).resolve().parents[3] / "shared/data/nuclei-dev"
+needs_dev = pytest.mark.skipif(not (NUCLEI_DEV / "index.csv").exists(),
+                               reason="nuclei-dev (DSB 2018, CC0) is not present at ../shared/data/nuclei-dev")
+
+
+def _dev(name: str) -> tuple[np.ndarray, np.ndarray]:
+    import tifffile
+
+    return (tifffile.imread(NUCLEI_DEV / "images" / f"{name}.tif"),
+            tifffile.imread(NUCLEI_DEV / "masks" / f"{name}.tif").astype(np.int32))
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+def test_detection_and_iou_scores_on_a_hand_made_example() -> None:
+    true = np.zeros((20, 40), np.int32)
+    true[2:8, 2:8] = 1  # found exactly
+    true[2:8, 12:18] = 2  # split in two halves: one TP (one half's centroid inside), one FP
+    true[12:18, 2:8] = 3  # missed
+    true[12:18, 12:18] = 4  # merged with 5 into one object: one TP (centroid in 5), one FN
+    true[12:18, 18:24] = 5
+    pred = np.zeros_like(true)
+    pred[2:8, 2:8] = 7
+    pred[2:8, 12:15] = 8
+    pred[2:8, 15:18] = 9
+    pred[12:18, 12:25] = 3
+    pred[2:5, 30:33] = 4  # on background: FP
+    s = metrics.score(true, pred)
+    assert (s.n_true, s.n_pred, s.tp) == (5, 5, 3)
+    assert s.precision == pytest.approx(3 / 5) and s.recall == pytest.approx(3 / 5)
+    assert s.f1 == pytest.approx(0.6)
+    # IoU >= 0.5: object 1 (IoU 1) and object 2 with a half of it (IoU 18/36 = 0.5, inclusive)
+    assert s.tp_iou == 2 and s.f1_iou50 == pytest.approx(0.4)
+    pooled = s + metrics.score(true, true)
+    assert (pooled.n_true, pooled.tp, pooled.tp_iou) == (10, 8, 7)
+    empty = metrics.score(true, np.zeros_like(true))
+    assert empty.f1 == 0.0 and metrics.score(np.zeros_like(true), np.zeros_like(true)).f1 == 1.0
+
+
+# --- weights ------------------------------------------------------------------------------------
+
+
+def test_shipped_weights_load_once_and_say_where_they_come_from() -> None:
+    assert WEIGHTS.exists() and WEIGHTS.stat().st_size < 2_000_000
+    assert load_model() is load_model()  # once per process
+    meta = provenance()
+    assert "CC0" in meta["training_data"]["licence"]
+    assert "nuclei-dev never used" in meta["training_data"]["folder"]
+    assert meta["training_command"].startswith("python -m classifier train-nuclei")
+    assert isinstance(meta["seed"], int)
+    assert meta["val_known_scale"]["f1"] > 0.85
+
+
+# --- real images ------------------------------------------------------------------------------
+
+
+@needs_dev
+@pytest.mark.parametrize(("name", "min_f1"), [("dsb00", 0.85), ("dsb05", 0.85), ("dsb13", 0.75), ("dsb19", 0.9)])
+def test_nuclei_dev_images_are_segmented(name: str, min_f1: float) -> None:
+    img, true = _dev(name)
+    s = metrics.score(true, segment_nuclei(img).labels)
+    assert s.f1 >= min_f1, s.as_dict()
+
+
+@needs_dev
+def test_the_same_nuclei_at_3x_magnification_give_the_same_count() -> None:
+    img, true = _dev("dsb05")
+    small = segment_nuclei(img)
+    big = segment_nuclei(resample(img.astype(np.float32), 3.0))
+    assert abs(big.count - small.count) <= max(2, 0.08 * small.count), (small.count, big.count)
+    assert big.measured_diameter_px == pytest.approx(3 * small.measured_diameter_px, rel=0.25)
+
+
+@needs_dev
+def test_a_16_bit_render_with_a_camera_offset_is_segmented_like_the_original() -> None:
+    img, true = _dev("dsb12")
+    raw, lab = emulate.offset16(img, true, np.random.default_rng(1), max_side=768)
+    assert raw.dtype == np.uint16 and np.percentile(raw, 1) > 30000  # the offset is there
+    assert raw.shape[0] > 2 * img.shape[0] * 0.9 or raw.shape[0] >= 700  # upsampled 2-4x
+    s = metrics.score(lab, segment_nuclei(raw).labels)
+    assert s.f1 >= 0.85, s.as_dict()
+
+
+# --- implausible counts ---------------------------------------------------------------------
+
+
+def test_plausibility_flags_impossible_counts_and_sizes_and_passes_ordinary_ones() -> None:
+    assert plausibility_warnings(300, (1024, 1024), 11.0, 10.5) == []
+    assert plausibility_warnings(0, (1024, 1024), 11.0, None) == []
+    too_many = plausibility_warnings(3526, (1024, 1024), 40.0, 38.0)
+    assert len(too_many) == 1 and "more than the" in too_many[0] and "3526" in too_many[0]
+    fragments = plausibility_warnings(900, (1024, 1024), 30.0, 6.0)
+    assert len(fragments) == 1 and "fragments" in fragments[0]
+    assert "nucleus size" in plausibility_warnings(20, (512, 512), 1.5, 1.5)[0]
+    assert "nucleus size" in plausibility_warnings(2, (4096, 4096), 400.0, 380.0)[0]
+
+
+def test_a_field_is_flagged_when_its_pixel_size_makes_the_count_impossible() -> None:
+    from classifier.synth.field import make_field
+
+    img, _ = make_field(np.random.default_rng(3), 256, 256, 60, pixel_size_um=0.65)
+    plain = analyse_field(img, ["DAPI", "CK", "AF", "CD45"], 0.65)
+    assert plain.warnings == [] and len(plain.cells) > 40
+    wrong = analyse_field(img, ["DAPI", "CK", "AF", "CD45"], 20.0)  # nuclei would be 0.35 px
+    assert any("Implausible pixel size" in w for w in wrong.warnings), wrong.warnings
+
+
+def test_the_engine_reports_the_flag_as_an_analysis_warning(shipped) -> None:  # noqa: ANN001
+    from classifier.synth.field import make_field
+
+    img, _ = make_field(np.random.default_rng(4), 256, 256, 60, pixel_size_um=0.65)
+    ok = shipped.analyse_arrays([img], "DAPI,CK,AF,CD45", kind="field", pixel_size_um=0.65, names=["f1"])
+    assert not any("Implausible" in w for w in ok.warnings)
+    bad = shipped.analyse_arrays([img], "DAPI,CK,AF,CD45", kind="field", pixel_size_um=20.0, names=["f1"])
+    assert any(w.startswith("f1: Implausible") for w in bad.warnings), bad.warnings
