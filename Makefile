@@ -25,7 +25,8 @@ run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python scripts/run_local.py
 
-# One more worker with the same settings as `make run` (scale out, or restart one by hand).
+# One more worker with the same settings as `make run` (scale out, or restart one by hand). It serves
+# both lanes (ctc, then ctc-bulk) and at start takes back any job whose worker died (no beat needed).
 worker: install
 	$(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 -Q $${CELERY_QUEUE:-ctc}
 

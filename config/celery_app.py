@@ -1,9 +1,12 @@
 """The Celery application; configured from Django settings (``CELERY_*``)."""
 
+import logging
 import os
+import threading
+import time
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import celeryd_after_setup, worker_process_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -27,3 +30,56 @@ def _classifier_threads(**_kwargs: object) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+# --- Operations (issue 15): both lanes in every worker, and recovery without a scheduler -------
+
+
+@celeryd_after_setup.connect
+def _serve_the_bulk_lane_too(sender: str, instance: object, **_kwargs: object) -> None:
+    """A worker started with ``-Q ctc`` (``make run``, ``make worker``, compose, the tests)
+    also consumes ``ctc-bulk``, listed after ``ctc`` so interactive jobs are taken first.
+
+    ``CELERY_SERVE_BULK=0`` keeps a worker for the clinic's uploads only. A worker given only a
+    bulk queue (``-Q ctc-bulk``) stays on it."""
+    if os.environ.get("CELERY_SERVE_BULK", "1") == "0":
+        return
+    from django.conf import settings
+
+    queues = instance.app.amqp.queues  # type: ignore[attr-defined]
+    wanted = list(queues.consume_from or {})
+    for name in wanted:
+        if name.endswith("-bulk") or name == getattr(settings, "CELERY_BULK_QUEUE", ""):
+            continue
+        bulk = getattr(settings, "CELERY_BULK_QUEUE", "") or f"{name}-bulk"
+        if bulk not in wanted:
+            queues.select_add(bulk)
+
+
+@worker_ready.connect
+def _reclaim_loop(**_kwargs: object) -> None:
+    """Every worker reclaims jobs whose owner is gone: once at start, then every
+    ``UPLOAD_RECLAIM_INTERVAL_S`` (a daemon thread of the main worker process, which outlives
+    its pool children). No beat needed for an interrupted upload to finish; the reclaim is one
+    conditional UPDATE per job, so many workers doing it at once reclaim each job once."""
+    from django.conf import settings
+
+    interval = float(getattr(settings, "UPLOAD_RECLAIM_INTERVAL_S", 0) or 0)
+
+    def loop() -> None:
+        from django.db import connection
+
+        from patients.tasks import reclaim_and_requeue
+
+        while True:
+            try:
+                reclaim_and_requeue()
+            except Exception:  # noqa: BLE001 - the database restarting: try again next round
+                logging.getLogger("patients.tasks").warning("reclaim failed; retrying", exc_info=True)
+            finally:
+                connection.close()
+            if interval <= 0:
+                return
+            time.sleep(interval)
+
+    threading.Thread(target=loop, name="reclaim", daemon=True).start()

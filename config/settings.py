@@ -207,6 +207,24 @@ CELERY_BEAT_SCHEDULE = {
 #: An upload queued (or running without a heartbeat) this long is re-queued by the sweep.
 UPLOAD_STALE_AFTER = timedelta(seconds=env.int("UPLOAD_STALE_AFTER_S", default=300))
 
+# --- Operations (issue 15): priority lanes and recovery without a scheduler ----------------
+#: Bulk work (demo seeding, imports, re-runs, training) goes to its own queue; interactive
+#: uploads (dashboard, API) to CELERY_QUEUE. `make run` / `make worker` consume both, interactive
+#: first: Redis pops the queues in the order given (queue_order_strategy "priority"); the
+#: embedded file-system broker alternates between them (at most one bulk job ahead).
+#: Empty: "<the default queue>-bulk"; a worker started with `-Q ctc` also consumes "ctc-bulk",
+#: after "ctc" (config/celery_app.py).
+CELERY_BULK_QUEUE = env("CELERY_BULK_QUEUE", default="")
+if REDIS_URL:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {**CELERY_BROKER_TRANSPORT_OPTIONS, "queue_order_strategy": "priority"}
+#: A running job's worker writes its heartbeat this often (a thread, whatever stage it is in) ...
+UPLOAD_HEARTBEAT_S = env.float("UPLOAD_HEARTBEAT_S", default=10.0)
+#: ... and any worker reclaims a job whose heartbeat is older than this (owner on another host
+#: gone), or at once when the owner was on this host and its process is gone.
+UPLOAD_OWNER_STALE_AFTER = timedelta(seconds=env.float("UPLOAD_OWNER_STALE_S", default=45.0))
+#: Every worker runs the reclaim at start and then this often (0 = never; beat's sweep remains).
+UPLOAD_RECLAIM_INTERVAL_S = env.float("UPLOAD_RECLAIM_INTERVAL_S", default=15.0)
+
 # --- Classifier --------------------------------------------------------------
 #: "cpu" forces the CPU even when CUDA is available; empty = CUDA when present.
 CLASSIFIER_DEVICE = env("CLASSIFIER_DEVICE", default="")

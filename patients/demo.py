@@ -285,7 +285,7 @@ def _seed_outcome_patient(study_id: str, plan: dict, team: CareTeam, trial: Tria
                                         timepoint=timepoint, created_by=user)
         upload = create_upload(draw, UploadRequest(
             files=[SimpleUploadedFile(f"{study_id}-{timepoint}.zip", data, content_type="application/zip")],
-            channels=CHANNELS, kind="events"), user)
+            channels=CHANNELS, kind="events", lane="bulk"), user)  # behind the clinic's own uploads
         uploads.append(upload.pk)
     patient.progression_date = progression
     patient.death_date = course["death"]
@@ -392,7 +392,7 @@ def _seed_patient(k: int, spec: DemoPatient, plan: dict, teams: dict, trial: Tri
             draw,
             UploadRequest(files=[SimpleUploadedFile(f"{spec.study_id}-{draw.timepoint}.zip", data,
                                                     content_type="application/zip")],
-                          channels=CHANNELS, kind="events"),
+                          channels=CHANNELS, kind="events", lane="bulk"),  # behind the clinic's uploads
             user,
         )
         uploads.append(upload.pk)

@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
     max_retries=5,
 )
 def process_upload(self, upload_id: int) -> str:  # noqa: ANN001 - celery bound task
+    # Recorded as the job's owner (with host, pid and the pid's start time) when it is claimed.
+    pipeline.set_worker_name(getattr(self.request, "hostname", None))
     try:
         return pipeline.run_upload(upload_id)
     except (OperationalError, InterfaceError):
@@ -44,9 +46,16 @@ def process_upload(self, upload_id: int) -> str:  # noqa: ANN001 - celery bound 
         return "failed"
 
 
+def reclaim_and_requeue() -> int:
+    """Jobs whose owner is gone go back to their queue; queued jobs whose message was lost are
+    sent again. What every worker runs at start and periodically (config/celery_app.py), and
+    what beat's sweep runs where beat is kept; safe to run from many workers at once."""
+    n = pipeline.reclaim(enqueue) + pipeline.requeue_stale(enqueue)
+    if n:
+        logger.info("re-queued %d upload(s) (owner gone or message lost)", n)
+    return n
+
+
 @shared_task
 def requeue_stale_uploads() -> int:
-    n = pipeline.requeue_stale(enqueue)
-    if n:
-        logger.info("re-queued %d stale upload(s)", n)
-    return n
+    return reclaim_and_requeue()

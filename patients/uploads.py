@@ -26,6 +26,7 @@ from patients.models import (
     BloodDraw,
     DrawSummary,
     ImagingUpload,
+    Lane,
     SummaryStatus,
     UploadedFile,
     UploadStatus,
@@ -44,6 +45,9 @@ class UploadRequest:
     channels: Sequence[str]
     kind: str = ImagingUpload.Kind.EVENTS
     pixel_size_um: float | None = None
+    #: Lane.BULK for work nobody waits on (demo seeding, imports, re-runs): it queues behind
+    #: the clinic's interactive uploads (dashboard, API), which keep the default.
+    lane: str = "interactive"
 
 
 def parse_channels(raw: str | Iterable[str]) -> list[str]:
@@ -155,7 +159,8 @@ def create_upload(draw: BloodDraw, req: UploadRequest, user=None) -> ImagingUplo
     channels = parse_channels(req.channels)
     with transaction.atomic():
         upload = ImagingUpload.objects.create(
-            draw=draw, kind=req.kind, channels=channels, pixel_size_um=req.pixel_size_um, created_by=user
+            draw=draw, kind=req.kind, channels=channels, pixel_size_um=req.pixel_size_um, created_by=user,
+            lane=Lane.BULK if req.lane == Lane.BULK else Lane.INTERACTIVE,
         )
         used: set[str] = set()
         stored: list[UploadedFile] = []
@@ -179,7 +184,7 @@ def create_upload(draw: BloodDraw, req: UploadRequest, user=None) -> ImagingUplo
                 row.file.delete(save=False)
             raise
         upload.warnings = ([FINAL_WARNING] if was_final else []) + _duplicate_warnings(upload, stored)
-        transaction.on_commit(lambda: enqueue(upload.pk))
+        transaction.on_commit(lambda: enqueue(upload.pk, upload.lane))
     logger.info("upload %s stored for draw %s: %d file(s)", upload.pk, draw.pk, len(stored))
     return upload
 
@@ -227,12 +232,24 @@ def withdraw_upload(upload: ImagingUpload, user, reason: str, request=None) -> I
     return locked
 
 
-def enqueue(upload_id: int) -> bool:
-    """Send the job to the broker; if the broker is down, the periodic sweep retries."""
+def queue_for(lane: str) -> str:
+    """The Celery queue of a lane: interactive -> the default queue, bulk -> CELERY_BULK_QUEUE
+    (default "<default queue>-bulk", which every worker also consumes; config/celery_app.py)."""
+    from config.celery_app import app
+
+    default = app.conf.task_default_queue
+    if lane == Lane.BULK:
+        return getattr(settings, "CELERY_BULK_QUEUE", "") or f"{default}-bulk"
+    return default
+
+
+def enqueue(upload_id: int, lane: str = Lane.INTERACTIVE) -> bool:
+    """Send the job to its lane's queue; if the broker is down, the worker's reclaim or the
+    sweep retries."""
     from patients.tasks import process_upload
 
     try:
-        process_upload.apply_async(args=[upload_id], retry=False)
+        process_upload.apply_async(args=[upload_id], retry=False, queue=queue_for(lane))
     except Exception:  # noqa: BLE001 - any broker failure: the upload stays queued for the sweep
         logger.warning("broker unavailable; upload %s stays queued for the sweep", upload_id, exc_info=True)
         return False

@@ -1,8 +1,11 @@
-"""`make run`'s last step: web server, worker (with the periodic sweep) and demo seeding.
+"""`make run`'s last step: web server, worker and demo seeding, under a small supervisor.
 
 The server and worker start first, so the dashboard is up at once and the worker
-classifies each demo patient's imaging as soon as it is seeded. Ctrl-C (or SIGTERM)
-stops everything.
+classifies each demo patient's imaging as soon as it is seeded. A worker that dies (an
+out-of-memory kill, a crash in native code) is started again after a back-off (1 s,
+doubling to 30 s; reset once it has run a minute), logged, and the web server keeps serving;
+the new worker reclaims the dead one's job at start (patients.pipeline.reclaim), so no beat
+runs here. Only the web server dying stops everything. Ctrl-C (or SIGTERM) stops everything.
 """
 
 from __future__ import annotations
@@ -28,6 +31,51 @@ GRACE_S = 10
 WAIT_S = GRACE_S + 15
 
 
+#: Back-off before restarting a dead worker: doubles from BACKOFF_MIN_S up to BACKOFF_MAX_S, and
+#: returns to BACKOFF_MIN_S once a worker has stayed up for STABLE_S.
+BACKOFF_MIN_S = float(os.environ.get("RUN_LOCAL_BACKOFF_MIN_S", "1"))
+BACKOFF_MAX_S = 30.0
+STABLE_S = 60.0
+
+
+def log(message: str) -> None:
+    print(f"  [run_local {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Supervised:
+    """One child that is started again, after a growing back-off, whenever it dies."""
+
+    def __init__(self, name: str, argv: list[str], spawn: dict) -> None:
+        self.name, self.argv, self.spawn = name, argv, spawn
+        self.backoff = BACKOFF_MIN_S
+        self.restarts = 0
+        self.restart_at: float | None = None
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen:
+        self.started = time.monotonic()
+        return subprocess.Popen(self.argv, **self.spawn)
+
+    def tend(self) -> None:
+        """Call often: notices a death, schedules the restart, and performs it when due."""
+        now = time.monotonic()
+        if self.restart_at is None and self.proc.poll() is not None:
+            # Whatever the dead worker's pool left behind in its group goes too.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            if now - self.started >= STABLE_S:
+                self.backoff = BACKOFF_MIN_S
+            log(f"{self.name} exited (exit {self.proc.returncode}); restarting in {self.backoff:g} s. "
+                "The web server keeps serving.")
+            self.restart_at = now + self.backoff
+            self.backoff = min(BACKOFF_MAX_S, self.backoff * 2)
+        elif self.restart_at is not None and now >= self.restart_at:
+            self.restart_at = None
+            self.restarts += 1
+            self.proc = self._start()
+            log(f"{self.name} restarted (pid {self.proc.pid}, restart {self.restarts}).")
+
+
 def main() -> int:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     var = Path(env.get("VAR_DIR", ROOT / "var"))
@@ -35,30 +83,33 @@ def main() -> int:
     # Each child leads its own process group: the terminal's Ctrl-C reaches only this script,
     # which stops the children in order and can then clean up their groups as a whole.
     spawn = {"cwd": ROOT, "env": env, "start_new_session": True}
-    services = [
-        subprocess.Popen(
-            [str(BIN / "celery"), "-A", "config", "worker", "--beat", "--schedule", str(var / "celerybeat-schedule"),
-             "--loglevel=INFO", "--concurrency=1", "-Q", env.get("CELERY_QUEUE", "ctc")],
-            **spawn,
-        ),
-        subprocess.Popen(
-            [str(BIN / "gunicorn"), "config.wsgi:application", "--bind", f"{HOST}:{PORT}", "--workers", "3",
-             "--threads", "2", "--timeout", "120", "--graceful-timeout", str(GRACE_S), "--keep-alive", "30",
-             "--access-logfile", "-"],
-            **spawn,
-        ),
-    ]
+    # `-Q ctc` serves the bulk lane (ctc-bulk) too, after the interactive one (config/celery_app.py);
+    # the worker reclaims orphaned jobs itself, so there is no --beat.
+    worker = Supervised(
+        "celery worker",
+        [str(BIN / "celery"), "-A", "config", "worker", "--loglevel=INFO", "--concurrency=1",
+         "-Q", env.get("CELERY_QUEUE", "ctc")],
+        spawn,
+    )
+    web = subprocess.Popen(
+        [str(BIN / "gunicorn"), "config.wsgi:application", "--bind", f"{HOST}:{PORT}", "--workers", "3",
+         "--threads", "2", "--timeout", "120", "--graceful-timeout", str(GRACE_S), "--keep-alive", "30",
+         "--access-logfile", "-"],
+        **spawn,
+    )
     seeder = subprocess.Popen([sys.executable, "manage.py", "seed_demo"], **spawn)
     print(f"\n  CTC Monitor: http://{HOST}:{PORT}/  (sign in as demo / demo-password: local demo only)."
           "\n  The demo cohort appears patient by patient while its imaging is classified. Ctrl-C stops.\n",
           flush=True)
-    everything = [*services, seeder]
     stopping = False
+
+    def everything() -> list[subprocess.Popen]:
+        return [worker.proc, web, seeder]
 
     def stop(*_: object) -> None:
         nonlocal stopping
         stopping = True
-        for p in everything:
+        for p in everything():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
 
@@ -67,15 +118,16 @@ def main() -> int:
     # and Python then keeps ignoring it: make Ctrl-C / `kill -INT` stop it in every case.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        while all(p.poll() is None for p in services):
+        while not stopping and web.poll() is None:
+            worker.tend()
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("\n  Stopping the web server, the worker and the seeding ...", flush=True)
     finally:
-        died = [p for p in services if p.poll() is not None] if not stopping else []
+        died = [web] if web.poll() is not None and not stopping else []
         stop()
         deadline = time.monotonic() + WAIT_S
-        for p in everything:
+        for p in everything():
             try:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

@@ -1,18 +1,25 @@
-"""`make run`'s last step serves the dashboard with a worker, and Ctrl-C stops all of it."""
+"""`make run`'s last step serves the dashboard with a worker, restarts a worker that dies without
+the web server noticing (the job it had is finished by the next one, exactly once, no beat), and
+Ctrl-C stops all of it. The embedded default throughout: SQLite and the file-system broker."""
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +55,60 @@ def _still_alive(pids: set[int], groups: set[int]) -> dict[int, str]:
     return alive
 
 
-def test_ctrl_c_stops_server_worker_and_seeding_and_frees_the_port(tmp_path):
+def _db(var: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{var / 'ctc.sqlite3'}?mode=ro", uri=True, timeout=30)
+
+
+def _running_upload(var: Path) -> tuple[int, int, dict] | None:
+    """A demo upload the worker is in the middle of: (id, attempts, owner)."""
+    with _db(var) as db:
+        row = db.execute("SELECT id, attempts, owner FROM patients_imagingupload "
+                         "WHERE status = 'running' AND progress > 5 AND owner IS NOT NULL LIMIT 1").fetchone()
+    return (row[0], row[1], json.loads(row[2])) if row else None
+
+
+def _upload_row(var: Path, pk: int) -> tuple[str, int]:
+    with _db(var) as db:
+        return db.execute("SELECT status, attempts FROM patients_imagingupload WHERE id = ?", [pk]).fetchone()
+
+
+class _WebProbe(threading.Thread):
+    """Asks for the login page every 0.3 s and counts the answers that were not 200."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port, self.ok, self.failed, self.done = port, 0, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/accounts/login/", timeout=10).status
+            except OSError as err:
+                status = repr(err)
+            if status == 200:
+                self.ok += 1
+            else:
+                self.failed.append(status)
+            time.sleep(0.3)
+
+
+def _kill_the_worker_mid_job(var: Path, log: Path) -> tuple[int, int]:
+    """SIGKILL the worker's whole process group (main + pool child, as an OOM kill of the
+    machine's worker does) while it is in the middle of a demo upload; returns (upload, attempts)."""
+    for _ in range(5):
+        found = wait_for(lambda: _running_upload(var), timeout=180, interval=0.05,
+                         what=f"a demo upload to be running:\n{log.read_text()[-2000:]}")
+        pk, attempts, owner = found
+        try:
+            os.killpg(os.getpgid(owner["pid"]), signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        if _upload_row(var, pk) == ("running", attempts):
+            return pk, attempts
+    raise AssertionError("never caught the worker in the middle of a job")
+
+
+def test_make_run_restarts_a_killed_worker_keeps_serving_and_ctrl_c_stops_all(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "REDIS_URL", "MEDIA_ROOT", "TEST_DATABASE_NAME", "PRODUCTION"}}
     port = _free_port()
@@ -75,7 +135,29 @@ def test_ctrl_c_stops_server_worker_and_seeding_and_frees_the_port(tmp_path):
         browser = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         browser.request("GET", "/accounts/login/")
         assert browser.getresponse().read()
-        time.sleep(3)  # the worker and the seeding are under way
+
+        # The worker dies mid-job: the supervisor restarts it, the web server never stops
+        # answering, and the restarted worker finishes the job exactly once within 60 s.
+        var = tmp_path / "var"
+        probe = _WebProbe(port)
+        probe.start()
+        pk, attempts = _kill_the_worker_mid_job(var, tmp_path / "run.log")
+        wait_for(lambda: "celery worker restarted" in (tmp_path / "run.log").read_text(), timeout=30,
+                 what="the supervisor to restart the worker")
+        restarted = time.monotonic()
+        wait_for(lambda: _upload_row(var, pk)[0] == "done", timeout=90, interval=0.2,
+                 what=f"upload {pk} to be finished by the new worker")
+        assert time.monotonic() - restarted <= 60
+        assert _upload_row(var, pk) == ("done", attempts + 1)
+        with _db(var) as db:
+            n, distinct, top = db.execute("SELECT COUNT(*), COUNT(DISTINCT \"index\"), MAX(\"index\") "
+                                          "FROM patients_cellevent WHERE upload_id = ?", [pk]).fetchone()
+        assert n == distinct == top + 1 > 0, "results duplicated or lost"
+        probe.done.set()
+        probe.join(timeout=15)
+        assert probe.failed == [] and probe.ok > 5, probe.failed
+        assert "exited (exit -9); restarting in" in (tmp_path / "run.log").read_text()
+
         children = _descendants(script.pid)
         groups = {int(subprocess.run(["ps", "-o", "pgid=", "-p", str(c)], capture_output=True, text=True).stdout
                       or 0) for c in children} - {0, os.getpgrp()}

@@ -15,12 +15,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import timedelta
 
 import psycopg
 import pytest
 from django.db import close_old_connections, connection
-from django.test import Client, override_settings
+from django.test import Client
 
 from patients.models import CellEvent, DrawSummary, ImagingUpload, UploadStatus
 from patients.uploads import UploadRequest, create_upload
@@ -58,12 +57,12 @@ def _assert_one_set_of_results(up: ImagingUpload, n: int) -> None:
 # --- 1. worker killed mid-job -----------------------------------------------------------------
 
 
-def test_a_worker_killed_mid_job_is_finished_by_the_next_worker_exactly_once(worker_factory, classifier_env,
-                                                                            alice, draw):
-    from patients.tasks import requeue_stale_uploads
-
-    env = {**classifier_env, **FAST_SWEEP}
-    first = worker_factory(extra_env=env)
+def test_every_worker_killed_mid_job_then_a_new_worker_finishes_it_exactly_once_without_beat(
+        worker_factory, classifier_env, alice, draw):
+    """SIGKILL of the only worker mid-job, then `make worker`: the new worker sees at start that
+    the job's owner (host, pid, start time) is gone and takes it back; no beat, no sweep call.
+    Redis + PostgreSQL (the embedded default is covered by tests/foundation/test_run_local.py)."""
+    first = worker_factory(extra_env=classifier_env)
     n = 120  # a few seconds of work even on a quiet machine: room to kill it in the middle
     up = _upload(draw, alice, n)
     # Kill it once the job is truly under way (claimed, model loaded, progress written).
@@ -72,12 +71,12 @@ def test_a_worker_killed_mid_job_is_finished_by_the_next_worker_exactly_once(wor
     first.kill()  # SIGKILL to the whole process group: the pool child dies with it
     up.refresh_from_db()
     assert up.status == UploadStatus.RUNNING and not CellEvent.objects.filter(upload=up).exists()
+    assert up.owner and up.owner["pid"] and up.owner["worker"].startswith("test-"), up.owner
 
-    worker_factory(extra_env=env)
-    time.sleep(3.5)  # the heartbeat goes stale (UPLOAD_STALE_AFTER_S=3)
-    with override_settings(UPLOAD_STALE_AFTER=timedelta(seconds=3)):
-        requeue_stale_uploads.delay()  # what beat sends every minute in production
-    up = _final(up.pk)
+    worker_factory(extra_env=classifier_env)  # no --beat; nothing else is sent
+    started = time.monotonic()
+    up = _final(up.pk, timeout=60)
+    assert time.monotonic() - started <= 60
     _assert_one_set_of_results(up, n)
     assert up.attempts == 2
     time.sleep(2)  # nothing arrives late and duplicates
@@ -102,14 +101,12 @@ def _children(pid: int) -> list[int]:
 def test_a_pool_child_killed_mid_job_like_the_oom_killer_does_is_finished_exactly_once(worker_factory,
                                                                                         classifier_env, alice, draw):
     """Only the pool child dies (the main process lives on): Celery re-delivers the message at
-    once (reject on worker lost). That delivery takes the job if the heartbeat is stale by the
-    time a new child runs it, else it is a no-op and the sweep takes it; exactly once either way."""
+    once (reject on worker lost). That delivery finds the job still running (a no-op); the main
+    process's reclaim loop sees the owner's process gone and re-queues it; exactly once."""
     import os
     import signal
 
-    from patients.tasks import requeue_stale_uploads
-
-    worker = worker_factory(extra_env={**classifier_env, **FAST_SWEEP})
+    worker = worker_factory(extra_env={**classifier_env, "UPLOAD_RECLAIM_INTERVAL_S": "2"})
     n = 120
     up = _upload(draw, alice, n)
     wait_for(lambda: ImagingUpload.objects.filter(pk=up.pk, status=UploadStatus.RUNNING, progress__gt=5).exists(),
@@ -118,11 +115,9 @@ def test_a_pool_child_killed_mid_job_like_the_oom_killer_does_is_finished_exactl
     assert children, "no pool child found"
     for pid in children:
         os.kill(pid, signal.SIGKILL)
-    time.sleep(3.5)  # the heartbeat goes stale
     assert worker.proc.poll() is None, "the main worker process must survive its child"
-    with override_settings(UPLOAD_STALE_AFTER=timedelta(seconds=3)):
-        requeue_stale_uploads.delay()
-    up = _final(up.pk)
+    # No sweep is sent: the main process's reclaim loop (every 2 s here) sees the owner gone.
+    up = _final(up.pk, timeout=60)
     _assert_one_set_of_results(up, n)
     assert up.attempts == 2
 
