@@ -65,6 +65,8 @@ from api.serializers import (
 )
 from api.throttling import ClientScopedRateThrottle
 from patients import audit
+from patients.duplicates import TRUE as DUP_TRUE
+from patients.duplicates import refuse_duplicates
 from patients.models import (
     AuditEvent,
     BloodDraw,
@@ -420,6 +422,11 @@ class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
             raise serializers.ValidationError({"file": ["No file was uploaded: send one or more `file` parts."]})
         form.is_valid(raise_exception=True)
         v = form.validated_data
+        try:
+            # Issue 13: files identical to ones already on the draw need ``allow_duplicates``.
+            refuse_duplicates(draw, v["file"], str(request.data.get("allow_duplicates", "")) in DUP_TRUE)
+        except DjangoValidationError as err:
+            return Response({"file": err.messages, "code": "duplicate"}, status=status.HTTP_409_CONFLICT)
         try:
             upload = create_upload(
                 draw,

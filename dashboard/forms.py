@@ -107,6 +107,25 @@ class DrawForm(forms.ModelForm):
             self.initial.setdefault("drawn_at", timezone.localtime().replace(second=0, microsecond=0))
             self.initial.setdefault("volume_ml", "7.5")
 
+    #: Session key of the values of a refused draw form (the patient page redirects after a POST).
+    SESSION_KEY = "draw_form_typed"
+
+    @classmethod
+    def keep_typed(cls, request) -> None:  # noqa: ANN001
+        """Keep what the user typed in a refused form, so the patient page shows it again with the
+        errors instead of wiping the timepoint (issue 13)."""
+        request.session[cls.SESSION_KEY] = {k: request.POST.get(k, "") for k in cls._meta.fields}
+
+    @classmethod
+    def from_session(cls, request) -> DrawForm:  # noqa: ANN001
+        """The blank form, or the refused one (bound, with its errors) when the last post failed."""
+        typed = request.session.pop(cls.SESSION_KEY, None)
+        if typed:
+            form = cls(typed)
+            form.is_valid()  # fills errors for the template
+            return form
+        return cls()
+
 
 class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
@@ -118,8 +137,13 @@ class UploadForm(forms.Form):
     files = forms.FileField(label="Image files", widget=MultipleFileInput(
         attrs={"multiple": True, "accept": ".tif,.tiff,.png,.jpg,.jpeg,.zip"}),
         help_text="TIFF/OME-TIFF, PNG, JPEG or a zip of them")
-    channels = forms.CharField(label="Channels in file order", initial="DAPI,CK,CD45",
+    #: The four-channel CellSearch-style order the hint and the demo data use (issue 13: the
+    #: field said DAPI,CK,CD45 while the hint said DAPI,CK,AF,CD45 and the first upload failed).
+    DEFAULT_CHANNELS = "DAPI,CK,AF,CD45"
+    channels = forms.CharField(label="Channels in file order", initial=DEFAULT_CHANNELS,
                                help_text="Comma-separated, e.g. DAPI,CK,AF,CD45")
+    confirm_duplicates = forms.BooleanField(
+        required=False, label="Upload anyway: these files are identical to ones already uploaded to this draw")
     pixel_size_um = forms.FloatField(label="Pixel size (µm)", required=False, min_value=0.01, max_value=50,
                                      widget=forms.NumberInput(attrs={"step": "0.001", "placeholder": "optional"}))
     kind = forms.ChoiceField(label="Kind", choices=ImagingUpload.Kind.choices, initial=ImagingUpload.Kind.EVENTS)

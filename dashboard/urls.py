@@ -3,7 +3,7 @@ from django.http import HttpRequest, HttpResponsePermanentRedirect
 from django.templatetags.static import static
 from django.urls import path
 
-from dashboard import views
+from dashboard import review_views, views
 
 app_name = "dashboard"
 
@@ -27,8 +27,10 @@ urlpatterns = [
     path("draws/<int:pk>/uploads/", views.upload_create, name="upload_create"),
     path("uploads/<int:pk>/status/", views.upload_status, name="upload_status"),
     path("uploads/<int:pk>/withdraw/", views.upload_withdraw, name="upload_withdraw"),
-    path("review/", views.review_queue, name="review"),
-    path("events/<int:pk>/review/", views.review_cell, name="review_cell"),
+    path("review/", review_views.review_queue, name="review"),
+    path("events/<int:pk>/review/", review_views.review_cell, name="review_cell"),
+    path("draws/<int:pk>/review/", review_views.draw_review, name="draw_review"),
+    path("draws/<int:pk>/review/confirm/", review_views.review_confirm_remaining, name="review_confirm_remaining"),
     path("cohort/", views.cohort, name="cohort"),
     path("cohort/export.csv", views.cohort_export, name="cohort_export"),
     path("models/", views.models_page, name="models"),

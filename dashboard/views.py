@@ -26,7 +26,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
+from django.utils.http import content_disposition_header
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
@@ -34,9 +34,11 @@ from dashboard import figures
 from dashboard.access import actions_for, require
 from dashboard.forms import CohortFilterForm, DrawForm, PatientFilterForm, UploadForm
 from dashboard.labels import call_category_disagree, category_label
+from dashboard.review_labels import attribute_label, branch_label
 from patients import cohort as cohort_stats
 from patients import schedule
 from patients.audit import record
+from patients.duplicates import refuse_duplicates
 from patients.models import (
     BloodDraw,
     Call,
@@ -49,14 +51,12 @@ from patients.models import (
     TreatmentLine,
     UploadStatus,
 )
-from patients.review import review_event
 from patients.roles import Action, can
 from patients.summary import Reading, reading_of, significant_trend
 from patients.uploads import UploadRequest, create_upload, draw_is_final, withdraw_upload
 
 PATIENTS_PER_PAGE = 25
 CELLS_PER_PAGE = 48
-REVIEW_PER_PAGE = 12
 SWIMMER_LANES = 40
 EMBEDDING_POINTS = 3000
 
@@ -223,7 +223,7 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
         day0_missing=relative and day0 is None,
         sentence=schedule.sentence_for_draws(draws, patient.cancer_type.ctc_cutoff),
         next_due=schedule.next_due(last, interval), days_overdue=schedule.days_overdue(last, interval),
-        interval=interval, draw_form=DrawForm(),
+        interval=interval, draw_form=DrawForm.from_session(request),
     ))
 
 
@@ -236,6 +236,7 @@ def draw_create(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "The draw was not saved: " + "; ".join(
             f"{form.fields[k].label if k in form.fields else k}: {' '.join(v)}" for k, v in form.errors.items()))
+        DrawForm.keep_typed(request)  # issue 13: the patient page shows the typed values again
         return redirect(patient)
     draw = form.save(commit=False)
     draw.patient = patient
@@ -298,11 +299,13 @@ def _decorate_cells(cells: list[CellEvent]) -> None:
         c.prob_text = f"{c.ctc_probability:.2f}"
         c.category_text = category_label(c.category)
         c.disagree = not c.reviewed_call and call_category_disagree(c.call, c.category)
-        c.branches = [(name, f"{float(w) * 100:.0f}%", f"{float(w):.3f}")
+        # Issue 13: plain words on the page, the technical name on hover (dashboard/review_labels.py).
+        c.branches = [(branch_label(name), f"{float(w) * 100:.0f}%", f"{float(w):.3f}", name)
                       for name, w in (expl.get("branch_contributions") or {}).items()]
-        c.branch_title = ", ".join(f"{name} {pct}" for name, pct, _ in c.branches)
+        c.branch_title = ", ".join(f"{name} {pct}" for name, pct, _, _ in c.branches)
         c.attrs = [
-            {"name": a.get("name", ""), "value": f"{float(a.get('value', 0)):.2f}",
+            {"name": a.get("name", ""), "label": attribute_label(a.get("name", "")),
+             "value": f"{float(a.get('value', 0)):.2f}",
              "toward": a.get("direction") == "toward_ctc" or float(a.get("effect", 0)) > 0}
             for a in (expl.get("top_attributes") or [])[:3] if isinstance(a, dict)
         ]
@@ -322,7 +325,8 @@ def _call_thresholds(versions: set[str]) -> list[tuple[str, float]]:
 
 
 SORTS = {
-    "uncertainty": ("margin", "pk"),
+    # Issue 13: on the logit scale (CellEvent.review_rank): P 0.01 is sure, not uncertain.
+    "uncertainty": (F("review_rank").asc(nulls_last=True), "margin", "pk"),
     "probability": ("-ctc_probability", "pk"),
     "index": ("upload_id", "index"),
 }
@@ -365,7 +369,7 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "pk", "call", "reviewed_call", "source", "ctc_probability", "explanation__embedding")[:EMBEDDING_POINTS]
     ]
     embedding = figures.to_json(figures.embedding_figure(points)) if any(p[4] for p in points) else None
-    last_channels = next((",".join(u.channels) for u in uploads if u.channels), "DAPI,CK,CD45")
+    last_channels = next((",".join(u.channels) for u in uploads if u.channels), UploadForm.DEFAULT_CHANNELS)
     thresholds = _call_thresholds(
         {u.model_version for u in uploads if u.status == UploadStatus.DONE and u.model_version})
     record(request, "view", draw, patient=draw.patient)
@@ -423,6 +427,11 @@ def upload_create(request: HttpRequest, pk: int) -> JsonResponse:
         return JsonResponse({"error": "This draw is final; adding imaging makes it preliminary again. "
                                       "Tick the confirmation to upload anyway."}, status=400)
     try:
+        # Issue 13: the same files again are refused unless the user ticks the confirmation.
+        refuse_duplicates(draw, files, bool(data.get("confirm_duplicates")))
+    except ValidationError as err:
+        return JsonResponse({"error": " ".join(err.messages), "duplicate": True}, status=409)
+    try:
         upload = create_upload(draw, UploadRequest(files=files, channels=data.get("channels") or "",
                                                    kind=data.get("kind") or ImagingUpload.Kind.EVENTS,
                                                    pixel_size_um=data.get("pixel_size_um")), request.user)
@@ -463,83 +472,7 @@ def upload_status(request: HttpRequest, pk: int) -> JsonResponse:
     return response
 
 
-# --- Review ---------------------------------------------------------------------------------
-
-
-class _CountedPaginator(Paginator):
-    """A paginator told its count: ``COUNT(*)`` over millions of pending cells is the slow part."""
-
-    def __init__(self, object_list, per_page: int, count: int) -> None:  # noqa: ANN001
-        super().__init__(object_list, per_page)
-        self.__dict__["count"] = count  # fills the cached_property
-
-
-@login_required
-def review_queue(request: HttpRequest) -> HttpResponse:
-    # Scoped through the visible draws: the planner then walks the pending-margin index in
-    # order and stops after one page, instead of collecting every visible cell first.
-    draws = BloodDraw.objects.for_user(request.user)
-    draw_id = request.GET.get("draw", "")
-    draw = None
-    if draw_id.isdigit():
-        draw = get_object_or_404(draws.select_related("patient"), pk=draw_id)
-        draws = BloodDraw.objects.filter(pk=draw.pk)
-    visible = CellEvent.objects.filter(draw__in=draws.values("pk"), upload__status=UploadStatus.DONE)
-    pending = visible.filter(reviewed_call="")
-    # The pending total from the draw summaries (kept by recompute_summary), not a count of cells.
-    total = DrawSummary.objects.filter(draw__in=draws.values("pk")).aggregate(
-        n=Sum(F("events_analysed") - F("reviewed_events")))["n"] or 0
-    page = _CountedPaginator(
-        pending.select_related("upload", "draw__patient").order_by("margin", "pk"), REVIEW_PER_PAGE, total
-    ).get_page(request.GET.get("page"))
-    cells = list(page.object_list)
-    _decorate_cells(cells)
-    reviewed = visible.exclude(reviewed_call="")
-    # One row per reviewer (a short list): the overall agreement is their sum. It reads every
-    # reviewed event in scope (tens of thousands: most of the page's SQL), so it is cached per
-    # visible patients and draw; a review recomputes the draw's summary, which moves the data
-    # stamp (patients/cache.py), so the next request counts afresh.
-    by_reviewer = cohort_stats.cached(
-        Patient.objects.for_user(request.user), f"review-agreement:{draw.pk if draw else 'all'}",
-        lambda: list(
-            reviewed.values("reviewed_by__username")
-            .annotate(n=Count("pk"), agree=Count("pk", filter=Q(reviewed_call=F("call")))).order_by("-n")
-        ),
-    )
-    for r in by_reviewer:
-        r["rate"] = r["agree"] / r["n"] if r["n"] else None
-    n_reviewed, n_agree = sum(r["n"] for r in by_reviewer), sum(r["agree"] for r in by_reviewer)
-    agreement = {"reviewed": n_reviewed, "agree": n_agree, "rate": n_agree / n_reviewed if n_reviewed else None}
-    recent = list(reviewed.select_related("reviewed_by", "draw__patient").order_by("-reviewed_at")[:10])
-    record(request, "view", draw, object_type="ReviewQueue", patient=draw.patient if draw else None)
-    return render(request, "dashboard/review_queue.html", base_context(
-        request, nav="review", page=page, cells=cells, draw=draw, agreement=agreement,
-        by_reviewer=by_reviewer[:10], recent=recent, pending_total=total))
-
-
-@login_required
-@require_POST
-def review_cell(request: HttpRequest, pk: int) -> HttpResponse:
-    event = get_object_or_404(CellEvent.objects.for_user(request.user).select_related("draw__patient"), pk=pk)
-    require(request, Action.REVIEW)
-    call = request.POST.get("call", "")
-    nxt = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()}):
-        nxt = ""
-    change = request.POST.get("change") == "1"
-    try:
-        review_event(event, request.user, call, request.POST.get("reason", ""), change=change, request=request)
-    except ValidationError as err:
-        messages.error(request, f"{event.source}: {' '.join(err.messages)}")
-        return redirect((nxt or reverse("dashboard:review")) + f"#cell-{event.pk}")
-    if change and event.reviewed_call:
-        # review_event wrote the audit row with the old and the new review.
-        messages.success(request, f"{event.source}: review changed to {Call(call).label}.")
-        return redirect(nxt or reverse("dashboard:review"))
-    record(request, "review", event, patient=event.draw.patient, detail={"call": call, "model_call": event.call})
-    verb = "confirmed" if call == event.call else "overridden"
-    messages.success(request, f"{event.source}: call {verb} as {Call(call).label}.")
-    return redirect(nxt or reverse("dashboard:review"))
+# --- Review: dashboard/review_views.py (issue 13) ------------------------------------------
 
 
 # --- Cohort ---------------------------------------------------------------------------------

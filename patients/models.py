@@ -286,13 +286,6 @@ class UploadStatus(models.TextChoices):
     WITHDRAWN = "withdrawn", "Withdrawn"
 
 
-class Lane(models.TextChoices):
-    """Which Celery queue an upload's job goes to (settings.CELERY_QUEUE / CELERY_BULK_QUEUE)."""
-
-    INTERACTIVE = "interactive", "Interactive"
-    BULK = "bulk", "Bulk"
-
-
 class ImagingUpload(models.Model):
     class Kind(models.TextChoices):
         EVENTS = "events", "Event gallery"
@@ -326,12 +319,7 @@ class ImagingUpload(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     withdraw_reason = models.TextField(blank=True)
-    # Operations (issue 15): the Celery queue the job goes to (interactive ahead of bulk), and the
-    # worker process running it ({"worker", "host", "pid", "start"}), so any worker can tell that
-    # the owner is gone and reclaim the job without a scheduler (patients.pipeline.reclaim).
-    lane = models.CharField(max_length=12, choices=Lane.choices, default=Lane.INTERACTIVE)
-    owner = models.JSONField(null=True, blank=True)
-    history = HistoricalRecords(excluded_fields=["progress", "stage", "heartbeat_at", "owner"])
+    history = HistoricalRecords(excluded_fields=["progress", "stage", "heartbeat_at"])
 
     objects = ScopedQuerySet.as_manager()
     scope_path = "draw__patient__"
@@ -390,6 +378,11 @@ class CellEvent(models.Model):
     )
     review_reason = models.TextField(blank=True)
     reviewed_at = models.DateTimeField(null=True, blank=True)
+    # Review (issue 13): the reviewer's category (a training label) when the model's is wrong,
+    # and the uncertainty that orders review: |logit(p) - logit(threshold)| (patients/review.py),
+    # so P 0.01 (sure, not CTC) no longer comes before counted cells at 0.35-0.50.
+    reviewed_category = models.CharField(max_length=20, blank=True)
+    review_rank = models.FloatField(null=True, blank=True)
     history = HistoricalRecords(excluded_fields=["thumbnail", "heatmap", "explanation", "category_probabilities"])
 
     objects = ScopedQuerySet.as_manager()
@@ -407,6 +400,8 @@ class CellEvent(models.Model):
             models.Index(fields=["reviewed_at"], condition=~models.Q(reviewed_call=""),
                          include=["id", "reviewed_by", "call", "reviewed_call", "upload", "draw"],
                          name="cellevent_reviewed_at"),
+            models.Index(fields=["review_rank", "id"], condition=models.Q(reviewed_call=""),
+                         name="cellevent_pending_rank"),
         ]
 
     def __str__(self) -> str:
@@ -415,6 +410,10 @@ class CellEvent(models.Model):
     @property
     def final_call(self) -> str:
         return self.reviewed_call or self.call
+
+    @property
+    def final_category(self) -> str:
+        return self.reviewed_category or self.category
 
 
 class SummaryStatus(models.TextChoices):

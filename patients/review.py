@@ -11,12 +11,15 @@ refused with :class:`AlreadyReviewed`, unless the caller explicitly asks to
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from patients.audit import client_ip
-from patients.models import AuditEvent, Call, CellEvent
+from patients.models import AuditEvent, BloodDraw, Call, CellEvent, UploadStatus
 from patients.roles import Action, can
 from patients.summary import recompute_summary
 
@@ -35,9 +38,47 @@ class AlreadyReviewed(ValidationError):  # noqa: N818 - reads as the situation, 
         )
 
 
+#: The cell categories a reviewer may set (the classifier's category head; training labels).
+CATEGORIES: tuple[str, ...] = ("ctc", "apoptotic_ctc", "leukocyte", "ck_debris", "artifact")
+
+#: The short list an override's reason is chosen from (free text as "other"): what CellSearch
+#: reviewers actually write, and few enough to pick with one key.
+OVERRIDE_REASONS: tuple[tuple[str, str], ...] = (
+    ("no_nucleus", "No nucleus (DAPI negative)"),
+    ("cd45_positive", "CD45 positive: leukocyte"),
+    ("ck_weak", "CK weak or not cytoplasmic"),
+    ("debris", "Debris or artifact"),
+    ("morphology", "Morphology: intact CTC"),
+    ("out_of_focus", "Out of focus or cut off"),
+)
+REASON_LABELS = dict(OVERRIDE_REASONS)
+
+
+def reason_text(code: str, other: str = "") -> str:
+    """The stored reason: the list entry's words, or the free text for "other"."""
+    code = (code or "").strip()
+    if code in REASON_LABELS:
+        return REASON_LABELS[code] + (f": {other.strip()}" if other and other.strip() else "")
+    return (other or code).strip()
+
+
+def review_rank(probability: float, threshold: float) -> float:
+    """How unsure a call is: the distance of P(CTC) from the threshold on the logit scale.
+
+    On the probability scale with a threshold of 0.2, P 0.01 (a sure "not CTC") sat nearer the
+    threshold than counted cells at 0.35-0.50; on the logit scale 0.01 is 3.2 away, 0.35 only 0.77.
+    """
+    def logit(p: float) -> float:
+        p = min(max(float(p), 1e-6), 1 - 1e-6)
+        return math.log(p / (1 - p))
+
+    return abs(logit(probability) - logit(threshold))
+
+
 def _review_state(event: CellEvent) -> dict:
     return {
         "call": event.reviewed_call,
+        "category": event.reviewed_category,
         "by": event.reviewed_by.username if event.reviewed_by_id and event.reviewed_by else None,
         "at": event.reviewed_at.isoformat() if event.reviewed_at else None,
         "reason": event.review_reason,
@@ -46,6 +87,7 @@ def _review_state(event: CellEvent) -> dict:
 
 def review_event(
     event: CellEvent, user, call: str, reason: str = "", *, change: bool = False, request=None,  # noqa: ANN001
+    category: str = "",
 ) -> CellEvent:
     """Record ``user``'s call for ``event``; ``reason`` is required when it differs from the model.
 
@@ -57,6 +99,11 @@ def review_event(
     if call not in Call.values:
         raise ValidationError(f"Unknown call {call!r}: use 'ctc' or 'non_ctc'.", code="call")
     reason = (reason or "").strip()
+    category = (category or "").strip()
+    if category and category not in CATEGORIES:
+        raise ValidationError(f"Unknown category {category!r}.", code="category")
+    if category == event.category:
+        category = ""  # agrees with the model: nothing to correct
     if call != event.call and not reason:
         raise ValidationError("Give a reason when you override the model's call.", code="reason_required")
     with transaction.atomic():
@@ -72,12 +119,14 @@ def review_event(
         locked.reviewed_by = user
         locked.review_reason = reason[:2000]
         locked.reviewed_at = timezone.now()
+        locked.reviewed_category = category
         prefix = "review changed" if changing else "review"
         locked._change_reason = f"{prefix}: {call}" + (f" ({reason[:80]})" if reason else "")
         # The history row must name the reviewer even outside a web request (API task, shell):
         # simple-history only knows the user from the request middleware otherwise.
         locked._history_user = user
-        locked.save(update_fields=["reviewed_call", "reviewed_by", "review_reason", "reviewed_at"])
+        locked.save(update_fields=["reviewed_call", "reviewed_by", "review_reason", "reviewed_at",
+                                   "reviewed_category"])
         if changing:
             AuditEvent.objects.create(
                 user=user, action=AuditEvent.Action.REVIEW, object_type="CellEvent", object_id=str(locked.pk),
@@ -89,3 +138,42 @@ def review_event(
             )
         recompute_summary(locked.draw)
     return locked
+
+
+def confirm_remaining(draw: BloodDraw, user, cell_ids: Iterable[int] | None = None, request=None) -> list[int]:  # noqa: ANN001
+    """Confirm the model's call of every still unreviewed cell of ``draw`` in one audited action.
+
+    ``cell_ids`` (what the reviewer's page showed as remaining) limits the action to those cells,
+    so a cell that arrived after the page was drawn is never confirmed unseen. One ``AuditEvent``
+    (``review``, ``bulk_confirm``) lists the cells it covered; each cell's history row names the
+    reviewer. Returns the ids confirmed.
+    """
+    if not can(user, Action.REVIEW):
+        raise PermissionDenied("Only reviewers and oncologists may review calls.")
+    with transaction.atomic():
+        qs = (CellEvent.objects.select_for_update()
+              .filter(draw=draw, reviewed_call="", upload__status=UploadStatus.DONE).order_by("pk"))
+        if cell_ids is not None:
+            qs = qs.filter(pk__in=list(cell_ids))
+        cells = list(qs)
+        now = timezone.now()
+        for cell in cells:
+            cell.reviewed_call = cell.call
+            cell.reviewed_by = user
+            cell.reviewed_at = now
+            cell.review_reason = ""
+            cell._change_reason = "review: confirm remaining"
+            cell._history_user = user
+            cell.save(update_fields=["reviewed_call", "reviewed_by", "reviewed_at", "review_reason"])
+        ids = [c.pk for c in cells]
+        AuditEvent.objects.create(
+            user=user, action=AuditEvent.Action.REVIEW, object_type="BloodDraw", object_id=str(draw.pk),
+            patient_id=draw.patient_id,
+            ip_address=client_ip(request) if request is not None else None,
+            path=request.get_full_path()[:300] if request is not None else "",
+            detail={"bulk_confirm": True, "cells": ids, "n": len(ids),
+                    "calls": {"ctc": sum(c.call == Call.CTC for c in cells),
+                              "non_ctc": sum(c.call == Call.NON_CTC for c in cells)}},
+        )
+        recompute_summary(draw)
+    return ids

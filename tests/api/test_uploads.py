@@ -118,16 +118,21 @@ def test_a_queued_upload_withdrawn_is_not_swept_or_claimed(as_alice, draw):
     assert claim(upload.pk) is None
 
 
-def test_upload_to_a_final_draw_and_duplicate_files_warn(as_alice, draw):
+def test_upload_to_a_final_draw_and_duplicate_files_warn_once_confirmed(as_alice, draw):
     from patients.models import SummaryStatus
     from patients.summary import recompute_summary
 
     r = as_alice.post(f"/api/draws/{draw.pk}/uploads/", {"file": [_tiff("a.tif", 1)], "channels": CHANNELS},
                       format="multipart")
     assert r.status_code == 202 and r.json()["warnings"] == []
-    # The same file again (another name): accepted, with a warning naming the earlier one.
+    # The same file again (another name): refused (issue 13), then accepted once confirmed
+    # (``allow_duplicates``), with a warning naming the earlier one.
     r = as_alice.post(f"/api/draws/{draw.pk}/uploads/", {"file": [_tiff("copy.tif", 1), _tiff("b.tif", 2)],
                                                          "channels": CHANNELS}, format="multipart")
+    assert r.status_code == 409 and r.json()["code"] == "duplicate"
+    r = as_alice.post(f"/api/draws/{draw.pk}/uploads/", {"file": [_tiff("copy.tif", 1), _tiff("b.tif", 2)],
+                                                         "channels": CHANNELS, "allow_duplicates": "true"},
+                      format="multipart")
     assert r.status_code == 202
     (warning,) = r.json()["warnings"]
     assert "'copy.tif' is identical to 'a.tif'" in warning

@@ -335,21 +335,27 @@ def test_upload_goes_through_the_progress_bar_to_results(page, live_server, cour
 
 
 def test_reviewer_overrides_a_call_with_a_reason(page, live_server, course):
+    """The queue's grid (issue 13, tests/dashboard/test_review_browser.py for the whole draw): an
+    override needs a reason from the list, shown in the dialog; the tile updates in place."""
     sign_in(page, live_server, "bob")
     page.goto(f"{live_server.url}/review/")
-    card = page.locator("[data-testid=cell]").first
-    event_id = int(card.get_attribute("data-event-id"))
+    tile = page.locator("[data-testid=tile]").first
+    event_id = int(tile.get_attribute("data-id"))
     event = CellEvent.objects.get(pk=event_id)
     assert event.margin == min(CellEvent.objects.values_list("margin", flat=True))  # most uncertain first
-    card.locator("[data-override]").click()  # no reason: refused
-    assert "Give a reason" in page.locator(".messages").inner_text()
-    card = page.locator(f"#cell-{event_id}")
-    card.locator("textarea").fill("CK signal is a speck of debris beside a leukocyte")
-    card.locator("[data-override]").click()
-    assert "overridden" in page.locator(".messages").inner_text()
+    tile.click()
+    page.keyboard.press("KeyN" if event.call == "ctc" else "KeyC")
+    page.wait_for_selector("#reason-dialog[open]")
+    page.keyboard.press("Enter")  # no reason: refused, in the dialog
+    assert "needs a reason" in page.locator("[data-reason-error]").inner_text()
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f"#cell-{event_id}[data-reviewed='1']")
+    assert page.locator(f"#cell-{event_id} [data-tile-state]").inner_text() == "override"
     event.refresh_from_db()
     assert event.reviewed_call and event.reviewed_call != event.call
-    assert event.reviewed_by.username == "bob" and "debris" in event.review_reason
+    assert event.reviewed_by.username == "bob" and event.review_reason == "No nucleus (DAPI negative)"
+    page.reload()
     assert page.locator("[data-testid=agreement]").inner_text() == "0.0%"
     assert page.locator(f"#cell-{event_id}").count() == 0  # it left the queue
     shot(page, "review-queue")

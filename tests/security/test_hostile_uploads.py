@@ -258,7 +258,9 @@ def test_after_all_that_the_worker_still_serves_and_valid_uploads_succeed(shared
     assert up.events.count() == 2
     if _api_upload_route_exists(draw):
         resp = _api_client(alice).post(f"/api/draws/{draw.pk}/uploads/",
-                                       {"file": [upload_file("good3.tif", valid_tiff())], "channels": CHANNELS})
+                                       {"file": [upload_file("good3.tif", valid_tiff())], "channels": CHANNELS,
+                                        # the same pixels as good1.tif: a repeat needs the confirmation (issue 13)
+                                        "allow_duplicates": "true"})
         if resp.status_code != 405:
             assert resp.status_code in (200, 201, 202), resp.content[:500]
             api_up = _wait_final(ImagingUpload.objects.filter(draw=draw).latest("created_at").pk)

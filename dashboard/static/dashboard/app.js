@@ -252,6 +252,10 @@
           if (!res.ok) {
             box.hidden = true; button.disabled = false;
             showError(res.body.error || "The upload was not accepted.");
+            if (res.body.duplicate) {  // issue 13: the same files again need an explicit confirmation
+              var dup = form.querySelector("[data-duplicate-confirm]");
+              if (dup) { dup.hidden = false; dup.querySelector("input").focus(); }
+            }
             return;
           }
           text.textContent = "Queued…";

@@ -1,0 +1,224 @@
+"""Review pages (issue 13): one draw's cells as a dense keyboard-first grid, and the queue.
+
+The draw review mode shows every cell of a draw as a thumbnail tile with its call; a reviewer
+moves with the arrows, presses ``C`` / ``N`` to set CTC / not CTC (an override asks for a reason
+from a short list), and "confirm the remaining calls" finalises the rest in one audited action.
+The cross-draw queue keeps its uncertainty order with the same grid, filtered by patient, draw
+and clinic date, next to a per-draw queue ordered by clinic date (finishing a draw finishes it).
+
+Every action works without JavaScript (a plain form post and a redirect back to the cell);
+with it, ``review.js`` posts with ``fetch`` (``Accept: application/json``) and updates the tile
+in place, so focus stays where the reviewer is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count, F, Q, Sum
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from dashboard.access import require
+from dashboard.labels import CATEGORY_LABELS, call_category_disagree, category_label
+from dashboard.review_labels import attribute_label, branch_label
+from dashboard.views import base_context
+from patients import cohort as cohort_stats
+from patients.audit import record
+from patients.models import BloodDraw, Call, CellEvent, DrawSummary, Patient, UploadStatus
+from patients.review import CATEGORIES, OVERRIDE_REASONS, confirm_remaining, reason_text, review_event
+from patients.roles import Action
+
+#: A 200-cell draw fits one page of the draw review grid; the queue shows 48 (six rows of eight).
+DRAW_GRID_MAX = 300
+QUEUE_PER_PAGE = 48
+
+def rank_order() -> tuple:
+    """Most uncertain first on the logit scale (``review_rank``); events stored before it existed
+    fall back to the probability margin."""
+    return (F("review_rank").asc(nulls_last=True), "margin", "pk")
+
+
+def decorate(cells: list[CellEvent]) -> None:
+    """What a grid tile shows, computed once per cell (template filters are slow per tile)."""
+    for c in cells:
+        c.channels = ",".join(c.upload.result_channels or c.upload.channels)
+        c.prob_text = f"{c.ctc_probability:.2f}"
+        c.category_text = category_label(c.final_category)
+        c.model_category_text = category_label(c.category)
+        c.disagree = not c.reviewed_call and call_category_disagree(c.call, c.category)
+        expl = c.explanation or {}
+        c.branches = [(branch_label(n), n, f"{float(w) * 100:.0f}%") for n, w in
+                      (expl.get("branch_contributions") or {}).items()]
+        c.attrs = [{"label": attribute_label(a.get("name", "")), "name": a.get("name", ""),
+                    "value": f"{float(a.get('value', 0)):.2f}",
+                    "toward": a.get("direction") == "toward_ctc" or float(a.get("effect", 0)) > 0}
+                   for a in (expl.get("top_attributes") or [])[:3] if isinstance(a, dict)]
+
+
+def _grid_context(request: HttpRequest, cells: list[CellEvent], **extra) -> dict:
+    decorate(cells)
+    return base_context(
+        request, nav="review", cells=cells, reasons=OVERRIDE_REASONS,
+        categories=[(c, CATEGORY_LABELS.get(c, c)) for c in CATEGORIES],
+        review_error=request.session.pop("review_error", None), **extra)
+
+
+def _summary_json(draw: BloodDraw) -> dict:
+    s = DrawSummary.objects.filter(draw=draw).first()
+    if s is None:
+        return {}
+    return {"status": s.status, "status_label": s.get_status_display(), "reviewed": s.reviewed_events,
+            "analysed": s.events_analysed, "ctc_count": s.ctc_count, "ctc_per_7_5ml": s.ctc_per_7_5ml}
+
+
+@login_required
+def draw_review(request: HttpRequest, pk: int) -> HttpResponse:
+    """One draw's cells as a dense grid (review mode), most uncertain first or by probability."""
+    draw = get_object_or_404(BloodDraw.objects.for_user(request.user).select_related("patient"), pk=pk)
+    sort = request.GET.get("sort", "uncertainty")
+    events = CellEvent.objects.filter(draw=draw, upload__status=UploadStatus.DONE).select_related(
+        "upload", "reviewed_by")
+    order = ("-ctc_probability", "pk") if sort == "probability" else rank_order()
+    cells = list(events.order_by(*order)[:DRAW_GRID_MAX])
+    remaining = [c.pk for c in cells if not c.reviewed_call]
+    record(request, "view", draw, object_type="DrawReview", patient=draw.patient)
+    return render(request, "dashboard/review_draw.html", _grid_context(
+        request, cells, draw=draw, sort=sort, remaining=remaining, summary=_summary_json(draw),
+        truncated=events.count() > DRAW_GRID_MAX, next_path=request.get_full_path()))
+
+
+class _CountedPaginator(Paginator):
+    """A paginator told its count: ``COUNT(*)`` over millions of pending cells is the slow part."""
+
+    def __init__(self, object_list, per_page: int, count: int) -> None:  # noqa: ANN001
+        super().__init__(object_list, per_page)
+        self.__dict__["count"] = count
+
+
+def _date(value: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+@login_required
+def review_queue(request: HttpRequest) -> HttpResponse:
+    """Pending cells across the visible draws, most uncertain first, with filters, and the
+    per-draw queue (draws with cells to review, oldest clinic date first)."""
+    draws = BloodDraw.objects.for_user(request.user)
+    draw_id, patient_q = request.GET.get("draw", ""), request.GET.get("patient", "").strip()
+    date_from, date_to = _date(request.GET.get("from", "")), _date(request.GET.get("to", ""))
+    draw = None
+    if draw_id.isdigit():
+        draw = get_object_or_404(draws.select_related("patient"), pk=draw_id)
+        draws = BloodDraw.objects.filter(pk=draw.pk)
+    if patient_q:
+        draws = draws.filter(patient__study_id__icontains=patient_q)
+    if date_from:
+        draws = draws.filter(drawn_at__date__gte=date_from)
+    if date_to:
+        draws = draws.filter(drawn_at__date__lte=date_to)
+    visible = CellEvent.objects.filter(draw__in=draws.values("pk"), upload__status=UploadStatus.DONE)
+    pending = visible.filter(reviewed_call="")
+    total = DrawSummary.objects.filter(draw__in=draws.values("pk")).aggregate(
+        n=Sum(F("events_analysed") - F("reviewed_events")))["n"] or 0
+    page = _CountedPaginator(pending.select_related("upload", "draw__patient").order_by(*rank_order()),
+                             QUEUE_PER_PAGE, total).get_page(request.GET.get("page"))
+    cells = list(page.object_list)
+    # The per-draw queue: draws with cells to review, by clinic date (oldest first), from the summaries.
+    draw_queue = list(
+        DrawSummary.objects.filter(draw__in=draws.values("pk"), events_analysed__gt=F("reviewed_events"))
+        .select_related("draw__patient").order_by("draw__drawn_at", "draw_id")[:50])
+    for s in draw_queue:
+        s.pending = s.events_analysed - s.reviewed_events
+    reviewed = visible.exclude(reviewed_call="")
+    by_reviewer = cohort_stats.cached(
+        Patient.objects.for_user(request.user),
+        f"review-agreement:{draw.pk if draw else 'all'}:{patient_q}:{date_from}:{date_to}",
+        lambda: list(reviewed.values("reviewed_by__username")
+                     .annotate(n=Count("pk"), agree=Count("pk", filter=Q(reviewed_call=F("call")))).order_by("-n")),
+    )
+    for r in by_reviewer:
+        r["rate"] = r["agree"] / r["n"] if r["n"] else None
+    n_reviewed, n_agree = sum(r["n"] for r in by_reviewer), sum(r["agree"] for r in by_reviewer)
+    agreement = {"reviewed": n_reviewed, "agree": n_agree, "rate": n_agree / n_reviewed if n_reviewed else None}
+    recent = list(reviewed.select_related("reviewed_by", "draw__patient").order_by("-reviewed_at")[:10])
+    record(request, "view", draw, object_type="ReviewQueue", patient=draw.patient if draw else None)
+    filters = {"patient": patient_q, "draw": draw_id, "from": request.GET.get("from", ""),
+               "to": request.GET.get("to", "")}
+    return render(request, "dashboard/review_queue.html", _grid_context(
+        request, cells, page=page, draw=draw, agreement=agreement, by_reviewer=by_reviewer[:10], recent=recent,
+        pending_total=total, draw_queue=draw_queue, filters=filters, next_path=request.get_full_path(),
+        oldest=draw_queue[0] if draw_queue else None))
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def _next(request: HttpRequest) -> str:
+    nxt = request.POST.get("next", "")
+    return nxt if url_has_allowed_host_and_scheme(nxt, allowed_hosts={request.get_host()}) else ""
+
+
+@login_required
+@require_POST
+def review_cell(request: HttpRequest, pk: int) -> HttpResponse:
+    """Confirm, override (reason from the list or free text) or change one cell's call and category."""
+    event = get_object_or_404(CellEvent.objects.for_user(request.user).select_related("draw__patient"), pk=pk)
+    require(request, Action.REVIEW)
+    call = request.POST.get("call", "")
+    nxt = _next(request) or reverse("dashboard:review")
+    change = request.POST.get("change") == "1"
+    reason = reason_text(request.POST.get("reason_code", ""), request.POST.get("reason", ""))
+    category = request.POST.get("category", "")
+    try:
+        event = review_event(event, request.user, call, reason, change=change, request=request, category=category)
+    except ValidationError as err:
+        message = " ".join(err.messages)
+        if _wants_json(request):
+            return JsonResponse({"error": message, "code": getattr(err, "code", "")}, status=400)
+        # Shown inside the cell's tile (the redirect lands on it), not at the top of the page.
+        request.session["review_error"] = {"cell": event.pk, "message": message}
+        messages.error(request, f"{event.source}: {message}")  # also when the cell has left the page
+        return redirect(nxt + f"#cell-{event.pk}")
+    if not change:
+        record(request, "review", event, patient=event.draw.patient,
+               detail={"call": call, "model_call": event.call, "category": event.reviewed_category})
+    verb = "changed to" if change else ("confirmed as" if call == event.call else "overridden as")
+    text = f"{event.source}: call {verb} {Call(call).label}."
+    if _wants_json(request):
+        return JsonResponse({"ok": True, "message": text, "cell": {
+            "id": event.pk, "final_call": event.final_call, "reviewed_call": event.reviewed_call,
+            "override": event.reviewed_call != event.call, "category": event.final_category,
+            "category_label": category_label(event.final_category), "reason": event.review_reason,
+            "by": request.user.get_username()}, "summary": _summary_json(event.draw)})
+    messages.success(request, text)
+    return redirect(nxt + f"#cell-{event.pk}")
+
+
+@login_required
+@require_POST
+def review_confirm_remaining(request: HttpRequest, pk: int) -> HttpResponse:
+    """"Confirm the remaining calls": one audited action over the unreviewed cells the page showed."""
+    draw = get_object_or_404(BloodDraw.objects.for_user(request.user), pk=pk)
+    require(request, Action.REVIEW)
+    ids = [int(v) for v in request.POST.get("cells", "").split(",") if v.strip().isdigit()]
+    confirmed = confirm_remaining(draw, request.user, ids, request=request)
+    summary = _summary_json(draw)
+    text = f"{len(confirmed)} remaining call{'s' if len(confirmed) != 1 else ''} confirmed."
+    if summary.get("status") in ("final", "amended"):
+        text += f" The draw is {summary['status_label'].lower()}."
+    if _wants_json(request):
+        return JsonResponse({"ok": True, "message": text, "confirmed": confirmed, "summary": summary})
+    messages.success(request, text)
+    return redirect(_next(request) or reverse("dashboard:draw_review", args=[draw.pk]))
