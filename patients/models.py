@@ -286,6 +286,13 @@ class UploadStatus(models.TextChoices):
     WITHDRAWN = "withdrawn", "Withdrawn"
 
 
+class Lane(models.TextChoices):
+    """Which Celery queue an upload's job goes to (settings.CELERY_QUEUE / CELERY_BULK_QUEUE)."""
+
+    INTERACTIVE = "interactive", "Interactive"
+    BULK = "bulk", "Bulk"
+
+
 class ImagingUpload(models.Model):
     class Kind(models.TextChoices):
         EVENTS = "events", "Event gallery"
@@ -319,7 +326,12 @@ class ImagingUpload(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     withdraw_reason = models.TextField(blank=True)
-    history = HistoricalRecords(excluded_fields=["progress", "stage", "heartbeat_at"])
+    # Operations (issue 15): the Celery queue the job goes to (interactive ahead of bulk), and the
+    # worker process running it ({"worker", "host", "pid", "start"}), so any worker can tell that
+    # the owner is gone and reclaim the job without a scheduler (patients.pipeline.reclaim).
+    lane = models.CharField(max_length=12, choices=Lane.choices, default=Lane.INTERACTIVE)
+    owner = models.JSONField(null=True, blank=True)
+    history = HistoricalRecords(excluded_fields=["progress", "stage", "heartbeat_at", "owner"])
 
     objects = ScopedQuerySet.as_manager()
     scope_path = "draw__patient__"

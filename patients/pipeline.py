@@ -9,6 +9,8 @@ so a slow first attempt can never overwrite a newer one.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +26,7 @@ from django.utils import timezone
 from classifier.errors import InputError
 from classifier.results import AnalysisResult, EventResult
 from patients.imaging import encode_grey, encode_strip
-from patients.models import CellEvent, ClassifierVersion, ImagingUpload, UploadStatus
+from patients.models import CellEvent, ClassifierVersion, ImagingUpload, Lane, UploadStatus
 from patients.review import review_rank
 from patients.summary import recompute_summary
 
@@ -58,6 +60,110 @@ def active_weights() -> str:
     return settings.CLASSIFIER_WEIGHTS
 
 
+# --- who runs a job: the owner, its heartbeat, and reclaiming a job whose owner is gone --------
+
+#: The Celery worker name (``celery@host``) of this process, set by the task before it runs.
+_worker_name = threading.local()
+
+
+def set_worker_name(name: str | None) -> None:
+    _worker_name.value = name or ""
+
+
+def _process_start(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot (/proc), or None where unknown.
+
+    A pid alone is reused; pid + start time names one process for the life of the host."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def owner_identity() -> dict:
+    """This process as the owner of a job: worker name, host, pid and the pid's start time."""
+    pid = os.getpid()
+    return {"worker": getattr(_worker_name, "value", "") or "", "host": socket.gethostname(), "pid": pid,
+            "start": _process_start(pid)}
+
+
+def owner_is_gone(owner: dict | None) -> bool:
+    """True only when we can *see* that the owner died: it ran on this host and that process
+    (pid and start time) no longer exists. An owner on another host is judged by its heartbeat."""
+    if not owner or owner.get("host") != socket.gethostname() or not owner.get("pid"):
+        return False
+    start = _process_start(int(owner["pid"]))
+    if start is None:
+        return not os.path.exists(f"/proc/{int(owner['pid'])}") and os.path.isdir("/proc/self")
+    return owner.get("start") is not None and start != owner["start"]
+
+
+class Heartbeat:
+    """Writes the running attempt's heartbeat every ``UPLOAD_HEARTBEAT_S`` from a thread.
+
+    Progress writes alone leave gaps (loading the model, the database stage); with a heartbeat
+    that never pauses, a silent owner can be declared gone after ``UPLOAD_OWNER_STALE_AFTER``
+    (45 s) instead of the 5 minutes the beat sweep waited."""
+
+    def __init__(self, upload_id: int, attempt: int) -> None:
+        self.upload_id, self.attempt = upload_id, attempt
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{upload_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        from django.db import close_old_connections, connection
+
+        interval = float(settings.UPLOAD_HEARTBEAT_S)
+        try:
+            while not self._stop.wait(interval):
+                try:
+                    ImagingUpload.objects.filter(pk=self.upload_id, attempts=self.attempt,
+                                                 status=UploadStatus.RUNNING).update(heartbeat_at=timezone.now())
+                except Exception:  # noqa: BLE001 - a missed beat is retried; the job itself goes on
+                    logger.warning("upload %s: heartbeat not written", self.upload_id, exc_info=True)
+                    close_old_connections()
+        finally:
+            connection.close()
+
+
+def reclaim(enqueue: Callable[[int, str], bool]) -> int:
+    """Put back every job whose owner is gone, and send it to its queue again; returns how many.
+
+    Runs in every worker at start and every ``UPLOAD_RECLAIM_INTERVAL_S`` (config/celery_app.py),
+    so no scheduler is needed. A job is reclaimed when its owner's process is gone from this
+    host, or its heartbeat is older than ``UPLOAD_OWNER_STALE_AFTER`` (an owner elsewhere).
+    Exactly once: the switch back to queued is one conditional UPDATE on (status, attempts),
+    so of several workers reclaiming together one wins; the others' duplicate messages, if
+    any, find the job claimed (:func:`claim`), and the attempt number fences late results.
+    Queued jobs whose message was lost (the file-system broker drops what a killed worker had
+    taken) are re-sent by :func:`requeue_stale` after ``UPLOAD_STALE_AFTER``."""
+    now = timezone.now()
+    stale = now - settings.UPLOAD_OWNER_STALE_AFTER
+    n = 0
+    running = ImagingUpload.objects.filter(status=UploadStatus.RUNNING).values_list(
+        "pk", "attempts", "owner", "heartbeat_at")
+    for pk, attempts, owner, heartbeat_at in running[:500]:
+        if not (owner_is_gone(owner) or heartbeat_at is None or heartbeat_at < stale):
+            continue
+        put_back = ImagingUpload.objects.filter(pk=pk, status=UploadStatus.RUNNING, attempts=attempts).update(
+            status=UploadStatus.QUEUED, stage="reclaimed", heartbeat_at=now)
+        if put_back:
+            logger.warning("upload %s: owner %s gone (attempt %s); re-queued", pk, owner, attempts)
+            # To the interactive lane whatever its own: it already waited its turn once.
+            enqueue(pk, Lane.INTERACTIVE)
+            n += 1
+    return n
+
+
 def claim(upload_id: int) -> int | None:
     """Atomically take the upload; returns the attempt number, or None if not ours."""
     now = timezone.now()
@@ -71,6 +177,7 @@ def claim(upload_id: int) -> int | None:
         error="",
         started_at=now,
         heartbeat_at=now,
+        owner=owner_identity(),
     )
     if not updated:
         return None
@@ -117,6 +224,13 @@ def run_upload(upload_id: int, progress_factory: Callable[[int, int], ProgressWr
         return "failed"
     files = list(upload.files.order_by("position"))
     paths = [Path(f.file.path) for f in files]
+    with Heartbeat(upload_id, attempt):
+        return _analyse_and_store(upload, attempt, files, paths, progress_factory)
+
+
+def _analyse_and_store(upload: ImagingUpload, attempt: int, files: list, paths: list[Path],
+                       progress_factory: Callable[[int, int], ProgressWriter]) -> str:
+    upload_id = upload.pk
     weights = active_weights()
     try:
         clf = get_classifier(weights)
@@ -285,13 +399,13 @@ def stale_uploads():  # noqa: ANN201 - queryset
     )
 
 
-def requeue_stale(enqueue: Callable[[int], bool]) -> int:
+def requeue_stale(enqueue: Callable[[int, str], bool]) -> int:
     """Send stale uploads to the broker again; the claim makes duplicates harmless."""
     n = 0
-    for pk in stale_uploads().values_list("pk", flat=True)[:500]:
+    for pk, lane in stale_uploads().values_list("pk", "lane")[:500]:
         # Touch the heartbeat so the sweep does not resend every minute while it waits.
         ImagingUpload.objects.filter(pk=pk, status=UploadStatus.QUEUED).update(heartbeat_at=timezone.now())
-        if enqueue(pk):
+        if enqueue(pk, lane or Lane.INTERACTIVE):
             n += 1
     return n
 
