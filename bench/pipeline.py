@@ -28,6 +28,10 @@ The last line of stdout is one JSON object:
   segment, features, model, explanation, database, analyse_total), "share" (each of decode,
   segment, features, model, explanation, database, and ``other`` = queueing, claim, loading
   the rows, as a fraction of ``seconds``), "target_s", "meets_target"}``;
+- ``priority`` (issue 15.2): ``{"events", "bulk_queued", "bulk_queue_s", "idle_s" (an interactive
+  30-event upload on the idle worker), "behind_bulk_s" (the same upload submitted behind
+  ``bulk_queued`` = 60 queued bulk uploads of 30 events), "delta_s", "bulk_done_before",
+  "target_delta_s" (5), "meets_target"}``;
 - ``machine``: host, cpu, cores, python, date, loadavg_1m.
 """
 
@@ -210,6 +214,58 @@ def run_upload(draw, user, path: Path, kind: str, px_um: float, weights: str, ti
     return {"seconds": total, "upload_s": t_up, "events": n, "timings": row["timings"], "mb": len(data) / 2**20}
 
 
+# --- priority lanes (issue 15.2) -------------------------------------------------------------
+
+
+def priority_case(new_draw, user, weights: str, bulk: int, events: int, target_delta_s: float = 5.0,  # noqa: ANN001
+                  fifo: bool = False) -> dict:
+    """An interactive ``events``-event upload on an idle worker, then the same upload submitted
+    behind ``bulk`` queued bulk uploads of the same size (what seed_demo or an import queues).
+
+    Reports both end-to-end times, their difference (target: <= 5 s), and how many bulk jobs
+    finished before the interactive one (the one the worker was on, ideally). Bulk jobs still
+    queued afterwards are dropped from the queue and failed, so no later run picks them up.
+    ``fifo``: the "bulk" uploads go to the interactive queue too (one FIFO queue, as before
+    issue 15), for comparison."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.utils import timezone
+
+    from patients.models import ImagingUpload, Lane, UploadStatus
+    from patients.uploads import UploadRequest, create_upload, queue_for
+
+    path = gallery_zip(events, seed=7)
+    data = path.read_bytes()
+    idle = run_upload(new_draw(), user, path, "events", 0.65, weights)
+    log(f"  priority: idle {idle['seconds']:.2f}s; queueing {bulk} bulk uploads ...")
+    t_bulk = time.perf_counter()
+    bulk_ids = []
+    for i in range(bulk):
+        f = SimpleUploadedFile(f"bulk-{i}.zip", data, content_type="application/zip")
+        up = create_upload(new_draw(), UploadRequest(files=[f], channels=CHANNELS.split(","), kind="events",
+                                                     pixel_size_um=0.65,
+                                                     lane=Lane.INTERACTIVE if fifo else Lane.BULK), user)
+        bulk_ids.append(up.pk)
+    queue_s = time.perf_counter() - t_bulk
+    behind = run_upload(new_draw(), user, path, "events", 0.65, weights)
+    finished = ImagingUpload.objects.filter(pk__in=bulk_ids, status=UploadStatus.DONE).count()
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL).delete(queue_for(Lane.BULK))
+        if fifo:
+            redis.Redis.from_url(REDIS_URL).delete(queue_for(Lane.INTERACTIVE))
+    except Exception:  # noqa: BLE001 - cleanup only
+        pass
+    ImagingUpload.objects.filter(pk__in=bulk_ids, status=UploadStatus.QUEUED).update(
+        status=UploadStatus.FAILED, error="bench: cancelled", finished_at=timezone.now())
+    delta = behind["seconds"] - idle["seconds"]
+    return {"events": idle["events"], "bulk_queued": bulk, "bulk_queue_s": round(queue_s, 2),
+            "idle_s": round(idle["seconds"], 2), "behind_bulk_s": round(behind["seconds"], 2),
+            "delta_s": round(delta, 2), "bulk_done_before": finished, "lanes": "one FIFO queue" if fifo else
+            "interactive ahead of bulk", "target_delta_s": target_delta_s,
+            "meets_target": delta <= target_delta_s}
+
+
 def summarise(runs: list[dict], target: float, files: int) -> dict:
     runs_sorted = sorted(runs, key=lambda r: r["seconds"])
     mid = runs_sorted[(len(runs_sorted) - 1) // 2]
@@ -234,7 +290,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--field-cells", type=int, help="cells in the field (default 1000; quick 30)")
     ap.add_argument("--repeats", type=int, default=1, help="uploads of each input; the median is reported")
     ap.add_argument("--database", help="PostgreSQL database (default ctc_bench; quick ctc_bench_quick)")
-    ap.add_argument("--only", choices=["gallery", "field"], help="run one of the two")
+    ap.add_argument("--only", choices=["gallery", "field", "priority"], help="run one case")
+    ap.add_argument("--priority-bulk", type=int, help="bulk uploads queued ahead (default 60; quick 6)")
+    ap.add_argument("--priority-fifo", action="store_true",
+                    help="queue the bulk uploads on the interactive queue too (the pre-issue-15 FIFO), to compare")
     ap.add_argument("--worker-threads", type=int,
                     help="CLASSIFIER_THREADS for the worker (torch threads; default: the settings', 1; 0 = cores)")
     args = ap.parse_args(argv)
@@ -260,8 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
     from patients.models import BloodDraw, CancerType, CareTeam, Membership, Patient, Role
 
     log("inputs ...")
-    gallery = gallery_zip(n_events) if args.only != "field" else None
-    field = field_tiff(f_size, f_cells) if args.only != "gallery" else None
+    gallery = gallery_zip(n_events) if args.only in (None, "gallery") else None
+    field = field_tiff(f_size, f_cells) if args.only in (None, "field") else None
     warm = gallery_zip(4 if quick else 16, seed=99)
     weights, weights_label = bench_weights()
 
@@ -296,6 +355,11 @@ def main(argv: list[str] | None = None) -> dict:
                 runs.append(r)
                 log(f"  {name} run {i + 1}: {r['seconds']:.2f}s, {r['events']} events, timings {r['timings']}")
             out[name] = summarise(runs, target, 1)
+        if args.only in (None, "priority"):
+            log("priority: interactive upload on an idle worker, then behind queued bulk uploads ...")
+            out["priority"] = priority_case(new_draw, user, weights, args.priority_bulk or (6 if quick else 60),
+                                            4 if quick else 30, fifo=args.priority_fifo)
+            log(f"  priority: {out['priority']}")
     finally:
         worker.stop()
         import shutil
@@ -304,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             import redis
 
-            redis.Redis.from_url(REDIS_URL).delete(queue)
+            redis.Redis.from_url(REDIS_URL).delete(queue, f"{queue}-bulk")
         except Exception:  # noqa: BLE001 - cleanup only
             pass
     out["machine"] = machine()
