@@ -146,6 +146,29 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True  # serve app static (plotly.js) without collectstatic in dev
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
 MEDIA_URL = "/media/"
+# Operations (issue 15.3): uploaded images in an S3-compatible bucket (AWS S3, MinIO, Ceph, ...)
+# when S3_BUCKET is set, so workers on other hosts read them; the local MEDIA_ROOT otherwise.
+# Workers stream objects to a temporary file per job (patients/storage.py). docs/operations.md.
+S3_BUCKET = env("S3_BUCKET", default="")
+if S3_BUCKET:
+    _s3_endpoint = env("S3_ENDPOINT_URL", default="") or None
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": S3_BUCKET,
+            "endpoint_url": _s3_endpoint,
+            # Empty: boto3's own chain (AWS_ACCESS_KEY_ID, an instance role, ~/.aws).
+            "access_key": env("S3_ACCESS_KEY_ID", default="") or None,
+            "secret_key": env("S3_SECRET_ACCESS_KEY", default="") or None,
+            "region_name": env("S3_REGION", default="") or None,
+            "location": env("S3_PREFIX", default="media"),
+            # Path-style URLs for self-hosted servers (MinIO and friends rarely have wildcard DNS).
+            "addressing_style": env("S3_ADDRESSING_STYLE", default="path" if _s3_endpoint else "auto"),
+            "file_overwrite": False,  # upload_file_path names are unique anyway; never replace an image
+            "default_acl": None,  # private, the bucket's policy decides
+            "querystring_auth": True,
+        },
+    }
 
 # --- Uploads -----------------------------------------------------------------
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=512 * 1024 * 1024)

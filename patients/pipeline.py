@@ -27,7 +27,7 @@ from classifier.errors import InputError
 from classifier.results import AnalysisResult, EventResult
 from patients.imaging import encode_grey, encode_strip
 from patients.models import CellEvent, ClassifierVersion, ImagingUpload, Lane, UploadStatus
-from patients.review import review_rank
+from patients.storage import local_paths
 from patients.summary import recompute_summary
 
 logger = logging.getLogger(__name__)
@@ -223,9 +223,17 @@ def run_upload(upload_id: int, progress_factory: Callable[[int, int], ProgressWr
         fail(upload_id, attempt, f"Analysis stopped after {MAX_ATTEMPTS} attempts; the worker kept failing.")
         return "failed"
     files = list(upload.files.order_by("position"))
-    paths = [Path(f.file.path) for f in files]
     with Heartbeat(upload_id, attempt):
-        return _analyse_and_store(upload, attempt, files, paths, progress_factory)
+        try:
+            # Local media where it is; objects in a bucket streamed to a temporary folder.
+            with local_paths([f.file for f in files]) as paths:
+                return _analyse_and_store(upload, attempt, files, paths, progress_factory)
+        except FileNotFoundError as err:
+            if getattr(err, "filename", None) is not None:
+                raise
+            # An object missing from the bucket (the storage names no local file).
+            fail(upload_id, attempt, "A stored file is missing from the media storage.")
+            return "failed"
 
 
 def _analyse_and_store(upload: ImagingUpload, attempt: int, files: list, paths: list[Path],
@@ -282,7 +290,6 @@ def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult, w
             call=e.call,
             ctc_probability=float(e.ctc_probability),
             margin=abs(float(e.ctc_probability) - threshold),
-            review_rank=review_rank(float(e.ctc_probability), threshold),  # issue 13: the review order
             category=e.category,
             category_probabilities={k: round(float(v), 4) for k, v in e.category_probabilities.items()},
             explanation={

@@ -31,6 +31,7 @@ from patients.models import (
     UploadedFile,
     UploadStatus,
 )
+from patients.storage import incoming_paths, local_path
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,11 @@ def create_upload(draw: BloodDraw, req: UploadRequest, user=None) -> ImagingUplo
                 row.file.save(_safe_name(f.name, used), f, save=False)
                 stored.append(row)  # before row.save(): if that fails, the file on disk must still go
                 row.save()
-            _header_check([Path(r.file.path) for r in stored], [r.original_name for r in stored], channels)
+            if all(local_path(r.file) is not None for r in stored):
+                _header_check([Path(r.file.path) for r in stored], [r.original_name for r in stored], channels)
+            else:  # in a bucket: check the request's own copies rather than read the objects back
+                with incoming_paths(req.files) as paths:
+                    _header_check(paths, [r.original_name for r in stored], channels)
         except BaseException:
             # The rows roll back with the transaction; the files on disk must go too.
             for row in stored:
