@@ -29,10 +29,12 @@ from django.views.decorators.http import require_POST
 from dashboard.access import require
 from dashboard.labels import CATEGORY_LABELS, call_category_disagree, category_label
 from dashboard.review_labels import attribute_label, branch_label
+from dashboard.templatetags.review_tags import kappa_table
 from dashboard.views import base_context
 from patients import cohort as cohort_stats
+from patients.adjudication import adjudication_list, requires_second_review
 from patients.audit import record
-from patients.models import BloodDraw, Call, CellEvent, DrawSummary, Patient, UploadStatus
+from patients.models import BloodDraw, Call, CellEvent, CellReview, DrawSummary, Patient, UploadStatus
 from patients.review import CATEGORIES, OVERRIDE_REASONS, confirm_remaining, reason_text, review_event
 from patients.roles import Action
 
@@ -54,6 +56,7 @@ def decorate(cells: list[CellEvent]) -> None:
         c.category_text = category_label(c.final_category)
         c.model_category_text = category_label(c.category)
         c.disagree = not c.reviewed_call and call_category_disagree(c.call, c.category)
+        c.state_text = state_text(c)
         expl = c.explanation or {}
         c.branches = [(branch_label(n), n, f"{float(w) * 100:.0f}%") for n, w in
                       (expl.get("branch_contributions") or {}).items()]
@@ -63,7 +66,35 @@ def decorate(cells: list[CellEvent]) -> None:
                    for a in (expl.get("top_attributes") or [])[:3] if isinstance(a, dict)]
 
 
+def state_text(c: CellEvent) -> str:
+    """What a tile says about the cell's review (two-reviewer mode included)."""
+    if c.reviewed_call:
+        return "override" if c.reviewed_call != c.call else "confirmed"
+    if c.adjudication_pending:
+        return "reviewers disagree: adjudicate"
+    if getattr(c, "first_by", None):
+        return f"1st review by {c.first_by}: a 2nd reviewer is needed"
+    return "⚠ check" if c.disagree else ""
+
+
+def _mark_my_reviews(request: HttpRequest, cells: list[CellEvent]) -> None:
+    """Two-reviewer mode: who gave the first review, and the cells this user has already reviewed
+    (shown as done for them: the second review must be someone else's)."""
+    rows = CellReview.objects.filter(event__in=[c.pk for c in cells if not c.reviewed_call]).values_list(
+        "event_id", "kind", "reviewer_id", "reviewer__username", "call")
+    by_event: dict[int, list] = {}
+    for event_id, kind, reviewer_id, name, call in rows:
+        by_event.setdefault(event_id, []).append((kind, reviewer_id, name, call))
+    for c in cells:
+        reviews = by_event.get(c.pk, [])
+        c.first_by = next((name for kind, _, name, _ in reviews if kind == "first"), None)
+        c.done_for_me = bool(c.reviewed_call) or any(rid == request.user.pk for _, rid, _, _ in reviews)
+        c.review_calls = " · ".join(f"{kind}: {'CTC' if call == 'ctc' else 'not CTC'} ({name})"
+                                    for kind, _, name, call in reviews)
+
+
 def _grid_context(request: HttpRequest, cells: list[CellEvent], **extra) -> dict:
+    _mark_my_reviews(request, cells)
     decorate(cells)
     return base_context(
         request, nav="review", cells=cells, reasons=OVERRIDE_REASONS,
@@ -88,11 +119,14 @@ def draw_review(request: HttpRequest, pk: int) -> HttpResponse:
         "upload", "reviewed_by")
     order = ("-ctc_probability", "pk") if sort == "probability" else rank_order()
     cells = list(events.order_by(*order)[:DRAW_GRID_MAX])
-    remaining = [c.pk for c in cells if not c.reviewed_call]
+    context = _grid_context(request, cells)
+    remaining = [c.pk for c in cells if not c.done_for_me and not c.adjudication_pending]
     record(request, "view", draw, object_type="DrawReview", patient=draw.patient)
-    return render(request, "dashboard/review_draw.html", _grid_context(
-        request, cells, draw=draw, sort=sort, remaining=remaining, summary=_summary_json(draw),
-        truncated=events.count() > DRAW_GRID_MAX, next_path=request.get_full_path()))
+    return render(request, "dashboard/review_draw.html", dict(
+        context, draw=draw, second_review=requires_second_review(draw), sort=sort, remaining=remaining,
+        summary=_summary_json(draw),
+        truncated=events.count() > DRAW_GRID_MAX, next_path=request.get_full_path(),
+        adjudication_pending=sum(c.adjudication_pending for c in cells)))
 
 
 class _CountedPaginator(Paginator):
@@ -141,11 +175,14 @@ def review_queue(request: HttpRequest) -> HttpResponse:
     for s in draw_queue:
         s.pending = s.events_analysed - s.reviewed_events
     reviewed = visible.exclude(reviewed_call="")
-    by_reviewer = cohort_stats.cached(
+    # Both agreement figures read every review in scope: one cache entry per visible patients and
+    # filters, refreshed when a review moves the data stamp.
+    by_reviewer, kappa = cohort_stats.cached(
         Patient.objects.for_user(request.user),
         f"review-agreement:{draw.pk if draw else 'all'}:{patient_q}:{date_from}:{date_to}",
-        lambda: list(reviewed.values("reviewed_by__username")
-                     .annotate(n=Count("pk"), agree=Count("pk", filter=Q(reviewed_call=F("call")))).order_by("-n")),
+        lambda: (list(reviewed.values("reviewed_by__username")
+                      .annotate(n=Count("pk"), agree=Count("pk", filter=Q(reviewed_call=F("call")))).order_by("-n")),
+                 kappa_table(request.user)),
     )
     for r in by_reviewer:
         r["rate"] = r["agree"] / r["n"] if r["n"] else None
@@ -157,7 +194,7 @@ def review_queue(request: HttpRequest) -> HttpResponse:
                "to": request.GET.get("to", "")}
     return render(request, "dashboard/review_queue.html", _grid_context(
         request, cells, page=page, draw=draw, agreement=agreement, by_reviewer=by_reviewer[:10], recent=recent,
-        pending_total=total, draw_queue=draw_queue, filters=filters, next_path=request.get_full_path(),
+        pending_total=total, draw_queue=draw_queue, kappa=kappa, filters=filters, next_path=request.get_full_path(),
         oldest=draw_queue[0] if draw_queue else None))
 
 
@@ -196,8 +233,16 @@ def review_cell(request: HttpRequest, pk: int) -> HttpResponse:
                detail={"call": call, "model_call": event.call, "category": event.reviewed_category})
     verb = "changed to" if change else ("confirmed as" if call == event.call else "overridden as")
     text = f"{event.source}: call {verb} {Call(call).label}."
+    kind = getattr(event, "review_kind", "")
+    if kind == "first" and not event.reviewed_call and requires_second_review(event.draw):
+        text = f"{event.source}: first review saved as {Call(call).label}; a second reviewer is needed."
+    elif kind == "second" and event.adjudication_pending:
+        text = f"{event.source}: the two reviews disagree; the cell goes to adjudication."
+    event.first_by = request.user.get_username() if kind == "first" else None
+    event.disagree = False
     if _wants_json(request):
         return JsonResponse({"ok": True, "message": text, "cell": {
+            "state_text": state_text(event), "kind": kind,
             "id": event.pk, "final_call": event.final_call, "reviewed_call": event.reviewed_call,
             "override": event.reviewed_call != event.call, "category": event.final_category,
             "category_label": category_label(event.final_category), "reason": event.review_reason,
@@ -222,3 +267,15 @@ def review_confirm_remaining(request: HttpRequest, pk: int) -> HttpResponse:
         return JsonResponse({"ok": True, "message": text, "confirmed": confirmed, "summary": summary})
     messages.success(request, text)
     return redirect(_next(request) or reverse("dashboard:draw_review", args=[draw.pk]))
+
+
+@login_required
+def adjudication(request: HttpRequest) -> HttpResponse:
+    """Cells where the two reviewers disagree (two-reviewer mode), oldest clinic date first;
+    the same grid: C / N decide (a reason when the decision overrides the model)."""
+    require(request, Action.REVIEW)
+    cells = list(adjudication_list(request.user).select_related("upload", "draw__patient")
+                 .order_by("draw__drawn_at", "draw_id", "pk")[:DRAW_GRID_MAX])
+    record(request, "view", None, object_type="Adjudication")
+    return render(request, "dashboard/review_adjudication.html", _grid_context(
+        request, cells, next_path=request.get_full_path()))

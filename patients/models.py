@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from patients.scoping import ScopedQuerySet
@@ -46,6 +47,9 @@ class CareTeam(models.Model):
     name = models.CharField(max_length=120, unique=True)
     site = models.CharField(max_length=120, blank=True, help_text="Hospital or trial site")
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="care_teams")
+    # Review (issue 13): every cell of this team's draws is reviewed by two people (patients/adjudication.py).
+    second_review = models.BooleanField(
+        default=False, help_text="Two reviewers per draw; disagreements go to adjudication")
 
     class Meta:
         ordering = ["name"]
@@ -73,6 +77,9 @@ class Trial(models.Model):
         default=21, help_text="Planned days between blood draws (the visit schedule)."
     )
     coordinators = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="coordinated_trials")
+    # Review (issue 13): the trial's protocol asks for two reviewers per draw (patients/adjudication.py).
+    second_review = models.BooleanField(
+        default=False, help_text="Two reviewers per draw; disagreements go to adjudication")
 
     class Meta:
         ordering = ["code"]
@@ -395,6 +402,8 @@ class CellEvent(models.Model):
     # so P 0.01 (sure, not CTC) no longer comes before counted cells at 0.35-0.50.
     reviewed_category = models.CharField(max_length=20, blank=True)
     review_rank = models.FloatField(null=True, blank=True)
+    #: Two-reviewer mode: the two reviewers disagree and an adjudicator has not decided yet.
+    adjudication_pending = models.BooleanField(default=False)
     history = HistoricalRecords(excluded_fields=["thumbnail", "heatmap", "explanation", "category_probabilities"])
 
     objects = ScopedQuerySet.as_manager()
@@ -426,6 +435,36 @@ class CellEvent(models.Model):
     @property
     def final_category(self) -> str:
         return self.reviewed_category or self.category
+
+
+class CellReview(models.Model):
+    """One reviewer's call on one cell (issue 13): the first and second review and the adjudication.
+
+    ``CellEvent.reviewed_call`` stays the call that counts; these rows keep each reviewer's own
+    call so agreement (Cohen's kappa) can be measured reviewer-reviewer and reviewer-model."""
+
+    class Kind(models.TextChoices):
+        FIRST = "first", "First review"
+        SECOND = "second", "Second review"
+        ADJUDICATION = "adjudication", "Adjudication"
+
+    event = models.ForeignKey(CellEvent, on_delete=models.CASCADE, related_name="reviews")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.FIRST)
+    call = models.CharField(max_length=10, choices=Call.choices)
+    category = models.CharField(max_length=20, blank=True)
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    objects = ScopedQuerySet.as_manager()
+    scope_path = "event__draw__patient__"
+
+    class Meta:
+        ordering = ["event", "at"]
+        constraints = [models.UniqueConstraint(fields=["event", "kind"], name="one_review_of_each_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.call} on {self.event_id}"
 
 
 class SummaryStatus(models.TextChoices):

@@ -18,8 +18,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from patients.adjudication import record_review, requires_second_review
 from patients.audit import client_ip
-from patients.models import AuditEvent, BloodDraw, Call, CellEvent, UploadStatus
+from patients.models import AuditEvent, BloodDraw, Call, CellEvent, CellReview, UploadStatus
 from patients.roles import Action, can
 from patients.summary import recompute_summary
 
@@ -109,6 +110,18 @@ def review_event(
     with transaction.atomic():
         # The check happens under the row lock: two reviewers posting at once cannot both pass it.
         locked = CellEvent.objects.select_for_update().get(pk=event.pk)
+        if not locked.reviewed_call and requires_second_review(locked.draw):
+            # Two reviewers per draw (patients/adjudication.py): the call counts once two agree.
+            kind, locked = record_review(locked, user, call, reason[:2000], category)
+            locked.reviewed_by = user if locked.reviewed_call else None
+            locked.reviewed_at = timezone.now() if locked.reviewed_call else None
+            locked._change_reason = f"{kind} review: {call}" + (f" ({reason[:80]})" if reason else "")
+            locked._history_user = user
+            locked.save(update_fields=["reviewed_call", "reviewed_by", "review_reason", "reviewed_at",
+                                       "reviewed_category", "adjudication_pending"])
+            recompute_summary(locked.draw)
+            locked.review_kind = kind
+            return locked
         changing = bool(locked.reviewed_call)
         if changing and not change:
             raise AlreadyReviewed(locked)
@@ -127,6 +140,9 @@ def review_event(
         locked._history_user = user
         locked.save(update_fields=["reviewed_call", "reviewed_by", "review_reason", "reviewed_at",
                                    "reviewed_category"])
+        if not changing:
+            CellReview.objects.get_or_create(event=locked, kind=CellReview.Kind.FIRST, defaults={
+                "reviewer": user, "call": call, "category": category, "reason": reason[:2000]})
         if changing:
             AuditEvent.objects.create(
                 user=user, action=AuditEvent.Action.REVIEW, object_type="CellEvent", object_id=str(locked.pk),
@@ -137,6 +153,7 @@ def review_event(
                         "model_call": locked.call},
             )
         recompute_summary(locked.draw)
+    locked.review_kind = "change" if changing else CellReview.Kind.FIRST
     return locked
 
 
@@ -157,21 +174,35 @@ def confirm_remaining(draw: BloodDraw, user, cell_ids: Iterable[int] | None = No
             qs = qs.filter(pk__in=list(cell_ids))
         cells = list(qs)
         now = timezone.now()
+        two = requires_second_review(draw)
+        if two:
+            # Two reviewers: this user's review of each cell they have not reviewed yet; a cell
+            # awaiting adjudication needs an explicit decision, not a bulk confirmation.
+            seen = set(CellReview.objects.filter(event__in=cells, reviewer=user).values_list("event_id", flat=True))
+            cells = [c for c in cells if c.pk not in seen and not c.adjudication_pending]
         for cell in cells:
-            cell.reviewed_call = cell.call
-            cell.reviewed_by = user
-            cell.reviewed_at = now
-            cell.review_reason = ""
+            if two:
+                kind, cell = record_review(cell, user, cell.call, "", "")
+                cell.reviewed_by = user if cell.reviewed_call else None
+                cell.reviewed_at = now if cell.reviewed_call else None
+            else:
+                cell.reviewed_call = cell.call
+                cell.reviewed_by = user
+                cell.reviewed_at = now
+                cell.review_reason = ""
+                CellReview.objects.get_or_create(event=cell, kind=CellReview.Kind.FIRST,
+                                                 defaults={"reviewer": user, "call": cell.call})
             cell._change_reason = "review: confirm remaining"
             cell._history_user = user
-            cell.save(update_fields=["reviewed_call", "reviewed_by", "reviewed_at", "review_reason"])
+            cell.save(update_fields=["reviewed_call", "reviewed_by", "reviewed_at", "review_reason",
+                                     "reviewed_category", "adjudication_pending"])
         ids = [c.pk for c in cells]
         AuditEvent.objects.create(
             user=user, action=AuditEvent.Action.REVIEW, object_type="BloodDraw", object_id=str(draw.pk),
             patient_id=draw.patient_id,
             ip_address=client_ip(request) if request is not None else None,
             path=request.get_full_path()[:300] if request is not None else "",
-            detail={"bulk_confirm": True, "cells": ids, "n": len(ids),
+            detail={"bulk_confirm": True, "cells": ids, "n": len(ids), "second_review": two,
                     "calls": {"ctc": sum(c.call == Call.CTC for c in cells),
                               "non_ctc": sum(c.call == Call.NON_CTC for c in cells)}},
         )

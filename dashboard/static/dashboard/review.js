@@ -82,7 +82,8 @@
     var badge = tile.querySelector("[data-tile-call]");
     badge.textContent = label(cell.final_call);
     badge.className = "badge badge-" + cell.final_call;
-    tile.querySelector("[data-tile-state]").textContent = cell.override ? "override" : "confirmed";
+    tile.querySelector("[data-tile-state]").textContent = cell.state_text || (cell.override ? "override" : "confirmed");
+    tile.classList.remove("tile-adjudicate");
     tile.querySelector("[data-tile-category]").textContent = cell.category_label;
     var err = tile.querySelector(".tile-error"); if (err) err.remove();
     tile.setAttribute("aria-label", tile.dataset.source + ": " + label(cell.final_call) + ", " + cell.category_label + ", reviewed");
@@ -154,7 +155,7 @@
 
   function review(tile, call) {
     if (!tile) return;
-    if (call !== tile.dataset.call || tile.dataset.reviewed === "1") { askReason(tile, call); return; }
+    if (call !== tile.dataset.call || (tile.dataset.reviewed === "1" && !tile.dataset.adjudicate)) { askReason(tile, call); return; }
     send(tile, call, "", "", "").then(function (msg) {
       if (msg) { say(msg); showTileError(tile, msg); return; }
       focusTile(nextPending(tile));

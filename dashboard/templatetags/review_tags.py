@@ -1,0 +1,32 @@
+"""Agreement per reviewer (issue 13): Cohen's kappa reviewer-model and reviewer-reviewer, on the
+review and model pages, over the reviews the signed-in user may see."""
+
+from __future__ import annotations
+
+from django import template
+
+from patients import cohort as cohort_stats
+from patients.adjudication import agreement_by_reviewer
+from patients.models import CellEvent, CellReview, Patient
+
+register = template.Library()
+
+
+def kappa_table(user) -> dict:  # noqa: ANN001
+    """The rows of the agreement table and the number of cells awaiting adjudication, in scope."""
+    return {"rows": agreement_by_reviewer(CellReview.objects.for_user(user))[:20],
+            "pending": CellEvent.objects.for_user(user).filter(adjudication_pending=True).count()}
+
+
+@register.inclusion_tag("dashboard/_review_agreement.html", takes_context=True)
+def review_agreement(context) -> dict:  # noqa: ANN001
+    if context.get("kappa") is not None:  # the review page computes it with its own cached figures
+        return context["kappa"]
+    user = context["request"].user
+
+    def build() -> dict:
+        return kappa_table(user)
+
+    # Reads every review in scope: cached per visible patients until a review moves the data stamp
+    # (every review recomputes its draw's summary), as the review page's agreement card is.
+    return cohort_stats.cached(Patient.objects.for_user(user), "review-kappa", build)
