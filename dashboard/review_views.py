@@ -279,3 +279,28 @@ def adjudication(request: HttpRequest) -> HttpResponse:
     record(request, "view", None, object_type="Adjudication")
     return render(request, "dashboard/review_adjudication.html", _grid_context(
         request, cells, next_path=request.get_full_path()))
+
+
+@login_required
+def training_set(request: HttpRequest) -> HttpResponse:
+    """The reviewed cells the user may see (optionally one of their care teams) as a zip of the
+    labelled folder (``labels.csv`` + multi-channel TIFFs) the classifier's finetune reads; audited."""
+    from django.http import Http404
+
+    from patients.models import CareTeam
+    from patients.trainingset import training_set_zip
+
+    require(request, Action.EXPORT)
+    team = None
+    team_id = request.GET.get("team", "")
+    if team_id:
+        team = CareTeam.objects.filter(pk=team_id if team_id.isdigit() else 0, memberships__user=request.user).first()
+        if team is None:
+            raise Http404("No such care team of yours.")
+    data, summary = training_set_zip(request.user, team)
+    record(request, "export", None, object_type="TrainingSet",
+           detail={"cells": summary.cells, "ctc": summary.ctc, "draws": summary.draws,
+                   "team": team.pk if team else None, "channels": summary.channels})
+    response = HttpResponse(data, content_type="application/zip")
+    response["Content-Disposition"] = 'attachment; filename="training-set.zip"'
+    return response

@@ -31,6 +31,7 @@ urlpatterns = [
     path("events/<int:pk>/review/", review_views.review_cell, name="review_cell"),
     path("draws/<int:pk>/review/", review_views.draw_review, name="draw_review"),
     path("review/adjudication/", review_views.adjudication, name="adjudication"),
+    path("review/training-set.zip", review_views.training_set, name="training_set"),
     path("draws/<int:pk>/review/confirm/", review_views.review_confirm_remaining, name="review_confirm_remaining"),
     path("cohort/", views.cohort, name="cohort"),
     path("cohort/export.csv", views.cohort_export, name="cohort_export"),

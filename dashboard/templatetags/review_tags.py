@@ -8,6 +8,7 @@ from django import template
 from patients import cohort as cohort_stats
 from patients.adjudication import agreement_by_reviewer
 from patients.models import CellEvent, CellReview, Patient
+from patients.roles import Action, can
 
 register = template.Library()
 
@@ -20,13 +21,14 @@ def kappa_table(user) -> dict:  # noqa: ANN001
 
 @register.inclusion_tag("dashboard/_review_agreement.html", takes_context=True)
 def review_agreement(context) -> dict:  # noqa: ANN001
-    if context.get("kappa") is not None:  # the review page computes it with its own cached figures
-        return context["kappa"]
     user = context["request"].user
+    if context.get("kappa") is not None:  # the review page computes it with its own cached figures
+        return {**context["kappa"], "can_export": can(user, Action.EXPORT)}
 
     def build() -> dict:
         return kappa_table(user)
 
     # Reads every review in scope: cached per visible patients until a review moves the data stamp
     # (every review recomputes its draw's summary), as the review page's agreement card is.
-    return cohort_stats.cached(Patient.objects.for_user(user), "review-kappa", build)
+    return {**cohort_stats.cached(Patient.objects.for_user(user), "review-kappa", build),
+            "can_export": can(user, Action.EXPORT)}
