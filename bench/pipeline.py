@@ -32,6 +32,13 @@ The last line of stdout is one JSON object:
   30-event upload on the idle worker), "behind_bulk_s" (the same upload submitted behind
   ``bulk_queued`` = 60 queued bulk uploads of 30 events), "delta_s", "bulk_done_before",
   "target_delta_s" (5), "meets_target"}``;
+- ``cartridge`` (issue 15.4): a CellSearch-like cartridge as one upload, a zip of per-field
+  4 x 1036 x 1384 uint16 TIFFs (~25 cells per field; 8 distinct synthetic fields in turn), for
+  1, 25 and 175 fields: ``runs[n]`` = ``{"fields", "input_mb", "raw_pixels_mb", "events",
+  "upload_s", "seconds" (upload to stored), "per_field_s", "stages_s" (unpack, decode, segment,
+  features, model, explanation, database, domain_check, analyse_total; summed over fields),
+  "peak_rss_mb" (the worker's main process + pool child + their children, sampled every 50 ms),
+  "streamed"}``; ``target_s`` 120 and ``target_rss_mb`` 2048 for 175 fields, ``meets_target``;
 - ``machine``: host, cpu, cores, python, date, loadavg_1m.
 """
 
@@ -214,6 +221,122 @@ def run_upload(draw, user, path: Path, kind: str, px_um: float, weights: str, ti
     return {"seconds": total, "upload_s": t_up, "events": n, "timings": row["timings"], "mb": len(data) / 2**20}
 
 
+# --- a whole cartridge (issue 15.4) -------------------------------------------------------------
+
+CARTRIDGE_SHAPE = (4, 1036, 1384)  # channels x height x width: a CellSearch frame, 1384 x 1036 px
+CARTRIDGE_CELLS = 25  # cells per field: ~4,400 in 175 fields, a dense CellSearch cartridge after enrichment
+CARTRIDGE_DISTINCT = 8  # distinct synthetic fields, repeated in turn (generating 175 costs minutes)
+
+
+def cartridge_zip(fields: int) -> Path:
+    """A zip of ``fields`` per-field 4-channel uint16 TIFFs (deflate-compressed TIFFs, stored
+    members), the way instruments export a cartridge (cached)."""
+    import numpy as np
+    import tifffile
+
+    path = DATA_DIR / f"cartridge-{fields}.zip"
+    if path.exists():
+        return path
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    from classifier.synth.field import make_field
+
+    t0 = time.perf_counter()
+    blobs = []
+    for k in range(min(fields, CARTRIDGE_DISTINCT)):
+        img, _ = make_field(np.random.default_rng(100 + k), CARTRIDGE_SHAPE[1], CARTRIDGE_SHAPE[2], CARTRIDGE_CELLS,
+                            pixel_size_um=0.65)
+        arr = np.clip(img, 0, None)
+        arr = arr * 65535.0 if arr.max() <= 1.0 else arr
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, np.clip(arr, 0, 65535).astype(np.uint16), photometric="minisblack",
+                         metadata={"axes": "CYX"}, compression="zlib")
+        blobs.append(buf.getvalue())
+    tmp = path.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for i in range(fields):
+            zf.writestr(f"field_{i + 1:03d}.tif", blobs[i % len(blobs)])
+    tmp.rename(path)
+    log(f"  wrote {path.name} ({path.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t0:.0f}s")
+    return path
+
+
+def _pixels() -> int:
+    c, h, w = CARTRIDGE_SHAPE
+    return c * h * w
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and all its descendants (the pool child forks segmentation helpers)."""
+    kids: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            kids.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+            rss[int(stat.parent.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo += kids.get(p, [])
+    return total
+
+
+class PeakRss:
+    """Samples the worker's resident memory (main process, pool child and their children) every
+    50 ms while a run is in flight; ``peak`` is the highest total seen."""
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _tree_rss(self.pid))
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def cartridge_case(new_draw, user, weights: str, worker: Worker, counts: list[int]) -> dict:  # noqa: ANN001
+    """One cartridge upload per field count: seconds upload-to-stored, stage split, cost per field
+    and the worker's peak RSS (targets for 175 fields: <= 120 s, <= 2 GB)."""
+    from django.conf import settings
+
+    out: dict = {"field_shape": list(CARTRIDGE_SHAPE), "dtype": "uint16", "cells_per_field": CARTRIDGE_CELLS,
+                 "distinct_fields": CARTRIDGE_DISTINCT, "layout": "zip of per-field TIFFs (zlib), stored members",
+                 "upload_max_bytes": settings.UPLOAD_MAX_BYTES, "runs": {}}
+    for n in counts:
+        path = cartridge_zip(n)
+        log(f"  cartridge {n} field(s): {path.stat().st_size / 2**20:.0f} MiB ...")
+        with PeakRss(worker.proc.pid) as rss:
+            r = run_upload(new_draw(), user, path, "field", 0.65, weights, timeout=3600)
+        t = r["timings"]
+        stages = {k: round(float(t.get(k, 0.0)), 2) for k in ("unpack", *STAGES, "domain_check", "analyse_total")}
+        out["runs"][str(n)] = {
+            "fields": n, "input_mb": round(r["mb"], 1), "raw_pixels_mb": round(n * 2 * _pixels() / 2**20),
+            "events": r["events"], "upload_s": round(r["upload_s"], 2), "seconds": round(r["seconds"], 2),
+            "per_field_s": round(r["seconds"] / n, 3), "stages_s": stages,
+            "peak_rss_mb": round(rss.peak / 2**20), "streamed": "fields" in t,
+        }
+        log(f"  cartridge {n}: {out['runs'][str(n)]}")
+    big = out["runs"].get("175")
+    if big:
+        out["target_s"], out["target_rss_mb"] = 120.0, 2048
+        out["meets_target"] = big["seconds"] <= 120.0 and big["peak_rss_mb"] <= 2048
+    return out
+
+
 # --- priority lanes (issue 15.2) -------------------------------------------------------------
 
 
@@ -290,7 +413,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--field-cells", type=int, help="cells in the field (default 1000; quick 30)")
     ap.add_argument("--repeats", type=int, default=1, help="uploads of each input; the median is reported")
     ap.add_argument("--database", help="PostgreSQL database (default ctc_bench; quick ctc_bench_quick)")
-    ap.add_argument("--only", choices=["gallery", "field", "priority"], help="run one case")
+    ap.add_argument("--only", choices=["gallery", "field", "priority", "cartridge"], help="run one case")
+    ap.add_argument("--cartridge-fields", default=None,
+                    help="comma-separated field counts of the cartridge case (default 1,25,175; quick 1,3)")
     ap.add_argument("--priority-bulk", type=int, help="bulk uploads queued ahead (default 60; quick 6)")
     ap.add_argument("--priority-fifo", action="store_true",
                     help="queue the bulk uploads on the interactive queue too (the pre-issue-15 FIFO), to compare")
@@ -355,6 +480,12 @@ def main(argv: list[str] | None = None) -> dict:
                 runs.append(r)
                 log(f"  {name} run {i + 1}: {r['seconds']:.2f}s, {r['events']} events, timings {r['timings']}")
             out[name] = summarise(runs, target, 1)
+        if args.only in (None, "cartridge"):
+            log("cartridge: whole-cartridge uploads, analysed field by field ...")
+            counts = [int(x) for x in (args.cartridge_fields or ("1,3" if quick else "1,25,175")).split(",")]
+            # A cartridge is one upload of 0.1-2 GB: the lab raises UPLOAD_MAX_BYTES (docs/operations.md).
+            settings.UPLOAD_MAX_BYTES = max(settings.UPLOAD_MAX_BYTES, 2500 * 2**20)
+            out["cartridge"] = cartridge_case(new_draw, user, weights, worker, counts)
         if args.only in (None, "priority"):
             log("priority: interactive upload on an idle worker, then behind queued bulk uploads ...")
             out["priority"] = priority_case(new_draw, user, weights, args.priority_bulk or (6 if quick else 60),

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from classifier.errors import InputError
 from classifier.results import AnalysisResult, EventResult
+from patients.cartridge import analyse_fields, field_sources
 from patients.imaging import encode_grey, encode_strip
 from patients.models import CellEvent, ClassifierVersion, ImagingUpload, Lane, UploadStatus
 from patients.storage import local_paths
@@ -243,14 +244,21 @@ def _analyse_and_store(upload: ImagingUpload, attempt: int, files: list, paths: 
     try:
         clf = get_classifier(weights)
         t0 = time.perf_counter()
-        result = clf.analyse_files(
-            paths,
-            upload.channels,
-            kind=upload.kind,
-            pixel_size_um=upload.pixel_size_um,
-            names=[f.original_name for f in files],
-            progress=progress_factory(upload_id, attempt),
-        )
+        names = [f.original_name for f in files]
+        # A cartridge (many whole-field TIFFs, zipped or not) goes field by field: bounded memory.
+        fields = field_sources(paths, names, len(upload.channels)) if upload.kind == "field" else None
+        if fields:
+            result = analyse_fields(clf, fields, upload.channels, upload.pixel_size_um,
+                                    progress=progress_factory(upload_id, attempt))
+        else:
+            result = clf.analyse_files(
+                paths,
+                upload.channels,
+                kind=upload.kind,
+                pixel_size_um=upload.pixel_size_um,
+                names=names,
+                progress=progress_factory(upload_id, attempt),
+            )
         analyse_s = time.perf_counter() - t0
     except InputError as err:
         logger.info("upload %s rejected: %s", upload_id, err)

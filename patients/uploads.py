@@ -111,6 +111,20 @@ def _safe_name(name: str, used: set[str]) -> str:
     return candidate
 
 
+def _limits():  # noqa: ANN202 - classifier.limits.Limits
+    """The classifier's input limits, with the per-file and per-upload byte caps raised to
+    ``UPLOAD_MAX_BYTES`` where a lab raised it above them: a whole cartridge (175 fields, ~0.7-2 GB
+    as one zip) is analysed field by field in the worker (patients/cartridge.py), so only the
+    upload's size, not one decode of it all, needs the room."""
+    from dataclasses import replace
+
+    from classifier.limits import DEFAULT_LIMITS
+
+    cap = int(settings.UPLOAD_MAX_BYTES)
+    return replace(DEFAULT_LIMITS, max_file_bytes=max(DEFAULT_LIMITS.max_file_bytes, cap),
+                   max_total_bytes=max(DEFAULT_LIMITS.max_total_bytes, cap))
+
+
 def _header_check(paths: list[Path], names: list[str], channels: list[str]) -> None:
     """Ask the classifier to read each file's header; its message goes to the user."""
     from classifier.errors import InputError
@@ -120,7 +134,7 @@ def _header_check(paths: list[Path], names: list[str], channels: list[str]) -> N
     except ImportError:  # pragma: no cover - io module always ships; guard for partial installs
         return
     try:
-        validate_upload(paths, channels, names=names)
+        validate_upload(paths, channels, names=names, limits=_limits())
     except InputError as err:
         raise ValidationError(str(err), code="invalid_image") from err
 

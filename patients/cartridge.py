@@ -1,0 +1,156 @@
+"""A whole cartridge, field by field (issue 15.4).
+
+A CellSearch cartridge is ~175 fields x 4 channels of 1384 x 1036 16-bit pixels: 2 GB of pixels,
+4 GB as the classifier's float32. Decoding the upload at once (``Classifier.analyse_files``
+reads every image first) would hold all of it, twice. When a field upload is a set of
+per-field images (a zip of per-field TIFFs, the way instruments export, or the TIFFs
+themselves) each holding every channel, the worker instead analyses one field at a time:
+the field is streamed out of the zip to a temporary file, analysed with the same classifier
+call (every check of ``classifier.io`` applies to it), and only its events are kept. Peak
+memory is then one field's work plus the events found so far.
+
+Any other layout (one file per channel, a single field, a multi-page stack) goes through the
+usual whole-upload call unchanged.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from classifier.results import AnalysisResult
+
+_TIFF = (".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class FieldSource:
+    """One field image: its display name, and where it lives (a file, or a zip member)."""
+
+    name: str
+    path: Path
+    member: str | None = None
+
+
+def _skipped(member: str) -> bool:
+    p = PurePosixPath(member)
+    return (member.endswith("/") or p.parts[:1] == ("__MACOSX",) or p.name.startswith(".")
+            or p.suffix.lower() not in _TIFF)
+
+
+def _channels_first(fh, n_channels: int) -> bool:  # noqa: ANN001 - a binary file object
+    """The TIFF holds one whole field: a (channels, height, width) series with every channel."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(fh) as tf:
+            shape = tf.series[0].shape if tf.series else ()
+    except Exception:  # noqa: BLE001 - not ours to judge: the whole-upload path reports it
+        return False
+    return len(shape) == 3 and shape[0] == n_channels
+
+
+def field_sources(paths: Sequence[Path], names: Sequence[str], n_channels: int) -> list[FieldSource] | None:
+    """The upload's fields one by one, or None when it is not a set of whole-field TIFFs
+    (then the upload is analysed at once, as before). Header reads only."""
+    from classifier.archives import natural_key
+
+    out: list[FieldSource] = []
+    for path, name in zip(paths, names, strict=True):
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                infos = sorted((i for i in zf.infolist() if not _skipped(i.filename)),
+                               key=lambda i: natural_key(i.filename))
+                for info in infos:
+                    with zf.open(info) as fh:
+                        if not _channels_first(fh, n_channels):
+                            return None
+                    out.append(FieldSource(f"{name}/{info.filename}", path, info.filename))
+        elif path.suffix.lower() in _TIFF or name.lower().endswith(_TIFF):
+            with path.open("rb") as fh:
+                if not _channels_first(fh, n_channels):
+                    return None
+            out.append(FieldSource(name, path))
+        else:
+            return None
+    return out if len(out) >= 2 else None
+
+
+def _materialise(src: FieldSource, tmp: Path) -> Iterator[Path]:
+    """The field as a file the classifier can open: a zip member is streamed out to ``tmp``
+    (1 MiB chunks) and removed once the caller moves on."""
+    if src.member is None:
+        yield src.path
+        return
+    dest = tmp / "field.tif"
+    with zipfile.ZipFile(src.path) as zf, zf.open(src.member) as fh, dest.open("wb") as out:
+        shutil.copyfileobj(fh, out, 1 << 20)
+    try:
+        yield dest
+    finally:
+        dest.unlink(missing_ok=True)
+
+
+def analyse_fields(clf, sources: Sequence[FieldSource], channels: Sequence[str], pixel_size_um: float | None,  # noqa: ANN001
+                   progress: Callable[[float, str], None] | None = None) -> AnalysisResult:
+    """Analyse ``sources`` one field at a time and merge the results into one, as if the
+    upload had been analysed at once: events numbered across fields, ``source`` = "field#k",
+    stage timings summed, warnings kept, the domain check the least favourable of the fields'."""
+    n = len(sources)
+    events: list = []
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    checks: list[dict] = []
+    last: AnalysisResult | None = None
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ctc-cartridge-") as tmp:
+        for i, src in enumerate(sources):
+            def field_progress(fraction: float, stage: str, i: int = i) -> None:
+                if progress is not None:
+                    progress((i + max(0.0, min(1.0, fraction))) / n, f"field {i + 1}/{n}: {stage}")
+
+            t = time.perf_counter()
+            for path in _materialise(src, Path(tmp)):
+                res = clf.analyse_files([path], list(channels), kind="field", pixel_size_um=pixel_size_um,
+                                        names=[src.name], progress=field_progress)
+            timings["unpack"] = timings.get("unpack", 0.0) + (time.perf_counter() - t
+                                                              - sum(res.timings.values()))
+            for e in res.events:
+                e.index = len(events)
+                events.append(e)
+            for k, v in res.timings.items():
+                timings[k] = timings.get(k, 0.0) + float(v)
+            warnings += res.warnings
+            if res.domain_check:
+                checks.append(res.domain_check)
+            last = res
+    assert last is not None
+    timings = {k: round(v, 3) for k, v in timings.items()}
+    timings["fields"] = n
+    timings["per_field_s"] = round((time.perf_counter() - t0) / n, 3)
+    return AnalysisResult(events=events, model_version=last.model_version, channels=list(last.channels),
+                          timings=timings, device=last.device, threshold=last.threshold,
+                          domain_check=_merge_checks(checks, n), warnings=warnings)
+
+
+def _merge_checks(checks: list[dict], n: int) -> dict | None:
+    """One domain check for the cartridge: shifted if any field is, the worst score, the
+    reasons of every field (each once, at most 10)."""
+    if not checks:
+        return None
+    shifted = [c for c in checks if c.get("status") != "in_domain"]
+    worst = max(checks, key=lambda c: float(c.get("score") or 0.0))
+    reasons: list[str] = []
+    for c in shifted or checks:
+        for r in c.get("reasons") or []:
+            if r not in reasons:
+                reasons.append(r)
+    merged = dict(worst)
+    merged.update(status="shifted" if shifted else "in_domain", reasons=reasons[:10],
+                  fields=n, fields_shifted=len(shifted))
+    return merged
