@@ -304,3 +304,44 @@ def training_set(request: HttpRequest) -> HttpResponse:
     response = HttpResponse(data, content_type="application/zip")
     response["Content-Disposition"] = 'attachment; filename="training-set.zip"'
     return response
+
+
+# --- Lab model training (issue 13, point 4) ------------------------------------------------------
+
+
+def _my_teams(user):  # noqa: ANN001, ANN202
+    from patients.models import CareTeam
+    from patients.scoping import is_admin
+
+    return CareTeam.objects.all() if is_admin(user) else CareTeam.objects.filter(memberships__user=user)
+
+
+@login_required
+@require_POST
+def training_start(request: HttpRequest) -> HttpResponse:
+    """An admin starts a lab-model training for one of their care teams (Celery ``training`` queue)."""
+    from django.http import Http404
+
+    from patients.training_tasks import start_training
+
+    require(request, Action.MANAGE_MODELS)
+    team_id = request.POST.get("team", "")
+    team = _my_teams(request.user).filter(pk=team_id if team_id.isdigit() else 0).first()
+    if team is None:
+        raise Http404("No such care team of yours.")
+    job = start_training(team, request.user)
+    messages.success(request, f"Training {job.pk} of a lab model for {team.name} queued.")
+    return redirect(reverse("dashboard:models") + f"#training-{job.pk}")
+
+
+@login_required
+def training_status(request: HttpRequest, pk: int) -> JsonResponse:
+    """Polled by the models page's progress bar."""
+    from patients.models import LabTraining
+
+    require(request, Action.MANAGE_MODELS)
+    job = get_object_or_404(LabTraining.objects.filter(team__in=_my_teams(request.user)), pk=pk)
+    response = JsonResponse({"id": job.pk, "status": job.status, "progress": job.progress, "stage": job.stage,
+                             "error": job.error, "candidate": job.candidate.version if job.candidate else None})
+    response["Cache-Control"] = "no-store"
+    return response

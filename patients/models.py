@@ -467,6 +467,37 @@ class CellReview(models.Model):
         return f"{self.kind} {self.call} on {self.event_id}"
 
 
+class LabTraining(models.Model):
+    """A lab-model training run (issue 13, point 4): a Celery job on the ``training`` queue that
+    fine-tunes the active model on a care team's reviewed cells and registers a *candidate*
+    ``ClassifierVersion`` (never active by itself) with its comparison to the active version."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    team = models.ForeignKey(CareTeam, on_delete=models.CASCADE, related_name="trainings")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    stage = models.CharField(max_length=60, blank=True)
+    error = models.TextField(blank=True)
+    base_version = models.CharField(max_length=80, blank=True)
+    candidate = models.ForeignKey(ClassifierVersion, on_delete=models.SET_NULL, null=True, blank=True,
+                                  related_name="trainings")
+    result = models.JSONField(default=dict, blank=True, help_text="split, metrics of both versions, McNemar")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"training {self.pk} of {self.team} ({self.status})"
+
+
 class SummaryStatus(models.TextChoices):
     PRELIMINARY = "preliminary", "Preliminary"
     FINAL = "final", "Final"

@@ -59,3 +59,7 @@ def reclaim_and_requeue() -> int:
 @shared_task
 def requeue_stale_uploads() -> int:
     return reclaim_and_requeue()
+
+
+# Issue 13: the lab-model training task (its own "training" queue), registered with the worker here.
+from patients.training_tasks import train_lab_model  # noqa: E402, F401

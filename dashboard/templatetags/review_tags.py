@@ -32,3 +32,23 @@ def review_agreement(context) -> dict:  # noqa: ANN001
     # (every review recomputes its draw's summary), as the review page's agreement card is.
     return {**cohort_stats.cached(Patient.objects.for_user(user), "review-kappa", build),
             "can_export": can(user, Action.EXPORT)}
+
+
+@register.inclusion_tag("dashboard/_lab_training.html", takes_context=True)
+def lab_training_panel(context) -> dict:  # noqa: ANN001
+    """Start a lab-model training (admins), its progress, and each candidate against the active version."""
+    from dashboard.review_views import _my_teams
+    from patients.models import LabTraining
+
+    user = context["request"].user
+    if not can(user, Action.MANAGE_MODELS):
+        return {"show": False}
+    teams = list(_my_teams(user))
+    jobs = list(LabTraining.objects.filter(team__in=teams).select_related("team", "candidate", "requested_by")[:5])
+    metrics = [("balanced_accuracy", "Balanced accuracy"), ("roc_auc", "ROC AUC"), ("sensitivity", "Sensitivity"),
+               ("specificity", "Specificity"), ("ece", "Calibration error (ECE)"), ("brier", "Brier score")]
+    for job in jobs:
+        res = job.result or {}
+        job.rows = [(label, (res.get("active") or {}).get(key), (res.get("candidate") or {}).get(key))
+                    for key, label in metrics]
+    return {"show": True, "teams": teams, "jobs": jobs, "csrf_token": context.get("csrf_token")}

@@ -1,0 +1,164 @@
+"""Train a lab model from the lab's reviews (issue 13, point 4).
+
+``run_training(job)`` is what the Celery task on the ``training`` queue runs (never the
+classification queue, so uploads are never stuck behind a training):
+
+1. export the care team's reviewed cells (patients/trainingset.py, scoped as the requester sees);
+2. split them **by draw** (never cells of one draw on both sides), about a third of the draws held out;
+3. fine-tune the active version on the training side (``classifier.finetune``, the CLASSIFIER
+   helper's recipe);
+4. evaluate the active and the candidate version on the same held-out cells: balanced accuracy,
+   AUC, sensitivity and specificity at the threshold, calibration (ECE, Brier), and McNemar's exact
+   p for the paired calls;
+5. register the candidate ``ClassifierVersion`` with its metrics and provenance (draws on each
+   side, reviewers, base version). It is **never** made active here: an admin promotes it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.utils import timezone
+
+from patients.models import ClassifierVersion, LabTraining
+from patients.trainingset import write_training_set
+
+
+def _knob(name: str, default: int) -> int:
+    """Fine-tuning steps and synthetic replay size from the environment (tests use small ones)."""
+    return int(os.environ.get(name, default))
+
+
+class TrainingError(Exception):
+    """A reason the training cannot run that the admin should read (too few draws, ...)."""
+
+
+def _step(job: LabTraining, progress: int, stage: str) -> None:
+    job.progress, job.stage = progress, stage
+    LabTraining.objects.filter(pk=job.pk).update(progress=progress, stage=stage)
+
+
+def split_by_draw(rows: list[dict], seed: int = 0, held_out: float = 1 / 3) -> tuple[set[str], set[str]]:
+    """Draw ids for training and for the held-out test; both sides non-empty, no draw on both."""
+    draws = sorted({r["draw"] for r in rows})
+    if len(draws) < 2:
+        raise TrainingError(f"Need reviewed cells from at least 2 draws to hold some out; have {len(draws)}.")
+    random.Random(seed).shuffle(draws)
+    n_test = min(len(draws) - 1, max(1, round(len(draws) * held_out)))
+    return set(draws[n_test:]), set(draws[:n_test])
+
+
+def _write_side(src: Path, rows: list[dict], draws: set[str], dst: Path) -> list[dict]:
+    side = [r for r in rows if r["draw"] in draws]
+    (dst / "events").mkdir(parents=True, exist_ok=True)
+    for r in side:
+        shutil.copyfile(src / r["file"], dst / r["file"])
+    with open(dst / "labels.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0].keys()))
+        writer.writeheader()
+        writer.writerows(side)
+    return side
+
+
+def mcnemar_p(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> float | None:
+    """Exact McNemar p (two-sided binomial on the discordant pairs) for two sets of paired calls."""
+    from scipy.stats import binomtest
+
+    a_right, b_right = a == y, b == y
+    n01, n10 = int(np.sum(a_right & ~b_right)), int(np.sum(~a_right & b_right))
+    if n01 + n10 == 0:
+        return 1.0
+    return float(binomtest(n01, n01 + n10, 0.5).pvalue)
+
+
+def _summary(m: dict) -> dict:
+    keys = ("n", "n_ctc", "balanced_accuracy", "roc_auc", "sensitivity", "specificity", "ece", "brier", "threshold")
+    return {k: m.get(k) for k in keys}
+
+
+def run_training(job: LabTraining) -> LabTraining:
+    """Run ``job`` to the end (status, progress and stage written as it goes)."""
+    import torch
+
+    from classifier import data, evaluate
+    from classifier.finetune import finetune
+    from classifier.weights import load_bundle, save_bundle, sha256
+    from patients.pipeline import active_weights
+
+    torch.set_num_threads(1)  # a shared machine: training never takes every core from classification
+    LabTraining.objects.filter(pk=job.pk).update(status=LabTraining.Status.RUNNING, progress=1, stage="starting")
+    try:
+        with tempfile.TemporaryDirectory(prefix="lab-training-") as tmp:
+            root = Path(tmp)
+            _step(job, 5, "exporting the reviewed cells")
+            exported = write_training_set(job.requested_by, root / "all", job.team)
+            with open(root / "all" / "labels.csv", newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            if exported.cells < 4:
+                raise TrainingError(f"Only {exported.cells} reviewed cells in {job.team}: review more first.")
+            train_draws, test_draws = split_by_draw(rows, seed=job.pk or 0)
+            train_rows = _write_side(root / "all", rows, train_draws, root / "train")
+            test_rows = _write_side(root / "all", rows, test_draws, root / "test")
+            _step(job, 15, "preparing the images")
+            weights = active_weights()
+            model, contract, meta = load_bundle(Path(weights) if weights else None)
+            channels = exported.channels
+            train_ds = data.folder(root / "train", channels, contract)
+            test_ds = data.folder(root / "test", channels, contract)
+            _step(job, 35, f"fine-tuning on {len(train_ds)} cells of {len(train_draws)} draws")
+            n_replay = _knob("LAB_TRAINING_REPLAY", 0)  # 0: the recipe's own (cached) replay set
+            replay = data.synthetic(n_replay, 7_000, contract, workers=1, progress=False) if n_replay else None
+            tuned = finetune(model, train_ds, seed=0, steps=_knob("LAB_TRAINING_STEPS", 60), replay=replay)
+            _step(job, 80, f"evaluating both versions on {len(test_ds)} held-out cells")
+            threshold = float(meta.get("threshold", 0.5))
+            active_m = evaluate.evaluate_set(model, test_ds, threshold)
+            cand_m = evaluate.evaluate_set(tuned, test_ds, threshold)
+            p_active = evaluate.predict(model, test_ds)["p"]
+            p_cand = evaluate.predict(tuned, test_ds)["p"]
+            p_mcnemar = mcnemar_p(test_ds.is_ctc, (p_active >= threshold).astype(int),
+                                  (p_cand >= threshold).astype(int))
+            _step(job, 92, "registering the candidate")
+            out_dir = Path(settings.MEDIA_ROOT) / "models"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            path = out_dir / f"lab-{job.team_id}-{job.pk}.pt"
+            provenance = {
+                "team": job.team.name, "training": job.pk, "base_version": meta.get("version", ""),
+                "train_draws": sorted(train_draws, key=int), "test_draws": sorted(test_draws, key=int),
+                "train_cells": len(train_rows), "test_cells": len(test_rows),
+                "reviewers": exported.reviewers, "channels": channels,
+            }
+            new_meta = {
+                "name": f"{meta.get('name', 'ctc-dual')}-lab-{job.team_id}",
+                "base_version": meta.get("version", "1.0.0").split("+")[0] + f"-lab{job.team_id}",
+                "finetuned_from": meta.get("version"), "threshold": threshold,
+                "training_data": {"kind": "a lab's reviewed cells", "provenance": provenance},
+                "metrics": {"held_out_active": _summary(active_m), "held_out_candidate": _summary(cand_m)},
+            }
+            saved = save_bundle(tuned, contract, path, new_meta)
+        comparison = {"active": _summary(active_m), "candidate": _summary(cand_m), "mcnemar_p": p_mcnemar,
+                      "provenance": provenance}
+        version = ClassifierVersion.objects.create(
+            version=saved["version"], weights_path=str(path), sha256=sha256(path), is_active=False,
+            metadata={**saved, "candidate": True, "comparison": comparison, "threshold": threshold})
+        LabTraining.objects.filter(pk=job.pk).update(
+            status=LabTraining.Status.DONE, progress=100, stage="done", candidate=version, result=comparison,
+            base_version=meta.get("version", ""), finished_at=timezone.now())
+    except TrainingError as err:
+        LabTraining.objects.filter(pk=job.pk).update(status=LabTraining.Status.FAILED, error=str(err),
+                                                     stage="failed", finished_at=timezone.now())
+    except Exception as err:  # noqa: BLE001 - the admin sees the failure on the page, the log has the trace
+        import logging
+
+        logging.getLogger(__name__).exception("lab training %s failed", job.pk)
+        LabTraining.objects.filter(pk=job.pk).update(status=LabTraining.Status.FAILED, stage="failed",
+                                                     error=f"{type(err).__name__}: {err}"[:2000],
+                                                     finished_at=timezone.now())
+    job.refresh_from_db()
+    return job
