@@ -648,5 +648,9 @@ def model_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
         else:
             raise Http404("Unknown action")
         version.save(update_fields=["is_active", "retired"])
-    record(request, "update", version, detail={"action": action})
+    detail = {"action": action}
+    if action == "promote" and (version.metadata or {}).get("comparison"):
+        # Issue 13: a lab model is promoted on the evidence shown; the audit keeps that evidence.
+        detail["comparison"] = version.metadata["comparison"]
+    record(request, "update", version, detail=detail)
     return redirect("dashboard:models")

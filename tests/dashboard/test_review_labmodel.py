@@ -85,3 +85,29 @@ def test_only_model_managers_start_a_training_and_too_few_draws_is_a_readable_fa
     CellEvent.objects.exclude(draw=CellEvent.objects.first().draw).update(reviewed_call="")
     job = run_training(LabTraining.objects.create(team=team, requested_by=lab))
     assert job.status == "failed" and "at least 2 draws" in job.error
+
+
+def test_promoting_a_candidate_shows_and_audits_its_comparison_and_an_earlier_version_comes_back(lab):
+    base = ClassifierVersion.objects.create(version="1.0.0+base", is_active=True, metadata={"threshold": 0.2})
+    comparison = {"active": {"n": 12, "balanced_accuracy": 0.81, "roc_auc": 0.9},
+                  "candidate": {"n": 12, "balanced_accuracy": 0.93, "roc_auc": 0.97}, "mcnemar_p": 0.25,
+                  "provenance": {"base_version": "1.0.0+base"}}
+    cand = ClassifierVersion.objects.create(version="1.0.0-lab1+x", metadata={"candidate": True,
+                                                                              "comparison": comparison})
+    admin = Client()
+    admin.force_login(lab)
+    page = admin.get("/models/").content.decode()
+    assert "balanced accuracy 0.810 active → 0.930 this candidate" in page and "Promote this lab model" in page
+    admin.post(f"/models/{cand.pk}/promote/")
+    cand.refresh_from_db()
+    base.refresh_from_db()
+    assert cand.is_active and not base.is_active
+    audit = AuditEvent.objects.filter(object_type="ClassifierVersion", object_id=str(cand.pk)).latest("at")
+    assert audit.detail["action"] == "promote" and audit.detail["comparison"]["candidate"]["balanced_accuracy"] == 0.93
+    # Roll back: the earlier version is made active again (audited), the candidate kept.
+    admin.post(f"/models/{base.pk}/promote/")
+    base.refresh_from_db()
+    cand.refresh_from_db()
+    assert base.is_active and not cand.is_active and not cand.retired
+    assert AuditEvent.objects.filter(object_type="ClassifierVersion", object_id=str(base.pk),
+                                     detail__action="promote").exists()
