@@ -345,3 +345,19 @@ def training_status(request: HttpRequest, pk: int) -> JsonResponse:
                              "error": job.error, "candidate": job.candidate.version if job.candidate else None})
     response["Cache-Control"] = "no-store"
     return response
+
+
+@login_required
+@require_POST
+def model_shadow(request: HttpRequest, pk: int) -> HttpResponse:
+    """Put a (non-active) version in shadow on new uploads, or take it out; audited."""
+    from patients.models import ClassifierVersion
+
+    require(request, Action.MANAGE_MODELS)
+    version = get_object_or_404(ClassifierVersion.objects.filter(is_active=False, retired=False), pk=pk)
+    on = request.POST.get("on") == "1"
+    version.metadata = {**(version.metadata or {}), "shadow": on}
+    version.save(update_fields=["metadata"])
+    record(request, "update", version, detail={"action": "shadow" if on else "unshadow"})
+    messages.success(request, f"{version.version} {'now analyses new uploads in shadow' if on else 'left shadow'}.")
+    return redirect(reverse("dashboard:models") + "#lab-training")

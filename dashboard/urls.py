@@ -33,6 +33,7 @@ urlpatterns = [
     path("review/adjudication/", review_views.adjudication, name="adjudication"),
     path("review/training-set.zip", review_views.training_set, name="training_set"),
     path("models/train/", review_views.training_start, name="training_start"),
+    path("models/<int:pk>/shadow/", review_views.model_shadow, name="model_shadow"),
     path("models/training/<int:pk>/status/", review_views.training_status, name="training_status"),
     path("draws/<int:pk>/review/confirm/", review_views.review_confirm_remaining, name="review_confirm_remaining"),
     path("cohort/", views.cohort, name="cohort"),

@@ -498,6 +498,23 @@ class LabTraining(models.Model):
         return f"training {self.pk} of {self.team} ({self.status})"
 
 
+class ShadowCall(models.Model):
+    """A candidate version's call on a cell it analysed in shadow (issue 13, point 5): stored next
+    to the active version's call (``CellEvent.call``), never counted."""
+
+    event = models.ForeignKey(CellEvent, on_delete=models.CASCADE, related_name="shadow_calls")
+    version = models.CharField(max_length=80, db_index=True)
+    call = models.CharField(max_length=10, choices=Call.choices)
+    ctc_probability = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["event", "version"], name="one_shadow_call_per_version")]
+
+    def __str__(self) -> str:
+        return f"{self.version}: {self.call} on {self.event_id}"
+
+
 class SummaryStatus(models.TextChoices):
     PRELIMINARY = "preliminary", "Preliminary"
     FINAL = "final", "Final"

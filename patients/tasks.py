@@ -27,7 +27,12 @@ def process_upload(self, upload_id: int) -> str:  # noqa: ANN001 - celery bound 
     # Recorded as the job's owner (with host, pid and the pid's start time) when it is claimed.
     pipeline.set_worker_name(getattr(self.request, "hostname", None))
     try:
-        return pipeline.run_upload(upload_id)
+        outcome = pipeline.run_upload(upload_id)
+        if outcome == "done":
+            from patients.shadow import enqueue_shadow
+
+            enqueue_shadow(upload_id)  # issue 13: candidates in shadow analyse it too (training queue)
+        return outcome
     except (OperationalError, InterfaceError):
         from django.db import close_old_connections
 
@@ -62,4 +67,4 @@ def requeue_stale_uploads() -> int:
 
 
 # Issue 13: the lab-model training task (its own "training" queue), registered with the worker here.
-from patients.training_tasks import train_lab_model  # noqa: E402, F401
+from patients.training_tasks import shadow_upload, train_lab_model  # noqa: E402, F401

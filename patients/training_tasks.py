@@ -25,6 +25,14 @@ def train_lab_model(job_id: int) -> str:
     return run_training(job).status
 
 
+@shared_task(name="patients.shadow_upload", acks_late=True)
+def shadow_upload(upload_id: int, version_id: int) -> int:
+    """A shadow version's analysis of a finished upload (patients/shadow.py)."""
+    from patients.shadow import run_shadow
+
+    return run_shadow(upload_id, version_id)
+
+
 def start_training(team, user, queue: bool = True):  # noqa: ANN001, ANN201 - CareTeam, User -> LabTraining
     """Create the job (audited) and, unless ``queue`` is false (run in-process), queue it on the
     training queue once the row is committed."""

@@ -51,4 +51,13 @@ def lab_training_panel(context) -> dict:  # noqa: ANN001
         res = job.result or {}
         job.rows = [(label, (res.get("active") or {}).get(key), (res.get("candidate") or {}).get(key))
                     for key, label in metrics]
-    return {"show": True, "teams": teams, "jobs": jobs, "csrf_token": context.get("csrf_token")}
+    from patients.models import ClassifierVersion
+    from patients.shadow import agreement
+
+    candidates = list(ClassifierVersion.objects.filter(metadata__candidate=True, is_active=False, retired=False))
+    visible = CellEvent.objects.for_user(user)
+    for v in candidates:
+        v.shadow_on = bool((v.metadata or {}).get("shadow"))
+        v.shadow = agreement(v.version, visible)
+    return {"show": True, "teams": teams, "jobs": jobs, "candidates": candidates,
+            "csrf_token": context.get("csrf_token")}

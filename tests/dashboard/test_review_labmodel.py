@@ -111,3 +111,39 @@ def test_promoting_a_candidate_shows_and_audits_its_comparison_and_an_earlier_ve
     assert base.is_active and not cand.is_active and not cand.retired
     assert AuditEvent.objects.filter(object_type="ClassifierVersion", object_id=str(base.pk),
                                      detail__action="promote").exists()
+
+
+@pytest.mark.worker
+def test_a_candidate_in_shadow_analyses_new_uploads_beside_the_active_version(lab, draw, worker_factory,
+                                                                              monkeypatch, tmp_path):
+    """Real worker: the upload is analysed by the active version, then (training queue) by the
+    shadow candidate; its calls are stored per cell and the agreement shown. Same weights here,
+    so every call must agree: the shadow path re-analyses the same files the same way."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from classifier.weights import DEFAULT_WEIGHTS
+    from patients.models import ShadowCall
+    from patients.uploads import UploadRequest, create_upload
+    from tests.api.synthetic import CHANNELS, event_tiff
+
+    weights = str(DEFAULT_WEIGHTS)
+    worker_factory(extra_env={"CELERY_TRAINING_QUEUE": TEST_QUEUE})
+    ClassifierVersion.objects.all().delete()
+    cand = ClassifierVersion.objects.create(version="lab-shadow-test", weights_path=weights,
+                                            metadata={"candidate": True})
+    admin = Client()
+    admin.force_login(lab)
+    admin.post(f"/models/{cand.pk}/shadow/", {"on": "1"})
+    cand.refresh_from_db()
+    assert cand.metadata["shadow"] is True
+    files = [SimpleUploadedFile(f"e{i}.tif", event_tiff(cat, i), content_type="image/tiff")
+             for i, cat in enumerate(["ctc", "leukocyte", "ctc", "artifact"])]
+    upload = create_upload(draw, UploadRequest(files, CHANNELS), lab)
+    wait_for(lambda: ShadowCall.objects.filter(event__upload=upload).count() == 4, timeout=300,
+             what="the shadow calls")
+    pairs = list(ShadowCall.objects.filter(event__upload=upload).values_list("call", "event__call", "version"))
+    assert all(s == a and v == "lab-shadow-test" for s, a, v in pairs)
+    page = admin.get("/models/").content.decode()
+    assert 'data-shadow-agree="lab-shadow-test">1.000' in page
+    assert AuditEvent.objects.filter(object_type="ClassifierVersion", object_id=str(cand.pk),
+                                     detail__action="shadow").exists()

@@ -1,0 +1,74 @@
+"""Shadow mode (issue 13, point 5): a candidate version analyses new uploads beside the active one.
+
+An admin puts a candidate in shadow (``ClassifierVersion.metadata["shadow"]``). Each upload the
+active version finishes is then analysed again by every shadow version, as a job on the
+``training`` queue (never delaying classification); its calls are stored as ``ShadowCall`` rows
+next to the active version's ``CellEvent.call`` and never counted. The Models page shows, per
+shadow version, how often it agrees with the active calls (and Cohen's kappa).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.db.models import QuerySet
+
+from patients.adjudication import cohen_kappa
+from patients.models import CellEvent, ClassifierVersion, ImagingUpload, ShadowCall, UploadStatus
+
+logger = logging.getLogger(__name__)
+
+
+def shadow_versions() -> QuerySet:
+    return ClassifierVersion.objects.filter(metadata__shadow=True, is_active=False, retired=False)
+
+
+def enqueue_shadow(upload_id: int) -> int:
+    """Queue the shadow analysis of a finished upload, one job per shadow version; returns how many."""
+    from patients.training_tasks import TRAINING_QUEUE, shadow_upload
+
+    def send(pk: int) -> None:
+        try:
+            shadow_upload.apply_async(args=[upload_id, pk], queue=TRAINING_QUEUE)
+        except Exception:  # noqa: BLE001 - a broker hiccup must never fail the upload itself
+            logger.exception("upload %s: shadow job for version %s not queued", upload_id, pk)
+
+    versions = list(shadow_versions().values_list("pk", flat=True))
+    for pk in versions:
+        transaction.on_commit(lambda pk=pk: send(pk))
+    return len(versions)
+
+
+def run_shadow(upload_id: int, version_id: int) -> int:
+    """Analyse the upload's files with the shadow version; store its calls by event index."""
+    from patients.pipeline import get_classifier
+    from patients.storage import local_paths
+
+    upload = ImagingUpload.objects.filter(pk=upload_id, status=UploadStatus.DONE).first()
+    version = ClassifierVersion.objects.filter(pk=version_id).first()
+    if upload is None or version is None or not version.weights_path:
+        return 0
+    files = list(upload.files.order_by("position"))
+    clf = get_classifier(version.weights_path)
+    with local_paths([f.file for f in files]) as paths:
+        result = clf.analyse_files(paths, upload.channels, kind=upload.kind, pixel_size_um=upload.pixel_size_um,
+                                   names=[f.original_name for f in files])
+    by_index = dict(CellEvent.objects.filter(upload=upload).values_list("index", "pk"))
+    rows = [ShadowCall(event_id=by_index[e.index], version=version.version, call=e.call,
+                       ctc_probability=float(e.ctc_probability))
+            for e in result.events if e.index in by_index]
+    ShadowCall.objects.filter(event__upload=upload, version=version.version).delete()
+    ShadowCall.objects.bulk_create(rows)
+    logger.info("upload %s: %d shadow calls by %s", upload_id, len(rows), version.version)
+    return len(rows)
+
+
+def agreement(version: str, events: QuerySet) -> dict:
+    """How the shadow ``version`` agrees with the active calls on ``events`` (already scoped)."""
+    pairs = list(ShadowCall.objects.filter(version=version, event__in=events).values_list("call", "event__call"))
+    if not pairs:
+        return {"n": 0, "agree": None, "kappa": None}
+    shadow, active = [p[0] for p in pairs], [p[1] for p in pairs]
+    return {"n": len(pairs), "agree": sum(a == b for a, b in pairs) / len(pairs),
+            "kappa": cohen_kappa(shadow, active), "ctc_shadow": shadow.count("ctc"), "ctc_active": active.count("ctc")}
