@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from django import template
 
+from dashboard.access import actions_for
 from patients import cohort as cohort_stats
 from patients.adjudication import agreement_by_reviewer
 from patients.models import CellEvent, CellReview, Patient
-from patients.roles import Action, can
+from patients.roles import Action
 
 register = template.Library()
 
@@ -23,7 +24,7 @@ def kappa_table(user) -> dict:  # noqa: ANN001
 def review_agreement(context) -> dict:  # noqa: ANN001
     user = context["request"].user
     if context.get("kappa") is not None:  # the review page computes it with its own cached figures
-        return {**context["kappa"], "can_export": can(user, Action.EXPORT)}
+        return {**context["kappa"], "can_export": Action.EXPORT in actions_for(context["request"])}
 
     def build() -> dict:
         return kappa_table(user)
@@ -31,7 +32,7 @@ def review_agreement(context) -> dict:  # noqa: ANN001
     # Reads every review in scope: cached per visible patients until a review moves the data stamp
     # (every review recomputes its draw's summary), as the review page's agreement card is.
     return {**cohort_stats.cached(Patient.objects.for_user(user), "review-kappa", build),
-            "can_export": can(user, Action.EXPORT)}
+            "can_export": Action.EXPORT in actions_for(context["request"])}
 
 
 @register.inclusion_tag("dashboard/_lab_training.html", takes_context=True)
@@ -41,7 +42,7 @@ def lab_training_panel(context) -> dict:  # noqa: ANN001
     from patients.models import LabTraining
 
     user = context["request"].user
-    if not can(user, Action.MANAGE_MODELS):
+    if Action.MANAGE_MODELS not in actions_for(context["request"]):
         return {"show": False}
     teams = list(_my_teams(user))
     jobs = list(LabTraining.objects.filter(team__in=teams).select_related("team", "candidate", "requested_by")[:5])
