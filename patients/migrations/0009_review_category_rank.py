@@ -7,17 +7,37 @@ from django.db import migrations, models
 
 def fill_rank(apps, schema_editor):
     """|logit(p) - logit(t)| for stored events; t is recovered from the call and the margin
-    (0005 stored |p - t|): p - margin for a CTC call, p + margin otherwise. One UPDATE."""
-    table = apps.get_model("patients", "CellEvent")._meta.db_table
-    with schema_editor.connection.cursor() as cur:
-        cur.execute(f"""
-            UPDATE {table} SET review_rank = abs(
-                ln(least(greatest(ctc_probability, 1e-6), 1 - 1e-6)
-                   / (1 - least(greatest(ctc_probability, 1e-6), 1 - 1e-6)))
-                - ln(least(greatest(t, 1e-6), 1 - 1e-6) / (1 - least(greatest(t, 1e-6), 1 - 1e-6))))
-            FROM (SELECT id AS eid, CASE WHEN call = 'ctc' THEN ctc_probability - margin
-                                          ELSE ctc_probability + margin END AS t FROM {table}) AS x
-            WHERE id = x.eid""")
+    (0005 stored |p - t|): p - margin for a CTC call, p + margin otherwise. One UPDATE on
+    PostgreSQL; batches through the ORM elsewhere (SQLite of the embedded stack)."""
+    CellEvent = apps.get_model("patients", "CellEvent")
+    table = CellEvent._meta.db_table
+    if schema_editor.connection.vendor == "postgresql":
+        with schema_editor.connection.cursor() as cur:
+            cur.execute(f"""
+                UPDATE {table} SET review_rank = abs(
+                    ln(least(greatest(ctc_probability, 1e-6), 1 - 1e-6)
+                       / (1 - least(greatest(ctc_probability, 1e-6), 1 - 1e-6)))
+                    - ln(least(greatest(t, 1e-6), 1 - 1e-6) / (1 - least(greatest(t, 1e-6), 1 - 1e-6))))
+                FROM (SELECT id AS eid, CASE WHEN call = 'ctc' THEN ctc_probability - margin
+                                              ELSE ctc_probability + margin END AS t FROM {table}) AS x
+                WHERE id = x.eid""")
+        return
+    import math
+
+    def logit(p: float) -> float:
+        p = min(max(p, 1e-6), 1 - 1e-6)
+        return math.log(p / (1 - p))
+
+    batch = []
+    for event in CellEvent.objects.only("pk", "ctc_probability", "margin", "call").iterator(chunk_size=2000):
+        t = event.ctc_probability - event.margin if event.call == "ctc" else event.ctc_probability + event.margin
+        event.review_rank = abs(logit(event.ctc_probability) - logit(t))
+        batch.append(event)
+        if len(batch) >= 2000:
+            CellEvent.objects.bulk_update(batch, ["review_rank"])
+            batch = []
+    if batch:
+        CellEvent.objects.bulk_update(batch, ["review_rank"])
 
 
 class Migration(migrations.Migration):

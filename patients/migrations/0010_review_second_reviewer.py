@@ -14,7 +14,7 @@ def backfill(apps, schema_editor):
     with schema_editor.connection.cursor() as cur:
         cur.execute(f"""INSERT INTO {review} (event_id, reviewer_id, kind, call, category, reason, at)
                         SELECT id, reviewed_by_id, 'first', reviewed_call, reviewed_category, review_reason,
-                               COALESCE(reviewed_at, now())
+                               COALESCE(reviewed_at, CURRENT_TIMESTAMP)
                         FROM {cell} WHERE reviewed_call <> ''""")
 
 

@@ -110,3 +110,19 @@ def test_kappa_per_reviewer_on_the_review_and_model_pages(bob, dave, alice, team
         assert 'data-kappa-model="bob">1.00' in body and 'data-kappa-model="dave">0.50' in body
         assert 'data-kappa-reviewers="dave">0.50' in body
         assert 'data-testid="adjudication-link"' in body  # one disputed cell
+
+
+def test_the_migration_backfills_existing_reviews_as_first_reviews(bob, draw):
+    import importlib
+
+    from django.apps import apps
+    from django.db import connection
+
+    a, b = _cells_at(draw, [0.3, 0.1])
+    review_event(a, bob, "non_ctc", "debris")
+    CellReview.objects.all().delete()
+    backfill = importlib.import_module("patients.migrations.0010_review_second_reviewer").backfill
+    with connection.schema_editor() as editor:
+        backfill(apps, editor)
+    (row,) = CellReview.objects.all()
+    assert (row.event_id, row.reviewer, row.kind, row.call, row.reason) == (a.pk, bob, "first", "non_ctc", "debris")
