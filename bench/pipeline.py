@@ -228,13 +228,13 @@ CARTRIDGE_CELLS = 25  # cells per field: ~4,400 in 175 fields, a dense CellSearc
 CARTRIDGE_DISTINCT = 8  # distinct synthetic fields, repeated in turn (generating 175 costs minutes)
 
 
-def cartridge_zip(fields: int) -> Path:
+def cartridge_zip(fields: int, shape: tuple[int, int, int] = CARTRIDGE_SHAPE) -> Path:
     """A zip of ``fields`` per-field 4-channel uint16 TIFFs (deflate-compressed TIFFs, stored
     members), the way instruments export a cartridge (cached)."""
     import numpy as np
     import tifffile
 
-    path = DATA_DIR / f"cartridge-{fields}.zip"
+    path = DATA_DIR / f"cartridge-{fields}-{shape[1]}x{shape[2]}.zip"
     if path.exists():
         return path
     DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -243,8 +243,8 @@ def cartridge_zip(fields: int) -> Path:
     t0 = time.perf_counter()
     blobs = []
     for k in range(min(fields, CARTRIDGE_DISTINCT)):
-        img, _ = make_field(np.random.default_rng(100 + k), CARTRIDGE_SHAPE[1], CARTRIDGE_SHAPE[2], CARTRIDGE_CELLS,
-                            pixel_size_um=0.65)
+        cells = max(3, round(CARTRIDGE_CELLS * shape[1] * shape[2] / (CARTRIDGE_SHAPE[1] * CARTRIDGE_SHAPE[2])))
+        img, _ = make_field(np.random.default_rng(100 + k), shape[1], shape[2], cells, pixel_size_um=0.65)
         arr = np.clip(img, 0, None)
         arr = arr * 65535.0 if arr.max() <= 1.0 else arr
         buf = io.BytesIO()
@@ -260,8 +260,8 @@ def cartridge_zip(fields: int) -> Path:
     return path
 
 
-def _pixels() -> int:
-    c, h, w = CARTRIDGE_SHAPE
+def _pixels(shape: tuple[int, int, int] = CARTRIDGE_SHAPE) -> int:
+    c, h, w = shape
     return c * h * w
 
 
@@ -308,23 +308,25 @@ class PeakRss:
         self._thread.join()
 
 
-def cartridge_case(new_draw, user, weights: str, worker: Worker, counts: list[int]) -> dict:  # noqa: ANN001
+def cartridge_case(new_draw, user, weights: str, worker: Worker, counts: list[int],  # noqa: ANN001
+                   shape: tuple[int, int, int] = CARTRIDGE_SHAPE) -> dict:
     """One cartridge upload per field count: seconds upload-to-stored, stage split, cost per field
     and the worker's peak RSS (targets for 175 fields: <= 120 s, <= 2 GB)."""
     from django.conf import settings
 
-    out: dict = {"field_shape": list(CARTRIDGE_SHAPE), "dtype": "uint16", "cells_per_field": CARTRIDGE_CELLS,
+    cells = max(3, round(CARTRIDGE_CELLS * shape[1] * shape[2] / (CARTRIDGE_SHAPE[1] * CARTRIDGE_SHAPE[2])))
+    out: dict = {"field_shape": list(shape), "dtype": "uint16", "cells_per_field": cells,
                  "distinct_fields": CARTRIDGE_DISTINCT, "layout": "zip of per-field TIFFs (zlib), stored members",
                  "upload_max_bytes": settings.UPLOAD_MAX_BYTES, "runs": {}}
     for n in counts:
-        path = cartridge_zip(n)
+        path = cartridge_zip(n, shape)
         log(f"  cartridge {n} field(s): {path.stat().st_size / 2**20:.0f} MiB ...")
         with PeakRss(worker.proc.pid) as rss:
             r = run_upload(new_draw(), user, path, "field", 0.65, weights, timeout=3600)
         t = r["timings"]
         stages = {k: round(float(t.get(k, 0.0)), 2) for k in ("unpack", *STAGES, "domain_check", "analyse_total")}
         out["runs"][str(n)] = {
-            "fields": n, "input_mb": round(r["mb"], 1), "raw_pixels_mb": round(n * 2 * _pixels() / 2**20),
+            "fields": n, "input_mb": round(r["mb"], 1), "raw_pixels_mb": round(n * 2 * _pixels(shape) / 2**20),
             "events": r["events"], "upload_s": round(r["upload_s"], 2), "seconds": round(r["seconds"], 2),
             "per_field_s": round(r["seconds"] / n, 3), "stages_s": stages,
             "peak_rss_mb": round(rss.peak / 2**20), "streamed": "fields" in t,
@@ -485,7 +487,9 @@ def main(argv: list[str] | None = None) -> dict:
             counts = [int(x) for x in (args.cartridge_fields or ("1,3" if quick else "1,25,175")).split(",")]
             # A cartridge is one upload of 0.1-2 GB: the lab raises UPLOAD_MAX_BYTES (docs/operations.md).
             settings.UPLOAD_MAX_BYTES = max(settings.UPLOAD_MAX_BYTES, 2500 * 2**20)
-            out["cartridge"] = cartridge_case(new_draw, user, weights, worker, counts)
+            # --quick (the suite's smoke run): quarter-size fields, so it costs seconds, not a minute.
+            out["cartridge"] = cartridge_case(new_draw, user, weights, worker, counts,
+                                              (4, 260, 346) if quick else CARTRIDGE_SHAPE)
         if args.only in (None, "priority"):
             log("priority: interactive upload on an idle worker, then behind queued bulk uploads ...")
             out["priority"] = priority_case(new_draw, user, weights, args.priority_bulk or (6 if quick else 60),
