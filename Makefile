@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ctc
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: install run serve worker seed test lint bench clean
+.PHONY: install run serve worker training-worker seed test lint bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ run: install
 # both lanes (ctc, then ctc-bulk) and at start takes back any job whose worker died (no beat needed).
 worker: install
 	$(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 -Q $${CELERY_QUEUE:-ctc}
+
+# The lab-model training / shadow worker (queue "training"); `make run` starts one already.
+training-worker: install
+	$(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 -Q $${CELERY_TRAINING_QUEUE:-training} -n training@%h
 
 seed: install
 	$(BIN)/python manage.py seed_demo

@@ -91,6 +91,14 @@ def main() -> int:
          "-Q", env.get("CELERY_QUEUE", "ctc")],
         spawn,
     )
+    # Lab-model training and shadow runs have their own queue (patients/training_tasks.py) and
+    # their own worker, so a training of several minutes never holds up a clinic's upload.
+    trainer = Supervised(
+        "training worker",
+        [str(BIN / "celery"), "-A", "config", "worker", "--loglevel=INFO", "--concurrency=1",
+         "-Q", env.get("CELERY_TRAINING_QUEUE", "training"), "-n", "training@%h"],
+        spawn,
+    )
     web = subprocess.Popen(
         [str(BIN / "gunicorn"), "config.wsgi:application", "--bind", f"{HOST}:{PORT}", "--workers", "3",
          "--threads", "2", "--timeout", "120", "--graceful-timeout", str(GRACE_S), "--keep-alive", "30",
@@ -104,7 +112,7 @@ def main() -> int:
     stopping = False
 
     def everything() -> list[subprocess.Popen]:
-        return [worker.proc, web, seeder]
+        return [worker.proc, trainer.proc, web, seeder]
 
     def stop(*_: object) -> None:
         nonlocal stopping
@@ -120,9 +128,10 @@ def main() -> int:
     try:
         while not stopping and web.poll() is None:
             worker.tend()
+            trainer.tend()
             time.sleep(0.5)
     except KeyboardInterrupt:
-        print("\n  Stopping the web server, the worker and the seeding ...", flush=True)
+        print("\n  Stopping the web server, the workers and the seeding ...", flush=True)
     finally:
         died = [web] if web.poll() is not None and not stopping else []
         stop()
