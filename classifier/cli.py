@@ -308,7 +308,7 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
     out = Path(a.out)
     widths = tuple(int(w) for w in a.widths.split(","))
     report = nuclei_train.train(Path(a.data), out, steps=a.steps, batch_size=a.batch, patch=a.patch, lr=a.lr,
-                                seed=a.seed, threads=a.threads, widths=widths)
+                                seed=a.seed, threads=a.threads, widths=widths, stop_after=a.stop_after)
     import torch
 
     meta = {
@@ -323,8 +323,8 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
         },
         "training_command": "python -m classifier " + " ".join(shlex.quote(x) for x in a.argv),
         "seed": a.seed,
-        "config": {"steps": a.steps, "batch": a.batch, "patch": a.patch, "lr": a.lr, "threads": a.threads,
-                   "widths": list(widths)},
+        "config": {"steps": a.steps, "stop_after": a.stop_after, "batch": a.batch, "patch": a.patch, "lr": a.lr,
+                   "threads": a.threads, "widths": list(widths)},
         "torch": torch.__version__,
         **report,
     }
@@ -436,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--lr", type=float, default=3e-3)
     tn.add_argument("--widths", default="12,24,48,64")
     tn.add_argument("--threads", type=int, default=1)
+    tn.add_argument("--stop-after", type=int, default=None, help="stop at this step of the --steps schedule")
     tn.set_defaults(func=cmd_train_nuclei)
 
     se = sub.add_parser("segment-eval", help="nucleus detection F1 and F1 at IoU 0.5 on a labelled folder")

