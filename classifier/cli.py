@@ -293,12 +293,6 @@ def _default_weights() -> Path:
 # --- parser -----------------------------------------------------------------------------------------------
 
 
-def _shifted_names() -> list[str]:
-    from classifier.synth.folder import SHIFTED_SETS
-
-    return list(SHIFTED_SETS)
-
-
 # --- nuclei (field segmentation network) ----------------------------------------------------------
 
 
@@ -416,16 +410,6 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--markdown", action="store_true", help="also print the table as Markdown first")
     rb.set_defaults(func=cmd_robustness)
 
-    dc = sub.add_parser("domain-calibrate", help="reference statistics of the domain check for some weights "
-                        "(synthetic in-domain renders; rates on synthetic shifts), written beside them")
-    dc.add_argument("--weights", default=None)
-    dc.add_argument("--n-reference", type=int, default=600)
-    dc.add_argument("--n-per-shift", type=int, default=80)
-    dc.add_argument("--seed", type=int, default=7)
-    dc.add_argument("--threads", type=int, default=1)
-    dc.add_argument("--quiet", action="store_true")
-    dc.set_defaults(func=cmd_domain_calibrate)
-
     tn = sub.add_parser("train-nuclei", help="train the field nucleus network on nuclei-train (DSB 2018, CC0)")
     tn.add_argument("--data", required=True, help="nuclei-train folder (images/, masks/)")
     tn.add_argument("--out", default="classifier/weights/nuclei-unet.pt")
@@ -452,6 +436,16 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--markdown", action="store_true", help="also print a Markdown table first")
     se.add_argument("--quiet", action="store_true")
     se.set_defaults(func=cmd_segment_eval)
+
+    dc = sub.add_parser("domain-calibrate", help="reference statistics of the domain check for some weights "
+                        "(synthetic in-domain renders; rates on synthetic shifts), written beside them")
+    dc.add_argument("--weights", default=None)
+    dc.add_argument("--n-reference", type=int, default=600)
+    dc.add_argument("--n-per-shift", type=int, default=80)
+    dc.add_argument("--seed", type=int, default=7)
+    dc.add_argument("--threads", type=int, default=1)
+    dc.add_argument("--quiet", action="store_true")
+    dc.set_defaults(func=cmd_domain_calibrate)
 
     r = sub.add_parser("predict", help="classify events in image files")
     r.add_argument("--channels", required=True)

@@ -28,6 +28,7 @@ from classifier.results import AnalysisResult, EventResult
 from patients.cartridge import analyse_fields, field_sources
 from patients.imaging import encode_grey, encode_strip
 from patients.models import CellEvent, ClassifierVersion, ImagingUpload, Lane, UploadStatus
+from patients.review import review_rank
 from patients.storage import local_paths
 from patients.summary import recompute_summary
 
@@ -298,6 +299,7 @@ def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult, w
             call=e.call,
             ctc_probability=float(e.ctc_probability),
             margin=abs(float(e.ctc_probability) - threshold),
+            review_rank=review_rank(float(e.ctc_probability), threshold),  # issue 13: the review order
             category=e.category,
             category_probabilities={k: round(float(v), 4) for k, v in e.category_probabilities.items()},
             explanation={
