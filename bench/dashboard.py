@@ -136,12 +136,12 @@ def generate(size: Size, db_url: str, seed: int = 7) -> float:
         # FK triggers off for the load (we write consistent ids); restored at the end of the session.
         cur.execute("SET session_replication_role = replica")
         teams = list(range(1, size.teams + 1))
-        _copy(cur, "patients_careteam", ["id", "name", "site"],
-              _tsv([(t, f"Bench team {t:02d}", f"Site {t % 4}") for t in teams]))
+        _copy(cur, "patients_careteam", ["id", "name", "site", "second_review"],
+              _tsv([(t, f"Bench team {t:02d}", f"Site {t % 4}", False) for t in teams]))
         _copy(cur, "patients_membership", ["id", "role", "team_id", "user_id"],
               _tsv([(1, Role.ONCOLOGIST, 1, team_user.pk), (2, Role.REVIEWER, 1, reviewer.pk)]))
-        _copy(cur, "patients_trial", ["id", "code", "title", "draw_interval_days"],
-              _tsv([(1, "BENCH-A", "Bench trial A", 21), (2, "BENCH-B", "Bench trial B", 28)]))
+        _copy(cur, "patients_trial", ["id", "code", "title", "draw_interval_days", "second_review"],
+              _tsv([(1, "BENCH-A", "Bench trial A", 21, False), (2, "BENCH-B", "Bench trial B", 28, False)]))
         _copy(cur, "patients_trialarm", ["id", "code", "description", "trial_id"],
               _tsv([(1, "A1", "Control", 1), (2, "A2", "Experimental", 1), (3, "B1", "Control", 2),
                     (4, "B2", "Experimental", 2)]))
@@ -176,7 +176,7 @@ def generate(size: Size, db_url: str, seed: int = 7) -> float:
                               "CTC enumeration (DAPI/CK/CD45)", drawn.isoformat(), None, i))
                 uploads.append((did, "events", json.dumps(CHANNELS), 0.5, "done", 100, "done", "", "bench-1", "cpu",
                                 "{}", json.dumps(CHANNELS), 1, drawn.isoformat(), drawn.isoformat(),
-                                drawn.isoformat(), drawn.isoformat(), None, did, ""))
+                                drawn.isoformat(), drawn.isoformat(), None, did, "", "bulk"))
                 draw_meta.append((did, vol, drawn))
         _copy(cur, "patients_patient", ["id", "study_id", "mrn", "stage", "diagnosis_date", "enrolled_on",
                                         "created_at", "cancer_type_id", "care_team_id", "trial_id", "arm_id"],
@@ -190,13 +190,14 @@ def generate(size: Size, db_url: str, seed: int = 7) -> float:
                                               "stage", "error", "model_version", "device", "timings",
                                               "result_channels", "attempts", "created_at", "started_at",
                                               "heartbeat_at", "finished_at", "created_by_id", "draw_id",
-                                              "withdraw_reason"],
+                                              "withdraw_reason", "lane"],
               _tsv(uploads))
         log(f"  reference rows written ({time.perf_counter() - t0:.1f}s); cell events ...")
 
         ev_cols = ["id", "index", "source", "x", "y", "call", "ctc_probability", "margin", "category",
                    "category_probabilities", "explanation", "thumbnail", "heatmap", "reviewed_call",
-                   "review_reason", "reviewed_at", "draw_id", "reviewed_by_id", "upload_id"]
+                   "review_reason", "reviewed_at", "draw_id", "reviewed_by_id", "upload_id", "reviewed_category",
+                   "adjudication_pending"]
         n_ev = size.events
         eid = 0
         with cur.copy(f"COPY patients_cellevent ({', '.join(ev_cols)}) FROM STDIN") as cp:
@@ -224,7 +225,7 @@ def generate(size: Size, db_url: str, seed: int = 7) -> float:
                     pk_ = float(p[k])
                     buf.write(f"{eid}\t{k}\tevent_{k:04d}.tif\t{xs[k]:.1f}\t{ys[k]:.1f}\t{call}\t{pk_:.4f}\t"
                               f"{abs(pk_ - 0.5):.4f}\t{'ctc' if is_ctc[k] else CATEGORIES[cats[k]]}\t{CATPROB}\t"
-                              f"{EXPLANATION}\t\t\t{rc}\t{reason}\t{rat}\t{d}\t{rby}\t{d}\n")
+                              f"{EXPLANATION}\t\t\t{rc}\t{reason}\t{rat}\t{d}\t{rby}\t{d}\t\tf\n")
                 summaries.append((d, n_ev, ctc, round(ctc * 7.5 / vol, 2), round(ctc / n_ev, 4) if n_ev else 0.0,
                                   n_rev, "final" if n_rev == n_ev else "preliminary", "bench-1", now.isoformat(), d))
                 if buf.tell() > 4_000_000:
