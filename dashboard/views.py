@@ -372,6 +372,11 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
     last_channels = next((",".join(u.channels) for u in uploads if u.channels), UploadForm.DEFAULT_CHANNELS)
     thresholds = _call_thresholds(
         {u.model_version for u in uploads if u.status == UploadStatus.DONE and u.model_version})
+    cutoff = draw.patient.cancer_type.ctc_cutoff
+    # The same words as the patient page: Poisson interval, and "indeterminate until reviewed"
+    # while a preliminary count's model range straddles the cut-off (patients.summary).
+    reading = reading_of(draw) if summary is not None else None
+    status_text, interval_note = reading.status(cutoff) if reading else (None, "")
     record(request, "view", draw, patient=draw.patient)
     return render(request, "dashboard/draw_detail.html", base_context(
         request, nav="patients", draw=draw, patient=draw.patient, summary=summary, uploads=uploads, page=page,
@@ -383,6 +388,7 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
         categories_labelled=[(c, category_label(c)) for c in categories],
         draw_final=summary is not None and summary.status in ("final", "amended"),
         domain_shifted=_domain_shifted(uploads),
+        reading=reading, status_text=status_text, interval_note=interval_note,
     ))
 
 

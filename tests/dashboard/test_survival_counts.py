@@ -72,6 +72,20 @@ def test_indeterminate_until_reviewed_on_list_timeline_and_report(as_alice, c7d1
     assert "indeterminate until reviewed" in report and "(2–6 cells)" in report
 
 
+def test_draw_page_states_the_interval_and_indeterminate_status(as_alice, c7d1_patient):
+    draws = {d.timepoint: d for d in c7d1_patient.draws.all()}
+    page = as_alice.get(f"/draws/{draws['C7D1'].pk}/").content.decode()
+    status = re.search(r'data-testid="draw-status">(.*?)</span>\s*<span', page, re.S).group(1)
+    assert "indeterminate until reviewed" in status and "unfavorable" not in status
+    assert "95% CI 2.2–13.06" in page
+    # a settled count: 12 sure CTCs at baseline read unfavorable, its interval wholly above 5
+    page = as_alice.get(f"/draws/{draws['baseline'].pk}/").content.decode()
+    status = re.search(r'data-testid="draw-status">(.*?)</span>\s*<span', page, re.S).group(1)
+    assert "unfavorable" in status and "indeterminate" not in status
+    ci = re.search(r'data-testid="draw-ci">(.*?)</span>', page, re.S).group(1)
+    assert ci.startswith("95% CI 6.2") and "above" in ci
+
+
 def test_arrows_only_for_significant_changes(as_alice, team):
     p = factories.PatientFactory(care_team=team, study_id="PT-NOISE")
     _draw(p, 30, "baseline", [(0.95, "ctc")] + [(0.01, "leukocyte")] * 4)
