@@ -47,8 +47,11 @@ def test_labels_and_disagreement():
 def test_most_uncertain_first_is_the_distance_from_the_threshold(client, alice, stored):
     client.force_login(alice)
     response = client.get(f"/draws/{stored.pk}/", {"sort": "uncertainty"})
-    assert [c.ctc_probability for c in response.context["cells"]] == [0.17, 0.05, 0.3, 0.5]
-    assert [round(c.margin, 3) for c in response.context["cells"]] == [0.007, 0.113, 0.137, 0.337]
+    # Issue 13: "most uncertain" is the distance from the threshold on the log-odds scale
+    # (patients.review.review_rank), so a counted cell at 0.3 comes before a rejected one at 0.05
+    # (|logit 0.3 - logit 0.163| = 0.79 < 1.31); the stored margin stays |p - threshold|.
+    assert [c.ctc_probability for c in response.context["cells"]] == [0.17, 0.3, 0.05, 0.5]
+    assert [round(c.margin, 3) for c in response.context["cells"]] == [0.007, 0.137, 0.113, 0.337]
     body = response.content.decode()
     assert 'data-testid="call-threshold"' in body and "P(CTC) ≥ <b>0.163</b>" in body
     assert "closest to this threshold" in body
