@@ -202,16 +202,20 @@ def _loo(a: argparse.Namespace, ds, model, threshold: float) -> dict:  # noqa: A
 
 
 def cmd_finetune(a: argparse.Namespace) -> int:
+    """Adapt the weights to a lab's folder: base, lab head, full fine-tune or both, chosen by
+    stratified cross-validation on the folder (:func:`classifier.finetune.adapt`)."""
     from classifier import data, evaluate
-    from classifier.finetune import finetune
+    from classifier.finetune import adapt
     from classifier.weights import load_bundle, save_bundle
 
     model, contract, meta = load_bundle(Path(a.weights) if a.weights else None)
     ds = data.folder(Path(a.data), _channels(a.channels), contract, a.pixel_size_um)
-    tuned = finetune(model, ds, seed=a.seed, epochs=a.epochs)
     threshold = float(meta.get("threshold", 0.5))
+    steps = max(1, int(a.epochs)) if a.epochs is not None else 60
+    adapted = adapt(model, ds, threshold, seed=a.seed, steps=steps)
+    tuned = adapted.model
     before = evaluate.evaluate_set(model, ds, threshold)
-    after = evaluate.evaluate_set(tuned, ds, threshold)
+    after = evaluate.evaluate_set(tuned, ds, adapted.threshold)
     new_meta = {
         "name": meta.get("name", "ctc-dual") + "-finetuned",
         "base_version": meta.get("version", "1.0.0").split("+")[0] + "-ft",
@@ -220,11 +224,14 @@ def cmd_finetune(a: argparse.Namespace) -> int:
                           "base": meta.get("training_data")},
         "training_command": "python -m classifier " + " ".join(shlex.quote(x) for x in a.argv),
         "metrics": {"train_folder_before": before, "train_folder_after": after},
+        "adaptation": adapted.report,
         "temperature": float(tuned.temperature),
-        "threshold": threshold,
+        "threshold": adapted.threshold,
     }
     out_meta = save_bundle(tuned, contract, Path(a.out), new_meta)
     _print_json({"weights": str(a.out), "version": out_meta["version"], "n": len(ds),
+                 "chosen": adapted.report.get("chosen"), "threshold": adapted.threshold,
+                 "cv": adapted.report.get("candidates", {}),
                  "before": {k: before[k] for k in ("accuracy", "balanced_accuracy", "roc_auc")},
                  "after": {k: after[k] for k in ("accuracy", "balanced_accuracy", "roc_auc")}})
     return 0

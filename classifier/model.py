@@ -114,8 +114,38 @@ class TextureBranch(nn.Module):
         return self.mlp(self.standardise(f))
 
 
+class LabHead(nn.Module):
+    """A lab's calibrated CTC head over the frozen model (issue 13, point 7).
+
+    A logistic regression on the standardised ``[attributes, embedding, base logit]`` of
+    an event, fitted on a lab's reviewed events by :mod:`classifier.finetune`. With tens
+    of events, a linear probe on the model's own features transfers better than moving
+    the network (a probe reached 0.98 balanced accuracy where a full fine-tune fell to
+    0.63). Its logit is already calibrated, so the model's temperature does not apply to it.
+    Standardisation lives in buffers so the weights file stays self-contained.
+    """
+
+    def __init__(self, n_in: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_in))
+        self.register_buffer("std", torch.ones(n_in))
+        self.linear = nn.Linear(n_in, 1)
+
+    def inputs(self, f: torch.Tensor, embedding: torch.Tensor, base_logit: torch.Tensor) -> torch.Tensor:
+        """The raw head inputs; a non-finite attribute reads as 0 (the same in fitting and in use)."""
+        f = torch.nan_to_num(f.float(), nan=0.0, posinf=0.0, neginf=0.0)
+        return torch.cat([f, embedding.float(), base_logit.float()[:, None]], 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.linear(((z - self.mean) / self.std).clamp(-8.0, 8.0)).squeeze(1)
+
+
 class DualBranchCTC(nn.Module):
-    """Spatial CNN + attribute MLP, gated fusion, low-dimensional embedding, two heads."""
+    """Spatial CNN + attribute MLP, gated fusion, low-dimensional embedding, two heads.
+
+    ``lab_head`` (None for the shipped weights) replaces the CTC logit when a lab's head
+    has been fitted (see :class:`LabHead`, :func:`attach_lab_head`).
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -131,6 +161,10 @@ class DualBranchCTC(nn.Module):
         self.head_ctc = nn.Linear(cfg.embed_dim, 1)
         self.head_category = nn.Linear(cfg.embed_dim, cfg.n_categories)
         self.register_buffer("temperature", torch.ones(()))
+        self.lab_head: LabHead | None = None
+
+    def lab_head_dim(self) -> int:
+        return self.cfg.n_features + self.cfg.embed_dim + 1
 
     def forward_features(
         self, x: torch.Tensor, f: torch.Tensor, keep_cam: bool = False
@@ -165,10 +199,26 @@ class DualBranchCTC(nn.Module):
         feats = self.forward_features(x, f, keep_cam)
         out: dict[str, torch.Tensor | None] = dict(feats)
         out.update(self.forward_head(feats["embedding"]))  # type: ignore[arg-type]
+        if self.lab_head is not None:
+            out["base_ctc_logit"] = out["ctc_logit"]
+            z = self.lab_head.inputs(f, feats["embedding"], out["ctc_logit"])  # type: ignore[arg-type]
+            out["ctc_logit"] = self.lab_head(z)
         return out
 
     def calibrated_probability(self, ctc_logit: torch.Tensor) -> torch.Tensor:
+        if self.lab_head is not None:  # the lab head's logit is calibrated by its own fit
+            return torch.sigmoid(ctc_logit)
         return torch.sigmoid(ctc_logit / self.temperature)
+
+
+def attach_lab_head(model: DualBranchCTC) -> LabHead:
+    """Give ``model`` an (unfitted) lab head; its state-dict keys are ``lab_head.*``."""
+    model.lab_head = LabHead(model.lab_head_dim())
+    return model.lab_head
+
+
+def has_lab_head(state_dict: dict) -> bool:
+    return "lab_head.linear.weight" in state_dict
 
 
 def fuse_batchnorm(model: DualBranchCTC) -> DualBranchCTC:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from classifier.errors import ContractError
-from classifier.model import DualBranchCTC, ModelConfig, build
+from classifier.model import DualBranchCTC, ModelConfig, attach_lab_head, build, has_lab_head
 from classifier.preprocess import PreprocessContract
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
@@ -77,6 +77,8 @@ def load_bundle(path: Path | None = None, map_location: str | torch.device = "cp
     stored.check_against(contract or default_contract())
     cfg = ModelConfig.from_dict(blob["config"])
     model = build(cfg)
+    if has_lab_head(blob["state_dict"]):  # a lab-fitted head (classifier.finetune); shipped weights have none
+        attach_lab_head(model)
     try:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as err:
