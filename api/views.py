@@ -30,6 +30,7 @@ from rest_framework.views import APIView
 
 from api import deid, fhir
 from api.filters import (
+    MAX_ID,
     CellEventFilter,
     ClinicalEventFilter,
     DrawFilter,
@@ -160,6 +161,15 @@ class AuditedReadMixin:
     """One audit row per read of patient data: the object on a detail, the query on a list."""
 
     pagination_class = StandardPagination
+
+    def get_object(self):  # noqa: ANN201
+        # An id past bigint matches nothing. Django answers a primary-key lookup so on every
+        # database, but a foreign-key lookup (summaries are found by their draw) reaches SQLite
+        # (the embedded default) as an OverflowError, a 500: refuse it before any query.
+        value = self.kwargs.get(self.lookup_url_kwarg or self.lookup_field)
+        if isinstance(value, str) and value.isdigit() and int(value) > MAX_ID:
+            raise NotFound(f"No record with id {value}.")
+        return super().get_object()
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         instance = self.get_object()

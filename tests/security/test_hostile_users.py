@@ -252,6 +252,19 @@ def test_integers_past_bigint_are_a_4xx_with_a_message(as_alice, draw, url):
     assert resp.content  # a message (the PNG routes answer their 404 in JSON bytes)
 
 
+@pytest.mark.django_db
+def test_a_detail_id_past_bigint_is_refused_before_any_query(as_alice, draw):
+    # On SQLite (make run's embedded default) a foreign-key lookup with 2^63 raised OverflowError
+    # (a 500 on /api/summaries/<2^63>/); PostgreSQL answered "no row". The id is now refused first.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as ctx:
+        resp = as_alice.get(f"/api/summaries/{HUGE}/")
+    assert resp.status_code == 404 and str(HUGE) in resp.json()["detail"]
+    assert not [q for q in ctx.captured_queries if "patients_drawsummary" in q["sql"]]
+
+
 def _nested(depth: int) -> bytes:
     return b"[" * depth + b"]" * depth
 
