@@ -5,8 +5,9 @@ classification queue, so uploads are never stuck behind a training):
 
 1. export the care team's reviewed cells (patients/trainingset.py, scoped as the requester sees);
 2. split them **by draw** (never cells of one draw on both sides), about a third of the draws held out;
-3. fine-tune the active version on the training side (``classifier.finetune``, the CLASSIFIER
-   helper's recipe);
+3. adapt the active version on the training side (``classifier.finetune.adapt``: the model
+   unchanged, a lab head over its features, the full fine-tune or both, chosen by
+   cross-validation on the training side, with its own operating threshold);
 4. evaluate the active and the candidate version on the same held-out cells: balanced accuracy,
    AUC, sensitivity and specificity at the threshold, calibration (ECE, Brier), and McNemar's exact
    p for the paired calls;
@@ -88,7 +89,7 @@ def run_training(job: LabTraining) -> LabTraining:
     import torch
 
     from classifier import data, evaluate
-    from classifier.finetune import finetune
+    from classifier.finetune import adapt
     from classifier.weights import load_bundle, save_bundle, sha256
     from patients.pipeline import active_weights
 
@@ -115,14 +116,18 @@ def run_training(job: LabTraining) -> LabTraining:
             _step(job, 35, f"fine-tuning on {len(train_ds)} cells of {len(train_draws)} draws")
             n_replay = _knob("LAB_TRAINING_REPLAY", 0)  # 0: the recipe's own (cached) replay set
             replay = data.synthetic(n_replay, 7_000, contract, workers=1, progress=False) if n_replay else None
-            tuned = finetune(model, train_ds, seed=0, steps=_knob("LAB_TRAINING_STEPS", 60), replay=replay)
+            active_threshold = float(meta.get("threshold", 0.5))
+            # The recipe chooses by cross-validation on the training side among the active model
+            # unchanged, a lab head over its features, the full fine-tune and both (issue 13, point 7).
+            adapted = adapt(model, train_ds, active_threshold, seed=0, steps=_knob("LAB_TRAINING_STEPS", 60),
+                            replay=replay)
+            tuned, threshold = adapted.model, adapted.threshold
             _step(job, 80, f"evaluating both versions on {len(test_ds)} held-out cells")
-            threshold = float(meta.get("threshold", 0.5))
-            active_m = evaluate.evaluate_set(model, test_ds, threshold)
+            active_m = evaluate.evaluate_set(model, test_ds, active_threshold)
             cand_m = evaluate.evaluate_set(tuned, test_ds, threshold)
             p_active = evaluate.predict(model, test_ds)["p"]
             p_cand = evaluate.predict(tuned, test_ds)["p"]
-            p_mcnemar = mcnemar_p(test_ds.is_ctc, (p_active >= threshold).astype(int),
+            p_mcnemar = mcnemar_p(test_ds.is_ctc, (p_active >= active_threshold).astype(int),
                                   (p_cand >= threshold).astype(int))
             _step(job, 92, "registering the candidate")
             out_dir = Path(settings.MEDIA_ROOT) / "models"
@@ -139,6 +144,7 @@ def run_training(job: LabTraining) -> LabTraining:
                 "base_version": meta.get("version", "1.0.0").split("+")[0] + f"-lab{job.team_id}",
                 "finetuned_from": meta.get("version"), "threshold": threshold,
                 "training_data": {"kind": "a lab's reviewed cells", "provenance": provenance},
+                "adaptation": adapted.report,
                 "metrics": {"held_out_active": _summary(active_m), "held_out_candidate": _summary(cand_m)},
             }
             saved = save_bundle(tuned, contract, path, new_meta)
