@@ -319,7 +319,7 @@ def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult, w
             return "skipped"
         CellEvent.objects.filter(upload=upload).delete()
         _insert_events(events)
-        metadata = _metadata_for_registry()
+        metadata = _metadata_for_registry(weights_path)
         version, created = ClassifierVersion.objects.get_or_create(
             version=result.model_version,
             # Record the weights that produced the result: registering custom weights
@@ -399,9 +399,11 @@ def _insert_events(events: list[CellEvent]) -> None:
             copy.write_row([f.get_db_prep_save(f.pre_save(obj, True), connection=conn) for f in fields])
 
 
-def _metadata_for_registry() -> dict:
+def _metadata_for_registry(weights_path: str) -> dict:
+    """The metadata of the weights that produced the result (not of whichever version is active
+    by the time it is stored: a promotion during a run must not relabel its results)."""
     try:
-        return dict(get_classifier(active_weights()).metadata)
+        return dict(get_classifier(weights_path).metadata)
     except Exception:  # noqa: BLE001 - registry metadata is informative only
         return {}
 
