@@ -13,14 +13,6 @@ import numpy as np
 #: Category head order. Only ``ctc`` counts as a CTC (CellSearch definition).
 CATEGORIES: tuple[str, ...] = ("ctc", "apoptotic_ctc", "leukocyte", "ck_debris", "artifact")
 
-CATEGORY_LABELS: dict[str, str] = {
-    "ctc": "CTC",
-    "apoptotic_ctc": "Apoptotic CTC",
-    "leukocyte": "Leukocyte",
-    "ck_debris": "CK+ debris / foci",
-    "artifact": "Artifact",
-}
-
 
 @dataclass
 class Attribute:

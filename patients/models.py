@@ -384,7 +384,7 @@ class CellEvent(models.Model):
     y = models.FloatField()
     call = models.CharField(max_length=10, choices=Call.choices)
     ctc_probability = models.FloatField()
-    #: |p - 0.5|: small means uncertain; indexed so the review queue is cheap.
+    #: |p - threshold| of the version that made the call: small means uncertain (review_rank orders the queue).
     margin = models.FloatField(db_index=True)
     category = models.CharField(max_length=20)
     category_probabilities = models.JSONField(default=dict)

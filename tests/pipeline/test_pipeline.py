@@ -58,9 +58,11 @@ def test_upload_is_classified_by_the_worker_and_results_stored(worker, alice, dr
     assert upload.progress == 100 and upload.model_version
     events = list(CellEvent.objects.filter(upload=upload).order_by("index"))
     assert [e.source for e in events] == [f"cell{i:02d}.tif" for i in range(len(categories))]
+    # the call is made at the producing version's threshold (0.2 for the shipped weights), not 0.5
+    threshold = ClassifierVersion.objects.get(version=upload.model_version).metadata["threshold"]
     for e in events:
         assert e.call in ("ctc", "non_ctc") and 0.0 <= e.ctc_probability <= 1.0
-        assert (e.call == "ctc") == (e.ctc_probability >= 0.5)
+        assert (e.call == "ctc") == (e.ctc_probability >= threshold)
         assert e.thumbnail and e.heatmap
         assert set(e.explanation["branch_contributions"]) == {"spatial", "texture"}
     summary = DrawSummary.objects.get(draw=draw)
