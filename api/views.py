@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
 from django.db.models import Q
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
@@ -65,7 +64,7 @@ from api.serializers import (
     WithdrawSerializer,
 )
 from api.throttling import ClientScopedRateThrottle
-from patients import audit
+from patients import audit, registry
 from patients.duplicates import TRUE as DUP_TRUE
 from patients.duplicates import refuse_duplicates
 from patients.models import (
@@ -274,22 +273,11 @@ class ClassifierVersionViewSet(viewsets.ReadOnlyModelViewSet):
 
     @action(detail=True, methods=["post"])
     def promote(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
-        version = self.get_object()
-        # Same rule as the dashboard's model page: one active version; promoting un-retires.
-        with transaction.atomic():
-            for other in ClassifierVersion.objects.filter(is_active=True).exclude(pk=version.pk):
-                other.is_active = False
-                other.save(update_fields=["is_active"])  # one by one: the history records each
-            version.is_active, version.retired = True, False
-            version.save(update_fields=["is_active", "retired"])
-        return Response(self.get_serializer(version).data)
+        return Response(self.get_serializer(registry.promote(self.get_object(), request)).data)
 
     @action(detail=True, methods=["post"])
     def retire(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
-        version = self.get_object()
-        version.retired, version.is_active = True, False
-        version.save(update_fields=["retired", "is_active"])
-        return Response(self.get_serializer(version).data)
+        return Response(self.get_serializer(registry.retire(self.get_object(), request)).data)
 
 
 # --- patients and their records ------------------------------------------------------------------

@@ -19,7 +19,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.db.models import Count, F, Prefetch, Q, QuerySet, Sum
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -36,7 +35,7 @@ from dashboard.forms import CohortFilterForm, DrawForm, PatientFilterForm, Uploa
 from dashboard.labels import call_category_disagree, category_label
 from dashboard.review_labels import attribute_label, branch_label
 from patients import cohort as cohort_stats
-from patients import schedule
+from patients import registry, schedule
 from patients.audit import record
 from patients.duplicates import refuse_duplicates
 from patients.models import (
@@ -641,22 +640,12 @@ def models_page(request: HttpRequest) -> HttpResponse:
 def model_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     version = get_object_or_404(ClassifierVersion, pk=pk)
     require(request, Action.MANAGE_MODELS)
-    with transaction.atomic():
-        if action == "promote":
-            for other in ClassifierVersion.objects.exclude(pk=version.pk).filter(is_active=True):
-                other.is_active = False
-                other.save(update_fields=["is_active"])  # saved one by one: the history records each
-            version.is_active, version.retired = True, False
-            messages.success(request, f"{version.version} is now the active model for new uploads.")
-        elif action == "retire":
-            version.is_active, version.retired = False, True
-            messages.success(request, f"{version.version} is retired; its past results are kept.")
-        else:
-            raise Http404("Unknown action")
-        version.save(update_fields=["is_active", "retired"])
-    detail = {"action": action}
-    if action == "promote" and (version.metadata or {}).get("comparison"):
-        # Issue 13: a lab model is promoted on the evidence shown; the audit keeps that evidence.
-        detail["comparison"] = version.metadata["comparison"]
-    record(request, "update", version, detail=detail)
+    if action == "promote":
+        registry.promote(version, request)
+        messages.success(request, f"{version.version} is now the active model for new uploads.")
+    elif action == "retire":
+        registry.retire(version, request)
+        messages.success(request, f"{version.version} is retired; its past results are kept.")
+    else:
+        raise Http404("Unknown action")
     return redirect("dashboard:models")

@@ -133,6 +133,13 @@ def test_model_registry_promote_needs_manage_models(as_alice, client_for, team):
     assert v1.is_active is False
     r = client_for(admin).post(f"/api/models/{v2.pk}/retire/")
     assert r.json()["retired"] is True and r.json()["is_active"] is False
+    # Issue 12.1: the API's promotion and retirement are audited as the Models page's are
+    # (one owner: patients.registry); the refused promotion above left no row.
+    from patients.models import AuditEvent
+
+    rows = AuditEvent.objects.filter(object_type="ClassifierVersion", object_id=str(v2.pk)).order_by("pk")
+    assert [(e.user.username, e.action, e.detail["action"]) for e in rows] == [
+        ("admin1", "update", "promote"), ("admin1", "update", "retire")]
 
 
 def test_event_thumbnail_and_heatmap_are_pngs(as_alice, as_charlie, draw):
