@@ -25,7 +25,7 @@ def _event(i: int, p: float, category: str) -> EventResult:
 
 @pytest.fixture
 def stored(draw, monkeypatch):
-    monkeypatch.setattr(pipeline, "_metadata_for_registry", lambda: dict(META))
+    monkeypatch.setattr(pipeline, "_metadata_for_registry", lambda weights_path: dict(META))
     upload = factories.ImagingUploadFactory(draw=draw, status=UploadStatus.QUEUED)
     attempt = pipeline.claim(upload.pk)
     # |p - 0.5| would order 0.5, 0.3, 0.17, 0.05; from the 0.163 threshold: 0.17, 0.05, 0.3, 0.5.
