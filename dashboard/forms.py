@@ -9,6 +9,13 @@ from django.utils import timezone
 from patients.models import BloodDraw, CancerType, CareTeam, ImagingUpload, Patient, Trial, TrialArm
 
 
+def errors_text(form: forms.Form) -> str:
+    """A rejected form's errors as one line for a flash message: "Label: message; ..."
+    (a non-field error under its key, so nothing is dropped)."""
+    return "; ".join(f"{form.fields[k].label if k in form.fields else k}: {' '.join(v)}"
+                     for k, v in form.errors.items())
+
+
 class PatientFilterForm(forms.Form):
     q = forms.CharField(label="Search", required=False, widget=forms.TextInput(
         attrs={"placeholder": "Study ID or MRN", "type": "search", "autocomplete": "off"}))

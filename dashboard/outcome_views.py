@@ -16,6 +16,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_POST
 
 from dashboard.access import require
+from dashboard.forms import errors_text
 from patients.models import Patient
 from patients.outcomes import record_outcomes
 from patients.roles import Action
@@ -40,8 +41,7 @@ def patient_outcomes(request: HttpRequest, pk: int) -> HttpResponse:
     require(request, Action.EDIT_RECORDS)
     form = OutcomeForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Outcomes not saved: " + "; ".join(
-            f"{form.fields[k].label}: {' '.join(v)}" for k, v in form.errors.items()))
+        messages.error(request, "Outcomes not saved: " + errors_text(form))
         return redirect(patient)
     try:
         record_outcomes(patient, request.user, **form.cleaned_data)

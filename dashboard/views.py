@@ -31,7 +31,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from dashboard import figures
 from dashboard.access import actions_for, require
-from dashboard.forms import CohortFilterForm, DrawForm, PatientFilterForm, UploadForm
+from dashboard.forms import CohortFilterForm, DrawForm, PatientFilterForm, UploadForm, errors_text
 from dashboard.labels import call_category_disagree, category_label
 from dashboard.review_labels import attribute_label, branch_label
 from patients import cohort as cohort_stats
@@ -233,8 +233,7 @@ def draw_create(request: HttpRequest, pk: int) -> HttpResponse:
     require(request, Action.EDIT_RECORDS)
     form = DrawForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "The draw was not saved: " + "; ".join(
-            f"{form.fields[k].label if k in form.fields else k}: {' '.join(v)}" for k, v in form.errors.items()))
+        messages.error(request, "The draw was not saved: " + errors_text(form))
         DrawForm.keep_typed(request)  # issue 13: the patient page shows the typed values again
         return redirect(patient)
     draw = form.save(commit=False)
