@@ -1,21 +1,49 @@
 """The clinical domain: who the patients are, what was drawn, what the classifier found.
 
 Everything a clinician can see hangs off ``Patient.care_team``; visibility is decided
-in one place (``patients.scoping``) for views and API alike.
+in one place for views and API alike: the rule in ``patients.scoping`` (``patient_filter``),
+applied to every scoped model by ``ScopedQuerySet.for_user`` here (``Model.objects.for_user``).
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
-from patients.scoping import ScopedQuerySet
+from patients.scoping import patient_filter
+from patients.validation import check_drawn_at, check_event_date, check_outcomes
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+
+class ScopedQuerySet(models.QuerySet):
+    """The queryset (as manager: ``objects``) of every model a clinician sees: ``Model.objects.for_user(user)``.
+
+    Each scoped model names the lookup path to its patient (``scope_path``); who may see which
+    patient is ``patients.scoping.patient_filter``."""
+
+    def for_user(self, user: AbstractBaseUser | AnonymousUser) -> ScopedQuerySet:
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        q = patient_filter(user)
+        if q is None:
+            return self
+        # The visible patients as a subquery (the OR over two joins can repeat a patient; in an
+        # IN list that is harmless, so no distinct()). Filtering each model on its patient, not
+        # on its own ids, lets PostgreSQL use the patient_id/draw_id indexes instead of
+        # semi-joining the whole table with itself (CellEvent: 1.2 s -> 50 ms, docs/performance.md).
+        visible = Patient._default_manager.filter(q).values("pk")
+        path = getattr(self.model, "scope_path", "")
+        return self.filter(pk__in=visible) if not path else self.filter(**{f"{path}in": visible})
 
 
 class Role(models.TextChoices):
@@ -140,8 +168,6 @@ class Patient(models.Model):
         return reverse("dashboard:patient", args=[self.pk])
 
     def clean(self) -> None:
-        from patients.outcomes import check_outcomes
-
         if self.pk or self.progression_date or self.death_date or self.last_follow_up:
             check_outcomes(self)  # future dates, death before diagnosis, follow-up before the last draw
 
@@ -215,10 +241,6 @@ class ClinicalEvent(models.Model):
         return f"{self.get_kind_display()} {self.date}"
 
     def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
-        from patients.validation import check_event_date
-
         try:
             check_event_date(self.date)  # forms on the model (admin) refuse future events too
         except ValidationError as err:
@@ -254,10 +276,6 @@ class BloodDraw(models.Model):
         return reverse("dashboard:draw", args=[self.pk])
 
     def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
-        from patients.validation import check_drawn_at
-
         try:
             check_drawn_at(self.drawn_at)  # forms on the model (admin) refuse future draws too
         except ValidationError as err:

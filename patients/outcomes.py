@@ -4,7 +4,8 @@
 >= 5 CTC/7.5 mL, median PFS 2.7 vs 7.0 months; Heller, JCO 2018: CTC0 and conversion at
 first follow-up.) This module
 
-- checks the outcome dates a person records on a patient (:func:`check_outcomes`);
+- checks the outcome dates a person records on a patient (``check_outcomes``, which lives
+  with the other date checks in ``patients.validation`` and is re-exported here);
 - derives progression-free and overall survival from them and **day 0** (enrolment, else
   the first treatment line, else the diagnosis; each record says which) in
   :func:`survival_records`. A progression clinical event on or after day 0 counts as
@@ -30,7 +31,6 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from django.core.exceptions import ValidationError
 from django.db.models import Max, Min, QuerySet
 from django.utils import timezone
 
@@ -45,7 +45,9 @@ from patients.cohort import (
     conversion_of,
     patient_courses,
 )
+from patients.models import ClinicalEvent, Patient, TreatmentLine
 from patients.schedule import UNFAVORABLE
+from patients.validation import check_outcomes
 
 DAYS_PER_MONTH = 30.4375
 
@@ -65,46 +67,6 @@ AT_RISK_STEP_MONTHS = 3
 
 
 # --- recording outcomes ---------------------------------------------------------------------------
-
-
-def check_outcomes(patient, today: dt.date | None = None) -> None:  # noqa: ANN001
-    """Refuse outcome dates that cannot be right, with a message per field.
-
-    Future dates; progression or death before the diagnosis; death before a recorded
-    progression is allowed (death counts for PFS too) but progression after death is not;
-    a last follow-up before the patient's last blood draw, or after their death.
-    """
-    today = today or timezone.localdate()
-    errors: dict[str, list[str]] = {}
-    fields = {"progression_date": "progression", "death_date": "death", "last_follow_up": "last follow-up"}
-    diagnosed = patient.diagnosis_date
-    for name, words in fields.items():
-        value = getattr(patient, name)
-        if value is None:
-            continue
-        if value > today:
-            errors.setdefault(name, []).append(
-                f"The {words} date {value:%d %b %Y} is in the future; record outcomes that have happened.")
-        elif diagnosed and value < diagnosed:
-            errors.setdefault(name, []).append(
-                f"The {words} date {value:%d %b %Y} is before the diagnosis ({diagnosed:%d %b %Y}).")
-    death, progression, follow_up = patient.death_date, patient.progression_date, patient.last_follow_up
-    if death and progression and progression > death:
-        errors.setdefault("progression_date", []).append(
-            f"Progression ({progression:%d %b %Y}) is after death ({death:%d %b %Y}).")
-    if death and follow_up and follow_up > death:
-        errors.setdefault("last_follow_up", []).append(
-            f"The last follow-up ({follow_up:%d %b %Y}) is after death ({death:%d %b %Y}).")
-    if follow_up and patient.pk:
-        last_draw = patient.draws.aggregate(last=Max("drawn_at"))["last"]
-        if last_draw is not None:
-            last_day = timezone.localtime(last_draw).date()
-            if follow_up < last_day:
-                errors.setdefault("last_follow_up", []).append(
-                    f"The last follow-up ({follow_up:%d %b %Y}) is before the last blood draw "
-                    f"({last_day:%d %b %Y}): the patient was seen then.")
-    if errors:
-        raise ValidationError(errors)
 
 
 def record_outcomes(patient, user, **dates: dt.date | None) -> None:  # noqa: ANN001
@@ -203,8 +165,6 @@ def survival_records(patients: QuerySet, landmark: str = "") -> list[SurvivalRec
     A handful of queries whatever the cohort size (courses, outcome fields, first lines,
     progression events, latest clinical events).
     """
-    from patients.models import ClinicalEvent, Patient, TreatmentLine
-
     courses = {c.patient_id: c for c in patient_courses(patients)}
     if not courses:
         return []

@@ -3,7 +3,9 @@
 A user sees the patients of every care team they belong to, plus, as a trial
 coordinator, every patient enrolled in a trial they coordinate. Superusers and
 members with the admin role see everything. Each scoped model names the lookup
-path to its patient (``scope_path``) so one queryset method serves all of them.
+path to its patient (``scope_path``) so one queryset method serves all of them:
+``patients.models.ScopedQuerySet.for_user`` applies :func:`patient_filter` (the queryset lives
+with the models; this module imports none of them).
 """
 
 from __future__ import annotations
@@ -30,20 +32,3 @@ def patient_filter(user: AbstractBaseUser | AnonymousUser, path: str = "") -> mo
         **{f"{path}trial__coordinators": user}
     )
 
-
-class ScopedQuerySet(models.QuerySet):
-    def for_user(self, user: AbstractBaseUser | AnonymousUser) -> ScopedQuerySet:
-        if not user.is_authenticated or not user.is_active:
-            return self.none()
-        q = patient_filter(user)
-        if q is None:
-            return self
-        from patients.models import Patient
-
-        # The visible patients as a subquery (the OR over two joins can repeat a patient; in an
-        # IN list that is harmless, so no distinct()). Filtering each model on its patient, not
-        # on its own ids, lets PostgreSQL use the patient_id/draw_id indexes instead of
-        # semi-joining the whole table with itself (CellEvent: 1.2 s -> 50 ms, docs/performance.md).
-        visible = Patient._default_manager.filter(q).values("pk")
-        path = getattr(self.model, "scope_path", "")
-        return self.filter(pk__in=visible) if not path else self.filter(**{f"{path}in": visible})

@@ -11,6 +11,7 @@ import datetime as dt
 import re
 
 from django.core.exceptions import ValidationError
+from django.db.models import Max
 from django.utils import timezone
 
 #: Clock skew allowed between the recording device and the server.
@@ -44,6 +45,46 @@ def check_event_date(date: dt.date | None, today: dt.date | None = None) -> None
             f"The event date {date:%d %b %Y} is in the future; record events that have happened.",
             code="future_event",
         )
+
+
+def check_outcomes(patient, today: dt.date | None = None) -> None:  # noqa: ANN001
+    """Refuse outcome dates that cannot be right, with a message per field.
+
+    Future dates; progression or death before the diagnosis; death before a recorded
+    progression is allowed (death counts for PFS too) but progression after death is not;
+    a last follow-up before the patient's last blood draw, or after their death.
+    """
+    today = today or timezone.localdate()
+    errors: dict[str, list[str]] = {}
+    fields = {"progression_date": "progression", "death_date": "death", "last_follow_up": "last follow-up"}
+    diagnosed = patient.diagnosis_date
+    for name, words in fields.items():
+        value = getattr(patient, name)
+        if value is None:
+            continue
+        if value > today:
+            errors.setdefault(name, []).append(
+                f"The {words} date {value:%d %b %Y} is in the future; record outcomes that have happened.")
+        elif diagnosed and value < diagnosed:
+            errors.setdefault(name, []).append(
+                f"The {words} date {value:%d %b %Y} is before the diagnosis ({diagnosed:%d %b %Y}).")
+    death, progression, follow_up = patient.death_date, patient.progression_date, patient.last_follow_up
+    if death and progression and progression > death:
+        errors.setdefault("progression_date", []).append(
+            f"Progression ({progression:%d %b %Y}) is after death ({death:%d %b %Y}).")
+    if death and follow_up and follow_up > death:
+        errors.setdefault("last_follow_up", []).append(
+            f"The last follow-up ({follow_up:%d %b %Y}) is after death ({death:%d %b %Y}).")
+    if follow_up and patient.pk:
+        last_draw = patient.draws.aggregate(last=Max("drawn_at"))["last"]
+        if last_draw is not None:
+            last_day = timezone.localtime(last_draw).date()
+            if follow_up < last_day:
+                errors.setdefault("last_follow_up", []).append(
+                    f"The last follow-up ({follow_up:%d %b %Y}) is before the last blood draw "
+                    f"({last_day:%d %b %Y}): the patient was seen then.")
+    if errors:
+        raise ValidationError(errors)
 
 
 # --- Identifiers -----------------------------------------------------------------------------------
