@@ -156,7 +156,7 @@ class Worker:
         self.log = Path(tempfile.mkstemp(prefix="ctc-bench-worker-", suffix=".log")[1])
         self.env = dict(os.environ)
         self.env.update(DATABASE_URL=database_url(db), REDIS_URL=REDIS_URL, CELERY_QUEUE=queue,
-                        MEDIA_ROOT=str(media), CLASSIFIER_DEVICE="cpu", DJANGO_SETTINGS_MODULE="config.settings",
+                        MEDIA_ROOT=str(media), CLASSIFIER_DEVICE="cpu", DJANGO_SETTINGS_MODULE="config.settings.local",
                         PYTHONUNBUFFERED="1", CLASSIFIER_WEIGHTS=weights, DEBUG="0")
         if threads is not None:  # torch threads per worker process (config/celery_app.py)
             self.env["CLASSIFIER_THREADS"] = str(threads)
@@ -356,7 +356,8 @@ def priority_case(new_draw, user, weights: str, bulk: int, events: int, target_d
     from django.utils import timezone
 
     from patients.models import ImagingUpload, Lane, UploadStatus
-    from patients.uploads import UploadRequest, create_upload, queue_for
+    from patients.tasks import queue_for
+    from patients.uploads import UploadRequest, create_upload
 
     path = gallery_zip(events, seed=7)
     data = path.read_bytes()

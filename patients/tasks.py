@@ -6,10 +6,11 @@ import contextlib
 import logging
 
 from celery import shared_task
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from patients import pipeline
-from patients.uploads import enqueue
+from patients.models import Lane
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,26 @@ def process_upload(self, upload_id: int) -> str:  # noqa: ANN001 - celery bound 
                       f"Internal error while analysing the images ({type(err).__name__}). "
                       "The lab's administrator has the details in the worker log.")
         return "failed"
+
+
+def queue_for(lane: str) -> str:
+    """The Celery queue of a lane: interactive -> the default queue, bulk -> CELERY_BULK_QUEUE
+    (default "<default queue>-bulk", which every worker also consumes; config/celery_app.py)."""
+    default = process_upload.app.conf.task_default_queue
+    if lane == Lane.BULK:
+        return getattr(settings, "CELERY_BULK_QUEUE", "") or f"{default}-bulk"
+    return default
+
+
+def enqueue(upload_id: int, lane: str = Lane.INTERACTIVE) -> bool:
+    """Send the job to its lane's queue; if the broker is down, the worker's reclaim or the
+    sweep retries. ``patients.uploads.create_upload`` calls it once the upload is committed."""
+    try:
+        process_upload.apply_async(args=[upload_id], retry=False, queue=queue_for(lane))
+    except Exception:  # noqa: BLE001 - any broker failure: the upload stays queued for the sweep
+        logger.warning("broker unavailable; upload %s stays queued for the sweep", upload_id, exc_info=True)
+        return False
+    return True
 
 
 def reclaim_and_requeue() -> int:

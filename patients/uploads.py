@@ -21,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
+from patients.audit import client_ip
 from patients.models import (
     AuditEvent,
     BloodDraw,
@@ -31,7 +32,10 @@ from patients.models import (
     UploadedFile,
     UploadStatus,
 )
+from patients.roles import Action, can
 from patients.storage import incoming_paths, local_path
+from patients.summary import recompute_summary
+from patients.tasks import enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -216,10 +220,6 @@ def withdraw_upload(upload: ImagingUpload, user, reason: str, request=None) -> I
     analysing it discards its results (it only stores for a running upload), and the stale
     sweep never re-queues it.
     """
-    from patients.audit import client_ip
-    from patients.roles import Action, can
-    from patients.summary import recompute_summary
-
     if not can(user, Action.UPLOAD):
         raise PermissionDenied("Your role does not allow uploads, nor withdrawing them.")
     reason = (reason or "").strip()
@@ -250,26 +250,3 @@ def withdraw_upload(upload: ImagingUpload, user, reason: str, request=None) -> I
     logger.info("upload %s withdrawn by %s", locked.pk, getattr(user, "pk", None))
     return locked
 
-
-def queue_for(lane: str) -> str:
-    """The Celery queue of a lane: interactive -> the default queue, bulk -> CELERY_BULK_QUEUE
-    (default "<default queue>-bulk", which every worker also consumes; config/celery_app.py)."""
-    from config.celery_app import app
-
-    default = app.conf.task_default_queue
-    if lane == Lane.BULK:
-        return getattr(settings, "CELERY_BULK_QUEUE", "") or f"{default}-bulk"
-    return default
-
-
-def enqueue(upload_id: int, lane: str = Lane.INTERACTIVE) -> bool:
-    """Send the job to its lane's queue; if the broker is down, the worker's reclaim or the
-    sweep retries."""
-    from patients.tasks import process_upload
-
-    try:
-        process_upload.apply_async(args=[upload_id], retry=False, queue=queue_for(lane))
-    except Exception:  # noqa: BLE001 - any broker failure: the upload stays queued for the sweep
-        logger.warning("broker unavailable; upload %s stays queued for the sweep", upload_id, exc_info=True)
-        return False
-    return True

@@ -16,7 +16,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from patients import pipeline
 from patients.models import CellEvent, ClassifierVersion, DrawSummary, ImagingUpload, UploadedFile, UploadStatus
-from patients.uploads import UploadRequest, create_upload, enqueue
+from patients.tasks import enqueue
+from patients.uploads import UploadRequest, create_upload
 from tests import factories
 from tests.conftest import wait_for
 
