@@ -111,9 +111,7 @@ class ObtainTokenView(ObtainAuthToken):
         user = serializer.validated_data["user"]
         token, _ = Token.objects.get_or_create(user=user)
         # A token is a login: it goes into the access trail like a dashboard sign-in.
-        AuditEvent.objects.create(user=user, action=AuditEvent.Action.LOGIN, object_type="Token",
-                                  ip_address=audit.client_ip(request), path=request.get_full_path()[:300],
-                                  detail={"via": "api"})
+        audit.record(request, AuditEvent.Action.LOGIN, user=user, object_type="Token", detail={"via": "api"})
         return Response({"token": token.key})
 
 

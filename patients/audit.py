@@ -53,23 +53,48 @@ def _jsonb_safe(value: Any) -> Any:
     return value
 
 
+#: ``record(..., user=...)`` left out: the user is the request's (nobody outside a request).
+_REQUEST_USER: Any = object()
+
+
 def record(
-    request: HttpRequest,
+    request: HttpRequest | None,
     action: str,
     obj: Any = None,
     *,
+    user: Any = _REQUEST_USER,
     patient: Patient | None = None,
+    patient_id: int | None = None,
     object_type: str | None = None,
+    object_id: Any = None,
+    path: str = "",
     detail: dict | None = None,
 ) -> AuditEvent:
-    user = getattr(request, "user", None)
+    """Write one row of the access trail: the only place an ``AuditEvent`` is built.
+
+    ``request`` is None outside a web request (a management command, a Celery task, a
+    signal without one): the row then has no address and ``path`` (default "") says where
+    it came from. ``user`` defaults to the request's signed-in user; pass it where the
+    request does not know it yet (a sign-in, a token) or where there is no request, and
+    ``user=None`` for nobody (a failed sign-in). ``object_type``/``object_id`` default to
+    ``obj``'s class name and key; the patient to ``obj`` when it is one, else ``patient``
+    or ``patient_id``.
+    """
+    if user is _REQUEST_USER:
+        user = getattr(request, "user", None)
+    if user is not None and not user.is_authenticated:
+        user = None
+    if object_id is None:
+        object_id = getattr(obj, "pk", "") or ""
+    if patient is None and isinstance(obj, Patient):
+        patient = obj
     return AuditEvent.objects.create(
-        user=user if user is not None and user.is_authenticated else None,
+        user=user,
         action=action,
         object_type=object_type or (type(obj).__name__ if obj is not None else ""),
-        object_id=str(getattr(obj, "pk", "") or ""),
-        patient=patient if patient is not None else (obj if isinstance(obj, Patient) else None),
-        ip_address=client_ip(request),
-        path=request.get_full_path()[:300],
+        object_id=str(object_id),
+        patient_id=patient.pk if patient is not None else patient_id,
+        ip_address=client_ip(request) if request is not None else None,
+        path=(request.get_full_path() if request is not None else path)[:300],
         detail=_jsonb_safe(detail or {}),
     )

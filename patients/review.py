@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from patients.adjudication import record_review, requires_second_review
-from patients.audit import client_ip
+from patients.audit import record
 from patients.models import AuditEvent, BloodDraw, Call, CellEvent, CellReview, UploadStatus
 from patients.roles import Action, can
 from patients.summary import recompute_summary
@@ -144,14 +144,10 @@ def review_event(
             CellReview.objects.get_or_create(event=locked, kind=CellReview.Kind.FIRST, defaults={
                 "reviewer": user, "call": call, "category": category, "reason": reason[:2000]})
         if changing:
-            AuditEvent.objects.create(
-                user=user, action=AuditEvent.Action.REVIEW, object_type="CellEvent", object_id=str(locked.pk),
-                patient_id=locked.draw.patient_id if locked.draw_id else None,
-                ip_address=client_ip(request) if request is not None else None,
-                path=request.get_full_path()[:300] if request is not None else "",
-                detail={"change": True, "old": old, "new": _review_state(locked), "reason": reason[:2000],
-                        "model_call": locked.call},
-            )
+            record(request, AuditEvent.Action.REVIEW, locked, user=user,
+                   patient_id=locked.draw.patient_id if locked.draw_id else None,
+                   detail={"change": True, "old": old, "new": _review_state(locked), "reason": reason[:2000],
+                           "model_call": locked.call})
         recompute_summary(locked.draw)
     locked.review_kind = "change" if changing else CellReview.Kind.FIRST
     return locked
@@ -197,11 +193,8 @@ def confirm_remaining(draw: BloodDraw, user, cell_ids: Iterable[int] | None = No
             cell.save(update_fields=["reviewed_call", "reviewed_by", "reviewed_at", "review_reason",
                                      "reviewed_category", "adjudication_pending"])
         ids = [c.pk for c in cells]
-        AuditEvent.objects.create(
-            user=user, action=AuditEvent.Action.REVIEW, object_type="BloodDraw", object_id=str(draw.pk),
-            patient_id=draw.patient_id,
-            ip_address=client_ip(request) if request is not None else None,
-            path=request.get_full_path()[:300] if request is not None else "",
+        record(
+            request, AuditEvent.Action.REVIEW, draw, user=user, patient_id=draw.patient_id,
             detail={"bulk_confirm": True, "cells": ids, "n": len(ids), "second_review": two,
                     "calls": {"ctc": sum(c.call == Call.CTC for c in cells),
                               "non_ctc": sum(c.call == Call.NON_CTC for c in cells)}},

@@ -12,35 +12,27 @@ from typing import Any
 
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 
-from patients.audit import client_ip
+from patients.audit import record
 from patients.models import AuditEvent
-
-
-def _where(request: Any) -> dict[str, Any]:
-    if request is None:
-        return {"ip_address": None, "path": ""}
-    return {"ip_address": client_ip(request), "path": request.get_full_path()[:300]}
 
 
 def on_logged_in(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
     if request is None:  # Client.force_login in tests, shell sessions: no sign-in took place
         return
-    AuditEvent.objects.create(user=user, action=AuditEvent.Action.LOGIN, object_type="Session",
-                              detail={"via": "web"}, **_where(request))
+    record(request, AuditEvent.Action.LOGIN, user=user, object_type="Session", detail={"via": "web"})
 
 
 def on_logged_out(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
     if user is None:  # signing out without a session: nothing to record
         return
-    AuditEvent.objects.create(user=user, action=AuditEvent.Action.LOGOUT, object_type="Session",
-                              detail={"via": "web"}, **_where(request))
+    record(request, AuditEvent.Action.LOGOUT, user=user, object_type="Session", detail={"via": "web"})
 
 
 def on_login_failed(sender: Any, credentials: dict | None = None, request: Any = None, **kwargs: Any) -> None:
     # ``credentials`` has the password already masked by Django; keep only the username.
     username = str((credentials or {}).get("username", ""))[:150]
-    AuditEvent.objects.create(user=None, action=AuditEvent.Action.LOGIN_FAILED, object_type="Session",
-                              detail={"username": username}, **_where(request))
+    record(request, AuditEvent.Action.LOGIN_FAILED, user=None, object_type="Session",
+           detail={"username": username})
 
 
 def connect_signals() -> None:

@@ -38,12 +38,12 @@ def start_training(team, user, queue: bool = True):  # noqa: ANN001, ANN201 - Ca
     training queue once the row is committed."""
     from django.db import transaction
 
+    from patients.audit import record
     from patients.models import AuditEvent, LabTraining
 
     job = LabTraining.objects.create(team=team, requested_by=user,
                                      status=LabTraining.Status.QUEUED if queue else LabTraining.Status.RUNNING)
-    AuditEvent.objects.create(user=user, action=AuditEvent.Action.CREATE, object_type="LabTraining",
-                              object_id=str(job.pk), detail={"team": team.name})
+    record(None, AuditEvent.Action.CREATE, job, user=user, detail={"team": team.name})
     if queue:
         transaction.on_commit(lambda: train_lab_model.apply_async(args=[job.pk], queue=TRAINING_QUEUE))
     return job

@@ -11,6 +11,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from patients.audit import record
 from patients.models import AuditEvent, CareTeam
 from patients.trainingset import write_training_set
 
@@ -36,9 +37,9 @@ class Command(BaseCommand):
         if out.exists() and any(out.iterdir()):
             raise CommandError(f"{out} is not empty.")
         s = write_training_set(user, out, team)
-        AuditEvent.objects.create(user=user, action=AuditEvent.Action.EXPORT, object_type="TrainingSet",
-                                  object_id=str(team.pk if team else ""), path="manage.py export_training_set",
-                                  detail={"cells": s.cells, "ctc": s.ctc, "draws": s.draws, "team": opts["team"]})
+        record(None, AuditEvent.Action.EXPORT, user=user, object_type="TrainingSet",
+               object_id=team.pk if team else "", path="manage.py export_training_set",
+               detail={"cells": s.cells, "ctc": s.ctc, "draws": s.draws, "team": opts["team"]})
         self.stdout.write(
             f"{s.cells} reviewed cells ({s.ctc} CTC) from {s.draws} draws, reviewers {', '.join(s.reviewers) or '-'}: "
             f"{s.originals} original files, {s.thumbnails} from thumbnails; channels {','.join(s.channels)}; "
