@@ -32,6 +32,7 @@ from patients.models import (
     TrialArm,
 )
 from patients.outcomes import check_outcomes
+from patients.roles import Action, role_allows
 from patients.scoping import is_admin
 from patients.stats import count_ci, per_7_5ml_ci
 from patients.summary import draw_status
@@ -39,9 +40,6 @@ from patients.validation import check_drawn_at, check_event_date, check_study_id
 
 #: Outcome dates (issue 14): progression-free and overall survival derive from them.
 OUTCOME_FIELDS = ("progression_date", "death_date", "last_follow_up")
-
-#: Roles whose members may add patients to their team (EDIT_RECORDS in patients.roles).
-_EDITING_ROLES = {Role.ONCOLOGIST, Role.COORDINATOR, Role.ADMIN}
 
 #: One answer for a care team that does not exist and one the user is not a member of: the
 #: second must not confirm that the id exists, nor name the team (docs/security.md).
@@ -188,7 +186,7 @@ class PatientSerializer(serializers.ModelSerializer):
         role = team.memberships.filter(user=user).values_list("role", flat=True).first()
         if role is None:  # the same words as for an id that does not exist
             raise serializers.ValidationError(_NO_SUCH_TEAM.format(pk_value=team.pk))
-        if role not in _EDITING_ROLES:
+        if not role_allows(role, Action.EDIT_RECORDS):  # the role in *this* team: patients.roles
             raise serializers.ValidationError(f"Your role in {team.name} ({role}) may not add or move patients.")
         return team
 

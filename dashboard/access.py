@@ -5,30 +5,19 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
-from patients.roles import PERMISSIONS, Action, can, roles_of
-from patients.scoping import is_admin
+from patients.roles import Action, actions_of
 
 
 def actions_for(request: HttpRequest) -> frozenset[Action]:
-    """What the signed-in user may do, computed once per request.
-
-    The same rule as :func:`patients.roles.can` (admins may do everything, others what
-    their roles allow), evaluated with three queries instead of three per action:
-    templates ask it for every button they show.
-    """
+    """What the signed-in user may do (:func:`patients.roles.actions_of`), asked once per request:
+    templates ask it for every button they show, and :func:`require` enforces the same answer."""
     cached = getattr(request, "_dashboard_actions", None)
-    if cached is not None:
-        return cached
-    user = request.user
-    if is_admin(user):
-        allowed = frozenset(Action)
-    else:
-        allowed = frozenset(a for role in roles_of(user) for a in PERMISSIONS.get(role, ()))
-    request._dashboard_actions = allowed
-    return allowed
+    if cached is None:
+        cached = request._dashboard_actions = actions_of(request.user)
+    return cached
 
 
 def require(request: HttpRequest, action: Action) -> None:
-    """403 unless the user may take ``action`` (checked with :func:`patients.roles.can`)."""
-    if not can(request.user, action):
+    """403 unless the user may take ``action`` (the same answer the page's buttons were drawn from)."""
+    if action not in actions_for(request):
         raise PermissionDenied(f"Your role does not allow this action ({action.value}).")

@@ -10,7 +10,6 @@ from enum import StrEnum
 from typing import Any
 
 from patients.models import Role
-from patients.scoping import is_admin
 
 
 class Action(StrEnum):
@@ -43,7 +42,19 @@ def roles_of(user: Any) -> set[str]:
     return roles
 
 
+def role_allows(role: str | None, action: Action) -> bool:
+    """Whether one role (a membership's, e.g. the user's role in one care team) carries ``action``."""
+    return action in PERMISSIONS.get(role, ())
+
+
+def actions_of(user: Any) -> frozenset[Action]:
+    """Everything ``user`` may do: the union of their roles' rights (an administrator: all).
+
+    Two queries; a page asks once and looks up every button it shows
+    (``dashboard.access.actions_for`` keeps the answer for the request).
+    """
+    return frozenset(a for role in roles_of(user) for a in PERMISSIONS.get(role, ()))
+
+
 def can(user: Any, action: Action) -> bool:
-    if is_admin(user):
-        return True
-    return any(action in PERMISSIONS.get(role, ()) for role in roles_of(user))
+    return action in actions_of(user)
