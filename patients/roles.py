@@ -1,7 +1,9 @@
-"""What each role may do (the matrix is documented in docs/security.md).
+"""What each role may do: the one statement of the matrix (documented in docs/security.md).
 
 Seeing a patient is decided by ``patients.scoping``; this module decides which
-*actions* a user may take on what they can see.
+*actions* a user may take on what they can see. The dashboard (``dashboard.access``)
+and the API (``api.permissions``, the per-team check in ``api.serializers``) ask it
+(``can``, ``actions_of``, ``role_allows``); none keeps its own list of roles.
 """
 
 from __future__ import annotations
