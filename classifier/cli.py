@@ -8,6 +8,8 @@ last line; ``predict`` prints one JSON line per event.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import shlex
 import sys
@@ -308,8 +310,11 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
 
     out = Path(a.out)
     widths = tuple(int(w) for w in a.widths.split(","))
+    aug = nuclei_train.Augment(dim_prob=a.dim_prob, dim_share=a.dim_share, dim_min=a.dim_min,
+                               contact_weight=a.contact_weight)
     report = nuclei_train.train(Path(a.data), out, steps=a.steps, batch_size=a.batch, patch=a.patch, lr=a.lr,
-                                seed=a.seed, threads=a.threads, widths=widths, stop_after=a.stop_after)
+                                seed=a.seed, threads=a.threads, widths=widths, stop_after=a.stop_after,
+                                init=Path(a.init) if a.init else None, aug=aug)
     import torch
 
     meta = {
@@ -325,14 +330,25 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
         "training_command": "python -m classifier " + " ".join(shlex.quote(x) for x in a.argv),
         "seed": a.seed,
         "config": {"steps": a.steps, "stop_after": a.stop_after, "batch": a.batch, "patch": a.patch, "lr": a.lr,
-                   "threads": a.threads, "widths": list(widths)},
+                   "threads": a.threads, "widths": list(widths), "augment": dataclasses.asdict(aug)},
         "torch": torch.__version__,
+        **_init_record(a.init),
         **report,
     }
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=_json_default) + "\n")
     _print_json({"weights": str(out), "minutes": report["minutes"], "val_known_scale": report["val_known_scale"],
                  "val_inferred_scale": report["val_inferred_scale"]})
     return 0
+
+
+def _init_record(init: str | None) -> dict:
+    """A second training stage names the first: its file's sha256 and its own JSON record."""
+    if not init:
+        return {}
+    p = Path(init)
+    meta = p.with_suffix(".json")
+    return {"init": {"weights": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+                     "record": json.loads(meta.read_text()) if meta.exists() else None}}
 
 
 def cmd_segment_eval(a: argparse.Namespace) -> int:
@@ -428,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--widths", default="12,24,48,64")
     tn.add_argument("--threads", type=int, default=1)
     tn.add_argument("--stop-after", type=int, default=None, help="stop at this step of the --steps schedule")
+    tn.add_argument("--init", default=None, help="continue from these weights (a second stage, its own lr schedule)")
+    tn.add_argument("--contact-weight", type=float, default=0.0,
+                    help="extra weight of the distance loss near borders between touching nuclei")
+    tn.add_argument("--dim-prob", type=float, default=0.5, help="share of patches with dimmed nuclei")
+    tn.add_argument("--dim-share", type=float, default=0.35, help="share of nuclei dimmed in such a patch")
+    tn.add_argument("--dim-min", type=float, default=0.06, help="dimmest nucleus gain (log-uniform to 0.6)")
     tn.set_defaults(func=cmd_train_nuclei)
 
     se = sub.add_parser("segment-eval", help="nucleus detection F1 and F1 at IoU 0.5 on a labelled folder")

@@ -1,0 +1,74 @@
+"""Training the nucleus network (classifier.nuclei.train): the contact weighting that targets
+merged neighbours, and a second stage that continues from saved weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+from classifier.nuclei import train
+
+
+def _discs(shape: tuple[int, int], centres: list[tuple[int, int]], r: int) -> np.ndarray:
+    yy, xx = np.indices(shape)
+    lab = np.zeros(shape, np.int32)
+    for i, (cy, cx) in enumerate(centres, start=1):
+        lab[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (lab == 0)] = i
+    return lab
+
+
+def test_contacts_mark_only_borders_between_two_nuclei() -> None:
+    # two discs touching (centres 2r apart) and one far away
+    lab = _discs((64, 96), [(32, 20), (32, 36), (32, 80)], 8)
+    c = train.contacts(lab)
+    assert c[32, 28] == 1  # the shared border
+    assert c[32, 80] == 0 and c[32, 71] == 0  # the lone disc's centre and its edge with the background
+    assert c[5, 5] == 0
+    assert 0 < c.sum() < 0.1 * c.size
+
+
+def test_contact_weight_raises_the_distance_loss_weight_only_near_contacts() -> None:
+    lab = _discs((128, 128), [(64, 50), (64, 74), (30, 30), (100, 100)], 12)
+    img = np.where(lab > 0, 200.0, 10.0).astype(np.float32)
+    from scipy import ndimage as ndi
+    from skimage.segmentation import expand_labels
+
+    dist, logsize = train.targets(lab)
+    im = train.Image("t", ndi.gaussian_filter(img, 1), lab, expand_labels(lab, 2), dist, logsize, 24.0,
+                     train.contacts(lab))
+    plain = [train.sample(np.random.default_rng(s), im, 96)[2][1] for s in range(6)]
+    heavy = [train.sample(np.random.default_rng(s), im, 96, train.Augment(contact_weight=4.0))[2][1] for s in range(6)]
+    # same random draws: the weights differ only where a contact is, and there by the factor asked
+    assert any((h != p).any() for h, p in zip(heavy, plain, strict=True))
+    for h, p in zip(heavy, plain, strict=True):
+        diff = h != p
+        assert np.all(h[diff] == 5.0) and np.all(p[diff] == 1.0)
+
+
+def test_a_second_stage_continues_from_saved_weights(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for folder in ("images", "masks"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    for k in range(3):
+        centres = [(int(y), int(x)) for y, x in rng.integers(16, 112, (6, 2))]
+        lab = _discs((128, 128), centres, 7)
+        img = (np.where(lab > 0, 180, 20) + rng.normal(0, 5, lab.shape)).astype(np.float32)
+        tifffile.imwrite(tmp_path / "data" / "images" / f"n{k}.tif", img)
+        tifffile.imwrite(tmp_path / "data" / "masks" / f"n{k}.tif", lab.astype(np.uint16))
+    kw = dict(batch_size=2, patch=32, lr=1e-3, seed=0, threads=1, widths=(4, 8), log_every=1, val_images=1)
+    first = tmp_path / "first.pt"
+    train.train(tmp_path / "data", first, steps=1, **kw)
+    second = tmp_path / "second.pt"
+    report = train.train(tmp_path / "data", second, steps=1, init=first, aug=train.Augment(contact_weight=4.0), **kw)
+    a = torch.load(first, weights_only=True)
+    b = torch.load(second, weights_only=True)
+    assert b["widths"] == a["widths"] == [4, 8]
+    assert report["steps_done"] == 1
+    # one step from the first stage's weights moves them a little, not back to a fresh start
+    fresh = train.NucleusUNet((4, 8)).state_dict()
+    key = "down.0.0.weight"
+    assert not torch.equal(a["state_dict"][key], b["state_dict"][key])
+    assert (b["state_dict"][key] - a["state_dict"][key]).abs().max() < (fresh[key] - a["state_dict"][key]).abs().max()
