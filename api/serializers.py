@@ -24,6 +24,7 @@ from patients.models import (
     ClinicalEvent,
     DrawSummary,
     ImagingUpload,
+    LabTraining,
     Patient,
     Role,
     SummaryStatus,
@@ -32,6 +33,7 @@ from patients.models import (
     TrialArm,
 )
 from patients.outcomes import check_outcomes
+from patients.review import CATEGORIES
 from patients.roles import Action, role_allows
 from patients.scoping import is_admin
 from patients.stats import count_ci, per_7_5ml_ci
@@ -530,6 +532,10 @@ class UploadCreateSerializer(serializers.Serializer):
 
 class CellEventSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:event-detail")
+    # Issue 13: the reviewer's category correction (a training label), and the category that stands.
+    reviewed_category = serializers.CharField(read_only=True, allow_blank=True,
+                                              help_text="The reviewer's category; empty unless corrected")
+    final_category = serializers.CharField(read_only=True, help_text="The reviewed category if any, else the model's")
     thumbnail_url = serializers.HyperlinkedIdentityField(view_name="api:event-thumbnail",
                                                          help_text="PNG strip, one tile per channel")
     final_call = serializers.CharField(read_only=True, help_text="The reviewed call if any, else the model's")
@@ -542,7 +548,7 @@ class CellEventSerializer(serializers.ModelSerializer):
         model = CellEvent
         fields = ["id", "url", "upload", "draw", "index", "source", "x", "y", "call", "ctc_probability", "category",
                   "category_probabilities", "reviewed_call", "final_call", "reviewed_by", "review_reason",
-                  "reviewed_at", "thumbnail_url"]
+                  "reviewed_at", "thumbnail_url", "reviewed_category", "final_category"]
         read_only_fields = fields
 
 
@@ -552,6 +558,67 @@ class CellEventDetailSerializer(CellEventSerializer):
         read_only_fields = fields
 
 
+    category = serializers.ChoiceField(
+        choices=[(c, c) for c in CATEGORIES], required=False, allow_blank=True, default="",
+        help_text="Correct the cell's category (a training label) when the model's is wrong; empty: keep it")
+
+
+class ConfirmRemainingSerializer(serializers.Serializer):
+    cells = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), required=False, max_length=100_000,
+        help_text="The unreviewed cells your client showed (only these are confirmed, so a cell that arrived "
+                  "since is never confirmed unseen); omit to confirm every unreviewed cell of the draw")
+
+
+class ConfirmedSerializer(serializers.Serializer):
+    confirmed = serializers.ListField(child=serializers.IntegerField(), help_text="The cells confirmed")
+    summary = DrawSummarySerializer(allow_null=True, help_text="The draw's summary after the action")
+
+
+# --- re-running a draw with another version, lab-model training (issue 13, points 4 and 5) --------
+
+class RerunSerializer(serializers.Serializer):
+    version = serializers.CharField(max_length=80, help_text="The classifier version to re-run the draw with "
+                                                             "(its name in /api/models/)")
+
+
+class RerunQueuedSerializer(serializers.Serializer):
+    draw = serializers.IntegerField()
+    version = serializers.CharField()
+    uploads = serializers.ListField(child=serializers.IntegerField(), help_text="The uploads queued (bulk lane)")
+    counted_version = serializers.ListField(child=serializers.CharField(),
+                                            help_text="The version the draw's count comes from (unchanged)")
+
+
+class RerunResultSerializer(serializers.Serializer):
+    version = serializers.CharField()
+    cells = serializers.IntegerField(help_text="Cells this version has called")
+    of = serializers.IntegerField(help_text="Counted cells of the draw")
+    complete = serializers.BooleanField()
+    ctc = serializers.IntegerField(help_text="CTC calls of this version")
+    ctc_counted = serializers.IntegerField(help_text="CTC calls of the counted version on the same cells")
+    agree = serializers.FloatField(allow_null=True, help_text="Fraction of cells where both calls agree")
+    kappa = serializers.FloatField(allow_null=True, help_text="Cohen's kappa with the counted calls")
+
+
+class LabTrainingSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:labtraining-detail")
+    team = serializers.PrimaryKeyRelatedField(read_only=True)
+    requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    candidate = serializers.SlugRelatedField(slug_field="version", read_only=True, allow_null=True,
+                                             help_text="The registered candidate version (never active by itself)")
+
+    class Meta:
+        model = LabTraining
+        fields = ["id", "url", "team", "requested_by", "status", "progress", "stage", "error", "base_version",
+                  "candidate", "result", "created_at", "finished_at"]
+        read_only_fields = fields
+
+
+class LabTrainingCreateSerializer(serializers.Serializer):
+    # An id, looked up by the view (an id past bigint is "no such team", not a database error).
+    team = serializers.IntegerField(min_value=1, max_value=2**63 - 1,
+                                    help_text="The care team whose reviewed cells train the lab model")
 class ReviewSerializer(serializers.Serializer):
     call = serializers.ChoiceField(choices=Call.choices, help_text="Your call for this cell")
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000,

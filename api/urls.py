@@ -22,6 +22,7 @@ router.register("uploads", views.UploadViewSet, basename="upload")
 router.register("events", views.CellEventViewSet, basename="event")
 router.register("summaries", views.DrawSummaryViewSet, basename="summary")
 router.register("models", views.ClassifierVersionViewSet, basename="classifierversion")
+router.register("trainings", views.LabTrainingViewSet, basename="labtraining")
 
 app_name = "api"
 urlpatterns = [

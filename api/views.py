@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import serializers, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
@@ -51,9 +51,16 @@ from api.serializers import (
     ClinicalEventSerializer,
     CohortArmSerializer,
     CohortSerializer,
+    ConfirmedSerializer,
+    ConfirmRemainingSerializer,
     DrawSerializer,
     DrawSummaryListSerializer,
+    LabTrainingCreateSerializer,
+    LabTrainingSerializer,
     PatientSerializer,
+    RerunQueuedSerializer,
+    RerunResultSerializer,
+    RerunSerializer,
     ReviewSerializer,
     SurvivalSerializer,
     TreatmentLineSerializer,
@@ -64,7 +71,7 @@ from api.serializers import (
     WithdrawSerializer,
 )
 from api.throttling import ClientScopedRateThrottle
-from patients import audit, registry
+from patients import audit, registry, rerun
 from patients.duplicates import TRUE as DUP_TRUE
 from patients.duplicates import refuse_duplicates
 from patients.models import (
@@ -77,15 +84,17 @@ from patients.models import (
     ClinicalEvent,
     DrawSummary,
     ImagingUpload,
+    LabTraining,
     Membership,
     Patient,
     TreatmentLine,
     Trial,
 )
-from patients.review import AlreadyReviewed, review_event
+from patients.review import AlreadyReviewed, confirm_remaining, review_event
 from patients.roles import Action, can
 from patients.scoping import is_admin
 from patients.summary import recompute_summary
+from patients.training_tasks import start_training
 from patients.uploads import UploadRequest, create_upload, withdraw_upload
 
 PERMISSIONS = [IsAuthenticated, RoleActionPermission]
@@ -278,6 +287,43 @@ class ClassifierVersionViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(self.get_serializer(registry.retire(self.get_object(), request)).data)
 
 
+@extend_schema_view(
+    list=extend_schema(summary="Lab-model trainings (administrators)"),
+    retrieve=extend_schema(summary="One training: status, progress, stage, error, the candidate and its comparison"),
+    create=extend_schema(request=LabTrainingCreateSerializer, responses={202: LabTrainingSerializer},
+                         summary="Start a lab-model training from a care team's reviewed cells (training queue; "
+                                 "the candidate is registered, never made active by itself)"),
+)
+class LabTrainingViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Lab-model trainings (issue 13, point 4): the same start as the Models page and
+    ``manage.py train_lab_model`` (``patients.training_tasks.start_training``, audited)."""
+
+    pagination_class = StandardPagination
+    serializer_class = LabTrainingSerializer
+    permission_classes = PERMISSIONS
+    write_action = Action.MANAGE_MODELS
+    ordering_fields = ["created_at"]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if not can(request.user, Action.MANAGE_MODELS):  # reads too: like the Models page's progress bar
+            raise PermissionDenied("Only administrators see and start lab-model trainings.")
+
+    def get_queryset(self):  # noqa: ANN201
+        return LabTraining.objects.select_related("team", "requested_by", "candidate").order_by("-created_at", "-pk")
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        form = LabTrainingCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        # Who may manage models is an administrator, who sees every care team (patients.scoping).
+        team = CareTeam.objects.filter(pk=form.validated_data["team"]).first()
+        if team is None:
+            raise serializers.ValidationError({"team": [f"No care team {form.validated_data['team']}."]})
+        job = start_training(team, request.user)
+        body = LabTrainingSerializer(job, context=self.get_serializer_context()).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["url"])})
+
+
 # --- patients and their records ------------------------------------------------------------------
 
 @extend_schema_view(
@@ -371,7 +417,9 @@ class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
     serializer_class = DrawSerializer
     permission_classes = PERMISSIONS
     write_action = Action.EDIT_RECORDS
-    action_permissions = {"uploads": Action.UPLOAD}
+    # Issue 13: "confirm the remaining calls" is a review; re-running with another version manages models.
+    action_permissions = {"uploads": Action.UPLOAD, "confirm_remaining": Action.REVIEW,
+                          "rerun": Action.MANAGE_MODELS}
     http_method_names = NO_DELETE
     filterset_class = DrawFilter
     ordering_fields = ["drawn_at", "created_at", "timepoint"]
@@ -463,6 +511,45 @@ class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
         bundle = fhir.draw_bundle(draw)
         audit.record(request, "export", draw, patient=_patient_stub(draw.patient_id), detail={"format": "fhir"})
         return Response(bundle, content_type="application/fhir+json")
+
+    @extend_schema(summary="Confirm the model's call of the draw's remaining unreviewed cells in one audited "
+                           "action (the review grid's 'confirm the remaining calls')",
+                   request=ConfirmRemainingSerializer, responses={200: ConfirmedSerializer})
+    @action(detail=True, methods=["post"], url_path="confirm-remaining",
+            parser_classes=[JSONParser, FormParser, MultiPartParser], filterset_class=None, ordering_fields=None)
+    def confirm_remaining(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
+        draw = self.get_object()
+        form = ConfirmRemainingSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        confirmed = confirm_remaining(draw, request.user, form.validated_data.get("cells"), request=request)
+        summary = DrawSummary.objects.select_related("draw__patient__cancer_type").filter(draw=draw).first()
+        return Response(ConfirmedSerializer({"confirmed": confirmed, "summary": summary}).data)
+
+    @extend_schema(methods=["POST"], request=RerunSerializer, responses={202: RerunQueuedSerializer},
+                   summary="Re-run the draw's uploads with another classifier version (administrators; bulk lane, "
+                           "audited): its calls are stored beside the counted ones, the count is unchanged")
+    @extend_schema(methods=["GET"], responses=RerunResultSerializer(many=True),
+                   summary="Other versions' calls on the draw's cells (re-runs, shadow runs) against the counted ones")
+    @action(detail=True, methods=["get", "post"], parser_classes=[JSONParser, FormParser, MultiPartParser],
+            pagination_class=None, filterset_class=None, ordering_fields=None)
+    def rerun(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
+        draw = self.get_object()
+        if request.method == "GET":
+            audit.record(request, "view", draw, patient=_patient_stub(draw.patient_id), object_type="Rerun results")
+            return Response(RerunResultSerializer(rerun.rerun_results(draw), many=True).data)
+        form = RerunSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        version = ClassifierVersion.objects.filter(version=form.validated_data["version"]).first()
+        if version is None:
+            raise serializers.ValidationError({"version": [f"No classifier version {form.validated_data['version']!r}; "
+                                                           "see /api/models/."]})
+        try:
+            uploads = rerun.rerun_draw(draw, version, request.user, request=request)
+        except DjangoValidationError as err:
+            raise _drf_error(err, {"nothing_to_rerun": "non_field_errors"}, default="version") from err
+        body = {"draw": draw.pk, "version": version.version, "uploads": uploads,
+                "counted_version": rerun.counted_versions(draw)}
+        return Response(RerunQueuedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
 
 @extend_schema_view(list=extend_schema(summary="Imaging uploads (filter ?draw=, ?status=)"),
@@ -566,7 +653,8 @@ class CellEventViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
         form.is_valid(raise_exception=True)
         try:
             reviewed = review_event(event, request.user, form.validated_data["call"], form.validated_data["reason"],
-                                    change=form.validated_data["change"], request=request)
+                                    change=form.validated_data["change"], request=request,
+                                    category=form.validated_data["category"])
         except AlreadyReviewed as err:
             # A stale page: someone reviewed the cell meanwhile. Nothing changed.
             done = err.event
@@ -574,7 +662,8 @@ class CellEventViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
                              "reviewed_by": done.reviewed_by.username if done.reviewed_by else None,
                              "reviewed_at": done.reviewed_at}, status=status.HTTP_409_CONFLICT)
         except DjangoValidationError as err:
-            raise _drf_error(err, {"call": "call", "reason_required": "reason"}, default="reason") from err
+            raise _drf_error(err, {"call": "call", "reason_required": "reason", "category": "category"},
+                             default="reason") from err
         reviewed = self.get_queryset().get(pk=reviewed.pk)
         return Response(CellEventDetailSerializer(reviewed, context=self.get_serializer_context()).data)
 

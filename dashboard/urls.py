@@ -51,3 +51,6 @@ urlpatterns += [
     path("patients/<int:pk>/outcomes/", __import__("dashboard.outcome_views", fromlist=["patient_outcomes"])
          .patient_outcomes, name="patient_outcomes"),
 ]
+# Re-running a draw with another classifier version (issue 13.5, administrators): dashboard/rerun_views.py.
+urlpatterns.append(path("draws/<int:pk>/rerun/", __import__("dashboard.rerun_views", fromlist=["draw_rerun"])
+                       .draw_rerun, name="draw_rerun"))

@@ -41,19 +41,29 @@ def enqueue_shadow(upload_id: int) -> int:
 
 
 def run_shadow(upload_id: int, version_id: int) -> int:
-    """Analyse the upload's files with the shadow version; store its calls by event index."""
+    """Analyse the upload's files with ``version`` (a shadow candidate, or the version an admin
+    re-runs a draw with: patients/rerun.py); store its calls by event index, stamped with it.
+
+    ``weights_path`` "" is the weights shipped in the package (how the first upload registers
+    them); a cartridge goes field by field as in the pipeline, so the event indices match."""
+    from patients.cartridge import analyse_fields, field_sources
     from patients.pipeline import get_classifier
     from patients.storage import local_paths
 
     upload = ImagingUpload.objects.filter(pk=upload_id, status=UploadStatus.DONE).first()
     version = ClassifierVersion.objects.filter(pk=version_id).first()
-    if upload is None or version is None or not version.weights_path:
+    if upload is None or version is None:
         return 0
     files = list(upload.files.order_by("position"))
+    names = [f.original_name for f in files]
     clf = get_classifier(version.weights_path)
     with local_paths([f.file for f in files]) as paths:
-        result = clf.analyse_files(paths, upload.channels, kind=upload.kind, pixel_size_um=upload.pixel_size_um,
-                                   names=[f.original_name for f in files])
+        fields = field_sources(paths, names, len(upload.channels)) if upload.kind == "field" else None
+        if fields:
+            result = analyse_fields(clf, fields, upload.channels, upload.pixel_size_um)
+        else:
+            result = clf.analyse_files(paths, upload.channels, kind=upload.kind,
+                                       pixel_size_um=upload.pixel_size_um, names=names)
     by_index = dict(CellEvent.objects.filter(upload=upload).values_list("index", "pk"))
     rows = [ShadowCall(event_id=by_index[e.index], version=version.version, call=e.call,
                        ctc_probability=float(e.ctc_probability))
