@@ -8,6 +8,9 @@ COPY requirements/lock.txt requirements/lock.txt
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 RUN pip install --extra-index-url ${TORCH_INDEX} -r requirements/lock.txt
 COPY . .
-RUN DJANGO_SETTINGS_MODULE=config.settings SECRET_KEY=build-only python manage.py collectstatic --noinput
+# The image runs the production settings (SECRET_KEY and ALLOWED_HOSTS required at run time);
+# docker-compose.yml names its own. The build-only values below exist for collectstatic alone.
+ENV DJANGO_SETTINGS_MODULE=config.settings.production
+RUN SECRET_KEY=build-only ALLOWED_HOSTS=build-only python manage.py collectstatic --noinput
 EXPOSE 8000
 CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3"]

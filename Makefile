@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 # Tests and `make worker` with Redis/PostgreSQL use these unless the environment says otherwise.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ctc
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+# Settings module of run / worker / seed (config/settings/local.py; DJANGO_SETTINGS_MODULE overrides).
+# `make test` uses config.settings.test, named in pyproject.toml.
+LOCAL := DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-config.settings.local}
 
 .PHONY: install run serve worker training-worker seed test lint bench clean
 
@@ -22,20 +25,20 @@ $(STAMP): requirements/lock.txt
 
 # Set up, serve on :8000 with a worker, seed the demo cohort (classified by that worker). Ctrl-C stops all.
 run: install
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python scripts/run_local.py
+	$(LOCAL) $(BIN)/python manage.py migrate --noinput
+	$(LOCAL) $(BIN)/python scripts/run_local.py
 
 # One more worker with the same settings as `make run` (scale out, or restart one by hand). It serves
 # both lanes (ctc, then ctc-bulk) and at start takes back any job whose worker died (no beat needed).
 worker: install
-	$(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 -Q $${CELERY_QUEUE:-ctc}
+	$(LOCAL) $(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 -Q $${CELERY_QUEUE:-ctc}
 
 # The lab-model training / shadow worker (queue "training"); `make run` starts one already.
 training-worker: install
-	$(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 -Q $${CELERY_TRAINING_QUEUE:-training} -n training@%h
+	$(LOCAL) $(BIN)/celery -A config worker --loglevel=INFO --concurrency=1 -Q $${CELERY_TRAINING_QUEUE:-training} -n training@%h
 
 seed: install
-	$(BIN)/python manage.py seed_demo
+	$(LOCAL) $(BIN)/python manage.py seed_demo
 
 test: install
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \

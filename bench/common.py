@@ -117,7 +117,7 @@ def setup_django(db_name: str, **env: str) -> None:
     """Point Django at ``db_name`` (created if missing), migrate it, and set Django up."""
     ensure_database(db_name)
     os.environ["DATABASE_URL"] = database_url(db_name)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
     os.environ.setdefault("DEBUG", "0")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.update(env)

@@ -88,7 +88,7 @@ def _fresh_database(name: str) -> str:
 def _stack_env(database_url: str, media: Path, queue: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(DATABASE_URL=database_url, REDIS_URL=REDIS_URL, CELERY_QUEUE=queue, MEDIA_ROOT=str(media),
-               DJANGO_SETTINGS_MODULE="config.settings", DEBUG="0", LOG_LEVEL="WARNING", CLASSIFIER_DEVICE="cpu",
+               DJANGO_SETTINGS_MODULE="config.settings.local", DEBUG="0", LOG_LEVEL="WARNING", CLASSIFIER_DEVICE="cpu",
                PYTHONUNBUFFERED="1", ALLOWED_HOSTS="127.0.0.1,localhost",
                # The load generator logs 55 sessions in from one address; keep the throttle on but wide.
                TOKEN_THROTTLE_RATE="1000/min")

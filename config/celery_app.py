@@ -6,13 +6,26 @@ import threading
 import time
 
 from celery import Celery
-from celery.signals import celeryd_after_setup, worker_process_init, worker_ready
+from celery.signals import beat_init, celeryd_after_setup, celeryd_init, worker_process_init, worker_ready
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# Local by default (make run, make worker); compose and deployments set DJANGO_SETTINGS_MODULE.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
 app = Celery("ctc")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@celeryd_init.connect
+@beat_init.connect
+def _prepare_local_state(**_kwargs: object) -> None:
+    """A starting worker (``make worker`` on a fresh checkout) or beat creates the folders and
+    local key its settings point at (the file-system broker's folders); importing creates none."""
+    from django.conf import settings
+
+    from config.local_state import prepare
+
+    prepare(settings)
 
 
 @worker_process_init.connect

@@ -2,7 +2,7 @@
 
 The classifier reads files by path. Local storage has one; a bucket does not, so a worker on
 any host streams each object to a temporary file (in 8 MiB chunks, never the whole file in
-memory) and removes it when the job ends. ``config/settings.py`` picks the storage from the
+memory) and removes it when the job ends. ``config/settings/base.py`` picks the storage from the
 environment (``S3_BUCKET`` and friends); nothing else in the code needs to know which it is.
 """
 

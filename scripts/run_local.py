@@ -76,10 +76,24 @@ class Supervised:
             log(f"{self.name} restarted (pid {self.proc.pid}, restart {self.restarts}).")
 
 
+def prepare_local_state(settings_module: str) -> None:
+    """The embedded default's folders and the per-checkout key (config/local_state.py)."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from django.conf import settings
+
+    from config.local_state import prepare
+
+    prepare(settings)
+
+
 def main() -> int:
+    # Every child (gunicorn, both workers, the seeding) runs with the local settings unless told
+    # otherwise; the folders and key they share are made once, here, before any of them starts.
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    var = Path(env.get("VAR_DIR", ROOT / "var"))
-    var.mkdir(parents=True, exist_ok=True)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+    prepare_local_state(env["DJANGO_SETTINGS_MODULE"])
     # Each child leads its own process group: the terminal's Ctrl-C reaches only this script,
     # which stops the children in order and can then clean up their groups as a whole.
     spawn = {"cwd": ROOT, "env": env, "start_new_session": True}

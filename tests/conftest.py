@@ -113,7 +113,7 @@ class WorkerProcess:
             CELERY_QUEUE=TEST_QUEUE,
             MEDIA_ROOT=str(TEST_MEDIA),
             CLASSIFIER_DEVICE="cpu",
-            DJANGO_SETTINGS_MODULE="config.settings",
+            DJANGO_SETTINGS_MODULE="config.settings.local",
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)

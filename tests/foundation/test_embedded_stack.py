@@ -50,7 +50,7 @@ print(json.dumps({
 def embedded_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "REDIS_URL", "MEDIA_ROOT", "TEST_DATABASE_NAME", "PRODUCTION"}}
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", VAR_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1",
+    env.update(DJANGO_SETTINGS_MODULE="config.settings.local", VAR_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1",
                CELERY_QUEUE="ctc")
     return env
 

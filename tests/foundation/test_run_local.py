@@ -112,7 +112,7 @@ def test_make_run_restarts_a_killed_worker_keeps_serving_and_ctrl_c_stops_all(tm
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "REDIS_URL", "MEDIA_ROOT", "TEST_DATABASE_NAME", "PRODUCTION"}}
     port = _free_port()
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", VAR_DIR=str(tmp_path / "var"), PORT=str(port),
+    env.update(DJANGO_SETTINGS_MODULE="config.settings.local", VAR_DIR=str(tmp_path / "var"), PORT=str(port),
                HOST="127.0.0.1")
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
                    capture_output=True, timeout=300)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _prod_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "PRODUCTION")}
-    env.update(DJANGO_SETTINGS_MODULE="config.settings_production", SECRET_KEY=secrets.token_urlsafe(50),
+    env.update(DJANGO_SETTINGS_MODULE="config.settings.production", SECRET_KEY=secrets.token_urlsafe(50),
                ALLOWED_HOSTS="ctc.example.org,testserver", PYTHONUNBUFFERED="1", **extra)
     return env
 

@@ -1,9 +1,14 @@
-"""Settings, read from the environment (django-environ).
+"""Settings every deployment shares, read from the environment (django-environ).
 
-With no environment at all the *embedded default* serves: SQLite in ``var/`` and
-kombu's filesystem transport as the Celery broker, so ``make run`` works on a bare
-machine, still with a real worker process. Set ``DATABASE_URL`` and ``REDIS_URL``
-for PostgreSQL and Redis (tests and production do).
+Not used on its own: each command names one of ``config.settings.local`` (``make run``,
+``manage.py``, celery, gunicorn, compose by default), ``config.settings.production`` (the Docker
+image, a TLS-fronted deployment) or ``config.settings.test`` (pytest). See ``__init__.py``.
+
+With no ``DATABASE_URL`` / ``REDIS_URL`` the *embedded default* serves: SQLite in ``VAR_DIR`` and
+kombu's file-system transport as the Celery broker, so ``make run`` works on a bare machine, still
+with a real worker process. Importing this module touches no file: the folders that default needs
+(``LOCAL_STATE_DIRS``) are created by ``config.local_state.prepare``, which the commands call
+(``manage.py``, ``scripts/run_local.py``, gunicorn through ``config.wsgi``, a starting worker).
 """
 
 from __future__ import annotations
@@ -13,28 +18,20 @@ from pathlib import Path
 
 import environ
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
 # A .env beside manage.py is read if present (see .env.example); real env wins.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
-# Local state of the embedded default (SQLite, broker folder, media, secret key).
+# Local state of the embedded default (SQLite, broker folder, media, the local secret key).
 VAR_DIR = Path(env("VAR_DIR", default=str(BASE_DIR / "var")))
+#: Folders the configuration below writes into and nothing else creates (SQLite makes its file but
+#: not the folder; kombu's file-system transport wants its folders to exist). Filled in below;
+#: created by config.local_state.prepare, never at import.
+LOCAL_STATE_DIRS: list[Path] = []
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env("SECRET_KEY", default="")
-if not SECRET_KEY:
-    if not DEBUG and env.bool("PRODUCTION", default=False):
-        raise environ.ImproperlyConfigured("SECRET_KEY must be set in production")
-    # Local/demo only: a fixed key would be a secret in the repository, so derive
-    # one per checkout and keep it out of git (var/ is ignored).
-    VAR_DIR.mkdir(exist_ok=True)
-    _key_file = VAR_DIR / "secret_key"
-    if not _key_file.exists():
-        from django.core.management.utils import get_random_secret_key
-
-        _key_file.write_text(get_random_secret_key())
-    SECRET_KEY = _key_file.read_text().strip()
+# SECRET_KEY: config.settings.local (a per-checkout key in VAR_DIR), production (required), test.
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -90,9 +87,10 @@ TEMPLATES = [
 ]
 
 # --- Database ---------------------------------------------------------------
-VAR_DIR.mkdir(exist_ok=True)
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'ctc.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    if DATABASES["default"]["NAME"] != ":memory:":
+        LOCAL_STATE_DIRS.append(Path(DATABASES["default"]["NAME"]).parent)
     # The web server and the worker write concurrently: WAL + a busy timeout.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
@@ -103,8 +101,6 @@ else:
     # PostgreSQL's JIT compiles plans above jit_above_cost: 0.2-5 s per query on 2 cores for the
     # review/cohort aggregates over millions of cell events, far more than it saves (docs/performance.md).
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("options", "-c jit=off")
-# Parallel test runs on one server (CI, several developers) need distinct names.
-DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default="test_ctc")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth --------------------------------------------------------------------
@@ -193,8 +189,7 @@ if REDIS_URL:
 else:
     # Embedded default: a broker that needs no server (kombu filesystem transport).
     _broker = VAR_DIR / "broker"
-    for _sub in ("out", "processed", "control"):
-        (_broker / _sub).mkdir(parents=True, exist_ok=True)
+    LOCAL_STATE_DIRS += [_broker / "out", _broker / "processed", _broker / "control"]
     # The host part means nothing to this transport; naming one keeps kombu from warning
     # "No hostname was supplied" on every connection.
     CELERY_BROKER_URL = "filesystem://localhost/"
@@ -301,18 +296,7 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# --- Production hardening (PRODUCTION=1) -------------------------------------
-if env.bool("PRODUCTION", default=False):
-    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
-    SECURE_HSTS_SECONDS = 31536000
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = True
-    SECURE_CONTENT_TYPE_NOSNIFF = True
-    SECURE_REFERRER_POLICY = "same-origin"
-    X_FRAME_OPTIONS = "DENY"
+# --- Cookies (config.settings.production adds TLS, HSTS, secure cookies, CSP) ---------------
 SESSION_COOKIE_HTTPONLY = True
 
 LOGGING = {

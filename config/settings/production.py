@@ -1,6 +1,7 @@
-"""Production settings: ``DJANGO_SETTINGS_MODULE=config.settings_production``.
+"""Production settings: ``DJANGO_SETTINGS_MODULE=config.settings.production`` (the Docker image's
+default; compose and other deployments name it).
 
-Everything of ``config.settings`` (read from the environment), plus the hardening a
+Everything of ``config.settings.base`` (read from the environment), plus the hardening a
 clinical deployment needs. Required in the environment: ``SECRET_KEY`` and
 ``ALLOWED_HOSTS``; in practice also ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL``.
 The service is expected behind a TLS-terminating reverse proxy that sets
@@ -12,20 +13,19 @@ What each setting protects against is written down in docs/security.md.
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
-# The base module refuses to invent a secret key when PRODUCTION is set.
-os.environ["PRODUCTION"] = "1"
-os.environ["DEBUG"] = "0"
+from csp.constants import NONCE, NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
-from csp.constants import NONCE, NONE, SELF  # noqa: E402
-
-from config.settings import *  # noqa: E402,F403
-from config.settings import INSTALLED_APPS, MIDDLEWARE, env  # noqa: E402
+from config.settings.base import *  # noqa: F403
+from config.settings.base import INSTALLED_APPS, MIDDLEWARE, env
 
 DEBUG = False
-# No default: a production host list must be given explicitly.
+# No defaults: a production key and host list must be given explicitly (an empty one too is refused).
+SECRET_KEY = env("SECRET_KEY")
+if not SECRET_KEY.strip():
+    raise ImproperlyConfigured("SECRET_KEY must be set in production (50 random characters)")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 
 # --- TLS, cookies, headers -----------------------------------------------------
@@ -68,7 +68,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # The client address for the lockout is patients.audit.client_ip (AXES_CLIENT_IP_CALLABLE in
-# config/settings.py): REMOTE_ADDR unless CTC_TRUSTED_PROXIES says how many proxies in front
+# config/settings/base.py): REMOTE_ADDR unless CTC_TRUSTED_PROXIES says how many proxies in front
 # append to X-Forwarded-For. A forged header cannot give every guess a new "address"
 # (tests/security/test_hardening.py, test_hostile_users.py); the API throttles and the
 # audit trail use the same rule (docs/security.md).
