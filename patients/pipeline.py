@@ -4,6 +4,9 @@ The worker calls :func:`run_upload`. It is safe to call twice for the same uploa
 (a re-delivered message, the stale sweep): the claim is one atomic UPDATE, and the
 attempt number it sets is a fencing token checked again before results are written,
 so a slow first attempt can never overwrite a newer one.
+
+Per-run state (which upload, which worker owns it, the attempt number) travels in a :class:`Run`
+the caller creates and passes, never in thread-locals or module globals.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,13 +41,18 @@ logger = logging.getLogger(__name__)
 #: After this many claims an upload is failed instead of retried (a poison input).
 MAX_ATTEMPTS = 3
 
-#: The attempt this thread is running, so the task's crash handler fails only that attempt
-#: (a superseded attempt that crashes must not fail the newer one still running).
-_current = threading.local()
+@dataclass
+class Run:
+    """One delivery of an upload to a worker, passed explicitly from the task to :func:`run_upload`.
 
+    ``worker`` is the Celery worker name recorded as the owner; ``attempt`` is the fencing token,
+    filled in by :func:`run_upload` once its claim succeeds (None before, or when the upload was
+    not claimable). The task keeps the object, so its crash handler fails exactly the attempt that
+    crashed: a superseded attempt that crashes must not fail the newer one still running."""
 
-def current_attempt() -> int | None:
-    return getattr(_current, "attempt", None)
+    upload_id: int
+    worker: str = ""
+    attempt: int | None = None
 
 
 @lru_cache(maxsize=4)
@@ -64,14 +73,6 @@ def active_weights() -> str:
 
 # --- who runs a job: the owner, its heartbeat, and reclaiming a job whose owner is gone --------
 
-#: The Celery worker name (``celery@host``) of this process, set by the task before it runs.
-_worker_name = threading.local()
-
-
-def set_worker_name(name: str | None) -> None:
-    _worker_name.value = name or ""
-
-
 def _process_start(pid: int) -> int | None:
     """The start time of ``pid`` in clock ticks since boot (/proc), or None where unknown.
 
@@ -83,11 +84,10 @@ def _process_start(pid: int) -> int | None:
         return None
 
 
-def owner_identity() -> dict:
-    """This process as the owner of a job: worker name, host, pid and the pid's start time."""
+def owner_identity(worker: str = "") -> dict:
+    """This process as the owner of a job: worker name (``celery@host``), host, pid and the pid's start time."""
     pid = os.getpid()
-    return {"worker": getattr(_worker_name, "value", "") or "", "host": socket.gethostname(), "pid": pid,
-            "start": _process_start(pid)}
+    return {"worker": worker or "", "host": socket.gethostname(), "pid": pid, "start": _process_start(pid)}
 
 
 def owner_is_gone(owner: dict | None) -> bool:
@@ -166,8 +166,8 @@ def reclaim(enqueue: Callable[[int, str], bool]) -> int:
     return n
 
 
-def claim(upload_id: int) -> int | None:
-    """Atomically take the upload; returns the attempt number, or None if not ours."""
+def claim(upload_id: int, worker: str = "") -> int | None:
+    """Atomically take the upload for ``worker``; returns the attempt number, or None if not ours."""
     now = timezone.now()
     stale = now - settings.UPLOAD_STALE_AFTER
     claimable = Q(status=UploadStatus.QUEUED) | Q(status=UploadStatus.RUNNING, heartbeat_at__lt=stale)
@@ -179,7 +179,7 @@ def claim(upload_id: int) -> int | None:
         error="",
         started_at=now,
         heartbeat_at=now,
-        owner=owner_identity(),
+        owner=owner_identity(worker),
     )
     if not updated:
         return None
@@ -212,11 +212,13 @@ def fail(upload_id: int, attempt: int | None, message: str) -> None:
     qs.update(status=UploadStatus.FAILED, error=message[:2000], finished_at=timezone.now(), stage="failed")
 
 
-def run_upload(upload_id: int, progress_factory: Callable[[int, int], ProgressWriter] = ProgressWriter) -> str:
-    """Process one upload; returns what happened ("done", "failed", "skipped")."""
-    _current.attempt = None
-    attempt = claim(upload_id)
-    _current.attempt = attempt
+def run_upload(run: Run | int, progress_factory: Callable[[int, int], ProgressWriter] = ProgressWriter) -> str:
+    """Process one upload (a :class:`Run`, or an upload id for a run without a named worker);
+    returns what happened ("done", "failed", "skipped"). The claim's attempt is set on ``run``."""
+    if not isinstance(run, Run):
+        run = Run(run)
+    upload_id = run.upload_id
+    attempt = run.attempt = claim(upload_id, run.worker)
     if attempt is None:
         logger.info("upload %s: not claimable (done, failed or running elsewhere)", upload_id)
         return "skipped"

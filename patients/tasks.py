@@ -7,10 +7,10 @@ import logging
 
 from celery import shared_task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from patients import pipeline
-from patients.models import Lane
+from patients.models import ImagingUpload, Lane, UploadStatus
 
 logger = logging.getLogger(__name__)
 
@@ -25,28 +25,29 @@ logger = logging.getLogger(__name__)
     max_retries=5,
 )
 def process_upload(self, upload_id: int) -> str:  # noqa: ANN001 - celery bound task
-    # Recorded as the job's owner (with host, pid and the pid's start time) when it is claimed.
-    pipeline.set_worker_name(getattr(self.request, "hostname", None))
+    # The worker is recorded as the job's owner (with host, pid and the pid's start time) when it
+    # is claimed; the claim's attempt comes back on ``run`` for the crash handler below.
+    run = pipeline.Run(upload_id, worker=getattr(self.request, "hostname", None) or "")
     try:
-        outcome = pipeline.run_upload(upload_id)
+        outcome = pipeline.run_upload(run)
         if outcome == "done":
             from patients.shadow import enqueue_shadow
 
             enqueue_shadow(upload_id)  # issue 13: candidates in shadow analyse it too (training queue)
         return outcome
     except (OperationalError, InterfaceError):
-        from django.db import close_old_connections
-
         close_old_connections()
-        # Put it back so the retry can claim it.
-        from patients.models import ImagingUpload, UploadStatus
-
+        # Put it back so the retry can claim it: our attempt only (a newer one may be running
+        # elsewhere after a reclaim); None when the claim itself failed.
+        running = ImagingUpload.objects.filter(pk=upload_id, status=UploadStatus.RUNNING)
+        if run.attempt is not None:
+            running = running.filter(attempts=run.attempt)
         with contextlib.suppress(OperationalError, InterfaceError):
-            ImagingUpload.objects.filter(pk=upload_id, status=UploadStatus.RUNNING).update(status=UploadStatus.QUEUED)
+            running.update(status=UploadStatus.QUEUED)
         raise
     except Exception as err:
         logger.exception("upload %s crashed", upload_id)
-        pipeline.fail(upload_id, pipeline.current_attempt(),
+        pipeline.fail(upload_id, run.attempt,
                       f"Internal error while analysing the images ({type(err).__name__}). "
                       "The lab's administrator has the details in the worker log.")
         return "failed"
