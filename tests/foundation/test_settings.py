@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -160,3 +161,29 @@ def test_production_one_is_refused_rather_than_half_hardened(tmp_path):
 def test_the_old_module_name_is_refused_with_the_new_names(tmp_path):
     out = run(PROBE, DJANGO_SETTINGS_MODULE="config.settings", VAR_DIR=str(tmp_path / "var"))
     assert out.returncode != 0 and "config.settings.local" in out.stderr
+
+
+# --- every command names a module that exists ---------------------------------------------------------
+
+NAMED = re.compile(r"DJANGO_SETTINGS_MODULE\W+(config\.settings[\w.]*)")
+
+
+def test_every_named_settings_module_exists_and_each_deployment_names_one():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    own = {"tests/foundation/test_settings.py", "config/settings/__init__.py"}  # name the old module on purpose
+    named: dict[str, set[str]] = {}
+    for path in tracked:
+        file = ROOT / path
+        if path in own or not file.is_file() or file.suffix in {".png", ".pt", ".npz", ".gz", ".zip", ".tif"}:
+            continue
+        for module in NAMED.findall(file.read_text(errors="replace")):
+            named.setdefault(module, set()).add(path)
+    assert named, "no DJANGO_SETTINGS_MODULE found"
+    stale = {m: sorted(p) for m, p in named.items()
+             if not (ROOT / (m.replace(".", "/") + ".py")).is_file() or m == "config.settings.base"}
+    assert stale == {}, stale
+    for path in ("manage.py", "config/wsgi.py", "config/celery_app.py", "scripts/run_local.py", "Makefile",
+                 "docker-compose.yml", "Dockerfile", "pyproject.toml"):
+        assert any(path in paths for paths in named.values()), f"{path} names no settings module"
+    assert "pyproject.toml" in named["config.settings.test"]
+    assert "Dockerfile" in named["config.settings.production"]
