@@ -26,7 +26,7 @@ from typing import Any
 from django.conf import settings
 
 from patients.csvsafe import safe_cell
-from patients.models import BloodDraw, DrawSummary, Patient
+from patients.models import Patient
 
 MAX_SHIFT_DAYS = 180
 
@@ -61,13 +61,6 @@ def _shift(value: dt.date | dt.datetime | None, days: int) -> str | None:
     return (value + dt.timedelta(days=days)).isoformat()
 
 
-def _summary(draw: BloodDraw) -> DrawSummary | None:
-    try:
-        return draw.summary
-    except DrawSummary.DoesNotExist:
-        return None
-
-
 def export_queryset(patients):  # noqa: ANN001, ANN201 - Patient queryset in, same out
     return patients.select_related("cancer_type", "trial", "arm").prefetch_related(
         "treatment_lines", "clinical_events", "draws__summary"
@@ -79,7 +72,7 @@ def patient_record(patient: Patient) -> dict[str, Any]:
     cutoff = patient.cancer_type.ctc_cutoff
     draws = []
     for i, d in enumerate(sorted(patient.draws.all(), key=lambda d: (d.drawn_at, d.pk)), start=1):
-        s = _summary(d)
+        s = d.summary_or_none
         draws.append({
             "draw_seq": i,
             "drawn_on": _shift(d.drawn_at, days),

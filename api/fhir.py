@@ -69,13 +69,6 @@ def _entry(resource: dict[str, Any]) -> dict[str, Any]:
     return {"fullUrl": f"urn:uuid:{resource['id']}", "resource": resource}
 
 
-def _summary(draw: BloodDraw) -> DrawSummary | None:
-    try:
-        return draw.summary
-    except DrawSummary.DoesNotExist:
-        return None
-
-
 def patient_resource(patient: Patient) -> dict[str, Any]:
     return {
         "resourceType": "Patient",
@@ -289,7 +282,7 @@ def report_resource(draw: BloodDraw, summary: DrawSummary | None) -> dict[str, A
 
 def draw_resources(draw: BloodDraw) -> list[dict[str, Any]]:
     """Specimen, Observations and DiagnosticReport of one draw (no Patient)."""
-    summary = _summary(draw)
+    summary = draw.summary_or_none
     resources = [specimen_resource(draw)]
     if summary is not None:
         resources += [ctc_observation(draw, summary), fraction_observation(draw, summary)]

@@ -405,13 +405,6 @@ class DrawSerializer(serializers.ModelSerializer):
             fields["patient"].queryset = Patient.objects.for_user(_user(self))
         return fields
 
-    @staticmethod
-    def _summary(draw: BloodDraw) -> DrawSummary | None:
-        try:
-            return draw.summary
-        except DrawSummary.DoesNotExist:
-            return None
-
     @cached_property
     def _summary_serializer(self) -> DrawSummarySerializer:
         # One nested serializer for the whole list: a new one per row rebuilt its fields
@@ -420,37 +413,37 @@ class DrawSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(DrawSummarySerializer(allow_null=True))
     def get_summary(self, draw: BloodDraw) -> dict | None:
-        s = self._summary(draw)
+        s = draw.summary_or_none
         return self._summary_serializer.to_representation(s) if s is not None else None
 
     @extend_schema_field(OpenApiTypes.INT)
     def get_ctc_count(self, draw: BloodDraw) -> int | None:
-        s = self._summary(draw)
+        s = draw.summary_or_none
         return s.ctc_count if s else None
 
     @extend_schema_field(OpenApiTypes.FLOAT)
     def get_ctc_per_7_5ml(self, draw: BloodDraw) -> float | None:
-        s = self._summary(draw)
+        s = draw.summary_or_none
         return s.ctc_per_7_5ml if s else None
 
     @extend_schema_field(OpenApiTypes.INT)
     def get_events_analysed(self, draw: BloodDraw) -> int | None:
-        s = self._summary(draw)
+        s = draw.summary_or_none
         return s.events_analysed if s else None
 
     @extend_schema_field(serializers.ChoiceField(choices=SummaryStatus.choices, allow_null=True))
     def get_status(self, draw: BloodDraw) -> str | None:
-        s = self._summary(draw)
+        s = draw.summary_or_none
         return s.status if s else None
 
     @extend_schema_field(serializers.ListField(child=serializers.FloatField(), allow_null=True))
     def get_ctc_count_ci95(self, draw: BloodDraw) -> list[float] | None:
-        s = self._summary(draw)
+        s = draw.summary_or_none
         return list(count_ci(s.ctc_count)) if s else None
 
     @extend_schema_field(serializers.ListField(child=serializers.FloatField(), allow_null=True))
     def get_ctc_per_7_5ml_ci95(self, draw: BloodDraw) -> list[float] | None:
-        s = self._summary(draw)
+        s = draw.summary_or_none
         return list(per_7_5ml_ci(s.ctc_count, float(draw.volume_ml))) if s else None
 
     def validate_timepoint(self, value: str) -> str:

@@ -133,17 +133,15 @@ def patient_list(request: HttpRequest) -> HttpResponse:
         p.last_drawn = mine[0][0] if mine else None
         p.latest_value = latest[0] if latest else None
         p.latest_status = latest[1] if latest else ""
-        p.unfavorable = latest is not None and latest[0] >= p.cancer_type.ctc_cutoff
+        p.unfavorable = schedule.ctc_status(p.latest_value, p.cancer_type.ctc_cutoff) == schedule.UNFAVORABLE
         mine_r = readings[p.pk]
         # Arrows only for changes beyond counting noise (exact two-rate test, alpha 0.05).
         p.trend, p.trend_test = significant_trend(mine_r[1] if len(mine_r) > 1 else None,
                                                   mine_r[0] if mine_r else None)
         p.status_text, p.interval_note = (mine_r[0].status(p.cancer_type.ctc_cutoff) if mine_r else (None, ""))
         p.ci = mine_r[0].ci() if mine_r else None
-        last = timezone.localtime(p.last_drawn).date() if p.last_drawn else None
-        interval = schedule.interval_days(p.trial.draw_interval_days if p.trial else None)
-        p.next_due = schedule.next_due(last, interval)
-        p.days_overdue = schedule.days_overdue(last, interval, today)
+        due = schedule.due(p.last_drawn, p.trial.draw_interval_days if p.trial else None, today)
+        p.next_due, p.days_overdue = due.next_due, due.days_overdue
     record(request, "view", object_type="PatientList", detail={"page": page.number, "filters": request.GET.dict()})
     return render(request, "dashboard/patient_list.html", base_context(
         request, nav="patients", form=form, page=page, patients=patients, total=page.paginator.count,
@@ -192,11 +190,12 @@ def _patient_data(request: HttpRequest, pk: int) -> tuple[Patient, list[BloodDra
         .order_by("drawn_at", "pk")
     )
     for d in draws:
-        d.summary_row = getattr(d, "summary", None) if schedule._has_summary(d) else None
+        d.summary_row = d.summary_or_none
         d.latest_upload = d.uploads.all()[0] if d.uploads.all() else None
-        d.unfavorable = d.summary_row is not None and d.summary_row.ctc_per_7_5ml >= patient.cancer_type.ctc_cutoff
         # Issue 14: the count's 95 % interval and the status words (indeterminate until reviewed / at this volume).
-        d.reading = reading_of(d) if d.summary_row else None
+        d.reading = reading_of(d)
+        d.unfavorable = schedule.ctc_status(d.reading.value if d.reading else None,
+                                            patient.cancer_type.ctc_cutoff) == schedule.UNFAVORABLE
         d.ci = d.reading.ci() if d.reading else None
         d.status_text, d.interval_note = (d.reading.status(patient.cancer_type.ctc_cutoff) if d.reading
                                           else (None, ""))
@@ -213,16 +212,16 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
         day0_key = "diagnosis"
     relative = request.GET.get("axis", "calendar") == "relative"
     fig, day0 = _patient_timeline(patient, draws, lines, events, day0_key, relative)
-    last = timezone.localtime(draws[-1].drawn_at).date() if draws else None
-    interval = schedule.interval_days(patient.trial.draw_interval_days if patient.trial else None)
+    due = schedule.due(draws[-1].drawn_at if draws else None,
+                       patient.trial.draw_interval_days if patient.trial else None)
     record(request, "view", patient)
     return render(request, "dashboard/patient_detail.html", base_context(
         request, nav="patients", patient=patient, draws=list(reversed(draws)), lines=lines, events=events, figure=fig,
         day0_key=day0_key, day0=day0, relative=relative, day0_choices=DAY0_CHOICES,
         day0_missing=relative and day0 is None,
         sentence=schedule.sentence_for_draws(draws, patient.cancer_type.ctc_cutoff),
-        next_due=schedule.next_due(last, interval), days_overdue=schedule.days_overdue(last, interval),
-        interval=interval, draw_form=DrawForm.from_session(request),
+        next_due=due.next_due, days_overdue=due.days_overdue, interval=due.interval,
+        draw_form=DrawForm.from_session(request),
     ))
 
 
@@ -338,7 +337,7 @@ def _final_call_q(call: str) -> Q:
 def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
     draw = get_object_or_404(
         BloodDraw.objects.for_user(request.user).select_related("patient__cancer_type", "summary"), pk=pk)
-    summary = draw.summary if schedule._has_summary(draw) else None
+    summary = draw.summary_or_none
     uploads = list(draw.uploads.annotate(n_files=Count("files")).select_related("created_by", "withdrawn_by"))
     events = CellEvent.objects.filter(draw=draw, upload__status=UploadStatus.DONE)
     call = request.GET.get("call", "")
@@ -373,7 +372,7 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
     cutoff = draw.patient.cancer_type.ctc_cutoff
     # The same words as the patient page: Poisson interval, and "indeterminate until reviewed"
     # while a preliminary count's model range straddles the cut-off (patients.summary).
-    reading = reading_of(draw) if summary is not None else None
+    reading = reading_of(draw)
     status_text, interval_note = reading.status(cutoff) if reading else (None, "")
     record(request, "view", draw, patient=draw.patient)
     return render(request, "dashboard/draw_detail.html", base_context(

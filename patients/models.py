@@ -275,6 +275,18 @@ class BloodDraw(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("dashboard:draw", args=[self.pk])
 
+    @property
+    def summary_or_none(self) -> DrawSummary | None:
+        """This draw's :class:`DrawSummary`, or None before any of its uploads was analysed.
+
+        A draw with a summary row is *analysed*, whatever its count (a summary whose uploads were
+        all withdrawn says 0 of 0 events); no query when ``summary`` was selected or prefetched.
+        """
+        try:
+            return self.summary
+        except DrawSummary.DoesNotExist:
+            return None
+
     def clean(self) -> None:
         try:
             check_drawn_at(self.drawn_at)  # forms on the model (admin) refuse future draws too

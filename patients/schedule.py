@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import Max, QuerySet
+from django.utils import timezone
 
 FAVORABLE = "favorable"
 UNFAVORABLE = "unfavorable"
@@ -45,9 +46,26 @@ def days_overdue(last_draw: dt.date | None, interval: int, today: dt.date | None
     due = next_due(last_draw, interval)
     if due is None:
         return 0
-    today = today or dt.date.today()
+    today = today or timezone.localdate()
     late = (today - due).days
     return late if late > int(settings.DRAW_GRACE_DAYS) else 0
+
+
+@dataclass(frozen=True)
+class Due:
+    """Where one patient stands against the draw schedule."""
+
+    interval: int  # planned days between draws
+    next_due: dt.date | None  # None without a previous draw
+    days_overdue: int  # 0 when not overdue
+
+
+def due(last_drawn: dt.datetime | dt.date | None, trial_interval: int | None, today: dt.date | None = None) -> Due:
+    """The schedule of a patient whose latest draw was ``last_drawn`` (a stored datetime: its local
+    day counts) in a trial drawing every ``trial_interval`` days (None: the site default)."""
+    last = _as_date(last_drawn) if last_drawn else None
+    interval = interval_days(trial_interval)
+    return Due(interval, next_due(last, interval), days_overdue(last, interval, today))
 
 
 @dataclass(frozen=True)
@@ -66,7 +84,7 @@ def overdue_patients(patients: QuerySet, today: dt.date | None = None) -> list[O
 
     A patient without any draw has no schedule yet and is never overdue here.
     """
-    today = today or dt.date.today()
+    today = today or timezone.localdate()
     rows = (
         patients.order_by()
         .annotate(last_drawn=Max("draws__drawn_at"))
@@ -75,11 +93,10 @@ def overdue_patients(patients: QuerySet, today: dt.date | None = None) -> list[O
     )
     out = []
     for pk, study_id, trial, arm, trial_interval, last_drawn in rows:
-        last = _as_date(last_drawn)
-        interval = interval_days(trial_interval)
-        late = days_overdue(last, interval, today)
-        if late:
-            out.append(Overdue(pk, study_id, trial or "", arm or "", last, next_due(last, interval), late))
+        when = due(last_drawn, trial_interval, today)
+        if when.days_overdue:
+            out.append(Overdue(pk, study_id, trial or "", arm or "", _as_date(last_drawn), when.next_due,
+                               when.days_overdue))
     out.sort(key=lambda o: (-o.days_overdue, o.study_id))
     return out
 
@@ -91,8 +108,6 @@ def overdue_ids(patients: QuerySet, today: dt.date | None = None) -> list[int]:
 
 def _as_date(value: dt.datetime | dt.date) -> dt.date:
     if isinstance(value, dt.datetime):
-        from django.utils import timezone
-
         return timezone.localtime(value).date() if timezone.is_aware(value) else value.date()
     return value
 
@@ -190,7 +205,7 @@ def sentence_for_draws(draws: Sequence, cutoff: int | float) -> str:
     statuses = []
     readings = []
     for d in draws:
-        reading = reading_of(d) if _has_summary(d) else None
+        reading = reading_of(d)
         if reading is None:
             points.append((d.timepoint, None))
             continue
@@ -203,12 +218,3 @@ def sentence_for_draws(draws: Sequence, cutoff: int | float) -> str:
     if len(readings) >= 2:
         sentence = f"{sentence} {change_sentence(readings[-2], readings[-1])}"
     return sentence
-
-
-def _has_summary(draw) -> bool:  # noqa: ANN001
-    from django.core.exceptions import ObjectDoesNotExist
-
-    try:
-        return draw.summary is not None
-    except ObjectDoesNotExist:
-        return False

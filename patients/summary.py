@@ -182,10 +182,7 @@ class Reading:
 
 def reading_of(draw: BloodDraw) -> Reading | None:
     """The :class:`Reading` of a draw with its summary selected (None when not analysed)."""
-    try:
-        s = draw.summary
-    except DrawSummary.DoesNotExist:
-        return None
+    s = draw.summary_or_none
     if s is None:
         return None
     return Reading(draw.timepoint, s.ctc_per_7_5ml, s.ctc_count, float(draw.volume_ml), s.status,

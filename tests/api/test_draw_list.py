@@ -25,7 +25,7 @@ class PlainDrawSerializer(DrawSerializer):
     fhir_url = serializers.HyperlinkedIdentityField(view_name="api:draw-fhir")
 
     def get_summary(self, draw: BloodDraw) -> dict | None:
-        s = self._summary(draw)
+        s = draw.summary_or_none
         return DrawSummarySerializer(s).data if s is not None else None
 
 

@@ -66,3 +66,48 @@ def test_overdue_patients_uses_the_trial_interval(team, django_assert_max_num_qu
     with django_assert_max_num_queries(1):
         overdue = schedule.overdue_patients(Patient.objects.all(), today=today)
     assert [(o.study_id, o.days_overdue, o.due) for o in overdue] == [("T-1", 14, dt.date(2025, 2, 15))]
+
+
+@override_settings(DEFAULT_DRAW_INTERVAL_DAYS=28, DRAW_GRACE_DAYS=7, TIME_ZONE="Pacific/Auckland")
+def test_due_counts_from_the_local_day_of_the_last_draw():
+    from django.utils import timezone
+
+    # 20:00 UTC on 31 January is 09:00 on 1 February in Auckland: the draw's day is 1 February.
+    drawn = dt.datetime(2025, 1, 31, 20, tzinfo=dt.UTC)
+    assert timezone.localtime(drawn).date() == dt.date(2025, 2, 1)
+    assert schedule.due(drawn, 14, today=dt.date(2025, 2, 22)) == schedule.Due(14, dt.date(2025, 2, 15), 0)
+    assert schedule.due(drawn, 14, today=dt.date(2025, 2, 23)) == schedule.Due(14, dt.date(2025, 2, 15), 8)
+    assert schedule.due(drawn, None, today=dt.date(2025, 3, 9)) == schedule.Due(28, dt.date(2025, 3, 1), 8)
+    assert schedule.due(None, 14) == schedule.Due(14, None, 0)
+
+
+@pytest.mark.django_db
+@override_settings(DEFAULT_DRAW_INTERVAL_DAYS=28, DRAW_GRACE_DAYS=7)
+def test_the_list_its_overdue_filter_the_patient_page_and_the_cohort_agree(client, alice, team):
+    """Issue 12.5: every page asks ``schedule.due`` (the list used to recompute it inline)."""
+    from django.utils import timezone
+
+    today = timezone.localdate()
+    trial = factories.TrialFactory(draw_interval_days=14)
+    # (study id, trial, days since the last draw) -> days overdue: due after 14 (trial) or 28 days,
+    # overdue once more than 7 days past that.
+    cases = {("IN-GRACE", trial, 21): 0, ("LATE", trial, 22): 8, ("SITE", None, 36): 8, ("ON-TIME", None, 30): 0}
+    patients = {}
+    for (study_id, in_trial, age), _ in cases.items():
+        p = factories.PatientFactory(care_team=team, study_id=study_id, trial=in_trial)
+        draw_on(p, today - dt.timedelta(days=age + 30), "baseline")
+        draw_on(p, today - dt.timedelta(days=age), "C2D1")
+        patients[study_id] = p
+    factories.PatientFactory(care_team=team, study_id="NO-DRAWS")
+    expected = {study_id: late for (study_id, _, _), late in cases.items()} | {"NO-DRAWS": 0}
+    client.force_login(alice)
+
+    listed = {p.study_id: p.days_overdue for p in client.get("/").context["patients"]}
+    assert listed == expected
+    filtered = {p.study_id for p in client.get("/", {"overdue": "on"}).context["patients"]}
+    assert filtered == {s for s, late in expected.items() if late}
+    for study_id, p in patients.items():
+        assert client.get(f"/patients/{p.pk}/").context["days_overdue"] == expected[study_id], study_id
+    # The cohort page's overdue table.
+    overdue = schedule.overdue_patients(Patient.objects.filter(care_team=team))
+    assert {o.study_id: o.days_overdue for o in overdue} == {s: late for s, late in expected.items() if late}
