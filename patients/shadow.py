@@ -3,7 +3,8 @@
 An admin puts a candidate in shadow (``ClassifierVersion.metadata["shadow"]``). Each upload the
 active version finishes is then analysed again by every shadow version, as a job on the
 ``training`` queue (never delaying classification); its calls are stored as ``ShadowCall`` rows
-next to the active version's ``CellEvent.call`` and never counted. The Models page shows, per
+next to the active version's ``CellEvent.call`` and never counted (queued by
+``patients.training_tasks.enqueue_shadow``, beside its task). The Models page shows, per
 shadow version, how often it agrees with the active calls (and Cohen's kappa).
 """
 
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import logging
 
-from django.db import transaction
 from django.db.models import QuerySet
 
 from patients.adjudication import cohen_kappa
+from patients.cartridge import analyse_fields, field_sources
 from patients.models import CellEvent, ClassifierVersion, ImagingUpload, ShadowCall, UploadStatus
+from patients.pipeline import get_classifier
+from patients.storage import local_paths
 
 logger = logging.getLogger(__name__)
 
@@ -24,32 +27,12 @@ def shadow_versions() -> QuerySet:
     return ClassifierVersion.objects.filter(metadata__shadow=True, is_active=False, retired=False)
 
 
-def enqueue_shadow(upload_id: int) -> int:
-    """Queue the shadow analysis of a finished upload, one job per shadow version; returns how many."""
-    from patients.training_tasks import TRAINING_QUEUE, shadow_upload
-
-    def send(pk: int) -> None:
-        try:
-            shadow_upload.apply_async(args=[upload_id, pk], queue=TRAINING_QUEUE)
-        except Exception:  # noqa: BLE001 - a broker hiccup must never fail the upload itself
-            logger.exception("upload %s: shadow job for version %s not queued", upload_id, pk)
-
-    versions = list(shadow_versions().values_list("pk", flat=True))
-    for pk in versions:
-        transaction.on_commit(lambda pk=pk: send(pk))
-    return len(versions)
-
-
 def run_shadow(upload_id: int, version_id: int) -> int:
     """Analyse the upload's files with ``version`` (a shadow candidate, or the version an admin
     re-runs a draw with: patients/rerun.py); store its calls by event index, stamped with it.
 
     ``weights_path`` "" is the weights shipped in the package (how the first upload registers
     them); a cartridge goes field by field as in the pipeline, so the event indices match."""
-    from patients.cartridge import analyse_fields, field_sources
-    from patients.pipeline import get_classifier
-    from patients.storage import local_paths
-
     upload = ImagingUpload.objects.filter(pk=upload_id, status=UploadStatus.DONE).first()
     version = ClassifierVersion.objects.filter(pk=version_id).first()
     if upload is None or version is None:

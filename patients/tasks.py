@@ -12,6 +12,9 @@ from django.db import InterfaceError, OperationalError, close_old_connections
 from patients import pipeline
 from patients.models import ImagingUpload, Lane, UploadStatus
 
+# The training queue's tasks (lab-model training, shadow analyses) register with the worker here.
+from patients.training_tasks import enqueue_shadow, shadow_upload, train_lab_model  # noqa: F401
+
 logger = logging.getLogger(__name__)
 
 
@@ -31,8 +34,6 @@ def process_upload(self, upload_id: int) -> str:  # noqa: ANN001 - celery bound 
     try:
         outcome = pipeline.run_upload(run)
         if outcome == "done":
-            from patients.shadow import enqueue_shadow
-
             enqueue_shadow(upload_id)  # issue 13: candidates in shadow analyse it too (training queue)
         return outcome
     except (OperationalError, InterfaceError):
@@ -86,7 +87,3 @@ def reclaim_and_requeue() -> int:
 @shared_task
 def requeue_stale_uploads() -> int:
     return reclaim_and_requeue()
-
-
-# Issue 13: the lab-model training task (its own "training" queue), registered with the worker here.
-from patients.training_tasks import shadow_upload, train_lab_model  # noqa: E402, F401
