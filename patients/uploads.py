@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
-from patients.audit import client_ip
+from patients.audit import record
 from patients.models import (
     AuditEvent,
     BloodDraw,
@@ -239,12 +239,9 @@ def withdraw_upload(upload: ImagingUpload, user, reason: str, request=None) -> I
         locked._change_reason = f"withdrawn: {reason[:80]}"
         locked._history_user = user
         locked.save(update_fields=["status", "withdrawn_at", "withdrawn_by", "withdraw_reason", "stage"])
-        AuditEvent.objects.create(
-            user=user, action=AuditEvent.Action.WITHDRAW, object_type="ImagingUpload", object_id=str(locked.pk),
-            patient_id=locked.draw.patient_id, ip_address=client_ip(request) if request is not None else None,
-            path=request.get_full_path()[:300] if request is not None else "",
-            detail={"reason": reason[:2000], "previous_status": previous, "events": n_events, "draw": locked.draw_id},
-        )
+        record(request, AuditEvent.Action.WITHDRAW, locked, user=user, patient_id=locked.draw.patient_id,
+               detail={"reason": reason[:2000], "previous_status": previous, "events": n_events,
+                       "draw": locked.draw_id})
         if previous == UploadStatus.DONE or DrawSummary.objects.filter(draw=locked.draw).exists():
             recompute_summary(locked.draw)
     logger.info("upload %s withdrawn by %s", locked.pk, getattr(user, "pk", None))

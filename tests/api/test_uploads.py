@@ -94,6 +94,9 @@ def test_withdrawing_an_upload_takes_its_events_out_of_the_count(as_alice, as_bo
     assert wrong.history.first().history_change_reason.startswith("withdrawn:")
     audit = AuditEvent.objects.get(action="withdraw")
     assert audit.object_id == str(wrong.pk) and audit.detail["reason"] == "channels in the wrong order"
+    # written by patients.audit.record: who, which patient, from where
+    assert (audit.object_type, audit.user.username, audit.patient_id) == ("ImagingUpload", "alice", draw.patient_id)
+    assert audit.path == f"/api/uploads/{wrong.pk}/withdraw/" and audit.ip_address == "127.0.0.1"
     assert as_alice.post(f"/api/uploads/{wrong.pk}/withdraw/", {"reason": "again"}, format="json").status_code == 409
     # The stale sweep never re-queues it, whatever its age.
     assert wrong.pk not in stale_uploads().values_list("pk", flat=True)

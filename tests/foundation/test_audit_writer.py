@@ -16,10 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITER = "patients/audit.py"
-#: Modules still building rows by hand, with the change that removes them from here.
-#: TODO(issue 12.6): patients/uploads.py ``withdraw_upload`` -> ``record(request, AuditEvent.Action.WITHDRAW,
-#: locked, user=user, patient_id=locked.draw.patient_id, detail={...})``; the import-circle work owns that file.
-ALLOWED: set[str] = {"patients/uploads.py"}
+#: Modules still building rows by hand, with the change that removes them from here (none left).
+ALLOWED: set[str] = set()
 SKIP_DIRS = {"tests", "migrations", "var", "media", "artifacts", "runs", "staticfiles", "node_modules", "__pycache__"}
 WRITE_METHODS = {"create", "bulk_create", "get_or_create", "update_or_create"}
 MANAGERS = {"objects", "_default_manager", "_base_manager"}
