@@ -20,7 +20,7 @@ class Action(StrEnum):
     REVIEW = "review"
     EXPORT = "export"
     COHORT = "cohort"
-    MANAGE_MODELS = "manage_models"
+    MANAGE_MODELS = "manage_models"  # promote/retire, shadow, lab-model training, re-running a draw (patients/rerun.py)
     AUDIT = "audit"
 
 
