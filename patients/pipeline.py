@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connections, router, transaction
+from django.db import close_old_connections, connection, connections, router, transaction
 from django.db.models import AutoField, F, Q
 from django.utils import timezone
 
@@ -58,7 +58,7 @@ class Run:
 @lru_cache(maxsize=4)
 def get_classifier(weights: str = ""):  # noqa: ANN201 - classifier.engine.Classifier
     """Load the model once per worker process (per weights file)."""
-    from classifier.engine import Classifier
+    from classifier.engine import Classifier  # torch: loaded in the worker, not by every importer
 
     device = settings.CLASSIFIER_DEVICE or None
     return Classifier.load(weights=weights or None, device=device)
@@ -122,8 +122,6 @@ class Heartbeat:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        from django.db import close_old_connections, connection
-
         interval = float(settings.UPLOAD_HEARTBEAT_S)
         try:
             while not self._stop.wait(interval):
@@ -389,7 +387,7 @@ def _insert_events(events: list[CellEvent]) -> None:
     if conn.vendor != "postgresql":
         CellEvent.objects.bulk_create(events, batch_size=500)
         return
-    from psycopg import sql
+    from psycopg import sql  # PostgreSQL's driver: not needed (nor imported) on SQLite
 
     opts = CellEvent._meta
     fields = [f for f in opts.concrete_fields if not f.generated and not isinstance(f, AutoField)]

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from django.conf import settings
@@ -21,6 +21,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
+from classifier.errors import InputError
+from classifier.limits import DEFAULT_LIMITS, Limits
 from patients.audit import record
 from patients.models import (
     AuditEvent,
@@ -115,15 +117,11 @@ def _safe_name(name: str, used: set[str]) -> str:
     return candidate
 
 
-def _limits():  # noqa: ANN202 - classifier.limits.Limits
+def _limits() -> Limits:
     """The classifier's input limits, with the per-file and per-upload byte caps raised to
     ``UPLOAD_MAX_BYTES`` where a lab raised it above them: a whole cartridge (175 fields, ~0.7-2 GB
     as one zip) is analysed field by field in the worker (patients/cartridge.py), so only the
     upload's size, not one decode of it all, needs the room."""
-    from dataclasses import replace
-
-    from classifier.limits import DEFAULT_LIMITS
-
     cap = int(settings.UPLOAD_MAX_BYTES)
     return replace(DEFAULT_LIMITS, max_file_bytes=max(DEFAULT_LIMITS.max_file_bytes, cap),
                    max_total_bytes=max(DEFAULT_LIMITS.max_total_bytes, cap))
@@ -131,12 +129,10 @@ def _limits():  # noqa: ANN202 - classifier.limits.Limits
 
 def _header_check(paths: list[Path], names: list[str], channels: list[str]) -> None:
     """Ask the classifier to read each file's header; its message goes to the user."""
-    from classifier.errors import InputError
+    # Not at module level: the decoders (tifffile, PIL; ~0.1 s) load on the first upload, not
+    # in every web process that imports this module for its forms.
+    from classifier.io import validate_upload
 
-    try:
-        from classifier.io import validate_upload
-    except ImportError:  # pragma: no cover - io module always ships; guard for partial installs
-        return
     try:
         validate_upload(paths, channels, names=names, limits=_limits())
     except InputError as err:
