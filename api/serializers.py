@@ -525,10 +525,6 @@ class UploadCreateSerializer(serializers.Serializer):
 
 class CellEventSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:event-detail")
-    # Issue 13: the reviewer's category correction (a training label), and the category that stands.
-    reviewed_category = serializers.CharField(read_only=True, allow_blank=True,
-                                              help_text="The reviewer's category; empty unless corrected")
-    final_category = serializers.CharField(read_only=True, help_text="The reviewed category if any, else the model's")
     thumbnail_url = serializers.HyperlinkedIdentityField(view_name="api:event-thumbnail",
                                                          help_text="PNG strip, one tile per channel")
     final_call = serializers.CharField(read_only=True, help_text="The reviewed call if any, else the model's")
@@ -536,6 +532,10 @@ class CellEventSerializer(serializers.ModelSerializer):
     reviewed_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     reviewed_call = serializers.ChoiceField(choices=Call.choices, allow_blank=True, read_only=True,
                                             help_text="The reviewer's call; empty before a review")
+    # Issue 13: the reviewer's category correction (a training label), and the category that stands.
+    reviewed_category = serializers.CharField(read_only=True, allow_blank=True,
+                                              help_text="The reviewer's category; empty unless corrected")
+    final_category = serializers.CharField(read_only=True, help_text="The reviewed category if any, else the model's")
 
     class Meta:
         model = CellEvent
@@ -551,6 +551,13 @@ class CellEventDetailSerializer(CellEventSerializer):
         read_only_fields = fields
 
 
+class ReviewSerializer(serializers.Serializer):
+    call = serializers.ChoiceField(choices=Call.choices, help_text="Your call for this cell")
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000,
+                                   help_text="Required when your call differs from the model's, or to change a review")
+    change = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Change an existing review (needs a reason); without it a reviewed cell answers 409")
     category = serializers.ChoiceField(
         choices=[(c, c) for c in CATEGORIES], required=False, allow_blank=True, default="",
         help_text="Correct the cell's category (a training label) when the model's is wrong; empty: keep it")
@@ -612,13 +619,6 @@ class LabTrainingCreateSerializer(serializers.Serializer):
     # An id, looked up by the view (an id past bigint is "no such team", not a database error).
     team = serializers.IntegerField(min_value=1, max_value=2**63 - 1,
                                     help_text="The care team whose reviewed cells train the lab model")
-class ReviewSerializer(serializers.Serializer):
-    call = serializers.ChoiceField(choices=Call.choices, help_text="Your call for this cell")
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000,
-                                   help_text="Required when your call differs from the model's, or to change a review")
-    change = serializers.BooleanField(
-        required=False, default=False,
-        help_text="Change an existing review (needs a reason); without it a reviewed cell answers 409")
 
 
 # --- cohort ---------------------------------------------------------------------------------------
