@@ -28,6 +28,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.utils.dateparse import parse_date
 
+from dashboard.views.common import base_context  # the shared page chrome (navigation, role flags)
 from patients.audit import record
 from patients.models import (
     AuditEvent,
@@ -209,8 +210,6 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     record(request, AuditEvent.Action.VIEW, object_type="AuditTrail",
            detail={k: v for k, v in {"user": username, "patient": study_id, "action": action,
                                       "since": since_raw}.items() if v})
-    from dashboard.views import base_context  # the shared page chrome (navigation, role flags)
-
     return render(request, "audit/audit_log.html", base_context(request, nav="audit", **{
         "rows": rows,
         "limit": LIMIT,

@@ -30,7 +30,7 @@ from dashboard.access import require
 from dashboard.labels import CATEGORY_LABELS, call_category_disagree, category_label
 from dashboard.review_labels import attribute_label, branch_label
 from dashboard.templatetags.review_tags import kappa_table
-from dashboard.views import base_context
+from dashboard.views.common import base_context
 from patients import cohort as cohort_stats
 from patients.adjudication import adjudication_list, requires_second_review
 from patients.audit import record

@@ -19,7 +19,8 @@ from django.utils import timezone
 from dashboard.access import require
 from dashboard.figures import FONT, INK, MUTED, Figure, base_layout, to_json, trace
 from dashboard.plotly_text import plain
-from dashboard.views import _cohort_patients, _csv_response, base_context
+from dashboard.views.cohorts import cohort_patients
+from dashboard.views.common import base_context, csv_response
 from patients import outcomes
 from patients.audit import record
 from patients.csvsafe import safe_row
@@ -84,7 +85,7 @@ def _at(times: list[float], survival: list[float], t: float) -> float:
 @login_required
 def survival(request: HttpRequest) -> HttpResponse:
     require(request, Action.COHORT)
-    form, patients = _cohort_patients(request)
+    form, patients = cohort_patients(request)
     options = SurvivalOptionsForm(request.GET or None)
     opts = options.cleaned_data if options.is_valid() else {}
     endpoint = opts.get("endpoint") or "pfs"
@@ -121,14 +122,14 @@ def survival_export(request: HttpRequest) -> HttpResponse:
     """Per-patient survival data (time, event, group) as CSV, audited."""
     require(request, Action.COHORT)
     require(request, Action.EXPORT)
-    _, patients = _cohort_patients(request)
+    _, patients = cohort_patients(request)
     landmark = request.GET.get("follow_up", "")[:40]
     records = outcomes.survival_records(patients, landmark=landmark)
     record(request, "export", object_type="Survival", detail={"format": "csv", "filters": request.GET.dict(),
                                                               "patients": len(records)})
     header = outcomes.SURVIVAL_CSV_HEADER
     rows = [header] + [safe_row([_cell(r[k]) for k in header]) for r in outcomes.survival_rows(records)]
-    return _csv_response(f"survival-{timezone.localdate():%Y%m%d}.csv", rows)
+    return csv_response(f"survival-{timezone.localdate():%Y%m%d}.csv", rows)
 
 
 def _cell(value):  # noqa: ANN001, ANN202

@@ -9,7 +9,6 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
-from dashboard import views
 from patients import cohort
 from patients.cache import data_stamp
 from patients.models import DrawSummary, Patient
@@ -40,7 +39,7 @@ def builds(monkeypatch) -> list[int]:
         calls.append(1)
         return real(patients, with_lines=with_lines)
 
-    monkeypatch.setattr(views.cohort_stats, "patient_courses", counting)
+    monkeypatch.setattr(cohort, "patient_courses", counting)
     return calls
 
 

@@ -1,0 +1,117 @@
+"""The draw page: the result (count, interval, status words), the cell gallery and the embedding."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count, F, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from dashboard import figures
+from dashboard.forms import UploadForm
+from dashboard.labels import call_category_disagree, category_label
+from dashboard.review_labels import attribute_label, branch_label
+from dashboard.views.common import base_context
+from patients import registry
+from patients.audit import record
+from patients.models import BloodDraw, Call, CellEvent, ImagingUpload, UploadStatus
+from patients.summary import reading_of
+
+CELLS_PER_PAGE = 48
+EMBEDDING_POINTS = 3000
+
+
+def _decorate_cells(cells: list[CellEvent]) -> None:
+    """Precompute what a cell card shows (template filters such as floatformat are slow per cell)."""
+    for c in cells:
+        c.channels = ",".join(c.upload.result_channels or c.upload.channels)
+        expl = c.explanation or {}
+        c.prob_text = f"{c.ctc_probability:.2f}"
+        c.category_text = category_label(c.category)
+        c.disagree = not c.reviewed_call and call_category_disagree(c.call, c.category)
+        # Issue 13: plain words on the page, the technical name on hover (dashboard/review_labels.py).
+        c.branches = [(branch_label(name), f"{float(w) * 100:.0f}%", f"{float(w):.3f}", name)
+                      for name, w in (expl.get("branch_contributions") or {}).items()]
+        c.branch_title = ", ".join(f"{name} {pct}" for name, pct, _, _ in c.branches)
+        c.attrs = [
+            {"name": a.get("name", ""), "label": attribute_label(a.get("name", "")),
+             "value": f"{float(a.get('value', 0)):.2f}",
+             "toward": a.get("direction") == "toward_ctc" or float(a.get("effect", 0)) > 0}
+            for a in (expl.get("top_attributes") or [])[:3] if isinstance(a, dict)
+        ]
+
+
+SORTS = {
+    # Issue 13: on the logit scale (CellEvent.review_rank): P 0.01 is sure, not uncertain.
+    "uncertainty": (F("review_rank").asc(nulls_last=True), "margin", "pk"),
+    "probability": ("-ctc_probability", "pk"),
+    "index": ("upload_id", "index"),
+}
+
+
+def _final_call_q(call: str) -> Q:
+    return Q(reviewed_call=call) | Q(reviewed_call="", call=call)
+
+
+@login_required
+def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    draw = get_object_or_404(
+        BloodDraw.objects.for_user(request.user).select_related("patient__cancer_type", "summary"), pk=pk)
+    summary = draw.summary_or_none
+    uploads = list(draw.uploads.annotate(n_files=Count("files")).select_related("created_by", "withdrawn_by"))
+    events = CellEvent.objects.filter(draw=draw, upload__status=UploadStatus.DONE)
+    call = request.GET.get("call", "")
+    category = request.GET.get("category", "")
+    sort = request.GET.get("sort", "uncertainty")
+    reviewed = request.GET.get("reviewed", "")
+    shown = events
+    if call in Call.values:
+        shown = shown.filter(_final_call_q(call))
+    if category:
+        shown = shown.filter(category=category)
+    if reviewed == "no":
+        shown = shown.filter(reviewed_call="")
+    elif reviewed == "yes":
+        shown = shown.exclude(reviewed_call="")
+    shown = shown.select_related("upload", "reviewed_by").order_by(*SORTS.get(sort, SORTS["uncertainty"]))
+    page = Paginator(shown, CELLS_PER_PAGE).get_page(request.GET.get("page"))
+    cells = list(page.object_list)
+    _decorate_cells(cells)
+    categories = sorted(events.order_by().values_list("category", flat=True).distinct())
+    # Only the embedding out of each explanation (a JSON key lookup in the database): decoding
+    # whole explanations for up to 3,000 events was a fixed cost of every draw page.
+    points = [
+        (pk_, reviewed_call or model_call, source, prob, embedding if isinstance(embedding, list) else [])
+        for pk_, model_call, reviewed_call, source, prob, embedding in events.order_by("pk").values_list(
+            "pk", "call", "reviewed_call", "source", "ctc_probability", "explanation__embedding")[:EMBEDDING_POINTS]
+    ]
+    embedding = figures.to_json(figures.embedding_figure(points)) if any(p[4] for p in points) else None
+    last_channels = next((",".join(u.channels) for u in uploads if u.channels), UploadForm.DEFAULT_CHANNELS)
+    thresholds = registry.thresholds(
+        {u.model_version for u in uploads if u.status == UploadStatus.DONE and u.model_version})
+    cutoff = draw.patient.cancer_type.ctc_cutoff
+    # The same words as the patient page: Poisson interval, and "indeterminate until reviewed"
+    # while a preliminary count's model range straddles the cut-off (patients.summary).
+    reading = reading_of(draw)
+    status_text, interval_note = reading.status(cutoff) if reading else (None, "")
+    record(request, "view", draw, patient=draw.patient)
+    return render(request, "dashboard/draw_detail.html", base_context(
+        request, nav="patients", draw=draw, patient=draw.patient, summary=summary, uploads=uploads, page=page,
+        cells=cells,
+        categories=categories, filters={"call": call, "category": category, "sort": sort, "reviewed": reviewed},
+        embedding=embedding, upload_form=UploadForm(initial={"channels": last_channels}),
+        active_uploads=[u for u in uploads if u.status in (UploadStatus.QUEUED, UploadStatus.RUNNING)],
+        cutoff=draw.patient.cancer_type.ctc_cutoff, thresholds=thresholds,
+        categories_labelled=[(c, category_label(c)) for c in categories],
+        draw_final=summary is not None and summary.status in ("final", "amended"),
+        domain_shifted=_domain_shifted(uploads),
+        reading=reading, status_text=status_text, interval_note=interval_note,
+    ))
+
+
+def _domain_shifted(uploads: list[ImagingUpload]) -> list[ImagingUpload]:
+    """Analysed uploads whose images differ from the model's validated domain (classifier.domain):
+    the draw page says so above the result, with the reasons, so every call gets reviewed."""
+    return [u for u in uploads if u.status == UploadStatus.DONE and isinstance(u.domain_check, dict)
+            and u.domain_check.get("status") == "shifted"]
