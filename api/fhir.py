@@ -34,6 +34,7 @@ from typing import Any
 from django.utils import timezone
 
 from patients.models import BloodDraw, DrawSummary, Patient, SummaryStatus
+from patients.schedule import UNFAVORABLE, ctc_status
 from patients.stats import count_ci, per_7_5ml_ci
 from patients.summary import INDETERMINATE_REVIEW, draw_status
 
@@ -127,7 +128,7 @@ def _common(draw: BloodDraw, summary: DrawSummary) -> dict[str, Any]:
 
 
 def unfavorable(draw: BloodDraw, summary: DrawSummary) -> bool:
-    return summary.ctc_per_7_5ml >= draw.patient.cancer_type.ctc_cutoff
+    return ctc_status(summary.ctc_per_7_5ml, draw.patient.cancer_type.ctc_cutoff) == UNFAVORABLE
 
 
 def _range(low: float, high: float, unit: str, code: str) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from patients.models import (
 from patients.outcomes import check_outcomes
 from patients.review import CATEGORIES
 from patients.roles import Action, role_allows
+from patients.schedule import UNFAVORABLE, ctc_status
 from patients.scoping import is_admin
 from patients.stats import count_ci, per_7_5ml_ci
 from patients.summary import draw_status
@@ -370,7 +371,7 @@ class DrawSummaryListSerializer(DrawSummarySerializer):
                   "unfavorable"]
 
     def get_unfavorable(self, s: DrawSummary) -> bool:
-        return s.ctc_per_7_5ml >= s.draw.patient.cancer_type.ctc_cutoff
+        return ctc_status(s.ctc_per_7_5ml, s.draw.patient.cancer_type.ctc_cutoff) == UNFAVORABLE
 
 
 class DrawSerializer(serializers.ModelSerializer):
