@@ -15,6 +15,7 @@ across):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -59,8 +60,17 @@ def background(img: np.ndarray, block: int = int(10 * WORK_DIAMETER)) -> np.ndar
     return up[:h, :w]
 
 
-def normalise(img: np.ndarray) -> np.ndarray:
-    """(2, H, W) float32 network input from a working-scale image (any offset, gain, depth)."""
+@dataclass
+class Prepared:
+    """A working-scale image as the network sees it, and how far each pixel is above background."""
+
+    x: np.ndarray  # (2, H, W) float32 network input
+    excess: np.ndarray  # (H, W) float32 signal above the slowly varying background (input units)
+    noise: float  # spread of the background (input units)
+
+
+def prepare(img: np.ndarray) -> Prepared:
+    """Network input from a working-scale image (any offset, gain, depth), with its noise level."""
     img = img.astype(np.float32, copy=False)
     x = img - background(img)
     sample = x[:: max(1, x.shape[0] // 512), :: max(1, x.shape[1] // 512)].ravel()
@@ -74,4 +84,9 @@ def normalise(img: np.ndarray) -> np.ndarray:
     lin = np.clip(x / hi, -0.5, 2.0)
     k = 3 * noise
     log = np.log1p(np.maximum(x, 0) / k) / math.log1p(hi / k)
-    return np.stack([lin, np.minimum(log, 2.0)]).astype(np.float32)
+    return Prepared(np.stack([lin, np.minimum(log, 2.0)]).astype(np.float32), x, noise)
+
+
+def normalise(img: np.ndarray) -> np.ndarray:
+    """(2, H, W) float32 network input from a working-scale image (any offset, gain, depth)."""
+    return prepare(img).x

@@ -129,3 +129,38 @@ def test_the_engine_reports_the_flag_as_an_analysis_warning(shipped) -> None:  #
     assert not any("Implausible" in w for w in ok.warnings)
     bad = shipped.analyse_arrays([img], "DAPI,CK,AF,CD45", kind="field", pixel_size_um=20.0, names=["f1"])
     assert any(w.startswith("f1: Implausible") for w in bad.warnings), bad.warnings
+
+
+# --- sparse fields: the network runs where the signal is -------------------------------------
+
+
+def test_a_sparse_field_is_segmented_on_its_signal_regions_with_the_same_nuclei(monkeypatch) -> None:  # noqa: ANN001
+    from classifier.nuclei import infer
+    from classifier.nuclei.prep import prepare
+    from classifier.synth.field import make_field
+
+    img, truth = make_field(np.random.default_rng(100), 640, 800, 10, pixel_size_um=0.65)
+    dapi = img[0].astype(np.float32)
+    regions = infer.signal_regions(prepare(dapi))
+    assert regions is not None and 5 <= regions.max() <= 30  # the cells, in a few groups
+    assert (regions > 0).mean() < infer.SPARSE_BELOW
+    sparse = segment_nuclei(dapi, 7 / 0.65)
+    monkeypatch.setattr(infer, "SPARSE_BELOW", 0.0)  # every image dense: the network everywhere
+    dense = segment_nuclei(dapi, 7 / 0.65)
+    assert sparse.count == dense.count == len(np.unique(truth)) - 1
+    s = metrics.score(dense.labels, sparse.labels)
+    assert s.f1 == 1.0 and s.f1_iou50 == 1.0
+    # a region's box is padded to the network's multiple by reflection, not by its real
+    # surroundings: a boundary pixel here and there may differ (1.5 % of nuclear pixels here)
+    assert ((dense.labels > 0) != (sparse.labels > 0)).sum() < 0.03 * (dense.labels > 0).sum()
+
+
+def test_a_dense_or_small_image_takes_the_whole_image_path() -> None:
+    from classifier.nuclei import infer
+    from classifier.nuclei.prep import prepare
+    from classifier.synth.field import make_field
+
+    dense, _ = make_field(np.random.default_rng(1), 640, 640, 600, pixel_size_um=0.65)
+    assert infer.signal_regions(prepare(dense[0].astype(np.float32))) is None
+    small, _ = make_field(np.random.default_rng(2), 256, 256, 3, pixel_size_um=0.65)
+    assert infer.signal_regions(prepare(small[0].astype(np.float32))) is None
