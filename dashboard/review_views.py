@@ -228,9 +228,7 @@ def review_cell(request: HttpRequest, pk: int) -> HttpResponse:
         request.session["review_error"] = {"cell": event.pk, "message": message}
         messages.error(request, f"{event.source}: {message}")  # also when the cell has left the page
         return redirect(nxt + f"#cell-{event.pk}")
-    if not change:
-        record(request, "review", event, patient=event.draw.patient,
-               detail={"call": call, "model_call": event.call, "category": event.reviewed_category})
+    # The review's audit row is written by review_event (the same for the API).
     verb = "changed to" if change else ("confirmed as" if call == event.call else "overridden as")
     text = f"{event.source}: call {verb} {Call(call).label}."
     kind = getattr(event, "review_kind", "")

@@ -7,6 +7,8 @@ A cell is reviewed once: a second review (another reviewer on a stale page) is
 refused with :class:`AlreadyReviewed`, unless the caller explicitly asks to
 *change* the review (``change=True``), which needs a reason and leaves an
 ``AuditEvent`` with the old and the new call (the history keeps the old row too).
+Every review writes its ``review`` audit row here (``patients.audit.record``), so the
+dashboard and the API leave the same row.
 """
 
 from __future__ import annotations
@@ -86,6 +88,14 @@ def _review_state(event: CellEvent) -> dict:
     }
 
 
+def _audit_review(request, event: CellEvent, user, call: str, kind: str) -> None:  # noqa: ANN001
+    """The ``review`` audit row of a first (or, with two reviewers, second) review: the same row
+    whether the review came from the dashboard or the API (a change writes its own, with old and new)."""
+    record(request, AuditEvent.Action.REVIEW, event, user=user,
+           patient_id=event.draw.patient_id if event.draw_id else None,
+           detail={"call": call, "model_call": event.call, "category": event.reviewed_category, "kind": str(kind)})
+
+
 def review_event(
     event: CellEvent, user, call: str, reason: str = "", *, change: bool = False, request=None,  # noqa: ANN001
     category: str = "",
@@ -119,6 +129,7 @@ def review_event(
             locked._history_user = user
             locked.save(update_fields=["reviewed_call", "reviewed_by", "review_reason", "reviewed_at",
                                        "reviewed_category", "adjudication_pending"])
+            _audit_review(request, locked, user, call, kind)
             recompute_summary(locked.draw)
             locked.review_kind = kind
             return locked
@@ -140,14 +151,15 @@ def review_event(
         locked._history_user = user
         locked.save(update_fields=["reviewed_call", "reviewed_by", "review_reason", "reviewed_at",
                                    "reviewed_category"])
-        if not changing:
-            CellReview.objects.get_or_create(event=locked, kind=CellReview.Kind.FIRST, defaults={
-                "reviewer": user, "call": call, "category": category, "reason": reason[:2000]})
         if changing:
             record(request, AuditEvent.Action.REVIEW, locked, user=user,
                    patient_id=locked.draw.patient_id if locked.draw_id else None,
                    detail={"change": True, "old": old, "new": _review_state(locked), "reason": reason[:2000],
                            "model_call": locked.call})
+        else:
+            CellReview.objects.get_or_create(event=locked, kind=CellReview.Kind.FIRST, defaults={
+                "reviewer": user, "call": call, "category": category, "reason": reason[:2000]})
+            _audit_review(request, locked, user, call, CellReview.Kind.FIRST)
         recompute_summary(locked.draw)
     locked.review_kind = "change" if changing else CellReview.Kind.FIRST
     return locked

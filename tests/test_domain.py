@@ -124,7 +124,9 @@ def test_a_stale_second_review_is_refused_and_an_explicit_change_is_audited(pati
         review_event(event, other, "ctc", "CK+")  # the page still showed the cell as pending
     event.refresh_from_db()
     assert (event.reviewed_call, event.reviewed_by) == ("non_ctc", bob)
-    assert draw.summary.ctc_count == 0 and not AuditEvent.objects.exists()
+    # bob's review is audited; the refused stale one adds no row.
+    assert draw.summary.ctc_count == 0 and [(a.user, a.detail["kind"]) for a in AuditEvent.objects.all()] == [
+        (bob, "first")]
     with pytest.raises(ValidationError, match="reason"):
         review_event(event, other, "non_ctc", "", change=True)
     changed = review_event(event, other, "ctc", "CK+ on the second channel", change=True)
@@ -133,7 +135,7 @@ def test_a_stale_second_review_is_refused_and_an_explicit_change_is_audited(pati
     assert draw.summary.ctc_count == 1 and draw.summary.status == SummaryStatus.AMENDED
     assert changed.history.first().history_change_reason.startswith("review changed: ctc")
     assert changed.history.all()[1].reviewed_call == "non_ctc"  # simple-history keeps bob's review
-    audit = AuditEvent.objects.get()
+    audit = AuditEvent.objects.get(detail__change=True)
     assert audit.detail["old"]["call"] == "non_ctc" and audit.detail["new"]["call"] == "ctc"
 
 

@@ -95,7 +95,7 @@ def test_a_second_review_of_a_reviewed_cell_is_a_409_and_changes_nothing(as_bob,
     r = as_olga.post(f"/api/events/{events[1].pk}/review/", {"call": "ctc", "change": True, "reason": "CK+ faint"},
                      format="json")
     assert r.status_code == 200 and r.json()["reviewed_by"] == "olga"
-    audit = AuditEvent.objects.get(action="review", object_id=str(events[1].pk))
+    audit = AuditEvent.objects.get(action="review", object_id=str(events[1].pk), detail__change=True)
     assert audit.user == olga and audit.detail["old"]["by"] == "bob" and audit.detail["old"]["call"] == "non_ctc"
     assert audit.detail["new"]["call"] == "ctc" and audit.detail["reason"] == "CK+ faint"
     assert as_olga.get(f"/api/draws/{draw.pk}/").json()["ctc_count"] == 2
