@@ -28,6 +28,7 @@ import numpy as np
 from django.conf import settings
 from django.utils import timezone
 
+from patients import registry
 from patients.models import ClassifierVersion, LabTraining
 from patients.trainingset import write_training_set
 
@@ -110,13 +111,18 @@ def run_training(job: LabTraining) -> LabTraining:
             _step(job, 15, "preparing the images")
             weights = active_weights()
             model, contract, meta = load_bundle(Path(weights) if weights else None)
+            # The registry's reading of a version's threshold: none recorded is none, not 0.5. The
+            # candidate starts from and is compared with the active version at its own operating point.
+            active_threshold = registry.threshold(meta)
+            if active_threshold is None:
+                raise TrainingError(f"The active version {meta.get('version', '')} records no call threshold in its "
+                                    "metadata: the candidate could not be compared with it at its operating point.")
             channels = exported.channels
             train_ds = data.folder(root / "train", channels, contract)
             test_ds = data.folder(root / "test", channels, contract)
             _step(job, 35, f"fine-tuning on {len(train_ds)} cells of {len(train_draws)} draws")
             n_replay = _knob("LAB_TRAINING_REPLAY", 0)  # 0: the recipe's own (cached) replay set
             replay = data.synthetic(n_replay, 7_000, contract, workers=1, progress=False) if n_replay else None
-            active_threshold = float(meta.get("threshold", 0.5))
             # The recipe chooses by cross-validation on the training side among the active model
             # unchanged, a lab head over its features, the full fine-tune and both (issue 13, point 7).
             adapted = adapt(model, train_ds, active_threshold, seed=0, steps=_knob("LAB_TRAINING_STEPS", 60),
