@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dashboard.plotly_text import plain, plain_list, strip_markup
+from patients.schedule import UNFAVORABLE, ctc_status
 
 # A calm palette with enough contrast on white (WCAG AA for the text colours).
 INK = "#1d2733"
@@ -243,8 +244,8 @@ def timeline_figure(
                                     for (d, _), (lo, _) in zip(analysed, bars, strict=True)]},
             marker={
                 "size": 11,
-                "line": {"width": 2, "color": [RED if d.per_7_5ml >= cutoff else GREEN for d, _ in analysed]},
-                "color": ["#ffffff" if d.status == "preliminary" else (RED if d.per_7_5ml >= cutoff else GREEN)
+                "line": {"width": 2, "color": [_status_colour(d.per_7_5ml, cutoff) for d, _ in analysed]},
+                "color": ["#ffffff" if d.status == "preliminary" else _status_colour(d.per_7_5ml, cutoff)
                           for d, _ in analysed],
             },
             hovertemplate=hover,
@@ -302,6 +303,11 @@ def _count_intervals(draws: Sequence[TimelineDraw]) -> list[tuple[float, float]]
 
     return [per_7_5ml_ci(d.ctc_count, d.volume_ml) if d.ctc_count is not None and d.volume_ml > 0
             else (d.per_7_5ml, d.per_7_5ml) for d in draws]
+
+
+def _status_colour(per_7_5ml: float, cutoff: float) -> str:
+    """Red for an unfavorable draw, green for a favorable one (the rule: ``patients.schedule.ctc_status``)."""
+    return RED if ctc_status(per_7_5ml, cutoff) == UNFAVORABLE else GREEN
 
 
 def _uncertainty_words(d: TimelineDraw, bar: tuple[float, float], cutoff: float) -> str:
