@@ -8,7 +8,7 @@ Two questions clinicians ask of every patient:
 - *How did the CTC status move?* Each analysed draw is favorable (below the cancer
   type's cut-off per 7.5 mL) or unfavorable (at or above it);
   :func:`status_sentence` says it in words, e.g. "Unfavorable at baseline, favorable
-  since C3D1".
+  since C3D1" (``patients.summary.sentence_for_draws`` says it of a patient's draws).
 
 Everything here is pure: functions over plain values or one queryset, no request.
 """
@@ -16,7 +16,7 @@ Everything here is pure: functions over plain values or one queryset, no request
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -191,30 +191,3 @@ def preliminary_note(result_statuses: Iterable[str | None]) -> str:
         return ""
     noun = "draw" if len(statuses) == 1 else "draws"
     return f"(preliminary: {reviewed} of {len(statuses)} {noun} reviewed)"
-
-
-def sentence_for_draws(draws: Sequence, cutoff: int | float) -> str:
-    """:func:`status_sentence` for ``BloodDraw`` rows with ``summary`` selected, with
-    :func:`preliminary_note` appended when it rests on unreviewed counts, and (issue 14) the
-    latest change tested against counting noise: "Fall from 12 to 1 CTC/7.5 mL since C2D1,
-    significant (p = 0.003)." A preliminary draw whose model range straddles the cut-off reads
-    "indeterminate until reviewed"."""
-    from patients.summary import change_sentence, reading_of
-
-    points = []
-    statuses = []
-    readings = []
-    for d in draws:
-        reading = reading_of(d)
-        if reading is None:
-            points.append((d.timepoint, None))
-            continue
-        points.append((d.timepoint, reading.value, reading.status(cutoff)[0]))
-        statuses.append(reading.summary_status)
-        readings.append(reading)
-    sentence = status_sentence(points, cutoff)
-    note = preliminary_note(statuses)
-    sentence = f"{sentence} {note}" if note else sentence
-    if len(readings) >= 2:
-        sentence = f"{sentence} {change_sentence(readings[-2], readings[-1])}"
-    return sentence

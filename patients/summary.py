@@ -20,12 +20,14 @@ While a draw is preliminary and that range straddles the cut-off, its status is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
 from django.db.models import Count, Q
 
 from patients.models import BloodDraw, CellEvent, DrawSummary, SummaryStatus, UploadStatus
+from patients.schedule import ctc_status, preliminary_note, status_sentence
 from patients.stats import RateChange, count_ci, per_7_5ml_ci, rate_change, side_of_cutoff
 
 #: CellSearch convention: counts are reported per 7.5 mL of blood.
@@ -130,8 +132,6 @@ def draw_status(value: float | None, cutoff: float, *, preliminary: bool = False
     interval lies: :data:`CLEAR_ABOVE` / :data:`CLEAR_BELOW` when all of it is on one side of the
     cut-off (the status is settled as far as counting goes), else :data:`INDETERMINATE_VOLUME`.
     """
-    from patients.schedule import ctc_status
-
     status = ctc_status(value, cutoff)
     if status is None or count is None or not volume_ml:
         return status, ""
@@ -221,3 +221,28 @@ def change_sentence(previous: Reading | None, latest: Reading | None) -> str:
     noun = "Rise" if test.direction == "rise" else "Fall"
     return (f"{noun} from {previous.value:g} to {latest.value:g} CTC/7.5 mL since {previous.label}, "
             f"{test.words}.")
+
+
+def sentence_for_draws(draws: Sequence, cutoff: int | float) -> str:
+    """The patient page's sentence: :func:`patients.schedule.status_sentence` for ``BloodDraw`` rows
+    with ``summary`` selected, with :func:`patients.schedule.preliminary_note` appended when it
+    rests on unreviewed counts, and (issue 14) the latest change tested against counting noise:
+    "Fall from 12 to 1 CTC/7.5 mL since C2D1, significant (p = 0.003)." A preliminary draw whose
+    model range straddles the cut-off reads "indeterminate until reviewed"."""
+    points = []
+    statuses = []
+    readings = []
+    for d in draws:
+        reading = reading_of(d)
+        if reading is None:
+            points.append((d.timepoint, None))
+            continue
+        points.append((d.timepoint, reading.value, reading.status(cutoff)[0]))
+        statuses.append(reading.summary_status)
+        readings.append(reading)
+    sentence = status_sentence(points, cutoff)
+    note = preliminary_note(statuses)
+    sentence = f"{sentence} {note}" if note else sentence
+    if len(readings) >= 2:
+        sentence = f"{sentence} {change_sentence(readings[-2], readings[-1])}"
+    return sentence

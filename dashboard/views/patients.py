@@ -24,7 +24,7 @@ from patients.audit import record
 from patients.models import BloodDraw, ClinicalEvent, ImagingUpload, Patient, TreatmentLine
 from patients.report import representative_cells, sign_offs
 from patients.roles import Action
-from patients.summary import Reading, reading_of, significant_trend
+from patients.summary import Reading, reading_of, sentence_for_draws, significant_trend
 
 PATIENTS_PER_PAGE = 25
 
@@ -146,7 +146,7 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
         request, nav="patients", patient=patient, draws=list(reversed(draws)), lines=lines, events=events, figure=fig,
         day0_key=day0_key, day0=day0, relative=relative, day0_choices=DAY0_CHOICES,
         day0_missing=relative and day0 is None,
-        sentence=schedule.sentence_for_draws(draws, patient.cancer_type.ctc_cutoff),
+        sentence=sentence_for_draws(draws, patient.cancer_type.ctc_cutoff),
         next_due=due.next_due, days_overdue=due.days_overdue, interval=due.interval,
         draw_form=DrawForm.from_session(request),
     ))
@@ -182,7 +182,7 @@ def patient_print(request: HttpRequest, pk: int) -> HttpResponse:
     latest = analysed[-1] if analysed else None
     return render(request, "dashboard/patient_print.html", base_context(
         request, patient=patient, draws=draws, lines=lines, events=events, figure=fig,
-        sentence=schedule.sentence_for_draws(draws, patient.cancer_type.ctc_cutoff), printed_at=timezone.now(),
+        sentence=sentence_for_draws(draws, patient.cancer_type.ctc_cutoff), printed_at=timezone.now(),
         latest=latest, cells=representative_cells(latest.pk) if latest else [],
         recent_draws=draws[-8:], older_draws=max(0, len(draws) - 8)))
 
