@@ -56,8 +56,7 @@ def test_an_api_review_leaves_the_same_audit_row_as_a_dashboard_review(as_bob, b
 
 
 def test_with_two_reviewers_each_review_is_audited_alike(as_bob, client_for, bob, team, patient, cells):
-    dave = factories.UserFactory(username="dave")
-    factories.MembershipFactory(team=team, user=dave, role="reviewer")
+    dave = factories.MembershipFactory(team=team, user__username="dave", role="reviewer").user
     team.second_review = True
     team.save()
     cell = cells[0]

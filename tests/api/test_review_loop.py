@@ -19,9 +19,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def admin(team):
-    user = factories.UserFactory(username="root")
-    factories.MembershipFactory(team=team, user=user, role=Role.ADMIN)
-    return user
+    return factories.MembershipFactory(team=team, user__username="root", role=Role.ADMIN).user
 
 
 @pytest.fixture
