@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from classifier import features
+from classifier.contract import PreprocessContract
 from classifier.errors import InputError
-from classifier.preprocess import Prepared, PreprocessContract, prepare_image
+from classifier.preprocess import Prepared, prepare_image
 from classifier.results import CATEGORIES
 from classifier.synth import make_event, sample_category
 from classifier.synth.events import sample_framing

@@ -5,46 +5,88 @@
 
 Stages (each timed in ``AnalysisResult.timings``): decode (``classifier.io``), segment
 (field images: ``classifier.segmentation``; for every event: the centre object's masks
-and the crop at the model's scale, ``classifier.preprocess``), features, model
+and the crop at the model's scale, ``classifier.preprocess``, one :class:`Job` per image,
+spread over processes by ``classifier.parallel.fork_map``), features, model
 (batched, mixed precision on CUDA), explanation (Grad-CAM, branch contributions, top
 attributes; one backward pass per batch).
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import pickle
-import signal
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn, TypeVar
 
 import numpy as np
 import torch
 
 from classifier import features
+from classifier.contract import PreprocessContract
 from classifier.domain import ReferenceLookup, check_analysis, load_reference
 from classifier.errors import InputError
 from classifier.explain import explain_batch, top_attributes
+from classifier.io import read_inputs
 from classifier.model import DualBranchCTC, fuse_batchnorm
-from classifier.preprocess import Prepared, PreprocessContract, prepare_centres, prepare_image, setup_image
+from classifier.parallel import fork_map
+from classifier.preprocess import Prepared, prepare_centres, prepare_image, setup_image
 from classifier.results import CATEGORIES, AnalysisResult, Attribute, EventResult
+from classifier.segmentation import analyse_field
 from classifier.weights import load_bundle
 
-logger = logging.getLogger(__name__)
-
 Progress = Callable[[float, str], None]
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 #: progress fractions at the start of each stage
 _STAGES = {"decode": 0.0, "segment": 0.15, "features": 0.55, "model": 0.65, "explanation": 0.8, "done": 1.0}
+
+
+@dataclass(eq=False)
+class Job:
+    """One image to preprocess: an event thumbnail (``centres`` None: the event is the
+    object at its centre) or a field image with one event per cell centre (y, x)."""
+
+    name: str
+    image: np.ndarray
+    channels: list[str]
+    pixel_size_um: float | None
+    centres: list[tuple[float, float]] | None = None
+
+    @property
+    def n_events(self) -> int:
+        return 1 if self.centres is None else len(self.centres)
+
+    @property
+    def many(self) -> bool:
+        """A field with enough events to split its crops across processes."""
+        return self.centres is not None and len(self.centres) >= 64
+
+    def prepare(self, contract: PreprocessContract) -> Prepared:
+        return prepare_image(self.image, self.channels, contract, self.pixel_size_um, centres=self.centres,
+                             source=self.name)
+
+
+@dataclass
+class JobProgress:
+    """How many of ``total`` jobs are prepared, told to ``report`` (called with that count).
+
+    Jobs prepared here (serially or by threads) count through :meth:`add`, which reports
+    every 32 jobs and at the end, one reporter at a time so that counts never go backwards;
+    ``report`` itself is what :func:`fork_map` is given, with its estimates."""
+
+    total: int
+    report: Callable[[int], None] | None = None
+    done: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, always: bool = False) -> None:
+        """One more job done; ``always``: report it even between multiples of 32 (a slow job)."""
+        with self._lock:
+            self.done += 1
+            if self.report is not None and (always or self.done % 32 == 0 or self.done == self.total):
+                self.report(self.done)
 
 
 def _device(device: str | None) -> torch.device:
@@ -102,8 +144,6 @@ class Classifier:
         names: Sequence[str] | None = None,
         progress: Progress | None = None,
     ) -> AnalysisResult:
-        from classifier.io import read_inputs
-
         self._check_kind(kind)
         t0 = time.perf_counter()
         _report(progress, "decode")
@@ -153,42 +193,26 @@ class Classifier:
         t = time.perf_counter()
         _report(progress, "segment")
         sources: list[str] = []
-        jobs: list[tuple[str, np.ndarray, list[str], float | None, list[tuple[float, float]] | None]] = []
+        jobs: list[Job] = []
         field_warnings: list[str] = []  # implausible counts and scales: reported, never silently counted
         for name, image, chans, px in items:
             if kind == "field":
-                from classifier.segmentation import analyse_field
-
                 if image.ndim != 3:
                     raise InputError(f"{name}: expected a (channels, height, width) image, got shape {image.shape}.")
                 seg = analyse_field(image, chans, px, parallel_map=self._segment_map())
                 cells = seg.cells
                 field_warnings += [f"{name}: {w}" for w in seg.warnings]
-                jobs.append((name, image, chans, px, [(c.y, c.x) for c in cells]))
+                jobs.append(Job(name, image, chans, px, [(c.y, c.x) for c in cells]))
                 sources += [f"{name}#{k}" for k in range(len(cells))]
             else:
-                jobs.append((name, image, chans, px, None))
+                jobs.append(Job(name, image, chans, px))
                 sources.append(name)
-        done = 0
-        lock = threading.Lock()
 
-        def report(n: int) -> None:
+        def report(n: int) -> None:  # jobs done -> the segment stage's share of the run
             if progress is not None:
                 progress(_STAGES["segment"] + (_STAGES["features"] - _STAGES["segment"]) * n / len(jobs), "segment")
 
-        def prepare(job: tuple) -> Prepared:
-            nonlocal done
-            name, image, chans, px, centres = job
-            out = prepare_image(image, chans, self.contract, px, centres=centres, source=name)
-            with lock:  # one reporter at a time, so fractions never go backwards
-                done += 1
-                if done % 32 == 0 or done == len(jobs):
-                    report(done)
-            return out
-
-        prepare.report = report  # type: ignore[attr-defined]
-
-        parts = self._prepare_all(jobs, prepare)
+        parts = self._prepare_all(jobs, JobProgress(len(jobs), report))
         prep = Prepared.concat(parts, self.contract)
         timings["segment"] = time.perf_counter() - t
 
@@ -207,7 +231,7 @@ class Classifier:
                                 timings=timings, device=str(self.device), threshold=self.threshold,
                                 warnings=field_warnings)
         t = time.perf_counter()
-        result.domain_check = check_analysis(items, [1 if j[4] is None else len(j[4]) for j in jobs], prep.px_um,
+        result.domain_check = check_analysis(items, [j.n_events for j in jobs], prep.px_um,
                                              prep.scale_source, feats, kind, self._domain_reference(), result.warnings)
         timings["domain_check"] = time.perf_counter() - t
         return result
@@ -251,7 +275,7 @@ class Classifier:
         with ThreadPoolExecutor(len(spans)) as pool:
             return np.concatenate(list(pool.map(part, spans)))
 
-    def _prepare_all(self, jobs: list[tuple], prepare: Callable[[tuple], Prepared]) -> list[Prepared]:
+    def _prepare_all(self, jobs: list[Job], progress: JobProgress) -> list[Prepared]:
         """Preprocess every image, in parallel when it pays.
 
         Where the OS can fork, this process and ``prep_workers - 1`` forked copies of it
@@ -260,34 +284,39 @@ class Classifier:
         (the worker used to fall back to threads there, which gain little: numpy/scipy
         hold the GIL between their kernels on images this small). Elsewhere, threads.
         An image with many events (a field) is split by events instead. Results are
-        identical to the serial loop in every case, in the same order.
+        identical to the serial loop in every case, in the same order. ``progress``
+        counts the jobs done here; forked children never report.
         """
         workers = self.prep_workers
-        if workers >= 2 and hasattr(os, "fork") and any(j[4] is not None and len(j[4]) >= 64 for j in jobs):
+        contract = self.contract
+
+        def prepare(job: Job) -> Prepared:
+            out = job.prepare(contract)
+            progress.add()
+            return out
+
+        if workers >= 2 and hasattr(os, "fork") and any(j.many for j in jobs):
             out = []
-            for k, job in enumerate(jobs):
-                if job[4] is not None and len(job[4]) >= 64:
+            for job in jobs:
+                if job.many:
                     out.append(self._prepare_many(job))
-                    prepare.report(k + 1)  # type: ignore[attr-defined]
+                    progress.add(always=True)
                 else:
                     out.append(prepare(job))
             return out
         if len(jobs) < 32 or workers < 2:
             return [prepare(j) for j in jobs]
         if hasattr(os, "fork"):
-            contract = self.contract
-            return fork_map(lambda job: _prepare_job((contract, *job)), jobs, workers,
-                            progress=prepare.report)  # type: ignore[attr-defined]
+            return fork_map(lambda job: job.prepare(contract), jobs, workers, progress=progress.report)
         with ThreadPoolExecutor(workers) as tpool:
             return list(tpool.map(prepare, jobs))
 
-    def _prepare_many(self, job: tuple) -> Prepared:
+    def _prepare_many(self, job: Job) -> Prepared:
         """One image with many events (a field): its normalisation and thresholds here,
         then its events' crops and masks in slices across forked processes (each event
         depends only on those and its own position, so the result is the serial one)."""
-        name, image, chans, px, centres = job
-        setup = setup_image(image, chans, self.contract, px, source=name)
-        pts = list(centres)
+        setup = setup_image(job.image, job.channels, self.contract, job.pixel_size_um, source=job.name)
+        pts = list(job.centres or [])
         spans = [(a, min(a + 16, len(pts))) for a in range(0, len(pts), 16)]
         contract = self.contract
         parts = fork_map(lambda ab: prepare_centres(setup, pts[ab[0]:ab[1]], contract), spans, self.prep_workers,
@@ -344,135 +373,6 @@ class Classifier:
                 progress(_STAGES["model"] + (_STAGES["done"] - _STAGES["model"]) * min(1.0, (s + self.batch_size) / n),
                          "model")
         return events, t_model, t_expl
-
-
-def fork_map(fn: Callable[[_T], _R], items: Sequence[_T], workers: int, chunk: int = 8,
-             progress: Callable[[int], None] | None = None) -> list[_R]:
-    """``[fn(x) for x in items]`` computed by this process and ``workers - 1`` forked
-    children, with the same result and the same exception as the loop.
-
-    Why not ``ProcessPoolExecutor``: it is refused inside daemonic processes (Celery's
-    prefork pool), it pickles every input to its workers, and the parent sits idle.
-    Here the children inherit ``items`` and ``fn`` through fork (nothing is sent to
-    them), the parent works too, and chunks of ``chunk`` items are handed out through a
-    pipe of 4-byte chunk numbers that every process reads from, so a process that the
-    shared machine slows down simply takes fewer chunks. A child pickles its results
-    back once, when no chunks are left.
-
-    Anything a child did not deliver -- a chunk whose ``fn`` raised, a child that died
-    or could not be forked -- is computed again by the parent in order, so an exception
-    is raised here exactly as the loop raises it (the first failing item's). Only the
-    parent calls ``progress`` (with an estimate of items done) and touches anything
-    outside ``fn``: children leave through ``os._exit``, so inherited database or broker
-    connections are never closed or written by them.
-    """
-    n = len(items)
-    chunk = max(1, chunk, -(-n // 4096))  # at most 4,096 chunk numbers: 16 KiB, within a pipe's buffer
-    spans = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
-    done: dict[int, list[_R]] = {}
-    task_r, task_w = os.pipe()
-    try:
-        os.write(task_w, b"".join(struct.pack("<I", k) for k in range(len(spans))))
-    finally:
-        os.close(task_w)  # before forking: the queue ends (EOF) once every number is taken
-    children: list[tuple[int, int]] = []  # (pid, read end of its result pipe)
-    error: tuple[int, Exception] | None = None  # the parent's own failure: (chunk, exception)
-    try:
-        for _ in range(max(0, workers - 1)):
-            res_r, res_w = os.pipe()
-            try:
-                pid = os.fork()
-            except OSError:
-                os.close(res_r)
-                os.close(res_w)
-                break
-            if pid == 0:  # child
-                _fork_child(fn, items, spans, task_r, res_w, [r for _, r in children] + [res_r])
-            os.close(res_w)
-            children.append((pid, res_r))
-        while error is None and (k := _next_chunk(task_r)) is not None:
-            a, b = spans[k]
-            try:
-                done[k] = [fn(x) for x in items[a:b]]
-            except Exception as err:  # noqa: BLE001 - raised below, once earlier chunks are known good
-                error = (k, err)
-            if progress is not None:
-                progress(min(n - 1, sum(len(v) for v in done.values()) * (len(children) + 1)))
-        mine = len(done)
-        for _pid, res_r in children:
-            done.update(_child_results(res_r))
-        # how the work was shared: a child that died or could not fork shows here as 0
-        logger.debug("fork_map: %d items in %d chunks; %d forked; parent did %d chunks, children %d",
-                     n, len(spans), len(children), mine, len(done) - mine)
-    finally:
-        os.close(task_r)
-        for pid, res_r in children:
-            _close_quietly(res_r)
-            _reap(pid)
-    out: list[_R] = []
-    for k, (a, b) in enumerate(spans):
-        if error is not None and k == error[0]:
-            raise error[1]
-        out += done[k] if k in done else [fn(x) for x in items[a:b]]
-    if progress is not None:
-        progress(n)
-    return out
-
-
-def _next_chunk(task_r: int) -> int | None:
-    # a pipe read of 4 bytes is atomic between readers (the writer wrote whole records)
-    data = os.read(task_r, 4)
-    return struct.unpack("<I", data)[0] if len(data) == 4 else None
-
-
-def _fork_child(fn: Callable, items: Sequence, spans: list[tuple[int, int]], task_r: int, res_w: int,
-                close: list[int]) -> NoReturn:
-    """Body of a forked child: take chunks until none are left, send the results, exit."""
-    try:
-        for fd in close:  # other children's result pipes and our own read end
-            os.close(fd)
-        # the parent's handlers (e.g. Celery's warm shutdown on SIGTERM) are not ours to run
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1):
-            signal.signal(sig, signal.SIG_DFL)
-        out: dict[int, list] = {}
-        while (k := _next_chunk(task_r)) is not None:
-            a, b = spans[k]
-            try:
-                out[k] = [fn(x) for x in items[a:b]]
-            except Exception:  # noqa: BLE001 - the parent redoes the chunk and raises
-                break
-        with os.fdopen(res_w, "wb") as f:
-            pickle.dump(out, f, protocol=pickle.HIGHEST_PROTOCOL)
-    except BaseException:  # noqa: BLE001 - whatever happens, never return into the parent's code
-        pass
-    finally:
-        os._exit(0)
-
-
-def _child_results(res_r: int) -> dict[int, list]:
-    chunks = []
-    while data := os.read(res_r, 1 << 20):
-        chunks.append(data)
-    try:
-        got = pickle.loads(b"".join(chunks)) if chunks else {}
-    except Exception:  # noqa: BLE001 - a child killed mid-write: the parent redoes its chunks
-        return {}
-    return got if isinstance(got, dict) else {}
-
-
-def _close_quietly(fd: int) -> None:
-    with contextlib.suppress(OSError):  # already closed by the reader
-        os.close(fd)
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):  # already reaped by someone else's SIGCHLD handler
-        os.waitpid(pid, 0)
-
-
-def _prepare_job(spec: tuple) -> Prepared:
-    contract, name, image, chans, px, centres = spec
-    return prepare_image(image, chans, contract, px, centres=centres, source=name)
 
 
 def _report(progress: Progress | None, stage: str) -> None:

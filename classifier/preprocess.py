@@ -1,7 +1,8 @@
 """From an image and an event position to the model's input: a normalised crop at a
 fixed physical scale, with the event's nucleus and cell masks.
 
-Steps (the *preprocessing contract*, stored with the weights and checked on load):
+Steps (the *preprocessing contract*: :class:`classifier.contract.PreprocessContract`, stored
+with the weights and checked on load; the numeric kernels are :mod:`classifier.kernels`):
 
 1. **Channels** are mapped by name to the model's order (``DAPI, CK, CD45, AF``);
    an optional channel that is absent is all zeros (the model was trained so).
@@ -25,81 +26,16 @@ Steps (the *preprocessing contract*, stored with the weights and checked on load
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.filters import threshold_otsu
 from skimage.segmentation import expand_labels
 
-from classifier.errors import ContractError, InputError
-
-try:  # the I/O module owns marker aliases; fall back to upper-case names if it is absent
-    from classifier.channel_names import canonical as _canonical
-except ImportError:  # pragma: no cover
-    def _canonical(name: str) -> str | None:
-        return name.strip().upper() or None
-
-LOW_PCT = 20.0
-HIGH_PCT = 99.9
-CLIP = (-0.5, 1.5)
-
-
-@dataclass(frozen=True)
-class PreprocessContract:
-    """Everything that must match between training and inference."""
-
-    crop_px: int = 48
-    um_per_px: float = 0.5
-    channels: tuple[str, ...] = ("DAPI", "CK", "CD45", "AF")
-    required: tuple[str, ...] = ("DAPI", "CK", "CD45")
-    normalisation: str = (f"per-channel (x - p{LOW_PCT:g}) / (p{HIGH_PCT:g} of smoothed block mean - p{LOW_PCT:g}), "
-                          f"clip {CLIP}")
-    #: median leukocyte-dominated nucleus diameter used to infer the pixel size (µm);
-    #: calibrated on the synthetic generator (see docs/model-card.md)
-    reference_nucleus_um: float = 6.75
-    feature_names: tuple[str, ...] = field(default_factory=tuple)
-    version: int = 2
-    #: nucleus diameter (µm) assumed for a lone event (a tight crop with fewer than
-    #: MIN_NEIGHBOURS other nuclei): between a leukocyte's and a CTC's, since the event is a
-    #: candidate of either kind (calibrated on the generator's tight framings)
-    lone_nucleus_um: float = 9.0
-    background: str = "min(p20, median of the darkest eighth of 8x8 block means)"
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        d["required"] = list(self.required)
-        d["feature_names"] = list(self.feature_names)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> PreprocessContract:
-        try:
-            return cls(
-                crop_px=int(d["crop_px"]),
-                um_per_px=float(d["um_per_px"]),
-                channels=tuple(d["channels"]),
-                required=tuple(d["required"]),
-                normalisation=str(d["normalisation"]),
-                reference_nucleus_um=float(d["reference_nucleus_um"]),
-                feature_names=tuple(d["feature_names"]),
-                version=int(d["version"]),
-                # contracts before version 2 had neither: their values are what v1 did, so
-                # check_against names the difference instead of failing to read them
-                lone_nucleus_um=float(d.get("lone_nucleus_um", d["reference_nucleus_um"])),
-                background=str(d.get("background", f"p{LOW_PCT:g}")),
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise ContractError(f"weights carry an unreadable preprocessing contract: {err}") from err
-
-    def check_against(self, code: PreprocessContract) -> None:
-        """Raise ContractError unless weights trained under ``self`` can run with ``code``."""
-        mine, theirs = self.to_dict(), code.to_dict()
-        diff = [k for k in mine if mine[k] != theirs[k]]
-        if diff:
-            detail = "; ".join(f"{k}: weights {mine[k]!r} vs code {theirs[k]!r}" for k in diff)
-            raise ContractError(f"preprocessing contract mismatch ({detail})")
+from classifier.channel_names import canonical
+from classifier.contract import CLIP, HIGH_PCT, LOW_PCT, PreprocessContract
+from classifier.errors import InputError
+from classifier.kernels import bilinear, block_mean, median_disc_diameter, otsu_rows, percentile_rows
 
 
 @dataclass
@@ -147,7 +83,7 @@ def map_channels(image: np.ndarray, channels: Sequence[str], contract: Preproces
                          f"({', '.join(channels)}).")
     if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
         raise InputError(f"{source}: unsupported pixel type {image.dtype}.")
-    names = [(_canonical(c) or c.strip().upper()) for c in channels]
+    names = [(canonical(c) or c.strip().upper()) for c in channels]
     index = {n: i for i, n in enumerate(names)}
     missing = [c for c in contract.required if c not in index]
     if missing:
@@ -165,59 +101,6 @@ def map_channels(image: np.ndarray, channels: Sequence[str], contract: Preproces
     return out
 
 
-def _block_mean(img: np.ndarray, f: int) -> np.ndarray:
-    c, h, w = img.shape
-    h2, w2 = h // f * f, w // f * f
-    # the f rows of each block band first (whole contiguous rows added element-wise), then
-    # f neighbouring columns: 2-4x faster than summing f-long runs first, and ~6x faster
-    # than mean(axis=(2, 4)); equal to either to float32 rounding
-    rows = img[:, :h2, :w2].reshape(c, h2 // f, f, w2).sum(axis=2)
-    return rows.reshape(c, h2 // f, w2 // f, f).sum(axis=3) / (f * f)
-
-
-def _percentile_rows(a: np.ndarray, q: float) -> np.ndarray:
-    """``np.percentile(a, q, axis=1)`` (linear interpolation) with one partial sort."""
-    n = a.shape[1]
-    pos = q / 100.0 * (n - 1)
-    lo = int(np.floor(pos))
-    hi = min(lo + 1, n - 1)
-    if n >= 4096 and 64 * (n - lo) <= n and not np.isnan(a.max()):  # a top percentile of many values
-        at_lo, at_hi = _top_order_stats(a, lo, hi)
-    else:
-        part = np.partition(a, [lo, hi], axis=1)
-        at_lo, at_hi = part[:, lo], part[:, hi]
-    return at_lo + (at_hi - at_lo) * (pos - lo)
-
-
-def _top_order_stats(a: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``lo``-th and ``hi``-th smallest values of each row, when both lie among its
-    top ``m = n - lo`` values: the same values as ``np.partition(a, [lo, hi], axis=1)``,
-    from a partial sort of only the values at or above a bound.
-
-    The bound ``t`` is the m-th largest value of a strided subsample (at least 4m values).
-    A subsample's m-th largest is at most the row's, so at least m values of the row are
-    >= t; every value left out is < t, so the row's sorted order is the left-out values
-    followed by the candidates' sorted order, and the k-th smallest of the row is the
-    (k - left out)-th smallest candidate. On the 99.9th percentile of a 160 px thumbnail
-    this is ~10x faster than partitioning all 25k values per channel.
-    """
-    n = a.shape[1]
-    m = n - lo
-    step = max(1, n // (4 * m))
-    at_lo = np.empty(a.shape[0], a.dtype)
-    at_hi = np.empty(a.shape[0], a.dtype)
-    for r in range(a.shape[0]):
-        row = a[r]
-        sample = row[::step]
-        k = sample.size - m
-        bound = np.partition(sample, k)[k]
-        cand = row[row >= bound]
-        off = n - cand.size
-        part = np.partition(cand, [lo - off, hi - off])
-        at_lo[r], at_hi[r] = part[lo - off], part[hi - off]
-    return at_lo, at_hi
-
-
 def _block_background(small: np.ndarray, grid: int = 8) -> np.ndarray:
     """Per-channel background robust to framing: the median of the darkest eighth of
     ``grid`` x ``grid`` block means. When the cell fills the frame, p20 of the pixels lies
@@ -228,7 +111,7 @@ def _block_background(small: np.ndarray, grid: int = 8) -> np.ndarray:
     b = max(2, min(h, w) // grid)
     if h < 2 * b or w < 2 * b:
         return np.full(c, np.inf, np.float64)
-    means = np.sort(_block_mean(small, b).reshape(c, -1), axis=1)  # 64 values per channel
+    means = np.sort(block_mean(small, b).reshape(c, -1), axis=1)  # 64 values per channel
     k = max(1, means.shape[1] // 8)
     return 0.5 * (means[:, (k - 1) // 2] + means[:, k // 2])  # median of the k darkest
 
@@ -249,13 +132,13 @@ def _normalise(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """
     c, h, w = image.shape
     f = max(1, min(4, min(h, w) // 80))
-    small = _block_mean(image, f) if f > 1 else image
+    small = block_mean(image, f) if f > 1 else image
     flat = small.reshape(c, -1)
     if flat.shape[1] > 12000:  # percentiles of a regular subsample are as robust and faster
         flat = flat[:, :: flat.shape[1] // 8000]
-    lo = np.minimum(_percentile_rows(flat, LOW_PCT), _block_background(small))
+    lo = np.minimum(percentile_rows(flat, LOW_PCT), _block_background(small))
     smooth = ndi.gaussian_filter(small, (0.0, 1.0, 1.0)).reshape(c, -1)  # sigma 0: channels stay apart
-    hi = _percentile_rows(smooth, HIGH_PCT)
+    hi = percentile_rows(smooth, HIGH_PCT)
     span = hi - lo
     if (span <= 0).any():  # a flat channel, or one whose only signal is a few pixels
         top = image.reshape(c, -1).max(axis=1)
@@ -286,65 +169,6 @@ class Objects:
 
 #: nuclei besides the event's needed to use the population median as the scale reference
 MIN_NEIGHBOURS = 3
-
-
-def otsu_rows(rows: np.ndarray, nbins: int = 256) -> np.ndarray:
-    """``skimage.filters.threshold_otsu(row, nbins)`` for every row of a 2-D float array,
-    bit for bit, in one pass over all rows.
-
-    skimage spends most of a call on small images in input checks and ``np.histogram``'s
-    Python-level set-up; here the rows share every numpy call. The arithmetic is the same
-    operations in the same dtype and order as numpy 2's uniform-bin histogram (edges from
-    ``linspace(min, max)``, index = (x - min) / (max - min) * nbins, then the +-1 ULP edge
-    corrections) and skimage's Otsu (float32 counts, cumulative sums, first argmax), so
-    the thresholds are identical, as the tests check against skimage itself. Rows that
-    take skimage's other paths (constant, non-finite, a range too small for ``nbins``
-    distinct edges) and non-float input go to skimage.
-    """
-    a = np.asarray(rows)
-    if a.ndim != 2:
-        raise ValueError(f"expected a 2-D array of rows, got shape {a.shape}")
-    k, n = a.shape
-    if a.dtype not in (np.float32, np.float64) or n == 0 or k == 0:
-        return np.array([threshold_otsu(r, nbins) for r in a])
-    dt = a.dtype.type
-    lo = a.min(axis=1)
-    hi = a.max(axis=1)
-    delta = hi - lo
-    with np.errstate(invalid="ignore", over="ignore"):
-        # linspace(lo, hi, nbins + 1): step = delta / nbins, i * step + lo, last edge = hi
-        step = delta / nbins
-        edges = np.arange(nbins + 1, dtype=dt)[None, :] * step[:, None]
-        edges += lo[:, None]
-    edges[:, -1] = hi
-    odd = ~(np.isfinite(lo) & np.isfinite(hi) & (hi > lo) & (step != 0))
-    odd |= (edges[:, :-1] >= edges[:, 1:]).any(axis=1)  # np.histogram's "too many bins"
-    if odd.any():  # compute the rest, then let skimage answer (or raise) for the odd rows
-        good = np.flatnonzero(~odd)
-        out = np.empty(k, dt)
-        if good.size:
-            out[good] = otsu_rows(a[good], nbins)
-        for i in np.flatnonzero(odd):
-            out[i] = threshold_otsu(a[i], nbins)
-        return out
-    # bin index of every value, exactly as np.histogram's fast path computes it
-    idx = (((a - lo[:, None]) / delta[:, None]) * nbins).astype(np.intp)
-    idx[idx == nbins] -= 1
-    base = (np.arange(k, dtype=np.intp) * (nbins + 1))[:, None]
-    flat_edges = edges.ravel()
-    idx[a < flat_edges[base + idx]] -= 1
-    idx[(a >= flat_edges[base + idx + 1]) & (idx != nbins - 1)] += 1
-    counts = np.bincount((idx + (np.arange(k, dtype=np.intp) * nbins)[:, None]).ravel(),
-                         minlength=k * nbins).reshape(k, nbins).astype(np.float32)
-    centers = (edges[:, :-1] + edges[:, 1:]) / 2.0
-    # skimage's Otsu on (counts, centers), row-wise
-    weight1 = np.cumsum(counts, axis=1)
-    weight2 = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]
-    mean1 = np.cumsum(counts * centers, axis=1) / weight1
-    mean2 = (np.cumsum((counts * centers)[:, ::-1], axis=1) / weight2[:, ::-1])[:, ::-1]
-    variance12 = weight1[:, :-1] * weight2[:, 1:] * (mean1[:, :-1] - mean2[:, 1:]) ** 2
-    best = np.argmax(variance12, axis=1)
-    return centers[np.arange(k), best]
 
 
 def _thresholds(smooth: np.ndarray) -> np.ndarray:
@@ -386,7 +210,7 @@ def _objects_at(norm: np.ndarray, f: int, smooth_px: float, smoothed: tuple[np.n
     if smoothed is not None and smoothed[1] == f:
         smooth = smoothed[0][:3]
     else:
-        small = _block_mean(norm[:3], f) if f > 1 else norm[:3]
+        small = block_mean(norm[:3], f) if f > 1 else norm[:3]
         smooth = ndi.gaussian_filter(small, (0.0, smooth_px, smooth_px))
     thr = _thresholds(smooth)
     dapi = smooth[0] > thr[0]
@@ -415,7 +239,7 @@ def _objects_at(norm: np.ndarray, f: int, smooth_px: float, smoothed: tuple[np.n
                 use = areas[areas >= 4]
         n_use = int(ok.sum())
         if use.size:
-            diam = float(2.0 * np.sqrt(np.median(use) / np.pi)) * f
+            diam = median_disc_diameter(use) * f
     return Objects(thr, diam, lone, n_use)
 
 
@@ -475,7 +299,7 @@ def crop_at(norm: np.ndarray, y: float, x: float, px_um: float, contract: Prepro
         win[:, ys - y0:ye - y0, xs - x0:xe - x0] = norm[:, ys:ye, xs:xe]
     k = int(factor) if factor >= 2.0 else 1
     if k > 1:
-        win = _block_mean(win, k)
+        win = block_mean(win, k)
     if factor > 1.2:
         # target variance (0.45 factor)^2 in source pixels, minus what the block mean did
         rest = (0.45 * factor) ** 2 - (k * k - 1) / 12.0
@@ -485,27 +309,7 @@ def crop_at(norm: np.ndarray, y: float, x: float, px_um: float, contract: Prepro
     grid = (np.arange(s, dtype=np.float32) - (s - 1) / 2.0) * factor
     gy = (grid + (y - y0) - (k - 1) / 2.0) / k
     gx = (grid + (x - x0) - (k - 1) / 2.0) / k
-    return _bilinear(win, gy, gx)
-
-
-def _bilinear(win: np.ndarray, gy: np.ndarray, gx: np.ndarray) -> np.ndarray:
-    """Linear interpolation of ``win`` (C, H, W) on the separable grid ``gy`` x ``gx``,
-    zero outside (as ``ndi.map_coordinates(order=1, mode="constant")``, 5x faster: the
-    grid is an outer product, so rows and columns are gathered once each)."""
-    c, h, w = win.shape
-    pad = np.zeros((c, h + 2, w + 2), np.float32)
-    pad[:, 1:-1, 1:-1] = win
-    y0 = np.floor(gy)
-    x0 = np.floor(gx)
-    wy = (gy - y0).astype(np.float32)
-    wx = (gx - x0).astype(np.float32)
-    iy0 = np.clip(y0.astype(np.int64) + 1, 0, h + 1)
-    iy1 = np.clip(y0.astype(np.int64) + 2, 0, h + 1)
-    ix0 = np.clip(x0.astype(np.int64) + 1, 0, w + 1)
-    ix1 = np.clip(x0.astype(np.int64) + 2, 0, w + 1)
-    rows = pad[:, iy0] * (1 - wy)[None, :, None] + pad[:, iy1] * wy[None, :, None]  # (C, S, W+2)
-    out = rows[:, :, ix0] * (1 - wx)[None, None, :] + rows[:, :, ix1] * wx[None, None, :]
-    return out.astype(np.float32)
+    return bilinear(win, gy, gx)
 
 
 def masks(crop: np.ndarray, thresholds: np.ndarray, um_per_px: float) -> tuple[np.ndarray, np.ndarray]:

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from classifier.contract import PreprocessContract
 from classifier.data import EventSet, featurise, load_image, read_labels
-from classifier.preprocess import Prepared, PreprocessContract, prepare_image
+from classifier.preprocess import Prepared, prepare_image
 from classifier.results import CATEGORIES
 
 #: how the RGB composite is rendered: red CD45, green CK, blue DAPI (the usual CellSearch-

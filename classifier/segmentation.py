@@ -32,13 +32,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.filters import threshold_otsu
 from skimage.segmentation import expand_labels
 
 from classifier.channel_names import canonical
 from classifier.errors import InputError
+from classifier.kernels import block_mean_padded, median_disc_diameter, otsu
 
-NUCLEUS_DIAMETER_UM = 7.0  # leukocyte nucleus; sets the scale of everything below
+#: a leukocyte nucleus' physical diameter (µm): with a pixel size, the scale the nucleus network
+#: segments at, and the unit of everything below. Deliberately not the preprocessing contract's
+#: ``reference_nucleus_um`` (6.75 µm, ``classifier.contract.THRESHOLDED_NUCLEUS_UM``): that is the
+#: median of the same nuclei as the thumbnail *thresholds* measure them, calibrated for inferring
+#: a pixel size and stored with the weights. Changing either changes results.
+NUCLEUS_DIAMETER_UM = 7.0
 MAX_GROWTH_UM = 8.0  # cytoplasm beyond the nucleus (CTCs ~12 µm, nuclei ~7-10 µm)
 LARGE_CK_OBJECT_UM = 8.0  # an anuclear CK+ object at least this wide is still an event
 _WORK_DIAMETER_PX = 10.0  # nucleus diameter at the working scale
@@ -102,7 +107,7 @@ def analyse_field(
     """:func:`segment_field` with the scale it used and its plausibility warnings.
 
     ``parallel_map(fn, items)``, when given, is an ordered map that may run in other
-    processes (``classifier.engine.fork_map``); on large images the nuclei and the two
+    processes (``classifier.parallel.fork_map``); on large images the nuclei and the two
     marker masks, independent of each other, are computed through it. Same result.
     """
     dapi, ck, cd45 = _channels(image, channels)
@@ -209,7 +214,7 @@ def plausibility_warnings(n_objects: int, shape: tuple[int, int], diameter_px: f
 def _median_diameter(labels: np.ndarray) -> float | None:
     areas = np.bincount(labels.ravel())[1:]
     areas = areas[areas > 0]
-    return float(2 * math.sqrt(np.median(areas) / math.pi)) if areas.size else None
+    return median_disc_diameter(areas) if areas.size else None
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:
@@ -380,38 +385,22 @@ def _threshold(fg: np.ndarray) -> float:
     mad = float(np.median(np.abs(sample - med))) * 1.4826
     noise_t = med + 6 * max(mad, 1e-6)
     try:
-        otsu = float(threshold_otsu(sample))
-    except ValueError:  # constant image
+        t = otsu(sample)
+    except ValueError:  # what skimage refuses (non-finite values)
         return noise_t
-    return min(otsu, noise_t) if otsu > med else noise_t
-
-
-def _otsu(values: np.ndarray, default: float) -> float:
-    try:
-        return float(threshold_otsu(values))
-    except ValueError:  # empty or constant
-        return default
+    return min(t, noise_t) if t > med else noise_t
 
 
 def _marker_mask(img: np.ndarray, d: float) -> np.ndarray:
     """CK or CD45 above background, at the input scale (computed block-averaged when nuclei
     are large, then brought back), with the image's outer frame mended first."""
     f = max(1, int(d / _WORK_DIAMETER_PX))
-    small = _downsample(img, f)
+    small = block_mean_padded(img, f)
     _mend_frame(small)
     fg = _background_subtracted(small, d / f)
     mask = fg > _threshold(fg)
     h, w = img.shape
     return _upsample(mask, f, h, w) if f > 1 else mask
-
-
-def _drop_small(labels: np.ndarray, min_area: float) -> np.ndarray:
-    areas = np.bincount(labels.ravel())
-    small = areas < min_area
-    small[0] = False
-    if small.any():
-        labels = np.where(small[labels], 0, labels)
-    return labels.astype(np.int32)
 
 
 def _mend_frame(img: np.ndarray, width: int = 2) -> None:
@@ -426,16 +415,6 @@ def _mend_frame(img: np.ndarray, width: int = 2) -> None:
     img[-width:] = img[-width - 1]
     img[:, :width] = img[:, width:width + 1]
     img[:, -width:] = img[:, -width - 1:-width]
-
-
-def _downsample(img: np.ndarray, f: int) -> np.ndarray:
-    """Block mean by ``f`` (edges padded by replication); always a new array."""
-    if f == 1:
-        return img.astype(np.float32, copy=True)
-    h, w = img.shape
-    gh, gw = -(-h // f), -(-w // f)
-    padded = np.pad(img, ((0, gh * f - h), (0, gw * f - w)), mode="edge")
-    return padded.reshape(gh, f, gw, f).mean(axis=(1, 3), dtype=np.float32)
 
 
 def _upsample(lab: np.ndarray, f: int, h: int, w: int) -> np.ndarray:

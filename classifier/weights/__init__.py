@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
+from classifier.contract import PreprocessContract
 from classifier.errors import ContractError
 from classifier.model import DualBranchCTC, ModelConfig, attach_lab_head, build, has_lab_head
-from classifier.preprocess import PreprocessContract
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "ctc-dual.pt"

@@ -1,4 +1,4 @@
-"""classifier.preprocess.otsu_rows must be skimage's threshold_otsu, bit for bit.
+"""classifier.kernels.otsu_rows must be skimage's threshold_otsu, bit for bit.
 
 The shipped weights were trained on preprocessing that thresholds with skimage; any
 threshold that moves by one ULP can flip a mask pixel and so an attribute. Everything
@@ -15,7 +15,7 @@ import pytest
 from skimage.filters import threshold_otsu
 
 from classifier import preprocess
-from classifier.preprocess import otsu_rows
+from classifier.kernels import otsu_rows
 
 CTC_DEV = Path(__file__).resolve().parents[3] / "shared" / "data" / "ctc-dev"
 

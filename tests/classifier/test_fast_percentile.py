@@ -1,4 +1,4 @@
-"""The top-percentile shortcut of classifier.preprocess._percentile_rows returns exactly
+"""The top-percentile shortcut of classifier.kernels.percentile_rows returns exactly
 what partitioning every value returns (the intensity anchors feed every crop)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifier import preprocess
+from classifier import kernels, preprocess
 
 CTC_DEV = Path(__file__).resolve().parents[3] / "shared" / "data" / "ctc-dev"
 
@@ -52,7 +52,7 @@ def test_random_rows(dtype: type) -> None:
             a[:, 5::13] = -0.0
         a = a.astype(dtype)
         for q in (99.9, 99.5, 99.0, 98.0, 20.0, 50.0, 100.0):
-            assert _same(preprocess._percentile_rows(a, q), _reference(a, q)), (trial, n, q)
+            assert _same(kernels.percentile_rows(a, q), _reference(a, q)), (trial, n, q)
 
 
 def test_infinite_and_nan_values() -> None:
@@ -61,9 +61,9 @@ def test_infinite_and_nan_values() -> None:
     a[0, 17] = np.inf
     a[1, :40] = -np.inf
     a[2, 100:200] = np.inf
-    assert _same(preprocess._percentile_rows(a, 99.9), _reference(a, 99.9))
+    assert _same(kernels.percentile_rows(a, 99.9), _reference(a, 99.9))
     a[1, 5] = np.nan  # partition sorts NaN last: the shortcut steps aside
-    assert np.array_equal(preprocess._percentile_rows(a, 99.9), _reference(a, 99.9), equal_nan=True)
+    assert np.array_equal(kernels.percentile_rows(a, 99.9), _reference(a, 99.9), equal_nan=True)
 
 
 def test_normalisation_of_synthetic_events_is_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,7 +73,7 @@ def test_normalisation_of_synthetic_events_is_unchanged(monkeypatch: pytest.Monk
     images = [make_event(rng, px_um=float(rng.choice([0.325, 0.5, 0.65])))[0].astype(np.float32)
               for _ in range(40)]
     fast = [preprocess._normalise(img) for img in images]
-    monkeypatch.setattr(preprocess, "_percentile_rows", _reference)
+    monkeypatch.setattr(preprocess, "percentile_rows", _reference)
     slow = [preprocess._normalise(img) for img in images]
     assert any(img.shape[1] * img.shape[2] >= 4096 for img in images)  # the shortcut was taken
     for (n1, s1, f1), (n2, s2, f2) in zip(fast, slow, strict=True):
@@ -89,7 +89,7 @@ def test_normalisation_of_real_events_is_unchanged(monkeypatch: pytest.MonkeyPat
     inputs = read_inputs(sorted((CTC_DEV / "events").glob("*.tif")), ["DAPI", "CK", "AF", "CD45"])
     mapped = [preprocess.map_channels(i.image, list(i.channels), contract) for i in inputs]
     fast = [preprocess._normalise(m) for m in mapped]
-    monkeypatch.setattr(preprocess, "_percentile_rows", _reference)
+    monkeypatch.setattr(preprocess, "percentile_rows", _reference)
     slow = [preprocess._normalise(m) for m in mapped]
     for (n1, s1, f1), (n2, s2, f2) in zip(fast, slow, strict=True):
         assert _same(n1, n2) and _same(s1, s2) and f1 == f2

@@ -1,4 +1,4 @@
-"""classifier.engine.fork_map: the loop's results and exceptions, from forked processes.
+"""classifier.parallel.fork_map: the loop's results and exceptions, from forked processes.
 
 It preprocesses large uploads inside the Celery worker, whose prefork processes are
 daemonic (``multiprocessing`` refuses them children), and it runs next to the worker's
@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 
-from classifier.engine import fork_map
+from classifier.parallel import fork_map
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 
@@ -125,30 +125,24 @@ def test_works_inside_a_daemonic_pool_process() -> None:
 
 
 def test_engine_prepares_the_same_with_and_without_forks(shipped) -> None:  # noqa: ANN001
-    from classifier.preprocess import Prepared
+    from classifier.engine import Job, JobProgress
     from classifier.synth.events import make_event
 
     rng = np.random.default_rng(4)
     images = [make_event(rng, px_um=0.65)[0].astype(np.float32) for _ in range(40)]
-    jobs = [(f"e{i}", img, ["DAPI", "CK", "AF", "CD45"], 0.65, None) for i, img in enumerate(images)]
-
-    def prepare(job: tuple) -> Prepared:
-        from classifier.preprocess import prepare_image
-
-        name, image, chans, px, centres = job
-        return prepare_image(image, chans, shipped.contract, px, centres=centres, source=name)
-
-    reported: list[int] = []
-    prepare.report = reported.append  # type: ignore[attr-defined]
+    jobs = [Job(f"e{i}", img, ["DAPI", "CK", "AF", "CD45"], 0.65) for i, img in enumerate(images)]
+    serial_counts: list[int] = []
+    forked_counts: list[int] = []
     workers = shipped.prep_workers
     try:
         shipped.prep_workers = 1
-        serial = shipped._prepare_all(jobs, prepare)
+        serial = shipped._prepare_all(jobs, JobProgress(len(jobs), serial_counts.append))
         shipped.prep_workers = 2
-        forked = shipped._prepare_all(jobs, prepare)
+        forked = shipped._prepare_all(jobs, JobProgress(len(jobs), forked_counts.append))
     finally:
         shipped.prep_workers = workers
-    assert reported and reported[-1] == len(jobs)
+    assert serial_counts == [32, 40]  # every 32 jobs and the last
+    assert forked_counts and forked_counts[-1] == len(jobs) and forked_counts == sorted(forked_counts)
     for a, b in zip(serial, forked, strict=True):
         for name in ("crops", "nucleus", "cell", "x", "y", "px_um"):
             assert np.array_equal(getattr(a, name), getattr(b, name)), name
@@ -177,8 +171,9 @@ def test_engine_attributes_of_a_large_batch_equal_the_whole_batch_call(shipped, 
         shipped.prep_workers = workers
 
 
-def test_engine_prepares_a_field_the_same_with_and_without_forks(shipped) -> None:  # noqa: ANN001
+def test_engine_prepares_a_field_the_same_with_and_without_forks(shipped, monkeypatch) -> None:  # noqa: ANN001
     """A field's events split across processes: the serial crops and masks, in order."""
+    from classifier.engine import Job, JobProgress
     from classifier.preprocess import prepare_image
     from classifier.segmentation import segment_field
     from classifier.synth.field import make_field
@@ -190,15 +185,14 @@ def test_engine_prepares_a_field_the_same_with_and_without_forks(shipped) -> Non
     assert len(centres) >= 64  # the split path
     want = prepare_image(img, chans, shipped.contract, 0.65, centres=centres, source="field")
     reported: list[int] = []
-
-    def prepare(job: tuple):  # noqa: ANN202 - the engine's serial path, unused here
-        raise AssertionError("the field should be split by events")
-
-    prepare.report = reported.append  # type: ignore[attr-defined]
+    job = Job("field", img, chans, 0.65, centres)
+    assert job.many and job.n_events == len(centres)
     workers = shipped.prep_workers
     try:
         shipped.prep_workers = 2
-        (got,) = shipped._prepare_all([("field", img, chans, 0.65, centres)], prepare)
+        with monkeypatch.context() as m:  # the whole-image path must not run: the field is split by events
+            m.setattr(Job, "prepare", lambda *_: pytest.fail("the field should be split by events"))
+            (got,) = shipped._prepare_all([job], JobProgress(1, reported.append))
     finally:
         shipped.prep_workers = workers
     assert reported == [1]

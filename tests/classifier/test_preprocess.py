@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from classifier import features
+from classifier.contract import PreprocessContract
 from classifier.errors import ContractError, InputError
-from classifier.preprocess import PreprocessContract, normalise, prepare_image, setup_image
+from classifier.preprocess import normalise, prepare_image, setup_image
 from classifier.synth import make_event
 from classifier.weights import load_bundle, save_bundle
 
