@@ -40,6 +40,9 @@ _TILE = 1024
 _MARGIN = 48  # context on each side of a tile; more than the network's reach that matters
 #: the network runs on the areas with signal only when they cover less than this share of the image
 SPARSE_BELOW = 0.3
+#: a 3x3 mean this many noise SDs above the background level is signal (see signal_regions)
+SIGNAL_SDS = 1.0
+_SIGNAL_MIN_AREA = 0.15 * math.pi * (WORK_DIAMETER / 2) ** 2  # px: a sixth of a working-size nucleus
 _SPARSE_MARGIN = 32  # context around a region's box (its nuclei's outputs no longer change beyond it)
 _SPARSE_MIN_PIXELS = 512 * 512
 _SPARSE_MAX_REGIONS = 3000
@@ -113,8 +116,12 @@ def predict_maps(model: NucleusUNet, x: np.ndarray, regions: np.ndarray | None =
             for i, box in enumerate(ndi.find_objects(regions), start=1):
                 if box is None:
                     continue
-                y0, y1 = max(0, box[0].start - _SPARSE_MARGIN), min(h, box[0].stop + _SPARSE_MARGIN)
-                x0, x1 = max(0, box[1].start - _SPARSE_MARGIN), min(w, box[1].stop + _SPARSE_MARGIN)
+                # boxes on the network's pooling grid (multiples of 8 from the image origin, as
+                # the whole-image pass sees it): off-grid crops give slightly different maps
+                m = model.multiple
+                y0, x0 = (max(0, (b.start - _SPARSE_MARGIN) // m * m) for b in box)
+                y1 = min(h, -(-(box[0].stop + _SPARSE_MARGIN) // m) * m)
+                x1 = min(w, -(-(box[1].stop + _SPARSE_MARGIN) // m) * m)
                 y = _forward(model, x[:, y0:y1, x0:x1])
                 own = regions[y0:y1, x0:x1] == i
                 out[:, y0:y1, x0:x1][:, own] = y[:, own]
@@ -165,7 +172,13 @@ def signal_regions(prep: Prepared) -> np.ndarray | None:
     sd = 1.4826 * float(np.median(np.abs(sample - level)))
     if sd <= 0 or level > 3 * max(sd, prep.noise):
         return None
-    signal = ndi.uniform_filter(e, 3) > level + 2.0 * sd
+    signal = ndi.uniform_filter(e, 3) > level + SIGNAL_SDS * sd
+    # specks of noise above that level are a few pixels; the dimmest nucleus is many
+    specks, n_specks = ndi.label(signal)
+    if n_specks:
+        big = np.bincount(specks.ravel()) >= _SIGNAL_MIN_AREA
+        big[0] = False
+        signal = big[specks]
     grow = 2 * int(WORK_DIAMETER) + 1
     grown = ndi.maximum_filter(signal.view(np.uint8), size=grow) > 0
     if grown.mean() > SPARSE_BELOW:

@@ -150,9 +150,9 @@ def test_a_sparse_field_is_segmented_on_its_signal_regions_with_the_same_nuclei(
     assert sparse.count == dense.count == len(np.unique(truth)) - 1
     s = metrics.score(dense.labels, sparse.labels)
     assert s.f1 == 1.0 and s.f1_iou50 == 1.0
-    # a region's box is padded to the network's multiple by reflection, not by its real
-    # surroundings: a boundary pixel here and there may differ (1.5 % of nuclear pixels here)
-    assert ((dense.labels > 0) != (sparse.labels > 0)).sum() < 0.03 * (dense.labels > 0).sum()
+    # boxes on the pooling grid: the maps match the whole-image pass (at an image edge a box is
+    # padded by reflection, not by its real surroundings, so a pixel here and there may differ)
+    assert ((dense.labels > 0) != (sparse.labels > 0)).sum() < 0.005 * (dense.labels > 0).sum()
 
 
 def test_a_dense_or_small_image_takes_the_whole_image_path() -> None:
