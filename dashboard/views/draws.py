@@ -13,7 +13,7 @@ from dashboard.forms import UploadForm
 from dashboard.labels import call_category_disagree, category_label
 from dashboard.review_labels import attribute_label, branch_label
 from dashboard.views.common import base_context
-from patients import registry
+from patients import registry, schedule
 from patients.audit import record
 from patients.models import BloodDraw, Call, CellEvent, ImagingUpload, UploadStatus
 from patients.summary import reading_of
@@ -95,6 +95,9 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
     # while a preliminary count's model range straddles the cut-off (patients.summary).
     reading = reading_of(draw)
     status_text, interval_note = reading.status(cutoff) if reading else (None, "")
+    # The count itself against the cut-off (schedule.ctc_status owns the rule): red when at or above
+    # it, also while the status reads "indeterminate until reviewed", as on the patient page and list.
+    unfavorable = schedule.ctc_status(reading.value if reading else None, cutoff) == schedule.UNFAVORABLE
     record(request, "view", draw, patient=draw.patient)
     return render(request, "dashboard/draw_detail.html", base_context(
         request, nav="patients", draw=draw, patient=draw.patient, summary=summary, uploads=uploads, page=page,
@@ -102,11 +105,11 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
         categories=categories, filters={"call": call, "category": category, "sort": sort, "reviewed": reviewed},
         embedding=embedding, upload_form=UploadForm(initial={"channels": last_channels}),
         active_uploads=[u for u in uploads if u.status in (UploadStatus.QUEUED, UploadStatus.RUNNING)],
-        cutoff=draw.patient.cancer_type.ctc_cutoff, thresholds=thresholds,
+        cutoff=cutoff, thresholds=thresholds,
         categories_labelled=[(c, category_label(c)) for c in categories],
         draw_final=summary is not None and summary.status in ("final", "amended"),
         domain_shifted=_domain_shifted(uploads),
-        reading=reading, status_text=status_text, interval_note=interval_note,
+        reading=reading, status_text=status_text, interval_note=interval_note, unfavorable=unfavorable,
     ))
 
 
