@@ -13,7 +13,11 @@ first follow-up.) This module
 - groups patients by baseline CTC status, CTC0 at first follow-up or conversion class, and
   fits Kaplan–Meier curves, the log-rank test, a Cox model of baseline status (adjusted for
   the trial arm when there are several) and its Harrell c-index with **lifelines**, not
-  hand-written estimators (:func:`survival_analysis`).
+  hand-written estimators (:func:`survival_analysis`);
+- writes the draws export of the cohort and patient pages (:func:`draws_csv_rows`: one row per
+  draw of the courses, ``patients.cohort``, with the status words, the treatment line, the
+  outcome dates and PFS/OS). It lives here, above the courses and the survival records it joins,
+  so that ``cohort`` never imports this module back.
 
 Censoring: a patient without the event is censored at the last follow-up date, else at
 the latest date the record knows of (last draw or clinical event), since that is the last
@@ -28,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import warnings
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -45,8 +50,11 @@ from patients.cohort import (
     conversion_of,
     patient_courses,
 )
-from patients.models import ClinicalEvent, Patient, TreatmentLine
+from patients.csvsafe import safe_row
+from patients.models import ClinicalEvent, DrawSummary, Patient, TreatmentLine
 from patients.schedule import UNFAVORABLE
+from patients.stats import per_7_5ml_ci
+from patients.summary import draw_status
 from patients.validation import check_outcomes
 
 DAYS_PER_MONTH = 30.4375
@@ -399,7 +407,94 @@ def survival_rows(records: Iterable[SurvivalRecord]) -> list[dict]:
     return rows
 
 
+# --- the draws export (cohort and patient CSV) ----------------------------------------------------
+
+
+#: New columns go at the end: statisticians' scripts read the older ones by position.
+DRAWS_CSV_HEADER = [
+    "study_id", "cancer_type", "cutoff_per_7_5ml", "trial", "arm", "site", "draw_id", "date", "timepoint",
+    "ctc_count", "ctc_per_7_5ml", "ctc_status", "result_status", "is_baseline", "conversion",
+    "volume_ml", "events_analysed", "malignant_fraction", "model_version",
+    # issue 14: count intervals, the status in words, the line at the draw, outcomes and survival
+    "ctc_per_7_5ml_ci95_low", "ctc_per_7_5ml_ci95_high", "status_words", "treatment_line", "regimen",
+    "progression_date", "death_date", "last_follow_up", "day0", "pfs_months", "pfs_event", "os_months",
+    "os_event"]
+
+
+def _blank(value):  # noqa: ANN001, ANN202
+    return "" if value is None else value
+
+
+def _extras(courses: list[PatientCourse]) -> tuple[dict, dict, dict, dict]:
+    """Lines, outcomes, survival records and model ranges of the courses' patients (a few queries)."""
+    ids = [c.patient_id for c in courses]
+    lines: dict[int, list] = defaultdict(list)
+    for pid, number, regimen, start, end in TreatmentLine.objects.filter(patient_id__in=ids).order_by(
+            "patient_id", "line_number").values_list("patient_id", "line_number", "regimen", "start_date", "end_date"):
+        lines[pid].append((number, regimen, start, end))
+    outcome = {pk: rest for pk, *rest in Patient.objects.filter(pk__in=ids).values_list(
+        "pk", "progression_date", "death_date", "last_follow_up")}
+    survival = {r.patient_id: r for r in survival_records(Patient.objects.filter(pk__in=ids))}
+    ranges = {d: (lo, hi) for d, lo, hi in DrawSummary.objects.filter(draw__patient_id__in=ids).values_list(
+        "draw_id", "ctc_count_min", "ctc_count_max")}
+    return lines, outcome, survival, ranges
+
+
+def _line_at(lines: list, day: dt.date) -> tuple[int | str, str]:
+    """The treatment line running on ``day`` (the latest started before it), else blanks."""
+    current = ("", "")
+    for number, regimen, start, end in lines:
+        if start <= day and (end is None or day <= end):
+            current = (number, regimen)
+    return current
+
+
+def draws_csv_rows(courses: Iterable[PatientCourse]) -> Iterable[list]:
+    """One row per draw (header first): the cohort export for statisticians, and the patient page's.
+
+    Issue 14 appends the count's 95 % interval, the status in words ("indeterminate until
+    reviewed" included), the treatment line at the draw, the outcome dates and PFS/OS
+    (months from day 0, event 1/0; :func:`survival_records`).
+    """
+    courses = list(courses)
+    yield list(DRAWS_CSV_HEADER)
+    if not courses:
+        return
+    lines, outcome, survival, ranges = _extras(courses)
+    for c in courses:
+        base, last = c.ends()
+        conversion = conversion_of(base, last) or ""
+        progression, death, follow_up = outcome.get(c.patient_id, (None, None, None))
+        rec = survival.get(c.patient_id)
+        tail_patient = [_iso(progression), _iso(death), _iso(follow_up), _iso(rec.day0) if rec else "",
+                        _blank(rec.pfs_months) if rec else "", int(rec.pfs_event) if rec and rec.pfs_months is not None
+                        else "", _blank(rec.os_months) if rec else "",
+                        int(rec.os_event) if rec and rec.os_months is not None else ""]
+        for d in c.draws:
+            analysed = d.per_7_5ml is not None
+            lo = hi = words = ""
+            if analysed and d.ctc_count is not None and d.volume_ml:
+                lo, hi = per_7_5ml_ci(d.ctc_count, d.volume_ml)
+                cmin, cmax = ranges.get(d.draw_id, (None, None))
+                status, note = draw_status(d.per_7_5ml, c.cutoff, preliminary=d.preliminary, count=d.ctc_count,
+                                           count_min=cmin, count_max=cmax, volume_ml=d.volume_ml)
+                words = f"{status}; {note}" if note else (status or "")
+            number, regimen = _line_at(lines.get(c.patient_id, []), d.date)
+            # safe_row: user-typed text (study id, timepoint, regimen) must not become a spreadsheet formula.
+            yield safe_row([c.study_id, c.cancer_type, c.cutoff, c.trial, c.arm, c.site, d.draw_id,
+                            d.date.isoformat(), d.timepoint, _blank(d.ctc_count), _blank(d.per_7_5ml),
+                            d.status or "", d.summary_status, int(base is not None and base.draw_id == d.draw_id),
+                            conversion, _blank(d.volume_ml), _blank(d.events_analysed) if analysed else "",
+                            _blank(d.malignant_fraction) if analysed else "", d.model_version if analysed else "",
+                            lo, hi, words, number, regimen, *tail_patient])
+
+
+def _iso(value: dt.date | None) -> str:
+    return value.isoformat() if value else ""
+
+
 __all__ = [
-    "ENDPOINTS", "GROUPINGS", "SurvivalRecord", "check_outcomes", "first_follow_up", "record_outcomes",
+    "DRAWS_CSV_HEADER", "ENDPOINTS", "GROUPINGS", "SurvivalRecord", "check_outcomes", "draws_csv_rows",
+    "first_follow_up", "record_outcomes",
     "survival_analysis", "survival_records", "survival_rows", "TO_FAVORABLE", "TO_UNFAVORABLE",
 ]

@@ -18,7 +18,7 @@ from dashboard.access import require
 from dashboard.forms import CohortFilterForm
 from dashboard.views.common import base_context, csv_response
 from patients import cohort as cohort_stats
-from patients import schedule
+from patients import outcomes, schedule
 from patients.audit import record
 from patients.models import Patient
 from patients.roles import Action
@@ -93,4 +93,4 @@ def cohort_export(request: HttpRequest) -> HttpResponse:
     courses = cohort_stats.patient_courses(patients, landmark=form.landmark())
     record(request, "export", object_type="Cohort", detail={"format": "csv", "filters": request.GET.dict(),
                                                             "patients": len(courses)})
-    return csv_response(f"cohort-{timezone.localdate():%Y%m%d}.csv", cohort_stats.csv_rows(courses))
+    return csv_response(f"cohort-{timezone.localdate():%Y%m%d}.csv", outcomes.draws_csv_rows(courses))

@@ -19,7 +19,7 @@ from dashboard.access import require
 from dashboard.forms import DrawForm, PatientFilterForm, errors_text
 from dashboard.views.common import base_context, csv_response
 from patients import cohort as cohort_stats
-from patients import schedule
+from patients import outcomes, schedule
 from patients.audit import record
 from patients.models import BloodDraw, ClinicalEvent, ImagingUpload, Patient, TreatmentLine
 from patients.report import representative_cells, sign_offs
@@ -193,4 +193,4 @@ def patient_export(request: HttpRequest, pk: int) -> HttpResponse:
     require(request, Action.EXPORT)
     courses = cohort_stats.patient_courses(Patient.objects.filter(pk=patient.pk))
     record(request, "export", patient, detail={"format": "csv"})
-    return csv_response(f"{patient.study_id}-draws.csv", cohort_stats.csv_rows(courses))
+    return csv_response(f"{patient.study_id}-draws.csv", outcomes.draws_csv_rows(courses))

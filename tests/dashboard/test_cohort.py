@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from patients import cohort
+from patients import cohort, outcomes
 from patients.models import Patient
 from tests import factories
 from tests.dashboard.builders import add_cells, draw_on
@@ -64,7 +64,7 @@ def test_waterfall_and_csv(team):
     courses = cohort.patient_courses(Patient.objects.all())
     bars = cohort.waterfall(courses)
     assert [b[0] for b in bars] == ["W2", "W1"]  # largest rise first
-    rows = list(cohort.csv_rows(courses))
+    rows = list(outcomes.draws_csv_rows(courses))
     assert rows[0][:3] == ["study_id", "cancer_type", "cutoff_per_7_5ml"]
     assert len(rows) == 1 + 4
     assert rows[1][13] == 1  # the baseline row is marked
