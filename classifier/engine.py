@@ -34,7 +34,7 @@ from classifier.model import DualBranchCTC, fuse_batchnorm
 from classifier.parallel import fork_map
 from classifier.preprocess import Prepared, prepare_centres, prepare_image, setup_image
 from classifier.results import CATEGORIES, AnalysisResult, Attribute, EventResult
-from classifier.segmentation import analyse_field
+from classifier.segmentation import FieldSegmentation, analyse_field
 from classifier.weights import load_bundle
 
 Progress = Callable[[float, str], None]
@@ -195,11 +195,10 @@ class Classifier:
         sources: list[str] = []
         jobs: list[Job] = []
         field_warnings: list[str] = []  # implausible counts and scales: reported, never silently counted
-        for name, image, chans, px in items:
+        segs = self._segment_fields(items) if kind == "field" else []
+        for k, (name, image, chans, px) in enumerate(items):
             if kind == "field":
-                if image.ndim != 3:
-                    raise InputError(f"{name}: expected a (channels, height, width) image, got shape {image.shape}.")
-                seg = analyse_field(image, chans, px, parallel_map=self._segment_map())
+                seg = segs[k]
                 cells = seg.cells
                 field_warnings += [f"{name}: {w}" for w in seg.warnings]
                 jobs.append(Job(name, image, chans, px, [(c.y, c.x) for c in cells]))
@@ -241,6 +240,25 @@ class Classifier:
         if getattr(self, "_domain_lookup", None) is None:
             self._domain_lookup = load_reference(self.weights_path, self.metadata.get("sha256"), self.feature_names)
         return self._domain_lookup
+
+    def _segment_fields(self, items: list[tuple[str, np.ndarray, list[str], float | None]]) -> list[FieldSegmentation]:
+        """Each field's segmentation. Several fields go to this process and its forked copies a
+        field at a time (a whole cartridge streams through here a few fields per call); a single
+        field spreads its own independent steps instead (:func:`analyse_field`'s parallel map)."""
+        for name, image, _chans, _px in items:
+            if image.ndim != 3:
+                raise InputError(f"{name}: expected a (channels, height, width) image, got shape {image.shape}.")
+        if len(items) < 2 or self.prep_workers < 2 or not hasattr(os, "fork"):
+            return [analyse_field(image, chans, px, parallel_map=self._segment_map())
+                    for _name, image, chans, px in items]
+        parent = os.getpid()
+
+        def one(item: tuple[str, np.ndarray, list[str], float | None]) -> FieldSegmentation:
+            if os.getpid() != parent:
+                torch.set_num_threads(1)  # a forked child must not wait on the parent's OpenMP pool
+            return analyse_field(item[1], item[2], item[3])
+
+        return fork_map(one, items, self.prep_workers, chunk=1)
 
     def _segment_map(self) -> Callable[[Callable, list], list] | None:
         """The ordered map ``segment_field`` may spread its independent steps with."""

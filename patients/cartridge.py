@@ -1,4 +1,4 @@
-"""A whole cartridge, field by field (issue 15.4).
+"""A whole cartridge, a few fields at a time (issue 15.4).
 
 A CellSearch cartridge is ~175 fields x 4 channels of 1384 x 1036 16-bit pixels: 2 GB of pixels,
 4 GB as the classifier's float32. Decoding the upload at once (``Classifier.analyse_files``
@@ -15,6 +15,7 @@ usual whole-upload call unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -81,27 +82,42 @@ def field_sources(paths: Sequence[Path], names: Sequence[str], n_channels: int) 
     return out if len(out) >= 2 else None
 
 
-def _materialise(src: FieldSource, tmp: Path) -> Iterator[Path]:
-    """The field as a file the classifier can open: a zip member is streamed out to ``tmp``
-    (1 MiB chunks) and removed once the caller moves on."""
-    if src.member is None:
-        yield src.path
-        return
-    dest = tmp / "field.tif"
-    with zipfile.ZipFile(src.path) as zf, zf.open(src.member) as fh, dest.open("wb") as out:
-        shutil.copyfileobj(fh, out, 1 << 20)
+@contextlib.contextmanager
+def _materialised(batch: Sequence[FieldSource], tmp: Path) -> Iterator[list[Path]]:
+    """The fields as files the classifier can open: zip members are streamed out to ``tmp``
+    (1 MiB chunks) and removed when the caller moves on."""
+    paths: list[Path] = []
+    made: list[Path] = []
     try:
-        yield dest
+        for k, src in enumerate(batch):
+            if src.member is None:
+                paths.append(src.path)
+                continue
+            dest = tmp / f"field-{k}.tif"
+            with zipfile.ZipFile(src.path) as zf, zf.open(src.member) as fh, dest.open("wb") as out:
+                shutil.copyfileobj(fh, out, 1 << 20)
+            made.append(dest)
+            paths.append(dest)
+        yield paths
     finally:
-        dest.unlink(missing_ok=True)
+        for dest in made:
+            dest.unlink(missing_ok=True)
+
+
+def fields_per_call(clf) -> int:  # noqa: ANN001 - a classifier.engine.Classifier
+    """Fields analysed per classifier call: two per process the classifier spreads work over
+    (its processes then take whole fields each; memory stays a few fields' worth)."""
+    return max(1, 2 * int(getattr(clf, "prep_workers", 1)))
 
 
 def analyse_fields(clf, sources: Sequence[FieldSource], channels: Sequence[str], pixel_size_um: float | None,  # noqa: ANN001
-                   progress: Callable[[float, str], None] | None = None) -> AnalysisResult:
-    """Analyse ``sources`` one field at a time and merge the results into one, as if the
+                   progress: Callable[[float, str], None] | None = None, *, per_call: int | None = None
+                   ) -> AnalysisResult:
+    """Analyse ``sources`` a few fields at a time and merge the results into one, as if the
     upload had been analysed at once: events numbered across fields, ``source`` = "field#k",
     stage timings summed, warnings kept, the domain check the least favourable of the fields'."""
     n = len(sources)
+    step = per_call or fields_per_call(clf)
     events: list = []
     timings: dict[str, float] = {}
     warnings: list[str] = []
@@ -109,15 +125,18 @@ def analyse_fields(clf, sources: Sequence[FieldSource], channels: Sequence[str],
     last: AnalysisResult | None = None
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ctc-cartridge-") as tmp:
-        for i, src in enumerate(sources):
-            def field_progress(fraction: float, stage: str, i: int = i) -> None:
+        for i in range(0, n, step):
+            batch = sources[i:i + step]
+
+            def batch_progress(fraction: float, stage: str, i: int = i, size: int = len(batch)) -> None:
                 if progress is not None:
-                    progress((i + max(0.0, min(1.0, fraction))) / n, f"field {i + 1}/{n}: {stage}")
+                    done = i + size * max(0.0, min(1.0, fraction))
+                    progress(done / n, f"fields {i + 1}-{i + size} of {n}: {stage}")
 
             t = time.perf_counter()
-            for path in _materialise(src, Path(tmp)):
-                res = clf.analyse_files([path], list(channels), kind="field", pixel_size_um=pixel_size_um,
-                                        names=[src.name], progress=field_progress)
+            with _materialised(batch, Path(tmp)) as paths:
+                res = clf.analyse_files(paths, list(channels), kind="field", pixel_size_um=pixel_size_um,
+                                        names=[src.name for src in batch], progress=batch_progress)
             timings["unpack"] = timings.get("unpack", 0.0) + (time.perf_counter() - t
                                                               - sum(res.timings.values()))
             for e in res.events:
@@ -139,8 +158,9 @@ def analyse_fields(clf, sources: Sequence[FieldSource], channels: Sequence[str],
 
 
 def _merge_checks(checks: list[dict], n: int) -> dict | None:
-    """One domain check for the cartridge: shifted if any field is, the worst score, the
-    reasons of every field (each once, at most 10)."""
+    """One domain check for the cartridge's ``n`` fields from the checks of its groups of fields
+    (one per classifier call): shifted if any group is, the worst score, the reasons of every
+    group (each once, at most 10)."""
     if not checks:
         return None
     shifted = [c for c in checks if c.get("status") != "in_domain"]
@@ -152,5 +172,5 @@ def _merge_checks(checks: list[dict], n: int) -> dict | None:
                 reasons.append(r)
     merged = dict(worst)
     merged.update(status="shifted" if shifted else "in_domain", reasons=reasons[:10],
-                  fields=n, fields_shifted=len(shifted))
+                  fields=n, groups=len(checks), groups_shifted=len(shifted))
     return merged

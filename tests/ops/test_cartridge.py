@@ -1,7 +1,8 @@
-"""A whole cartridge, field by field (issue 15.4): a small cartridge (a zip of per-field
-4-channel TIFFs, as instruments export) is analysed one field at a time, each field streamed
-out of the zip and removed, with the same events as analysing the upload at once; any other
-layout keeps the whole-upload path. The big one (175 fields) is `python -m bench.pipeline`'s."""
+"""A whole cartridge, a few fields at a time (issue 15.4): a small cartridge (a zip of per-field
+4-channel TIFFs, as instruments export) is analysed a group of fields per classifier call (the
+classifier's processes take a field each), each field streamed out of the zip and removed, with
+the same events as analysing the upload at once; any other layout keeps the whole-upload path.
+The big one (175 fields) is `python -m bench.pipeline`'s."""
 
 from __future__ import annotations
 
@@ -57,15 +58,17 @@ class Recording:
         return self.clf.analyse_files(paths, *args, **kwargs)
 
 
-def test_a_cartridge_is_analysed_one_streamed_field_at_a_time_with_the_same_events(cartridge):
+@pytest.mark.parametrize("per_call", [1, 2])
+def test_a_cartridge_is_analysed_a_few_streamed_fields_at_a_time_with_the_same_events(cartridge, per_call):
     clf = pipeline.get_classifier("")
     sources = field_sources([cartridge], ["cartridge.zip"], len(CHANNELS))
     assert [s.name for s in sources] == [f"cartridge.zip/field_{i:03d}.tif" for i in (1, 2, 3)]
 
     rec = Recording(clf)
     seen: list[float] = []
-    streamed = analyse_fields(rec, sources, CHANNELS, 0.65, progress=lambda f, _stage: seen.append(f))
-    assert [len(c) for c in rec.calls] == [1, 1, 1], "one field per classifier call"
+    streamed = analyse_fields(rec, sources, CHANNELS, 0.65, progress=lambda f, _stage: seen.append(f),
+                              per_call=per_call)
+    assert [len(c) for c in rec.calls] == ([1, 1, 1] if per_call == 1 else [2, 1]), "fields per classifier call"
     assert all(not p.exists() for c in rec.calls for p in c), "a field's temporary copy outlived its analysis"
     assert seen == sorted(seen) and seen[-1] == 1.0  # progress over the whole cartridge, never backwards
 
@@ -76,6 +79,7 @@ def test_a_cartridge_is_analysed_one_streamed_field_at_a_time_with_the_same_even
     np.testing.assert_allclose([e.ctc_probability for e in streamed.events],
                                [e.ctc_probability for e in whole.events], atol=0.02)
     assert streamed.timings["fields"] == 3 and streamed.domain_check["fields"] == 3
+    assert streamed.domain_check["groups"] == len(rec.calls)
 
 
 def test_other_layouts_keep_the_whole_upload_path(tmp_path):
