@@ -10,7 +10,6 @@ import csv
 import hashlib
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from classifier import features
 from classifier.contract import PreprocessContract
 from classifier.errors import InputError
+from classifier.parallel import fork_map
 from classifier.preprocess import Prepared, prepare_image
 from classifier.results import CATEGORIES
 from classifier.synth import make_event, sample_category
@@ -116,10 +116,13 @@ def synthetic(n: int, seed: int, contract: PreprocessContract, workers: int = 2,
     results: list[tuple[Prepared, int, int]] = []
     bar = tqdm(total=n, desc=f"synth {n} events", disable=not progress, unit="ev")
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            for part in pool.map(_synth_chunk, chunks):
-                results += part
-                bar.update(len(part))
+        # fork_map, not a ProcessPoolExecutor: multiprocessing refuses children inside Celery's
+        # (daemonic) prefork workers, where a lab-model training builds its replay set.
+        def progress_to(done_chunks: int) -> None:
+            bar.update(min(n, done_chunks * 64) - bar.n)
+
+        for part in fork_map(_synth_chunk, chunks, workers, chunk=1, progress=progress_to):
+            results += part
     else:
         for c in chunks:
             part = _synth_chunk(c)
