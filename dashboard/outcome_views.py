@@ -12,10 +12,10 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
-from dashboard.access import require
+from dashboard.access import patient_for
 from dashboard.forms import errors_text
 from patients.models import Patient
 from patients.outcomes import record_outcomes
@@ -37,8 +37,7 @@ class OutcomeForm(forms.Form):
 @login_required
 @require_POST
 def patient_outcomes(request: HttpRequest, pk: int) -> HttpResponse:
-    patient = get_object_or_404(Patient.objects.for_user(request.user), pk=pk)
-    require(request, Action.EDIT_RECORDS)
+    patient = patient_for(request, pk, Action.EDIT_RECORDS)
     form = OutcomeForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Outcomes not saved: " + errors_text(form))

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from dashboard import figures
-from dashboard.access import require
+from dashboard.access import patient_for
 from dashboard.forms import DrawForm, PatientFilterForm, errors_text
 from dashboard.views.common import base_context, csv_response
 from patients import cohort as cohort_stats
@@ -155,8 +155,7 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def draw_create(request: HttpRequest, pk: int) -> HttpResponse:
-    patient = get_object_or_404(Patient.objects.for_user(request.user), pk=pk)
-    require(request, Action.EDIT_RECORDS)
+    patient = patient_for(request, pk, Action.EDIT_RECORDS)
     form = DrawForm(request.POST)
     if not form.is_valid():
         messages.error(request, "The draw was not saved: " + errors_text(form))
@@ -189,8 +188,7 @@ def patient_print(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def patient_export(request: HttpRequest, pk: int) -> HttpResponse:
-    patient = get_object_or_404(Patient.objects.for_user(request.user), pk=pk)
-    require(request, Action.EXPORT)
+    patient = patient_for(request, pk, Action.EXPORT)
     courses = cohort_stats.patient_courses(Patient.objects.filter(pk=patient.pk))
     record(request, "export", patient, detail={"format": "csv"})
     return csv_response(f"{patient.study_id}-draws.csv", outcomes.draws_csv_rows(courses))
