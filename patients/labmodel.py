@@ -163,13 +163,14 @@ def run_training(job: LabTraining) -> LabTraining:
             status=LabTraining.Status.DONE, progress=100, stage="done", candidate=version, result=comparison,
             base_version=meta.get("version", ""), finished_at=timezone.now())
     except TrainingError as err:
+        # The stage stays the step that failed: the page reads "Failed: exporting the reviewed cells".
         LabTraining.objects.filter(pk=job.pk).update(status=LabTraining.Status.FAILED, error=str(err),
-                                                     stage="failed", finished_at=timezone.now())
+                                                     finished_at=timezone.now())
     except Exception as err:  # noqa: BLE001 - the admin sees the failure on the page, the log has the trace
         import logging
 
         logging.getLogger(__name__).exception("lab training %s failed", job.pk)
-        LabTraining.objects.filter(pk=job.pk).update(status=LabTraining.Status.FAILED, stage="failed",
+        LabTraining.objects.filter(pk=job.pk).update(status=LabTraining.Status.FAILED,
                                                      error=f"{type(err).__name__}: {err}"[:2000],
                                                      finished_at=timezone.now())
     job.refresh_from_db()
