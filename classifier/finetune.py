@@ -18,6 +18,7 @@ events to re-fit them). How the recipe was chosen is in docs/model-card.md.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,8 +45,12 @@ def finetune(
     real_weight: float = 1.0,
     wise_alpha: float = 0.5,
     replay: data.EventSet | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> DualBranchCTC:
-    """A fine-tuned copy of ``model`` (``model`` itself is untouched)."""
+    """A fine-tuned copy of ``model`` (``model`` itself is untouched).
+
+    ``progress``, when given, is called with the fraction of the steps done (0-1) after each step.
+    """
     if epochs is not None:
         steps = max(1, int(epochs))
     set_determinism(seed, torch.get_num_threads())
@@ -71,7 +76,7 @@ def finetune(
     rep_x = torch.from_numpy(np.asarray(replay.crops))
     tuned.eval()  # frozen branches: running statistics kept, no dropout below the top
     tuned.reduce.train()
-    for _ in range(steps):
+    for step in range(steps):
         ri = torch.randint(0, len(ds), (min(len(ds), 64),), generator=g)
         si = torch.randint(0, len(replay), (64,), generator=g)
         xr = _augment(real_x[ri], g)
@@ -84,6 +89,8 @@ def finetune(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if progress is not None:
+            progress((step + 1) / steps)
     with torch.no_grad():  # WiSE-FT: interpolate toward the base weights
         for p, a in zip(params, anchor, strict=True):
             p.copy_((1.0 - wise_alpha) * a + wise_alpha * p)
@@ -230,6 +237,7 @@ def adapt(
     candidates: tuple[str, ...] = CANDIDATES,
     margin: float | None = None,
     min_events_for_threshold: int = 40,
+    progress: Callable[[float, str], None] | None = None,
 ) -> Adapted:
     """Adapt ``model`` to a lab's labelled events, choosing the adaptation by cross-validation.
 
@@ -242,8 +250,16 @@ def adapt(
     ctc-dev's 7 + 11), so that a handful of events cannot make the model worse. With
     ``min_events_for_threshold`` events or more, the threshold is re-picked on the chosen
     candidate's CV probabilities.
+
+    ``progress``, when given, is called with the fraction of the work done (0-1) and a few words
+    on the step (``"cross-validation fold 2 of 5"``, ``"final fit: head C=0.1"``): the folds and
+    the final fit are equal shares, and a fine-tune inside one reports its steps.
     """
     from classifier.evaluate import predict
+
+    def report_progress(done: float, what: str) -> None:
+        if progress is not None:
+            progress(min(1.0, max(0.0, done)), what)
 
     y = ds.is_ctc.astype(int)
     n, n_pos = len(y), int(y.sum())
@@ -268,13 +284,17 @@ def adapt(
         names += [f"finetune+head C={c:g}" for c in HEAD_C]
     for name in names[1:]:
         cv[name] = np.zeros(n)
-    for test in stratified_folds(y, k, seed):
+    shares = k + 1  # each fold, then the final fit on every event
+    for fold, test in enumerate(stratified_folds(y, k, seed)):
+        what = f"cross-validation fold {fold + 1} of {k}"
+        report_progress(fold / shares, what)
         train = np.setdiff1d(np.arange(n), test)
         for c in HEAD_C:
             if f"head C={c:g}" in cv:
                 cv[f"head C={c:g}"][test] = _HeadFit(z_base[train], y[train], c).predict(z_base[test])
         if "finetune" in cv or any(m.startswith("finetune+head") for m in cv):
-            tuned = finetune(base, ds.subset(train), seed=seed, steps=steps, replay=replay)
+            tuned = finetune(base, ds.subset(train), seed=seed, steps=steps, replay=replay,
+                             progress=lambda f, fold=fold, what=what: report_progress((fold + f) / shares, what))
             if "finetune" in cv:
                 cv["finetune"][test] = predict(tuned, ds.subset(test))["p"]
             z_t = head_inputs(tuned, ds)
@@ -298,12 +318,15 @@ def adapt(
         report["threshold_from"] = "base threshold" if best == "base" else "0.5 (few events)"
     report["threshold"] = threshold
     # the final fit, on every event
+    report_progress(k / shares, f"final fit: {best}")
     if best == "base":
         out = base
     elif best.startswith("head"):
         out = _HeadFit(z_base, y, float(best.split("C=")[1])).install(base)
     else:
-        out = finetune(base, ds, seed=seed, steps=steps, replay=replay)
+        out = finetune(base, ds, seed=seed, steps=steps, replay=replay,
+                       progress=lambda f: report_progress((k + f) / shares, f"final fit: {best}"))
         if best.startswith("finetune+head"):
             out = _HeadFit(head_inputs(out, ds), y, float(best.split("C=")[1])).install(out)
+    report_progress(1.0, f"final fit: {best}")
     return Adapted(out, threshold, report)

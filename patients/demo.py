@@ -12,7 +12,10 @@ with high-CTC patients doing worse in the direction and rough size of the publis
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
+import json
+import time
 import zipfile
 from dataclasses import dataclass
 from decimal import Decimal
@@ -40,6 +43,11 @@ from patients.uploads import UploadRequest, create_upload
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-password"  # local demo only (README); never used outside `make run`
+#: The demo's administrator (same password): manages models, so it can start a lab-model training.
+DEMO_ADMIN = "demo-admin"
+#: A seeded reviewer (no login) whose reviews of :data:`REVIEWED_PATIENTS` give the lab-model
+#: training something to learn from on `make run` (issue 13).
+DEMO_REVIEWER = "demo-reviewer"
 DEMO_PREFIX = "DEMO-"
 CHANNELS = ["DAPI", "CK", "AF", "CD45"]
 
@@ -99,6 +107,12 @@ REGIMENS = {
 def gallery_zip(rng: np.random.Generator, n_ctc: int, n_other: int, n_apoptotic: int = 0) -> bytes:
     """A zip of event TIFFs: ``n_ctc`` CTCs among ``n_other`` other candidates (and ``n_apoptotic``
     apoptotic CTCs on top, for a deliberately ambiguous gallery)."""
+    return labelled_gallery(rng, n_ctc, n_other, n_apoptotic)[0]
+
+
+def labelled_gallery(rng: np.random.Generator, n_ctc: int, n_other: int,
+                     n_apoptotic: int = 0) -> tuple[bytes, dict[str, str]]:
+    """:func:`gallery_zip` and the generator's true category of each member (``event003.tif``: ``"ctc"``)."""
     from classifier.synth import instrument_array, make_event
 
     others = rng.choice(["leukocyte", "apoptotic_ctc", "ck_debris", "artifact"], size=n_other, p=[0.5, 0.2, 0.2, 0.1])
@@ -114,7 +128,7 @@ def gallery_zip(rng: np.random.Generator, n_ctc: int, n_other: int, n_apoptotic:
             tif = io.BytesIO()
             tifffile.imwrite(tif, arr, photometric="minisblack", metadata={"axes": "CYX"})
             zf.writestr(f"event{i:03d}.tif", tif.getvalue())
-    return buf.getvalue()
+    return buf.getvalue(), {f"event{i:03d}.tif": str(category) for i, category in enumerate(categories)}
 
 
 def ensure_demo_user(teams: list[CareTeam], trial: Trial):
@@ -126,6 +140,32 @@ def ensure_demo_user(teams: list[CareTeam], trial: Trial):
     for team in teams:
         Membership.objects.get_or_create(team=team, user=user, defaults={"role": Role.ONCOLOGIST})
     trial.coordinators.add(user)
+    return user
+
+
+def ensure_demo_admin(teams: list[CareTeam]):  # noqa: ANN201
+    """``demo-admin`` (the demo password): an administrator of every demo team, so it manages models
+    (promote, shadow, lab-model training) and sees every demo patient. Not a Django superuser."""
+    User = get_user_model()
+    user, created = User.objects.get_or_create(username=DEMO_ADMIN,
+                                               defaults={"first_name": "Demo", "last_name": "Administrator"})
+    if created or not user.check_password(DEMO_PASSWORD):
+        user.set_password(DEMO_PASSWORD)
+        user.save()
+    for team in teams:
+        Membership.objects.get_or_create(team=team, user=user, defaults={"role": Role.ADMIN})
+    return user
+
+
+def ensure_demo_reviewer(team: CareTeam):  # noqa: ANN201
+    """The seeded reviewer of :data:`REVIEWED_PATIENTS` (a reviewer of their team; no password: no login)."""
+    User = get_user_model()
+    user, created = User.objects.get_or_create(username=DEMO_REVIEWER,
+                                               defaults={"first_name": "Demo", "last_name": "Reviewer"})
+    if created:
+        user.set_unusable_password()
+        user.save()
+    Membership.objects.get_or_create(team=team, user=user, defaults={"role": Role.REVIEWER})
     return user
 
 
@@ -152,6 +192,8 @@ def seed(seed: int = 7, events_per_draw: int = 30, log=print, outcomes: bool = T
         "B": TrialArm.objects.get_or_create(trial=trial, code="B", defaults={"description": "CTC-guided switch"})[0],
     }
     user = ensure_demo_user(list(teams.values()), trial)
+    ensure_demo_admin(list(teams.values()))
+    ensure_demo_reviewer(teams[REVIEWED_TEAM])
     today = timezone.localdate()
     uploads: list[int] = []
     for k, spec in enumerate(PATIENTS):
@@ -162,6 +204,8 @@ def seed(seed: int = 7, events_per_draw: int = 30, log=print, outcomes: bool = T
         plan = _plan_patient(k, spec, rng, events_per_draw)
         with transaction.atomic():
             uploads += _seed_patient(k, spec, plan, teams, trial, arms, user, today)
+        if spec.study_id in REVIEWED_PATIENTS:
+            _remember_labels({hashlib.sha256(data).hexdigest(): labels for _, data, labels in plan["draws"]})
         log(f"  {spec.study_id}: {spec.n_draws} draws ({spec.trajectory})")
     if outcomes:
         # A generator of its own: the full-course patients' imaging stays what it always was.
@@ -320,7 +364,7 @@ def _plan_patient(k: int, spec: DemoPatient, rng: np.random.Generator, events_pe
         if spec.ambiguous_last and i == len(schedule) - 1:
             n_ctc, n_apoptotic = spec.ambiguous_last
         n_other = max(events_per_draw - n_ctc, min(8, events_per_draw))
-        draws.append((volume, gallery_zip(rng, n_ctc, n_other, n_apoptotic)))
+        draws.append((volume, *labelled_gallery(rng, n_ctc, n_other, n_apoptotic)))
     return {"last_offset": last_offset, "diagnosis_offset": diagnosis_offset, "draws": draws}
 
 
@@ -382,7 +426,7 @@ def _seed_patient(k: int, spec: DemoPatient, plan: dict, teams: dict, trial: Tri
     patient.outcome_recorded_by = user
     patient.outcome_recorded_at = timezone.now()
     patient.save(update_fields=["last_follow_up", "outcome_recorded_by", "outcome_recorded_at"])
-    for (d, timepoint, at), (volume, data) in zip(_schedule(k, spec), plan["draws"], strict=True):
+    for (d, timepoint, at), (volume, data, _labels) in zip(_schedule(k, spec), plan["draws"], strict=True):
         drawn_on = first_draw + dt.timedelta(days=interval * d)
         drawn_at = timezone.make_aware(dt.datetime.combine(drawn_on, at))
         draw = BloodDraw.objects.create(
@@ -397,3 +441,104 @@ def _seed_patient(k: int, spec: DemoPatient, plan: dict, teams: dict, trial: Tri
         )
         uploads.append(upload.pk)
     return uploads
+
+
+# --- seeded reviews: something for the lab-model training to learn from (issue 13) ---------------
+
+#: The patients whose every draw the seeded reviewer reviews once the worker has classified it,
+#: with the generator's true labels: 14 draws (about 420 cells at 30 per draw) of one care team,
+#: so a demo admin can start a lab-model training at once. The ambiguous last draws of DEMO-B06
+#: and DEMO-C03 stay unreviewed ("indeterminate until reviewed").
+REVIEWED_PATIENTS = ("DEMO-B01", "DEMO-B02")
+REVIEWED_TEAM = "Breast oncology"
+
+#: The generator's labels of the reviewed patients' galleries, by the zip's sha256 (the
+#: ``UploadedFile.sha256`` of the stored upload), kept in the media storage between runs.
+LABELS_PATH = "demo/true-labels.json"
+
+#: The override reason a reviewer would give for each true category (patients.review.OVERRIDE_REASONS).
+_REASONS = {"ctc": "morphology", "leukocyte": "cd45_positive", "ck_debris": "debris", "artifact": "debris"}
+_LABEL_NOTE = "demo: the generator's true label"
+
+
+def _load_labels() -> dict[str, dict[str, str]]:
+    from django.core.files.storage import default_storage
+
+    if not default_storage.exists(LABELS_PATH):
+        return {}
+    with default_storage.open(LABELS_PATH) as fh:
+        return json.loads(fh.read())
+
+
+def _remember_labels(new: dict[str, dict[str, str]]) -> None:
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    labels = {**_load_labels(), **new}
+    if default_storage.exists(LABELS_PATH):
+        default_storage.delete(LABELS_PATH)
+    default_storage.save(LABELS_PATH, ContentFile(json.dumps(labels).encode()))
+
+
+def _member(source: str) -> str:
+    """The zip member a cell came from: ``DEMO-B01-baseline.zip/event003.tif#0`` -> ``event003.tif``."""
+    return source.split("#", 1)[0].rsplit("/", 1)[-1]
+
+
+def _review_upload(upload, labels: dict[str, str], reviewer) -> int:  # noqa: ANN001
+    """Review ``upload``'s unreviewed cells with the generator's labels; returns how many.
+
+    An override (or a category correction) goes through ``review_event`` with the reason a
+    reviewer would give; the cells the model called right are confirmed in one audited action.
+    """
+    from patients.models import CellEvent
+    from patients.review import confirm_remaining, reason_text, review_event
+
+    agree = []
+    done = 0
+    for cell in CellEvent.objects.filter(upload=upload, reviewed_call="").select_related("draw").order_by("index"):
+        category = labels.get(_member(cell.source))
+        if category is None:
+            continue
+        call = "ctc" if category == "ctc" else "non_ctc"
+        if call == cell.call and category == cell.category:
+            agree.append(cell.pk)
+            continue
+        reason = ""
+        if call != cell.call:
+            code = _REASONS.get(category, "")
+            reason = reason_text(code, _LABEL_NOTE) if code else f"Apoptotic CTC, not counted ({_LABEL_NOTE})"
+        review_event(cell, reviewer, call, reason, category=category)
+        done += 1
+    if agree:
+        done += len(confirm_remaining(upload.draw, reviewer, cell_ids=agree))
+    return done
+
+
+def review_seeded(wait_s: float = 0, log=print, poll_s: float = 2.0) -> int:  # noqa: ANN001
+    """Review the cells of :data:`REVIEWED_PATIENTS` as the worker finishes their uploads.
+
+    Waits up to ``wait_s`` seconds for their uploads to finish (0: review what is done now).
+    Idempotent: reviewed cells are left alone; returns the number of cells reviewed by this call.
+    """
+    from patients.models import UploadedFile, UploadStatus
+
+    labels = _load_labels()
+    if not labels:
+        return 0
+    reviewer = ensure_demo_reviewer(CareTeam.objects.get(name=REVIEWED_TEAM))
+    files = UploadedFile.objects.filter(sha256__in=list(labels), upload__draw__patient__study_id__in=REVIEWED_PATIENTS)
+    deadline = time.monotonic() + wait_s
+    reviewed = 0
+    while True:
+        ready = files.filter(upload__status=UploadStatus.DONE, upload__events__reviewed_call="").distinct()
+        for f in ready.select_related("upload__draw"):
+            reviewed += _review_upload(f.upload, labels[f.sha256], reviewer)
+        pending = files.filter(upload__status__in=[UploadStatus.QUEUED, UploadStatus.RUNNING]).count()
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(poll_s)
+    if reviewed:
+        log(f"  {reviewed} cells of {', '.join(REVIEWED_PATIENTS)} reviewed by {DEMO_REVIEWER} "
+            "(the generator's labels)")
+    return reviewed

@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,16 +43,125 @@ class TrainingError(Exception):
     """A reason the training cannot run that the admin should read (too few draws, ...)."""
 
 
+#: The least a training starts from: reviewed cells, and draws (some are held out for the comparison).
+MIN_REVIEWED_CELLS = 4
+MIN_REVIEWED_DRAWS = 2
+#: Below this many CTC and non-CTC cells on the training side the recipe cannot cross-validate and
+#: keeps the active model (``classifier.finetune.adapt``: k-fold needs two of each class).
+MIN_PER_CLASS = 2
+
+#: Where the fine-tune/cross-validation step runs on the job's progress bar (from, to), in percent.
+ADAPT_PROGRESS = (35, 80)
+
+
+@dataclass
+class Readiness:
+    """A care team's reviewed cells as a training would see them, and what it still lacks."""
+
+    team: object  # CareTeam
+    cells: int = 0
+    ctc: int = 0
+    draws: int = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.cells >= MIN_REVIEWED_CELLS and self.draws >= MIN_REVIEWED_DRAWS
+
+    @property
+    def can_adapt(self) -> bool:
+        """Enough of both classes that the recipe can try a lab-specific change at all."""
+        return self.ready and self.ctc >= MIN_PER_CLASS and self.cells - self.ctc >= MIN_PER_CLASS
+
+    @property
+    def missing(self) -> str:
+        """What a training still needs, in words (empty when it can start)."""
+        need = []
+        if self.cells < MIN_REVIEWED_CELLS:
+            n = MIN_REVIEWED_CELLS - self.cells
+            need.append(f"{n} more reviewed cell{'s' if n != 1 else ''}")
+        if self.draws < MIN_REVIEWED_DRAWS:
+            n = MIN_REVIEWED_DRAWS - self.draws
+            need.append(f"reviewed cells from {n} more draw{'s' if n != 1 else ''}")
+        return " and ".join(need)
+
+
+def readiness(user, teams) -> list[Readiness]:  # noqa: ANN001 - User, iterable of CareTeam
+    """Per team: the reviewed cells ``user`` may see (what the training exports), CTC among them, draws."""
+    from django.db.models import Count, Q
+
+    from patients.trainingset import reviewed_cells
+
+    teams = list(teams)
+    rows = {
+        r["draw__patient__care_team"]: r
+        for r in reviewed_cells(user).filter(draw__patient__care_team__in=teams).order_by()
+        .values("draw__patient__care_team")
+        .annotate(cells=Count("pk"), ctc=Count("pk", filter=Q(reviewed_call="ctc")),
+                  draws=Count("draw", distinct=True))
+    }
+    out = []
+    for team in teams:
+        r = rows.get(team.pk, {})
+        out.append(Readiness(team, r.get("cells", 0), r.get("ctc", 0), r.get("draws", 0)))
+    return out
+
+
+def trainers(user) -> list[str]:  # noqa: ANN001
+    """Who may start a lab-model training for ``user``'s care teams: their administrators' user names."""
+    from patients.models import Membership, Role
+
+    teams = Membership.objects.filter(user=user).values("team")
+    return sorted(set(Membership.objects.filter(team__in=teams, role=Role.ADMIN, user__is_active=True)
+                      .values_list("user__username", flat=True)))
+
+
+def adaptation_summary(report: dict) -> dict:
+    """What the page says about the recipe's choice (``classifier.finetune.adapt``'s report).
+
+    ``kept_active``: the recipe chose the active model unchanged (no lab-specific change beat it
+    by the margin), so the candidate makes the same calls: promoting it changes nothing.
+    """
+    scores = report.get("candidates") or {}
+    others = {name: s["cv_balanced_accuracy"] for name, s in scores.items() if name != "base"}
+    best = max(others, key=others.get) if others else None
+    return {
+        "chosen": report.get("chosen", ""),
+        "kept_active": report.get("chosen") == "base",
+        "margin": report.get("margin"),
+        "reason": report.get("reason", ""),
+        "base_cv": (scores.get("base") or {}).get("cv_balanced_accuracy"),
+        "best_other": best,
+        "best_other_cv": others.get(best) if best else None,
+    }
+
+
 def _step(job: LabTraining, progress: int, stage: str) -> None:
     job.progress, job.stage = progress, stage
     LabTraining.objects.filter(pk=job.pk).update(progress=progress, stage=stage)
 
 
+def _adapt_progress(job: LabTraining, n_cells: int):  # noqa: ANN202 - the callback adapt calls
+    """``adapt``'s progress (fraction, step) onto the job's bar between :data:`ADAPT_PROGRESS`'s ends;
+    the row is written only when the percent or the step changes."""
+    lo, hi = ADAPT_PROGRESS
+    last: list = [None]
+
+    def report(fraction: float, what: str) -> None:
+        percent = lo + int(round(fraction * (hi - lo)))
+        stage = f"fine-tuning ({n_cells} cells): {what}"[:60]
+        if (percent, stage) != last[0]:
+            last[0] = (percent, stage)
+            _step(job, percent, stage)
+
+    return report
+
+
 def split_by_draw(rows: list[dict], seed: int = 0, held_out: float = 1 / 3) -> tuple[set[str], set[str]]:
     """Draw ids for training and for the held-out test; both sides non-empty, no draw on both."""
     draws = sorted({r["draw"] for r in rows})
-    if len(draws) < 2:
-        raise TrainingError(f"Need reviewed cells from at least 2 draws to hold some out; have {len(draws)}.")
+    if len(draws) < MIN_REVIEWED_DRAWS:
+        raise TrainingError(f"Need reviewed cells from at least {MIN_REVIEWED_DRAWS} draws to hold some out; "
+                            f"have {len(draws)}.")
     random.Random(seed).shuffle(draws)
     n_test = min(len(draws) - 1, max(1, round(len(draws) * held_out)))
     return set(draws[n_test:]), set(draws[:n_test])
@@ -103,8 +213,9 @@ def run_training(job: LabTraining) -> LabTraining:
             exported = write_training_set(job.requested_by, root / "all", job.team)
             with open(root / "all" / "labels.csv", newline="") as fh:
                 rows = list(csv.DictReader(fh))
-            if exported.cells < 4:
-                raise TrainingError(f"Only {exported.cells} reviewed cells in {job.team}: review more first.")
+            if exported.cells < MIN_REVIEWED_CELLS:
+                raise TrainingError(f"Only {exported.cells} reviewed cells in {job.team}: review more first "
+                                    f"(at least {MIN_REVIEWED_CELLS}, from at least {MIN_REVIEWED_DRAWS} draws).")
             train_draws, test_draws = split_by_draw(rows, seed=job.pk or 0)
             train_rows = _write_side(root / "all", rows, train_draws, root / "train")
             test_rows = _write_side(root / "all", rows, test_draws, root / "test")
@@ -120,13 +231,13 @@ def run_training(job: LabTraining) -> LabTraining:
             channels = exported.channels
             train_ds = data.folder(root / "train", channels, contract)
             test_ds = data.folder(root / "test", channels, contract)
-            _step(job, 35, f"fine-tuning on {len(train_ds)} cells of {len(train_draws)} draws")
+            _step(job, ADAPT_PROGRESS[0], f"fine-tuning on {len(train_ds)} cells of {len(train_draws)} draws")
             n_replay = _knob("LAB_TRAINING_REPLAY", 0)  # 0: the recipe's own (cached) replay set
             replay = data.synthetic(n_replay, 7_000, contract, workers=1, progress=False) if n_replay else None
             # The recipe chooses by cross-validation on the training side among the active model
             # unchanged, a lab head over its features, the full fine-tune and both (issue 13, point 7).
             adapted = adapt(model, train_ds, active_threshold, seed=0, steps=_knob("LAB_TRAINING_STEPS", 60),
-                            replay=replay)
+                            replay=replay, progress=_adapt_progress(job, len(train_ds)))
             tuned, threshold = adapted.model, adapted.threshold
             _step(job, 80, f"evaluating both versions on {len(test_ds)} held-out cells")
             active_m = evaluate.evaluate_set(model, test_ds, active_threshold)
@@ -155,7 +266,7 @@ def run_training(job: LabTraining) -> LabTraining:
             }
             saved = save_bundle(tuned, contract, path, new_meta)
         comparison = {"active": _summary(active_m), "candidate": _summary(cand_m), "mcnemar_p": p_mcnemar,
-                      "provenance": provenance}
+                      "provenance": provenance, "adaptation": adaptation_summary(adapted.report)}
         version = ClassifierVersion.objects.create(
             version=saved["version"], weights_path=str(path), sha256=sha256(path), is_active=False,
             metadata={**saved, "candidate": True, "comparison": comparison, "threshold": threshold})

@@ -119,8 +119,12 @@ def main() -> int:
          "--access-logfile", "-"],
         **spawn,
     )
-    seeder = subprocess.Popen([sys.executable, "manage.py", "seed_demo"], **spawn)
-    print(f"\n  CTC Monitor: http://{HOST}:{PORT}/  (sign in as demo / demo-password: local demo only)."
+    # The seeder stays until the reviewed demo patients are classified, then reviews their cells
+    # (patients/demo.py review_seeded), so a lab-model training can start from the Models page.
+    seeder = subprocess.Popen([sys.executable, "manage.py", "seed_demo", "--review-wait", "3600"], **spawn)
+    print(f"\n  CTC Monitor: http://{HOST}:{PORT}/  (local demo only)"
+          "\n    sign in as demo / demo-password        (oncologist and trial coordinator: patients, review)"
+          "\n    or as      demo-admin / demo-password  (administrator: also models and lab-model training)"
           "\n  The demo cohort appears patient by patient while its imaging is classified. Ctrl-C stops.\n",
           flush=True)
     stopping = False

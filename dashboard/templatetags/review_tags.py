@@ -39,11 +39,12 @@ def review_agreement(context) -> dict:  # noqa: ANN001
 def lab_training_panel(context) -> dict:  # noqa: ANN001
     """Start a lab-model training (admins), its progress, and each candidate against the active version."""
     from dashboard.review_views import _my_teams
+    from patients.labmodel import MIN_PER_CLASS, MIN_REVIEWED_CELLS, MIN_REVIEWED_DRAWS, readiness, trainers
     from patients.models import LabTraining
 
     user = context["request"].user
     if Action.MANAGE_MODELS not in actions_for(context["request"]):
-        return {"show": False}
+        return {"show": False, "trainers": trainers(user)}  # one line: who may start a training
     teams = list(_my_teams(user))
     jobs = list(LabTraining.objects.filter(team__in=teams).select_related("team", "candidate", "requested_by")[:5])
     metrics = [("balanced_accuracy", "Balanced accuracy"), ("roc_auc", "ROC AUC"), ("sensitivity", "Sensitivity"),
@@ -61,4 +62,5 @@ def lab_training_panel(context) -> dict:  # noqa: ANN001
         v.shadow_on = bool((v.metadata or {}).get("shadow"))
         v.shadow = agreement(v.version, visible)
     return {"show": True, "teams": teams, "jobs": jobs, "candidates": candidates,
-            "csrf_token": context.get("csrf_token")}
+            "readiness": readiness(user, teams), "min_cells": MIN_REVIEWED_CELLS, "min_draws": MIN_REVIEWED_DRAWS,
+            "min_class": MIN_PER_CLASS, "csrf_token": context.get("csrf_token")}

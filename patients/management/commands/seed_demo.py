@@ -1,4 +1,4 @@
-"""Seed the local demo cohort (idempotent): `python manage.py seed_demo [--wait]`."""
+"""Seed the local demo cohort (idempotent): `python manage.py seed_demo [--wait N] [--review-wait N]`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from patients.demo import DEMO_PASSWORD, DEMO_USER, seed
+from patients.demo import DEMO_ADMIN, DEMO_PASSWORD, DEMO_USER, REVIEWED_PATIENTS, review_seeded, seed
 from patients.models import ImagingUpload, UploadStatus
+
+#: The two demo logins and what each may do (`make run` prints the same; README "Quick start").
+LOGINS = (
+    f"Sign in as {DEMO_USER} / {DEMO_PASSWORD} (oncologist and trial coordinator: patients, draws, review) "
+    f"or {DEMO_ADMIN} / {DEMO_PASSWORD} (administrator: also models, lab-model training). Local demo only."
+)
 
 
 class Command(BaseCommand):
@@ -17,15 +23,18 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=7)
         parser.add_argument("--events-per-draw", type=int, default=30)
         parser.add_argument("--wait", type=float, default=0, help="Wait up to N seconds for the worker to finish")
+        parser.add_argument("--review-wait", type=float, default=0,
+                            help=f"Wait up to N seconds for the uploads of {', '.join(REVIEWED_PATIENTS)} and "
+                                 "review their cells with the generator's labels as they finish (0: review what "
+                                 "is finished now)")
 
     def handle(self, *args, **opts):
         self.stdout.write("Seeding the demo cohort ...")
         queued = seed(seed=opts["seed"], events_per_draw=opts["events_per_draw"], log=self.stdout.write)
-        self.stdout.write(self.style.SUCCESS(
-            f"{len(queued)} upload(s) queued. Sign in as {DEMO_USER} / {DEMO_PASSWORD} (local demo only)."
-        ))
+        self.stdout.write(self.style.SUCCESS(f"{len(queued)} upload(s) queued. {LOGINS}"))
         deadline = time.monotonic() + opts["wait"]
         pending = ImagingUpload.objects.filter(status__in=[UploadStatus.QUEUED, UploadStatus.RUNNING])
         while opts["wait"] and pending.exists() and time.monotonic() < deadline:
             time.sleep(2)
             self.stdout.write(f"  waiting for the worker: {pending.count()} upload(s) to go")
+        review_seeded(wait_s=opts["review_wait"], log=self.stdout.write)

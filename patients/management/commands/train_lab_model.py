@@ -24,7 +24,8 @@ class Command(BaseCommand):
 
         team = CareTeam.objects.filter(name=opts["team"]).first()
         if team is None:
-            raise CommandError(f"No care team {opts['team']!r}.")
+            names = ", ".join(repr(n) for n in CareTeam.objects.order_by("name").values_list("name", flat=True))
+            raise CommandError(f"No care team {opts['team']!r}. Care teams: {names or 'none yet'}.")
         users = get_user_model().objects
         user = users.filter(username=opts["user"]).first() if opts["user"] else users.filter(
             is_superuser=True).order_by("pk").first()
