@@ -167,3 +167,9 @@ def test_train_lab_model_with_an_unknown_team_lists_the_teams(team, other_team):
         call_command("train_lab_model", "--team", "Breast", "--now")
     assert "No care team 'Breast'" in str(err.value)
     assert "'Breast unit'" in str(err.value) and "'Colorectal unit'" in str(err.value)
+
+
+def test_train_lab_model_runs_as_an_administrator_of_the_team_when_there_is_no_superuser(team, lab_admin, alice):
+    """make run has no superuser: ``--team "Breast oncology"`` alone must find demo-admin."""
+    call_command("train_lab_model", "--team", team.name)
+    assert LabTraining.objects.get().requested_by == lab_admin
