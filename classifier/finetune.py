@@ -272,6 +272,7 @@ def adapt(
     margin = max(0.02, 0.5 / n_pos + 0.5 / (n - n_pos)) if margin is None else margin
     report["margin"] = margin
     if replay is None and any(c.startswith("finetune") for c in candidates):
+        report_progress(0.0, "the synthetic replay set")  # cached after the first build
         replay = data.synthetic(REPLAY_EVENTS, REPLAY_SEED, default_contract(), workers=2,
                                 cache=Path("artifacts/synth-cache"), progress=False)
     base = _without_head(model)
