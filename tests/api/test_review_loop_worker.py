@@ -27,13 +27,25 @@ def admin(team):
     return user
 
 
-def _queued(queue: str) -> list[dict]:
-    """The messages waiting in a Redis queue (every priority key of it)."""
+def _queue_keys(queue: str) -> tuple[object, list[bytes]]:
+    """Redis and the keys of a queue (every priority key of it, not those of ``queue-bulk``)."""
     import redis
 
     r = redis.Redis.from_url(settings.REDIS_URL)
-    keys = [k for k in r.keys(queue + "*") if k.decode() == queue or not k.decode()[len(queue):].startswith("-")]
+    return r, [k for k in r.keys(queue + "*") if k.decode() == queue or not k.decode()[len(queue):].startswith("-")]
+
+
+def _queued(queue: str) -> list[dict]:
+    """The messages waiting in a Redis queue."""
+    r, keys = _queue_keys(queue)
     return [json.loads(raw)["headers"] for k in keys for raw in r.lrange(k, 0, -1)]
+
+
+def _purge(queue: str) -> None:
+    """Empty a queue of this test session."""
+    r, keys = _queue_keys(queue)
+    if keys:
+        r.delete(*keys)
 
 
 def test_a_rerun_goes_to_the_bulk_lane_and_stores_the_versions_calls_beside_the_unchanged_count(
@@ -53,9 +65,10 @@ def test_a_rerun_goes_to_the_bulk_lane_and_stores_the_versions_calls_beside_the_
     # them), under another name; the same weights, so every call must agree with the counted ones.
     other = ClassifierVersion.objects.create(version="rerun-shipped", weights_path="")
 
+    bulk = f"{TEST_QUEUE}-bulk"  # queue_for(Lane.BULK) with this session's default queue
+    _purge(bulk)  # bulk jobs earlier tests queued with no worker running are not this test's
     r = client_for(admin).post(f"/api/draws/{draw.pk}/rerun/", {"version": "rerun-shipped"}, format="json")
     assert r.status_code == 202, r.content
-    bulk = f"{TEST_QUEUE}-bulk"  # queue_for(Lane.BULK) with this session's default queue
     jobs = _queued(bulk)
     assert [(j["task"], j["argsrepr"]) for j in jobs] == [("patients.shadow_upload", f"[{upload.pk}, {other.pk}]")]
     assert all(j["task"] != "patients.shadow_upload" for j in _queued(TEST_QUEUE))  # not the clinic's lane
