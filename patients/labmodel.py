@@ -18,8 +18,8 @@ classification queue, so uploads are never stuck behind a training):
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
-import random
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -156,15 +156,24 @@ def _adapt_progress(job: LabTraining, n_cells: int):  # noqa: ANN202 - the callb
     return report
 
 
-def split_by_draw(rows: list[dict], seed: int = 0, held_out: float = 1 / 3) -> tuple[set[str], set[str]]:
-    """Draw ids for training and for the held-out test; both sides non-empty, no draw on both."""
+def split_by_draw(rows: list[dict], salt: str = "", held_out: float = 1 / 3) -> tuple[set[str], set[str]]:
+    """Draw ids for training and for the held-out test; both sides non-empty, no draw on both.
+
+    Each draw's side is fixed by a hash of ``salt`` (the care team) and its id, not by a shuffle
+    per training: successive trainings of one team are compared on the same held-out draws, and a
+    draw reviewed later joins a side without moving the others.
+    """
     draws = sorted({r["draw"] for r in rows})
     if len(draws) < MIN_REVIEWED_DRAWS:
         raise TrainingError(f"Need reviewed cells from at least {MIN_REVIEWED_DRAWS} draws to hold some out; "
                             f"have {len(draws)}.")
-    random.Random(seed).shuffle(draws)
-    n_test = min(len(draws) - 1, max(1, round(len(draws) * held_out)))
-    return set(draws[n_test:]), set(draws[:n_test])
+    rank = {d: int.from_bytes(hashlib.sha256(f"{salt}:{d}".encode()).digest()[:8], "big") / 2**64 for d in draws}
+    test = {d for d in draws if rank[d] < held_out}
+    if not test:  # too few draws for the share to land on one: hold out the lowest-ranked
+        test = {min(draws, key=rank.__getitem__)}
+    elif len(test) == len(draws):
+        test.discard(max(draws, key=rank.__getitem__))
+    return set(draws) - test, test
 
 
 def _write_side(src: Path, rows: list[dict], draws: set[str], dst: Path) -> list[dict]:
@@ -216,7 +225,7 @@ def run_training(job: LabTraining) -> LabTraining:
             if exported.cells < MIN_REVIEWED_CELLS:
                 raise TrainingError(f"Only {exported.cells} reviewed cells in {job.team}: review more first "
                                     f"(at least {MIN_REVIEWED_CELLS}, from at least {MIN_REVIEWED_DRAWS} draws).")
-            train_draws, test_draws = split_by_draw(rows, seed=job.pk or 0)
+            train_draws, test_draws = split_by_draw(rows, salt=f"team-{job.team_id}")
             train_rows = _write_side(root / "all", rows, train_draws, root / "train")
             test_rows = _write_side(root / "all", rows, test_draws, root / "test")
             _step(job, 15, "preparing the images")
