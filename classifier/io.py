@@ -129,6 +129,16 @@ def read_inputs(
     return out
 
 
+def check_channels(channels: str | Sequence[str], required: Sequence[str] = REQUIRED_CHANNELS) -> list[str]:
+    """The declared channel names, refused when one of ``required`` is missing."""
+    declared = parse_channels(channels)
+    missing = missing_required(declared, required)
+    if missing:
+        raise InputError(f"Channels '{_join(channels)}': missing required channel(s) "
+                         f"{', '.join(missing)} ({', '.join(required)} are required).")
+    return declared
+
+
 def validate_upload(
     paths: Sequence[PathLike],
     channels: str | Sequence[str] | None,
@@ -145,12 +155,7 @@ def validate_upload(
     shape, pixel type, truncation and channel count. Passing it does not guarantee that
     `read_inputs` succeeds (pixel values are not looked at); failing it means it would not.
     """
-    declared = parse_channels(channels) if channels is not None else None
-    if declared is not None:
-        missing = missing_required(declared, required)
-        if missing:
-            raise InputError(f"Channels '{_join(channels)}': missing required channel(s) "
-                             f"{', '.join(missing)} ({', '.join(required)} are required).")
+    declared = check_channels(channels, required) if channels is not None else None
     _check_pixel_size(pixel_size_um)
     for blob in _expand(paths, names, limits, read=False):
         if blob.data is not None:

@@ -4,13 +4,15 @@ A CellSearch cartridge is ~175 fields x 4 channels of 1384 x 1036 16-bit pixels:
 4 GB as the classifier's float32. Decoding the upload at once (``Classifier.analyse_files``
 reads every image first) would hold all of it, twice. When a field upload is a set of
 per-field images (a zip of per-field TIFFs, the way instruments export, or the TIFFs
-themselves) each holding every channel, the worker instead analyses one field at a time:
-the field is streamed out of the zip to a temporary file, analysed with the same classifier
-call (every check of ``classifier.io`` applies to it), and only its events are kept. Peak
-memory is then one field's work plus the events found so far.
+themselves) each holding every channel, or one multi-page TIFF of whole fields (a
+fields x channels x height x width series), the worker instead analyses a few fields at a
+time: each field is streamed out of the zip, or its pages read out of the stack, to a
+temporary file, analysed with the same classifier call (every check of ``classifier.io``
+applies to it), and only its events are kept. Peak memory is then a few fields' work plus the
+events found so far.
 
-Any other layout (one file per channel, a single field, a multi-page stack) goes through the
-usual whole-upload call unchanged.
+Any other layout (one file per channel, a single field) goes through the usual whole-upload
+call unchanged.
 """
 
 from __future__ import annotations
@@ -36,6 +38,78 @@ class FieldSource:
     name: str
     path: Path
     member: str | None = None
+    pages: tuple[int, ...] | None = None  # in a multi-field TIFF: this field's pages, one per channel
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A TIFF whose first series is whole fields: ``fields`` x channels x height x width."""
+
+    fields: int
+    channels: int
+    field_axis_first: bool  # (F, C, Y, X); else (C, F, Y, X)
+
+    def pages(self, k: int) -> tuple[int, ...]:
+        """Field ``k``'s pages in channel order (pages run over the leading axes row-major)."""
+        if self.field_axis_first:
+            return tuple(k * self.channels + c for c in range(self.channels))
+        return tuple(c * self.fields + k for c in range(self.channels))
+
+
+def stack_layout(fh, n_channels: int) -> Stack | None:  # noqa: ANN001 - a path or binary file object
+    """The field stack a TIFF holds, or None (header only). The channel axis is the one named C
+    in the file's metadata, else the one whose length is the number of channels declared."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(fh, _multifile=False) as tf:
+            if not tf.series or len(tf.pages) > 4096:
+                return None
+            s = tf.series[0]
+            shape, axes = tuple(s.shape), s.axes
+            planes = len(s.pages)
+    except Exception:  # noqa: BLE001 - not ours to judge: the whole-upload path reports it
+        return None
+    if len(shape) != 4 or axes[2:] != "YX" or planes != shape[0] * shape[1]:
+        return None
+    a, b = shape[0], shape[1]
+    if axes[1] == "C" or (axes[0] != "C" and b == n_channels):
+        layout = Stack(a, b, True)
+    elif axes[0] == "C":
+        layout = Stack(b, a, False)
+    else:
+        return None
+    return layout if layout.channels == n_channels and layout.fields >= 2 else None
+
+
+def check_stack(path: Path, name: str, stack: Stack, limits) -> None:  # noqa: ANN001 - classifier.limits.Limits
+    """The upload-time checks of a field stack, from its header (the per-field checks of
+    ``classifier.io`` run on each field in the worker): page count, plane size, truncation."""
+    import tifffile
+
+    from classifier.errors import InputError
+
+    with tifffile.TiffFile(path, _multifile=False) as tf:
+        pages = len(tf.pages)
+        if pages > limits.max_tiff_pages:
+            raise InputError(f"{name}: the TIFF has {pages} pages; at most {limits.max_tiff_pages} are accepted.")
+        series = tf.series[0]
+        h, w = series.shape[-2:]
+        if h < limits.min_side or w < limits.min_side or h * w > limits.max_pixels_per_plane:
+            raise InputError(f"{name}: fields of {w}x{h} pixels are outside what is accepted "
+                             f"({limits.min_side}-{int(limits.max_pixels_per_plane ** 0.5)} px a side).")
+        size = tf.filehandle.size
+        try:
+            planes = [series.pages[k] for k in range(stack.fields * stack.channels)]
+        except (IndexError, ValueError, OSError) as err:  # tifffile: a page offset past the end
+            raise InputError(f"{name}: the TIFF is missing image pages (truncated?): {err}") from err
+        for page in planes:
+            if page is None:
+                raise InputError(f"{name}: the TIFF is missing image pages (truncated?).")
+            for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
+                if count and offset + count > size:
+                    raise InputError(f"{name}: the TIFF file is truncated "
+                                     f"(image data run to byte {offset + count}, file has {size}).")
 
 
 def _skipped(member: str) -> bool:
@@ -74,9 +148,14 @@ def field_sources(paths: Sequence[Path], names: Sequence[str], n_channels: int) 
                     out.append(FieldSource(f"{name}/{info.filename}", path, info.filename))
         elif path.suffix.lower() in _TIFF or name.lower().endswith(_TIFF):
             with path.open("rb") as fh:
-                if not _channels_first(fh, n_channels):
-                    return None
-            out.append(FieldSource(name, path))
+                whole_field = _channels_first(fh, n_channels)
+            if whole_field:
+                out.append(FieldSource(name, path))
+                continue
+            stack = stack_layout(path, n_channels)
+            if stack is None:
+                return None
+            out += [FieldSource(f"{name}#field{k + 1}", path, pages=stack.pages(k)) for k in range(stack.fields)]
         else:
             return None
     return out if len(out) >= 2 else None
@@ -90,18 +169,30 @@ def _materialised(batch: Sequence[FieldSource], tmp: Path) -> Iterator[list[Path
     made: list[Path] = []
     try:
         for k, src in enumerate(batch):
-            if src.member is None:
+            if src.member is None and src.pages is None:
                 paths.append(src.path)
                 continue
             dest = tmp / f"field-{k}.tif"
-            with zipfile.ZipFile(src.path) as zf, zf.open(src.member) as fh, dest.open("wb") as out:
-                shutil.copyfileobj(fh, out, 1 << 20)
+            if src.pages is not None:
+                _write_field(src.path, src.pages, dest)
+            else:
+                with zipfile.ZipFile(src.path) as zf, zf.open(src.member) as fh, dest.open("wb") as out:
+                    shutil.copyfileobj(fh, out, 1 << 20)
             made.append(dest)
             paths.append(dest)
         yield paths
     finally:
         for dest in made:
             dest.unlink(missing_ok=True)
+
+
+def _write_field(path: Path, pages: tuple[int, ...], dest: Path) -> None:
+    """One field of a stack as its own (channels, height, width) TIFF: only its pages are read."""
+    import tifffile
+
+    with tifffile.TiffFile(path, _multifile=False) as tf:
+        field = tf.asarray(key=list(pages), maxworkers=1)
+    tifffile.imwrite(dest, field, photometric="minisblack", metadata={"axes": "CYX"})
 
 
 def fields_per_call(clf) -> int:  # noqa: ANN001 - a classifier.engine.Classifier

@@ -24,6 +24,7 @@ from django.utils.text import get_valid_filename
 from classifier.errors import InputError
 from classifier.limits import DEFAULT_LIMITS, Limits
 from patients.audit import record
+from patients.cartridge import check_stack, stack_layout
 from patients.models import (
     AuditEvent,
     BloodDraw,
@@ -127,14 +128,27 @@ def _limits() -> Limits:
                    max_total_bytes=max(DEFAULT_LIMITS.max_total_bytes, cap))
 
 
-def _header_check(paths: list[Path], names: list[str], channels: list[str]) -> None:
-    """Ask the classifier to read each file's header; its message goes to the user."""
+def _header_check(paths: list[Path], names: list[str], channels: list[str], kind: str = "events") -> None:
+    """Ask the classifier to read each file's header; its message goes to the user. A field
+    upload may also be one multi-page TIFF of whole fields (a cartridge stack): its header is
+    checked here and each field by the classifier in the worker, one at a time."""
     # Not at module level: the decoders (tifffile, PIL; ~0.1 s) load on the first upload, not
     # in every web process that imports this module for its forms.
-    from classifier.io import validate_upload
+    from classifier.io import check_channels, validate_upload
 
     try:
-        validate_upload(paths, channels, names=names, limits=_limits())
+        rest = list(zip(paths, names, strict=True))
+        if kind == ImagingUpload.Kind.FIELD:
+            stacks = [(p, n, stack_layout(p, len(channels)) if n.lower().endswith((".tif", ".tiff")) else None)
+                      for p, n in rest]
+            for p, n, stack in stacks:
+                if stack is not None:
+                    check_stack(p, n, stack, _limits())
+            rest = [(p, n) for p, n, stack in stacks if stack is None]
+        if rest:
+            validate_upload([p for p, _ in rest], channels, names=[n for _, n in rest], limits=_limits())
+        else:  # only stacks: the channel names are still checked
+            check_channels(channels)
     except InputError as err:
         raise ValidationError(str(err), code="invalid_image") from err
 
@@ -193,10 +207,11 @@ def create_upload(draw: BloodDraw, req: UploadRequest, user=None) -> ImagingUplo
                 stored.append(row)  # before row.save(): if that fails, the file on disk must still go
                 row.save()
             if all(local_path(r.file) is not None for r in stored):
-                _header_check([Path(r.file.path) for r in stored], [r.original_name for r in stored], channels)
+                _header_check([Path(r.file.path) for r in stored], [r.original_name for r in stored], channels,
+                              req.kind)
             else:  # in a bucket: check the request's own copies rather than read the objects back
                 with incoming_paths(req.files) as paths:
-                    _header_check(paths, [r.original_name for r in stored], channels)
+                    _header_check(paths, [r.original_name for r in stored], channels, req.kind)
         except BaseException:
             # The rows roll back with the transaction; the files on disk must go too.
             for row in stored:

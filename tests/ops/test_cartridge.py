@@ -106,3 +106,65 @@ def test_the_worker_stores_a_cartridge_upload_as_one_result_set(cartridge, alice
     assert events.count() > 3
     assert {s.split("#")[0] for s in events.values_list("source", flat=True)} == {
         f"cartridge.zip/field_{i:03d}.tif" for i in (1, 2, 3)}
+
+
+# --- one multi-page TIFF of whole fields (a stack) ---------------------------------------------
+
+
+def _stack(tmp_path: Path, axes: str = "TCYX") -> tuple[Path, list[np.ndarray]]:
+    fields = [_field(i) for i in range(3)]
+    arr = np.stack(fields)  # (F, C, Y, X)
+    if axes == "CTYX":
+        arr = arr.transpose(1, 0, 2, 3)
+    path = tmp_path / f"stack-{axes}.tif"
+    tifffile.imwrite(path, arr, photometric="minisblack", metadata={"axes": axes})
+    return path, fields
+
+
+@pytest.mark.parametrize("axes", ["TCYX", "CTYX"])
+def test_a_stack_of_fields_is_streamed_a_field_at_a_time_with_each_fields_events(tmp_path, axes):
+    clf = pipeline.get_classifier("")
+    path, fields = _stack(tmp_path, axes)
+    sources = field_sources([path], ["stack.tif"], len(CHANNELS))
+    assert [s.name for s in sources] == [f"stack.tif#field{k}" for k in (1, 2, 3)]
+    rec = Recording(clf)
+    streamed = analyse_fields(rec, sources, CHANNELS, 0.65, per_call=2)
+    assert [len(c) for c in rec.calls] == [2, 1]
+    assert all(not p.exists() for c in rec.calls for p in c)
+    # the same as the three fields uploaded as separate TIFFs
+    singles = []
+    for k, f in enumerate(fields):
+        p = tmp_path / f"single-{k}.tif"
+        tifffile.imwrite(p, f, photometric="minisblack", metadata={"axes": "CYX"})
+        singles.append(p)
+    separate = clf.analyse_files(singles, CHANNELS, kind="field", pixel_size_um=0.65,
+                                 names=[f"stack.tif#field{k}" for k in (1, 2, 3)])
+    assert [e.source for e in streamed.events] == [e.source for e in separate.events]
+    np.testing.assert_allclose([e.ctc_probability for e in streamed.events],
+                               [e.ctc_probability for e in separate.events], atol=1e-6)
+
+
+@pytest.mark.django_db
+def test_a_stack_upload_is_accepted_and_stored_field_by_field(tmp_path, alice, draw):
+    path, _ = _stack(tmp_path)
+    upload = create_upload(draw, UploadRequest(
+        [SimpleUploadedFile("stack.tif", path.read_bytes(), content_type="image/tiff")],
+        CHANNELS, kind="field", pixel_size_um=0.65), alice)
+    assert pipeline.run_upload(upload.pk) == "done"
+    upload = ImagingUpload.objects.get(pk=upload.pk)
+    assert upload.timings["fields"] == 3
+    fields = {s.split("#")[1] for s in CellEvent.objects.filter(upload=upload).values_list("source", flat=True)}
+    assert fields == {"field1", "field2", "field3"}
+
+
+@pytest.mark.django_db
+def test_a_truncated_stack_is_refused_at_upload_with_a_clear_message(tmp_path, alice, draw):
+    from django.core.exceptions import ValidationError
+
+    path, _ = _stack(tmp_path)
+    data = path.read_bytes()
+    with pytest.raises(ValidationError, match="truncated"):
+        create_upload(draw, UploadRequest(
+            [SimpleUploadedFile("stack.tif", data[: len(data) // 2], content_type="image/tiff")],
+            CHANNELS, kind="field", pixel_size_um=0.65), alice)
+    assert not ImagingUpload.objects.filter(draw=draw).exists()
