@@ -75,6 +75,9 @@ class DemoPatient:
     #: category head often disagrees on, so the count rests on unsure calls ("indeterminate until
     #: reviewed" while nobody has reviewed them; issue 14). None: the trajectory's usual gallery.
     ambiguous_last: tuple[int, int] | None = None
+    #: How the patient's lab images its events: ``""`` the cohort's instrument (CellSearch-like
+    #: galleries, ``DAPI,CK,AF,CD45``); ``"wide_no_af"`` the partner lab's (:data:`PARTNER_PATIENTS`).
+    instrument: str = ""
 
 
 PATIENTS = [
@@ -89,6 +92,23 @@ PATIENTS = [
     DemoPatient("DEMO-C03", "colorectal_metastatic", "GI oncology", "favorable", None, 4, "IVA", (1, 14)),
     DemoPatient("DEMO-C04", "colorectal_metastatic", "GI oncology", "relapse", None, 6, "IVB"),
 ]
+
+#: A third care team whose lab differs from the data the model was trained on (issue 13, point 7), so
+#: a lab-model training on `make run` has something to learn: its instrument exports wide frames
+#: (160-400 px, 5-40 neighbours) without an AF channel (``DAPI,CK,CD45``; the model card's
+#: ``wide_no_af`` shifted set), and its reviewers count apoptotic CTCs as CTCs (the card's
+#: ``wide_no_af_apop`` labelling, where fine-tuning moved balanced accuracy from ~0.80 to 0.94-0.96).
+PARTNER_TEAM = "Partner lab (wide frames, no AF)"
+PARTNER_CHANNELS = ["DAPI", "CK", "CD45"]
+PARTNER_PATIENTS = [
+    DemoPatient("DEMO-P01", "breast_metastatic", PARTNER_TEAM, "persistent", None, 6, "IV", instrument="wide_no_af"),
+    DemoPatient("DEMO-P02", "breast_metastatic", PARTNER_TEAM, "converter_late", None, 6, "IV",
+                instrument="wide_no_af"),
+]
+#: The partner lab's other candidates: apoptotic CTCs (which it counts) are common, as in the card's set.
+PARTNER_OTHERS = {"leukocyte": 0.35, "apoptotic_ctc": 0.35, "ck_debris": 0.15, "artifact": 0.15}
+#: Teams whose reviewers count an apoptotic CTC as a CTC (their reviewed call), category kept.
+COUNTS_APOPTOTIC = frozenset({PARTNER_TEAM})
 
 REGIMENS = {
     "breast_metastatic": [
@@ -111,11 +131,15 @@ def gallery_zip(rng: np.random.Generator, n_ctc: int, n_other: int, n_apoptotic:
 
 
 def labelled_gallery(rng: np.random.Generator, n_ctc: int, n_other: int,
-                     n_apoptotic: int = 0) -> tuple[bytes, dict[str, str]]:
-    """:func:`gallery_zip` and the generator's true category of each member (``event003.tif``: ``"ctc"``)."""
+                     n_apoptotic: int = 0, instrument: str = "") -> tuple[bytes, dict[str, str]]:
+    """:func:`gallery_zip` and the generator's true category of each member (``event003.tif``: ``"ctc"``).
+
+    ``instrument="wide_no_af"``: rendered as the partner lab exports them (``synth --shifted
+    wide_no_af``: wide frames, channels ``DAPI,CK,CD45``), other candidates from :data:`PARTNER_OTHERS`."""
     from classifier.synth import instrument_array, make_event
 
-    others = rng.choice(["leukocyte", "apoptotic_ctc", "ck_debris", "artifact"], size=n_other, p=[0.5, 0.2, 0.2, 0.1])
+    mix = PARTNER_OTHERS if instrument else {"leukocyte": 0.5, "apoptotic_ctc": 0.2, "ck_debris": 0.2, "artifact": 0.1}
+    others = rng.choice(list(mix), size=n_other, p=list(mix.values()))
     categories = ["ctc"] * n_ctc + list(others) + ["apoptotic_ctc"] * n_apoptotic
     rng.shuffle(categories)
     buf = io.BytesIO()
@@ -123,12 +147,27 @@ def labelled_gallery(rng: np.random.Generator, n_ctc: int, n_other: int,
         for i, category in enumerate(categories):
             # One instrument per cohort (a CellSearch-like 10x scale); its exports vary as
             # real ones do (8-bit renders, raw counts, floats), each stored in its own dtype.
-            image, info = make_event(rng, str(category), px_um=0.65, size_px=96)
-            arr = instrument_array(image, info["rendering"])
+            if instrument:
+                arr = _shifted_array(rng, str(category), instrument)
+            else:
+                image, info = make_event(rng, str(category), px_um=0.65, size_px=96)
+                arr = instrument_array(image, info["rendering"])
             tif = io.BytesIO()
             tifffile.imwrite(tif, arr, photometric="minisblack", metadata={"axes": "CYX"})
             zf.writestr(f"event{i:03d}.tif", tif.getvalue())
     return buf.getvalue(), {f"event{i:03d}.tif": str(category) for i, category in enumerate(categories)}
+
+
+def _shifted_array(rng: np.random.Generator, category: str, instrument: str) -> np.ndarray:
+    """One event as :func:`classifier.synth.folder.write_shifted_folder` writes the set ``instrument``."""
+    from classifier.synth import instrument_array, make_event
+    from classifier.synth.export import export_as
+    from classifier.synth.folder import SHIFTED_SETS
+
+    framing, kind, ck_dim = SHIFTED_SETS[instrument]
+    image, info = make_event(rng, category, framing=framing, ck_dim=ck_dim)
+    arr, _ = export_as(image, rng, kind)
+    return instrument_array(np.clip(arr, 0, None), info["rendering"])
 
 
 def ensure_demo_user(teams: list[CareTeam], trial: Trial):
@@ -182,6 +221,7 @@ def seed(seed: int = 7, events_per_draw: int = 30, log=print, outcomes: bool = T
     teams = {
         "Breast oncology": CareTeam.objects.get_or_create(name="Breast oncology", defaults={"site": "Site A"})[0],
         "GI oncology": CareTeam.objects.get_or_create(name="GI oncology", defaults={"site": "Site B"})[0],
+        PARTNER_TEAM: CareTeam.objects.get_or_create(name=PARTNER_TEAM, defaults={"site": "Partner site"})[0],
     }
     trial, _ = Trial.objects.get_or_create(
         code="CTC-ARM-01",
@@ -193,7 +233,8 @@ def seed(seed: int = 7, events_per_draw: int = 30, log=print, outcomes: bool = T
     }
     user = ensure_demo_user(list(teams.values()), trial)
     ensure_demo_admin(list(teams.values()))
-    ensure_demo_reviewer(teams[REVIEWED_TEAM])
+    for name in (REVIEWED_TEAM, PARTNER_TEAM):
+        ensure_demo_reviewer(teams[name])
     today = timezone.localdate()
     uploads: list[int] = []
     for k, spec in enumerate(PATIENTS):
@@ -207,6 +248,17 @@ def seed(seed: int = 7, events_per_draw: int = 30, log=print, outcomes: bool = T
         if spec.study_id in REVIEWED_PATIENTS:
             _remember_labels({hashlib.sha256(data).hexdigest(): labels for _, data, labels in plan["draws"]})
         log(f"  {spec.study_id}: {spec.n_draws} draws ({spec.trajectory})")
+    # The partner lab after the cohort, from a generator of its own (the cohort's imaging is unchanged).
+    partner_rng = np.random.default_rng(seed + 2000)
+    for i, spec in enumerate(PARTNER_PATIENTS):
+        k = len(PATIENTS) + i
+        if Patient.objects.filter(study_id=spec.study_id).exists():
+            continue
+        plan = _plan_patient(k, spec, partner_rng, events_per_draw)
+        with transaction.atomic():
+            uploads += _seed_patient(k, spec, plan, teams, trial, arms, user, today)
+        _remember_labels({hashlib.sha256(data).hexdigest(): labels for _, data, labels in plan["draws"]})
+        log(f"  {spec.study_id}: {spec.n_draws} draws ({PARTNER_TEAM}: wide frames, DAPI,CK,CD45)")
     if outcomes:
         # A generator of its own: the full-course patients' imaging stays what it always was.
         out_rng = np.random.default_rng(seed + 1000)
@@ -364,7 +416,7 @@ def _plan_patient(k: int, spec: DemoPatient, rng: np.random.Generator, events_pe
         if spec.ambiguous_last and i == len(schedule) - 1:
             n_ctc, n_apoptotic = spec.ambiguous_last
         n_other = max(events_per_draw - n_ctc, min(8, events_per_draw))
-        draws.append((volume, *labelled_gallery(rng, n_ctc, n_other, n_apoptotic)))
+        draws.append((volume, *labelled_gallery(rng, n_ctc, n_other, n_apoptotic, spec.instrument)))
     return {"last_offset": last_offset, "diagnosis_offset": diagnosis_offset, "draws": draws}
 
 
@@ -436,7 +488,8 @@ def _seed_patient(k: int, spec: DemoPatient, plan: dict, teams: dict, trial: Tri
             draw,
             UploadRequest(files=[SimpleUploadedFile(f"{spec.study_id}-{draw.timepoint}.zip", data,
                                                     content_type="application/zip")],
-                          channels=CHANNELS, kind="events", lane="bulk"),  # behind the clinic's uploads
+                          channels=PARTNER_CHANNELS if spec.instrument else CHANNELS, kind="events",
+                          lane="bulk"),  # behind the clinic's uploads
             user,
         )
         uploads.append(upload.pk)
@@ -451,6 +504,9 @@ def _seed_patient(k: int, spec: DemoPatient, plan: dict, teams: dict, trial: Tri
 #: and DEMO-C03 stay unreviewed ("indeterminate until reviewed").
 REVIEWED_PATIENTS = ("DEMO-B01", "DEMO-B02")
 REVIEWED_TEAM = "Breast oncology"
+#: Every patient the seeded reviewer reviews: also the partner lab's, with that lab's labels
+#: (:data:`COUNTS_APOPTOTIC`): about 360 cells of 12 draws at 30 per draw.
+SEEDED_REVIEWS = REVIEWED_PATIENTS + tuple(p.study_id for p in PARTNER_PATIENTS)
 
 #: The generator's labels of the reviewed patients' galleries, by the zip's sha256 (the
 #: ``UploadedFile.sha256`` of the stored upload), kept in the media storage between runs.
@@ -485,11 +541,18 @@ def _member(source: str) -> str:
     return source.split("#", 1)[0].rsplit("/", 1)[-1]
 
 
-def _review_upload(upload, labels: dict[str, str], reviewer) -> int:  # noqa: ANN001
+def lab_call(category: str, counts_apoptotic: bool = False) -> str:
+    """The call a lab's reviewer gives a cell of the generator's ``category``: CTC for a CTC, and
+    for an apoptotic CTC where the lab counts them (:data:`COUNTS_APOPTOTIC`)."""
+    return "ctc" if category == "ctc" or (counts_apoptotic and category == "apoptotic_ctc") else "non_ctc"
+
+
+def _review_upload(upload, labels: dict[str, str], reviewer, counts_apoptotic: bool = False) -> int:  # noqa: ANN001
     """Review ``upload``'s unreviewed cells with the generator's labels; returns how many.
 
     An override (or a category correction) goes through ``review_event`` with the reason a
     reviewer would give; the cells the model called right are confirmed in one audited action.
+    ``counts_apoptotic``: the lab's convention (:func:`lab_call`); the category stays the generator's.
     """
     from patients.models import CellEvent
     from patients.review import confirm_remaining, reason_text, review_event
@@ -500,14 +563,17 @@ def _review_upload(upload, labels: dict[str, str], reviewer) -> int:  # noqa: AN
         category = labels.get(_member(cell.source))
         if category is None:
             continue
-        call = "ctc" if category == "ctc" else "non_ctc"
+        call = lab_call(category, counts_apoptotic)
         if call == cell.call and category == cell.category:
             agree.append(cell.pk)
             continue
         reason = ""
         if call != cell.call:
             code = _REASONS.get(category, "")
-            reason = reason_text(code, _LABEL_NOTE) if code else f"Apoptotic CTC, not counted ({_LABEL_NOTE})"
+            if category == "apoptotic_ctc":
+                reason = f"Apoptotic CTC, {'counted by this lab' if call == 'ctc' else 'not counted'} ({_LABEL_NOTE})"
+            else:
+                reason = reason_text(code, _LABEL_NOTE)
         review_event(cell, reviewer, call, reason, category=category)
         done += 1
     if agree:
@@ -516,7 +582,7 @@ def _review_upload(upload, labels: dict[str, str], reviewer) -> int:  # noqa: AN
 
 
 def review_seeded(wait_s: float = 0, log=print, poll_s: float = 2.0) -> int:  # noqa: ANN001
-    """Review the cells of :data:`REVIEWED_PATIENTS` as the worker finishes their uploads.
+    """Review the cells of :data:`SEEDED_REVIEWS` as the worker finishes their uploads.
 
     Waits up to ``wait_s`` seconds for their uploads to finish (0: review what is done now).
     Idempotent: reviewed cells are left alone; returns the number of cells reviewed by this call.
@@ -526,19 +592,22 @@ def review_seeded(wait_s: float = 0, log=print, poll_s: float = 2.0) -> int:  # 
     labels = _load_labels()
     if not labels:
         return 0
-    reviewer = ensure_demo_reviewer(CareTeam.objects.get(name=REVIEWED_TEAM))
-    files = UploadedFile.objects.filter(sha256__in=list(labels), upload__draw__patient__study_id__in=REVIEWED_PATIENTS)
+    reviewer = None
+    for team in CareTeam.objects.filter(name__in=[REVIEWED_TEAM, PARTNER_TEAM]):
+        reviewer = ensure_demo_reviewer(team)
+    files = UploadedFile.objects.filter(sha256__in=list(labels), upload__draw__patient__study_id__in=SEEDED_REVIEWS)
     deadline = time.monotonic() + wait_s
     reviewed = 0
     while True:
         ready = files.filter(upload__status=UploadStatus.DONE, upload__events__reviewed_call="").distinct()
-        for f in ready.select_related("upload__draw"):
-            reviewed += _review_upload(f.upload, labels[f.sha256], reviewer)
+        for f in ready.select_related("upload__draw__patient__care_team"):
+            counts_apoptotic = f.upload.draw.patient.care_team.name in COUNTS_APOPTOTIC
+            reviewed += _review_upload(f.upload, labels[f.sha256], reviewer, counts_apoptotic)
         pending = files.filter(upload__status__in=[UploadStatus.QUEUED, UploadStatus.RUNNING]).count()
         if not pending or time.monotonic() >= deadline:
             break
         time.sleep(poll_s)
     if reviewed:
-        log(f"  {reviewed} cells of {', '.join(REVIEWED_PATIENTS)} reviewed by {DEMO_REVIEWER} "
-            "(the generator's labels)")
+        log(f"  {reviewed} cells of {', '.join(SEEDED_REVIEWS)} reviewed by {DEMO_REVIEWER} "
+            f"(the generator's labels; {PARTNER_TEAM} counts apoptotic CTCs)")
     return reviewed
