@@ -45,7 +45,7 @@ DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-password"  # local demo only (README); never used outside `make run`
 #: The demo's administrator (same password): manages models, so it can start a lab-model training.
 DEMO_ADMIN = "demo-admin"
-#: A seeded reviewer (no login) whose reviews of :data:`REVIEWED_PATIENTS` give the lab-model
+#: A seeded reviewer (no login) whose reviews of :data:`SEEDED_REVIEWS` give the lab-model
 #: training something to learn from on `make run` (issue 13).
 DEMO_REVIEWER = "demo-reviewer"
 DEMO_PREFIX = "DEMO-"
@@ -101,8 +101,8 @@ PATIENTS = [
 PARTNER_TEAM = "Partner lab (wide frames, no AF)"
 PARTNER_CHANNELS = ["DAPI", "CK", "CD45"]
 PARTNER_PATIENTS = [
-    DemoPatient("DEMO-P01", "breast_metastatic", PARTNER_TEAM, "persistent", None, 6, "IV", instrument="wide_no_af"),
-    DemoPatient("DEMO-P02", "breast_metastatic", PARTNER_TEAM, "converter_late", None, 6, "IV",
+    DemoPatient("DEMO-P01", "breast_metastatic", PARTNER_TEAM, "persistent", None, 5, "IV", instrument="wide_no_af"),
+    DemoPatient("DEMO-P02", "breast_metastatic", PARTNER_TEAM, "converter_late", None, 5, "IV",
                 instrument="wide_no_af"),
 ]
 #: The partner lab's other candidates: apoptotic CTCs (which it counts) are common, as in the card's set.
@@ -143,7 +143,8 @@ def labelled_gallery(rng: np.random.Generator, n_ctc: int, n_other: int,
     categories = ["ctc"] * n_ctc + list(others) + ["apoptotic_ctc"] * n_apoptotic
     rng.shuffle(categories)
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+    # Level 1 for the partner's wide frames (2-9x the pixels): most of the seed's time was deflate.
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1 if instrument else None) as zf:
         for i, category in enumerate(categories):
             # One instrument per cohort (a CellSearch-like 10x scale); its exports vary as
             # real ones do (8-bit renders, raw counts, floats), each stored in its own dtype.
@@ -197,7 +198,7 @@ def ensure_demo_admin(teams: list[CareTeam]):  # noqa: ANN201
 
 
 def ensure_demo_reviewer(team: CareTeam):  # noqa: ANN201
-    """The seeded reviewer of :data:`REVIEWED_PATIENTS` (a reviewer of their team; no password: no login)."""
+    """The seeded reviewer of :data:`SEEDED_REVIEWS` (a reviewer of ``team``; no password: no login)."""
     User = get_user_model()
     user, created = User.objects.get_or_create(username=DEMO_REVIEWER,
                                                defaults={"first_name": "Demo", "last_name": "Reviewer"})
@@ -505,7 +506,7 @@ def _seed_patient(k: int, spec: DemoPatient, plan: dict, teams: dict, trial: Tri
 REVIEWED_PATIENTS = ("DEMO-B01", "DEMO-B02")
 REVIEWED_TEAM = "Breast oncology"
 #: Every patient the seeded reviewer reviews: also the partner lab's, with that lab's labels
-#: (:data:`COUNTS_APOPTOTIC`): about 360 cells of 12 draws at 30 per draw.
+#: (:data:`COUNTS_APOPTOTIC`): about 300 cells of 10 draws at 30 per draw.
 SEEDED_REVIEWS = REVIEWED_PATIENTS + tuple(p.study_id for p in PARTNER_PATIENTS)
 
 #: The generator's labels of the reviewed patients' galleries, by the zip's sha256 (the
@@ -595,7 +596,8 @@ def review_seeded(wait_s: float = 0, log=print, poll_s: float = 2.0) -> int:  # 
     reviewer = None
     for team in CareTeam.objects.filter(name__in=[REVIEWED_TEAM, PARTNER_TEAM]):
         reviewer = ensure_demo_reviewer(team)
-    files = UploadedFile.objects.filter(sha256__in=list(labels), upload__draw__patient__study_id__in=SEEDED_REVIEWS)
+    study_ids = REVIEWED_PATIENTS + tuple(p.study_id for p in PARTNER_PATIENTS)  # :data:`SEEDED_REVIEWS`
+    files = UploadedFile.objects.filter(sha256__in=list(labels), upload__draw__patient__study_id__in=study_ids)
     deadline = time.monotonic() + wait_s
     reviewed = 0
     while True:
@@ -608,6 +610,6 @@ def review_seeded(wait_s: float = 0, log=print, poll_s: float = 2.0) -> int:  # 
             break
         time.sleep(poll_s)
     if reviewed:
-        log(f"  {reviewed} cells of {', '.join(SEEDED_REVIEWS)} reviewed by {DEMO_REVIEWER} "
+        log(f"  {reviewed} cells of {', '.join(study_ids)} reviewed by {DEMO_REVIEWER} "
             f"(the generator's labels; {PARTNER_TEAM} counts apoptotic CTCs)")
     return reviewed

@@ -18,7 +18,11 @@ pytestmark = pytest.mark.django_db
 
 def _seed_partner(monkeypatch, events_per_draw: int) -> None:
     from patients import demo
+    from patients.models import CancerType
 
+    # A transactional test before this one may have flushed the data migration's cancer types.
+    CancerType.objects.get_or_create(code="breast_metastatic", defaults={"name": "Metastatic breast cancer",
+                                                                          "ctc_cutoff": 5})
     monkeypatch.setattr(demo, "PATIENTS", [])  # the partner lab alone keeps the test quick
     demo.seed(events_per_draw=events_per_draw, outcomes=False, log=lambda *_: None)
 
@@ -58,7 +62,7 @@ def test_the_partner_lab_is_seeded_with_its_own_instrument_and_its_labelling(mon
     patients = team.patients.all()
     assert sorted(p.study_id for p in patients) == ["DEMO-P01", "DEMO-P02"]
     uploads = [u for p in patients for d in p.draws.all() for u in d.uploads.all()]
-    assert len(uploads) == sum(p.draws.count() for p in patients) >= 12
+    assert len(uploads) == sum(p.draws.count() for p in patients) >= 10
     assert all(list(u.channels) == ["DAPI", "CK", "CD45"] for u in uploads)
     reviewed = _classify_and_review()
     cells = CellEvent.objects.filter(draw__patient__care_team=team)
@@ -91,7 +95,7 @@ def test_a_training_of_the_partner_lab_beats_the_active_model_on_its_held_out_dr
     t0 = time.monotonic()
     _seed_partner(monkeypatch, events_per_draw=30)
     reviewed = _classify_and_review()
-    assert reviewed >= 300
+    assert reviewed >= 300  # 10 draws (11 here: the first patient's same-day repeat) of 30
     team = demo.CareTeam.objects.get(name=demo.PARTNER_TEAM)
     admin = demo.get_user_model().objects.get(username=demo.DEMO_ADMIN)
     t1 = time.monotonic()

@@ -6,7 +6,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from patients.demo import DEMO_ADMIN, DEMO_PASSWORD, DEMO_USER, REVIEWED_PATIENTS, review_seeded, seed
+from patients.demo import DEMO_ADMIN, DEMO_PASSWORD, DEMO_USER, PARTNER_TEAM, SEEDED_REVIEWS, review_seeded, seed
 from patients.models import ImagingUpload, UploadStatus
 
 #: The two demo logins and what each may do (`make run` prints the same; README "Quick start").
@@ -24,9 +24,9 @@ class Command(BaseCommand):
         parser.add_argument("--events-per-draw", type=int, default=30)
         parser.add_argument("--wait", type=float, default=0, help="Wait up to N seconds for the worker to finish")
         parser.add_argument("--review-wait", type=float, default=0,
-                            help=f"Wait up to N seconds for the uploads of {', '.join(REVIEWED_PATIENTS)} and "
+                            help=f"Wait up to N seconds for the uploads of {', '.join(SEEDED_REVIEWS)} and "
                                  "review their cells with the generator's labels as they finish (0: review what "
-                                 "is finished now)")
+                                 f"is finished now; {PARTNER_TEAM} counts apoptotic CTCs as CTCs)")
 
     def handle(self, *args, **opts):
         self.stdout.write("Seeding the demo cohort ...")
