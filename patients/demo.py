@@ -216,7 +216,8 @@ def seed(seed: int = 7, events_per_draw: int = 30, log=print, outcomes: bool = T
     while the rest is generated, and SQLite's single writer is never held for long.
     The ten patients with full courses come first (the first one shows within a minute);
     then the synthetic outcome cohort (:data:`OUTCOME_PATIENTS` patients with two or three
-    small draws each) that makes the survival page alive.
+    small draws each) that makes the survival page alive; last the partner lab
+    (:data:`PARTNER_PATIENTS`), whose wide frames take longest.
     """
     rng = np.random.default_rng(seed)
     teams = {
@@ -249,17 +250,6 @@ def seed(seed: int = 7, events_per_draw: int = 30, log=print, outcomes: bool = T
         if spec.study_id in REVIEWED_PATIENTS:
             _remember_labels({hashlib.sha256(data).hexdigest(): labels for _, data, labels in plan["draws"]})
         log(f"  {spec.study_id}: {spec.n_draws} draws ({spec.trajectory})")
-    # The partner lab after the cohort, from a generator of its own (the cohort's imaging is unchanged).
-    partner_rng = np.random.default_rng(seed + 2000)
-    for i, spec in enumerate(PARTNER_PATIENTS):
-        k = len(PATIENTS) + i
-        if Patient.objects.filter(study_id=spec.study_id).exists():
-            continue
-        plan = _plan_patient(k, spec, partner_rng, events_per_draw)
-        with transaction.atomic():
-            uploads += _seed_patient(k, spec, plan, teams, trial, arms, user, today)
-        _remember_labels({hashlib.sha256(data).hexdigest(): labels for _, data, labels in plan["draws"]})
-        log(f"  {spec.study_id}: {spec.n_draws} draws ({PARTNER_TEAM}: wide frames, DAPI,CK,CD45)")
     if outcomes:
         # A generator of its own: the full-course patients' imaging stays what it always was.
         out_rng = np.random.default_rng(seed + 1000)
@@ -274,6 +264,18 @@ def seed(seed: int = 7, events_per_draw: int = 30, log=print, outcomes: bool = T
             made += 1
         if made:
             log(f"  {made} synthetic outcome patients ({DEMO_PREFIX}S01-S{OUTCOME_PATIENTS:02d}): 2-3 small draws each")
+    # The partner lab last (its wide frames are the slowest to draw and to classify: the cohort and
+    # the survival page come first), from a generator of its own (the cohort's imaging is unchanged).
+    partner_rng = np.random.default_rng(seed + 2000)
+    for i, spec in enumerate(PARTNER_PATIENTS):
+        k = len(PATIENTS) + i
+        if Patient.objects.filter(study_id=spec.study_id).exists():
+            continue
+        plan = _plan_patient(k, spec, partner_rng, events_per_draw)
+        with transaction.atomic():
+            uploads += _seed_patient(k, spec, plan, teams, trial, arms, user, today)
+        _remember_labels({hashlib.sha256(data).hexdigest(): labels for _, data, labels in plan["draws"]})
+        log(f"  {spec.study_id}: {spec.n_draws} draws ({PARTNER_TEAM}: wide frames, DAPI,CK,CD45)")
     return uploads
 
 
