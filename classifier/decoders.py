@@ -119,7 +119,7 @@ def _tiff(fh: IO[bytes], name: str, limits: Limits, read: bool) -> Decoded:
         check_shape(shape, dtype, name, limits)
         size = tif.filehandle.size
         for s in chosen:
-            _check_extents(s, size, name)
+            check_extents(s, size, name)
         names, pixel = _tiff_metadata(tif, shape[0], limits)
         alpha = _tiff_alpha(tif, axes, shape[0])
         array = None
@@ -168,7 +168,7 @@ def _layout(shape: tuple[int, ...], axes: str, name: str) -> tuple[tuple[int, in
     return (c, shape[y], shape[x]), order
 
 
-def _check_extents(series: Any, size: int, name: str) -> None:
+def check_extents(series: Any, size: int, name: str) -> None:
     """Every strip/tile must lie inside the file: catches truncation from the header alone."""
     offset = getattr(series, "dataoffset", None)
     if offset is not None and offset + series.nbytes > size:

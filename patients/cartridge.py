@@ -87,6 +87,7 @@ def check_stack(path: Path, name: str, stack: Stack, limits) -> None:  # noqa: A
     ``classifier.io`` run on each field in the worker): page count, plane size, truncation."""
     import tifffile
 
+    from classifier.decoders import check_extents
     from classifier.errors import InputError
 
     with tifffile.TiffFile(path, _multifile=False) as tf:
@@ -98,18 +99,12 @@ def check_stack(path: Path, name: str, stack: Stack, limits) -> None:  # noqa: A
         if h < limits.min_side or w < limits.min_side or h * w > limits.max_pixels_per_plane:
             raise InputError(f"{name}: fields of {w}x{h} pixels are outside what is accepted "
                              f"({limits.min_side}-{int(limits.max_pixels_per_plane ** 0.5)} px a side).")
-        size = tf.filehandle.size
         try:
-            planes = [series.pages[k] for k in range(stack.fields * stack.channels)]
-        except (IndexError, ValueError, OSError) as err:  # tifffile: a page offset past the end
+            check_extents(series, tf.filehandle.size, name)
+        except InputError:
+            raise
+        except Exception as err:  # noqa: BLE001 - tifffile on a cut file: a page offset past the end
             raise InputError(f"{name}: the TIFF is missing image pages (truncated?): {err}") from err
-        for page in planes:
-            if page is None:
-                raise InputError(f"{name}: the TIFF is missing image pages (truncated?).")
-            for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
-                if count and offset + count > size:
-                    raise InputError(f"{name}: the TIFF file is truncated "
-                                     f"(image data run to byte {offset + count}, file has {size}).")
 
 
 def _skipped(member: str) -> bool:

@@ -263,20 +263,7 @@ def merge_uncut(labels: np.ndarray, dist: np.ndarray, above: float) -> np.ndarra
     join = (mean > above) & (counts >= 3)
     if not join.any():
         return labels
-    parent = np.arange(n + 1)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for k in uk[join]:
-        ra, rb = root(int(k // (n + 1))), root(int(k % (n + 1)))
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([root(i) for i in range(n + 1)])
-    return roots[labels].astype(np.int32)
+    return _join(labels, [(int(k // (n + 1)), int(k % (n + 1))) for k in uk[join]])
 
 
 def merge_convex(labels: np.ndarray, solidity: float = MERGE_SOLIDITY, max_area: float = MERGE_MAX_AREA
@@ -306,6 +293,21 @@ def merge_convex(labels: np.ndarray, solidity: float = MERGE_SOLIDITY, max_area:
     if not small.any():
         return labels
     boxes = ndi.find_objects(labels)
+    pairs = []
+    for x, y in zip(lo[small].tolist(), hi[small].tolist(), strict=True):
+        bx, by = boxes[x - 1], boxes[y - 1]
+        if bx is None or by is None:
+            continue
+        box = tuple(slice(min(p.start, q.start), max(p.stop, q.stop)) for p, q in zip(bx, by, strict=True))
+        both = (labels[box] == x) | (labels[box] == y)
+        if both.sum() >= solidity * convex_hull_image(both).sum():
+            pairs.append((x, y))
+    return _join(labels, pairs) if pairs else labels
+
+
+def _join(labels: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """``labels`` with each pair of objects (and chains of pairs) made one, the lowest id kept."""
+    n = int(labels.max())
     parent = np.arange(n + 1)
 
     def root(i: int) -> int:
@@ -314,16 +316,10 @@ def merge_convex(labels: np.ndarray, solidity: float = MERGE_SOLIDITY, max_area:
             i = parent[i]
         return i
 
-    for x, y in zip(lo[small].tolist(), hi[small].tolist(), strict=True):
-        bx, by = boxes[x - 1], boxes[y - 1]
-        if bx is None or by is None:
-            continue
-        box = tuple(slice(min(p.start, q.start), max(p.stop, q.stop)) for p, q in zip(bx, by, strict=True))
-        both = (labels[box] == x) | (labels[box] == y)
-        if both.sum() >= solidity * convex_hull_image(both).sum():
-            rx, ry = root(x), root(y)
-            if rx != ry:
-                parent[max(rx, ry)] = min(rx, ry)
+    for a, b in pairs:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
     roots = np.array([root(i) for i in range(n + 1)])
     return roots[labels].astype(np.int32)
 
