@@ -22,9 +22,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def lab_admin(team):
-    user = factories.UserFactory(username="labadmin")
-    factories.MembershipFactory(team=team, user=user, role=Role.ADMIN)
-    return user
+    return factories.MembershipFactory(team=team, role=Role.ADMIN, user__username="labadmin").user
 
 
 def _reviewed_draws(team, n_draws: int = 3, seed: int = 20) -> None:

@@ -13,9 +13,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def admin(team):
-    user = factories.UserFactory(username="labadmin")
-    factories.MembershipFactory(team=team, user=user, role=Role.ADMIN)
-    return user
+    return factories.MembershipFactory(team=team, role=Role.ADMIN, user__username="labadmin").user
 
 
 def test_a_failed_training_keeps_the_step_it_failed_at_and_a_done_one_shows_no_stage(admin, team):
