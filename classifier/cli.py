@@ -148,7 +148,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from classifier.weights import load_bundle
 
     model, contract, meta = load_bundle(Path(a.weights) if a.weights else None)
-    ds = data.folder(Path(a.data), _channels(a.channels), contract, a.pixel_size_um)
+    prepared = data.prepare_folder(Path(a.data), _channels(a.channels), contract, a.pixel_size_um)
+    ds = prepared.events
     threshold = float(meta.get("threshold", 0.5))
     pr = evaluate.predict(model, ds)
     out = evaluate.metrics(ds.is_ctc, pr["p"], ds.category, pr["cat"].argmax(1) if len(ds) else None, threshold)
@@ -156,6 +157,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     out["gating_baseline"] = evaluate.metrics(ds.is_ctc, gate, ds.category)
     out["model_version"] = meta.get("version")
     out["domain_check"], out["domain_images"] = _domain_of_folder(a, ds, contract, meta)
+    out["tone_curve"] = prepared.tone.as_dict()
+    if prepared.tone.applied:
+        out["domain_check"]["reasons"].append(prepared.tone.note())
     if a.loo:
         out["loo_finetuned"] = _loo(a, ds, model, threshold)
     if a.per_event:

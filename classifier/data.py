@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier import features
+from classifier import features, tone
 from classifier.contract import PreprocessContract
 from classifier.errors import InputError
 from classifier.parallel import fork_map
@@ -24,6 +24,7 @@ from classifier.results import CATEGORIES
 from classifier.synth import make_event, sample_category
 from classifier.synth.events import sample_framing
 from classifier.synth.export import export
+from classifier.tone import ToneCurve
 
 #: ctc-dev (and CellSearch-style) category names -> the model's categories.
 #: "Unidentified Cell" objects are CK+ and AF+ but not identifiable as a cell: they are
@@ -182,17 +183,42 @@ def load_image(path: Path, channels: Sequence[str]) -> tuple[np.ndarray, list[st
     return inp[0].image, list(inp[0].channels), inp[0].pixel_size_um
 
 
+#: events of a folder measured for its tone curve (classifier.tone)
+TONE_SAMPLE = 64
+
+
 def folder(path: Path, channels: Sequence[str], contract: PreprocessContract,
            pixel_size_um: float | None = None) -> EventSet:
     """Prepare every event of a labelled folder."""
+    return prepare_folder(path, channels, contract, pixel_size_um).events
+
+
+@dataclass
+class PreparedFolder:
+    """A labelled folder as the model sees it, with what was inferred on the way."""
+
+    events: EventSet
+    px_um: np.ndarray  # pixel size used per event (given, from metadata or inferred)
+    tone: ToneCurve  # the tone curve re-mapping applied to its 8-bit images (classifier.tone)
+
+
+def prepare_folder(path: Path, channels: Sequence[str], contract: PreprocessContract,
+                   pixel_size_um: float | None = None) -> PreparedFolder:
+    """Every event of a labelled folder, prepared as the engine prepares an upload of them
+    (the folder's tone curve harmonised first, :func:`classifier.tone.harmonise`)."""
     items = read_labels(Path(path))
+    # the curve from an even sample of the folder (decoded twice; a large lab folder is not held in memory)
+    pick = np.unique(np.linspace(0, len(items) - 1, min(len(items), TONE_SAMPLE)).round().astype(int)) if items else []
+    sample = [load_image(Path(path) / items[i].file, channels) for i in pick]
+    curve = tone.measure([im for im, _, _ in sample], [ch for _, ch, _ in sample],
+                         [items[i].file for i in pick], total=len(items))
     preps = []
     for it in items:
         image, chans, px = load_image(Path(path) / it.file, channels)
-        preps.append(prepare_image(image, chans, contract, pixel_size_um if pixel_size_um is not None else px,
-                                   source=it.file))
+        preps.append(prepare_image(tone.remap(image, curve), chans, contract,
+                                   pixel_size_um if pixel_size_um is not None else px, source=it.file))
     prep = Prepared.concat(preps, contract)
-    return EventSet(
+    events = EventSet(
         prep.crops,
         featurise(prep, contract),
         np.array([it.is_ctc for it in items], np.int64),
@@ -201,3 +227,4 @@ def folder(path: Path, channels: Sequence[str], contract: PreprocessContract,
         prep.cell,
         [it.file for it in items],
     )
+    return PreparedFolder(events, prep.px_um, curve)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from classifier import features
+from classifier import features, tone
 from classifier.contract import PreprocessContract
 from classifier.domain import ReferenceLookup, check_analysis, load_reference
 from classifier.errors import InputError
@@ -196,7 +196,12 @@ class Classifier:
         jobs: list[Job] = []
         field_warnings: list[str] = []  # implausible counts and scales: reported, never silently counted
         segs = self._segment_fields(items) if kind == "field" else []
+        # an upload of event thumbnails exported with another tone curve is re-mapped to the
+        # validated one first (classifier.tone); the domain check still judges the images as uploaded
+        curve = tone.measure([it[1] for it in items], [it[2] for it in items], [it[0] for it in items]) \
+            if kind == "events" else tone.ToneCurve()
         for k, (name, image, chans, px) in enumerate(items):
+            image = tone.remap(image, curve)
             if kind == "field":
                 seg = segs[k]
                 cells = seg.cells
@@ -232,6 +237,8 @@ class Classifier:
         t = time.perf_counter()
         result.domain_check = check_analysis(items, [j.n_events for j in jobs], prep.px_um,
                                              prep.scale_source, feats, kind, self._domain_reference(), result.warnings)
+        if curve.applied:
+            result.domain_check["reasons"].append(curve.note())  # type: ignore[union-attr]
         timings["domain_check"] = time.perf_counter() - t
         return result
 

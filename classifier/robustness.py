@@ -30,9 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.contract import PreprocessContract
-from classifier.data import EventSet, featurise, load_image, read_labels
-from classifier.preprocess import Prepared, prepare_image
+from classifier.data import load_image, prepare_folder, read_labels
 from classifier.results import CATEGORIES
 
 #: how the RGB composite is rendered: red CD45, green CK, blue DAPI (the usual CellSearch-
@@ -314,22 +312,6 @@ def _channels_written(fmt: str, chans: Sequence[str]) -> list[str]:
     return list(chans)
 
 
-def _prepare_folder(folder: Path, channels: Sequence[str], contract: PreprocessContract,
-                    pixel_size_um: float | None = None) -> tuple[EventSet, np.ndarray]:
-    """As :func:`classifier.data.folder`, also returning the pixel size used per event."""
-    items = read_labels(folder)
-    preps = []
-    for it in items:
-        image, chans, px = load_image(folder / it.file, channels)
-        preps.append(prepare_image(image, chans, contract, pixel_size_um if pixel_size_um is not None else px,
-                                   source=it.file))
-    prep = Prepared.concat(preps, contract)
-    ds = EventSet(prep.crops, featurise(prep, contract), np.array([it.is_ctc for it in items], np.int64),
-                  np.array([CATEGORIES.index(it.category) if it.category else -1 for it in items], np.int64),
-                  prep.nucleus, prep.cell, [it.file for it in items])
-    return ds, prep.px_um
-
-
 def run(data_dir: Path, channels: Sequence[str], weights: Path | None = None, seed: int = 0,
         only: Sequence[str] | None = None, pixel_size_um: float | None = None,
         scales: Sequence[float] = DEFAULT_SCALES) -> dict:
@@ -365,7 +347,8 @@ def run(data_dir: Path, channels: Sequence[str], weights: Path | None = None, se
                 w = csv.writer(fh)
                 w.writerow(["file", "is_ctc", "category"])
                 w.writerows(rows)
-            ds, px = _prepare_folder(out, chans_used, contract, pixel_size_um)
+            prepared = prepare_folder(out, chans_used, contract, pixel_size_um)
+            ds, px = prepared.events, prepared.px_um
             pr = evaluate.predict(model, ds)
             p = pr["p"]
             m = evaluate.metrics(ds.is_ctc, p, ds.category, pr["cat"].argmax(1) if len(ds) else None, threshold)
@@ -384,6 +367,7 @@ def run(data_dir: Path, channels: Sequence[str], weights: Path | None = None, se
                 "flipped": int((call != base_call).sum()),
                 "mean_abs_dp": _r(float(np.mean(np.abs(p - base_p)))),
                 "px_um_median": _r(float(np.median(px))),
+                "tone_gamma": _r(prepared.tone.gamma, 2),
             }
     return {"data": str(data_dir), "model_version": meta.get("version"), "threshold": threshold,
             "pixel_size": "given" if pixel_size_um else "inferred from nuclei", "perturbations": table}
@@ -408,6 +392,6 @@ def summary(table: dict[str, dict]) -> dict:
 def markdown(table: dict[str, dict]) -> str:
     """The table as Markdown (for the model card)."""
     cols = ["n", "balanced_accuracy", "roc_auc", "sensitivity", "specificity", "apoptotic_rejected", "flipped",
-            "px_um_median"]
+            "px_um_median", "tone_gamma"]
     head = "| perturbation | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1) + "\n"
     return head + "".join(f"| {k} | " + " | ".join(str(v[c]) for c in cols) + " |\n" for k, v in table.items())

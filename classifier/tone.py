@@ -1,0 +1,107 @@
+"""Tone-curve harmonisation of 8-bit event exports (issue 11: other labs' exports).
+
+An 8-bit export's tone curve (a display gamma, the stretch the viewer applied) is the
+exporting lab's choice, not a property of the cells; a curve far from the validated one costs
+real calls: ctc-dev written with display gamma 1.6 loses three of its seven CTCs (balanced
+accuracy 0.74) although nothing about the cells changed. The domain check already measures the
+curve of a set of images as the median of their mid-tones (:attr:`classifier.domain.ImageSignals.midtone`).
+When that median lies more than :data:`CORRECT_ABOVE` from the validated one, every 8-bit
+image of the set is re-mapped with the single gamma that brings the median back,
+``255 (x / 255) ** gamma``, before it is classified.
+
+What this is not: raw counts (12/16-bit, float) are linear and never re-mapped; a set of fewer
+than :data:`classifier.domain.MIN_IMAGES_FOR_TONE` 8-bit images is not judged (one image's
+mid-tones are its content); a small difference is left alone (framing and magnification
+move the median by up to ~0.09 on ctc-dev's renderings, see docs/model-card.md). The domain
+check still judges the images as they were uploaded and reports the shift, with a sentence
+that says the curve was re-mapped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from classifier.domain import MIN_IMAGES_FOR_TONE, VALIDATED_MIDTONE, image_signals_batch
+
+#: re-map when the set's median mid-tone is this far from the validated one (the domain
+#: check's tone rule starts at 0.06 and is at full strength at 0.14; 0.10 is its midpoint)
+CORRECT_ABOVE = 0.10
+#: a stronger correction than this means the measure itself is not to be trusted
+GAMMA_RANGE = (0.4, 2.5)
+#: images measured at most (evenly spaced over the set)
+SAMPLE = 256
+
+
+@dataclass(frozen=True)
+class ToneCurve:
+    """The re-mapping chosen for a set of images (``gamma`` 1.0: none)."""
+
+    gamma: float = 1.0
+    midtone: float | None = None  # the set's median mid-tone before the re-mapping
+    images: int = 0  # 8-bit images it was measured on
+
+    @property
+    def applied(self) -> bool:
+        return self.gamma != 1.0
+
+    def note(self) -> str:
+        """One sentence for the domain check's reasons and the result's warnings."""
+        return (f"the 8-bit images' brightness curve was re-mapped before classification (gamma {self.gamma:.2f}: "
+                f"median mid-tone {self.midtone:.2f} -> validated {VALIDATED_MIDTONE:.2f}, {self.images} images)")
+
+    def as_dict(self) -> dict:
+        return {"gamma": round(self.gamma, 3), "midtone": None if self.midtone is None else round(self.midtone, 3),
+                "images": self.images, "applied": self.applied}
+
+
+def measure(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]],
+            sources: Sequence[str] | None = None, total: int | None = None) -> ToneCurve:
+    """The curve for a set of (C, H, W) event images (or an even sample of a larger set of
+    ``total`` images: a median over a few hundred is as good as over all)."""
+    n = len(images) if total is None else total
+    if n < MIN_IMAGES_FOR_TONE or not len(images):
+        return ToneCurve()
+    pick = np.unique(np.linspace(0, len(images) - 1, min(len(images), SAMPLE)).round().astype(int))
+    names = list(sources) if sources is not None else [f"image{i}" for i in range(len(images))]
+    signals = image_signals_batch([images[i] for i in pick], [channels[i] for i in pick], [names[i] for i in pick])
+    mids = [s.midtone for s in signals if s.bit_depth == "8-bit"]
+    if len(mids) < MIN_IMAGES_FOR_TONE:
+        return ToneCurve()
+    mid = float(np.median(mids))
+    if abs(mid - VALIDATED_MIDTONE) <= CORRECT_ABOVE or not 0.02 < mid < 0.98:
+        return ToneCurve(1.0, mid, len(mids))
+    gamma = math.log(VALIDATED_MIDTONE) / math.log(mid)
+    if not GAMMA_RANGE[0] <= gamma <= GAMMA_RANGE[1]:
+        return ToneCurve(1.0, mid, len(mids))
+    return ToneCurve(gamma, mid, len(mids))
+
+
+def is_8bit(image: np.ndarray) -> bool:
+    """Whole numbers from 0 to 255: an 8-bit display render (as the domain check decides it)."""
+    a = np.asarray(image)
+    if a.dtype == np.uint8:
+        return True
+    if not a.size or float(a.min()) < 0 or float(a.max()) > 255:
+        return False
+    sample = a.reshape(-1)[:: max(1, a.size // 4096)]
+    return bool(np.all(sample == np.round(sample)))
+
+
+def remap(image: np.ndarray, curve: ToneCurve) -> np.ndarray:
+    """``image`` through the curve when it is an 8-bit render (``255 (x / 255) ** gamma``), else as given."""
+    if not curve.applied or not is_8bit(image):
+        return image
+    x = np.clip(np.asarray(image, np.float32) / 255.0, 0.0, 1.0)
+    return (255.0 * np.power(x, np.float32(curve.gamma))).astype(np.float32)
+
+
+def harmonise(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]],
+              sources: Sequence[str] | None = None) -> tuple[list[np.ndarray], ToneCurve]:
+    """``images`` with the set's tone curve re-mapped where :func:`measure` asks for it
+    (8-bit renders only; the others, and every image when nothing is applied, as given)."""
+    curve = measure(images, channels, sources)
+    return [remap(img, curve) for img in images], curve

@@ -1,0 +1,94 @@
+"""Tone-curve harmonisation (classifier.tone): a set of 8-bit exports whose display gamma moved
+the mid-tones far from the validated ones is re-mapped before classification, the same way in the
+engine (uploads), in labelled folders (evaluate, finetune, lab training) and nowhere else; sets
+like the validated ones, raw counts and small sets are left exactly as given."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from classifier import data, domain, tone
+from classifier.preprocess import Prepared, prepare_image
+
+
+@pytest.fixture(scope="module")
+def gamma16():
+    """16 synthetic events rendered with display gamma 1.6 on top of the validated stretch."""
+    return domain.synthetic_set("gamma_1.6", 16, 5)
+
+
+@pytest.fixture(scope="module")
+def validated():
+    return domain.synthetic_set("in_domain", 16, 5)
+
+
+def test_a_validated_looking_set_is_left_alone(validated):
+    images, chans, names, _y = validated
+    out, curve = tone.harmonise(images, chans, names)
+    assert not curve.applied and curve.images == 16
+    assert abs(curve.midtone - domain.VALIDATED_MIDTONE) <= tone.CORRECT_ABOVE
+    assert all(a is b for a, b in zip(out, images, strict=True))
+
+
+def test_a_darkened_export_is_brought_back_to_the_validated_midtones(gamma16):
+    images, chans, names, _y = gamma16
+    out, curve = tone.harmonise(images, chans, names)
+    assert curve.applied and curve.midtone < domain.VALIDATED_MIDTONE - tone.CORRECT_ABOVE
+    # about the inverse of the 1.6 applied (mid-tones are a statistic, not the curve itself)
+    assert 0.5 < curve.gamma < 0.8
+    again = tone.measure([np.round(o) for o in out], chans, names)  # as if exported again in 8 bits
+    assert abs(again.midtone - domain.VALIDATED_MIDTONE) < 0.05 and not again.applied
+    assert "re-mapped" in curve.note() and f"{curve.gamma:.2f}" in curve.note()
+
+
+def test_raw_counts_and_small_sets_are_never_remapped(gamma16):
+    images, chans, names, _y = gamma16
+    few, curve = tone.harmonise(images[: domain.MIN_IMAGES_FOR_TONE - 1], chans, names)
+    assert not curve.applied and curve.midtone is None
+    raw = [(img * 40.0 + 300.0).astype(np.float32) for img in images]  # 16-bit camera counts
+    out, curve = tone.harmonise(raw, chans, names)
+    assert not curve.applied
+    assert all(np.array_equal(a, b) for a, b in zip(out, raw, strict=True))
+    assert tone.remap(raw[0], tone.ToneCurve(0.6, 0.4, 16)) is raw[0]
+
+
+def test_the_engine_classifies_the_remapped_images_and_says_so(shipped, gamma16):
+    images, chans, names, _y = gamma16
+    res = shipped.analyse_arrays(images, chans[0], names=names)
+    _out, curve = tone.harmonise(images, chans, names)
+    fixed = [tone.remap(img, curve) for img in images]
+    ref = shipped.analyse_arrays(fixed, chans[0], names=names)  # already validated-looking: used as given
+    p = np.array([e.ctc_probability for e in res.events])
+    p_ref = np.array([e.ctc_probability for e in ref.events])
+    np.testing.assert_allclose(p, p_ref, atol=1e-6)
+    # the check judges what was uploaded: the curve is still reported, with what was done about it
+    assert res.domain_check["status"] == "shifted"
+    assert any("re-mapped" in r for r in res.domain_check["reasons"])
+    assert not any("re-mapped" in r for r in ref.domain_check["reasons"])
+
+
+def test_a_labelled_folder_is_harmonised_like_an_upload(tmp_path: Path, gamma16, contract):
+    images, chans, names, y = gamma16
+    rows = []
+    for img, name, label in zip(images, names, y, strict=True):
+        f = Path(name).with_suffix(".tif").name
+        tifffile.imwrite(tmp_path / f, np.clip(img, 0, 255).astype(np.uint8), photometric="minisblack")
+        rows.append((f, int(label)))
+    with open(tmp_path / "labels.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "is_ctc"])
+        w.writerows(rows)
+    prepared = data.prepare_folder(tmp_path, chans[0], contract)
+    _out, curve = tone.harmonise(images, chans, names)
+    assert prepared.tone.applied
+    assert prepared.tone.gamma == pytest.approx(curve.gamma, rel=1e-6)
+    # the folder's events are those of the remapped images prepared one by one
+    preps = [prepare_image(tone.remap(np.clip(img, 0, 255).astype(np.uint8), curve), chans[0], contract, None)
+             for img in images]
+    crops = Prepared.concat(preps, contract).crops
+    np.testing.assert_allclose(prepared.events.crops, crops, atol=1e-6)
