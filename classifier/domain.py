@@ -730,9 +730,13 @@ def prepare_set(images: Sequence[np.ndarray], chans: Sequence[Sequence[str]], na
     """Preprocess and measure a set of event images as the engine does."""
     from classifier.data import featurise
     from classifier.preprocess import Prepared, prepare_image
+    from classifier.tone import harmonise
 
+    # the engine re-maps a set's tone curve before classifying (classifier.tone); the signals are
+    # of the images as given, as the engine's check judges the upload
+    seen, _curve = harmonise(images, chans, names)
     preps = [prepare_image(img, list(c), contract, pixel_size_um, source=nm)
-             for img, c, nm in zip(images, chans, names, strict=True)]
+             for img, c, nm in zip(seen, chans, names, strict=True)]
     prep = Prepared.concat(preps, contract)
     feats = featurise(prep, contract)
     sigs = image_signals_batch(images, chans, names, list(prep.px_um), list(prep.scale_source))

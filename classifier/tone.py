@@ -10,8 +10,9 @@ image of the set is re-mapped with the single gamma that brings the median back,
 ``255 (x / 255) ** gamma``, before it is classified.
 
 What this is not: raw counts (12/16-bit, float) are linear and never re-mapped; a set of fewer
-than :data:`classifier.domain.MIN_IMAGES_FOR_TONE` 8-bit images is not judged (one image's
-mid-tones are its content); a small difference is left alone (framing and magnification
+than :data:`classifier.domain.MIN_IMAGES_FOR_TONE` 8-bit images framed like the validated ones
+is not judged (one image's mid-tones are its content, and so are those of a frame that one cell
+fills); a small difference is left alone (framing and magnification
 move the median by up to ~0.09 on ctc-dev's renderings, see docs/model-card.md). The domain
 check still judges the images as they were uploaded and reports the shift, with a sentence
 that says the curve was re-mapped.
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from classifier.domain import MIN_IMAGES_FOR_TONE, VALIDATED_MIDTONE, image_signals_batch
+from classifier.domain import MAX_NUCLEUS_COVER, MIN_IMAGES_FOR_TONE, VALIDATED_MIDTONE, image_signals_batch
 
 #: re-map when the set's median mid-tone is this far from the validated one (the domain
 #: check's tone rule starts at 0.06 and is at full strength at 0.14; 0.10 is its midpoint)
@@ -68,7 +69,9 @@ def measure(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]],
     pick = np.unique(np.linspace(0, len(images) - 1, min(len(images), SAMPLE)).round().astype(int))
     names = list(sources) if sources is not None else [f"image{i}" for i in range(len(images))]
     signals = image_signals_batch([images[i] for i in pick], [channels[i] for i in pick], [names[i] for i in pick])
-    mids = [s.midtone for s in signals if s.bit_depth == "8-bit"]
+    # mid-tones tell the curve only in frames framed like the validated ones: where one cell fills
+    # the frame its own signal is the bulk of the pixels, whatever the curve
+    mids = [s.midtone for s in signals if s.bit_depth == "8-bit" and s.nucleus_cover <= MAX_NUCLEUS_COVER]
     if len(mids) < MIN_IMAGES_FOR_TONE:
         return ToneCurve()
     mid = float(np.median(mids))
