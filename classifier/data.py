@@ -183,14 +183,10 @@ def load_image(path: Path, channels: Sequence[str]) -> tuple[np.ndarray, list[st
     return inp[0].image, list(inp[0].channels), inp[0].pixel_size_um
 
 
-#: events of a folder measured for its tone curve (classifier.tone)
-TONE_SAMPLE = 64
-
-
 def folder(path: Path, channels: Sequence[str], contract: PreprocessContract,
-           pixel_size_um: float | None = None) -> EventSet:
-    """Prepare every event of a labelled folder."""
-    return prepare_folder(path, channels, contract, pixel_size_um).events
+           pixel_size_um: float | None = None, harmonise: bool = True) -> EventSet:
+    """Prepare every event of a labelled folder (as an upload of them: see :func:`prepare_folder`)."""
+    return prepare_folder(path, channels, contract, pixel_size_um, harmonise).events
 
 
 @dataclass
@@ -203,15 +199,19 @@ class PreparedFolder:
 
 
 def prepare_folder(path: Path, channels: Sequence[str], contract: PreprocessContract,
-                   pixel_size_um: float | None = None) -> PreparedFolder:
-    """Every event of a labelled folder, prepared as the engine prepares an upload of them
-    (the folder's tone curve harmonised first, :func:`classifier.tone.harmonise`)."""
+                   pixel_size_um: float | None = None, harmonise: bool = True) -> PreparedFolder:
+    """Every event of a labelled folder, prepared as the engine prepares an upload of them: the
+    folder's tone curve re-mapped first (:mod:`classifier.tone`), unless ``harmonise`` is False
+    (a folder gathered from many uploads, whose curves were each the upload's own)."""
     items = read_labels(Path(path))
-    # the curve from an even sample of the folder (decoded twice; a large lab folder is not held in memory)
-    pick = np.unique(np.linspace(0, len(items) - 1, min(len(items), TONE_SAMPLE)).round().astype(int)) if items else []
-    sample = [load_image(Path(path) / items[i].file, channels) for i in pick]
-    curve = tone.measure([im for im, _, _ in sample], [ch for _, ch, _ in sample],
-                         [items[i].file for i in pick], total=len(items))
+    curve = tone.ToneCurve()
+    if harmonise and items:
+        # the curve from the same even sample the engine takes; those files are decoded twice, so
+        # that a large folder is never held in memory whole
+        pick = np.unique(np.linspace(0, len(items) - 1, min(len(items), tone.SAMPLE)).round().astype(int))
+        sample = [load_image(Path(path) / items[i].file, channels) for i in pick]
+        curve = tone.measure([im for im, _, _ in sample], [ch for _, ch, _ in sample],
+                             [items[i].file for i in pick], total=len(items))
     preps = []
     for it in items:
         image, chans, px = load_image(Path(path) / it.file, channels)

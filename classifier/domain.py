@@ -65,6 +65,8 @@ MAX_NUCLEUS_COVER = 0.06
 #: renderings 0.67 / 0.41, where the calls moved); judged from this many images on
 VALIDATED_MIDTONE = 0.56
 MIN_IMAGES_FOR_TONE = 8
+#: how the tone rule's reason begins (classifier.tone replaces it when it re-mapped the curve)
+TONE_REASON = "the brightness curve differs from the validated images"
 #: a leukocyte-sized cell (9 µm) takes ~64 µm²: more objects than this per µm² cannot be cells
 MIN_UM2_PER_OBJECT = 40.0
 
@@ -570,7 +572,7 @@ def check(signals: Sequence[ImageSignals], feats: np.ndarray | None = None, even
         reasons.append(f"{shifted_share:.0%} of the images differ from the validated domain on their own")
     if tone_sev > 0:
         tone = "brighter" if tone_shift > 0 else "darker"
-        reasons.append(f"the brightness curve differs from the validated images ({tone} mid-tones: median "
+        reasons.append(f"{TONE_REASON} ({tone} mid-tones: median "
                        f"{VALIDATED_MIDTONE + tone_shift:.2f} after normalisation, validated {VALIDATED_MIDTONE:.2f}): "
                        "a display gamma or another stretch changes what the model sees")
     if lookup is not None and lookup.note:

@@ -237,8 +237,7 @@ class Classifier:
         t = time.perf_counter()
         result.domain_check = check_analysis(items, [j.n_events for j in jobs], prep.px_um,
                                              prep.scale_source, feats, kind, self._domain_reference(), result.warnings)
-        if curve.applied:
-            result.domain_check["reasons"].append(curve.note())  # type: ignore[union-attr]
+        tone.annotate(result.domain_check, curve)
         timings["domain_check"] = time.perf_counter() - t
         return result
 

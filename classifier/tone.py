@@ -26,7 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from classifier.domain import MAX_NUCLEUS_COVER, MIN_IMAGES_FOR_TONE, VALIDATED_MIDTONE, image_signals_batch
+from classifier.domain import (
+    MAX_NUCLEUS_COVER,
+    MIN_IMAGES_FOR_TONE,
+    TONE_REASON,
+    VALIDATED_MIDTONE,
+    image_signals_batch,
+)
 
 #: re-map when the set's median mid-tone is this far from the validated one (the domain
 #: check's tone rule starts at 0.06 and is at full strength at 0.14; 0.10 is its midpoint)
@@ -42,21 +48,22 @@ class ToneCurve:
     """The re-mapping chosen for a set of images (``gamma`` 1.0: none)."""
 
     gamma: float = 1.0
-    midtone: float | None = None  # the set's median mid-tone before the re-mapping
-    images: int = 0  # 8-bit images it was measured on
+    midtone: float | None = None  # the median mid-tone of the images measured, before any re-mapping
+    measured: int = 0  # 8-bit images framed like the validated ones that it was measured on
 
     @property
     def applied(self) -> bool:
         return self.gamma != 1.0
 
     def note(self) -> str:
-        """One sentence for the domain check's reasons and the result's warnings."""
-        return (f"the 8-bit images' brightness curve was re-mapped before classification (gamma {self.gamma:.2f}: "
-                f"median mid-tone {self.midtone:.2f} -> validated {VALIDATED_MIDTONE:.2f}, {self.images} images)")
+        """The sentence the domain check's reasons get when the curve was re-mapped."""
+        return (f"the 8-bit images were re-mapped before classification (gamma {self.gamma:.2f}) to bring their "
+                f"median mid-tone of {self.midtone:.2f} (measured on {self.measured} images) to the validated "
+                f"{VALIDATED_MIDTONE:.2f}; this correction was checked on a few renderings only: review the calls")
 
     def as_dict(self) -> dict:
         return {"gamma": round(self.gamma, 3), "midtone": None if self.midtone is None else round(self.midtone, 3),
-                "images": self.images, "applied": self.applied}
+                "measured": self.measured, "applied": self.applied}
 
 
 def measure(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]],
@@ -68,7 +75,10 @@ def measure(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]],
         return ToneCurve()
     pick = np.unique(np.linspace(0, len(images) - 1, min(len(images), SAMPLE)).round().astype(int))
     names = list(sources) if sources is not None else [f"image{i}" for i in range(len(images))]
-    signals = image_signals_batch([images[i] for i in pick], [channels[i] for i in pick], [names[i] for i in pick])
+    try:
+        signals = image_signals_batch([images[i] for i in pick], [channels[i] for i in pick], [names[i] for i in pick])
+    except (ValueError, IndexError):
+        return ToneCurve()  # an image the measure cannot read: the decoder and preprocessing say why
     # mid-tones tell the curve only in frames framed like the validated ones: where one cell fills
     # the frame its own signal is the bulk of the pixels, whatever the curve
     mids = [s.midtone for s in signals if s.bit_depth == "8-bit" and s.nucleus_cover <= MAX_NUCLEUS_COVER]
@@ -84,13 +94,16 @@ def measure(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]],
 
 
 def is_8bit(image: np.ndarray) -> bool:
-    """Whole numbers from 0 to 255: an 8-bit display render (as the domain check decides it)."""
+    """Whole numbers from 0 to 255: an 8-bit display render. The domain check decides the same
+    from point samples; here every pixel's range counts (one value above 255 is not 8-bit) and
+    integrality is read on ~4,000 pixels (a stride coprime with the row length, so every column
+    and row is visited)."""
     a = np.asarray(image)
     if a.dtype == np.uint8:
         return True
     if not a.size or float(a.min()) < 0 or float(a.max()) > 255:
         return False
-    sample = a.reshape(-1)[:: max(1, a.size // 4096)]
+    sample = a.reshape(-1)[:: a.size // 4096 + 1]
     return bool(np.all(sample == np.round(sample)))
 
 
@@ -108,3 +121,12 @@ def harmonise(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]],
     (8-bit renders only; the others, and every image when nothing is applied, as given)."""
     curve = measure(images, channels, sources)
     return [remap(img, curve) for img in images], curve
+
+
+def annotate(domain_check: dict, curve: ToneCurve) -> dict:
+    """``domain_check`` (the contract object, judged on the images as given) with its tone sentence
+    replaced by what was done about it, when the curve was re-mapped; otherwise unchanged."""
+    if curve.applied:
+        reasons = [r for r in domain_check.get("reasons", []) if not str(r).startswith(TONE_REASON)]
+        domain_check["reasons"] = [*reasons, curve.note()]
+    return domain_check

@@ -238,8 +238,10 @@ def run_training(job: LabTraining) -> LabTraining:
                 raise TrainingError(f"The active version {meta.get('version', '')} records no call threshold in its "
                                     "metadata: the candidate could not be compared with it at its operating point.")
             channels = exported.channels
-            train_ds = data.folder(root / "train", channels, contract)
-            test_ds = data.folder(root / "test", channels, contract)
+            # no tone re-mapping here: the team's events come from many uploads (and some are the
+            # pipeline's own thumbnails); a curve is a property of one upload, re-mapped when it was analysed
+            train_ds = data.folder(root / "train", channels, contract, harmonise=False)
+            test_ds = data.folder(root / "test", channels, contract, harmonise=False)
             _step(job, ADAPT_PROGRESS[0], f"fine-tuning on {len(train_ds)} cells of {len(train_draws)} draws")
             n_replay = _knob("LAB_TRAINING_REPLAY", 0)  # 0: the recipe's own (cached) replay set
             replay = data.synthetic(n_replay, 7_000, contract, workers=1, progress=False) if n_replay else None

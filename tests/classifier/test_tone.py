@@ -30,7 +30,7 @@ def validated():
 def test_a_validated_looking_set_is_left_alone(validated):
     images, chans, names, _y = validated
     out, curve = tone.harmonise(images, chans, names)
-    assert not curve.applied and curve.images == 16
+    assert not curve.applied and curve.measured == 16
     assert abs(curve.midtone - domain.VALIDATED_MIDTONE) <= tone.CORRECT_ABOVE
     assert all(a is b for a, b in zip(out, images, strict=True))
 
@@ -66,29 +66,65 @@ def test_the_engine_classifies_the_remapped_images_and_says_so(shipped, gamma16)
     p = np.array([e.ctc_probability for e in res.events])
     p_ref = np.array([e.ctc_probability for e in ref.events])
     np.testing.assert_allclose(p, p_ref, atol=1e-6)
-    # the check judges what was uploaded: the curve is still reported, with what was done about it
+    # the check judges what was uploaded: still shifted, and its tone sentence says what was done
     assert res.domain_check["status"] == "shifted"
     assert any("re-mapped" in r for r in res.domain_check["reasons"])
+    assert not any(r.startswith(domain.TONE_REASON) for r in res.domain_check["reasons"])
     assert not any("re-mapped" in r for r in ref.domain_check["reasons"])
 
 
-def test_a_labelled_folder_is_harmonised_like_an_upload(tmp_path: Path, gamma16, contract):
-    images, chans, names, y = gamma16
+def test_only_the_8bit_images_of_a_mixed_set_are_remapped(gamma16):
+    images, chans, names, _y = gamma16
+    raw = [(img * 40.0 + 300.0).astype(np.float32) for img in images[:4]]  # 16-bit counts among them
+    out, curve = tone.harmonise([*raw, *images], chans[:4] + chans, names[:4] + names)
+    assert curve.applied
+    assert all(a is b for a, b in zip(out[:4], raw, strict=True))
+    assert not np.array_equal(out[4], images[0])
+
+
+def _write_folder(folder: Path, images, names, y) -> None:
     rows = []
     for img, name, label in zip(images, names, y, strict=True):
         f = Path(name).with_suffix(".tif").name
-        tifffile.imwrite(tmp_path / f, np.clip(img, 0, 255).astype(np.uint8), photometric="minisblack")
+        tifffile.imwrite(folder / f, np.clip(img, 0, 255).astype(np.uint8), photometric="minisblack")
         rows.append((f, int(label)))
-    with open(tmp_path / "labels.csv", "w", newline="") as fh:
+    with open(folder / "labels.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file", "is_ctc"])
         w.writerows(rows)
+
+
+def _crops(images, chans, contract, curve=None):
+    u8 = [np.clip(img, 0, 255).astype(np.uint8) for img in images]
+    preps = [prepare_image(tone.remap(img, curve) if curve else img, chans, contract, None) for img in u8]
+    return Prepared.concat(preps, contract).crops
+
+
+@pytest.mark.parametrize("sample", [tone.SAMPLE, 8])  # 8: the curve read from a sample of the folder
+def test_a_labelled_folder_is_harmonised_like_an_upload(tmp_path: Path, gamma16, contract, monkeypatch, sample):
+    images, chans, names, y = gamma16
+    monkeypatch.setattr(tone, "SAMPLE", sample)
+    _write_folder(tmp_path, images, names, y)
     prepared = data.prepare_folder(tmp_path, chans[0], contract)
     _out, curve = tone.harmonise(images, chans, names)
     assert prepared.tone.applied
     assert prepared.tone.gamma == pytest.approx(curve.gamma, rel=1e-6)
     # the folder's events are those of the remapped images prepared one by one
-    preps = [prepare_image(tone.remap(np.clip(img, 0, 255).astype(np.uint8), curve), chans[0], contract, None)
-             for img in images]
-    crops = Prepared.concat(preps, contract).crops
-    np.testing.assert_allclose(prepared.events.crops, crops, atol=1e-6)
+    np.testing.assert_allclose(prepared.events.crops, _crops(images, chans[0], contract, prepared.tone), atol=1e-6)
+    assert prepared.tone.measured == min(sample, 16)
+
+
+def test_a_team_folder_for_lab_training_is_used_as_exported(tmp_path: Path, gamma16, contract):
+    """Lab training gathers events of many uploads (some as the pipeline's thumbnails): no set-wide curve."""
+    images, chans, names, y = gamma16
+    _write_folder(tmp_path, images, names, y)
+    ds = data.folder(tmp_path, chans[0], contract, harmonise=False)
+    np.testing.assert_allclose(ds.crops, _crops(images, chans[0], contract), atol=1e-6)
+
+
+def test_the_calibration_sets_are_prepared_as_the_engine_prepares_them(gamma16, contract):
+    images, chans, names, _y = gamma16
+    prep, _feats, sigs = domain.prepare_set(images, chans, names, contract)
+    _out, curve = tone.harmonise(images, chans, names)
+    np.testing.assert_allclose(prep.crops, _crops(images, chans[0], contract, curve), atol=1e-6)
+    assert np.median([s.midtone for s in sigs]) < domain.VALIDATED_MIDTONE - tone.CORRECT_ABOVE  # as given
