@@ -24,7 +24,6 @@ from classifier.results import CATEGORIES
 from classifier.synth import make_event, sample_category
 from classifier.synth.events import sample_framing
 from classifier.synth.export import export
-from classifier.tone import ToneCurve
 
 #: ctc-dev (and CellSearch-style) category names -> the model's categories.
 #: "Unidentified Cell" objects are CK+ and AF+ but not identifiable as a cell: they are
@@ -195,7 +194,7 @@ class PreparedFolder:
 
     events: EventSet
     px_um: np.ndarray  # pixel size used per event (given, from metadata or inferred)
-    tone: ToneCurve  # the tone curve re-mapping applied to its 8-bit images (classifier.tone)
+    tone: tone.ToneCurve  # the tone curve re-mapping applied to its 8-bit images (classifier.tone)
 
 
 def prepare_folder(path: Path, channels: Sequence[str], contract: PreprocessContract,

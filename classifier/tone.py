@@ -12,10 +12,10 @@ image of the set is re-mapped with the single gamma that brings the median back,
 What this is not: raw counts (12/16-bit, float) are linear and never re-mapped; a set of fewer
 than :data:`classifier.domain.MIN_IMAGES_FOR_TONE` 8-bit images framed like the validated ones
 is not judged (one image's mid-tones are its content, and so are those of a frame that one cell
-fills); a small difference is left alone (framing and magnification
-move the median by up to ~0.09 on ctc-dev's renderings, see docs/model-card.md). The domain
-check still judges the images as they were uploaded and reports the shift, with a sentence
-that says the curve was re-mapped.
+fills); a small difference is left alone (framing and magnification move the median by up to
+~0.09 on ctc-dev's renderings, see docs/model-card.md). The domain check still judges the images
+as they were uploaded and reports the shift; :func:`annotate` replaces its tone sentence with what
+was done about it.
 """
 
 from __future__ import annotations
