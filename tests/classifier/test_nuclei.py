@@ -88,6 +88,22 @@ def test_the_same_nuclei_at_3x_magnification_give_the_same_count() -> None:
 
 
 @needs_dev
+def test_large_nuclei_worked_small_get_outlines_at_the_recorded_resolution(monkeypatch) -> None:  # noqa: ANN001
+    from classifier.nuclei import infer
+
+    img, true = _dev("dsb19")  # nuclei of ~57 px, worked at about a fifth of that
+    fine = segment_nuclei(img)
+    assert fine.factor < 0.3 and infer.instance_zoom(fine.factor) == infer.MAX_INSTANCE_ZOOM
+    monkeypatch.setattr(infer, "MAX_INSTANCE_ZOOM", 1.0)  # labels drawn at the working scale
+    blocky = segment_nuclei(img)
+    assert fine.count == blocky.count
+    agree = {k: float(((r.labels > 0) == (true > 0)).mean()) for k, r in (("fine", fine), ("blocky", blocky))}
+    assert agree["fine"] >= agree["blocky"] + 0.004, agree
+    # the measured size is in recorded pixels either way
+    assert fine.measured_diameter_px == pytest.approx(blocky.measured_diameter_px, rel=0.05)
+
+
+@needs_dev
 def test_a_16_bit_render_with_a_camera_offset_is_segmented_like_the_original() -> None:
     img, true = _dev("dsb12")
     raw, lab = emulate.offset16(img, true, np.random.default_rng(1), max_side=768)
