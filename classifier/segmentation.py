@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.segmentation import expand_labels
+from skimage.segmentation import expand_labels, relabel_sequential
 
 from classifier.channel_names import canonical
 from classifier.errors import InputError
@@ -156,7 +156,7 @@ def analyse_field(
     diameter = float(diameter or _WORK_DIAMETER_PX)
     f = max(1, int(diameter / _WORK_DIAMETER_PX))
     d = diameter / f
-    nuclei = _relabel(nuclei_full[::f, ::f]) if f > 1 else nuclei_full
+    nuclei = relabel_sequential(nuclei_full[::f, ::f])[0].astype(np.int32, copy=False) if f > 1 else nuclei_full
     ck_mask = ck_full[::f, ::f] if ck_full is not None and f > 1 else ck_full
     cd45_mask = cd45_full[::f, ::f] if cd45_full is not None and f > 1 else cd45_full
     cells = _grow(nuclei, _union(ck_mask, cd45_mask), d)
@@ -215,14 +215,6 @@ def _median_diameter(labels: np.ndarray) -> float | None:
     areas = np.bincount(labels.ravel())[1:]
     areas = areas[areas > 0]
     return median_disc_diameter(areas) if areas.size else None
-
-
-def _relabel(labels: np.ndarray) -> np.ndarray:
-    ids = np.unique(labels)
-    ids = ids[ids > 0]
-    lut = np.zeros(int(labels.max()) + 1, np.int32)
-    lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
-    return lut[labels]
 
 
 def central_object(

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import torch
 from scipy import ndimage as ndi
+from skimage.segmentation import relabel_sequential
 from torch.nn import functional as F  # noqa: N812
 
 RENDERS = ("offset16", "dimbright")
@@ -92,7 +93,7 @@ def dimbright(img: np.ndarray, labels: np.ndarray, rng: np.random.Generator, *, 
     sig = sig * _gain_map(labels, gain, diam)
     e = rng.poisson(sig * 400 + 8).astype(np.float32) + rng.normal(0, 2, sig.shape).astype(np.float32)
     out = np.clip(np.round(e / 400 * 230 + 4), 0, 255).astype(np.uint8)
-    return out, _relabel(labels)
+    return out, relabel_sequential(labels)[0].astype(np.int32, copy=False)
 
 
 def _gain_map(labels: np.ndarray, gain: np.ndarray, diameter: float) -> np.ndarray:
@@ -104,18 +105,10 @@ def _gain_map(labels: np.ndarray, gain: np.ndarray, diameter: float) -> np.ndarr
     return ndi.gaussian_filter(gain[expand_labels(labels, k)], k / 2)
 
 
-def _relabel(labels: np.ndarray) -> np.ndarray:
-    ids = np.unique(labels)
-    ids = ids[ids > 0]
-    lut = np.zeros(int(labels.max()) + 1, np.int32)
-    lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
-    return lut[labels]
-
-
 def render(name: str, img: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     if name == "offset16":
         img, labels = offset16(img, labels, rng)
-        return img, _relabel(labels)
+        return img, relabel_sequential(labels)[0].astype(np.int32, copy=False)
     if name == "dimbright":
         return dimbright(img, labels, rng)
     raise ValueError(f"unknown render {name!r}: one of {', '.join(RENDERS)}")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 from skimage.morphology import convex_hull_image
-from skimage.segmentation import watershed
+from skimage.segmentation import relabel_sequential, watershed
 from torch.nn import functional as F  # noqa: N812
 
 from classifier.nuclei.net import NucleusUNet
@@ -217,7 +217,7 @@ def instances(maps: np.ndarray, min_area: float | None = None, merge_above: floa
     small[0] = False
     if small.any():
         labels = np.where(small[labels], 0, labels)
-    return _relabel(labels)
+    return relabel_sequential(labels)[0].astype(np.int32, copy=False)
 
 
 def seeds(dist: np.ndarray, mask: np.ndarray, levels: tuple[float, ...] = SEED_LEVELS) -> tuple[np.ndarray, int]:
@@ -326,14 +326,6 @@ def _join(labels: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
             parent[max(ra, rb)] = min(ra, rb)
     roots = np.array([root(i) for i in range(n + 1)])
     return roots[labels].astype(np.int32)
-
-
-def _relabel(labels: np.ndarray) -> np.ndarray:
-    ids = np.unique(labels)
-    ids = ids[ids > 0]
-    lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.int32)
-    lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
-    return lut[labels]
 
 
 def _median_size(maps: np.ndarray) -> float | None:
