@@ -29,6 +29,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -37,6 +38,9 @@ from skimage.segmentation import expand_labels, relabel_sequential
 from classifier.channel_names import canonical
 from classifier.errors import InputError
 from classifier.kernels import block_mean_padded, median_disc_diameter, otsu
+
+if TYPE_CHECKING:
+    from classifier.nuclei.infer import NucleiResult
 
 #: a leukocyte nucleus' physical diameter (µm): with a pixel size, the scale the nucleus network
 #: segments at, and the unit of everything below. Deliberately not the preprocessing contract's
@@ -121,14 +125,14 @@ def analyse_field(
                  "image instead. Check the pixel size before trusting this count."]
         given = None
 
-    def nuclei_step() -> tuple[np.ndarray, float | None, str, list[str]]:
+    def nuclei_step() -> tuple[np.ndarray, float | None, str, list[str], list[str]]:
         from classifier.nuclei.infer import segment_nuclei
 
         clean = dapi.copy()  # a view of the caller's image when it is float32
         _mend_frame(clean)
         r = segment_nuclei(clean, given)
         d = given if r.scale_source == "pixel size" else (r.measured_diameter_px or r.diameter_px)
-        return r.labels, d, r.scale_source, r.notes
+        return r.labels, d, r.scale_source, r.notes, uncertainty_warnings(r)
 
     # the marker masks need the scale; with a pixel size it is known before the nuclei are
     d_markers = given if given else None
@@ -148,9 +152,9 @@ def analyse_field(
             return _marker_mask(c, d_markers) if c is not None else None
 
         nuc_out, ck_full, cd45_full = parallel_map(step, [0, 1, 2])
-        nuclei_full, diameter, source, notes = nuc_out  # type: ignore[misc]
+        nuclei_full, diameter, source, notes, unsure = nuc_out  # type: ignore[misc]
     else:
-        nuclei_full, diameter, source, notes = nuclei_step()
+        nuclei_full, diameter, source, notes, unsure = nuclei_step()
         d_markers = diameter or _WORK_DIAMETER_PX
         ck_full, cd45_full = (_marker_mask(c, d_markers) if c is not None else None for c in (ck, cd45))
     diameter = float(diameter or _WORK_DIAMETER_PX)
@@ -170,6 +174,7 @@ def analyse_field(
     n_nuclei = int(nuclei_full.max())
     measured = _median_diameter(nuclei_full)
     warnings = early + plausibility_warnings(n_nuclei, (h, w), diameter, measured)
+    warnings += unsure
     warnings += [f"Pixel size and image disagree: {n}." for n in notes]
     return FieldSegmentation(cell_list, labels, n_nuclei, diameter, source, warnings)
 
@@ -209,6 +214,28 @@ def plausibility_warnings(n_objects: int, shape: tuple[int, int], diameter_px: f
                        f"of {measured_px:.1f} px, far smaller than a {diameter_px:.0f} px nucleus (fragments "
                        "of texture or noise, not nuclei). The count is not reliable: check the image.")
     return out
+
+
+def uncertainty_warnings(result: NucleiResult) -> list[str]:
+    """Plain-language warnings when the nucleus network was out of its depth on a field.
+
+    - No nucleus stands out of the DAPI background noise (``result.empty``): the field is
+      empty, or the channel given as DAPI is not a nuclear stain; nothing is counted.
+    - The network could not tell where many nuclei end (``result.uncertain``: faint nuclei,
+      crowds it cannot part, or nuclei unlike those it was trained on). Such images were
+      segmented with detection F1 0.25-0.88 where the others reach 0.93 (docs/model-card.md).
+    """
+    from classifier.nuclei.infer import AMBIGUOUS_ABOVE, EMPTY_BELOW
+
+    if result.empty:
+        return [f"No nuclei: nothing in the DAPI channel stands out of its background noise (the brightest "
+                f"spot {result.contrast:.1f} noise SDs above it; nuclei stand {EMPTY_BELOW:.0f} or more). An empty "
+                "field, or the wrong channel given as DAPI: check the channel order."]
+    if result.uncertain:
+        return [f"Uncertain nucleus outlines: {result.ambiguity:.2f} unsure pixels per nuclear pixel (fields "
+                f"segmented reliably stay under {AMBIGUOUS_ABOVE:.2f}): faint, crowded or unusual nuclei. The cell "
+                "count may miss or merge cells: review the cells of this field."]
+    return []
 
 
 def _median_diameter(labels: np.ndarray) -> float | None:
@@ -371,16 +398,19 @@ def _background_subtracted(img: np.ndarray, d: float) -> np.ndarray:
 
 
 def _threshold(fg: np.ndarray) -> float:
-    """Lower of Otsu and a noise threshold (6 robust SDs above the background level)."""
+    """Lower of Otsu and a noise threshold (6 robust SDs above the background level), but never
+    under 4 robust SDs: in a channel with no cells at all, Otsu splits the noise itself near its
+    median, and an empty field's CK noise came out as ~900 CK-only "cells"."""
     sample = fg[::2, ::2]
     med = float(np.median(sample))
     mad = float(np.median(np.abs(sample - med))) * 1.4826
     noise_t = med + 6 * max(mad, 1e-6)
+    floor = med + 4 * max(mad, 1e-6)
     try:
         t = otsu(sample)
     except ValueError:  # what skimage refuses (non-finite values)
         return noise_t
-    return min(t, noise_t) if t > med else noise_t
+    return max(floor, min(t, noise_t)) if t > med else noise_t
 
 
 def _marker_mask(img: np.ndarray, d: float) -> np.ndarray:

@@ -62,6 +62,7 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
     rows = []
     pooled = metrics.Scores(0, 0, 0, 0)
     pooled_base = metrics.Scores(0, 0, 0, 0)
+    by_flag = {True: metrics.Scores(0, 0, 0, 0), False: metrics.Scores(0, 0, 0, 0)}
     t_net = t_base = 0.0
     for k, name in enumerate(names):
         img = tifffile.imread(root / "images" / f"{name}.tif")
@@ -73,8 +74,11 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
         t_net += time.perf_counter() - t
         s = metrics.score(true, res.labels)
         pooled = pooled + s
+        by_flag[res.uncertain] = by_flag[res.uncertain] + s
         row = {"name": name, "shape": list(img.shape), **s.as_dict(),
-               "diameter_px": round(res.diameter_px, 1) if res.diameter_px else None, "passes": res.passes}
+               "diameter_px": round(res.diameter_px, 1) if res.diameter_px else None, "passes": res.passes,
+               "ambiguity": round(res.ambiguity, 3) if res.ambiguity is not None else None,
+               "uncertain": res.uncertain}
         if baseline:
             t = time.perf_counter()
             b = metrics.score(true, otsu_watershed(img))
@@ -89,6 +93,9 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
     out: dict = {"data": str(root), "render": render, "seed": seed if render else None,
                  "diameter_px": diameter_px, "images": rows, "pooled": pooled.as_dict(),
                  "macro_f1": round(float(np.mean([r["f1"] for r in rows])), 4),
+                 # images the segmenter itself calls uncertain (a warning in the product) and the rest
+                 "uncertain": {"images": sum(r["uncertain"] for r in rows), "pooled": by_flag[True].as_dict(),
+                               "others_pooled": by_flag[False].as_dict()},
                  "seconds": {"network": round(t_net, 1)}}
     if baseline:
         out["baseline"] = {"method": "Otsu + distance-transform watershed", "pooled": pooled_base.as_dict()}
@@ -97,14 +104,16 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
 
 
 def markdown(report: dict) -> str:
-    lines = ["| image | shape | nuclei | found | precision | recall | detection F1 | F1 @ IoU 0.5 | baseline F1 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| image | shape | nuclei | found | precision | recall | detection F1 | F1 @ IoU 0.5 | baseline F1 "
+             "| ambiguity |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["images"]:
+        amb = "-" if r.get("ambiguity") is None else f"{r['ambiguity']:.2f}"
+        amb += " **flagged**" if r.get("uncertain") else ""
         lines.append(f"| {r['name']} | {'x'.join(map(str, r['shape']))} | {r['n_true']} | {r['n_pred']} | "
                      f"{r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['f1_iou50']:.3f} | "
-                     f"{r.get('baseline_f1', float('nan')):.3f} |")
+                     f"{r.get('baseline_f1', float('nan')):.3f} | {amb} |")
     p = report["pooled"]
     b = report.get("baseline", {}).get("pooled", {})
     lines.append(f"| **pooled** | | {p['n_true']} | {p['n_pred']} | {p['precision']:.3f} | {p['recall']:.3f} | "
-                 f"**{p['f1']:.3f}** | {p['f1_iou50']:.3f} | {b.get('f1', float('nan')):.3f} |")
+                 f"**{p['f1']:.3f}** | {p['f1_iou50']:.3f} | {b.get('f1', float('nan')):.3f} | |")
     return "\n".join(lines)

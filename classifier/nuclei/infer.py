@@ -60,6 +60,13 @@ MERGE_MAX_AREA = 1.6
 SEED_LEVELS = (0.4, 0.55, 0.7)
 #: an image worked smaller than recorded gets its instances from maps enlarged back by up to this
 MAX_INSTANCE_ZOOM = 4.0
+#: nuclear outlines this unsure (see :func:`boundary_ambiguity`) make a field's count one to review;
+#: chosen on the 52 validation images of nuclei-train and their two renders, never on nuclei-dev
+AMBIGUOUS_ABOVE = 0.75
+#: a field whose brightest nuclear pixel stands less than this far out of the background noise
+#: (SDs of the smoothed background, see :func:`contrast`) holds no nucleus: pure noise tops out at
+#: ~6 SDs over a megapixel, the faintest real field measured here at 22 (model card, Segmentation)
+EMPTY_BELOW = 8.0
 
 
 @dataclass
@@ -73,6 +80,20 @@ class NucleiResult:
     passes: int
     factor: float  # working scale / input scale of the final pass
     notes: list[str] = field(default_factory=list)
+    #: unsure pixels per nuclear pixel at the working scale (:func:`boundary_ambiguity`)
+    ambiguity: float | None = None
+    #: how far the brightest nucleus stands out of the background noise (:func:`contrast`)
+    contrast: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Nothing in the image stands out of the noise: no nuclei, whatever the network saw."""
+        return self.contrast is not None and self.contrast < EMPTY_BELOW
+
+    @property
+    def uncertain(self) -> bool:
+        """The network could not tell where many nuclei end: the count needs a look."""
+        return self.ambiguity is not None and self.ambiguity > AMBIGUOUS_ABOVE
 
     @property
     def count(self) -> int:
@@ -328,6 +349,47 @@ def _join(labels: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
     return roots[labels].astype(np.int32)
 
 
+def boundary_ambiguity(prob: np.ndarray) -> float | None:
+    """Pixels whose foreground probability is between 0.2 and 0.8, per pixel called nuclear
+    (> 0.5), on working-scale maps; None when less than half a nucleus is called nuclear.
+
+    Crisp nuclei at the working size have a band of such pixels along their outlines only
+    (0.3-0.6 per nuclear pixel on images segmented well); faint nuclei, crowds the network
+    cannot part, or nuclei far from what it was trained on widen it. Per image it tracks the
+    error (Spearman -0.46 against detection F1 over nuclei-dev, nuclei-train's validation
+    images and their renders): above :data:`AMBIGUOUS_ABOVE`, 12 of 156 validation images,
+    none of them with F1 >= 0.9 (docs/model-card.md, Segmentation).
+    """
+    nuclear = int(np.count_nonzero(prob > 0.5))
+    if nuclear < 0.5 * math.pi * (WORK_DIAMETER / 2) ** 2:
+        return None
+    unsure = int(np.count_nonzero((prob > 0.2) & (prob < 0.8)))
+    return unsure / nuclear
+
+
+def contrast(prep: Prepared, prob: np.ndarray) -> float | None:
+    """How far the brightest pixel called nuclear stands out of the background, in SDs of the
+    background after smoothing at the nuclear-core scale (Gaussian, 2 working px); None when
+    nothing is called nuclear.
+
+    In a field of pure camera noise the network, asked for nuclei, finds them: the scale
+    search shrinks to the noise grain and thousands of specks follow (3,603 objects in an empty
+    1024^2 16-bit render). Real nuclei, the dimmest included, stand 22 or more SDs out of their
+    background at the working scale; noise peaks reach ~6 (model card, Segmentation). Per object
+    this is no use (a dim nucleus next to bright ones can be as faint as noise); per image it is.
+    """
+    nuclear = prob > 0.5
+    if not nuclear.any():
+        return None
+    smooth = ndi.gaussian_filter(prep.excess, 2.0)
+    background = ~ndi.maximum_filter(prob > 0.2, size=7)
+    sample = smooth[background] if np.count_nonzero(background) > 500 else smooth.ravel()
+    sample = sample[:: max(1, sample.size // 200_000)]
+    level = float(np.median(sample))
+    sd = 1.4826 * float(np.median(np.abs(sample - level)))
+    return (float(smooth[nuclear].max()) - level) / max(sd, 1e-6 * max(abs(level), 1.0), 1e-12)
+
+
 def _median_size(maps: np.ndarray) -> float | None:
     """The network's median nucleus diameter (working px) over confident nuclear pixels."""
     sel = maps[0] > 0.7
@@ -392,22 +454,22 @@ def segment_nuclei_with(model: NucleusUNet, dapi: np.ndarray, diameter_px: float
     notes: list[str] = []
     passes = 0
 
-    def probe(f: float) -> tuple[float, np.ndarray, float | None]:
+    def probe(f: float) -> tuple[float, np.ndarray, float | None, Prepared]:
         nonlocal passes
         passes += 1
         prep = prepare(resample(img, f))
         maps = predict_maps(model, prep.x, signal_regions(prep))
-        return f, maps, _median_size(maps)
+        return f, maps, _median_size(maps), prep
 
     def off(size: float | None) -> float:
         return abs(math.log(size / WORK_DIAMETER)) if size else math.inf
 
     if diameter_px is not None:
         source = "pixel size"
-        f, maps, size = probe(_factor_for(diameter_px, (h, w)))
+        f, maps, size, prep = probe(_factor_for(diameter_px, (h, w)))
         if size is not None and off(size) > math.log(SCALE_TOLERANCE):
             estimate = size / f
-            f, maps, size = probe(_factor_for(estimate, (h, w)))
+            f, maps, size, prep = probe(_factor_for(estimate, (h, w)))
             source = "pixel size, corrected by the image"
             notes.append(f"nuclei measure about {estimate:.0f} px, not the {diameter_px:.0f} px the pixel size implies")
     else:
@@ -420,7 +482,7 @@ def segment_nuclei_with(model: NucleusUNet, dapi: np.ndarray, diameter_px: float
         looks = [probe(fine)]
         if coarse < 0.75 * fine:
             looks.append(probe(coarse))
-        f, maps, size = min(looks, key=lambda look: off(look[2]))
+        f, maps, size, prep = min(looks, key=lambda look: off(look[2]))
         seen = {f}
         while size is not None and passes < _MAX_PASSES + 1:
             new_f = _factor_for(size / f, (h, w))
@@ -430,16 +492,23 @@ def segment_nuclei_with(model: NucleusUNet, dapi: np.ndarray, diameter_px: float
             if earlier:  # that scale was looked at already: take that look, once
                 if earlier[0][0] in seen:
                     break
-                f, maps, size = earlier[0]
+                f, maps, size, prep = earlier[0]
                 seen.add(f)
                 continue
             looks.append(probe(new_f))
-            f, maps, size = looks[-1]
+            f, maps, size, prep = looks[-1]
             seen.add(f)
+    stands_out = contrast(prep, maps[0])
+    if stands_out is not None and stands_out < EMPTY_BELOW:
+        # no nuclei (an empty field, or not a nuclear stain): whatever the network saw is noise
+        return NucleiResult(labels=np.zeros((h, w), np.int32), diameter_px=WORK_DIAMETER / f,
+                            measured_diameter_px=None, scale_source=source, passes=passes, factor=f,
+                            notes=notes, contrast=stands_out)
     zoom = instance_zoom(f)
     lab_w = instances(_zoom_maps(maps, zoom) if zoom > 1 else maps, zoom=zoom)
     labels = _resize_labels(lab_w, h, w)
     measured = _equivalent_diameter(lab_w)
     return NucleiResult(labels=labels, diameter_px=WORK_DIAMETER / f,
                         measured_diameter_px=measured / (f * zoom) if measured else None,
-                        scale_source=source, passes=passes, factor=f, notes=notes)
+                        scale_source=source, passes=passes, factor=f, notes=notes,
+                        ambiguity=boundary_ambiguity(maps[0]), contrast=stands_out)
