@@ -223,7 +223,7 @@ def uncertainty_warnings(result: NucleiResult) -> list[str]:
       empty, or the channel given as DAPI is not a nuclear stain; nothing is counted.
     - The network could not tell where many nuclei end (``result.uncertain``: faint nuclei,
       crowds it cannot part, or nuclei unlike those it was trained on). Such images were
-      segmented with detection F1 0.25-0.88 where the others reach 0.93 (docs/model-card.md).
+      segmented with detection F1 0.25-0.88, the others 0.86-0.93 pooled (docs/model-card.md).
     """
     from classifier.nuclei.infer import AMBIGUOUS_ABOVE, EMPTY_BELOW
 

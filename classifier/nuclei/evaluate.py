@@ -78,7 +78,7 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
         row = {"name": name, "shape": list(img.shape), **s.as_dict(),
                "diameter_px": round(res.diameter_px, 1) if res.diameter_px else None, "passes": res.passes,
                "ambiguity": round(res.ambiguity, 3) if res.ambiguity is not None else None,
-               "uncertain": res.uncertain}
+               "uncertain": res.uncertain, "contrast": round(res.contrast, 1) if res.contrast is not None else None}
         if baseline:
             t = time.perf_counter()
             b = metrics.score(true, otsu_watershed(img))
