@@ -461,8 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--diameter-px", type=float, default=None, help="assume this nucleus diameter")
     se.add_argument("--weights", default=None)
     se.add_argument("--only", default=None, help="comma-separated image names")
-    se.add_argument("--render", default=None, help="emulate an instrument first: " +
-                    "'offset16' (2-4x upsampled, 16-bit, ~33,000 offset, noise, uneven light, gamma, dim/bright)")
+    se.add_argument("--render", default=None,
+                    help="emulate an instrument first: 'offset16' (2-4x upsampled, 16-bit, ~33,000 offset, "
+                         "noise, uneven light, gamma, dim/bright), 'dimbright' (512^2 8-bit, 40 %% of nuclei "
+                         "6-20 %% as bright, bright ones saturated), 'chromocentres' (large nuclei with bright "
+                         "heterochromatin foci, 16-bit)")
     se.add_argument("--seed", type=int, default=0, help="seed of --render")
     se.add_argument("--no-baseline", action="store_true", help="skip the Otsu + distance-watershed baseline")
     se.add_argument("--markdown", action="store_true", help="also print a Markdown table first")

@@ -2,11 +2,14 @@
 
 1. **Scale.** With a nucleus diameter (from a pixel size) the image is resampled so nuclei are
    ``WORK_DIAMETER`` px across. Without one, the network's third output, each nuclear pixel's
-   own estimate of its nucleus's size, is read from a first pass at a coarse scale (long side
-   <= 1024 px) and the image is resampled accordingly; a further pass follows while the
-   estimate moves by more than 25 %. A given diameter is checked the same way: when the
-   network finds nuclei more than 1.6x off it, its own estimate wins (CTC nuclei and other
-   instruments' large nuclei are bigger than the 7 µm leukocyte nucleus).
+   own estimate of its nucleus's size, is read from two first looks (long sides of 1024 and
+   384 px) and the image is resampled accordingly; a further pass follows while the estimate
+   moves by more than 25 %. When the two looks read the image differently (scales > 1.6x
+   apart: small nuclei, or the chromocentres of large ones, in the fine look; large nuclei
+   in the coarse one), each reading is followed to its own scale and the one with the surer
+   nuclear outlines wins (:func:`boundary_ambiguity`). A given diameter is checked the same
+   way: when the network finds nuclei more than 1.6x off it, its own estimate wins (CTC nuclei
+   and other instruments' large nuclei are bigger than the 7 µm leukocyte nucleus).
 2. **Network.** Foreground probability and the distance-to-boundary map (divided by each
    nucleus's radius), tiled for large images.
 3. **Instances.** Seeds are the nuclear cores (distance > 0.4-0.7 of the radius, see
@@ -391,6 +394,11 @@ def contrast(prep: Prepared, prob: np.ndarray) -> float | None:
     return (float(smooth[nuclear].max()) - level) / max(sd, 1e-6 * max(abs(level), 1.0), 1e-12)
 
 
+def _ambiguity_or_inf(prob: np.ndarray) -> float:
+    a = boundary_ambiguity(prob)
+    return math.inf if a is None else a
+
+
 def _median_size(maps: np.ndarray) -> float | None:
     """The network's median nucleus diameter (working px) over confident nuclear pixels."""
     sel = maps[0] > 0.7
@@ -476,29 +484,50 @@ def segment_nuclei_with(model: NucleusUNet, dapi: np.ndarray, diameter_px: float
     else:
         source = "image"
         # two first looks, at a long side of 1024 px and of 384 px: small nuclei are seen in the
-        # first, nuclei of 100 px or more in the second; the look whose nuclei are nearest the
-        # working size (where the network's size estimate is surest) sets the scale
+        # first, nuclei of 100 px or more in the second
         fine = min(1.0, 1024 / max(h, w))
         coarse = min(1.0, 384 / max(h, w))
         looks = [probe(fine)]
         if coarse < 0.75 * fine:
             looks.append(probe(coarse))
-        f, maps, size, prep = min(looks, key=lambda look: off(look[2]))
-        seen = {f}
-        while size is not None and passes < _MAX_PASSES + 1:
-            new_f = _factor_for(size / f, (h, w))
-            if abs(math.log(new_f / f)) < math.log(_RESCALE_BAND):
-                break  # settled
-            earlier = [look for look in looks if abs(math.log(new_f / look[0])) < math.log(_RESCALE_BAND)]
-            if earlier:  # that scale was looked at already: take that look, once
-                if earlier[0][0] in seen:
-                    break
-                f, maps, size, prep = earlier[0]
+
+        def settle(look: tuple[float, np.ndarray, float | None, Prepared], budget: int
+                   ) -> tuple[float, np.ndarray, float | None, Prepared]:
+            """Follow a look's size estimate with further passes (at most ``budget``) until it
+            settles; a scale looked at already is taken from ``looks``, once."""
+            f, maps, size, prep = look
+            seen = {f}
+            spent = 0
+            while size is not None and spent < budget:
+                new_f = _factor_for(size / f, (h, w))
+                if abs(math.log(new_f / f)) < math.log(_RESCALE_BAND):
+                    break  # settled
+                earlier = [lk for lk in looks if abs(math.log(new_f / lk[0])) < math.log(_RESCALE_BAND)]
+                if earlier:
+                    if earlier[0][0] in seen:
+                        break
+                    f, maps, size, prep = earlier[0]
+                    seen.add(f)
+                    continue
+                looks.append(probe(new_f))
+                spent += 1
+                f, maps, size, prep = looks[-1]
                 seen.add(f)
-                continue
-            looks.append(probe(new_f))
-            f, maps, size, prep = looks[-1]
-            seen.add(f)
+            return f, maps, size, prep
+
+        implied = [_factor_for(lk[2] / lk[0], (h, w)) for lk in looks if lk[2] is not None]
+        if len(implied) == 2 and abs(math.log(implied[0] / implied[1])) > math.log(SCALE_TOLERANCE):
+            # two readings of one image: the fine look sees small nuclei, or the texture of large
+            # ones (chromocentres read as nuclei: 1,423 objects for 61 nuclei), the coarse look
+            # large nuclei. Each is followed to its own scale and the one whose outlines the
+            # network is surer of wins: texture read as nuclei leaves wide unsure rims (ambiguity
+            # 0.75-2.2 against 0.18-0.56 for the nuclei themselves, model card, Segmentation)
+            readings = [settle(look, _MAX_PASSES - 1) for look in list(looks)]
+            f, maps, size, prep = min(readings, key=lambda r: _ambiguity_or_inf(r[1][0]))
+        else:
+            # one reading: the look whose nuclei are nearest the working size (where the network's
+            # size estimate is surest) sets the scale
+            f, maps, size, prep = settle(min(looks, key=lambda look: off(look[2])), _MAX_PASSES + 1 - passes)
     stands_out = contrast(prep, maps[0])
     if stands_out is not None and stands_out < EMPTY_BELOW:
         # no nuclei (an empty field, or not a nuclear stain): whatever the network saw is noise

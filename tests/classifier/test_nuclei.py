@@ -108,6 +108,22 @@ def test_a_16_bit_render_with_a_camera_offset_is_segmented_like_the_original() -
     assert s.f1 >= 0.85, s.as_dict()
 
 
+def test_chromocentres_are_not_taken_for_nuclei(monkeypatch) -> None:  # noqa: ANN001
+    # large nuclei (~100 px) speckled with bright heterochromatin foci of nucleus size at the
+    # working scale: the fine look reads the foci as nuclei, the coarse look the nuclei
+    img, true = _dev("dsb14")
+    raw, lab = emulate.render("chromocentres", img, true, np.random.default_rng([0, 14]))
+    assert raw.dtype == np.uint16 and raw.shape[0] > 700 and lab.max() >= 50
+    r = segment_nuclei(raw)
+    s = metrics.score(lab, r.labels)
+    assert s.f1 >= 0.8 and r.count <= 1.3 * lab.max(), s.as_dict()
+    assert r.diameter_px > 60 and not r.uncertain
+    # with one reading only (the look nearest the working size, as before), the foci win
+    monkeypatch.setattr(infer, "SCALE_TOLERANCE", 1e9)
+    one = segment_nuclei(raw)
+    assert one.count > 5 * lab.max() and one.diameter_px < 20 and one.uncertain
+
+
 # --- implausible counts ---------------------------------------------------------------------
 
 
