@@ -67,9 +67,10 @@ MAX_INSTANCE_ZOOM = 4.0
 #: the lowest level at which no image segmented with F1 >= 0.9 was flagged
 AMBIGUOUS_ABOVE = 0.75
 #: a field whose brightest nuclear pixel stands less than this far out of the background noise
-#: (SDs of the smoothed background, see :func:`contrast`) holds no nucleus: pure noise tops out at
-#: ~5.5 SDs over a megapixel, the faintest of 222 real images measured here at 25 (model card)
-EMPTY_BELOW = 8.0
+#: (SDs of the smoothed background, see :func:`contrast`) holds no nucleus: empty 16-bit renders and
+#: pure noise top out at 7.2 SDs over a megapixel, the faintest of 294 real images here at 25.1
+#: (model card, Segmentation); 12 is about midway on a log scale
+EMPTY_BELOW = 12.0
 
 
 @dataclass
@@ -360,8 +361,8 @@ def boundary_ambiguity(prob: np.ndarray) -> float | None:
     (0.3-0.6 per nuclear pixel on images segmented well); faint nuclei, crowds the network
     cannot part, or nuclei far from what it was trained on widen it. Per image it tracks the
     error (Spearman -0.46 against detection F1 over nuclei-dev, nuclei-train's validation
-    images and their renders): above :data:`AMBIGUOUS_ABOVE`, 11 of those 222 images, F1
-    0.25-0.88, none >= 0.9. Confident mistakes it does not see: only 9 of the 35 images below
+    images and their renders): above :data:`AMBIGUOUS_ABOVE`, 14 of those 296 images, F1
+    0.25-0.88, none >= 0.9. Confident mistakes it does not see: only 10 of the 43 images below
     F1 0.8 are flagged (docs/model-card.md, Segmentation).
     """
     nuclear = int(np.count_nonzero(prob > 0.5))
@@ -379,7 +380,7 @@ def contrast(prep: Prepared, prob: np.ndarray) -> float | None:
     In a field of pure camera noise the network, asked for nuclei, finds them: the scale
     search shrinks to the noise grain and thousands of specks follow (3,603 objects in an empty
     1024^2 16-bit render). Real nuclei, the dimmest included, stand 25 or more SDs out of their
-    background at the working scale; noise peaks reach ~5.5 (model card, Segmentation). Per object
+    background at the working scale; noise peaks reach 7.2 (model card, Segmentation). Per object
     this is no use (a dim nucleus next to bright ones can be as faint as noise); per image it is.
     """
     nuclear = prob > 0.5
