@@ -20,6 +20,7 @@ from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
 from skimage.segmentation import watershed
 
+from classifier.errors import InputError
 from classifier.nuclei import emulate, metrics
 from classifier.nuclei.infer import segment_nuclei
 from classifier.segmentation import NUCLEUS_DIAMETER_UM
@@ -51,6 +52,8 @@ def otsu_watershed(img: np.ndarray) -> np.ndarray:
 def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_px: float | None = None,
                     baseline: bool = True, weights: str | None = None, only: str | None = None,
                     render: str | None = None, seed: int = 0, progress: bool = False) -> dict:
+    if render is not None and render not in emulate.RENDERS:
+        raise InputError(f"unknown render {render!r}: one of {', '.join(emulate.RENDERS)}")
     names = sorted(p.stem for p in (root / "images").glob("*.tif"))
     if only:
         wanted = [n.strip() for n in only.split(",") if n.strip()]

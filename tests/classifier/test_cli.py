@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from classifier.data import read_labels
 
@@ -61,3 +62,25 @@ def test_synth_shifted_writes_a_folder_evaluate_reads_with_its_channels(tmp_path
     ev = run("evaluate", "--data", str(tmp_path), "--channels", out["channels"])
     assert ev.returncode == 0, ev.stderr
     assert json.loads(ev.stdout.strip().splitlines()[-1])["n"] == 4
+
+
+NUCLEI_DEV_SUBSET = Path(__file__).resolve().parents[1] / "data" / "nuclei-dev"
+
+
+def test_segment_eval_reports_each_image_with_its_ambiguity_and_contrast() -> None:
+    r = run("segment-eval", "--data", str(NUCLEI_DEV_SUBSET), "--only", "dsb00,dsb05", "--markdown", "--quiet")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.strip().splitlines()
+    assert out[0].startswith("| image |") and "ambiguity" in out[0]
+    report = json.loads(out[-1])
+    assert [row["name"] for row in report["images"]] == ["dsb00", "dsb05"]
+    for row in report["images"]:
+        assert row["f1"] >= 0.9 and row["contrast"] > 12 and row["uncertain"] is False
+        assert 0 < row["ambiguity"] < 0.75 and row["baseline_f1"] > 0
+    assert report["pooled"]["n_true"] == 16 + 38 and report["uncertain"]["images"] == 0
+
+
+def test_segment_eval_refuses_an_unknown_render_with_the_list() -> None:
+    r = run("segment-eval", "--data", str(NUCLEI_DEV_SUBSET), "--render", "confocal", "--quiet")
+    assert r.returncode == 2 and "unknown render 'confocal'" in r.stderr and "chromocentres" in r.stderr
+    assert "Traceback" not in r.stderr
