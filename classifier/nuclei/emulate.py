@@ -31,6 +31,23 @@ def _zoom(img: np.ndarray, labels: np.ndarray, factor: float) -> tuple[np.ndarra
     return np.maximum(up, 0), labels[ry][:, rx]
 
 
+def _enlarge(img: np.ndarray, labels: np.ndarray, rng: np.random.Generator, zoom: tuple[float, float],
+             max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """A random crop enlarged by a factor drawn from ``zoom`` (at most ``max_side`` a side after).
+
+    Nuclei stay within the 5-100 px the segmenter is specified for (and that a 7-15 µm nucleus at
+    ~0.24 µm/px gives): large-nucleus images are enlarged less. The crop is taken first (in input
+    px), so only what is kept is enlarged."""
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    native = 2 * math.sqrt(float(np.median(areas)) / math.pi) if areas.size else 10.0
+    factor = float(min(rng.uniform(*zoom), max(1.5, 100 / native)))
+    h, w = img.shape
+    ch, cw = min(h, int(max_side / factor)), min(w, int(max_side / factor))
+    y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return _zoom(img[y0:y0 + ch, x0:x0 + cw].astype(np.float32), labels[y0:y0 + ch, x0:x0 + cw], factor)
+
+
 def _smooth(rng: np.random.Generator, shape: tuple[int, int], grid: int = 4) -> np.ndarray:
     g = torch.from_numpy(rng.standard_normal((1, 1, grid, grid)).astype(np.float32))
     f = F.interpolate(g, size=shape, mode="bicubic", align_corners=True)[0, 0].numpy()
@@ -41,17 +58,7 @@ def offset16(img: np.ndarray, labels: np.ndarray, rng: np.random.Generator, *, m
              ) -> tuple[np.ndarray, np.ndarray]:
     """Upsampled 2-4x (large nuclei, at most ~100 px; cropped to ``max_side``), textured, dim and bright nuclei,
     uneven illumination, gamma, Poisson and read noise, on a 16-bit camera with a ~33,000 offset."""
-    # 2-4x, but nuclei stay within the 5-100 px the segmenter is specified for (and that a 7-15 µm
-    # nucleus at ~0.24 µm/px gives): large-nucleus images are enlarged less
-    areas = np.bincount(labels.ravel())[1:]
-    areas = areas[areas > 0]
-    native = 2 * math.sqrt(float(np.median(areas)) / math.pi) if areas.size else 10.0
-    factor = float(min(rng.uniform(2, 4), max(1.5, 100 / native)))
-    h, w = img.shape
-    # crop first (in input px) so the upsampled field is at most max_side a side
-    ch, cw = min(h, int(max_side / factor)), min(w, int(max_side / factor))
-    y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    img, labels = _zoom(img[y0:y0 + ch, x0:x0 + cw].astype(np.float32), labels[y0:y0 + ch, x0:x0 + cw], factor)
+    img, labels = _enlarge(img, labels, rng, (2.0, 4.0), max_side)
     base = float(np.percentile(img, 5))
     sig = np.maximum(img - base, 0)
     sig /= max(float(np.percentile(sig[labels > 0], 99)) if (labels > 0).any() else 1.0, 1e-6)
@@ -105,14 +112,7 @@ def chromocentres(img: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
     diameter across and 2-3.5x as bright as the nucleoplasm, on a 16-bit camera with a ~33,000 offset.
     At ~0.24 µm/px a 10-15 µm mouse nucleus is 40-60 px and its 1-2 µm foci 4-8 px: nucleus-sized to a
     network that works at 12 px, which is why a search for the scale can settle on the foci."""
-    areas = np.bincount(labels.ravel())[1:]
-    areas = areas[areas > 0]
-    native = 2 * math.sqrt(float(np.median(areas)) / math.pi) if areas.size else 10.0
-    factor = float(min(rng.uniform(2.5, 3.5), max(1.5, 100 / native)))
-    h, w = img.shape
-    ch, cw = min(h, int(max_side / factor)), min(w, int(max_side / factor))
-    y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    img, labels = _zoom(img[y0:y0 + ch, x0:x0 + cw].astype(np.float32), labels[y0:y0 + ch, x0:x0 + cw], factor)
+    img, labels = _enlarge(img, labels, rng, (2.5, 3.5), max_side)
     labels = relabel_sequential(labels)[0].astype(np.int32, copy=False)  # the crop's nuclei only
     base = float(np.percentile(img, 5))
     sig = np.maximum(img - base, 0)
