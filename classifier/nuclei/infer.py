@@ -519,10 +519,10 @@ def segment_nuclei_with(model: NucleusUNet, dapi: np.ndarray, diameter_px: float
         implied = [_factor_for(lk[2] / lk[0], (h, w)) for lk in looks if lk[2] is not None]
         if len(implied) == 2 and abs(math.log(implied[0] / implied[1])) > math.log(SCALE_TOLERANCE):
             # two readings of one image: the fine look sees small nuclei, or the texture of large
-            # ones (chromocentres read as nuclei: 1,423 objects for 61 nuclei), the coarse look
-            # large nuclei. Each is followed to its own scale and the one whose outlines the
-            # network is surer of wins: texture read as nuclei leaves wide unsure rims (ambiguity
-            # 0.75-2.2 against 0.18-0.56 for the nuclei themselves, model card, Segmentation)
+            # ones (chromocentres read as nuclei: 607 objects for 58 nuclei on dsb14's render), the
+            # coarse look large nuclei. Each is followed to its own scale and the one whose outlines
+            # the network is surer of wins: texture read as nuclei leaves wide unsure rims (ambiguity
+            # 0.75-2.6 against 0.18-0.64 for the nuclei themselves, model card, Segmentation)
             readings = [settle(look, _MAX_PASSES - 1) for look in list(looks)]
             f, maps, size, prep = min(readings, key=lambda r: _ambiguity_or_inf(r[1][0]))
         else:
