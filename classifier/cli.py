@@ -314,7 +314,7 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
     out = Path(a.out)
     widths = tuple(int(w) for w in a.widths.split(","))
     aug = nuclei_train.Augment(dim_prob=a.dim_prob, dim_share=a.dim_share, dim_min=a.dim_min,
-                               contact_weight=a.contact_weight)
+                               contact_weight=a.contact_weight, texture_prob=a.texture_prob)
     report = nuclei_train.train(Path(a.data), out, steps=a.steps, batch_size=a.batch, patch=a.patch, lr=a.lr,
                                 seed=a.seed, threads=a.threads, widths=widths, stop_after=a.stop_after,
                                 init=Path(a.init) if a.init else None, aug=aug)
@@ -453,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--dim-prob", type=float, default=0.5, help="share of patches with dimmed nuclei")
     tn.add_argument("--dim-share", type=float, default=0.35, help="share of nuclei dimmed in such a patch")
     tn.add_argument("--dim-min", type=float, default=0.06, help="dimmest nucleus gain (log-uniform to 0.6)")
+    tn.add_argument("--texture-prob", type=float, default=0.3, help="share of patches with chromatin texture")
     tn.set_defaults(func=cmd_train_nuclei)
 
     se = sub.add_parser("segment-eval", help="nucleus detection F1 and F1 at IoU 0.5 on a labelled folder")

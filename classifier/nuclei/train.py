@@ -40,6 +40,7 @@ class Augment:
     dim_share: float = 0.35  # share of nuclei dimmed in such a patch
     dim_min: float = 0.06  # dimmest gain (log-uniform up to 0.6)
     contact_weight: float = 0.0  # extra distance-loss weight near borders between touching nuclei
+    texture_prob: float = 0.3  # share of patches whose nuclei get chromatin texture
 
 
 @dataclass
@@ -150,7 +151,7 @@ def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augme
         lut[ids] = np.where(dim, np.exp(rng.uniform(math.log(aug.dim_min), math.log(0.6), ids.size)), 1.0)
         lut[0] = 1.0
         sig = sig * lut[exp]
-    if rng.random() < 0.3:
+    if rng.random() < aug.texture_prob:
         tex = ndi.gaussian_filter(rng.standard_normal(sig.shape).astype(np.float32),
                                   rng.uniform(0.04, 0.15) * im.diameter / k)
         tex /= max(float(tex.std()), 1e-6)

@@ -48,6 +48,30 @@ def test_contact_weight_raises_the_distance_loss_weight_only_near_contacts() -> 
         assert np.all(h[diff] == 5.0) and np.all(p[diff] == 1.0)
 
 
+def test_texture_prob_sets_how_often_nuclei_are_textured() -> None:
+    lab = _discs((128, 128), [(64, 50), (30, 30), (100, 100), (64, 100)], 12)
+    img = np.where(lab > 0, 200.0, 10.0).astype(np.float32)
+    from scipy import ndimage as ndi
+    from skimage.segmentation import expand_labels
+
+    dist, logsize = train.targets(lab)
+    im = train.Image("t", ndi.gaussian_filter(img, 1), lab, expand_labels(lab, 2), dist, logsize, 24.0,
+                     train.contacts(lab))
+
+    def spread_inside(aug: train.Augment) -> float:
+        """Median over samples of the input's coefficient of variation inside the nuclear cores."""
+        cvs = []
+        for s in range(16):
+            x, t, _ = train.sample(np.random.default_rng(s), im, 96, aug)
+            core = t[1] > 0.5  # away from the outlines, where the flat discs have no structure
+            if core.sum() > 20:
+                cvs.append(float(x[0][core].std() / max(abs(float(x[0][core].mean())), 1e-6)))
+        return float(np.median(cvs))
+
+    flat, textured = spread_inside(train.Augment(texture_prob=0.0)), spread_inside(train.Augment(texture_prob=1.0))
+    assert textured > 1.3 * flat, (flat, textured)
+
+
 def test_a_second_stage_continues_from_saved_weights(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for folder in ("images", "masks"):
