@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
+from scipy import ndimage as ndi
+from skimage.segmentation import expand_labels
 
 from classifier.nuclei import train
 
@@ -18,6 +20,13 @@ def _discs(shape: tuple[int, int], centres: list[tuple[int, int]], r: int) -> np
     for i, (cy, cx) in enumerate(centres, start=1):
         lab[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (lab == 0)] = i
     return lab
+
+
+def _training_image(lab: np.ndarray) -> train.Image:
+    """Bright flat discs on a dark background, lightly blurred, with their training targets."""
+    img = ndi.gaussian_filter(np.where(lab > 0, 200.0, 10.0).astype(np.float32), 1)
+    dist, logsize = train.targets(lab)
+    return train.Image("t", img, lab, expand_labels(lab, 2), dist, logsize, 24.0, train.contacts(lab))
 
 
 def test_contacts_mark_only_borders_between_two_nuclei() -> None:
@@ -32,13 +41,7 @@ def test_contacts_mark_only_borders_between_two_nuclei() -> None:
 
 def test_contact_weight_raises_the_distance_loss_weight_only_near_contacts() -> None:
     lab = _discs((128, 128), [(64, 50), (64, 74), (30, 30), (100, 100)], 12)
-    img = np.where(lab > 0, 200.0, 10.0).astype(np.float32)
-    from scipy import ndimage as ndi
-    from skimage.segmentation import expand_labels
-
-    dist, logsize = train.targets(lab)
-    im = train.Image("t", ndi.gaussian_filter(img, 1), lab, expand_labels(lab, 2), dist, logsize, 24.0,
-                     train.contacts(lab))
+    im = _training_image(lab)
     plain = [train.sample(np.random.default_rng(s), im, 96)[2][1] for s in range(6)]
     heavy = [train.sample(np.random.default_rng(s), im, 96, train.Augment(contact_weight=4.0))[2][1] for s in range(6)]
     # same random draws: the weights differ only where a contact is, and there by the factor asked
@@ -50,13 +53,7 @@ def test_contact_weight_raises_the_distance_loss_weight_only_near_contacts() -> 
 
 def test_texture_prob_sets_how_often_nuclei_are_textured() -> None:
     lab = _discs((128, 128), [(64, 50), (30, 30), (100, 100), (64, 100)], 12)
-    img = np.where(lab > 0, 200.0, 10.0).astype(np.float32)
-    from scipy import ndimage as ndi
-    from skimage.segmentation import expand_labels
-
-    dist, logsize = train.targets(lab)
-    im = train.Image("t", ndi.gaussian_filter(img, 1), lab, expand_labels(lab, 2), dist, logsize, 24.0,
-                     train.contacts(lab))
+    im = _training_image(lab)
 
     def spread_inside(aug: train.Augment) -> float:
         """Median over samples of the input's coefficient of variation inside the nuclear cores."""
