@@ -33,18 +33,6 @@ _LEVELS = 8
 _EPS = 1e-6
 
 
-def _mean(x: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Masked mean over the last two axes; 0 where the mask is empty."""
-    n = m.sum(axis=(-2, -1))
-    return (x * m).sum(axis=(-2, -1)) / np.maximum(n, 1)
-
-
-def _mean_of_temp(t: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """:func:`_mean` of a temporary array, masked in place (same values, one allocation less)."""
-    t *= m
-    return t.sum(axis=(-2, -1)) / np.maximum(m.sum(axis=(-2, -1)), 1)
-
-
 def _masked_sum(x: np.ndarray, mf: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     """``(x * m).sum(axis=(-2, -1))`` for the 0/1 float mask ``mf``, to the bit (the same
     products, the same pairwise summation), the products written into ``scratch``."""
@@ -61,28 +49,18 @@ def _masked_extreme(ufunc: np.ufunc, x: np.ndarray, m: np.ndarray, fill: float, 
     return ufunc.reduce(scratch, axis=-1)
 
 
-def _pearson(a: np.ndarray, b: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Pearson correlation of ``a`` and ``b`` inside ``m`` per event (the definition)."""
-    ma, mb = _mean(a, m), _mean(b, m)
-    da, db = a - ma[:, None, None], b - mb[:, None, None]
-    t = da * db
-    cov = _mean_of_temp(t, m)
-    var_a = _mean_of_temp(np.multiply(da, da, out=t), m)
-    var_b = _mean_of_temp(np.multiply(db, db, out=t), m)
-    return cov / np.sqrt(var_a * var_b + _EPS)
-
-
 def _pearson_all(pix: np.ndarray, m: np.ndarray, pairs: tuple[tuple[int, int], ...],
                  scratch: np.ndarray | None = None) -> list[np.ndarray]:
-    """:func:`_pearson` of several channel pairs inside one mask, from one masked Gram
+    """Pearson correlations of several channel pairs inside one mask, from one masked Gram
     matrix per event of the centred channels. ``pix`` (N, C, P) float32, ``m`` (N, P)
     bool or 0/1 float32; ``scratch``: a float32 array shaped like ``pix`` for the centred
-    channels. Equal to :func:`_pearson` to float32 rounding, several times faster than
-    three separate passes."""
+    channels. Equal to the definition (deviations from the masked means, averaged over
+    the mask; a test checks it) to float32 rounding, several times faster than a pass per
+    pair."""
     mf = m.astype(np.float32, copy=False)
     n = np.maximum(mf.sum(-1), 1.0)  # (N,)
     mean = np.einsum("ncp,np->nc", pix, mf) / n[:, None]  # masked means (N, C)
-    d = np.subtract(pix, mean[:, :, None], out=scratch)  # centred first, as _pearson does: no cancellation
+    d = np.subtract(pix, mean[:, :, None], out=scratch)  # centred first: no cancellation
     # two operands (not d @ d.T, which numpy hands to BLAS syrk, twice as slow here)
     gram = np.matmul(d * mf[:, None, :], d.transpose(0, 2, 1)) / n[:, None, None]  # (N, C, C)
     return [gram[:, a, b] / np.sqrt(gram[:, a, a] * gram[:, b, b] + _EPS) for a, b in pairs]
