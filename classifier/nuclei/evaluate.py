@@ -3,7 +3,10 @@
 The folder holds ``images/NAME.tif`` and ``masks/NAME.tif`` (instance labels), like nuclei-dev.
 For each image: the network segmenter (:func:`classifier.nuclei.infer.segment_nuclei`) and, for
 comparison, a plain Otsu + distance-transform watershed baseline; detection F1 (centroid in a true
-nucleus, one to one) and F1 at IoU 0.5 (one to one), see :mod:`classifier.nuclei.metrics`.
+nucleus, one to one) and F1 at IoU 0.5 (one to one), see :mod:`classifier.nuclei.metrics`; and
+what the errors are (misses merged into a neighbour's object, not found or off centre; false
+objects that are extra parts of a nucleus or on background: :func:`metrics.errors`), per image
+and pooled, since the fix for each is different.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
     pooled = metrics.Scores(0, 0, 0, 0)
     pooled_base = metrics.Scores(0, 0, 0, 0)
     by_flag = {True: metrics.Scores(0, 0, 0, 0), False: metrics.Scores(0, 0, 0, 0)}
+    pooled_errors: dict[str, int] = {}
     t_net = t_base = 0.0
     for k, name in enumerate(names):
         img = tifffile.imread(root / "images" / f"{name}.tif")
@@ -77,11 +81,15 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
         t_net += time.perf_counter() - t
         s = metrics.score(true, res.labels)
         pooled = pooled + s
+        errs = metrics.errors(true, res.labels)
+        for key, n in errs.items():
+            pooled_errors[key] = pooled_errors.get(key, 0) + n
         by_flag[res.uncertain] = by_flag[res.uncertain] + s
         row = {"name": name, "shape": list(img.shape), **s.as_dict(),
                "diameter_px": round(res.diameter_px, 1) if res.diameter_px else None, "passes": res.passes,
                "ambiguity": round(res.ambiguity, 3) if res.ambiguity is not None else None,
-               "uncertain": res.uncertain, "contrast": round(res.contrast, 1) if res.contrast is not None else None}
+               "uncertain": res.uncertain, "contrast": round(res.contrast, 1) if res.contrast is not None else None,
+               "errors": errs}
         if baseline:
             t = time.perf_counter()
             b = metrics.score(true, otsu_watershed(img))
@@ -95,6 +103,8 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
                   + (f" (baseline {row['baseline_f1']:.3f})" if baseline else ""), file=sys.stderr, flush=True)
     out: dict = {"data": str(root), "render": render, "seed": seed if render else None,
                  "diameter_px": diameter_px, "images": rows, "pooled": pooled.as_dict(),
+                 # what the misses and false objects are (metrics.errors), for diagnosis
+                 "errors": pooled_errors,
                  "macro_f1": round(float(np.mean([r["f1"] for r in rows])), 4),
                  # images the segmenter itself calls uncertain (a warning in the product) and the rest
                  "uncertain": {"images": sum(r["uncertain"] for r in rows), "pooled": by_flag[True].as_dict(),
@@ -119,4 +129,10 @@ def markdown(report: dict) -> str:
     b = report.get("baseline", {}).get("pooled", {})
     lines.append(f"| **pooled** | | {p['n_true']} | {p['n_pred']} | {p['precision']:.3f} | {p['recall']:.3f} | "
                  f"**{p['f1']:.3f}** | {p['f1_iou50']:.3f} | {b.get('f1', float('nan')):.3f} | |")
+    e = report.get("errors")
+    if e:
+        lines.append("")
+        lines.append(f"Misses: {e['merged']} merged into a neighbour's object, {e['not_found']} not found, "
+                     f"{e['off_centre']} off centre; false objects: {e['split']} extra parts of a nucleus, "
+                     f"{e['background']} on background.")
     return "\n".join(lines)

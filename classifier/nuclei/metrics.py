@@ -93,3 +93,67 @@ def score(true: np.ndarray, pred: np.ndarray) -> Scores:
     # unique at > 0.5; at exactly 0.5 a tie is possible: count each side once (greedy)
     tp_iou = min(np.unique(ti[good]).size, np.unique(pi[good]).size)
     return Scores(nt, npred, tp, int(tp_iou))
+
+
+#: a true nucleus covered less than this much by any one predicted object was not found at all
+FOUND_COVER = 0.2
+
+
+def errors(true: np.ndarray, pred: np.ndarray) -> dict[str, int]:
+    """What the detection errors of ``pred`` are, for diagnosis (same matching as :func:`score`).
+
+    Misses (true nuclei no predicted centroid claims): ``merged`` (the object covering most of
+    the nucleus is claimed by a neighbouring nucleus: two nuclei in one object), ``not_found``
+    (no object covers :data:`FOUND_COVER` of it) and ``off_centre`` (covered by an object whose
+    centroid lies outside every nucleus). False objects: ``split`` (the centroid lies in a
+    nucleus another object already claims: one nucleus in several objects) and ``background``
+    (the centroid lies outside every nucleus). ``merged + not_found + off_centre`` is the number
+    of false negatives and ``split + background`` the number of false positives.
+    """
+    if true.shape != pred.shape:
+        raise ValueError(f"shapes differ: {true.shape} vs {pred.shape}")
+    t, nt = _compact(true)
+    p, npred = _compact(pred)
+    out = {"merged": 0, "not_found": 0, "off_centre": 0, "split": 0, "background": 0}
+    if npred == 0:
+        out["not_found"] = nt
+        return out
+    flat = p.ravel()
+    area_p = np.bincount(flat, minlength=npred + 1).astype(np.float64)
+    yy, xx = np.indices(p.shape)
+    cy = np.bincount(flat, weights=yy.ravel(), minlength=npred + 1) / np.maximum(area_p, 1)
+    cx = np.bincount(flat, weights=xx.ravel(), minlength=npred + 1) / np.maximum(area_p, 1)
+    hit = t[np.clip(np.rint(cy[1:]).astype(int), 0, p.shape[0] - 1),
+            np.clip(np.rint(cx[1:]).astype(int), 0, p.shape[1] - 1)]  # true label under each object
+    # false objects: the first object (by label) in a nucleus claims it, the others are splits
+    inside = hit[hit > 0]
+    out["background"] = int(np.count_nonzero(hit == 0))
+    out["split"] = int(inside.size - np.unique(inside).size)
+    if nt == 0:
+        return out
+    claimed = np.zeros(nt + 1, bool)
+    claimed[inside] = True
+    # each missed nucleus: the object covering most of it, and how much
+    both = (t > 0) & (p > 0)
+    pair = t[both].astype(np.int64) * (npred + 1) + p[both]
+    keys, inter = np.unique(pair, return_counts=True)
+    ti, pi = keys // (npred + 1), keys % (npred + 1)
+    if not keys.size:  # no object touches any nucleus
+        out["not_found"] = int(np.count_nonzero(~claimed[1:]))
+        return out
+    order = np.lexsort((inter, ti))  # by nucleus, then overlap: each nucleus's largest is its last
+    ti, pi, inter = ti[order], pi[order], inter[order]
+    last = np.r_[np.flatnonzero(np.diff(ti)), ti.size - 1]
+    best_obj = np.zeros(nt + 1, np.int64)
+    best_cover = np.zeros(nt + 1, np.int64)
+    best_obj[ti[last]] = pi[last]
+    best_cover[ti[last]] = inter[last]
+    area_t = np.bincount(t.ravel(), minlength=nt + 1)
+    for k in np.flatnonzero(~claimed[1:]) + 1:
+        if best_cover[k] < FOUND_COVER * area_t[k]:
+            out["not_found"] += 1
+        elif hit[best_obj[k] - 1] > 0:
+            out["merged"] += 1
+        else:
+            out["off_centre"] += 1
+    return out

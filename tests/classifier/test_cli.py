@@ -78,6 +78,12 @@ def test_segment_eval_reports_each_image_with_its_ambiguity_and_contrast() -> No
         assert row["f1"] >= 0.9 and row["contrast"] > 12 and row["uncertain"] is False
         assert 0 < row["ambiguity"] < 0.75 and row["baseline_f1"] > 0
     assert report["pooled"]["n_true"] == 16 + 38 and report["uncertain"]["images"] == 0
+    # the errors, per image and pooled, account for every miss and every false object
+    e, p = report["errors"], report["pooled"]
+    assert e["merged"] + e["not_found"] + e["off_centre"] == p["n_true"] - p["tp"]
+    assert e["split"] + e["background"] == p["n_pred"] - p["tp"]
+    assert sum(row["errors"]["merged"] for row in report["images"]) == e["merged"]
+    assert any(line.startswith("Misses: ") for line in out)
 
 
 def test_segment_eval_refuses_an_unknown_render_with_the_list() -> None:

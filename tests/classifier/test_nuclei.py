@@ -28,7 +28,7 @@ def _dev(name: str) -> tuple[np.ndarray, np.ndarray]:
 # --- metrics -------------------------------------------------------------------------------
 
 
-def test_detection_and_iou_scores_on_a_hand_made_example() -> None:
+def _hand_made() -> tuple[np.ndarray, np.ndarray]:
     true = np.zeros((20, 40), np.int32)
     true[2:8, 2:8] = 1  # found exactly
     true[2:8, 12:18] = 2  # split in two halves: one TP (one half's centroid inside), one FP
@@ -41,6 +41,11 @@ def test_detection_and_iou_scores_on_a_hand_made_example() -> None:
     pred[2:8, 15:18] = 9
     pred[12:18, 12:25] = 3
     pred[2:5, 30:33] = 4  # on background: FP
+    return true, pred
+
+
+def test_detection_and_iou_scores_on_a_hand_made_example() -> None:
+    true, pred = _hand_made()
     s = metrics.score(true, pred)
     assert (s.n_true, s.n_pred, s.tp) == (5, 5, 3)
     assert s.precision == pytest.approx(3 / 5) and s.recall == pytest.approx(3 / 5)
@@ -51,6 +56,23 @@ def test_detection_and_iou_scores_on_a_hand_made_example() -> None:
     assert (pooled.n_true, pooled.tp, pooled.tp_iou) == (10, 8, 7)
     empty = metrics.score(true, np.zeros_like(true))
     assert empty.f1 == 0.0 and metrics.score(np.zeros_like(true), np.zeros_like(true)).f1 == 1.0
+
+
+def test_detection_errors_are_told_apart_and_add_up_to_the_misses_and_false_objects() -> None:
+    true, pred = _hand_made()
+    true[12:18, 28:34] = 6  # half covered by an object whose centroid lies beside it: off centre
+    pred[8:20, 31:40] = 10
+    e = metrics.errors(true, pred)
+    assert e == {"merged": 1, "not_found": 1, "off_centre": 1, "split": 1, "background": 2}
+    s = metrics.score(true, pred)
+    assert e["merged"] + e["not_found"] + e["off_centre"] == s.n_true - s.tp
+    assert e["split"] + e["background"] == s.n_pred - s.tp
+    assert metrics.errors(true, np.zeros_like(true))["not_found"] == 6
+    apart = np.zeros_like(true)
+    apart[0, 38:40] = 1  # objects that touch no nucleus
+    assert metrics.errors(true, apart) == {"merged": 0, "not_found": 6, "off_centre": 0, "split": 0,
+                                           "background": 1}
+    assert sum(metrics.errors(true, true).values()) == 0
 
 
 # --- weights ------------------------------------------------------------------------------------
@@ -73,8 +95,12 @@ def test_shipped_weights_load_once_and_say_where_they_come_from() -> None:
 @pytest.mark.parametrize(("name", "min_f1"), [("dsb00", 0.9), ("dsb05", 0.93), ("dsb13", 0.78), ("dsb19", 0.93)])
 def test_nuclei_dev_images_are_segmented(name: str, min_f1: float) -> None:
     img, true = _dev(name)
-    s = metrics.score(true, segment_nuclei(img).labels)
+    labels = segment_nuclei(img).labels
+    s = metrics.score(true, labels)
     assert s.f1 >= min_f1, s.as_dict()
+    e = metrics.errors(true, labels)  # on real outlines too, every error has one cause
+    assert (e["merged"] + e["not_found"] + e["off_centre"], e["split"] + e["background"]) == (
+        s.n_true - s.tp, s.n_pred - s.tp)
 
 
 def test_the_same_nuclei_at_3x_magnification_give_the_same_count() -> None:
