@@ -64,6 +64,19 @@ def _compact(labels: np.ndarray) -> tuple[np.ndarray, int]:
     return inv.reshape(labels.shape), ids.size - 1
 
 
+def _under_centroids(t: np.ndarray, p: np.ndarray, npred: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (compact) true label under each predicted object's centroid (0: background), and the
+    predicted objects' areas (index 0 = background)."""
+    flat = p.ravel()
+    area_p = np.bincount(flat, minlength=npred + 1).astype(np.float64)
+    yy, xx = np.indices(p.shape)
+    cy = np.bincount(flat, weights=yy.ravel(), minlength=npred + 1) / np.maximum(area_p, 1)
+    cx = np.bincount(flat, weights=xx.ravel(), minlength=npred + 1) / np.maximum(area_p, 1)
+    iy = np.clip(np.rint(cy[1:]).astype(int), 0, p.shape[0] - 1)
+    ix = np.clip(np.rint(cx[1:]).astype(int), 0, p.shape[1] - 1)
+    return t[iy, ix], area_p
+
+
 def score(true: np.ndarray, pred: np.ndarray) -> Scores:
     """Detection and IoU-0.5 counts of ``pred`` against ``true`` (int label images, 0 = background)."""
     if true.shape != pred.shape:
@@ -73,14 +86,7 @@ def score(true: np.ndarray, pred: np.ndarray) -> Scores:
     if nt == 0 or npred == 0:
         return Scores(nt, npred, 0, 0)
     # detection: the true label under each predicted centroid, each true label claimed once
-    flat = p.ravel()
-    area_p = np.bincount(flat, minlength=npred + 1).astype(np.float64)
-    yy, xx = np.indices(p.shape)
-    cy = np.bincount(flat, weights=yy.ravel(), minlength=npred + 1) / np.maximum(area_p, 1)
-    cx = np.bincount(flat, weights=xx.ravel(), minlength=npred + 1) / np.maximum(area_p, 1)
-    iy = np.clip(np.rint(cy[1:]).astype(int), 0, p.shape[0] - 1)
-    ix = np.clip(np.rint(cx[1:]).astype(int), 0, p.shape[1] - 1)
-    hit = t[iy, ix]
+    hit, area_p = _under_centroids(t, p, npred)
     tp = int(np.unique(hit[hit > 0]).size)
     # IoU: contingency table of (true, pred) pixel pairs
     both = (t > 0) & (p > 0)
@@ -118,13 +124,7 @@ def errors(true: np.ndarray, pred: np.ndarray) -> dict[str, int]:
     if npred == 0:
         out["not_found"] = nt
         return out
-    flat = p.ravel()
-    area_p = np.bincount(flat, minlength=npred + 1).astype(np.float64)
-    yy, xx = np.indices(p.shape)
-    cy = np.bincount(flat, weights=yy.ravel(), minlength=npred + 1) / np.maximum(area_p, 1)
-    cx = np.bincount(flat, weights=xx.ravel(), minlength=npred + 1) / np.maximum(area_p, 1)
-    hit = t[np.clip(np.rint(cy[1:]).astype(int), 0, p.shape[0] - 1),
-            np.clip(np.rint(cx[1:]).astype(int), 0, p.shape[1] - 1)]  # true label under each object
+    hit, _ = _under_centroids(t, p, npred)
     # false objects: the first object (by label) in a nucleus claims it, the others are splits
     inside = hit[hit > 0]
     out["background"] = int(np.count_nonzero(hit == 0))
