@@ -77,6 +77,15 @@ def _under_centroids(t: np.ndarray, p: np.ndarray, npred: int) -> tuple[np.ndarr
     return t[iy, ix], area_p
 
 
+def _overlaps(t: np.ndarray, p: np.ndarray, npred: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The contingency table of (compact) true and predicted labels, as parallel arrays: true
+    label, predicted label and the pixels they share, for every pair that overlaps."""
+    both = (t > 0) & (p > 0)
+    pair = t[both].astype(np.int64) * (npred + 1) + p[both]
+    keys, inter = np.unique(pair, return_counts=True)
+    return keys // (npred + 1), keys % (npred + 1), inter
+
+
 def score(true: np.ndarray, pred: np.ndarray) -> Scores:
     """Detection and IoU-0.5 counts of ``pred`` against ``true`` (int label images, 0 = background)."""
     if true.shape != pred.shape:
@@ -89,10 +98,7 @@ def score(true: np.ndarray, pred: np.ndarray) -> Scores:
     hit, area_p = _under_centroids(t, p, npred)
     tp = int(np.unique(hit[hit > 0]).size)
     # IoU: contingency table of (true, pred) pixel pairs
-    both = (t > 0) & (p > 0)
-    pair = t[both].astype(np.int64) * (npred + 1) + p[both]
-    keys, inter = np.unique(pair, return_counts=True)
-    ti, pi = keys // (npred + 1), keys % (npred + 1)
+    ti, pi, inter = _overlaps(t, p, npred)
     area_t = np.bincount(t.ravel(), minlength=nt + 1)
     iou = inter / (area_t[ti] + area_p[pi] - inter)
     good = iou >= 0.5
@@ -125,7 +131,7 @@ def errors(true: np.ndarray, pred: np.ndarray) -> dict[str, int]:
         out["not_found"] = nt
         return out
     hit, _ = _under_centroids(t, p, npred)
-    # false objects: the first object (by label) in a nucleus claims it, the others are splits
+    # false objects: every object after the first whose centroid lies in a nucleus is a split
     inside = hit[hit > 0]
     out["background"] = int(np.count_nonzero(hit == 0))
     out["split"] = int(inside.size - np.unique(inside).size)
@@ -134,11 +140,8 @@ def errors(true: np.ndarray, pred: np.ndarray) -> dict[str, int]:
     claimed = np.zeros(nt + 1, bool)
     claimed[inside] = True
     # each missed nucleus: the object covering most of it, and how much
-    both = (t > 0) & (p > 0)
-    pair = t[both].astype(np.int64) * (npred + 1) + p[both]
-    keys, inter = np.unique(pair, return_counts=True)
-    ti, pi = keys // (npred + 1), keys % (npred + 1)
-    if not keys.size:  # no object touches any nucleus
+    ti, pi, inter = _overlaps(t, p, npred)
+    if not ti.size:  # no object touches any nucleus
         out["not_found"] = int(np.count_nonzero(~claimed[1:]))
         return out
     order = np.lexsort((inter, ti))  # by nucleus, then overlap: each nucleus's largest is its last
