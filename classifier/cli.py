@@ -359,7 +359,7 @@ def cmd_segment_eval(a: argparse.Namespace) -> int:
 
     report = nuclei_eval.evaluate_folder(Path(a.data), pixel_size_um=a.pixel_size_um, diameter_px=a.diameter_px,
                                          baseline=not a.no_baseline, weights=a.weights, only=a.only,
-                                         render=a.render, seed=a.seed, progress=not a.quiet)
+                                         render=a.render, seed=a.seed, progress=not a.quiet, channel=a.channel)
     if a.markdown:
         print(nuclei_eval.markdown(report))
     _print_json(report)
@@ -468,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "6-20 %% as bright, bright ones saturated), 'chromocentres' (large nuclei with bright "
                          "heterochromatin foci, 16-bit)")
     se.add_argument("--seed", type=int, default=0, help="seed of --render")
+    se.add_argument("--channel", type=int, default=None,
+                    help="0-based channel holding the nuclear stain in colour images (2 = blue in RGB); "
+                         "grey saved as colour and single-colour images need none")
     se.add_argument("--no-baseline", action="store_true", help="skip the Otsu + distance-watershed baseline")
     se.add_argument("--markdown", action="store_true", help="also print a Markdown table first")
     se.add_argument("--quiet", action="store_true")

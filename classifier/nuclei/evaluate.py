@@ -1,6 +1,10 @@
 """``python -m classifier segment-eval``: nucleus detection on a labelled folder, per image and pooled.
 
-The folder holds ``images/NAME.tif`` and ``masks/NAME.tif`` (instance labels), like nuclei-dev.
+The folder holds ``images/NAME.<ext>`` and ``masks/NAME.<ext>`` (instance labels), like nuclei-dev;
+any format ``predict`` reads (TIFF, PNG, JPEG; any case of extension), paired by file stem. Files are
+read with the upload decoder (:mod:`classifier.decoders`), so size limits and corrupt files give an
+:class:`InputError` naming the file, like every other problem with the folder.
+
 For each image: the network segmenter (:func:`classifier.nuclei.infer.segment_nuclei`) and, for
 comparison, a plain Otsu + distance-transform watershed baseline; detection F1 (centroid in a true
 nucleus, one to one) and F1 at IoU 0.5 (one to one), see :mod:`classifier.nuclei.metrics`; and
@@ -14,16 +18,18 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tifffile
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
 from skimage.segmentation import watershed
 
+from classifier.decoders import Decoded, decode, sniff
 from classifier.errors import InputError
+from classifier.limits import DEFAULT_LIMITS, Limits, human_size
 from classifier.nuclei import emulate, metrics
 from classifier.nuclei.infer import segment_nuclei
 from classifier.segmentation import NUCLEUS_DIAMETER_UM
@@ -52,17 +58,220 @@ def otsu_watershed(img: np.ndarray) -> np.ndarray:
     return out.astype(np.int32)
 
 
+# --- reading the folder -------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+# a mask may also carry the suffix some tools add (Cellpose writes NAME_masks.png)
+MASK_STEM_SUFFIXES = ("", "_mask", "_masks")
+BINARY_MASK_NOTE = "binary mask: instances taken as connected components; touching nuclei count as one"
+# JPEG ringing around bright nuclei leaks into empty colour channels: up to ~5 % of the bright
+# channel's maximum at quality 75
+_JPEG_EMPTY_SHARE = 0.08
+
+
+@dataclass
+class Pair:
+    """One image of the folder and its mask."""
+
+    name: str  # the image's file stem, what --only selects and the report shows
+    image: Path
+    mask: Path | None  # None: no mask, refused when the image is to be scored
+
+
+def image_files(folder: Path) -> dict[str, Path]:
+    """Image files of ``folder`` by stem; two files with one stem are refused, not guessed between."""
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder (a labelled folder holds images/ and masks/).")
+    found: dict[str, Path] = {}
+    # dot files are macOS resource forks (._NAME.tif) and the like: not images, whatever the name says
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in found:
+            raise InputError(f"{folder}: {found[path.stem].name} and {path.name} have the same name; "
+                             "keep one of them.")
+        found[path.stem] = path
+    return found
+
+
+def pair_files(root: Path) -> tuple[list[Pair], list[str]]:
+    """Every image with its mask (sorted by name), and the masks no image claims.
+
+    A mask is ``masks/STEM.*`` (or ``STEM_mask(s).*``), the case of the name aside.
+    """
+    images = image_files(root / "images")
+    masks = image_files(root / "masks")
+    by_key: dict[str, list[str]] = {}
+    for stem in masks:
+        by_key.setdefault(stem.casefold(), []).append(stem)
+    pairs: list[Pair] = []
+    used: set[str] = set()
+    for stem, path in sorted(images.items()):
+        candidates = [m for suffix in MASK_STEM_SUFFIXES for m in by_key.get((stem + suffix).casefold(), [])]
+        exact = [m for m in candidates if m == stem]
+        chosen = exact or candidates
+        if not chosen:
+            pairs.append(Pair(stem, path, None))
+            continue
+        if len(chosen) > 1:
+            raise InputError(f"{path}: more than one mask could be its mask "
+                             f"({', '.join(masks[m].name for m in chosen)}); keep one.")
+        used.add(chosen[0])
+        pairs.append(Pair(stem, path, masks[chosen[0]]))
+    return pairs, sorted(masks[m].name for m in masks if m not in used)
+
+
+def read_file(path: Path, limits: Limits = DEFAULT_LIMITS, *, read: bool = True) -> Decoded:
+    """Decode one file as an upload is decoded: format from its bytes, limits before pixels."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be opened ({exc.strerror}).") from exc
+    if size == 0:
+        raise InputError(f"{path}: the file is empty (0 bytes).")
+    if size > limits.max_file_bytes:
+        raise InputError(f"{path}: {human_size(size)} is over the limit of "
+                         f"{human_size(limits.max_file_bytes)} per file.")
+    with open(path, "rb") as fh:
+        fmt = sniff(fh.read(16))
+        fh.seek(0)
+        if fmt is None or fmt == "zip":
+            raise InputError(f"{path}: is not an image (expected TIFF, PNG or JPEG).")
+        return decode(fh, fmt, str(path), limits, read=read)
+
+
+def _colour_channels(dec: Decoded) -> np.ndarray:
+    assert dec.array is not None
+    # the alpha of an RGBA image is never a stain
+    return dec.array[:-1] if dec.alpha and dec.array.shape[0] > 1 else dec.array
+
+
+def nuclear_channel(dec: Decoded, source: Path, channel: int | None = None) -> tuple[np.ndarray, str | None]:
+    """The 2-D nuclear image of a decoded file and, when it had to be inferred, how.
+
+    Grey saved as colour (DSB 2018's RGBA PNGs) gives its one channel; a colour image with signal
+    in one channel only (DAPI shown blue) gives that channel; a true composite needs ``channel``.
+    A single-channel file is used as it is whatever ``channel`` says: the decoder collapses grey
+    RGB PNGs to one channel, so a folder may mix both.
+    """
+    arr = _colour_channels(dec)
+    c = arr.shape[0]
+    if c == 1:
+        return arr[0], None
+    if channel is not None:
+        if channel >= c:
+            raise InputError(f"{source}: --channel {channel} is out of range; the image has {c} "
+                             f"channels (0 to {c - 1}).")
+        return arr[channel], None
+    if all(np.array_equal(arr[0], arr[k]) for k in range(1, c)):
+        return arr[0], f"{c} identical colour channels (grey saved as colour): one used"
+    peaks = [float(arr[k].max()) for k in range(c)]
+    floor = _JPEG_EMPTY_SHARE * max(peaks) if dec.fmt == "JPEG" else 0.0
+    lit = [k for k in range(c) if peaks[k] > floor and arr[k].any()]
+    if len(lit) == 1:
+        return arr[lit[0]], f"only channel {lit[0]} of {c} has signal: it was used"
+    raise InputError(f"{source}: is a {c}-channel colour image with signal in channels "
+                     f"{', '.join(map(str, lit))}; say which holds the nuclear stain with --channel N "
+                     f"(0-based: 2 is blue in RGB).")
+
+
+def read_mask(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[np.ndarray, str | None]:
+    """Instance labels (int32) of a mask file and a note when they had to be derived."""
+    arr = _colour_channels(read_file(path, limits))
+    if arr.shape[0] > 1 and not all(np.array_equal(arr[0], arr[k]) for k in range(1, arr.shape[0])):
+        raise InputError(f"{path}: a mask must be one channel of labels (0 background, 1..N one per "
+                         f"nucleus), not a {arr.shape[0]}-channel colour image.")
+    m = arr[0]
+    if m.dtype.kind == "f":
+        bad = ~np.isfinite(m) | (m != np.round(m))
+        if bad.any():
+            raise InputError(f"{path}: a mask must hold integer labels (0 background, 1..N one per "
+                             f"nucleus); it has non-integer values such as {m[bad][0]:g}.")
+    if m.size and m.min() < 0:
+        raise InputError(f"{path}: a mask must hold labels 0..N; it has negative values.")
+    if m.size and m.max() > np.iinfo(np.int32).max:
+        raise InputError(f"{path}: label {m.max():.0f} is too large (at most {np.iinfo(np.int32).max}).")
+    return instance_labels(m.astype(np.int32))
+
+
+def instance_labels(mask: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Instance labels as given or, for a binary (semantic) mask, its connected components.
+
+    One non-zero value over several separate objects is a foreground mask, not one nucleus: scored
+    as it is, every nucleus would be one giant object and F1 collapses.
+    """
+    fg = mask != 0
+    if not fg.any():
+        return mask, None
+    values = mask[fg]
+    if values.min() != values.max():
+        return mask, None
+    lab, n = ndi.label(fg)
+    if n <= 1:
+        return mask, None
+    return lab.astype(np.int32), BINARY_MASK_NOTE
+
+
+def _require_masks(pairs: list[Pair], root: Path) -> None:
+    """Images to score without a mask are refused, all named, before anything runs."""
+    missing = [p.image.name for p in pairs if p.mask is None]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise InputError(f"{root / 'masks'}: no mask for {shown} (a mask has the image's name, e.g. "
+                         f"masks/{Path(missing[0]).stem}.tif or .png).")
+
+
+def _check_shapes(pair: Pair, limits: Limits) -> None:
+    """Image and mask must match pixel for pixel: checked from the headers, before any run."""
+    assert pair.mask is not None
+    hw_img = read_file(pair.image, limits, read=False).shape[1:]
+    hw_mask = read_file(pair.mask, limits, read=False).shape[1:]
+    if hw_img != hw_mask:
+        hint = ""
+        if hw_img == hw_mask[::-1]:
+            hint = " (transposed?)"
+        elif hw_img[0] * hw_mask[1] == hw_img[1] * hw_mask[0]:
+            hint = " (one of them rescaled?)"
+        raise InputError(f"{pair.image}: the image is {hw_img[0]}x{hw_img[1]} (height x width) but its mask "
+                         f"{pair.mask.name} is {hw_mask[0]}x{hw_mask[1]}{hint}; they must match pixel for pixel.")
+
+
+def _select(pairs: list[Pair], only: str | None, root: Path) -> list[Pair]:
+    if not only:
+        return pairs
+    wanted = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in {p.name for p in pairs}]
+    if unknown:
+        raise InputError(f"--only: no image named {', '.join(unknown)} under {root / 'images'}.")
+    return [p for p in pairs if p.name in wanted]
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+# --- the evaluation ------------------------------------------------------------------------------
+
+
 def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_px: float | None = None,
                     baseline: bool = True, weights: str | None = None, only: str | None = None,
-                    render: str | None = None, seed: int = 0, progress: bool = False) -> dict:
+                    render: str | None = None, seed: int = 0, progress: bool = False,
+                    channel: int | None = None, limits: Limits = DEFAULT_LIMITS) -> dict:
+    """Score the segmenter (and the baseline) on ``root``; ``channel`` picks the nuclear channel
+    of colour images (0-based), see :func:`nuclear_channel`."""
     if render is not None and render not in emulate.RENDERS:
         raise InputError(f"unknown render {render!r}: one of {', '.join(emulate.RENDERS)}")
-    names = sorted(p.stem for p in (root / "images").glob("*.tif"))
-    if only:
-        wanted = [n.strip() for n in only.split(",") if n.strip()]
-        names = [n for n in names if n in wanted]
-    if not names:
-        raise FileNotFoundError(f"no images/*.tif under {root}")
+    if channel is not None and channel < 0:
+        raise InputError(f"--channel {channel}: a channel index is 0 or more.")
+    all_pairs, orphans = pair_files(root)
+    pairs = _select(all_pairs, only, root)
+    if not pairs:
+        raise InputError(f"{root / 'images'}: no images (TIFF, PNG or JPEG).")
+    if orphans:
+        _warn(f"{root / 'masks'}: no image for {', '.join(orphans)}; not scored.")
+    _require_masks(pairs, root)
+    for pair in pairs:
+        _check_shapes(pair, limits)
     if diameter_px is None and pixel_size_um:
         diameter_px = NUCLEUS_DIAMETER_UM / pixel_size_um
     rows = []
@@ -71,9 +280,13 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
     by_flag = {True: metrics.Scores(0, 0, 0, 0), False: metrics.Scores(0, 0, 0, 0)}
     pooled_errors: dict[str, int] = {}
     t_net = t_base = 0.0
-    for k, name in enumerate(names):
-        img = tifffile.imread(root / "images" / f"{name}.tif")
-        true = tifffile.imread(root / "masks" / f"{name}.tif").astype(np.int32)
+    for k, pair in enumerate(pairs):
+        name = pair.name
+        assert pair.mask is not None  # _require_masks
+        img, image_note = nuclear_channel(read_file(pair.image, limits), pair.image, channel)
+        true, mask_note = read_mask(pair.mask, limits)
+        if mask_note:
+            _warn(f"{pair.mask}: {mask_note}.")
         if render:
             img, true = emulate.render(render, img, true, np.random.default_rng([seed, k]))
         t = time.perf_counter()
@@ -90,6 +303,11 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
                "ambiguity": round(res.ambiguity, 3) if res.ambiguity is not None else None,
                "uncertain": res.uncertain, "contrast": round(res.contrast, 1) if res.contrast is not None else None,
                "errors": errs}
+        # how a colour image or a binary mask was read, only where it had to be inferred
+        if image_note:
+            row["image_note"] = image_note
+        if mask_note:
+            row["mask_note"] = mask_note
         if baseline:
             t = time.perf_counter()
             b = metrics.score(true, otsu_watershed(img))
@@ -110,6 +328,10 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
                  "uncertain": {"images": sum(r["uncertain"] for r in rows), "pooled": by_flag[True].as_dict(),
                                "others_pooled": by_flag[False].as_dict()},
                  "seconds": {"network": round(t_net, 1)}}
+    if channel is not None:
+        out["channel"] = channel
+    if orphans:
+        out["masks_without_images"] = orphans
     if baseline:
         out["baseline"] = {"method": "Otsu + distance-transform watershed", "pooled": pooled_base.as_dict()}
         out["seconds"]["baseline"] = round(t_base, 1)

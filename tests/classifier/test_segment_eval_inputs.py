@@ -1,0 +1,181 @@
+"""``segment-eval`` on labelled folders as people export them: PNG/JPEG/TIFF under any extension
+case, colour images of a grey or blue nuclear stain, binary masks, and the mistakes (a missing or
+misshapen mask, a colour composite) refused with a message instead of a traceback or a wrong F1.
+
+Every folder is built from two nuclei-dev images (dsb00, dsb05: 256x256, 16 and 38 nuclei) and
+scored without the baseline; a correct reading must give exactly the scores of the plain TIFFs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from scipy import ndimage as ndi
+
+from classifier import cli
+from classifier.errors import InputError
+from classifier.nuclei.evaluate import BINARY_MASK_NOTE, evaluate_folder
+
+DEV = Path(__file__).resolve().parents[1] / "data" / "nuclei-dev"
+NAMES = ("dsb00", "dsb05")
+SCORE_KEYS = ("n_true", "n_pred", "tp", "tp_iou", "f1", "f1_iou50")
+
+
+def _image(name: str) -> np.ndarray:
+    return tifffile.imread(DEV / "images" / f"{name}.tif")
+
+
+def _mask(name: str) -> np.ndarray:
+    return tifffile.imread(DEV / "masks" / f"{name}.tif")
+
+
+def _folder(root: Path) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    return root
+
+
+def _png(arr: np.ndarray, path: Path, mode: str | None = None) -> None:
+    Image.fromarray(arr, mode).save(path)
+
+
+def _scores(report: dict) -> dict[str, tuple]:
+    return {r["name"]: tuple(r[k] for k in SCORE_KEYS) for r in report["images"]}
+
+
+def _eval(root: Path, **kw) -> dict:
+    return evaluate_folder(root, baseline=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, tuple]:
+    """The scores of the two images as nuclei-dev stores them (grey uint8 TIFF, uint16 labels)."""
+    ref = _scores(_eval(DEV, only=",".join(NAMES)))
+    assert ref["dsb00"][0] == 16 and ref["dsb05"][0] == 38
+    return ref
+
+
+def test_png_tiff_and_upper_case_extensions_pair_by_stem(tmp_path, reference):
+    root = _folder(tmp_path)
+    # a mixed folder: one image as PNG with a .tiff mask, the other as .TIF with a 16-bit PNG mask
+    _png(_image("dsb00"), root / "images" / "dsb00.png")
+    tifffile.imwrite(root / "masks" / "dsb00.tiff", _mask("dsb00"))
+    tifffile.imwrite(root / "images" / "dsb05.TIF", _image("dsb05"))
+    _png(_mask("dsb05").astype(np.uint16), root / "masks" / "dsb05.png")
+    (root / "images" / "notes.txt").write_text("not an image")  # other files are no images
+    report = _eval(root)
+    assert _scores(report) == reference  # both halves scored, nothing dropped
+    assert "masks_without_images" not in report
+
+
+def test_grey_saved_as_rgba_png_or_rgb_tiff_scores_as_grey(tmp_path, reference):
+    root = _folder(tmp_path)
+    a, b = _image("dsb00"), _image("dsb05")
+    # DSB 2018's own images are RGBA PNGs of grey content
+    _png(np.stack([a, a, a, np.full_like(a, 255)], -1), root / "images" / "dsb00.png", "RGBA")
+    tifffile.imwrite(root / "images" / "dsb05.tif", np.stack([b, b, b], -1))
+    for n in NAMES:
+        tifffile.imwrite(root / "masks" / f"{n}.tif", _mask(n))
+    report = _eval(root)
+    assert _scores(report) == reference
+    assert report["images"][1]["image_note"].startswith("3 identical colour channels")
+
+
+def test_blue_only_rgb_and_a_1xhxw_tiff_score_as_grey(tmp_path, reference):
+    root = _folder(tmp_path)
+    a = _image("dsb00")
+    zero = np.zeros_like(a)
+    tifffile.imwrite(root / "images" / "dsb00.tif", np.stack([zero, zero, a], -1))  # DAPI shown blue
+    tifffile.imwrite(root / "images" / "dsb05.tif", _image("dsb05")[None])
+    for n in NAMES:
+        tifffile.imwrite(root / "masks" / f"{n}.tif", _mask(n))
+    report = _eval(root)
+    assert _scores(report) == reference
+    assert report["images"][0]["image_note"] == "only channel 2 of 3 has signal: it was used"
+    assert report["images"][0]["shape"] == [256, 256]
+
+
+def test_a_colour_composite_needs_channel(tmp_path, reference):
+    root = _folder(tmp_path)
+    a = _image("dsb00")
+    # red: another stain (here the image flipped), green empty, blue: the nuclei
+    tifffile.imwrite(root / "images" / "dsb00.tif", np.stack([a[::-1], np.zeros_like(a), a], -1))
+    tifffile.imwrite(root / "masks" / "dsb00.tif", _mask("dsb00"))
+    with pytest.raises(InputError, match=r"dsb00\.tif: is a 3-channel colour image.*--channel N"):
+        _eval(root)
+    assert _scores(_eval(root, channel=2)) == {"dsb00": reference["dsb00"]}
+    # red holds other content: choosing it must change the result, not be ignored
+    assert _scores(_eval(root, channel=0))["dsb00"] != reference["dsb00"]
+    with pytest.raises(InputError, match="--channel 3 is out of range"):
+        _eval(root, channel=3)
+
+
+def test_image_and_mask_of_different_shapes_are_refused_naming_both(tmp_path):
+    root = _folder(tmp_path)
+    for n in NAMES:
+        tifffile.imwrite(root / "images" / f"{n}.tif", _image(n))
+    tifffile.imwrite(root / "masks" / "dsb00.tif", _mask("dsb00"))
+    tifffile.imwrite(root / "masks" / "dsb05.tif", _mask("dsb05")[:200])
+    with pytest.raises(InputError, match=r"dsb05\.tif: the image is 256x256 .* mask dsb05\.tif is 200x256"):
+        _eval(root)
+
+
+def test_a_missing_mask_is_named_and_a_mask_without_image_reported(tmp_path, reference, capsys):
+    root = _folder(tmp_path)
+    for n in NAMES:
+        _png(_image(n), root / "images" / f"{n}.png")
+    tifffile.imwrite(root / "masks" / "dsb00.tif", _mask("dsb00"))
+    with pytest.raises(InputError, match=r"no mask for dsb05\.png"):
+        _eval(root)
+    # a subset with masks still runs; a mask no image claims is reported, not silently skipped
+    tifffile.imwrite(root / "masks" / "dsb99.tif", _mask("dsb05"))
+    report = _eval(root, only="dsb00")
+    assert _scores(report) == {"dsb00": reference["dsb00"]}
+    assert report["masks_without_images"] == ["dsb99.tif"]
+    assert "no image for dsb99.tif" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("on", [1, 255])
+def test_a_binary_mask_is_split_into_connected_components(tmp_path, capsys, on):
+    root = _folder(tmp_path)
+    tifffile.imwrite(root / "images" / "dsb05.tif", _image("dsb05"))
+    fg = _mask("dsb05") > 0
+    tifffile.imwrite(root / "masks" / "dsb05.tif", (fg * on).astype(np.uint8))
+    row = _eval(root)["images"][0]
+    _, components = ndi.label(fg)
+    assert 1 < components < 38  # touching nuclei merge: fewer than the 38 instances
+    assert row["n_true"] == components
+    assert row["mask_note"] == BINARY_MASK_NOTE
+    assert "binary mask" in capsys.readouterr().err
+
+
+def test_float_masks_must_hold_integers(tmp_path, reference):
+    root = _folder(tmp_path)
+    tifffile.imwrite(root / "images" / "dsb00.tif", _image("dsb00"))
+    tifffile.imwrite(root / "masks" / "dsb00.tif", _mask("dsb00").astype(np.float32))
+    assert _scores(_eval(root)) == {"dsb00": reference["dsb00"]}  # whole-number floats are labels
+    tifffile.imwrite(root / "masks" / "dsb00.tif", _mask("dsb00").astype(np.float32) / 16)
+    with pytest.raises(InputError, match=r"non-integer values such as 0\.5"):
+        _eval(root)
+
+
+def test_the_cli_prints_the_error_and_exits_2(tmp_path, reference, capsys):
+    root = _folder(tmp_path)
+    a = _image("dsb00")
+    tifffile.imwrite(root / "images" / "dsb00.tif", np.stack([a[::-1], np.zeros_like(a), a], -1))
+    tifffile.imwrite(root / "masks" / "dsb00.tif", _mask("dsb00"))
+    args = ["segment-eval", "--data", str(root), "--no-baseline", "--quiet"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--channel N" in err and "Traceback" not in err
+    assert cli.main([*args, "--channel", "2"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["channel"] == 2 and _scores(out) == {"dsb00": reference["dsb00"]}
+    (root / "masks" / "dsb00.tif").unlink()
+    assert cli.main(args) == 2
+    assert "no mask for dsb00.tif" in capsys.readouterr().err
