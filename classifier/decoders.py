@@ -121,7 +121,9 @@ def _tiff(fh: IO[bytes], name: str, limits: Limits, read: bool) -> Decoded:
         for s in chosen:
             check_extents(s, size, name)
         names, pixel = _tiff_metadata(tif, shape[0], limits)
-        alpha = _tiff_alpha(tif, axes, shape[0])
+        # From the header alone the extra sample only *may* be an alpha (validation stays
+        # lenient); once the pixels are read it must also look like one (see _is_alpha).
+        alpha = _tiff_extra_sample(tif, axes, shape[0])
         array = None
         if read:
             with warnings.catch_warnings():
@@ -131,6 +133,8 @@ def _tiff(fh: IO[bytes], name: str, limits: Limits, read: bool) -> Decoded:
             if raw.size != math.prod(shape):
                 raise InputError(f"{name}: the image data do not match the TIFF header.")
             array = raw.transpose(order).reshape(shape) if order is not None else raw.reshape(shape)
+            if alpha:
+                alpha = _is_alpha(array[-1], _extra_sample_kind(tif))
         return Decoded("TIFF", shape, dtype, array, names, pixel, alpha)
 
 
@@ -184,7 +188,9 @@ def check_extents(series: Any, size: int, name: str) -> None:
                                  f"(image data run to byte {offset + count}, file has {size}).")
 
 
-def _tiff_alpha(tif: tifffile.TiffFile, axes: str, channels: int) -> bool:
+def _tiff_extra_sample(tif: tifffile.TiffFile, axes: str, channels: int) -> bool:
+    """An RGB TIFF with a fourth sample: the layout of an RGBA composite, but also how
+    tifffile (and others) store any (H, W, 4) array, so it is only a candidate alpha."""
     page = tif.pages.first
     return bool(
         "S" in axes
@@ -192,6 +198,31 @@ def _tiff_alpha(tif: tifffile.TiffFile, axes: str, channels: int) -> bool:
         and page.photometric == tifffile.PHOTOMETRIC.RGB
         and page.extrasamples
     )
+
+
+def _extra_sample_kind(tif: tifffile.TiffFile) -> int:
+    """The ExtraSamples tag of the first page: 0 unspecified, 1 associated alpha,
+    2 unassociated alpha."""
+    samples = tif.pages.first.extrasamples
+    return int(samples[0]) if samples else 0
+
+
+def _is_alpha(plane: np.ndarray, kind: int) -> bool:
+    """Whether the extra sample is an alpha to drop rather than a marker channel.
+
+    tifffile tags every extra sample as unassociated alpha, so the tag alone cannot tell a
+    fourth marker from an alpha: a marker is never constant, an opaque alpha is. Fully
+    opaque (the dtype's maximum) counts even untagged; any other constant needs the tag.
+    A varying sample is kept as a channel, so a name count that leaves it out is refused
+    ("has 4 channels but 3 channel names were given") instead of silently dropping it.
+    """
+    if plane.size == 0:
+        return False
+    first = plane.flat[0]
+    if not bool(np.all(plane == first)):
+        return False
+    opaque = plane.dtype.kind in "ui" and first == np.iinfo(plane.dtype).max
+    return bool(opaque or kind in (1, 2))
 
 
 def _tiff_metadata(tif: tifffile.TiffFile, channels: int,

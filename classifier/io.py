@@ -7,18 +7,25 @@ Accepted inputs (see `read_inputs`):
   from OME-XML ``Channel@Name``, ImageJ slice labels or tifffile's JSON metadata. The pixel
   size comes from the caller, otherwise from OME ``PhysicalSizeX`` (or ImageJ calibration).
 - **One greyscale file per channel**: N single-channel files and N channel names are
-  stacked into one image. Files are grouped by a marker word in their names
-  (``field1_DAPI.tif``, ``field1_CK.tif``...) when every file has exactly one; otherwise
-  they are taken in order (upload order; zip members in natural name order), N at a time,
-  in the order of the channel names.
+  stacked into one image. Files are grouped by folder and name: by a marker word in their
+  names (``field1_DAPI.tif``, ``field1_pan-CK.tif``...) when every file has exactly one;
+  else by a channel number, the n-th channel name (Fiji's ``C1-field1.tif``, 1-based, or
+  ``field1_ch0.tif``, 0- or 1-based); otherwise they are taken in order (upload order; zip
+  members and folder files in natural name order), N at a time, in the order of the
+  channel names, but only when each group's names differ by nothing but a channel label
+  (``img1``..``img4``, ``a``..``d``), so one channel of several events is never stacked.
+- **Folders** (command line): the image files directly in them (TIFF/PNG/JPEG by content
+  or extension; hidden files and labels.csv left out), in natural name order.
 - **RGB composites** (PNG, JPEG or RGB TIFF): the caller's channel names are the colours in
   the order red, green, blue; e.g. ``CD45,CK,DAPI`` for the usual red CD45, green CK, blue
-  DAPI rendering, or ``-,CK,DAPI`` when the red is unused. An alpha channel is dropped.
+  DAPI rendering, or ``-,CK,DAPI`` when the red is unused. An alpha channel is dropped
+  (in a TIFF only when constant: tifffile stores any (H, W, 4) array as RGB + "alpha").
   A "colour" image whose three colours are identical is a greyscale channel.
 - **Zips** of any of these, read in memory (see `classifier.archives`).
 
-The source of a stacked image is the name of its first file. Every `InputError` message
-starts with the name of the file it is about.
+The source of a stacked image is the name of its first file. A file's name is lengthened
+by its parent folders where two files share a name (``drawA/e_DAPI.tif``), as zip members
+are. Every `InputError` message starts with the name of the file it is about.
 """
 
 from __future__ import annotations
@@ -72,9 +79,14 @@ class ImageInput:
 class _Blob:
     """One file to decode: on disk, or a zip member in memory."""
 
-    name: str
+    name: str  # display name: unique within the upload, used in sources and messages
     path: Path | None = None
     data: bytes | None = None
+    key: str = ""  # identity for grouping channel files: the full path, folder included
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = self.name
 
     def open(self) -> IO[bytes]:
         return open(self.path, "rb") if self.path is not None else io.BytesIO(self.data or b"")
@@ -206,9 +218,7 @@ def _expand(paths: Sequence[PathLike], names: Sequence[str] | None, limits: Limi
             raise InputError(f"{name}: the upload is over the limit of "
                              f"{human_size(limits.max_total_bytes)} in total.")
 
-    for i, p in enumerate(paths):
-        path = Path(p)
-        name = names[i] if names is not None else path.name
+    for path, name, key in _disk_files(paths, names):
         try:
             size = path.stat().st_size
         except OSError as exc:
@@ -234,7 +244,85 @@ def _expand(paths: Sequence[PathLike], names: Sequence[str] | None, limits: Limi
         count += 1
         if count > limits.max_files:
             raise InputError(f"{name}: more than {limits.max_files} files in one upload.")
-        yield _Blob(name, path=path)
+        yield _Blob(name, path=path, key=key)
+
+
+def _disk_files(paths: Sequence[PathLike], names: Sequence[str] | None
+                ) -> list[tuple[Path, str, str]]:
+    """(path, display name, grouping key) of each file, folders replaced by their images.
+
+    Without caller names, the display name is the file name, lengthened by as many parent
+    folders as it takes to tell apart files of the same name (two draws exported alike),
+    and the key is the absolute path, so same-named channel files in two folders are
+    never stacked together. Caller names (web uploads) are used as they are.
+    """
+    files: list[tuple[Path, str | None]] = []
+    for i, p in enumerate(paths):
+        path = Path(p)
+        given = names[i] if names is not None else None
+        if path.is_dir():
+            files += [(f, f"{given}/{f.name}" if given is not None else None)
+                      for f in _folder_images(path, given or str(p))]
+        else:
+            files.append((path, given))
+    shown = _unique_names([f for f, _ in files])
+    out = []
+    for (path, given), auto in zip(files, shown, strict=True):
+        out.append((path, given, given) if given is not None
+                   else (path, auto, str(path.absolute())))
+    return out
+
+
+_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+def _folder_images(folder: Path, shown: str) -> list[Path]:
+    """The image files directly in ``folder``, in natural name order (as zip members).
+
+    A file counts as an image when its first bytes say TIFF/PNG/JPEG, or when its name
+    says so (then a broken one is refused by name rather than skipped unseen). Hidden
+    files, labels.csv and anything else (notes, zips, sub-folders) are left out.
+    """
+    try:
+        entries = sorted(folder.iterdir(), key=lambda f: archives.natural_key(f.name))
+    except OSError as exc:
+        raise InputError(f"{shown}: the folder cannot be read ({exc.strerror}).") from exc
+    images = [f for f in entries
+              if not f.name.startswith(".") and f.is_file() and _is_image_file(f)]
+    if not images:
+        subs = [f.name for f in entries if f.is_dir() and not f.name.startswith(".")]
+        hint = (f"; pass its sub-folder ({', '.join(subs[:3])}) instead" if subs else "")
+        raise InputError(f"{shown}: the folder contains no image files (TIFF, PNG or JPEG)"
+                         f"{hint}.")
+    return images
+
+
+def _is_image_file(path: Path) -> bool:
+    if path.name.lower() == "labels.csv":
+        return False
+    if path.suffix.lower() in _IMAGE_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return sniff(fh.read(16)) in ("tiff", "png", "jpeg")
+    except OSError:
+        return False  # unreadable and not named as an image: not ours to report
+
+
+def _unique_names(paths: list[Path]) -> list[str]:
+    """File names, with parent folders prepended only where two files share a name."""
+    parts = [path.absolute().parts for path in paths]
+    depth = [1] * len(paths)
+    while True:
+        shown = ["/".join(pp[-d:]).lstrip("/") for pp, d in zip(parts, depth, strict=True)]
+        seen: dict[str, int] = {}
+        for name in shown:
+            seen[name] = seen.get(name, 0) + 1
+        clash = [i for i, name in enumerate(shown) if seen[name] > 1 and depth[i] < len(parts[i])]
+        if not clash:
+            return shown
+        for i in clash:
+            depth[i] += 1
 
 
 def _decode(blob: _Blob, limits: Limits, *, read: bool) -> Decoded:
@@ -318,22 +406,10 @@ def _keep(src: str, arr: np.ndarray, chans: Sequence[str | None],
 def _stack_singles(singles: list[_Item], declared: list[str | None] | None) -> list[_Assembled]:
     """One image per group of single-channel files (see the module docstring)."""
     groups = _group_by_marker(singles, declared)
+    if groups is None and declared is not None:
+        groups = _group_by_index(singles, declared)
     if groups is None:
-        if declared is None:
-            raise InputError(f"{singles[0].blob.name}: a single-channel image without channel "
-                             "names; give the channel names, or name each file after its "
-                             "marker (e.g. field1_DAPI.tif).")
-        n = len(declared)
-        if len(singles) == 1:
-            raise InputError(f"{singles[0].blob.name}: is a single-channel (2-D) image but "
-                             f"{n} channels were named ({_join(declared)}); upload one file "
-                             "per channel, or a multi-channel file.")
-        if len(singles) % n:
-            raise InputError(f"{singles[0].blob.name}: {len(singles)} single-channel files "
-                             f"cannot be split into images of {n} channels "
-                             f"({_join(declared)}).")
-        groups = [list(zip(declared, singles[k:k + n], strict=True))
-                  for k in range(0, len(singles), n)]
+        groups = _group_in_order(singles, declared)
     out: list[_Assembled] = []
     for group in groups:
         first = group[0][1].blob.name
@@ -348,36 +424,183 @@ def _stack_singles(singles: list[_Item], declared: list[str | None] | None) -> l
     return out
 
 
-def _group_by_marker(singles: list[_Item], declared: list[str | None] | None
-                     ) -> list[list[tuple[str | None, _Item]]] | None:
-    """Group files named like 'field1_DAPI.tif' by the rest of their name; None if any
-    file lacks exactly one marker word (then files are taken in order)."""
+_Group = list[tuple[str | None, _Item]]
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    """(folder, stem) of a grouping key: 'd/e/f1_DAPI.tif' -> ('d/e', 'f1_DAPI')."""
+    folder, _, base = key.rpartition("/")
+    return folder, base.rsplit(".", 1)[0] if "." in base else base
+
+
+def _group_by_marker(singles: list[_Item], declared: list[str | None] | None) -> list[_Group] | None:
+    """Group files named like 'field1_DAPI.tif' by their folder and the rest of their
+    name; None if any file lacks exactly one marker word."""
     wanted = {c for c in declared if c is not None} if declared is not None else None
     keyed: dict[str, dict[str, _Item]] = {}
     for it in singles:
-        folder, _, base = it.blob.name.rpartition("/")
-        stem = base.rsplit(".", 1)[0]
+        folder, stem = _split_key(it.blob.key)
         words = re.split(r"[^A-Za-z0-9]+", stem)
-        hits = [(i, canonical(w)) for i, w in enumerate(words) if w]
-        hits = [(i, c) for i, c in hits if c is not None and (wanted is None or c in wanted)]
-        if len(hits) != 1:
+        span = _marker_span(words, wanted)
+        if span is None:
             return None
-        i, marker = hits[0]
-        key = folder + "/" + "_".join(words[:i] + words[i + 1:])
+        i, j, marker = span
+        key = folder + "/" + "_".join(words[:i] + words[j:])
         if marker in keyed.setdefault(key, {}):
             return None
         keyed[key][marker] = it
-    groups = []
     order = [c for c in declared if c is not None] if declared is not None else None
+    return _complete(keyed, order)
+
+
+def _marker_span(words: list[str], wanted: set[str] | None) -> tuple[int, int, str] | None:
+    """The one marker named by ``words[i:j]``, as (i, j, marker); None unless exactly one.
+
+    Pairs of words count too, so that 'pan-CK' is CK once (not CK plus a stray 'pan').
+    """
+    spans = []
+    for i in range(len(words)):
+        for j in (i + 1, i + 2):
+            if j <= len(words) and all(words[i:j]):
+                c = canonical("".join(words[i:j]))
+                if c is not None and (wanted is None or c in wanted):
+                    spans.append((i, j, c))
+    # 'pan-CK' yields (pan, CK) and (CK): keep the longest span of each marker.
+    spans = [s for s in spans
+             if not any(t != s and t[2] == s[2] and t[0] <= s[0] and s[1] <= t[1] for t in spans)]
+    return spans[0] if len(spans) == 1 else None
+
+
+# Fiji's "Split Channels" names its outputs C1-<name>, C2-<name>... (1-based); other tools
+# end the name with a channel index (<name>_ch0, <name>_c1...), 0- or 1-based.
+_FIJI = re.compile(r"C(?P<n>\d{1,2})-(?P<rest>.+)", re.I)
+_INDEX_SUFFIX = re.compile(r"(?P<rest>.+?)[_\-. ](?:ch|chan|channel|c)(?P<n>\d{1,2})", re.I)
+
+
+def _group_by_index(singles: list[_Item], declared: list[str | None]) -> list[_Group] | None:
+    """Group files whose names carry a channel number: channel n is the n-th declared
+    name. None unless every file follows one such scheme."""
+    parsed: list[tuple[str, int, _Item]] = []
+    schemes = set()
+    for it in singles:
+        folder, stem = _split_key(it.blob.key)
+        m = _FIJI.fullmatch(stem)
+        scheme = "fiji"
+        if m is None:
+            m, scheme = _INDEX_SUFFIX.fullmatch(stem), "suffix"
+        if m is None:
+            return None
+        schemes.add(scheme)
+        parsed.append((folder + "/" + m["rest"], int(m["n"]), it))
+    if len(schemes) != 1:
+        return None
+    # Fiji counts from 1; a suffix counts from 0 when any file is numbered 0.
+    base = 0 if schemes == {"suffix"} and min(n for _, n, _ in parsed) == 0 else 1
+    keyed: dict[str, dict[str, _Item]] = {}
+    for key, n, it in parsed:
+        if not 0 <= n - base < len(declared):
+            raise InputError(f"{it.blob.name}: its name makes it channel {n}, but "
+                             f"{len(declared)} channel names were given ({_join(declared)}).")
+        marker = declared[n - base]
+        if marker is None:
+            continue  # a channel the caller skipped with '-'
+        if marker in keyed.setdefault(key, {}):
+            return None
+        keyed[key][marker] = it
+    return _complete(keyed, [c for c in declared if c is not None])
+
+
+def _complete(keyed: dict[str, dict[str, _Item]], order: list[str] | None) -> list[_Group]:
+    """The groups in ``order`` of markers; refuse a group lacking one of them."""
+    groups = []
     for key, by_marker in keyed.items():
         markers = order if order is not None else list(by_marker)
         missing = [m for m in markers if m not in by_marker]
         if missing:
             first = next(iter(by_marker.values())).blob.name
+            image = key.rpartition("/")[2]
             raise InputError(f"{first}: no file for channel(s) {', '.join(missing)} "
-                             f"of image '{key.lstrip('/')}'.")
+                             f"of image '{image}'.")
         groups.append([(m, by_marker[m]) for m in markers])
     return groups
+
+
+def _group_in_order(singles: list[_Item], declared: list[str | None] | None) -> list[_Group]:
+    """The last resort: files taken in order, N at a time, refused when the names show
+    that one group would mix events."""
+    if declared is None:
+        raise InputError(f"{singles[0].blob.name}: a single-channel image without channel "
+                         "names; give the channel names, or name each file after its "
+                         "marker (e.g. field1_DAPI.tif).")
+    n = len(declared)
+    if len(singles) == 1:
+        raise InputError(f"{singles[0].blob.name}: is a single-channel (2-D) image but "
+                         f"{n} channels were named ({_join(declared)}); upload one file "
+                         "per channel, or a multi-channel file.")
+    if len(singles) % n:
+        raise InputError(f"{singles[0].blob.name}: {len(singles)} single-channel files "
+                         f"cannot be split into images of {n} channels "
+                         f"({_join(declared)}).")
+    groups = [list(zip(declared, singles[k:k + n], strict=True))
+              for k in range(0, len(singles), n)]
+    for group in groups:
+        items = [it for _, it in group]
+        if not _one_event([_strip_ext(it.blob.key) for it in items]):
+            raise InputError(
+                f"{items[0].blob.name}: cannot tell which file holds which channel "
+                f"({', '.join(it.blob.name for it in items)} would be stacked as "
+                f"{_join(declared)}, but their names differ by more than a channel label): "
+                "name files after their marker (e.g. object005_DAPI.tif) or pass one "
+                "multi-channel file per event.")
+    return groups
+
+
+def _strip_ext(key: str) -> str:
+    folder, stem = _split_key(key)
+    return f"{folder}/{stem}" if folder else stem
+
+
+# A channel label: a short word ("a", "blue") or a channel number ("2", "ch0", "w1").
+_NUMBER_LABEL = re.compile(r"(?:c|ch|chan|channel|w)?(\d{1,3})", re.I)
+_WORD_LABEL = re.compile(r"[A-Za-z]{1,12}")
+
+
+def _one_event(stems: list[str]) -> bool:
+    """Whether ``stems`` (folder + name, in stacking order) look like the channels of one
+    event: identical but for one channel label, where numbers count up from 0 or 1.
+
+    This is what tells `obj5_ch0`...`obj5_ch3` (one event) from `C1-obj5`, `C1-obj16`...
+    (one channel of several events): the varying part of the latter is an event number.
+    """
+    middles = _varying_parts(stems)
+    if any(not m or canonical(m) is not None for m in middles):
+        return False  # identical names, or a marker name that grouping could not use
+    numbers = [_NUMBER_LABEL.fullmatch(m) for m in middles]
+    if all(numbers):
+        values = [int(m[1]) for m in numbers if m]
+        return values[0] in (0, 1) and values == list(range(values[0], values[0] + len(values)))
+    return all(_WORD_LABEL.fullmatch(m) for m in middles)
+
+
+def _varying_parts(stems: list[str]) -> list[str]:
+    """What is left of each stem once the longest common prefix and suffix are removed,
+    cut at whole letter/digit runs so that 'object005'/'object016' vary in '005'/'016',
+    not in '05'/'16'."""
+    pre = len(os.path.commonprefix(stems))
+    while pre and any(_same_run(s[pre - 1:pre], s[pre:pre + 1]) for s in stems):
+        pre -= 1
+    rests = [s[pre:] for s in stems]
+    suf = len(os.path.commonprefix([r[::-1] for r in rests]))
+    suf = min(suf, min(len(r) for r in rests))
+    while suf and any(_same_run(r[len(r) - suf - 1:len(r) - suf], r[len(r) - suf:len(r) - suf + 1])
+                      for r in rests):
+        suf -= 1
+    return [r[:len(r) - suf] for r in rests]
+
+
+def _same_run(a: str, b: str) -> bool:
+    """Whether characters ``a`` and ``b`` would sit in one run of letters or of digits."""
+    return bool(a and b and ((a.isdigit() and b.isdigit()) or (a.isalpha() and b.isalpha())))
 
 
 # --- values ------------------------------------------------------------------------
