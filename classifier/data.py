@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -153,23 +154,104 @@ class FolderItem:
     category: str | None  # one of CATEGORIES, or None
 
 
+#: how lab spreadsheets write is_ctc (compared lower-cased and stripped): Excel's TRUE/FALSE, a
+#: yes/no column, the call names; numbers are read as numbers (1, 0, 1.0, 0.0)
+IS_CTC_WORDS: dict[str, int] = {"true": 1, "false": 0, "yes": 1, "no": 0, "ctc": 1, "non-ctc": 0, "non_ctc": 0}
+#: where event files usually lie in a labelled folder (ctc-dev: events/objectNNN.tif)
+EVENTS_DIR = "events"
+_DELIMITERS = (",", ";", "\t")  # Excel writes ';' where ',' is the decimal separator
+
+
 def read_labels(folder: Path) -> list[FolderItem]:
-    """``labels.csv`` with columns ``file,is_ctc[,category]``."""
+    """``labels.csv`` with columns ``file,is_ctc[,category]``, as spreadsheets write it: UTF-8 with or
+    without a byte-order mark, header names in any case and spacing, ``,`` ``;`` or tab between
+    columns. Each file is resolved to where it lies (see :func:`resolve_file`); a value that cannot
+    be read raises :class:`InputError` naming the line."""
     path = Path(folder) / "labels.csv"
     if not path.exists():
         raise InputError(f"{folder}: no labels.csv (expected columns file,is_ctc[,category]).")
+    try:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark, which would stick to "file"
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as "
+                         "\"CSV UTF-8\".") from None
+    # newline="": the csv module handles CRLF and line breaks inside quoted cells itself
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text.split("\n", 1)[0]))
+    header = [h.strip().lower() for h in next(reader, [])]
+    if not {"file", "is_ctc"} <= set(header):
+        raise InputError(f"{path}: needs columns file,is_ctc[,category]; has {header}.")
+    col = {name: header.index(name) for name in ("file", "is_ctc", "category") if name in header}
     items = []
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"file", "is_ctc"} <= set(reader.fieldnames):
-            raise InputError(f"{path}: needs columns file,is_ctc[,category]; has {reader.fieldnames}.")
-        for row in reader:
-            raw = (row.get("category") or "").strip()
-            cat = FOLDER_CATEGORIES.get(raw.lower()) if raw else None
-            if raw and cat is None and raw.lower().replace(" ", "_") in CATEGORIES:
-                cat = raw.lower().replace(" ", "_")
-            items.append(FolderItem(row["file"].strip(), int(float(row["is_ctc"])), cat))
+    for row in reader:
+        cells = [c.strip() for c in row]
+        if not any(cells):
+            continue  # a blank line (spreadsheets leave some at the end)
+        where = f"{path}, line {reader.line_num}"
+        name = _cell(cells, col, "file")
+        if not name:
+            raise InputError(f"{where}: no file name.")
+        items.append(FolderItem(resolve_file(Path(folder), name, where),
+                                parse_is_ctc(_cell(cells, col, "is_ctc"), where),
+                                _category(_cell(cells, col, "category"))))
     return items
+
+
+def _cell(cells: list[str], col: dict[str, int], name: str) -> str:
+    """Column ``name`` of a row; blank when the row is short or the column absent."""
+    k = col.get(name)
+    return cells[k] if k is not None and k < len(cells) else ""
+
+
+def _delimiter(header_line: str) -> str:
+    """The column separator of a header line: the first of ``,`` ``;`` tab that splits off the
+    ``file`` and ``is_ctc`` columns (``,`` when none does: the error then shows the header as read)."""
+    for sep in _DELIMITERS:
+        names = {h.strip().strip('"').strip().lower() for h in header_line.split(sep)}
+        if {"file", "is_ctc"} <= names:
+            return sep
+    return ","
+
+
+def parse_is_ctc(value: str, where: str) -> int:
+    """1 or 0 from how a spreadsheet writes it (:data:`IS_CTC_WORDS`, or the numbers 1 and 0)."""
+    v = value.strip().lower()
+    if v in IS_CTC_WORDS:
+        return IS_CTC_WORDS[v]
+    try:
+        if float(v) in (0.0, 1.0):
+            return int(float(v))
+    except ValueError:
+        pass  # not a number: said below
+    raise InputError(f"{where}: is_ctc is {value!r}; expected 1/0, true/false, yes/no or ctc/non-ctc.")
+
+
+def _category(raw: str) -> str | None:
+    """One of CATEGORIES from ctc-dev's (or the model's own) names; None when blank or unknown."""
+    if not raw:
+        return None
+    cat = FOLDER_CATEGORIES.get(raw.lower())
+    if cat is None and raw.lower().replace(" ", "_") in CATEGORIES:
+        cat = raw.lower().replace(" ", "_")
+    return cat
+
+
+def resolve_file(folder: Path, name: str, where: str = "labels.csv") -> str:
+    """``name`` as it lies under ``folder``: as written when it is there (unchanged, so the names
+    of a folder that needs no help stay as they were), else with or without the ``events/`` prefix
+    that a spreadsheet edited by hand often gains or loses. Raises :class:`InputError` with every
+    path tried when it is in none of them."""
+    tried = [name]
+    rel = Path(name.replace("\\", "/"))  # a path written on Windows
+    if not rel.is_absolute():
+        parts = rel.parts
+        alt = Path(*parts[1:]) if len(parts) > 1 and parts[0].lower() == EVENTS_DIR else Path(EVENTS_DIR, rel)
+        tried += [str(p) for p in (rel, alt) if str(p) not in tried]
+    for candidate in tried:
+        if (folder / candidate).is_file():
+            return candidate
+    paths = " or ".join(str(folder / t) for t in tried)
+    raise InputError(f"{where}: file {name!r} not found (tried {paths}).")
 
 
 def load_image(path: Path, channels: Sequence[str]) -> tuple[np.ndarray, list[str], float | None]:

@@ -1,0 +1,104 @@
+"""labels.csv as lab spreadsheets write it (classifier.data.read_labels): Excel's byte-order mark,
+TRUE/FALSE, yes/no, header case and spacing, ';' columns, file names with or without ``events/``.
+Every readable variant gives exactly the items of the canonical file; anything else is an
+InputError that names labels.csv, the line and the value (never a bare ValueError traceback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from classifier.data import FolderItem, read_labels
+from classifier.errors import InputError
+
+FILES = ("events/a.tif", "events/b.tif", "events/c.tif")
+CANONICAL = ("file,is_ctc,category\n"
+             "events/a.tif,1,CTC\n"
+             "events/b.tif,0,White Blood Cell\n"
+             "events/c.tif,0,\n")
+
+
+def _folder(root: Path, text: str | bytes, files: tuple[str, ...] = FILES) -> Path:
+    """A labelled folder with empty event files (read_labels only needs them to exist)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (root / f).parent.mkdir(parents=True, exist_ok=True)
+        (root / f).write_bytes(b"")
+    (root / "labels.csv").write_bytes(text if isinstance(text, bytes) else text.encode())
+    return root
+
+
+def _swap(values: tuple[str, str]) -> str:
+    """The canonical file with is_ctc 1/0 written as ``values``."""
+    yes, no = values
+    return CANONICAL.replace(",1,", f",{yes},").replace(",0,", f",{no},")
+
+
+EXPECTED = [FolderItem("events/a.tif", 1, "ctc"), FolderItem("events/b.tif", 0, "leukocyte"),
+            FolderItem("events/c.tif", 0, None)]
+
+VARIANTS = {
+    "excel_utf8_bom": "\ufeff" + CANONICAL,
+    "crlf": CANONICAL.replace("\n", "\r\n"),
+    "header_upper": CANONICAL.replace("file,is_ctc,category", "File,IS_CTC,Category"),
+    "spaces_after_commas": CANONICAL.replace(",", ", "),
+    "semicolons": CANONICAL.replace(",", ";"),
+    "true_false": _swap(("TRUE", "FALSE")),
+    "yes_no": _swap(("yes", "No")),
+    "ctc_non_ctc": _swap(("CTC", "non-CTC")),
+    "floats": _swap(("1.0", "0.0")),
+    "trailing_blank_lines": CANONICAL + "\n,,\n\n",
+    "bare_file_names": CANONICAL.replace("events/", ""),
+    "windows_paths": CANONICAL.replace("events/", "events\\"),
+    "bom_upper_truefalse_spaces": "\ufeff" + _swap(("True", "False")).replace("file,is_ctc,category",
+                                                                              "FILE, Is_CTC, category"),
+}
+
+
+def test_the_canonical_file_reads_as_before(tmp_path):
+    assert read_labels(_folder(tmp_path, CANONICAL)) == EXPECTED
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_spreadsheet_variants_give_the_canonical_items(tmp_path, name):
+    assert read_labels(_folder(tmp_path, VARIANTS[name])) == EXPECTED
+
+
+def test_a_file_listed_under_events_but_lying_beside_labels_csv_is_found(tmp_path):
+    folder = _folder(tmp_path, CANONICAL, files=("a.tif", "events/b.tif", "events/c.tif"))
+    assert [it.file for it in read_labels(folder)] == ["a.tif", "events/b.tif", "events/c.tif"]
+
+
+def test_an_absolute_path_is_taken_as_written(tmp_path):
+    folder = _folder(tmp_path / "set", CANONICAL)
+    absolute = str(folder / "events" / "a.tif")
+    _folder(folder, CANONICAL.replace("events/a.tif", absolute))
+    assert read_labels(folder)[0].file == absolute
+
+
+@pytest.mark.parametrize(("value", "line"), [("", 3), ("maybe", 3), ("2", 3), ("-1", 3), ("nan", 3)])
+def test_an_unreadable_is_ctc_names_the_file_line_and_value(tmp_path, value, line):
+    text = CANONICAL.replace("events/b.tif,0,", f"events/b.tif,{value},")
+    with pytest.raises(InputError) as err:
+        read_labels(_folder(tmp_path, text))
+    msg = str(err.value)
+    assert "labels.csv" in msg and f"line {line}" in msg and repr(value) in msg, msg
+
+
+def test_a_missing_file_names_every_path_tried(tmp_path):
+    folder = _folder(tmp_path, CANONICAL, files=("events/a.tif", "events/c.tif"))
+    with pytest.raises(InputError) as err:
+        read_labels(folder)
+    msg = str(err.value)
+    assert "line 3" in msg and str(folder / "events" / "b.tif") in msg and str(folder / "b.tif") in msg, msg
+
+
+def test_missing_columns_are_named(tmp_path):
+    with pytest.raises(InputError, match="needs columns file,is_ctc"):
+        read_labels(_folder(tmp_path, "name,label\nevents/a.tif,1\n"))
+
+
+def test_a_file_that_is_not_utf8_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="UTF-8"):
+        read_labels(_folder(tmp_path, CANONICAL.replace("CTC", "CTC\xe9").encode("latin-1")))
