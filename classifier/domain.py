@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from classifier.preprocess import fill_border
+
 try:
     from classifier.channel_names import canonical as _canonical
 except ImportError:  # pragma: no cover
@@ -98,6 +100,7 @@ class ImageSignals:
     scale_source: str = "unknown"  # "given" | "estimated" | "default"
     n_objects: int | None = None  # field images: segmented objects
     novel_fraction: float | None = None  # share of this image's events outside the attribute range
+    fill: float = 0.0  # share of the frame that is constant fill at its border (padding), measured without it
 
     @property
     def frame_um(self) -> float | None:
@@ -140,16 +143,22 @@ def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequenc
         chans = list(key[-1])
         for s in range(0, len(idx), chunk):
             part = idx[s:s + chunk]
-            arrs = [_as_chw(images[i]) for i in part]
+            full = [_as_chw(images[i]) for i in part]
+            # measured inside any constant border fill (padding): black padding would pass for a dark
+            # background and pull the mid-tones (and with them the tone curve, classifier.tone)
+            borders = [fill_border(a) for a in full]
+            arrs = [_inside(a, b) for a, b in zip(full, borders, strict=True)]
             if kind == "events":
                 x = raw = np.stack([_grid(a, _GRID) for a in arrs])
             else:  # averaged for the objects, point-sampled for the rendering (bit depth, saturation)
                 x = _block_mean(arrs[0], max(1, -(-max(arrs[0].shape[1:]) // 512)))[None]
                 raw = _grid(arrs[0], 256)[None]
-            hws = [a.shape[1:] for a in arrs]
-            for i, sig in zip(part, _signals_stack(x, chans, [sources[i] for i in part], hws, raw), strict=True):
+            hws = [a.shape[1:] for a in full]  # the frame as given (its scale, its framing)
+            sigs = _signals_stack(x, chans, [sources[i] for i in part], hws, raw)
+            for i, sig, a, inner in zip(part, sigs, full, arrs, strict=True):
                 sig.px_um = None if pxs[i] is None else float(pxs[i])
                 sig.scale_source = how[i]
+                sig.fill = 1.0 - inner.shape[1] * inner.shape[2] / float(a.shape[1] * a.shape[2])
                 out[i] = sig
     return [o for o in out if o is not None]
 
@@ -160,6 +169,14 @@ _GRID = 40
 def _as_chw(img: np.ndarray) -> np.ndarray:
     a = np.asarray(img, np.float32)
     return a[None] if a.ndim == 2 else a
+
+
+def _inside(a: np.ndarray, border: tuple[int, int, int, int]) -> np.ndarray:
+    """``a`` (C, H, W) without ``border`` (top, bottom, left, right) lines; ``a`` itself when there are none."""
+    top, bottom, left, right = border
+    if not (top or bottom or left or right):
+        return a
+    return a[:, top:a.shape[1] - bottom, left:a.shape[2] - right]
 
 
 def _grid(a: np.ndarray, size: int) -> np.ndarray:
@@ -278,6 +295,11 @@ def image_findings(s: ImageSignals, ref: Reference | None = None, kind: str = "e
         out.append(Finding("grey_range", _ramp(s.grey_range, 0.45, 0.3),
                            f"low contrast: the markers use only {s.grey_range:.0%} of the {s.bit_depth} range "
                            "(validated renders use nearly all of it)"))
+    if s.fill > 0:
+        # the fill is left out of every measurement and is background to the model, so this alone
+        # is minor; the reviewer should still know the frame holds less of the scene than it seems
+        out.append(Finding("padded", 0.15, f"padded frame: {s.fill:.0%} of it is constant (e.g. black) fill at the "
+                                           "border (padding, or a cell at the scan edge), measured without it"))
     if s.saturated > 0.05:
         out.append(Finding("saturated", _ramp(s.saturated, 0.05, 0.2),
                            f"{s.saturated:.0%} of the pixels of a channel are saturated (clipped at the top)"))

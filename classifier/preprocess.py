@@ -101,6 +101,54 @@ def map_channels(image: np.ndarray, channels: Sequence[str], contract: Preproces
     return out
 
 
+#: a padded frame keeps at least this many pixels of image across (as :func:`map_channels` asks of any)
+MIN_CONTENT_PX = 8
+#: border fill is at least this thick: one constant line can be a quantised dim edge or a frame line
+#: drawn by the viewer (ctc-dev divided by 6 in 8 bits has one), and leaving it in costs nothing
+MIN_FILL_PX = 2
+#: ... and ends at a straight edge: at most this share of the next line's pixels still at the fill value
+MAX_EDGE_AT_FILL = 0.5
+
+
+def fill_border(image: np.ndarray) -> tuple[int, int, int, int]:
+    """How many whole border rows/columns of a (C, H, W) image are fill: ``(top, bottom, left, right)``.
+
+    A line is fill when every channel is exactly constant along it, at the value of that side's
+    outermost line: padding to a larger frame, or the black beyond the scan edge of a cell there;
+    a side counts from :data:`MIN_FILL_PX` such lines on, when the line inside them is image (a
+    flat clipped background, which fades into the scene, is not fill).
+    Real background never is (it always has noise), so an unpadded image gives ``(0, 0, 0, 0)``
+    after four cheap line checks. A frame that is constant throughout is blank, not padded."""
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = a[None]
+    _c, h, w = a.shape
+
+    def run(lines: np.ndarray, limit: int) -> int:
+        # lines: (C, n, L), outermost first; fill while every channel equals its outermost line's first pixel
+        ref = lines[:, :1, :1]
+        n = 0
+        while n < limit and bool((lines[:, n:n + 1] == ref).all()):
+            n += 1
+        if n < MIN_FILL_PX or n >= lines.shape[1]:
+            return 0
+        # padding ends at a straight edge: the next line is image, nearly all of it off the fill value;
+        # a flat clipped background (a JPEG's or a harsh stretch's black) fades into the scene instead
+        edge = (lines[:, n] == ref[:, 0]).all(axis=0)
+        return n if float(edge.mean()) <= MAX_EDGE_AT_FILL else 0
+
+    top = run(a, h - MIN_CONTENT_PX)
+    bottom = run(a[:, ::-1], h - MIN_CONTENT_PX - top)
+    rows = a[:, top:h - bottom]
+    left = run(rows.transpose(0, 2, 1), w - MIN_CONTENT_PX)
+    right = run(rows[:, :, ::-1].transpose(0, 2, 1), w - MIN_CONTENT_PX - left)
+    if top or bottom or left or right:
+        inside = rows[:, :, left:w - right].reshape(a.shape[0], -1)
+        if bool((inside.min(axis=1) == inside.max(axis=1)).all()):
+            return 0, 0, 0, 0
+    return top, bottom, left, right
+
+
 def _block_background(small: np.ndarray, grid: int = 8) -> np.ndarray:
     """Per-channel background robust to framing: the median of the darkest eighth of
     ``grid`` x ``grid`` block means. When the cell fills the frame, p20 of the pixels lies
@@ -372,10 +420,21 @@ def setup_image(
     mapped = map_channels(np.asarray(image), channels, contract, source)
     if pixel_size_um is not None and not (np.isfinite(pixel_size_um) and pixel_size_um > 0):
         raise InputError(f"{source}: pixel size must be a positive number of µm, got {pixel_size_um!r}.")
-    norm, smooth_small, block = _normalise(mapped)
+    # constant fill at the border (padding, a cell at the scan edge) is not part of the scene: the
+    # intensity anchors and nuclei are measured on the image inside it (the fill would drag p20 to
+    # the fill value, and make nuclei cut by the real edge look whole), and the fill itself becomes
+    # background (0), as the frame's outside is in crop_at; an unpadded image takes the plain path
+    h, w = mapped.shape[1:]
+    top, bottom, left, right = fill_border(mapped)
+    content = mapped[:, top:h - bottom, left:w - right] if top or bottom or left or right else mapped
+    norm, smooth_small, block = _normalise(content)
     objects = analyse_objects(norm, contract.reference_nucleus_um / pixel_size_um if pixel_size_um else None,
                               smoothed=(smooth_small, block))
     px_um, how = pixel_size(objects, pixel_size_um, contract)
+    if content.shape != mapped.shape:
+        framed = np.zeros(mapped.shape, np.float32)
+        framed[:, top:h - bottom, left:w - right] = norm
+        norm = framed
     return ImageSetup(norm, objects.thresholds, px_um, how)
 
 

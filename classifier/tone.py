@@ -13,7 +13,9 @@ What this is not: raw counts (12/16-bit, float) are linear and never re-mapped; 
 than :data:`classifier.domain.MIN_IMAGES_FOR_TONE` 8-bit images framed like the validated ones
 is not judged (one image's mid-tones are its content, and so are those of a frame that one cell
 fills); a small difference is left alone (framing and magnification move the median by up to
-~0.09 on ctc-dev's renderings, see docs/model-card.md). The domain check still judges the images
+~0.09 on ctc-dev's renderings, see docs/model-card.md); constant fill at a frame's border (black
+padding, a cell at the scan edge: :func:`classifier.preprocess.fill_border`) is not measured, it
+would pass for dark background and darken the median. The domain check still judges the images
 as they were uploaded and reports the shift; :func:`annotate` replaces its tone sentence with what
 was done about it.
 """
