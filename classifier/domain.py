@@ -252,7 +252,10 @@ def _signals_stack(x: np.ndarray, channels: list[str], sources: list[str], hws: 
         depth = ("float" if not integer[k] else dict((t, d) for t, d in _DEPTH_TOPS)[float(tops[k])])
         out.append(ImageSignals(
             source=str(sources[k]), height=int(hws[k][0]), width=int(hws[k][1]), channels=names, af_present="AF" in idx,
-            composite=suffix in _COMPOSITE_SUFFIXES, lossy=suffix in _LOSSY_SUFFIXES, bit_depth=depth,
+            # a PNG/JPEG with more than three channels is greyscale files stacked one per channel (an RGB
+            # composite holds three colours at most): lossless PNGs of that kind are the validated signal
+            composite=suffix in _COMPOSITE_SUFFIXES and len(names) <= 3, lossy=suffix in _LOSSY_SUFFIXES,
+            bit_depth=depth,
             grey_range=float(grey[k]) if integer[k] else 1.0, saturated=float(sat[k]) if integer[k] else 0.0,
             midtone=float(midtone[k]), n_nuclei=int(nuclei[k]), nucleus_cover=float(largest[k])))
     return out

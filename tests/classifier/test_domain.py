@@ -78,6 +78,18 @@ def test_rgb_composite_filling_the_frame_is_shifted_and_says_why(contract, refer
     assert "fills the frame" in text or "single nucleus is unreliable" in text, text
 
 
+def test_greyscale_files_stacked_one_per_channel_are_not_called_a_composite():
+    # four grey PNGs, one per marker, stacked into one image: the same pixels as a 4-channel TIFF;
+    # three colours (an RGB composite) still are one
+    img = np.random.default_rng(1).integers(0, 255, (4, 160, 160)).astype(np.float32)
+    four = domain.image_signals(img, ["DAPI", "CK", "AF", "CD45"], "e_DAPI.png")
+    tif = domain.image_signals(img, ["DAPI", "CK", "AF", "CD45"], "e.tif")
+    three = domain.image_signals(img[:3], ["CK", "CD45", "DAPI"], "e.png")
+    assert not four.composite and not four.lossy and not tif.composite
+    assert three.composite and not three.lossy
+    assert domain.image_signals(img, ["DAPI", "CK", "AF", "CD45"], "e_DAPI.jpg").lossy
+
+
 def test_a_single_nucleus_filling_the_frame_makes_the_inferred_scale_unreliable():
     img = np.zeros((4, 400, 400), np.float32)
     yy, xx = np.mgrid[:400, :400]
