@@ -30,6 +30,7 @@ are. Every `InputError` message starts with the name of the file it is about.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
@@ -130,6 +131,7 @@ def read_inputs(
             raise InputError(f"{b.name}: the upload's images are over the limit of "
                              f"{human_size(limits.max_decoded_bytes_total)} in total once decoded.")
     inputs = _assemble(items, declared)
+    _refuse_repeats(inputs)
     out: list[ImageInput] = []
     for src, arr, chans, px in inputs:
         missing = missing_required(chans, required)
@@ -139,6 +141,21 @@ def read_inputs(
                              f"{', '.join(required)} are required).")
         out.append(ImageInput(src, _to_float(arr, src), chans, pixel if pixel is not None else px))
     return out
+
+
+def _refuse_repeats(inputs: Sequence[_Assembled]) -> None:
+    """Refuse an upload that holds one image twice (a file given twice, a file and a zip holding it,
+    a folder zipped twice): its cells would be counted twice and the draw's count would be wrong
+    without a sign. Images that are constant throughout (blank) may repeat: they hold no cell."""
+    seen: dict[tuple[str, tuple[int, ...], bytes], int] = {}
+    for k, (src, arr, _chans, _px) in enumerate(inputs):
+        a = np.ascontiguousarray(arr)
+        key = (a.dtype.str, a.shape, hashlib.blake2b(a.data, digest_size=16).digest())
+        first = seen.setdefault(key, k)
+        if first != k and a.size and a.min() != a.max():
+            again = " (given twice)" if inputs[first][0] == src else f" as {inputs[first][0]}"
+            raise InputError(f"{src}: the same image{again}; its cells would be counted twice. "
+                             "Leave one of them out.")
 
 
 def check_channels(channels: str | Sequence[str], required: Sequence[str] = REQUIRED_CHANNELS) -> list[str]:

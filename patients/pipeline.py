@@ -263,7 +263,9 @@ def _analyse_and_store(upload: ImagingUpload, attempt: int, files: list, paths: 
         analyse_s = time.perf_counter() - t0
     except InputError as err:
         logger.info("upload %s rejected: %s", upload_id, err)
-        fail(upload_id, attempt, str(err))
+        # one bad file stops the whole upload (a partly read draw would give a wrong count): say so
+        fail(upload_id, attempt, f"{err} Nothing in this upload was analysed: upload it again without "
+                                 "that file, or with it corrected.")
         return "failed"
     except FileNotFoundError as err:
         # Only a missing *upload* file is the upload's fault; a missing weights file (or any

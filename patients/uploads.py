@@ -176,6 +176,21 @@ def _duplicate_warnings(upload: ImagingUpload, stored: list[UploadedFile]) -> li
             for d, (name, uid) in seen.items()]
 
 
+def _refuse_repeat_in_request(name: str, sha256: str, stored: list[UploadedFile]) -> None:
+    """One request holds each file once, under a name of its own. A file sent twice would have its
+    cells counted twice; two files of one name (a browser flattens two folders' ``event1_DAPI.tif``)
+    cannot be told apart when channel files are grouped by name, and would be mixed."""
+    base = Path(name).name
+    for row in stored:
+        if row.sha256 == sha256:
+            raise ValidationError(f"{base!r} is sent twice in this upload (identical to {row.original_name!r}): "
+                                  "its cells would be counted twice. Leave one out.", code="duplicate_in_request")
+        if row.original_name == base[:255]:
+            raise ValidationError(f"Two files in this upload are both called {base!r}: files from several folders "
+                                  "cannot be told apart by name. Zip each folder (the zip keeps the folders) or "
+                                  "upload them separately.", code="same_name")
+
+
 def create_upload(draw: BloodDraw, req: UploadRequest, user=None) -> ImagingUpload:
     """Validate and store ``req`` for ``draw``; the worker is queued after commit.
 
@@ -199,6 +214,7 @@ def create_upload(draw: BloodDraw, req: UploadRequest, user=None) -> ImagingUplo
                 for chunk in f.chunks():
                     digest.update(chunk)
                 f.seek(0)
+                _refuse_repeat_in_request(f.name, digest.hexdigest(), stored)
                 row = UploadedFile(
                     upload=upload, original_name=Path(f.name).name[:255], size=f.size, sha256=digest.hexdigest(),
                     position=position,

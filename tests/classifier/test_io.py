@@ -162,7 +162,8 @@ def test_it_stacks_one_greyscale_file_per_channel_by_marker_names(tmp_path: Path
     paths = [write_tif(tmp_path / "f1_CD45.tif", arr[3]), write_tif(tmp_path / "f1_dapi.tif", arr[0])]
     Image.fromarray(arr[1]).save(tmp_path / "f1_panck.png")
     paths += [tmp_path / "f1_panck.png", write_tif(tmp_path / "f1_AF.tif", arr[2])]
-    paths += [write_tif(tmp_path / f"f2_{m}.tif", arr[k]) for k, m in enumerate(["DAPI", "CK", "AF", "CD45"])]
+    arr2 = field(seed=1)  # another event (one image given twice is refused)
+    paths += [write_tif(tmp_path / f"f2_{m}.tif", arr2[k]) for k, m in enumerate(["DAPI", "CK", "AF", "CD45"])]
     out = read_inputs(paths, CH4)
     assert [i.source for i in out] == ["f1_dapi.tif", "f2_DAPI.tif"]
     for inp in out:
@@ -217,6 +218,21 @@ def test_it_reads_per_channel_files_inside_a_zip(tmp_path: Path) -> None:
     members = {f"f_{m}.tif": tif_bytes(arr[k]) for k, m in enumerate(["DAPI", "CK", "AF", "CD45"])}
     (inp,) = read_inputs([make_zip(tmp_path / "ch.zip", members)], CH4)
     assert channel_means(inp) == [1, 2, 3, 4]
+
+
+def test_one_image_given_twice_is_refused_so_its_cells_are_not_counted_twice(tmp_path: Path) -> None:
+    a = write_tif(tmp_path / "a.tif", field(seed=1))
+    b = write_tif(tmp_path / "b.tif", field(seed=2))
+    msg = refused([a, b, a])
+    assert "a.tif: the same image (given twice)" in msg and "counted twice" in msg
+    # a file and a zip holding it: the bytes differ, the image does not
+    z = make_zip(tmp_path / "up.zip", {"events/b.tif": tif_bytes(field(seed=2))})
+    assert "up.zip/events/b.tif: the same image as b.tif" in refused([a, b, z])
+    # blank frames hold no cell and may repeat; different images pass
+    blank = np.zeros((4, 40, 48), np.uint8)
+    c = write_tif(tmp_path / "c.tif", blank)
+    d = write_tif(tmp_path / "d.tif", blank)
+    assert len(read_inputs([a, b, c, d], CH4)) == 4
 
 
 def test_a_large_field_passes_the_default_limits(tmp_path: Path) -> None:
@@ -466,6 +482,6 @@ def test_a_bad_pixel_size(tmp_path: Path) -> None:
 
 def test_a_valid_upload_passes_validation(tmp_path: Path) -> None:
     paths = [write_tif(tmp_path / "a.tif", field()),
-             make_zip(tmp_path / "b.zip", {"e.tif": tif_bytes(field())})]
+             make_zip(tmp_path / "b.zip", {"e.tif": tif_bytes(field(seed=1))})]
     validate_upload(paths, CH4)
     assert len(read_inputs(paths, CH4)) == 2

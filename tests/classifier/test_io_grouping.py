@@ -141,7 +141,7 @@ def test_channels_split_across_two_folders_are_not_stacked_together(tmp_path: Pa
 
 
 def test_unique_names_stay_short(tmp_path: Path) -> None:
-    paths = [write(tmp_path / "x" / "e1.tif", event()), write(tmp_path / "y" / "e2.tif", event())]
+    paths = [write(tmp_path / "x" / "e1.tif", event()), write(tmp_path / "y" / "e2.tif", event(1))]
     assert [i.source for i in read_inputs(paths, CH4)] == ["e1.tif", "e2.tif"]
 
 

@@ -70,3 +70,33 @@ def test_valid_upload_is_stored_with_checksums_under_media_root(draw, alice, set
     assert path.is_file() and tmp_path.resolve() in path.parents
     assert row.original_name == "evil name.tif" and len(row.sha256) == 64
     assert upload.channels == ["DAPI", "CK", "AF", "CD45"] and upload.status == "queued"
+
+
+def _event(seed: int, name: str) -> SimpleUploadedFile:
+    buf = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 255, (4, 64, 64)).astype(np.uint8)
+    tifffile.imwrite(buf, pixels, photometric="minisblack", metadata={"axes": "CYX"})
+    return SimpleUploadedFile(name, buf.getvalue())
+
+
+def test_a_file_sent_twice_in_one_upload_is_refused_before_its_cells_count_twice(draw, alice, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    files = [_event(1, "e1.tif"), _event(2, "e2.tif"), _event(1, "e1-again.tif")]
+    with pytest.raises(ValidationError, match="'e1-again.tif' is sent twice in this upload") as err:
+        create_upload(draw, UploadRequest(files=files, channels=["DAPI", "CK", "AF", "CD45"]), alice)
+    assert err.value.code == "duplicate_in_request"
+    assert not ImagingUpload.objects.exists() and not UploadedFile.objects.exists()
+    assert not any(tmp_path.rglob("*.tif"))  # the two files stored before the repeat are gone again
+
+
+def test_two_files_of_one_name_are_refused_with_how_to_send_them(draw, alice, settings, tmp_path):
+    # a browser's folder upload flattens slideA/event1_DAPI.tif and slideB/event1_DAPI.tif
+    settings.MEDIA_ROOT = tmp_path
+    files = [_event(1, "event1.tif"), _event(2, "event1.tif")]
+    with pytest.raises(ValidationError, match="both called 'event1.tif'.*Zip each folder") as err:
+        create_upload(draw, UploadRequest(files=files, channels=["DAPI", "CK", "AF", "CD45"]), alice)
+    assert err.value.code == "same_name"
+    assert not ImagingUpload.objects.exists()
+    up = create_upload(draw, UploadRequest(files=[_event(1, "event1.tif"), _event(2, "event2.tif")],
+                                           channels=["DAPI", "CK", "AF", "CD45"]), alice)
+    assert up.files.count() == 2
