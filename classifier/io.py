@@ -143,6 +143,21 @@ def read_inputs(
     return out
 
 
+def checked_size(path: Path, name: str, limits: Limits) -> int:
+    """The size of a file on disk, refused (naming it ``name``) when it cannot be opened, is empty
+    or is over the per-file limit: checked before any byte is read."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"{name}: cannot be opened ({exc.strerror}).") from exc
+    if size == 0:
+        raise InputError(f"{name}: the file is empty (0 bytes).")
+    if size > limits.max_file_bytes:
+        raise InputError(f"{name}: {human_size(size)} is over the limit of "
+                         f"{human_size(limits.max_file_bytes)} per file.")
+    return size
+
+
 def _refuse_repeats(inputs: Sequence[_Assembled]) -> None:
     """Refuse an upload that holds one image twice (a file given twice, a file and a zip holding it,
     a folder zipped twice): its cells would be counted twice and the draw's count would be wrong
@@ -236,15 +251,7 @@ def _expand(paths: Sequence[PathLike], names: Sequence[str] | None, limits: Limi
                              f"{human_size(limits.max_total_bytes)} in total.")
 
     for path, name, key in _disk_files(paths, names):
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise InputError(f"{name}: cannot be opened ({exc.strerror}).") from exc
-        if size == 0:
-            raise InputError(f"{name}: the file is empty (0 bytes).")
-        if size > limits.max_file_bytes:
-            raise InputError(f"{name}: {human_size(size)} is over the limit of "
-                             f"{human_size(limits.max_file_bytes)} per file.")
+        size = checked_size(path, name, limits)
         with open(path, "rb") as fh:
             head = fh.read(16)
             if archives.is_zip(head):

@@ -29,7 +29,8 @@ from skimage.segmentation import watershed
 
 from classifier.decoders import Decoded, decode, sniff
 from classifier.errors import InputError
-from classifier.limits import DEFAULT_LIMITS, Limits, human_size
+from classifier.io import checked_size
+from classifier.limits import DEFAULT_LIMITS, Limits
 from classifier.nuclei import emulate, metrics
 from classifier.nuclei.infer import segment_nuclei
 from classifier.segmentation import NUCLEUS_DIAMETER_UM
@@ -123,15 +124,7 @@ def pair_files(root: Path) -> tuple[list[Pair], list[str]]:
 
 def read_file(path: Path, limits: Limits = DEFAULT_LIMITS, *, read: bool = True) -> Decoded:
     """Decode one file as an upload is decoded: format from its bytes, limits before pixels."""
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be opened ({exc.strerror}).") from exc
-    if size == 0:
-        raise InputError(f"{path}: the file is empty (0 bytes).")
-    if size > limits.max_file_bytes:
-        raise InputError(f"{path}: {human_size(size)} is over the limit of "
-                         f"{human_size(limits.max_file_bytes)} per file.")
+    checked_size(path, str(path), limits)
     with open(path, "rb") as fh:
         fmt = sniff(fh.read(16))
         fh.seek(0)

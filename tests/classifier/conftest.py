@@ -51,3 +51,20 @@ def shipped():
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def gamma16():
+    """16 synthetic events rendered with display gamma 1.6 on top of the validated stretch
+    (the tone curve corrects them)."""
+    from classifier import domain
+
+    return domain.synthetic_set("gamma_1.6", 16, 5)
+
+
+@pytest.fixture(scope="module")
+def validated():
+    """16 synthetic events rendered like the validated ones (the tone curve leaves them alone)."""
+    from classifier import domain
+
+    return domain.synthetic_set("in_domain", 16, 5)

@@ -17,16 +17,6 @@ CTC_DEV = Path(__file__).resolve().parents[3] / "shared" / "data" / "ctc-dev"
 PAD_LR = ((0, 0), (0, 0), (40, 40))  # ev_nonsquare: 160 px frames padded to 160 x 240
 
 
-@pytest.fixture(scope="module")
-def gamma16():
-    """16 synthetic 8-bit events whose display gamma 1.6 the tone curve corrects."""
-    return domain.synthetic_set("gamma_1.6", 16, 5)
-
-
-@pytest.fixture(scope="module")
-def validated():
-    return domain.synthetic_set("in_domain", 16, 5)
-
 
 def _pad(images, pad=PAD_LR, value=0.0):
     return [np.pad(a, pad, constant_values=value) for a in images]

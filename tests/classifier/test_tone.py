@@ -16,17 +16,6 @@ from classifier import data, domain, tone
 from classifier.preprocess import Prepared, prepare_image
 
 
-@pytest.fixture(scope="module")
-def gamma16():
-    """16 synthetic events rendered with display gamma 1.6 on top of the validated stretch."""
-    return domain.synthetic_set("gamma_1.6", 16, 5)
-
-
-@pytest.fixture(scope="module")
-def validated():
-    return domain.synthetic_set("in_domain", 16, 5)
-
-
 def test_a_validated_looking_set_is_left_alone(validated):
     images, chans, names, _y = validated
     out, curve = tone.harmonise(images, chans, names)
