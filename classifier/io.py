@@ -183,6 +183,11 @@ def check_channels(channels: str | Sequence[str], required: Sequence[str] = REQU
     return declared
 
 
+#: a TIFF whose last sample may be an alpha is read at upload time up to this many samples
+#: (a 4 x 512^2 thumbnail: a few ms); larger ones are decided by the worker
+_PEEK_ALPHA_MAX = 4 * 512 * 512
+
+
 def validate_upload(
     paths: Sequence[PathLike],
     channels: str | Sequence[str] | None,
@@ -207,6 +212,10 @@ def validate_upload(
         dec = _decode(blob, limits, read=False)
         n = len(declared) if declared is not None else None
         if dec.fmt == "TIFF" and n is not None and dec.shape[0] > 1:
+            if dec.alpha and dec.shape[0] == n + 1 and math.prod(dec.shape) <= _PEEK_ALPHA_MAX:
+                # the header only says the last sample *may* be an alpha (tifffile tags any 4th
+                # one so); a thumbnail's pixels are cheap, so decide now rather than in the worker
+                dec = _decode(blob, limits, read=True)
             _check_count(dec, n, blob.name)
 
 

@@ -480,6 +480,15 @@ def test_a_bad_pixel_size(tmp_path: Path) -> None:
     assert "outside 0.01-100" in refused([path], pixel_size_um=float("nan"))
 
 
+def test_the_upload_check_refuses_a_fourth_marker_sample_given_three_names(tmp_path: Path) -> None:
+    # tifffile stores (4, H, W) uint8 as RGB + an extra sample tagged alpha; only the pixels tell
+    # a marker (varying) from an opaque alpha, and the request must hear about it at once
+    path = write_tif(tmp_path / "e.tif", field(seed=3), photometric="rgb", planarconfig="separate")
+    with pytest.raises(InputError, match="has 4 channels but 3 channel names were given"):
+        validate_upload([path], "DAPI,CK,CD45")
+    validate_upload([path], CH4)
+
+
 def test_a_valid_upload_passes_validation(tmp_path: Path) -> None:
     paths = [write_tif(tmp_path / "a.tif", field()),
              make_zip(tmp_path / "b.zip", {"e.tif": tif_bytes(field(seed=1))})]
