@@ -331,7 +331,10 @@ def image_findings(s: ImageSignals, ref: Reference | None = None, kind: str = "e
                                f"wide framing: {fu:.0f} µm across, validated {VALIDATED_FRAME_UM[0]:.0f}-"
                                f"{VALIDATED_FRAME_UM[1]:.0f} µm (more neighbouring cells)"))
     if s.px_um is not None and not VALIDATED_PX_UM[0] <= s.px_um <= VALIDATED_PX_UM[1]:
-        how = {"given": "given", "estimated": "inferred from nuclei", "default": "assumed"}.get(s.scale_source, "")
+        # "given" is the caller's value or the file's own calibration (OME, ImageJ, TIFF resolution),
+        # which some exports write wrongly: the reason says which to check
+        how = {"given": "given, or from the file's calibration", "estimated": "inferred from nuclei",
+               "default": "assumed"}.get(s.scale_source, "")
         out.append(Finding("pixel_size", 0.15,
                            f"pixel size {s.px_um:.2f} µm ({how}) outside the validated {VALIDATED_PX_UM[0]:.2f}-"
                            f"{VALIDATED_PX_UM[1]:.2f} µm: images are rescaled, calls were checked at one scale"))
