@@ -10,8 +10,9 @@ Two uncertainties travel with every count (issue 14):
   operating point is 0.163), so an "expected count" would be a number nobody can check,
   while the range says exactly which cells decide the status and a reviewer can settle it
   cell by cell. An unreviewed call is *unsure* (:func:`unsure_q`) when its P(CTC) lies within
-  :data:`UNSURE_MARGIN` of the call threshold, or when the category head disagrees with the
-  call (the "call and category disagree" flag on the cards). The minimum drops unsure CTC
+  :data:`UNSURE_MARGIN` of the call threshold, when the category head disagrees with the
+  call (the "call and category disagree" flag on the cards), or when its upload's domain check
+  says ``shifted`` (images unlike the validated ones: "review every call"). The minimum drops unsure CTC
   calls, the maximum adds unsure non-CTC calls. Reviewed cells are certain.
 
 While a draw is preliminary and that range straddles the cut-off, its status is
@@ -39,6 +40,9 @@ UNSURE_MARGIN = 0.1
 #: The category codes the classifier's category head gives a CTC.
 CTC_CATEGORY = "ctc"
 
+#: an upload's domain check (classifier.domain) when its images differ from the validated ones
+SHIFTED = "shifted"
+
 INDETERMINATE_REVIEW = "indeterminate until reviewed"
 INDETERMINATE_VOLUME = "indeterminate at this volume"
 CLEAR_ABOVE = "95% CI wholly at or above the cut-off"
@@ -49,7 +53,10 @@ def unsure_q() -> Q:
     """Unreviewed cell events whose call the model is unsure of (see the module docstring)."""
     disagree = (Q(call="ctc") & ~Q(category=CTC_CATEGORY) & Q(category__in=_KNOWN_CATEGORIES)) | (
         Q(call="non_ctc") & Q(category=CTC_CATEGORY))
-    return Q(reviewed_call="") & (Q(margin__lt=UNSURE_MARGIN) | disagree)
+    # images unlike the validated ones: the calls may be wrong while looking confident (a CK-dim CTC
+    # at P 0.02), so none of them is settled until a reviewer has seen it
+    shifted = Q(upload__domain_check__status=SHIFTED)
+    return Q(reviewed_call="") & (Q(margin__lt=UNSURE_MARGIN) | disagree | shifted)
 
 
 #: Categories the disagreement flag knows (dashboard.labels.CATEGORY_LABELS): an unknown

@@ -45,6 +45,37 @@ def test_draw_summary_carries_garwood_intervals(as_alice, patient):
     assert rows[0]["ctc_count_ci95"] == [1.62, 11.67]
 
 
+def test_confident_calls_on_shifted_images_are_not_settled_until_reviewed(as_alice, bob, patient):
+    """An upload whose images differ from the validated domain ("review every call"): 1 CTC call
+    and 9 confident non-CTC calls read favorable at a cut-off of 5, but any of them may be wrong,
+    so the model range spans them all and the status waits for review, on the API and in FHIR."""
+    from patients.review import review_event
+
+    draw = factories.BloodDrawFactory(patient=patient, timepoint="C3D1")
+    up = factories.ImagingUploadFactory(draw=draw, domain_check={"status": "shifted", "score": 1.0,
+                                                                  "reasons": ["no AF channel"]})
+    _cell(up, 0.97, "ctc")
+    others = [_cell(up, 0.01, "leukocyte") for _ in range(9)]
+    s = recompute_summary(draw)
+    assert (s.ctc_count, s.ctc_count_min, s.ctc_count_max) == (1, 0, 10)
+    summary = as_alice.get(f"/api/draws/{draw.pk}/").json()["summary"]
+    assert summary["ctc_status"] == "indeterminate until reviewed"
+    # the same calls on validated-looking images are settled
+    plain = factories.BloodDrawFactory(patient=patient, timepoint="C4D1")
+    up2 = factories.ImagingUploadFactory(draw=plain, domain_check={"status": "in_domain", "score": 0.0, "reasons": []})
+    _cell(up2, 0.97, "ctc")
+    for _ in range(9):
+        _cell(up2, 0.01, "leukocyte")
+    s2 = recompute_summary(plain)
+    assert (s2.ctc_count_min, s2.ctc_count_max) == (1, 1)
+    assert as_alice.get(f"/api/draws/{plain.pk}/").json()["summary"]["ctc_status"] == "favorable"
+    # reviewed cells are certain whatever the images looked like
+    for e in others:
+        review_event(e, bob, "non_ctc", reason="CD45+ on review")
+    s = recompute_summary(draw)
+    assert (s.ctc_count_min, s.ctc_count_max) == (0, 1)
+
+
 def test_count_resting_on_unsure_cells_is_indeterminate_until_reviewed(as_alice, bob, patient):
     """The issue's C7D1 draw: 6 CTC calls at P 0.17, 0.35, 0.43, 0.50, 0.94, 0.99, the first four unsure."""
     from patients.review import review_event
