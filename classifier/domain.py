@@ -60,6 +60,8 @@ REFERENCE_FORMAT = 1
 VALIDATED_CHANNELS = ("DAPI", "CK", "AF", "CD45")
 VALIDATED_PX_UM = (0.33, 0.48)  # ctc-dev inferred 0.35-0.45 µm/px
 VALIDATED_FRAME_UM = (54.0, 100.0)  # ctc-dev 160 px x 0.35-0.45 = 56-72 µm; 240 px crops of it (93 µm) held
+#: an event frame this wide (µm) is more likely a whole field: the wide-framing reason says so
+FIELD_LIKE_FRAME_UM = 200.0
 VALIDATED_NUCLEI = (8, 70)  # ctc-dev 10-41 nuclei per 160 px frame
 #: the largest nucleus of a validated thumbnail covers a small part of the frame
 MAX_NUCLEUS_COVER = 0.06
@@ -327,9 +329,13 @@ def image_findings(s: ImageSignals, ref: Reference | None = None, kind: str = "e
                                f"tight framing: {fu:.0f} µm across, validated {VALIDATED_FRAME_UM[0]:.0f}-"
                                f"{VALIDATED_FRAME_UM[1]:.0f} µm (fewer cells to normalise against)"))
         elif fu is not None and fu > VALIDATED_FRAME_UM[1]:
+            # a frame of many event widths is more likely a whole field sent as an event gallery,
+            # where only the cell at its centre would be classified
+            field_hint = ("; if these are whole fields, upload them as fields (kind=field) so that every "
+                          "cell is found" if fu > FIELD_LIKE_FRAME_UM else "")
             out.append(Finding("wide_frame", 0.2 + 0.4 * _ramp(fu, VALIDATED_FRAME_UM[1], 125.0),
                                f"wide framing: {fu:.0f} µm across, validated {VALIDATED_FRAME_UM[0]:.0f}-"
-                               f"{VALIDATED_FRAME_UM[1]:.0f} µm (more neighbouring cells)"))
+                               f"{VALIDATED_FRAME_UM[1]:.0f} µm (more neighbouring cells){field_hint}"))
     if s.px_um is not None and not VALIDATED_PX_UM[0] <= s.px_um <= VALIDATED_PX_UM[1]:
         # "given" is the caller's value or the file's own calibration (OME, ImageJ, TIFF resolution),
         # which some exports write wrongly: the reason says which to check

@@ -90,6 +90,18 @@ def test_greyscale_files_stacked_one_per_channel_are_not_called_a_composite():
     assert domain.image_signals(img, ["DAPI", "CK", "AF", "CD45"], "e_DAPI.jpg").lossy
 
 
+def test_a_frame_many_events_wide_suggests_a_field_upload():
+    # a 640 px field at 0.4 µm/px (256 µm) sent as an event gallery: only its centre cell would be
+    # classified; a 360 px thumbnail with neighbours (144 µm) is only "wide"
+    rng = np.random.default_rng(2)
+    for side, hint in ((640, True), (360, False)):
+        img = rng.integers(0, 255, (4, side, side)).astype(np.float32)
+        s = domain.image_signals(img, ["DAPI", "CK", "AF", "CD45"], "f.tif", px_um=0.4, scale_source="given")
+        text = " | ".join(f.reason for f in domain.image_findings(s))
+        assert "wide framing" in text
+        assert ("upload them as fields (kind=field)" in text) is hint, text
+
+
 def test_a_single_nucleus_filling_the_frame_makes_the_inferred_scale_unreliable():
     img = np.zeros((4, 400, 400), np.float32)
     yy, xx = np.mgrid[:400, :400]
