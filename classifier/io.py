@@ -402,6 +402,12 @@ def _assemble(items: list[_Item], declared: list[str | None] | None) -> list[_As
         arr = dec.array
         if dec.alpha and arr.shape[0] == len(chans) + 1:
             arr = arr[:-1]
+        elif (dec.alpha and arr.shape[0] == len(chans) and chans[-1] not in (None, "-")
+              and int(arr[-1].min()) == int(arr[-1].max())):
+            # an opaque alpha named as a marker would be read as a channel saturated everywhere
+            raise InputError(f"{name}: its last channel is the image's alpha (transparency, the same value "
+                             f"everywhere), not a marker; name only the {arr.shape[0] - 1} colour channels "
+                             f"(e.g. {','.join(str(c) for c in chans[:-1])}, or end with '-' to skip it).")
         _check_count(Decoded(dec.fmt, tuple(arr.shape), dec.dtype, None, alpha=False),  # type: ignore[arg-type]
                      len(chans), name)
         out.append(_keep(name, arr, chans, dec.pixel_size_um))

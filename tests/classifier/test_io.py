@@ -193,6 +193,8 @@ def test_it_drops_the_alpha_of_an_rgba_png_and_skips_a_dash_channel(tmp_path: Pa
     assert channel_means(inp) == [1, 2, 3]
     (inp,) = read_inputs([tmp_path / "comp.png"], "CD45,CK,DAPI,-")
     assert inp.channels == ["CD45", "CK", "DAPI"]
+    # naming the opaque alpha as a fourth marker would read a channel saturated everywhere
+    assert "is the image's alpha" in refused([tmp_path / "comp.png"], "CD45,CK,DAPI,AF")
 
 
 def test_it_reads_rgb_jpeg_and_rgb_tiff_composites(tmp_path: Path) -> None:
