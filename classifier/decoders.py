@@ -8,10 +8,13 @@ turned into an `InputError` naming the file.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -61,7 +64,8 @@ def decode(fh: IO[bytes], fmt: str, name: str, limits: Limits, *, read: bool = T
     """Decode ``fh`` (format from `sniff`); with ``read=False`` check the header only."""
     try:
         if fmt == "tiff":
-            return _tiff(fh, name, limits, read)
+            with _tifffile_quiet():
+                return _tiff(fh, name, limits, read)
         return _pil(fh, fmt, name, limits, read)
     except InputError:
         raise
@@ -91,6 +95,20 @@ def check_shape(shape: tuple[int, int, int], dtype: np.dtype[Any], name: str,
 
 
 # --- TIFF --------------------------------------------------------------------------
+
+
+@contextmanager
+def _tifffile_quiet() -> Iterator[None]:
+    """Keep tifffile's own log lines (``<tifffile.TiffPages @8> invalid page offset ...``) off
+    stderr: on untrusted bytes they precede the InputError that says the same to the user in
+    words, and in a worker's log they read like a server fault."""
+    log = logging.getLogger("tifffile")
+    before = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(before)
 
 
 def _tiff(fh: IO[bytes], name: str, limits: Limits, read: bool) -> Decoded:

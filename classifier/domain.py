@@ -92,7 +92,7 @@ class ImageSignals:
     af_present: bool
     composite: bool  # an RGB composite (PNG/JPEG colours), not separate fluorescence channels
     lossy: bool  # JPEG
-    bit_depth: str  # "8-bit" | "12-bit" | "16-bit" | "float"
+    bit_depth: str  # "8-bit" | "12-bit" | "16-bit" | "signed integer" | "float"
     grey_range: float  # used fraction of the bit depth's range (DAPI, CK, CD45; min over them)
     saturated: float  # largest fraction of pixels at the top of the range, over channels
     midtone: float  # median over DAPI/CK/CD45 of the normalised 90th percentile (gamma/stretch)
@@ -210,7 +210,9 @@ def _signals_stack(x: np.ndarray, channels: list[str], sources: list[str], hws: 
     flat = raw.reshape(n, c, -1)
     mn, mx = flat.min(axis=2), flat.max(axis=2)  # (n, c)
     half = raw[:, :, ::2, ::2]
-    integer = np.all(half == np.round(half), axis=(1, 2, 3)) & (mn.min(axis=1) >= 0)
+    integral = np.all(half == np.round(half), axis=(1, 2, 3))
+    # negative whole numbers: counts with the background already subtracted (int16 exports)
+    integer = integral & (mn.min(axis=1) >= 0)
     top_all = mx.max(axis=1)
     tops = np.where(top_all <= 255, 255.0, np.where(top_all <= 4095, 4095.0, 65535.0))
     tops = np.where(integer, tops, np.maximum(top_all, 1e-9))
@@ -251,7 +253,8 @@ def _signals_stack(x: np.ndarray, channels: list[str], sources: list[str], hws: 
     out = []
     for k in range(n):
         suffix = Path(str(sources[k]).split("#")[0]).suffix.lower()
-        depth = ("float" if not integer[k] else dict((t, d) for t, d in _DEPTH_TOPS)[float(tops[k])])
+        depth = ("float" if not integral[k] else "signed integer" if not integer[k]
+                 else dict((t, d) for t, d in _DEPTH_TOPS)[float(tops[k])])
         out.append(ImageSignals(
             source=str(sources[k]), height=int(hws[k][0]), width=int(hws[k][1]), channels=names, af_present="AF" in idx,
             # a PNG/JPEG with more than three channels is greyscale files stacked one per channel (an RGB

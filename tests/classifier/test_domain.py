@@ -203,6 +203,19 @@ def test_json_shape(contract):
     assert bad["status"] == "shifted" and bad["reasons"][0].startswith("the domain check could not run")
 
 
+def test_bit_depth_is_read_from_the_values():
+    """Background-subtracted int16 exports (negative counts) are named as such, not as float input."""
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 4000, (4, 64, 64))
+    chans = ["DAPI", "CK", "AF", "CD45"]
+    depth = {name: domain.image_signals(a, chans, "e.tif").bit_depth for name, a in (
+        ("u8", base % 256), ("u12", base), ("u16", base * 16), ("s16", base.astype(np.int16) - 200),
+        ("f", base / 4000.0))}
+    assert depth == {"u8": "8-bit", "u12": "12-bit", "u16": "16-bit", "s16": "signed integer", "f": "float"}
+    s16 = domain.image_signals(base.astype(np.int16) - 200, chans, "e.tif")
+    assert any(f.reason.startswith("signed integer input") for f in domain.image_findings(s16))
+
+
 def test_image_signals_of_a_gallery_are_cheap():
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 256, (4, 160, 160)).astype(np.float32) for _ in range(200)]

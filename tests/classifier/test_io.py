@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import struct
 import zipfile
 from pathlib import Path
@@ -304,6 +305,15 @@ def test_truncated_tiff(tmp_path: Path) -> None:
     assert refused([tmp_path / "cut.tif"]).startswith("cut.tif: the TIFF file is truncated")
     with pytest.raises(InputError, match="truncated"):
         validate_upload([tmp_path / "cut.tif"], CH4)
+
+
+def test_corrupt_tiff_leaves_no_decoder_log_lines(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """tifffile logs what it finds wrong before raising; the user gets our sentence, not its log."""
+    (tmp_path / "junk.tif").write_bytes(b"II*\x00" + struct.pack("<I", 1_651_663_207) + b"garbage")
+    caplog.set_level(logging.DEBUG, logger="tifffile")
+    assert refused([tmp_path / "junk.tif"]) == "junk.tif: the TIFF file contains no image."
+    assert not [r for r in caplog.records if r.name.startswith("tifffile")]
+    assert logging.getLogger("tifffile").level == logging.DEBUG  # restored after the read
 
 
 def test_truncated_png(tmp_path: Path) -> None:
