@@ -154,6 +154,59 @@ def test_a_binary_mask_is_split_into_connected_components(tmp_path, capsys, on):
     assert "binary mask" in capsys.readouterr().err
 
 
+def _instance_colours(n: int, seed: int) -> np.ndarray:
+    """n distinct non-black RGB colours."""
+    codes = np.random.default_rng(seed).choice(np.arange(1, 2**24), n, replace=False)
+    return np.stack([(codes >> 16) & 255, (codes >> 8) & 255, codes & 255], 1).astype(np.uint8)
+
+
+def test_colour_masks_one_colour_per_nucleus(tmp_path, reference, capsys):
+    """A palette PNG (labelme, many annotation tools) or an RGB render with one colour per nucleus
+    scores exactly as the integer labels it encodes."""
+    root = _folder(tmp_path)
+    for n in NAMES:
+        tifffile.imwrite(root / "images" / f"{n}.tif", _image(n))
+    m00, m05 = _mask("dsb00"), _mask("dsb05")
+    palette = Image.fromarray(m00.astype(np.uint8), "P")
+    palette.putpalette([0, 0, 0] + _instance_colours(255, 0).ravel().tolist())
+    palette.save(root / "masks" / "dsb00.png")
+    rgb = np.zeros(m05.shape + (3,), np.uint8)
+    colours = _instance_colours(int(m05.max()), 1)
+    rgb[m05 > 0] = colours[m05[m05 > 0] - 1]
+    _png(rgb, root / "masks" / "dsb05.png")
+    report = _eval(root)
+    assert _scores(report) == reference
+    assert all(r["mask_note"].startswith("colour mask") for r in report["images"])
+    assert "colour mask" in capsys.readouterr().err
+
+
+def test_a_recycled_palette_is_split_where_one_colour_covers_separate_nuclei(tmp_path):
+    """Label renders (skimage label2rgb) recycle a few colours: separate regions of one colour are
+    separate nuclei; without that, dsb05's 38 nuclei would be scored as 6."""
+    root = _folder(tmp_path)
+    tifffile.imwrite(root / "images" / "dsb05.tif", _image("dsb05"))
+    m = _mask("dsb05")
+    colours = _instance_colours(6, 2)
+    rgb = np.zeros(m.shape + (3,), np.uint8)
+    rgb[m > 0] = colours[(m[m > 0] - 1) % 6]
+    _png(rgb, root / "masks" / "dsb05.png")
+    row = _eval(root)["images"][0]
+    touching_same_colour = 38 - row["n_true"]
+    assert 0 <= touching_same_colour <= 3  # only touching nuclei of one colour merge
+    assert "6 colours" in row["mask_note"]
+
+
+def test_a_colour_jpeg_mask_is_refused(tmp_path):
+    root = _folder(tmp_path)
+    tifffile.imwrite(root / "images" / "dsb00.tif", _image("dsb00"))
+    m = _mask("dsb00")
+    rgb = np.zeros(m.shape + (3,), np.uint8)
+    rgb[m > 0] = _instance_colours(int(m.max()), 3)[m[m > 0] - 1]
+    Image.fromarray(rgb).save(root / "masks" / "dsb00.jpg", quality=95)
+    with pytest.raises(InputError, match="a colour JPEG cannot be a mask"):
+        _eval(root)
+
+
 def test_float_masks_must_hold_integers(tmp_path, reference):
     root = _folder(tmp_path)
     tifffile.imwrite(root / "images" / "dsb00.tif", _image("dsb00"))
