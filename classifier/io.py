@@ -606,7 +606,9 @@ _WORD_LABEL = re.compile(r"[A-Za-z]{1,12}")
 
 def _one_event(stems: list[str]) -> bool:
     """Whether ``stems`` (folder + name, in stacking order) look like the channels of one
-    event: identical but for one channel label, where numbers count up from 0 or 1.
+    event: identical but for one channel label, where numbers count up from 0 or 1 and a bare
+    number is not zero-padded (``img1``..``img4`` and ``ev_ch00``..``ev_ch03`` are channels;
+    ``object001``..``object004`` are four events).
 
     This is what tells `obj5_ch0`...`obj5_ch3` (one event) from `C1-obj5`, `C1-obj16`...
     (one channel of several events): the varying part of the latter is an event number.
@@ -616,6 +618,8 @@ def _one_event(stems: list[str]) -> bool:
         return False  # identical names, or a marker name that grouping could not use
     numbers = [_NUMBER_LABEL.fullmatch(m) for m in middles]
     if all(numbers):
+        if any(m.isdigit() and len(m) > 1 and m.startswith("0") for m in middles):
+            return False  # zero-padded bare numbers (object001...) count events, not channels
         values = [int(m[1]) for m in numbers if m]
         return values[0] in (0, 1) and values == list(range(values[0], values[0] + len(values)))
     return all(_WORD_LABEL.fullmatch(m) for m in middles)

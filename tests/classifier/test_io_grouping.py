@@ -99,13 +99,15 @@ def test_marker_names_with_a_two_word_alias(tmp_path: Path) -> None:
 # --- the taken-in-order fallback ---------------------------------------------------
 
 
-def test_the_fallback_refuses_to_stack_one_channel_of_several_events(tmp_path: Path) -> None:
+@pytest.mark.parametrize("events", [(5, 16, 21, 38), (1, 2, 3, 4)])
+def test_the_fallback_refuses_to_stack_one_channel_of_several_events(tmp_path: Path, events) -> None:
     # channel number first, in a form no scheme knows: sorted, a group is one channel of
-    # four events; their names differ by an event number, not a channel label.
+    # four events; their names differ by an event number, not a channel label -- also when the
+    # events are numbered 001..004, which counts up like a channel number but is zero-padded.
     paths = [write(tmp_path / f"{k + 1}_object{e:03d}.tif", event(e)[k])
-             for k in range(4) for e in (5, 16, 21, 38)]
+             for k in range(4) for e in events]
     msg = refused(sorted(paths))
-    assert msg.startswith("1_object005.tif: cannot tell which file holds which channel")
+    assert msg.startswith(f"1_object{events[0]:03d}.tif: cannot tell which file holds which channel")
     assert "name files after their marker (e.g. object005_DAPI.tif)" in msg
 
 
@@ -115,10 +117,11 @@ def test_the_fallback_refuses_marker_named_folders(tmp_path: Path) -> None:
     assert "cannot tell which file holds which channel" in refused(paths)
 
 
-def test_the_fallback_still_takes_numbered_files_of_one_event_in_order(tmp_path: Path) -> None:
-    paths = [write(tmp_path / f"img{k + 1}.tif", event()[k]) for k in range(4)]
+@pytest.mark.parametrize("pattern", ["img{k1}.tif", "ev_ch{k0:02d}.tif", "ev_w{k1}.tif"])
+def test_the_fallback_still_takes_numbered_files_of_one_event_in_order(tmp_path: Path, pattern) -> None:
+    paths = [write(tmp_path / pattern.format(k1=k + 1, k0=k), event()[k]) for k in range(4)]
     (inp,) = read_inputs(paths, CH4)
-    assert inp.source == "img1.tif" and close(inp, 0)
+    assert inp.source == paths[0].name and close(inp, 0)
 
 
 # --- the same names in two folders -------------------------------------------------
