@@ -129,7 +129,7 @@ def _tiff(fh: IO[bytes], name: str, limits: Limits, read: bool) -> Decoded:
             chosen = planes
             axes = "CYX"
         else:
-            s = series[0]
+            s = _main_series(series, name)
             shape, order = _layout(tuple(s.shape), s.axes, name)
             chosen = [s]
             axes = s.axes
@@ -154,6 +154,29 @@ def _tiff(fh: IO[bytes], name: str, limits: Limits, read: bool) -> Decoded:
             if alpha:
                 alpha = _is_alpha(array[-1], _extra_sample_kind(tif))
         return Decoded("TIFF", shape, dtype, array, names, pixel, alpha)
+
+
+def _plane_area(series: Any) -> int:
+    axes, shape = str(series.axes), tuple(series.shape)
+    if "Y" not in axes or "X" not in axes or len(axes) != len(shape):
+        return 0
+    return int(shape[axes.index("Y")]) * int(shape[axes.index("X")])
+
+
+def _main_series(series: list[Any], name: str) -> Any:
+    """The one image of a TIFF: the largest series, the others being previews (a thumbnail, a
+    slide label, an overview written before the image, under a quarter of its area). A file
+    holding several full-sized images (an OME-TIFF of many events or fields) is refused: reading
+    only the first would drop the rest from the count without a word."""
+    areas = [_plane_area(s) for s in series]
+    largest = max(areas)
+    full = [s for s, a in zip(series, areas, strict=True) if a * 4 > largest]
+    if len(full) > 1:
+        sizes = sorted({f"{s.shape[str(s.axes).index('X')]}x{s.shape[str(s.axes).index('Y')]}" for s in full})
+        raise InputError(f"{name}: holds {len(full)} images ({', '.join(sizes)} pixels; TIFF/OME series), "
+                         "but one image per file is read: save each image (event or field) as its own "
+                         "file, or zip them.")
+    return full[0] if full else series[0]
 
 
 def _pages_as_channels(series: list[Any]) -> list[Any] | None:

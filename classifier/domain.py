@@ -92,7 +92,7 @@ class ImageSignals:
     af_present: bool
     composite: bool  # an RGB composite (PNG/JPEG colours), not separate fluorescence channels
     lossy: bool  # JPEG
-    bit_depth: str  # "8-bit" | "12-bit" | "16-bit" | "signed integer" | "float"
+    bit_depth: str  # "8-bit" | "12-bit" | "16-bit" | "32-bit" | "signed integer" | "float"
     grey_range: float  # used fraction of the bit depth's range (DAPI, CK, CD45; min over them)
     saturated: float  # largest fraction of pixels at the top of the range, over channels
     midtone: float  # median over DAPI/CK/CD45 of the normalised 90th percentile (gamma/stretch)
@@ -114,7 +114,7 @@ class ImageSignals:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
 
 
-_DEPTH_TOPS = ((255.0, "8-bit"), (4095.0, "12-bit"), (65535.0, "16-bit"))
+_DEPTH_TOPS = ((255.0, "8-bit"), (4095.0, "12-bit"), (65535.0, "16-bit"), (4294967295.0, "32-bit"))
 
 
 def image_signals(image: np.ndarray, channels: Sequence[str], source: str = "image",
@@ -157,7 +157,13 @@ def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequenc
                 raw = _grid(arrs[0], 256)[None]
             hws = [a.shape[1:] for a in full]  # the frame as given (its scale, its framing)
             sigs = _signals_stack(x, chans, [sources[i] for i in part], hws, raw)
+            af = _channel_index(chans, "AF")
             for i, sig, a, inner in zip(part, sigs, full, arrs, strict=True):
+                if af is not None and af < inner.shape[0]:
+                    # a blank AF plane (an export that writes the channel it lacks as zeros) is no AF:
+                    # the model then sees exactly what it sees without one
+                    plane = inner[af]
+                    sig.af_present = bool(plane.size) and bool(plane.max() > plane.min())
                 sig.px_um = None if pxs[i] is None else float(pxs[i])
                 sig.scale_source = how[i]
                 sig.fill = 1.0 - inner.shape[1] * inner.shape[2] / float(a.shape[1] * a.shape[2])
@@ -166,6 +172,11 @@ def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequenc
 
 
 _GRID = 40
+
+
+def _channel_index(channels: Sequence[str], name: str) -> int | None:
+    names = [(_canonical(ch) or str(ch).strip().upper()) for ch in channels]
+    return names.index(name) if name in names else None
 
 
 def _as_chw(img: np.ndarray) -> np.ndarray:
@@ -214,7 +225,8 @@ def _signals_stack(x: np.ndarray, channels: list[str], sources: list[str], hws: 
     # negative whole numbers: counts with the background already subtracted (int16 exports)
     integer = integral & (mn.min(axis=1) >= 0)
     top_all = mx.max(axis=1)
-    tops = np.where(top_all <= 255, 255.0, np.where(top_all <= 4095, 4095.0, 65535.0))
+    tops = np.where(top_all <= 255, 255.0, np.where(top_all <= 4095, 4095.0,
+                                                     np.where(top_all <= 65535, 65535.0, 4294967295.0)))
     tops = np.where(integer, tops, np.maximum(top_all, 1e-9))
     grey = ((mx - mn)[:, main] / tops[:, None]).min(axis=1)
     sat = (half >= tops[:, None, None, None]).mean(axis=(2, 3)).max(axis=1)

@@ -211,6 +211,8 @@ def validate_upload(
             continue  # a zip member: its directory entry was checked, its pixels wait
         dec = _decode(blob, limits, read=False)
         n = len(declared) if declared is not None else None
+        if declared is not None and dec.shape[0] > 1:
+            _refuse_contradiction(declared, dec.names, blob.name)
         if dec.fmt == "TIFF" and n is not None and dec.shape[0] > 1:
             if dec.alpha and dec.shape[0] == n + 1 and math.prod(dec.shape) <= _PEEK_ALPHA_MAX:
                 # the header only says the last sample *may* be an alpha (tifffile tags any 4th
@@ -398,13 +400,15 @@ def _assemble(items: list[_Item], declared: list[str | None] | None) -> list[_As
                                  "give the channel names (e.g. DAPI,CK,AF,CD45).")
             chans = _metadata_channels(dec.names, name)
         else:
+            _refuse_contradiction(declared, dec.names, name)
             chans = declared
         arr = dec.array
         if dec.alpha and arr.shape[0] == len(chans) + 1:
             arr = arr[:-1]
         elif (dec.alpha and arr.shape[0] == len(chans) and chans[-1] not in (None, "-")
-              and int(arr[-1].min()) == int(arr[-1].max())):
-            # an opaque alpha named as a marker would be read as a channel saturated everywhere
+              and int(arr[-1].min()) == int(arr[-1].max()) != 0):
+            # an opaque alpha named as a marker would be read as a channel saturated everywhere; an
+            # all-zero one named so is a channel written blank (no AF), which the domain check reports
             raise InputError(f"{name}: its last channel is the image's alpha (transparency, the same value "
                              f"everywhere), not a marker; name only the {arr.shape[0] - 1} colour channels "
                              f"(e.g. {','.join(str(c) for c in chans[:-1])}, or end with '-' to skip it).")
@@ -414,6 +418,20 @@ def _assemble(items: list[_Item], declared: list[str | None] | None) -> list[_As
     if singles:
         out.extend(_stack_singles(singles, declared))
     return out
+
+
+def _refuse_contradiction(declared: list[str | None], file_names: list[str] | None, name: str) -> None:
+    """A file that names its channels (OME, ImageJ labels) in another order than the caller:
+    one of the two is wrong, and taking the caller's order would swap markers without a word
+    (an OME file of CD45,DAPI,CK,AF read as DAPI,CK,AF,CD45 called all 7 ctc-dev CTCs non-CTC).
+    Names the file uses for something else (``Channel:0``, a dye) are no contradiction."""
+    if not file_names or len(file_names) != len(declared):
+        return
+    own = [canonical(str(n)) for n in file_names]
+    if any(d is not None and d in own and own.index(d) != i for i, d in enumerate(declared)):
+        raise InputError(f"{name}: the file names its channels {', '.join(map(str, file_names))} (in that "
+                         f"order), but they were given as {_join(declared)}; give them in the file's order "
+                         f"({','.join(c or '-' for c in own)}), or correct the file's metadata.")
 
 
 def _metadata_channels(raw: list[str], name: str) -> list[str | None]:

@@ -210,10 +210,29 @@ def test_bit_depth_is_read_from_the_values():
     chans = ["DAPI", "CK", "AF", "CD45"]
     depth = {name: domain.image_signals(a, chans, "e.tif").bit_depth for name, a in (
         ("u8", base % 256), ("u12", base), ("u16", base * 16), ("s16", base.astype(np.int16) - 200),
-        ("f", base / 4000.0))}
-    assert depth == {"u8": "8-bit", "u12": "12-bit", "u16": "16-bit", "s16": "signed integer", "f": "float"}
+        ("u32", base.astype(np.uint32) * 2**20), ("f", base / 4000.0))}
+    assert depth == {"u8": "8-bit", "u12": "12-bit", "u16": "16-bit", "s16": "signed integer", "u32": "32-bit",
+                     "f": "float"}
+    u32 = domain.image_signals(base.astype(np.uint32) * 2**20, chans, "e.tif")
+    assert u32.saturated < 0.01  # not "saturated" against a 16-bit top
     s16 = domain.image_signals(base.astype(np.int16) - 200, chans, "e.tif")
     assert any(f.reason.startswith("signed integer input") for f in domain.image_findings(s16))
+
+
+def test_a_blank_af_channel_counts_as_no_af():
+    """An export that writes the AF channel it lacks as zeros gives the model exactly what it sees
+    without AF: the check must say so, as it does when AF is left out."""
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 200, (4, 160, 160)).astype(np.float32)
+    chans = ["DAPI", "CK", "AF", "CD45"]
+    assert domain.image_signals(img, chans, "e.tif").af_present
+    img[2] = 0
+    s = domain.image_signals(img, chans, "e.tif")
+    assert not s.af_present and any(f.key == "no_af" for f in domain.image_findings(s))
+    sparse = np.zeros_like(img[2])
+    sparse[80, 80] = 30  # one bright speck between the sampling grid's points: still an AF channel
+    img[2] = sparse
+    assert domain.image_signals(img, chans, "e.tif").af_present
 
 
 def test_image_signals_of_a_gallery_are_cheap():

@@ -119,6 +119,53 @@ def test_the_callers_names_and_pixel_size_win_over_metadata(tmp_path: Path) -> N
     assert inp.channels == ["CD45", "AF", "CK", "DAPI"] and inp.pixel_size_um == 0.8
 
 
+@pytest.mark.parametrize("writer", ["ome", "imagej"])
+def test_names_given_in_another_order_than_the_files_are_refused(tmp_path: Path, writer: str) -> None:
+    """Taking the caller's order over the file's would swap markers silently (an OME export of
+    CD45,DAPI,CK,AF read as DAPI,CK,AF,CD45 called every ctc-dev CTC non-CTC)."""
+    own = ["CD45", "DAPI", "CK", "AF"]
+    if writer == "ome":
+        path = write_tif(tmp_path / "f.ome.tif", field(), ome=True, metadata={"axes": "CYX", "Channel": {"Name": own}})
+    else:
+        path = write_tif(tmp_path / "f.tif", field(), imagej=True, metadata={"axes": "CYX", "Labels": own})
+    msg = refused([path], CH4)
+    assert msg.startswith(f"{path.name}: the file names its channels CD45, DAPI, CK, AF (in that order), "
+                          "but they were given as DAPI,CK,AF,CD45")
+    assert "give them in the file's order (CD45,DAPI,CK,AF)" in msg
+    with pytest.raises(InputError, match="the file names its channels"):  # at request time too
+        validate_upload([path], CH4)
+    (inp,) = read_inputs([path], "CD45,DAPI,CK,AF")  # the file's own order is read as it says
+    assert channel_means(inp) == [1, 2, 3, 4] and inp.channels == own
+    validate_upload([path], "CD45,DAPI,CK,-")  # skipping a channel is no contradiction
+
+
+def test_a_tiff_of_several_images_is_refused_and_a_preview_is_passed_over(tmp_path: Path) -> None:
+    """Only one image per file is read: an OME-TIFF of 3 events must not count as one, and a
+    thumbnail written before the image must not be analysed instead of it."""
+    path = tmp_path / "three.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        for k in range(3):
+            tw.write(field(seed=k), photometric="minisblack", metadata={"axes": "CYX"})
+    assert refused([path]).startswith("three.ome.tif: holds 3 images (48x40 pixels; TIFF/OME series), "
+                                      "but one image per file is read")
+    path = tmp_path / "thumb.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        tw.write(field(h=16, w=16), photometric="minisblack", metadata={"axes": "CYX"})
+        tw.write(field(h=64, w=80), photometric="minisblack", metadata={"axes": "CYX"})
+    (inp,) = read_inputs([path], CH4)
+    assert inp.image.shape == (4, 64, 80) and channel_means(inp) == [1, 2, 3, 4]
+
+
+def test_a_blank_fourth_sample_is_a_channel_not_an_alpha(tmp_path: Path) -> None:
+    """tifffile writes (H, W, 4) as RGB + an extra sample; all zero is a channel written blank
+    (an instrument without AF), not a wholly transparent alpha."""
+    arr = np.moveaxis(field(), 0, -1).copy()
+    arr[..., 3] = 0
+    path = write_tif(tmp_path / "blank.tif", arr, photometric="rgb")
+    (inp,) = read_inputs([path], "DAPI,CK,CD45,AF")
+    assert channel_means(inp) == [1, 2, 3, 0]
+
+
 def test_it_reads_imagej_channel_labels(tmp_path: Path) -> None:
     path = write_tif(tmp_path / "ij.tif", field(), imagej=True, resolution=(1 / 0.33, 1 / 0.33),
                      metadata={"axes": "CYX", "Labels": ["DAPI", "CK", "AF", "CD45"],
