@@ -44,6 +44,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from classifier.preprocess import fill_border
+from classifier.segmentation import NUCLEUS_DIAMETER_UM
 
 try:
     from classifier.channel_names import canonical as _canonical
@@ -59,6 +60,7 @@ REFERENCE_FORMAT = 1
 # The validated domain (ctc-dev: 18 events; see docs/model-card.md, "Domain check").
 VALIDATED_CHANNELS = ("DAPI", "CK", "AF", "CD45")
 VALIDATED_PX_UM = (0.33, 0.48)  # ctc-dev inferred 0.35-0.45 µm/px
+COARSE_PX_UM = (1.0, 1.5)  # pixel sizes from which the rescaled image has lost the nuclei's detail
 VALIDATED_FRAME_UM = (54.0, 100.0)  # ctc-dev 160 px x 0.35-0.45 = 56-72 µm; 240 px crops of it (93 µm) held
 #: an event frame this wide (µm) is more likely a whole field: the wide-framing reason says so
 FIELD_LIKE_FRAME_UM = 200.0
@@ -356,9 +358,14 @@ def image_findings(s: ImageSignals, ref: Reference | None = None, kind: str = "e
         # which some exports write wrongly: the reason says which to check
         how = {"given": "given, or from the file's calibration", "estimated": "inferred from nuclei",
                "default": "assumed"}.get(s.scale_source, "")
-        out.append(Finding("pixel_size", 0.15,
+        # rescaling holds to ~0.83 µm (ctc-dev at half size: BA 0.955); coarser, a nucleus is a few
+        # pixels and its texture is gone (ctc-dev's events as 40 px thumbnails, 1.66 µm: BA 0.79)
+        coarse = _ramp(s.px_um, COARSE_PX_UM[0], COARSE_PX_UM[1])
+        few_px = f"; a nucleus is only ~{NUCLEUS_DIAMETER_UM / s.px_um:.0f} px across" if coarse > 0 else ""
+        out.append(Finding("pixel_size", 0.15 + 0.45 * coarse,
                            f"pixel size {s.px_um:.2f} µm ({how}) outside the validated {VALIDATED_PX_UM[0]:.2f}-"
-                           f"{VALIDATED_PX_UM[1]:.2f} µm: images are rescaled, calls were checked at one scale"))
+                           f"{VALIDATED_PX_UM[1]:.2f} µm: images are rescaled, calls were checked at one scale"
+                           + few_px))
     if kind == "field" and s.n_objects is not None:
         out += field_findings(s)
     if s.novel_fraction is not None and s.novel_fraction > 0:

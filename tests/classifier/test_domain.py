@@ -235,6 +235,17 @@ def test_a_blank_af_channel_counts_as_no_af():
     assert domain.image_signals(img, chans, "e.tif").af_present
 
 
+@pytest.mark.parametrize(("px", "shifted_alone"), [(0.2, False), (0.83, False), (1.2, False), (1.66, True)])
+def test_a_coarse_pixel_size_weighs_more_than_another_magnification(px, shifted_alone):
+    """Half ctc-dev's magnification (0.83 µm) keeps its calls; 40 px thumbnails of the same events
+    (1.66 µm: a nucleus ~4 px across) lost three CTCs, and that alone must say shifted."""
+    img = np.random.default_rng(3).integers(0, 200, (4, 160, 160)).astype(np.float32)
+    s = domain.image_signals(img, ["DAPI", "CK", "AF", "CD45"], "e.tif", px, "estimated")
+    (f,) = [f for f in domain.image_findings(s) if f.key == "pixel_size"]
+    assert (f.severity >= domain.THRESHOLD) == shifted_alone
+    assert ("a nucleus is only" in f.reason) == (px > 1.0)
+
+
 def test_image_signals_of_a_gallery_are_cheap():
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 256, (4, 160, 160)).astype(np.float32) for _ in range(200)]
