@@ -175,7 +175,8 @@ def analyse_field(
     measured = _median_diameter(nuclei_full)
     warnings = early + plausibility_warnings(n_nuclei, (h, w), diameter, measured)
     warnings += unsure
-    warnings += [f"Pixel size and image disagree: {n}." for n in notes]
+    warnings += [f"Pixel size and image disagree: {n}; the cells were segmented and classified at the "
+                 f"image's scale. Check the pixel size." for n in notes]
     return FieldSegmentation(cell_list, labels, n_nuclei, diameter, source, warnings)
 
 

@@ -97,6 +97,28 @@ def test_field_kind_reports_each_cell_with_its_index(shipped):
     assert all(0 <= e.x < 192 and 0 <= e.y < 192 for e in res.events)
 
 
+def test_field_cells_are_classified_at_the_scale_they_were_segmented_at(shipped):
+    """A pixel size 2x off that the segmenter overrules must not reach the classifier's crops
+    (a CellSearch-like frame gave 6 CTC calls for 1 CTC, past the >= 5 cut-off), and without a
+    pixel size the crops take the segmenter's field-wide reading, not each image's own guess."""
+    from classifier.engine import field_scale
+    from classifier.segmentation import FieldSegmentation
+
+    img, _ = make_field(np.random.default_rng(4), 384, 384, 60, pixel_size_um=0.65, ctc_fraction=0.1)
+    right = shipped.analyse_arrays([img], CH, kind="field", pixel_size_um=0.65)
+    wrong = shipped.analyse_arrays([img], CH, kind="field", pixel_size_um=1.3)
+    assert any("Pixel size and image disagree" in w and "classified at the image's scale" in w
+               for w in wrong.warnings)
+    n_ctc = [sum(e.call == "ctc" for e in r.events) for r in (right, wrong)]
+    assert n_ctc[0] >= 4 and abs(n_ctc[1] - n_ctc[0]) <= 1, n_ctc
+    seg = FieldSegmentation([], np.zeros((4, 4), np.int32), 0, 10.0, "pixel size, corrected by the image")
+    assert field_scale(1.3, seg) == (pytest.approx(0.7), "estimated")
+    seg.scale_source = "pixel size"
+    assert field_scale(0.65, seg) == (0.65, None)  # the caller's, where the image agrees
+    seg.scale_source = "image"
+    assert field_scale(None, seg) == (pytest.approx(0.7), "estimated")
+
+
 def test_bad_inputs_raise_input_error(shipped, tmp_path):
     img, _ = make_event(np.random.default_rng(0), "ctc", px_um=0.5, size_px=64)
     with pytest.raises(InputError, match="CD45"):
