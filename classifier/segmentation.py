@@ -164,7 +164,10 @@ def analyse_field(
     ck_mask = ck_full[::f, ::f] if ck_full is not None and f > 1 else ck_full
     cd45_mask = cd45_full[::f, ::f] if cd45_full is not None and f > 1 else cd45_full
     cells = _grow(nuclei, _union(ck_mask, cd45_mask), d)
-    if ck_mask is not None and ck_only != "none":
+    # CK-only objects stand for CTCs whose nucleus was too dim *beside* nuclei that were found; in a
+    # field without a single nucleus (a blank DAPI channel, or another marker given as DAPI) they are
+    # not cells: an all-zero DAPI turned 13 CK/CD45 blobs into "cells" of a frame of 25
+    if ck_mask is not None and ck_only != "none" and nuclei.any():
         min_um = LARGE_CK_OBJECT_UM if ck_only == "large" else 0.3 * NUCLEUS_DIAMETER_UM
         cells = _add_ck_objects(cells, ck_mask, min_um / NUCLEUS_DIAMETER_UM * d)
 
@@ -174,6 +177,9 @@ def analyse_field(
     n_nuclei = int(nuclei_full.max())
     measured = _median_diameter(nuclei_full)
     warnings = early + plausibility_warnings(n_nuclei, (h, w), diameter, measured)
+    if n_nuclei == 0 and not any(u.startswith("No nuclei") for u in unsure):
+        warnings.append("No nuclei: nothing in the DAPI channel was taken for a nucleus (a blank channel, an "
+                        "empty field, or the wrong channel given as DAPI): check the channel order.")
     warnings += unsure
     warnings += [f"Pixel size and image disagree: {n}; the cells were segmented and classified at the "
                  f"image's scale. Check the pixel size." for n in notes]

@@ -125,6 +125,19 @@ def test_it_works_with_dapi_alone_and_on_an_empty_image() -> None:
     assert cells == [] and not labels.any()
 
 
+def test_a_field_without_a_single_nucleus_has_no_cells_and_says_why() -> None:
+    """CK-only objects stand in for CTCs with a dim nucleus beside nuclei that were found; with a
+    blank DAPI channel (or another marker given as DAPI) nothing is a cell, and the field says so."""
+    from classifier.segmentation import analyse_field
+
+    img, n = disc_field()
+    assert len(segment_field(img, CHANNELS, 7.0 / 12)[0]) == n + 1  # with DAPI: nuclei + the CK blob
+    img[0] = 0.0
+    seg = analyse_field(img, CHANNELS, 7.0 / 12)
+    assert seg.cells == [] and not seg.labels.any()
+    assert any(w.startswith("No nuclei") and "check the channel order" in w for w in seg.warnings)
+
+
 def test_it_needs_a_dapi_channel() -> None:
     with pytest.raises(InputError, match="DAPI"):
         segment_field(np.zeros((2, 32, 32), np.float32), ["CK", "CD45"])
