@@ -393,6 +393,23 @@ def field_findings(s: ImageSignals) -> list[Finding]:
     return out
 
 
+#: a field image with at least this many cells ...
+CTC_SHARE_MIN_CELLS = 20
+#: ... and more than this share of them called CTC is not blood as it is: in an enriched sample CTCs
+#: are a few cells among many leukocytes (synthetic fields 5-10 %); swapped channels called 18 of
+#: 25 and 107 of 120 cells CTC, which no field of a patient's blood shows
+CTC_SHARE_MAX = 0.2
+
+
+def implausible_ctc_share(source: str, n_ctc: int, n_cells: int) -> str | None:
+    """A plain-language warning when most of a field's cells are called CTC, else None."""
+    if n_cells < CTC_SHARE_MIN_CELLS or n_ctc <= CTC_SHARE_MAX * n_cells:
+        return None
+    return (f"{source}: {n_ctc} of {n_cells} cells called CTC ({n_ctc / n_cells:.0%}); in blood CTCs are a few "
+            "cells among many leukocytes, so the channels are probably not what they were named (check the "
+            "channel order, CK and CD45 above all) or the markers' background differs across the image.")
+
+
 def implausible_count_message(source: str, n: int, h: int, w: int, nuclei: int | None = None) -> str:
     extra = f" for about {nuclei} nuclei" if nuclei else ""
     return (f"field {source}: {n:,} objects{extra} in a {w}x{h} frame is implausible: check the "

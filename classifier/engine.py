@@ -26,7 +26,7 @@ import torch
 
 from classifier import features, tone
 from classifier.contract import PreprocessContract
-from classifier.domain import ReferenceLookup, check_analysis, load_reference
+from classifier.domain import ReferenceLookup, check_analysis, implausible_ctc_share, load_reference
 from classifier.errors import InputError
 from classifier.explain import explain_batch, top_attributes
 from classifier.io import read_inputs
@@ -94,6 +94,18 @@ class JobProgress:
             self.done += 1
             if self.report is not None and (always or self.done % 32 == 0 or self.done == self.total):
                 self.report(self.done)
+
+
+def _ctc_share_warnings(jobs: list[Job], events: list[EventResult]) -> list[str]:
+    """Fields where most cells were called CTC (:func:`classifier.domain.implausible_ctc_share`)."""
+    out, start = [], 0
+    for job in jobs:
+        calls = events[start:start + job.n_events]
+        start += job.n_events
+        msg = implausible_ctc_share(job.name, sum(e.call == "ctc" for e in calls), len(calls))
+        if msg:
+            out.append(msg)
+    return out
 
 
 def field_scale(given: float | None, seg: FieldSegmentation) -> tuple[float | None, str | None]:
@@ -251,6 +263,8 @@ class Classifier:
         timings["features"] = time.perf_counter() - t
 
         events, t_model, t_expl = self._classify(prep, feats, sources, progress)
+        if kind == "field":
+            field_warnings += _ctc_share_warnings(jobs, events)
         timings["model"] = t_model
         timings["explanation"] = t_expl
         _report(progress, "done")

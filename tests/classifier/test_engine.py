@@ -119,6 +119,25 @@ def test_field_cells_are_classified_at_the_scale_they_were_segmented_at(shipped)
     assert field_scale(None, seg) == (pytest.approx(0.7), "estimated")
 
 
+def test_a_field_mostly_called_ctc_is_flagged(shipped):
+    """CK and CD45 swapped in the channel names: most leukocytes read CK+ CD45- and are called
+    CTC; no blood field looks like that, so the count must not stand unflagged."""
+    from classifier.domain import implausible_ctc_share
+
+    img, _ = make_field(np.random.default_rng(5), 320, 320, 60, pixel_size_um=0.65)
+    right = shipped.analyse_arrays([img], CH, kind="field", names=["f.tif"])
+    swapped = shipped.analyse_arrays([img], "DAPI,CD45,AF,CK", kind="field", names=["f.tif"])
+    share = [sum(e.call == "ctc" for e in r.events) / len(r.events) for r in (right, swapped)]
+    assert share[0] < 0.2 < share[1], share
+    assert not any("called CTC" in w for w in right.warnings)
+    (msg,) = [w for w in swapped.warnings if "called CTC" in w]
+    assert msg.startswith("f.tif: ") and "check the channel order" in msg
+    check = swapped.domain_check
+    assert check["status"] == "shifted" and any("called CTC" in r for r in check["reasons"])
+    assert implausible_ctc_share("x", 4, 19) is None  # too few cells to judge
+    assert implausible_ctc_share("x", 4, 20) is None and implausible_ctc_share("x", 5, 20) is not None
+
+
 def test_bad_inputs_raise_input_error(shipped, tmp_path):
     img, _ = make_event(np.random.default_rng(0), "ctc", px_um=0.5, size_px=64)
     with pytest.raises(InputError, match="CD45"):
