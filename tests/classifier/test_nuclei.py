@@ -103,6 +103,27 @@ def test_nuclei_dev_images_are_segmented(name: str, min_f1: float) -> None:
         s.n_true - s.tp, s.n_pred - s.tp)
 
 
+@pytest.mark.parametrize("canvas", ["zero", "level", "black_edge"])
+def test_an_image_on_a_larger_blank_canvas_is_segmented_as_alone(canvas: str) -> None:
+    """An image pasted onto a blank canvas, or beside an unscanned (black) strip, is the same
+    image: the blank part used to move the scale search (dsb00 in a zero 1024^2 canvas: one object
+    for its 16 nuclei; nuclei-dev pooled 0.928 -> 0.808) and to put nuclei along the edge."""
+    img, true = _dev("dsb00")
+    alone = segment_nuclei(img).labels
+    h, w = img.shape
+    if canvas == "black_edge":  # a straight fill edge on one side (image content on the others)
+        big = np.zeros((h, w + 300), img.dtype)
+        y0, x0 = 0, 0
+    else:
+        big = np.full((1024, 1024), 0 if canvas == "zero" else int(np.median(img)), img.dtype)
+        y0, x0 = 300, 200
+    big[y0:y0 + h, x0:x0 + w] = img
+    labels = segment_nuclei(big).labels
+    inside = labels[y0:y0 + h, x0:x0 + w]
+    assert np.array_equal(inside > 0, alone > 0)
+    assert int(labels.max()) == int(alone.max()) == len(np.unique(inside)) - 1  # nothing outside it
+
+
 def test_the_same_nuclei_at_3x_magnification_give_the_same_count() -> None:
     img, true = _dev("dsb05")
     small = segment_nuclei(img)
