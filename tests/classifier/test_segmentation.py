@@ -138,6 +138,21 @@ def test_a_field_without_a_single_nucleus_has_no_cells_and_says_why() -> None:
     assert any(w.startswith("No nuclei") and "check the channel order" in w for w in seg.warnings)
 
 
+def test_one_large_artefact_does_not_overrule_a_right_pixel_size() -> None:
+    """An 80 px bright blob (dust, a clump) holds more nuclear pixels than 40 cells of 11 px: by
+    pixels it read as 'nuclei measure about 46 px', the scale followed it and every cell was lost.
+    One vote per object keeps the pixel size the cells agree with."""
+    from classifier.segmentation import analyse_field
+
+    image, truth = synthetic_field(11, size=512, n=40, pixel_size_um=0.65)
+    yy, xx = np.mgrid[:512, :512]
+    blob = (yy - 256) ** 2 + (xx - 256) ** 2 <= 40**2
+    image[0][blob] = image[0].max()
+    seg = analyse_field(image, CHANNELS, 0.65)
+    assert seg.scale_source == "pixel size", seg.warnings
+    assert truth - 5 <= len(seg.cells) <= truth + 8, (len(seg.cells), truth)  # old: 13 of 40
+
+
 def test_it_needs_a_dapi_channel() -> None:
     with pytest.raises(InputError, match="DAPI"):
         segment_field(np.zeros((2, 32, 32), np.float32), ["CK", "CD45"])
