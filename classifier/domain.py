@@ -635,7 +635,10 @@ def check(signals: Sequence[ImageSignals], feats: np.ndarray | None = None, even
         if key == "novel" or max(f.severity for f in fs) < 0.1 or (share < 0.1 and len(fs) < 3):
             continue
         sentence = max(fs, key=lambda f: f.severity).reason  # the strongest case's words
-        reasons.append(sentence if n_img == 1 else f"{sentence} ({len(fs)} of {n_img} images)")
+        # where the images differ in degree (pixel sizes 0.60-1.99 µm), the strongest case speaks for
+        # the rest, and the count says so rather than giving its numbers to every image
+        worst = "" if len({f.reason for f in fs}) == 1 else "; the strongest shown"
+        reasons.append(sentence if n_img == 1 else f"{sentence} ({len(fs)} of {n_img} images{worst})")
         if key == "field_count":
             reasons.extend(f.reason for f in fs[1:4])
     if novel_frac is not None and (nov_sev > 0 or novel_frac >= 0.1):

@@ -246,6 +246,17 @@ def test_a_coarse_pixel_size_weighs_more_than_another_magnification(px, shifted_
     assert ("a nucleus is only" in f.reason) == (px > 1.0)
 
 
+def test_a_folder_reason_says_when_its_numbers_are_the_strongest_images_only():
+    img = np.random.default_rng(4).integers(0, 200, (4, 160, 160)).astype(np.float32)
+    chans = ["DAPI", "CK", "AF", "CD45"]
+    mixed = [domain.image_signals(img, chans, f"e{i}.tif", px, "estimated") for i, px in enumerate((0.6, 0.6, 1.99))]
+    (r,) = [r for r in domain.check(mixed).reasons if r.startswith("pixel size")]
+    assert r.startswith("pixel size 1.99 µm") and r.endswith("(3 of 3 images; the strongest shown)")
+    same = [domain.image_signals(img, chans, f"e{i}.tif", 0.6, "estimated") for i in range(3)]
+    (r,) = [r for r in domain.check(same).reasons if r.startswith("pixel size")]
+    assert r.endswith("(3 of 3 images)")
+
+
 def test_image_signals_of_a_gallery_are_cheap():
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 256, (4, 160, 160)).astype(np.float32) for _ in range(200)]
