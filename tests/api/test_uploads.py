@@ -56,6 +56,33 @@ def test_upload_errors_are_clear_400s(as_alice, draw, data, field, text):
     assert not ImagingUpload.objects.exists()
 
 
+def _ome(arrays: list, names: list[str]) -> bytes:
+    import io
+
+    import tifffile
+
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf, ome=True) as tw:
+        for a in arrays:
+            tw.write(a, photometric="minisblack", metadata={"axes": "CYX", "Channel": {"Name": names}})
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("n_images", "names", "text"), [
+    (1, ["CD45", "DAPI", "CK", "AF"], "the file names its channels CD45, DAPI, CK, AF"),  # would swap markers
+    (3, ["DAPI", "CK", "AF", "CD45"], "holds 3 images"),  # would count one event of three
+])
+def test_an_ome_tiff_the_upload_would_misread_is_a_400(as_alice, draw, n_images, names, text):
+    import numpy as np
+
+    arrays = [np.random.default_rng(k).integers(0, 255, (4, 64, 64), dtype=np.uint8) for k in range(n_images)]
+    f = SimpleUploadedFile("ev.ome.tif", _ome(arrays, names), content_type="image/tiff")
+    r = as_alice.post(f"/api/draws/{draw.pk}/uploads/", {"file": f, "channels": CHANNELS}, format="multipart")
+    assert r.status_code == 400, r.content
+    assert text in " ".join(r.json()["file"]), r.json()
+    assert not ImagingUpload.objects.exists()
+
+
 def test_upload_needs_the_upload_right_and_scope(as_bob, as_charlie, draw):
     assert as_bob.post(f"/api/draws/{draw.pk}/uploads/", {"file": _tiff("x.tif"), "channels": CHANNELS},
                        format="multipart").status_code == 403
