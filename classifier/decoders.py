@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -97,18 +98,31 @@ def check_shape(shape: tuple[int, int, int], dtype: np.dtype[Any], name: str,
 # --- TIFF --------------------------------------------------------------------------
 
 
+_decoding = threading.local()
+
+
+class _QuietWhileDecoding(logging.Filter):
+    """Drops tifffile's records in a thread that is decoding untrusted bytes (other threads,
+    and tifffile used elsewhere, log as usual)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_decoding, "active", False)
+
+
+logging.getLogger("tifffile").addFilter(_QuietWhileDecoding())
+
+
 @contextmanager
 def _tifffile_quiet() -> Iterator[None]:
     """Keep tifffile's own log lines (``<tifffile.TiffPages @8> invalid page offset ...``) off
     stderr: on untrusted bytes they precede the InputError that says the same to the user in
     words, and in a worker's log they read like a server fault."""
-    log = logging.getLogger("tifffile")
-    before = log.level
-    log.setLevel(logging.CRITICAL)
+    before = getattr(_decoding, "active", False)
+    _decoding.active = True
     try:
         yield
     finally:
-        log.setLevel(before)
+        _decoding.active = before
 
 
 def _tiff(fh: IO[bytes], name: str, limits: Limits, read: bool) -> Decoded:
@@ -123,13 +137,15 @@ def _tiff(fh: IO[bytes], name: str, limits: Limits, read: bool) -> Decoded:
         if not series:
             raise InputError(f"{name}: the TIFF file contains no image.")
         planes = _pages_as_channels(series)
+        index = 0
         if planes is not None:
             h, w = planes[0].shape
             shape, order = (len(planes), h, w), None
             chosen = planes
             axes = "CYX"
         else:
-            s = _main_series(series, name)
+            index = _main_series(series, name)
+            s = series[index]
             shape, order = _layout(tuple(s.shape), s.axes, name)
             chosen = [s]
             axes = s.axes
@@ -138,10 +154,12 @@ def _tiff(fh: IO[bytes], name: str, limits: Limits, read: bool) -> Decoded:
         size = tif.filehandle.size
         for s in chosen:
             check_extents(s, size, name)
-        names, pixel = _tiff_metadata(tif, shape[0], limits)
+        # the chosen image's own metadata and tags: a preview written first has its own
+        page = chosen[0].keyframe if planes is None else tif.pages.first
+        names, pixel = _tiff_metadata(tif, shape[0], limits, index, page)
         # From the header alone the extra sample only *may* be an alpha (validation stays
         # lenient); once the pixels are read it must also look like one (see _is_alpha).
-        alpha = _tiff_extra_sample(tif, axes, shape[0])
+        alpha = _tiff_extra_sample(page, axes, shape[0])
         array = None
         if read:
             with warnings.catch_warnings():
@@ -152,7 +170,7 @@ def _tiff(fh: IO[bytes], name: str, limits: Limits, read: bool) -> Decoded:
                 raise InputError(f"{name}: the image data do not match the TIFF header.")
             array = raw.transpose(order).reshape(shape) if order is not None else raw.reshape(shape)
             if alpha:
-                alpha = _is_alpha(array[-1], _extra_sample_kind(tif))
+                alpha = _is_alpha(array[-1], _extra_sample_kind(page))
         return Decoded("TIFF", shape, dtype, array, names, pixel, alpha)
 
 
@@ -163,20 +181,21 @@ def _plane_area(series: Any) -> int:
     return int(shape[axes.index("Y")]) * int(shape[axes.index("X")])
 
 
-def _main_series(series: list[Any], name: str) -> Any:
-    """The one image of a TIFF: the largest series, the others being previews (a thumbnail, a
+def _main_series(series: list[Any], name: str) -> int:
+    """The index of the one image of a TIFF: the largest series, the others being previews (a thumbnail, a
     slide label, an overview written before the image, under a quarter of its area). A file
     holding several full-sized images (an OME-TIFF of many events or fields) is refused: reading
     only the first would drop the rest from the count without a word."""
     areas = [_plane_area(s) for s in series]
     largest = max(areas)
-    full = [s for s, a in zip(series, areas, strict=True) if a * 4 > largest]
+    full = [i for i, a in enumerate(areas) if a * 4 > largest]
     if len(full) > 1:
-        sizes = sorted({f"{s.shape[str(s.axes).index('X')]}x{s.shape[str(s.axes).index('Y')]}" for s in full})
+        sizes = sorted({f"{series[i].shape[str(series[i].axes).index('X')]}x"
+                        f"{series[i].shape[str(series[i].axes).index('Y')]}" for i in full})
         raise InputError(f"{name}: holds {len(full)} images ({', '.join(sizes)} pixels; TIFF/OME series), "
                          "but one image per file is read: save each image (event or field) as its own "
                          "file, or zip them.")
-    return full[0] if full else series[0]
+    return full[0] if full else 0
 
 
 def _pages_as_channels(series: list[Any]) -> list[Any] | None:
@@ -229,10 +248,9 @@ def check_extents(series: Any, size: int, name: str) -> None:
                                  f"(image data run to byte {offset + count}, file has {size}).")
 
 
-def _tiff_extra_sample(tif: tifffile.TiffFile, axes: str, channels: int) -> bool:
+def _tiff_extra_sample(page: Any, axes: str, channels: int) -> bool:
     """An RGB TIFF with a fourth sample: the layout of an RGBA composite, but also how
     tifffile (and others) store any (H, W, 4) array, so it is only a candidate alpha."""
-    page = tif.pages.first
     return bool(
         "S" in axes
         and channels == 4
@@ -241,10 +259,10 @@ def _tiff_extra_sample(tif: tifffile.TiffFile, axes: str, channels: int) -> bool
     )
 
 
-def _extra_sample_kind(tif: tifffile.TiffFile) -> int:
-    """The ExtraSamples tag of the first page: 0 unspecified, 1 associated alpha,
+def _extra_sample_kind(page: Any) -> int:
+    """The ExtraSamples tag of the image's first page: 0 unspecified, 1 associated alpha,
     2 unassociated alpha."""
-    samples = tif.pages.first.extrasamples
+    samples = page.extrasamples
     return int(samples[0]) if samples else 0
 
 
@@ -266,25 +284,27 @@ def _is_alpha(plane: np.ndarray, kind: int) -> bool:
     return bool(opaque or kind in (1, 2))
 
 
-def _tiff_metadata(tif: tifffile.TiffFile, channels: int,
-                   limits: Limits) -> tuple[list[str] | None, float | None]:
-    """Channel names and pixel size (µm) from OME-XML, ImageJ or tifffile's JSON."""
+def _tiff_metadata(tif: tifffile.TiffFile, channels: int, limits: Limits, index: int = 0,
+                   page: Any = None) -> tuple[list[str] | None, float | None]:
+    """Channel names and pixel size (µm) of image ``index`` (its first page ``page``) from
+    OME-XML, ImageJ or tifffile's JSON."""
     names: list[str] | None = None
     pixel: float | None = None
+    page = tif.pages.first if page is None else page
     if tif.is_ome:
         xml = tif.pages.first.description or ""
         if len(xml) <= limits.max_metadata_chars:
-            names, pixel = _ome(xml)
+            names, pixel = _ome(xml, index)
     if tif.is_imagej and names is None:
         ij = tif.imagej_metadata or {}
         labels = ij.get("Labels")
         if isinstance(labels, list | tuple) and len(labels) >= channels:
             names = [str(v) for v in labels[:channels]]
         if pixel is None and str(ij.get("unit", "")).lower() in _UNIT_TO_UM:
-            pixel = _resolution(tif) * _UNIT_TO_UM[str(ij["unit"]).lower()]
+            pixel = _resolution(page) * _UNIT_TO_UM[str(ij["unit"]).lower()]
     shaped = tif.shaped_metadata if tif.is_shaped else None
-    if shaped and isinstance(shaped[0], dict):
-        meta = shaped[0]
+    if shaped and len(shaped) > index and isinstance(shaped[index], dict):
+        meta = shaped[index]
         chan = meta.get("Channel")
         if names is None and isinstance(chan, dict) and isinstance(chan.get("Name"), list):
             names = [str(v) for v in chan["Name"]]
@@ -298,13 +318,14 @@ def _tiff_metadata(tif: tifffile.TiffFile, channels: int,
     return names, pixel
 
 
-def _ome(xml: str) -> tuple[list[str] | None, float | None]:
-    """Names and PhysicalSizeX of the first image in an OME-XML document."""
+def _ome(xml: str, index: int = 0) -> tuple[list[str] | None, float | None]:
+    """Names and PhysicalSizeX of image ``index`` in an OME-XML document."""
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
         return None, None
-    pixels = next((e for e in root.iter() if e.tag.endswith("}Pixels") or e.tag == "Pixels"), None)
+    all_pixels = [e for e in root.iter() if e.tag.endswith("}Pixels") or e.tag == "Pixels"]
+    pixels = all_pixels[index] if index < len(all_pixels) else None
     if pixels is None:
         return None, None
     chans = [e for e in pixels if e.tag.endswith("Channel")]
@@ -320,9 +341,9 @@ def _ome(xml: str) -> tuple[list[str] | None, float | None]:
     return names_out, pixel
 
 
-def _resolution(tif: tifffile.TiffFile) -> float:
-    """Pixel spacing from the XResolution tag (ImageJ stores pixels per unit)."""
-    tag = tif.pages.first.tags.get("XResolution")
+def _resolution(page: Any) -> float:
+    """Pixel spacing from a page's XResolution tag (ImageJ stores pixels per unit)."""
+    tag = page.tags.get("XResolution")
     if tag is None:
         return math.nan
     num, den = tag.value

@@ -428,6 +428,9 @@ def _refuse_contradiction(declared: list[str | None], file_names: list[str] | No
     if not file_names or len(file_names) != len(declared):
         return
     own = [canonical(str(n)) for n in file_names]
+    known = [c for c in own if c is not None]
+    if len(set(known)) != len(known):
+        return  # dyes read as one marker ("AF 488", "AF 647"): the file's names do not say which is which
     if any(d is not None and d in own and own.index(d) != i for i, d in enumerate(declared)):
         raise InputError(f"{name}: the file names its channels {', '.join(map(str, file_names))} (in that "
                          f"order), but they were given as {_join(declared)}; give them in the file's order "
@@ -625,8 +628,8 @@ _WORD_LABEL = re.compile(r"[A-Za-z]{1,12}")
 def _one_event(stems: list[str]) -> bool:
     """Whether ``stems`` (folder + name, in stacking order) look like the channels of one
     event: identical but for one channel label, where numbers count up from 0 or 1 and a bare
-    number is not zero-padded (``img1``..``img4`` and ``ev_ch00``..``ev_ch03`` are channels;
-    ``object001``..``object004`` are four events).
+    number is not padded to three digits or more (``img1``..``img4`` and ``img01``..``img04`` are
+    channels; ``object001``..``object004`` are four events, as exports number events).
 
     This is what tells `obj5_ch0`...`obj5_ch3` (one event) from `C1-obj5`, `C1-obj16`...
     (one channel of several events): the varying part of the latter is an event number.
@@ -636,8 +639,8 @@ def _one_event(stems: list[str]) -> bool:
         return False  # identical names, or a marker name that grouping could not use
     numbers = [_NUMBER_LABEL.fullmatch(m) for m in middles]
     if all(numbers):
-        if any(m.isdigit() and len(m) > 1 and m.startswith("0") for m in middles):
-            return False  # zero-padded bare numbers (object001...) count events, not channels
+        if any(m.isdigit() and len(m) > 2 and m.startswith("0") for m in middles):
+            return False  # bare numbers padded to 3+ digits (object001...) count events, not channels
         values = [int(m[1]) for m in numbers if m]
         return values[0] in (0, 1) and values == list(range(values[0], values[0] + len(values)))
     return all(_WORD_LABEL.fullmatch(m) for m in middles)

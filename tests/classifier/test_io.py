@@ -139,6 +139,15 @@ def test_names_given_in_another_order_than_the_files_are_refused(tmp_path: Path,
     validate_upload([path], "CD45,DAPI,CK,-")  # skipping a channel is no contradiction
 
 
+def test_dye_names_that_read_as_one_marker_are_no_contradiction(tmp_path: Path) -> None:
+    """'AF 488', 'AF 647' (Alexa Fluor dyes) both read as AF: the file's names then say nothing about
+    the order, and the caller's names stand."""
+    path = write_tif(tmp_path / "f.ome.tif", field(), ome=True, metadata={
+        "axes": "CYX", "Channel": {"Name": ["DAPI", "AF 488", "AF 555", "AF 647"]}})
+    (inp,) = read_inputs([path], CH4)
+    assert inp.channels == CH4.split(",") and channel_means(inp) == [1, 2, 3, 4]
+
+
 def test_a_tiff_of_several_images_is_refused_and_a_preview_is_passed_over(tmp_path: Path) -> None:
     """Only one image per file is read: an OME-TIFF of 3 events must not count as one, and a
     thumbnail written before the image must not be analysed instead of it."""
@@ -149,11 +158,14 @@ def test_a_tiff_of_several_images_is_refused_and_a_preview_is_passed_over(tmp_pa
     assert refused([path]).startswith("three.ome.tif: holds 3 images (48x40 pixels; TIFF/OME series), "
                                       "but one image per file is read")
     path = tmp_path / "thumb.ome.tif"
-    with tifffile.TiffWriter(path, ome=True) as tw:
-        tw.write(field(h=16, w=16), photometric="minisblack", metadata={"axes": "CYX"})
-        tw.write(field(h=64, w=80), photometric="minisblack", metadata={"axes": "CYX"})
-    (inp,) = read_inputs([path], CH4)
+    with tifffile.TiffWriter(path, ome=True) as tw:  # the preview's metadata must not be the image's
+        tw.write(field(h=16, w=16), photometric="minisblack",
+                 metadata={"axes": "CYX", "Channel": {"Name": ["A", "B", "C", "D"]}, "PhysicalSizeX": 2.0})
+        tw.write(field(h=64, w=80), photometric="minisblack",
+                 metadata={"axes": "CYX", "Channel": {"Name": CH4.split(",")}, "PhysicalSizeX": 0.4})
+    (inp,) = read_inputs([path])
     assert inp.image.shape == (4, 64, 80) and channel_means(inp) == [1, 2, 3, 4]
+    assert inp.channels == CH4.split(",") and inp.pixel_size_um == pytest.approx(0.4)
 
 
 def test_a_blank_fourth_sample_is_a_channel_not_an_alpha(tmp_path: Path) -> None:
@@ -360,7 +372,8 @@ def test_corrupt_tiff_leaves_no_decoder_log_lines(tmp_path: Path, caplog: pytest
     caplog.set_level(logging.DEBUG, logger="tifffile")
     assert refused([tmp_path / "junk.tif"]) == "junk.tif: the TIFF file contains no image."
     assert not [r for r in caplog.records if r.name.startswith("tifffile")]
-    assert logging.getLogger("tifffile").level == logging.DEBUG  # restored after the read
+    logging.getLogger("tifffile").warning("outside a decode")  # elsewhere tifffile logs as usual
+    assert [r.getMessage() for r in caplog.records if r.name == "tifffile"] == ["outside a decode"]
 
 
 def test_truncated_png(tmp_path: Path) -> None:
