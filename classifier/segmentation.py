@@ -166,8 +166,9 @@ def analyse_field(
     cells = _grow(nuclei, _union(ck_mask, cd45_mask), d)
     # CK-only objects stand for CTCs whose nucleus was too dim *beside* nuclei that were found; in a
     # field without a single nucleus (a blank DAPI channel, or another marker given as DAPI) they are
-    # not cells: an all-zero DAPI turned 13 CK/CD45 blobs into "cells" of a frame of 25
-    if ck_mask is not None and ck_only != "none" and nuclei.any():
+    # not cells: an all-zero DAPI turned 13 CK/CD45 blobs into "cells" of a frame of 25 ("all", an
+    # event thumbnail's central object, keeps them: there the object at the centre is the event)
+    if ck_mask is not None and ck_only != "none" and (ck_only == "all" or nuclei_full.any()):
         min_um = LARGE_CK_OBJECT_UM if ck_only == "large" else 0.3 * NUCLEUS_DIAMETER_UM
         cells = _add_ck_objects(cells, ck_mask, min_um / NUCLEUS_DIAMETER_UM * d)
 
@@ -177,7 +178,9 @@ def analyse_field(
     n_nuclei = int(nuclei_full.max())
     measured = _median_diameter(nuclei_full)
     warnings = early + plausibility_warnings(n_nuclei, (h, w), diameter, measured)
-    if n_nuclei == 0 and not any(u.startswith("No nuclei") for u in unsure):
+    # said only where the markers show cells: an empty frame at a cartridge's edge is just empty
+    markers_show_cells = any(m is not None and m.any() for m in (ck_full, cd45_full))
+    if n_nuclei == 0 and markers_show_cells and not any(u.startswith("No nuclei") for u in unsure):
         warnings.append("No nuclei: nothing in the DAPI channel was taken for a nucleus (a blank channel, an "
                         "empty field, or the wrong channel given as DAPI): check the channel order.")
     warnings += unsure

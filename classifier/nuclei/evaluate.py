@@ -227,7 +227,18 @@ def _colour_labels(arr: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
     main[colour_of[1:][is_main]] = np.arange(1, n_parts + 1, dtype=np.int32)[is_main]
     target = np.arange(n_parts + 1, dtype=np.int32)
     speck = np.r_[False, area[1:] * 8 < largest[colour_of[1:]]]
-    target[speck] = main[colour_of[speck]]
+    # a speck goes with its colour's main region only where it lies next to it (within 2 px): a
+    # small nucleus far away that happens to share a recycled colour stays a nucleus
+    boxes = ndi.find_objects(parts)
+    for k in np.flatnonzero(speck):
+        m = int(main[colour_of[k]])
+        box = boxes[k - 1]
+        if box is None:
+            continue
+        win = tuple(slice(max(0, b.start - 2), b.stop + 2) for b in box)
+        near = ndi.binary_dilation(parts[win] == k, iterations=2)
+        if (parts[win][near] == m).any():
+            target[k] = m
     _, lab = np.unique(target[parts], return_inverse=True)  # 0..N without gaps, 0 stays background
     lab = lab.reshape(h, w).astype(np.int32)
     if int(lab.max()) == n_colours:

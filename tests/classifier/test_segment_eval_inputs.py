@@ -196,6 +196,21 @@ def test_a_recycled_palette_is_split_where_one_colour_covers_separate_nuclei(tmp
     assert "6 colours" in row["mask_note"]
 
 
+def test_a_small_nucleus_far_from_a_large_one_of_its_colour_stays_a_nucleus():
+    """Recycled colours: a small nucleus (or one cut by the image edge) must not be joined to a
+    distant large nucleus of the same colour; a speck touching its own nucleus is part of it."""
+    from classifier.nuclei.evaluate import _colour_labels
+
+    yy, xx = np.mgrid[:200, :200]
+    rgb = np.zeros((3, 200, 200), np.uint8)
+    rgb[0][(yy - 50) ** 2 + (xx - 50) ** 2 <= 20**2] = 255  # large red
+    rgb[0][(yy - 150) ** 2 + (xx - 150) ** 2 <= 6**2] = 255  # small red, far away
+    rgb[1][(yy - 50) ** 2 + (xx - 150) ** 2 <= 10**2] = 255  # green
+    rgb[0][50, 72] = 255  # a one-pixel speck 2 px off the large red one: the same nucleus
+    labels, _ = _colour_labels(rgb, Path("m.png"))
+    assert labels.max() == 3 and labels[50, 72] == labels[50, 50]
+
+
 def test_a_colour_jpeg_mask_is_refused(tmp_path):
     root = _folder(tmp_path)
     tifffile.imwrite(root / "images" / "dsb00.tif", _image("dsb00"))
