@@ -439,7 +439,9 @@ class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
         draw = serializer.save()
         if draw.volume_ml != before and DrawSummary.objects.filter(draw=draw).exists():
             # The count per 7.5 mL depends on the volume: a corrected volume recounts at once.
-            draw.summary = recompute_summary(draw)
+            summary = recompute_summary(draw)
+            if summary is not None:
+                draw.summary = summary
 
     @extend_schema(
         methods=["POST"],

@@ -279,8 +279,9 @@ class BloodDraw(models.Model):
     def summary_or_none(self) -> DrawSummary | None:
         """This draw's :class:`DrawSummary`, or None before any of its uploads was analysed.
 
-        A draw with a summary row is *analysed*, whatever its count (a summary whose uploads were
-        all withdrawn says 0 of 0 events); no query when ``summary`` was selected or prefetched.
+        A draw with a summary row is *analysed*: at least one cell of a finished upload was
+        classified (a draw whose uploads were all withdrawn, or found no cell, has none; see
+        ``patients.summary.recompute_summary``); no query when ``summary`` was selected or prefetched.
         """
         try:
             return self.summary

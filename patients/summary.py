@@ -71,11 +71,13 @@ def per_7_5ml(count: int, volume_ml: float) -> float:
     return count * REFERENCE_VOLUME_ML / float(volume_ml)
 
 
-def recompute_summary(draw: BloodDraw) -> DrawSummary:
+def recompute_summary(draw: BloodDraw) -> DrawSummary | None:
     """Recount the draw from its events of finished uploads, honouring reviews.
 
     Final once every event is reviewed; a final summary changed by a later review
-    becomes amended (FHIR's status follows this).
+    becomes amended (FHIR's status follows this). A draw with no event of a finished upload
+    (every upload withdrawn, or a field in which no cell was found) has no summary: nothing
+    analysed is not a count of 0 CTCs, which every page and export would read as favorable.
     """
     events = CellEvent.objects.filter(draw=draw, upload__status=UploadStatus.DONE)
     agg = events.aggregate(
@@ -88,6 +90,12 @@ def recompute_summary(draw: BloodDraw) -> DrawSummary:
     versions = list(
         draw.uploads.filter(status=UploadStatus.DONE).exclude(model_version="").values_list("model_version", flat=True)
     )
+    if agg["n"] == 0:
+        with transaction.atomic():
+            for gone in DrawSummary.objects.select_for_update().filter(draw=draw):
+                gone.delete()  # one by one, so the history keeps the last count
+        draw._state.fields_cache.pop("summary", None)
+        return None
     with transaction.atomic():
         summary, _ = DrawSummary.objects.select_for_update().get_or_create(draw=draw)
         before = (summary.ctc_count, summary.status)

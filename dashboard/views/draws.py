@@ -109,6 +109,8 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
         categories_labelled=[(c, category_label(c)) for c in categories],
         draw_final=summary is not None and summary.status in ("final", "amended"),
         domain_shifted=_domain_shifted(uploads),
+        # finished uploads and no summary: every one found no cell (an empty field, a blank DAPI)
+        analysed_nothing=0 if summary else sum(u.status == UploadStatus.DONE for u in uploads),
         reading=reading, status_text=status_text, interval_note=interval_note, unfavorable=unfavorable,
     ))
 

@@ -130,6 +130,36 @@ def test_withdrawing_an_upload_takes_its_events_out_of_the_count(as_alice, as_bo
     assert keep.pk  # untouched
 
 
+def test_nothing_analysed_is_no_count_not_a_favorable_zero(as_alice, client, alice, draw):
+    """A field in which no cell was found (blank DAPI, an empty frame), or a draw whose only upload
+    was withdrawn, has no summary: the API, the draw page and FHIR read 'not analysed', never
+    '0 CTC, favorable' (which the web probe saw on all three)."""
+    from patients.models import DrawSummary
+    from patients.summary import recompute_summary
+    from tests import factories
+
+    empty = factories.ImagingUploadFactory(draw=draw)  # finished, no cell found
+    assert recompute_summary(draw) is None and not DrawSummary.objects.filter(draw=draw).exists()
+    body = as_alice.get(f"/api/draws/{draw.pk}/").json()
+    assert body["summary"] is None and body["ctc_count"] is None, body
+    client.force_login(alice)
+    html = client.get(f"/draws/{draw.pk}/").content.decode()
+    assert 'data-testid="no-cells"' in html and "Not analysed" in html and "favorable" not in html
+    fhir = as_alice.get(f"/api/draws/{draw.pk}/fhir/").json()
+    kinds = [e["resource"]["resourceType"] for e in fhir["entry"]]
+    assert "Observation" not in kinds  # no count, no interpretation
+    (report,) = [e["resource"] for e in fhir["entry"] if e["resource"]["resourceType"] == "DiagnosticReport"]
+    assert report["status"] == "registered" and "conclusion" not in report
+
+    only = _done_upload(draw, ["ctc", "non_ctc"])
+    assert as_alice.get(f"/api/draws/{draw.pk}/").json()["ctc_count"] == 1
+    r = as_alice.post(f"/api/uploads/{only.pk}/withdraw/", {"reason": "wrong patient"}, format="json")
+    assert r.status_code == 200, r.json()
+    assert as_alice.get(f"/api/draws/{draw.pk}/").json()["summary"] is None
+    assert DrawSummary.history.filter(draw_id=draw.pk, history_type="-").exists()  # the removal is on record
+    assert empty.pk
+
+
 def test_a_queued_upload_withdrawn_is_not_swept_or_claimed(as_alice, draw):
     import datetime as dt
 

@@ -417,8 +417,11 @@ def test_withdraw_an_upload_from_the_draw_page(as_alice, course):
     body = as_alice.post(f"/uploads/{upload.pk}/withdraw/", {"reason": "duplicate files"},
                          follow=True).content.decode()
     assert "withdrawn" in body and "duplicate files" in body
-    draw.summary.refresh_from_db()
-    assert draw.summary.events_analysed == before - n
+    from patients.models import DrawSummary
+
+    left = DrawSummary.objects.filter(draw=draw).values_list("events_analysed", flat=True).first()
+    # the events of the other uploads, or no summary at all when nothing analysed is left (not 0 CTC)
+    assert left == (before - n or None)
     assert AuditEvent.objects.filter(action="withdraw", object_id=str(upload.pk)).exists()
 
 
