@@ -221,6 +221,12 @@ def signal_regions(prep: Prepared) -> np.ndarray | None:
     return regions if 0 < n <= _SPARSE_MAX_REGIONS else None
 
 
+def min_object_area(zoom: float = 1.0) -> float:
+    """The smallest object taken for a nucleus (px at ``zoom`` times the working scale): 12 % of a
+    working-size disc."""
+    return 0.12 * math.pi * (zoom * WORK_DIAMETER / 2) ** 2
+
+
 def instances(maps: np.ndarray, min_area: float | None = None, merge_above: float = MERGE_ABOVE,
               zoom: float = 1.0) -> np.ndarray:
     """int32 nucleus labels from the network's maps (working scale, or ``zoom`` times finer)."""
@@ -230,7 +236,7 @@ def instances(maps: np.ndarray, min_area: float | None = None, merge_above: floa
         return np.zeros(prob.shape, np.int32)
     mask = ndi.binary_fill_holes(mask)
     markers, n = seeds(dist, mask)
-    min_area = 0.12 * math.pi * (zoom * WORK_DIAMETER / 2) ** 2 if min_area is None else min_area
+    min_area = min_object_area(zoom) if min_area is None else min_area
     labels = watershed(-dist, markers, mask=mask) if n else np.zeros(prob.shape, np.int32)
     # foreground without a core: a faint or small nucleus the distance map did not peak in
     rest, n_rest = ndi.label(mask & (labels == 0))
@@ -418,7 +424,7 @@ def _most_objects_agree(maps: np.ndarray) -> bool:
     if n == 0:
         return False
     areas = np.bincount(objects.ravel(), minlength=n + 1)[1:]
-    keep = np.flatnonzero(areas >= 0.12 * math.pi * (WORK_DIAMETER / 2) ** 2) + 1
+    keep = np.flatnonzero(areas >= min_object_area()) + 1
     if keep.size < 3:
         return False
     sizes = np.asarray(ndi.median(maps[2], objects, keep))
