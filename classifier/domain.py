@@ -176,8 +176,13 @@ def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequenc
 _GRID = 40
 
 
+def _marker_names(channels: Sequence[str]) -> list[str]:
+    """Canonical marker names (unknown names upper-cased), in channel order."""
+    return [(_canonical(ch) or str(ch).strip().upper()) for ch in channels]
+
+
 def _channel_index(channels: Sequence[str], name: str) -> int | None:
-    names = [(_canonical(ch) or str(ch).strip().upper()) for ch in channels]
+    names = _marker_names(channels)
     return names.index(name) if name in names else None
 
 
@@ -217,7 +222,7 @@ def _signals_stack(x: np.ndarray, channels: list[str], sources: list[str], hws: 
     """Signals of a stack of sampled images (N, C, h, w); ``hws``: each image's full size;
     ``raw``: point samples of the decoded values (for bit depth, range and saturation)."""
     n, c = x.shape[:2]
-    names = [(_canonical(ch) or str(ch).strip().upper()) for ch in channels]
+    names = _marker_names(channels)
     idx = {nm: i for i, nm in enumerate(names)}
     main = [idx[nm] for nm in ("DAPI", "CK", "CD45") if nm in idx and idx[nm] < c] or list(range(c))
     flat = raw.reshape(n, c, -1)
