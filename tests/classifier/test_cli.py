@@ -41,6 +41,21 @@ def test_predict_prints_one_json_line_per_event(synth_folder):
         assert line["call"] in ("ctc", "non_ctc")
 
 
+def test_predict_on_a_field_without_cells_says_so(tmp_path):
+    """An empty frame (camera noise in every channel) prints no event line and no domain warning
+    (it is just empty), but says that nothing was classified instead of printing nothing."""
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    frame = (400 + rng.normal(0, 8, (4, 512, 512))).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "edge.tif", frame)
+    proc = run("predict", "--kind", "field", "--channels", CH, "--pixel-size-um", "0.65", str(tmp_path / "edge.tif"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
+    assert "no cell found in these images" in proc.stderr and "No nuclei" not in proc.stderr, proc.stderr
+
+
 def test_bad_channels_exit_with_a_message(synth_folder):
     f = str(next((synth_folder / "events").iterdir()))
     proc = run("predict", "--channels", "DAPI,CK,AF,VIM", f)

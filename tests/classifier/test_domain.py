@@ -322,3 +322,16 @@ def test_engine_fills_domain_check_and_predict_prints_it(tmp_path, capsys):
         assert {"source", "x", "y", "call", "ctc_probability", "category"} <= set(line)
         assert line["domain_check"]["status"] == "shifted"
     assert "these images differ from the validated domain: review every call" in captured.err
+
+
+def test_a_given_pixel_size_is_echoed_as_given():
+    """The lab compares the echoed value with its records: 0.645 read back as "0.65" looked like a
+    different calibration. Inferred sizes stay at two decimals."""
+    img = np.random.default_rng(5).integers(0, 200, (4, 160, 160)).astype(np.float32)
+    chans = ["DAPI", "CK", "AF", "CD45"]
+    given = domain.image_signals(img, chans, "e.tif", 0.645, "given")
+    (f,) = [f for f in domain.image_findings(given) if f.key == "pixel_size"]
+    assert f.reason.startswith("pixel size 0.645 µm (given")
+    inferred = domain.image_signals(img, chans, "e.tif", 0.6449, "estimated")
+    (f,) = [f for f in domain.image_findings(inferred) if f.key == "pixel_size"]
+    assert f.reason.startswith("pixel size 0.64 µm (inferred")

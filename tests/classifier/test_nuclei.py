@@ -212,7 +212,15 @@ def test_an_empty_textured_field_gives_no_nuclei_and_says_why() -> None:
     markers = [33000 + 1.5 * rng.poisson(60, frame.shape) for _ in range(3)]  # no cell in any channel
     image = np.stack([frame, *markers]).astype(np.float32)
     seg = analyse_field(image, ["DAPI", "CK", "AF", "CD45"])
-    assert seg.n_nuclei == 0 and seg.cells == []
+    # an empty frame (a cartridge's edge): nothing counted and nothing to warn about, so that one
+    # such frame does not make its whole upload read `shifted`
+    assert seg.n_nuclei == 0 and seg.cells == [] and seg.warnings == []
+    # the same DAPI where CD45 shows leukocytes: the nuclei must be somewhere, so it says why
+    yy, xx = np.indices(frame.shape)
+    for cy, cx in ((200, 300), (600, 500), (900, 800)):
+        image[3][(yy - cy) ** 2 + (xx - cx) ** 2 <= 30 ** 2] += 3000
+    seg = analyse_field(image, ["DAPI", "CK", "AF", "CD45"])
+    assert seg.cells == []
     assert len(seg.warnings) == 1 and seg.warnings[0].startswith("No nuclei"), seg.warnings
 
 
