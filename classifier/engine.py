@@ -376,7 +376,7 @@ class Classifier:
         """One image with many events (a field): its normalisation and thresholds here,
         then its events' crops and masks in slices across forked processes (each event
         depends only on those and its own position, so the result is the serial one)."""
-        setup = setup_image(job.image, job.channels, self.contract, job.pixel_size_um, source=job.name)
+        setup = setup_image(job.image, job.channels, self.contract, job.pixel_size_um, source=job.name, field=True)
         pts = list(job.centres or [])
         spans = [(a, min(a + 16, len(pts))) for a in range(0, len(pts), 16)]
         contract = self.contract

@@ -12,6 +12,7 @@ names say which, never one kernel with a flag that changes the rounding.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 # --- block means -------------------------------------------------------------------------------
@@ -186,3 +187,17 @@ def median_disc_diameter(areas: np.ndarray) -> float:
     """Diameter of the disc whose area is the median of ``areas`` (pixels): the nucleus
     size both the thumbnail scale inference and the field plausibility check measure."""
     return float(2.0 * np.sqrt(np.median(areas) / np.pi))
+
+
+def block_background(img: np.ndarray, block: int, pct: float) -> np.ndarray:
+    """The slowly varying background of a 2-D image: the ``pct`` percentile of ``block`` px
+    blocks (every other pixel), median-filtered over 3 x 3 blocks (a block full of cells is
+    outvoted by its neighbours) and interpolated back bilinearly. float64, ``img``'s shape."""
+    b = 2 * max(2, int(block) // 2)  # even, for the subsampling below
+    h, w = img.shape
+    gh, gw = -(-h // b), -(-w // b)
+    padded = np.pad(img, ((0, gh * b - h), (0, gw * b - w)), mode="edge")
+    blocks = padded[::2, ::2].reshape(gh, b // 2, gw, b // 2).transpose(0, 2, 1, 3).reshape(gh, gw, -1)
+    low = np.percentile(blocks, pct, axis=2)
+    low = ndi.median_filter(low, size=3, mode="nearest")
+    return ndi.zoom(low, (b, b), order=1, mode="nearest", grid_mode=True)[:h, :w]

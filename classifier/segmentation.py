@@ -37,7 +37,7 @@ from skimage.segmentation import expand_labels, relabel_sequential
 
 from classifier.channel_names import canonical
 from classifier.errors import InputError
-from classifier.kernels import block_mean_padded, median_disc_diameter, otsu
+from classifier.kernels import block_background, block_mean_padded, median_disc_diameter, otsu
 
 if TYPE_CHECKING:
     from classifier.nuclei.infer import NucleiResult
@@ -400,16 +400,7 @@ def _background_subtracted(img: np.ndarray, d: float) -> np.ndarray:
     interpolated back: cheap, and unaffected by the cells as long as some gaps remain.
     """
     sm = ndi.gaussian_filter(img, max(0.7, d / 12))
-    b = 2 * max(2, int(1.5 * d))  # even, for the subsampling below
-    h, w = sm.shape
-    gh, gw = -(-h // b), -(-w // b)
-    padded = np.pad(sm, ((0, gh * b - h), (0, gw * b - w)), mode="edge")
-    # every other pixel of each block is plenty for a percentile, at a quarter of the cost
-    blocks = padded[::2, ::2].reshape(gh, b // 2, gw, b // 2).transpose(0, 2, 1, 3).reshape(gh, gw, -1)
-    low = np.percentile(blocks, 10, axis=2)
-    low = ndi.median_filter(low, size=3, mode="nearest")
-    bg = ndi.zoom(low, (b, b), order=1, mode="nearest", grid_mode=True)[:h, :w]
-    return (sm - bg).astype(np.float32)
+    return (sm - block_background(sm, 2 * max(2, int(1.5 * d)), 10)).astype(np.float32)
 
 
 def _threshold(fg: np.ndarray) -> float:
