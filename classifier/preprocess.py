@@ -441,6 +441,7 @@ def setup_image(
     content = mapped[:, top:h - bottom, left:w - right] if top or bottom or left or right else mapped
     if field:
         content = flatten_background(content, contract.reference_nucleus_um / pixel_size_um if pixel_size_um else None)
+        content = compensate_bleed(content, contract.channels)
     norm, smooth_small, block = _normalise(content)
     objects = analyse_objects(norm, contract.reference_nucleus_um / pixel_size_um if pixel_size_um else None,
                               smoothed=(smooth_small, block))
@@ -473,6 +474,51 @@ def flatten_background(image: np.ndarray, nucleus_px: float | None) -> np.ndarra
     for k in range(c):
         bg = block_background(image[k], block, 10)
         out[k] = image[k] - (bg - np.median(bg))
+    return out
+
+
+#: CD45 light seen in the CK channel below this share of it is left alone (filter sets leak ~1 %)
+MIN_BLEED = 0.02
+#: ... and a share above this is no bleed-through (a CK+ CD45+ population, or a channel mix-up)
+MAX_BLEED = 0.5
+
+
+def bleed_share(image: np.ndarray, src: int, dst: int) -> float:
+    """The share of channel ``src``'s signal that channel ``dst`` shows where ``src`` is bright.
+
+    Read over the pixels where ``src`` stands well out of its noise (the brightest 3 %, and at
+    least 8 robust SDs): the median of ``dst``'s excess over ``src``'s there. Where ``dst`` holds
+    nothing of ``src`` it is ~0 (noise averages out); 0.0 when there are too few such pixels."""
+    step = max(1, int(np.sqrt(image.shape[1] * image.shape[2] / 250_000)))
+    a, b = image[src, ::step, ::step].ravel(), image[dst, ::step, ::step].ravel()
+    a = a - np.median(a)
+    b = b - np.median(b)
+    below = a[a <= 0]
+    sd = 1.4826 * float(np.median(np.abs(below))) if below.size else 0.0
+    bright = (a > np.percentile(a, 97)) & (a > 8 * max(sd, 1e-6))
+    if np.count_nonzero(bright) < 200:
+        return 0.0
+    return float(np.median(b[bright] / a[bright]))
+
+
+def compensate_bleed(image: np.ndarray, channels: Sequence[str]) -> np.ndarray:
+    """A field with CD45's bleed-through taken out of its CK channel (``channels``: ``image``'s).
+
+    CK is anchored at its brightest objects (:func:`_normalise`); in a field without a CK+ cell
+    those are the leukocytes whose CD45 leaks into the CK filter, stretched to a CTC's CK: 5 / 10 /
+    20 % bleed in a CTC-free 400-cell field gave 9 / 19 / 32 CTC calls (the domain check saw
+    nothing wrong). The share is read from the field itself (:func:`bleed_share`) and subtracted,
+    as cytometers compensate; CTCs are CD45-negative and keep their CK. The other direction
+    (CK into CD45) and DAPI into CK cost no calls there and are left alone."""
+    names = list(channels)
+    if "CD45" not in names or "CK" not in names:
+        return image
+    src, dst = names.index("CD45"), names.index("CK")
+    share = bleed_share(image, src, dst)
+    if not MIN_BLEED <= share <= MAX_BLEED:
+        return image
+    out = image.copy()
+    out[dst] -= np.float32(share) * np.maximum(image[src] - np.median(image[src]), 0.0)
     return out
 
 

@@ -139,6 +139,22 @@ def test_stray_light_across_a_field_does_not_cost_its_ctcs(shipped):
     assert flatten_background(small, 10.8) is small
 
 
+def test_cd45_bleeding_into_ck_makes_no_ctcs(shipped):
+    """A CTC-free field whose CD45 leaks into the CK filter: CK's brightest objects are then the
+    leukocytes, stretched to a CTC's CK (a helper's 400-cell field: 9 / 19 / 32 CTC calls at 5 / 10
+    / 20 % bleed, in_domain). The share is read from the field and taken out of CK."""
+    from classifier.preprocess import bleed_share, map_channels
+
+    img, _ = make_field(np.random.default_rng(7), 384, 384, 120, pixel_size_um=0.4, ctc_fraction=0.0)
+    leaky = img.copy()
+    leaky[1] += 0.15 * np.maximum(img[3] - np.median(img[3]), 0)
+    shares = [bleed_share(map_channels(im, CH.split(","), shipped.contract), 2, 1) for im in (img, leaky)]
+    assert shares[0] < 0.02 and abs(shares[1] - 0.15 - shares[0]) < 0.02, shares
+    n_ctc = [sum(e.call == "ctc" for e in shipped.analyse_arrays([im], CH, kind="field", pixel_size_um=0.4).events)
+             for im in (img, leaky)]
+    assert n_ctc == [0, 0], n_ctc
+
+
 def test_a_field_mostly_called_ctc_is_flagged(shipped):
     """CK and CD45 swapped in the channel names: most leukocytes read CK+ CD45- and are called
     CTC; no blood field looks like that, so the count must not stand unflagged."""
