@@ -272,8 +272,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
                      "domain_check": res.domain_check})
     if not res.events:  # an empty frame, or a blank DAPI: say so rather than print nothing
         what = "cell" if a.kind == "field" else "event"
-        print(f"no {what} found in these images: nothing was classified"
-              + "".join(f"\nwarning: {w}" for w in res.warnings), file=sys.stderr, flush=True)
+        # (a reason why, if there is one, is in the domain warning below)
+        print(f"no {what} found in these images: nothing was classified", file=sys.stderr, flush=True)
     if res.domain_check and res.domain_check.get("status") == "shifted":
         print("warning: these images differ from the validated domain: review every call ("
               + "; ".join(str(r) for r in res.domain_check.get("reasons", [])) + ")", file=sys.stderr, flush=True)

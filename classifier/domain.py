@@ -367,7 +367,8 @@ def image_findings(s: ImageSignals, ref: Reference | None = None, kind: str = "e
         # pixels and its texture is gone (ctc-dev's events as 40 px thumbnails, 1.66 µm: BA 0.79)
         coarse = _ramp(s.px_um, COARSE_PX_UM[0], COARSE_PX_UM[1])
         few_px = f"; a nucleus is only ~{NUCLEUS_DIAMETER_UM / s.px_um:.0f} px across" if coarse > 0 else ""
-        # a given value is echoed as given (0.645, not 0.65: the lab compares it with its records)
+        # a given value is echoed to 4 significant digits (0.645, not 0.65: the lab compares it with its
+        # records; more would echo the rounding noise of TIFF resolution tags)
         shown = f"{s.px_um:.4g}" if s.scale_source == "given" else f"{s.px_um:.2f}"
         out.append(Finding("pixel_size", 0.15 + 0.45 * coarse,
                            f"pixel size {shown} µm ({how}) outside the validated {VALIDATED_PX_UM[0]:.2f}-"

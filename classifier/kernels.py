@@ -192,7 +192,10 @@ def median_disc_diameter(areas: np.ndarray) -> float:
 def block_background(img: np.ndarray, block: int, pct: float) -> np.ndarray:
     """The slowly varying background of a 2-D image: the ``pct`` percentile of ``block`` px
     blocks (every other pixel), median-filtered over 3 x 3 blocks (a block full of cells is
-    outvoted by its neighbours) and interpolated back bilinearly. float64, ``img``'s shape."""
+    outvoted by its neighbours) and interpolated back bilinearly, in ``img``'s shape and float type.
+
+    The field classifier's levelling and the marker masks share it; the nucleus network keeps its
+    own (:func:`classifier.nuclei.prep.background`), the one it was trained on."""
     b = 2 * max(2, int(block) // 2)  # even, for the subsampling below
     h, w = img.shape
     gh, gw = -(-h // b), -(-w // b)

@@ -138,6 +138,18 @@ def test_a_field_without_a_single_nucleus_has_no_cells_and_says_why() -> None:
     assert any(w.startswith("No nuclei") and "check the channel order" in w for w in seg.warnings)
 
 
+def test_an_empty_frame_is_just_empty_at_coarse_pixel_sizes() -> None:
+    """Camera noise in every channel: no cell, and no "No nuclei" warning (which would make the whole
+    upload `shifted`), also at 1.3 µm where a quarter nucleus (5.7 px) is smaller than noise specks."""
+    from classifier.segmentation import analyse_field
+
+    rng = np.random.default_rng(2)
+    frame = rng.poisson(3.0, (4, 512, 512)).astype(np.float32)
+    for px in (0.65, 1.0, 1.3, None):
+        seg = analyse_field(frame, CHANNELS, px)
+        assert seg.cells == [] and seg.warnings == [], (px, seg.warnings)
+
+
 def test_one_large_artefact_does_not_overrule_a_right_pixel_size() -> None:
     """An 80 px bright blob (dust, a clump) holds more nuclear pixels than 40 cells of 11 px: by
     pixels it read as 'nuclei measure about 46 px', the scale followed it and every cell was lost.
