@@ -21,6 +21,11 @@ with the weights and checked on load; the numeric kernels are :mod:`classifier.k
 4. **Crop** ``crop_px`` square around the centre object (events) or a cell (fields).
 5. **Masks**: the event's nucleus and cell body, segmented on the normalised crop (nuclei
    from DAPI; body = DAPI|CK|CD45 foreground in the nucleus' Voronoi region).
+
+Fields only (cells anywhere in a large image; never thumbnails, so training and the validated
+gallery path are unchanged), before step 2: each channel's slowly varying background is levelled
+(:func:`flatten_background`) and CD45's bleed-through into CK, read from the field, is taken out
+(:func:`compensate_bleed`).
 """
 
 from __future__ import annotations
