@@ -316,7 +316,10 @@ def image_findings(s: ImageSignals, ref: Reference | None = None, kind: str = "e
         out.append(Finding("no_af", 0.6, "no AF channel: the model was validated on 4-channel images "
                                          "(DAPI, CK, AF, CD45)"))
     if s.bit_depth != "8-bit":
-        out.append(Finding("bit_depth", 0.1, f"{s.bit_depth} input: the model was validated on 8-bit display "
+        # the decoded values are judged, not the file type: a dim 16-bit file whose values stay under
+        # 4,096 is a 12-bit range of values, and said so rather than called a 12-bit file
+        what = "values within a 12-bit range (0-4,095)" if s.bit_depth == "12-bit" else f"{s.bit_depth} input"
+        out.append(Finding("bit_depth", 0.1, f"{what}: the model was validated on 8-bit display "
                                              "renders (intensities are normalised, so this alone is minor)"))
     if s.bit_depth == "8-bit" and s.grey_range < 0.45:
         out.append(Finding("grey_range", _ramp(s.grey_range, 0.45, 0.3),

@@ -217,6 +217,9 @@ def test_bit_depth_is_read_from_the_values():
     assert u32.saturated < 0.01  # not "saturated" against a 16-bit top
     s16 = domain.image_signals(base.astype(np.int16) - 200, chans, "e.tif")
     assert any(f.reason.startswith("signed integer input") for f in domain.image_findings(s16))
+    # the values are judged, not the file: a dim 16-bit file is not called a 12-bit one
+    u12 = domain.image_signals(base.astype(np.uint16), chans, "e.tif")
+    assert any(f.reason.startswith("values within a 12-bit range") for f in domain.image_findings(u12))
 
 
 def test_a_blank_af_channel_counts_as_no_af():
