@@ -275,16 +275,20 @@ def _analyse_and_store(upload: ImagingUpload, attempt: int, files: list, paths: 
             raise
         fail(upload_id, attempt, f"A stored file is missing: {Path(str(err.filename)).name}.")
         return "failed"
-    t1 = time.perf_counter()
-    stored = store_results(upload, attempt, result, weights_path=weights)
-    timings = {**result.timings, "analyse_total": round(analyse_s, 3), "database": round(time.perf_counter() - t1, 3)}
-    ImagingUpload.objects.filter(pk=upload_id).update(timings=timings)
+    timings = {**result.timings, "analyse_total": round(analyse_s, 3)}
+    stored = store_results(upload, attempt, result, weights_path=weights, timings=timings)
     logger.info("upload %s: %s, %d events, timings %s", upload_id, stored, len(result.events), timings)
     return stored
 
 
-def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult, weights_path: str = "") -> str:
-    """Replace the upload's events and summary and mark it done, in one transaction."""
+def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult, weights_path: str = "",
+                  timings: dict[str, float] | None = None) -> str:
+    """Replace the upload's events and summary and mark it done, in one transaction.
+
+    ``timings`` (the analysis stages), when given, are stored with the rest, plus "database" (this
+    call up to the commit): written after the commit, a reader could see the upload done without
+    them (a worker test did, under load)."""
+    t0 = time.perf_counter()
     thumbnails, heatmaps = _encode_images(result)
     # The uncertainty that orders the review queue and "Most uncertain first": the distance of
     # P(CTC) from the operating point the call was made at (0.163 for the shipped weights), not
@@ -344,6 +348,9 @@ def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult, w
         # whether the images look like the validated domain (classifier.domain); shown on the draw page and API
         locked.domain_check = getattr(result, "domain_check", None)
         locked.finished_at = timezone.now()
+        if timings is not None:
+            timings["database"] = round(time.perf_counter() - t0, 3)  # the caller logs the same dict
+            locked.timings = timings
         locked.save()
         recompute_summary(upload.draw)
     return "done"

@@ -117,3 +117,14 @@ def test_a_failed_copy_leaves_nothing_behind(draw) -> None:
     assert not CellEvent.objects.filter(upload=upload).exists()
     upload.refresh_from_db()
     assert upload.status == UploadStatus.RUNNING
+
+
+@pytest.mark.django_db
+def test_an_upload_is_never_done_without_its_timings(draw) -> None:
+    """The timings were written after the commit that marked the upload done: a reader in between
+    (the worker test, under load) saw status DONE with timings {}. Now they are one write."""
+    upload, attempt = _claimed(draw)
+    assert pipeline.store_results(upload, attempt, _result(3), timings={"model": 0.5, "analyse_total": 1.0}) == "done"
+    upload.refresh_from_db()
+    assert upload.status == UploadStatus.DONE
+    assert upload.timings["model"] == 0.5 and upload.timings["database"] >= 0
