@@ -32,7 +32,7 @@ from classifier.explain import explain_batch, top_attributes
 from classifier.io import read_inputs
 from classifier.model import DualBranchCTC, fuse_batchnorm
 from classifier.parallel import fork_map
-from classifier.preprocess import Prepared, prepare_centres, prepare_image, setup_image
+from classifier.preprocess import Prepared, prepare_centres, prepare_image, remove_hot_pixels, setup_image
 from classifier.results import CATEGORIES, AnalysisResult, Attribute, EventResult
 from classifier.segmentation import NUCLEUS_DIAMETER_UM, FieldSegmentation, analyse_field
 from classifier.weights import load_bundle
@@ -229,6 +229,9 @@ class Classifier:
         sources: list[str] = []
         jobs: list[Job] = []
         field_warnings: list[str] = []  # implausible counts and scales: reported, never silently counted
+        uploaded = items  # the domain check judges the images as uploaded
+        if kind == "field":  # camera defects out before the nuclei and the markers are read
+            items = [(name, remove_hot_pixels(image), chans, px) for name, image, chans, px in items]
         segs = self._segment_fields(items) if kind == "field" else []
         # an upload of event thumbnails exported with another tone curve is re-mapped to the
         # validated one first (classifier.tone); the domain check still judges the images as uploaded
@@ -272,7 +275,7 @@ class Classifier:
                                 timings=timings, device=str(self.device), threshold=self.threshold,
                                 warnings=field_warnings)
         t = time.perf_counter()
-        result.domain_check = check_analysis(items, [j.n_events for j in jobs], prep.px_um,
+        result.domain_check = check_analysis(uploaded, [j.n_events for j in jobs], prep.px_um,
                                              prep.scale_source, feats, kind, self._domain_reference(), result.warnings)
         tone.annotate(result.domain_check, curve)
         timings["domain_check"] = time.perf_counter() - t

@@ -25,7 +25,8 @@ with the weights and checked on load; the numeric kernels are :mod:`classifier.k
 Fields only (cells anywhere in a large image; never thumbnails, so training and the validated
 gallery path are unchanged), before step 2: each channel's slowly varying background is levelled
 (:func:`flatten_background`) and CD45's bleed-through into CK, read from the field, is taken out
-(:func:`compensate_bleed`).
+(:func:`compensate_bleed`). Single hot pixels are removed from a field before anything else,
+segmentation included (:func:`remove_hot_pixels`, called by the engine).
 """
 
 from __future__ import annotations
@@ -457,6 +458,39 @@ def setup_image(
         framed[:, top:h - bottom, left:w - right] = norm
         norm = framed
     return ImageSetup(norm, objects.thresholds, px_um, how)
+
+
+#: a pixel this many noise SDs above the brightest of its 8 neighbours, and more than twice as far
+#: above the background as that neighbour, is a camera defect, not light through the optics
+HOT_SDS = 6.0
+
+
+def remove_hot_pixels(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) with single hot pixels (camera defects, cosmic rays) set to their brightest neighbour.
+
+    The optics spread any real point over several pixels, so a pixel far above all 8 neighbours
+    is not light from a cell; in a field it became CK "signal" at a leukocyte: 0.01 % / 0.05 % of
+    pixels stuck at 65,535 in every channel gave 38 / 41 CTC calls where the clean field gave 34
+    (32 right), 34 once removed. Shot noise on a bright cell never reaches twice its neighbour's
+    level, so cells are left as they were (their calls unchanged). Returns ``image`` itself when
+    nothing is hot."""
+    ring = np.ones((3, 3), bool)
+    ring[1, 1] = False
+    out = image
+    for k in range(image.shape[0]):
+        ch = image[k]
+        grid = ch[::2, ::2]
+        if grid.shape[1] < 2 or np.ptp(grid) == 0:
+            continue
+        sd = 1.4826 * float(np.median(np.abs(np.diff(grid, axis=1)))) / math.sqrt(2)
+        level = float(np.median(grid))
+        near = ndi.maximum_filter(ch, footprint=ring, mode="nearest")
+        hot = (ch - near > HOT_SDS * max(sd, 1e-6)) & (ch - level > 2 * np.maximum(near - level, 0))
+        if hot.any():
+            if out is image:
+                out = image.copy()
+            out[k][hot] = near[hot]
+    return out
 
 
 #: a field's background is read over blocks this many nuclei wide (gaps between cells in each)
