@@ -460,6 +460,15 @@ def setup_image(
     return ImageSetup(norm, objects.thresholds, px_um, how)
 
 
+def _noise_sd(grid: np.ndarray) -> float:
+    """A 2-D image's pixel noise (robust SD) from differences between horizontal neighbours: the
+    spread of the pixels below the median also holds uneven light and the cells' dim edges (8x
+    the noise in a synthetic field). 0.0 for an image one pixel wide."""
+    if grid.shape[1] < 2:
+        return 0.0
+    return 1.4826 * float(np.median(np.abs(np.diff(grid, axis=1)))) / math.sqrt(2)
+
+
 #: a pixel this many noise SDs above the brightest of its 8 neighbours, and more than twice as far
 #: above the background as that neighbour, is a camera defect, not light through the optics
 HOT_SDS = 6.0
@@ -482,7 +491,7 @@ def remove_hot_pixels(image: np.ndarray) -> np.ndarray:
         grid = ch[::2, ::2]
         if grid.shape[1] < 2 or np.ptp(grid) == 0:
             continue
-        sd = 1.4826 * float(np.median(np.abs(np.diff(grid, axis=1)))) / math.sqrt(2)
+        sd = _noise_sd(grid)
         level = float(np.median(grid))
         near = ndi.maximum_filter(ch, footprint=ring, mode="nearest")
         hot = (ch - near > HOT_SDS * max(sd, 1e-6)) & (ch - level > 2 * np.maximum(near - level, 0))
@@ -535,9 +544,7 @@ def bleed_share(image: np.ndarray, src: int, dst: int) -> float:
     are too few such pixels."""
     step = max(1, int(np.sqrt(image.shape[1] * image.shape[2] / 250_000)))
     grid = image[src, ::step, ::step]
-    # noise from neighbour differences: the spread of the pixels below the median also holds
-    # uneven light and the cells' dim edges (8x the noise in a synthetic field)
-    sd = 1.4826 * float(np.median(np.abs(np.diff(grid, axis=1)))) / math.sqrt(2) if grid.shape[1] > 1 else 0.0
+    sd = _noise_sd(grid)
     a, b = grid.ravel(), image[dst, ::step, ::step].ravel()
     # saturated pixels say nothing about the share (the clipped source shrinks the denominator):
     # with 8 % of CD45 clipped the share read 0.0, with 2 % 0.255 for 0.1
