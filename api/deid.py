@@ -27,7 +27,7 @@ from django.conf import settings
 
 from patients.csvsafe import safe_cell
 from patients.models import Patient
-from patients.schedule import UNFAVORABLE, ctc_status
+from patients.schedule import at_or_above_cutoff
 
 MAX_SHIFT_DAYS = 180
 
@@ -83,7 +83,7 @@ def patient_record(patient: Patient) -> dict[str, Any]:
             "ctc_count": s.ctc_count if s else None,
             "ctc_per_7_5ml": s.ctc_per_7_5ml if s else None,
             "malignant_fraction": s.malignant_fraction if s else None,
-            "unfavorable": (ctc_status(s.ctc_per_7_5ml, cutoff) == UNFAVORABLE) if s else None,
+            "unfavorable": at_or_above_cutoff(s.ctc_per_7_5ml, cutoff) if s else None,
             "status": s.status if s else None,
             "model_version": s.model_version if s else None,
         })

@@ -34,9 +34,9 @@ from typing import Any
 from django.utils import timezone
 
 from patients.models import BloodDraw, DrawSummary, Patient, SummaryStatus
-from patients.schedule import UNFAVORABLE, ctc_status
+from patients.schedule import at_or_above_cutoff
 from patients.stats import count_ci, per_7_5ml_ci
-from patients.summary import INDETERMINATE_REVIEW, draw_status
+from patients.summary import INDETERMINATE_REVIEW, summary_status
 
 CODE_SYSTEM = "https://ctc-monitor.example.org/fhir/CodeSystem/ctc"
 STUDY_ID_SYSTEM = "https://ctc-monitor.example.org/fhir/NamingSystem/study-id"
@@ -128,7 +128,7 @@ def _common(draw: BloodDraw, summary: DrawSummary) -> dict[str, Any]:
 
 
 def unfavorable(draw: BloodDraw, summary: DrawSummary) -> bool:
-    return ctc_status(summary.ctc_per_7_5ml, draw.patient.cancer_type.ctc_cutoff) == UNFAVORABLE
+    return at_or_above_cutoff(summary.ctc_per_7_5ml, draw.patient.cancer_type.ctc_cutoff)
 
 
 def _range(low: float, high: float, unit: str, code: str) -> dict[str, Any]:
@@ -168,17 +168,10 @@ def uncertainty_components(draw: BloodDraw, summary: DrawSummary) -> list[dict[s
     ]
 
 
-def _status_words(draw: BloodDraw, summary: DrawSummary) -> tuple[str | None, str]:
-    return draw_status(summary.ctc_per_7_5ml, draw.patient.cancer_type.ctc_cutoff,
-                       preliminary=summary.status == SummaryStatus.PRELIMINARY, count=summary.ctc_count,
-                       count_min=summary.ctc_count_min, count_max=summary.ctc_count_max,
-                       volume_ml=float(draw.volume_ml))
-
-
 def ctc_observation(draw: BloodDraw, summary: DrawSummary) -> dict[str, Any]:
     cancer = draw.patient.cancer_type
     high = unfavorable(draw, summary)
-    status_text, interval_note = _status_words(draw, summary)
+    status_text, interval_note = summary_status(draw, summary)
     indeterminate = status_text == INDETERMINATE_REVIEW
     if indeterminate:
         coding = {"system": INTERPRETATION, "code": "IND", "display": "Indeterminate"}
@@ -263,7 +256,7 @@ def report_resource(draw: BloodDraw, summary: DrawSummary | None) -> dict[str, A
         report["status"] = "registered"
         return report
     cancer = draw.patient.cancer_type
-    status_text, interval_note = _status_words(draw, summary)
+    status_text, interval_note = summary_status(draw, summary)
     verdict = status_text or ("unfavorable" if unfavorable(draw, summary) else "favorable")
     low75, high75 = per_7_5ml_ci(summary.ctc_count, float(draw.volume_ml))
     report.update(

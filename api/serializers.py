@@ -35,10 +35,10 @@ from patients.models import (
 from patients.outcomes import check_outcomes
 from patients.review import CATEGORIES
 from patients.roles import Action, role_allows
-from patients.schedule import UNFAVORABLE, ctc_status
+from patients.schedule import at_or_above_cutoff
 from patients.scoping import is_admin
 from patients.stats import count_ci, per_7_5ml_ci
-from patients.summary import draw_status
+from patients.summary import summary_status
 from patients.validation import check_drawn_at, check_event_date, check_study_id, check_timepoint
 
 #: Outcome dates (issue 14): progression-free and overall survival derive from them.
@@ -343,9 +343,7 @@ class DrawSummarySerializer(serializers.ModelSerializer):
                 s.ctc_count if s.ctc_count_max is None else s.ctc_count_max]
 
     def _status(self, s: DrawSummary) -> tuple[str | None, str]:
-        return draw_status(s.ctc_per_7_5ml, s.draw.patient.cancer_type.ctc_cutoff,
-                           preliminary=s.status == SummaryStatus.PRELIMINARY, count=s.ctc_count,
-                           count_min=s.ctc_count_min, count_max=s.ctc_count_max, volume_ml=float(s.draw.volume_ml))
+        return summary_status(s.draw, s)
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_ctc_status(self, s: DrawSummary) -> str | None:
@@ -364,14 +362,16 @@ class DrawSummaryListSerializer(DrawSummarySerializer):
     study_id = serializers.CharField(source="draw.patient.study_id", read_only=True)
     drawn_at = serializers.DateTimeField(source="draw.drawn_at", read_only=True)
     timepoint = serializers.CharField(source="draw.timepoint", read_only=True)
-    unfavorable = serializers.SerializerMethodField(help_text="At or above the cancer type's cut-off")
+    unfavorable = serializers.SerializerMethodField(
+        help_text="The count itself at or above the cancer type's cut-off (the red of the pages). It stays true "
+                  "while ctc_status reads 'indeterminate until reviewed': ctc_status is the status to report")
 
     class Meta(DrawSummarySerializer.Meta):
         fields = ["draw", "patient", "study_id", "drawn_at", "timepoint", *DrawSummarySerializer.Meta.fields,
                   "unfavorable"]
 
     def get_unfavorable(self, s: DrawSummary) -> bool:
-        return ctc_status(s.ctc_per_7_5ml, s.draw.patient.cancer_type.ctc_cutoff) == UNFAVORABLE
+        return at_or_above_cutoff(s.ctc_per_7_5ml, s.draw.patient.cancer_type.ctc_cutoff)
 
 
 class DrawSerializer(serializers.ModelSerializer):

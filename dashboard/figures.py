@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dashboard.plotly_text import plain, plain_list, strip_markup
-from patients.schedule import UNFAVORABLE, ctc_status
+from patients.schedule import at_or_above_cutoff
 
 # A calm palette with enough contrast on white (WCAG AA for the text colours).
 INK = "#1d2733"
@@ -306,8 +306,8 @@ def _count_intervals(draws: Sequence[TimelineDraw]) -> list[tuple[float, float]]
 
 
 def _status_colour(per_7_5ml: float, cutoff: float) -> str:
-    """Red for an unfavorable draw, green for a favorable one (the rule: ``patients.schedule.ctc_status``)."""
-    return RED if ctc_status(per_7_5ml, cutoff) == UNFAVORABLE else GREEN
+    """Red for a count at or above the cut-off, green below it (``patients.schedule.at_or_above_cutoff``)."""
+    return RED if at_or_above_cutoff(per_7_5ml, cutoff) else GREEN
 
 
 def _uncertainty_words(d: TimelineDraw, bar: tuple[float, float], cutoff: float) -> str:

@@ -122,6 +122,15 @@ def ctc_status(per_7_5ml: float | None, cutoff: int | float) -> str | None:
     return UNFAVORABLE if per_7_5ml >= cutoff else FAVORABLE
 
 
+def at_or_above_cutoff(per_7_5ml: float | None, cutoff: int | float) -> bool:
+    """The count itself at or above the cut-off (False when not analysed).
+
+    This is the bare comparison that colours a count red and fills the API's ``unfavorable``;
+    the status a clinician reads (which says "indeterminate until reviewed" while a preliminary
+    count's model range straddles the cut-off) is ``patients.summary.draw_status``."""
+    return ctc_status(per_7_5ml, cutoff) == UNFAVORABLE
+
+
 def trend(latest: float | None, previous: float | None) -> str:
     """'up', 'down', 'same' or '' (fewer than two analysed draws)."""
     if latest is None or previous is None:

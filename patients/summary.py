@@ -195,6 +195,14 @@ class Reading:
         return "baseline" if t.lower() == "baseline" else (t or "the previous draw")
 
 
+def summary_status(draw: BloodDraw, summary: DrawSummary) -> tuple[str | None, str]:
+    """:func:`draw_status` of a stored summary of ``draw`` (its patient's cut-off, its volume)."""
+    return draw_status(summary.ctc_per_7_5ml, draw.patient.cancer_type.ctc_cutoff,
+                       preliminary=summary.status == SummaryStatus.PRELIMINARY, count=summary.ctc_count,
+                       count_min=summary.ctc_count_min, count_max=summary.ctc_count_max,
+                       volume_ml=float(draw.volume_ml))
+
+
 def reading_of(draw: BloodDraw) -> Reading | None:
     """The :class:`Reading` of a draw with its summary selected (None when not analysed)."""
     s = draw.summary_or_none

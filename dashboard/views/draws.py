@@ -95,9 +95,9 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
     # while a preliminary count's model range straddles the cut-off (patients.summary).
     reading = reading_of(draw)
     status_text, interval_note = reading.status(cutoff) if reading else (None, "")
-    # The count itself against the cut-off (schedule.ctc_status owns the rule): red when at or above
+    # The count itself against the cut-off (schedule.at_or_above_cutoff owns the rule): red when at or above
     # it, also while the status reads "indeterminate until reviewed", as on the patient page and list.
-    unfavorable = schedule.ctc_status(reading.value if reading else None, cutoff) == schedule.UNFAVORABLE
+    unfavorable = schedule.at_or_above_cutoff(reading.value if reading else None, cutoff)
     record(request, "view", draw, patient=draw.patient)
     return render(request, "dashboard/draw_detail.html", base_context(
         request, nav="patients", draw=draw, patient=draw.patient, summary=summary, uploads=uploads, page=page,

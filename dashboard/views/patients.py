@@ -62,7 +62,7 @@ def patient_list(request: HttpRequest) -> HttpResponse:
         p.last_drawn = mine[0][0] if mine else None
         p.latest_value = latest[0] if latest else None
         p.latest_status = latest[1] if latest else ""
-        p.unfavorable = schedule.ctc_status(p.latest_value, p.cancer_type.ctc_cutoff) == schedule.UNFAVORABLE
+        p.unfavorable = schedule.at_or_above_cutoff(p.latest_value, p.cancer_type.ctc_cutoff)
         mine_r = readings[p.pk]
         # Arrows only for changes beyond counting noise (exact two-rate test, alpha 0.05).
         p.trend, p.trend_test = significant_trend(mine_r[1] if len(mine_r) > 1 else None,
@@ -121,8 +121,8 @@ def _patient_data(request: HttpRequest, pk: int) -> tuple[Patient, list[BloodDra
         d.latest_upload = d.uploads.all()[0] if d.uploads.all() else None
         # Issue 14: the count's 95 % interval and the status words (indeterminate until reviewed / at this volume).
         d.reading = reading_of(d)
-        d.unfavorable = schedule.ctc_status(d.reading.value if d.reading else None,
-                                            patient.cancer_type.ctc_cutoff) == schedule.UNFAVORABLE
+        d.unfavorable = schedule.at_or_above_cutoff(d.reading.value if d.reading else None,
+                                                    patient.cancer_type.ctc_cutoff)
         d.ci = d.reading.ci() if d.reading else None
         d.status_text, d.interval_note = (d.reading.status(patient.cancer_type.ctc_cutoff) if d.reading
                                           else (None, ""))

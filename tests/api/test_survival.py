@@ -93,6 +93,11 @@ def test_count_resting_on_unsure_cells_is_indeterminate_until_reviewed(as_alice,
     summary = as_alice.get(f"/api/draws/{draw.pk}/").json()["summary"]
     assert summary["ctc_count_range"] == [2, 6]
     assert summary["ctc_status"] == "indeterminate until reviewed"
+    # the summaries list gives the bare comparison (6 CTC in the draw's volume against a cut-off of 5)
+    # beside the status to report, so a client cannot mistake one for the other
+    row = next(r for r in as_alice.get(f"/api/summaries/?patient={patient.pk}").json()["results"]
+               if r["draw"] == draw.pk)
+    assert (row["unfavorable"], row["ctc_status"]) == (True, "indeterminate until reviewed")
     bundle = as_alice.get(f"/api/draws/{draw.pk}/fhir/").json()
     Bundle.model_validate(bundle)
     obs = next(e["resource"] for e in bundle["entry"] if e["resource"]["id"].startswith("")
