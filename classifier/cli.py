@@ -481,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.set_defaults(func=cmd_segment_eval)
 
     dc = sub.add_parser("domain-calibrate", help="reference statistics of the domain check for some weights "
-                        "(synthetic in-domain renders; rates on synthetic shifts), written beside them")
+                        "(synthetic in-domain thumbnails and fields; rates on synthetic shifts), written beside them")
     dc.add_argument("--weights", default=None)
     dc.add_argument("--n-reference", type=int, default=600)
     dc.add_argument("--n-per-shift", type=int, default=80)

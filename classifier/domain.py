@@ -35,7 +35,7 @@ block-averaged copy of at most ~48 px, the novelty on attributes the engine comp
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -455,6 +455,9 @@ class Reference:
     midtone: tuple[float, float]  # validated range of ImageSignals.midtone
     calibration: dict = field(default_factory=dict)
     path: str = ""
+    #: the same statistics of the cells of synthetic *fields* (mostly leukocytes, 0.35-0.70 µm/px),
+    #: against which a field upload's cells are judged: a field is not a gallery of candidates
+    field: Reference | None = None
 
     @classmethod
     def fit(cls, feats: np.ndarray, names: Sequence[str], sha: str, midtones: np.ndarray, k: int = 24,
@@ -519,6 +522,7 @@ class Reference:
             "components": [_rl(r, 5) for r in self.components], "eigvals": _rl(self.eigvals),
             "resid_var": self.resid_var, "cutoff": self.cutoff, "expected_novel": self.expected_novel,
             "midtone": list(self.midtone), "threshold": THRESHOLD, "calibration": self.calibration,
+            **({"field": self.field.to_dict()} if self.field is not None else {}),
         }
 
     @classmethod
@@ -526,7 +530,8 @@ class Reference:
         return cls(str(d["weights_sha256"]), list(d["feature_names"]), np.array(d["mean"], float),
                    np.array(d["scale"], float), np.array(d["components"], float), np.array(d["eigvals"], float),
                    float(d["resid_var"]), float(d["cutoff"]), float(d["expected_novel"]),
-                   (float(d["midtone"][0]), float(d["midtone"][1])), dict(d.get("calibration", {})), path)
+                   (float(d["midtone"][0]), float(d["midtone"][1])), dict(d.get("calibration", {})), path,
+                   cls.from_dict(d["field"], path) if d.get("field") else None)
 
 
 def _rl(a: np.ndarray, nd: int = 6) -> list[float]:
@@ -574,6 +579,18 @@ def load_reference(weights: str | Path | None, sha256: str | None, feature_names
     if feature_names is not None and list(feature_names) != ref.feature_names:
         return ReferenceLookup(None, f"reference statistics describe other attributes{fallback}")
     return ReferenceLookup(ref, None)
+
+
+def field_lookup(lookup: ReferenceLookup | None) -> ReferenceLookup | None:
+    """The reference a field upload's cells are judged against: the field statistics where the
+    reference holds them; else the event thumbnails' (as before there were any), and the note says so."""
+    ref = lookup.reference if lookup is not None else None
+    if ref is None or ref.field is None:
+        if ref is not None:
+            return ReferenceLookup(ref, "the reference statistics hold no field cells (rerun python -m classifier "
+                                        "domain-calibrate): the cells were judged against event thumbnails")
+        return lookup
+    return ReferenceLookup(ref.field, None)
 
 
 # --- the check ---------------------------------------------------------------------------------------------
@@ -692,6 +709,7 @@ def check_analysis(items: Sequence[tuple[str, np.ndarray, list[str], float | Non
         if kind == "field":
             for s, n in zip(sigs, counts, strict=True):
                 s.n_objects = int(n)
+            lookup = field_lookup(lookup)
         owner = np.repeat(np.arange(len(items)), counts)
         return check(sigs, feats, owner, lookup, warnings, kind).as_dict()
     except Exception as err:  # noqa: BLE001 - the check must never cost the lab its result
@@ -880,12 +898,88 @@ def calibrate(weights: str | Path | None = None, n_reference: int = 600, n_per_s
                        "balanced_accuracy": _r3(m.get("balanced_accuracy")), "roc_auc": _r3(m.get("roc_auc"))}
         log(f"{name}: {table[name]}")
     ref.calibration["shifts"] = table
+    ref.field = fit_field_reference(wpath, sha, contract.feature_names, seed=seed + 200, log=log)
+    ref.calibration["field_shifts"] = field_shift_table(wpath, ref, seed=seed + 300, log=log)
     ref.calibration["seconds"] = round(time.time() - t0, 1)
     ref.calibration["command"] = "python -m classifier domain-calibrate" + (f" --weights {weights}" if weights else "")
     out = ref.to_dict()
     out["model_version"] = meta.get("version")
     reference_path(wpath).write_text(json.dumps(out, indent=1) + "\n")
     return out
+
+
+#: the pixel sizes of the field reference's synthetic fields (CellSearch's 0.645 µm among them)
+FIELD_PX_UM = (0.35, 0.70)
+
+
+def _reference_field(rng: np.random.Generator, px_um: float, side: int = 512,
+                     rendering: str | None = None) -> np.ndarray:
+    """One synthetic field like those the field path was validated on (``classifier.synth.field``):
+    leukocytes at 300-3,000 cells/mm^2 with 5-15 % CTCs and a few apoptotic ones."""
+    from classifier.synth.field import make_field
+
+    area_mm2 = (side * px_um / 1000.0) ** 2
+    n_cells = max(8, int(area_mm2 * float(np.exp(rng.uniform(np.log(300), np.log(3000))))))
+    ctc = float(rng.uniform(0.05, 0.15))
+    img, _labels = make_field(rng, side, side, n_cells, pixel_size_um=px_um, ctc_fraction=ctc, apoptotic_fraction=0.02,
+                              rendering=rendering)
+    return img
+
+
+def fit_field_reference(weights: Path, sha: str, feature_names: Sequence[str], n_fields: int = 96, seed: int = 207,
+                        log: Callable[[str], None] = print) -> Reference:
+    """The attribute statistics of the cells of ``n_fields`` synthetic 512^2 fields (pixel sizes
+    :data:`FIELD_PX_UM`, every export rendering), through the engine's own field path."""
+    from classifier.engine import Classifier
+
+    clf = Classifier.load(weights=weights, device="cpu")
+    rng = np.random.default_rng(seed)
+    feats, pxs = [], []
+    for _ in range(n_fields):
+        px = float(rng.uniform(*FIELD_PX_UM))
+        feats.append(clf.field_attributes([_reference_field(rng, px)], VALIDATED_CHANNELS, px))
+        pxs.append(px)
+    x = np.concatenate(feats)
+    # the 99th percentile of held-out distances, not the thumbnails' 99.5th: a field's rare cells (CTC
+    # clusters, apoptotic fragments) put a handful of held-out cells at 4-7 whatever the shift, which
+    # would leave the cutoff above every shift measured (24 fields: q0.99 2.25, q0.995 6.94)
+    ref = Reference.fit(x, feature_names, sha, np.array([0.5]), quantile=0.99)
+    ref.calibration = {"fields": n_fields, "cells": int(len(x)), "side_px": 512, "seed": seed,
+                       "px_um": [round(min(pxs), 3), round(max(pxs), 3)], "cutoff": round(ref.cutoff, 3),
+                       "expected_novel": round(ref.expected_novel, 4)}
+    log(f"field reference: {len(x)} cells of {n_fields} synthetic fields, novelty cutoff {ref.cutoff:.2f}")
+    return ref
+
+
+#: field renderings of the calibration: (pixel size, export rendering, blur sigma in µm); the
+#: in_domain ones must stay in_domain
+FIELD_SHIFTS: dict[str, tuple[float, str, float]] = {
+    "in_domain_0.40um_raw16": (0.40, "raw16", 0.0),
+    "in_domain_0.645um_raw16": (0.645, "raw16", 0.0),
+    "in_domain_0.645um_stretch8": (0.645, "stretch8", 0.0),
+    "defocus_0.645um_raw16": (0.645, "raw16", 2.0),
+}
+
+
+def field_shift_table(weights: Path, ref: Reference, seed: int = 307, n_fields: int = 4,
+                      log: Callable[[str], None] = print) -> dict:
+    """Each :data:`FIELD_SHIFTS` rendering as an upload of ``n_fields`` fields: its domain check."""
+    from classifier.engine import Classifier
+
+    clf = Classifier.load(weights=weights, device="cpu")
+    clf._domain_lookup = ReferenceLookup(ref, None)  # the statistics being written, not those on disk
+    table = {}
+    for name, (px, rendering, blur_um) in FIELD_SHIFTS.items():
+        rng = np.random.default_rng(seed)
+        imgs = [_reference_field(rng, px, rendering=rendering) for _ in range(n_fields)]
+        if blur_um:
+            imgs = [np.round(ndi.gaussian_filter(im, (0.0, blur_um / px, blur_um / px))) for im in imgs]
+        res = clf.analyse_arrays(imgs, list(VALIDATED_CHANNELS), kind="field", pixel_size_um=px)
+        dc = res.domain_check or {}
+        table[name] = {"fields": n_fields, "cells": len(res.events), "status": dc.get("status"),
+                       "score": dc.get("score"), "reasons": dc.get("reasons")}
+        log(f"{name}: {table[name]}")
+    return table
 
 
 def _r3(v: float | None) -> float | None:

@@ -76,6 +76,20 @@ class Job:
 
 
 @dataclass
+class _Upload:
+    """An upload prepared up to the model: its jobs, one source name per event, the warnings
+    found on the way, the model's inputs and attributes, the tone curve and the stage timings."""
+
+    jobs: list[Job]
+    sources: list[str]
+    warnings: list[str]
+    prep: Prepared
+    feats: np.ndarray
+    curve: tone.ToneCurve
+    timings: dict[str, float]
+
+
+@dataclass
 class JobProgress:
     """How many of ``total`` jobs are prepared, told to ``report`` (called with that count).
 
@@ -221,15 +235,46 @@ class Classifier:
         if kind not in ("events", "field"):
             raise InputError(f"Unknown kind {kind!r}: use 'events' (gallery thumbnails) or 'field' (field images).")
 
+    def field_attributes(self, images: Sequence[np.ndarray], channels: str | Sequence[str],
+                         pixel_size_um: float | None = None) -> np.ndarray:
+        """The attributes (N, F) of every cell the field path finds in ``images``, exactly as an
+        upload of them would be classified (the domain check's field reference is fitted on them)."""
+        chans = _channel_list(channels)
+        items = [(f"field{k}", np.asarray(img, np.float32), list(chans), pixel_size_um) for k, img in enumerate(images)]
+        return self._prepare_upload(items, "field", None).feats
+
     def _analyse(self, items: list[tuple[str, np.ndarray, list[str], float | None]], kind: str,
                  progress: Progress | None) -> AnalysisResult:
+        uploaded = items  # the domain check judges the images as uploaded
+        up = self._prepare_upload(items, kind, progress)
+        timings = up.timings
+        events, t_model, t_expl = self._classify(up.prep, up.feats, up.sources, progress)
+        field_warnings = up.warnings
+        if kind == "field":
+            field_warnings += _ctc_share_warnings(up.jobs, events)
+        timings["model"] = t_model
+        timings["explanation"] = t_expl
+        _report(progress, "done")
+        result = AnalysisResult(events=events, model_version=self.version, channels=list(self.contract.channels),
+                                timings=timings, device=str(self.device), threshold=self.threshold,
+                                warnings=field_warnings)
+        t = time.perf_counter()
+        result.domain_check = check_analysis(uploaded, [j.n_events for j in up.jobs], up.prep.px_um,
+                                             up.prep.scale_source, up.feats, kind, self._domain_reference(),
+                                             result.warnings)
+        tone.annotate(result.domain_check, up.curve)
+        timings["domain_check"] = time.perf_counter() - t
+        return result
+
+    def _prepare_upload(self, items: list[tuple[str, np.ndarray, list[str], float | None]], kind: str,
+                        progress: Progress | None) -> _Upload:
+        """Segmentation (fields), the tone curve (galleries), preprocessing and attributes."""
         timings: dict[str, float] = {}
         t = time.perf_counter()
         _report(progress, "segment")
         sources: list[str] = []
         jobs: list[Job] = []
         field_warnings: list[str] = []  # implausible counts and scales: reported, never silently counted
-        uploaded = items  # the domain check judges the images as uploaded
         if kind == "field":  # camera defects out before the nuclei and the markers are read
             items = [(name, remove_hot_pixels(image), chans, px) for name, image, chans, px in items]
         segs = self._segment_fields(items) if kind == "field" else []
@@ -264,22 +309,7 @@ class Classifier:
         if len(prep):
             feats = self._features(prep)
         timings["features"] = time.perf_counter() - t
-
-        events, t_model, t_expl = self._classify(prep, feats, sources, progress)
-        if kind == "field":
-            field_warnings += _ctc_share_warnings(jobs, events)
-        timings["model"] = t_model
-        timings["explanation"] = t_expl
-        _report(progress, "done")
-        result = AnalysisResult(events=events, model_version=self.version, channels=list(self.contract.channels),
-                                timings=timings, device=str(self.device), threshold=self.threshold,
-                                warnings=field_warnings)
-        t = time.perf_counter()
-        result.domain_check = check_analysis(uploaded, [j.n_events for j in jobs], prep.px_um,
-                                             prep.scale_source, feats, kind, self._domain_reference(), result.warnings)
-        tone.annotate(result.domain_check, curve)
-        timings["domain_check"] = time.perf_counter() - t
-        return result
+        return _Upload(jobs, sources, field_warnings, prep, feats, curve, timings)
 
     def _domain_reference(self) -> ReferenceLookup:
         """The domain check's reference statistics for these weights (read once)."""

@@ -186,6 +186,62 @@ def test_shipped_reference_matches_the_shipped_weights_or_says_it_does_not(contr
         d = json.loads(path.read_text())
         assert d["weights_sha256"] == sha256(DEFAULT_WEIGHTS) and d["threshold"] == domain.THRESHOLD
         assert set(d["calibration"]["shifts"]) == set(domain.SHIFTS)
+        # field uploads are judged against the cells of synthetic fields, fitted for the same weights
+        field = lookup.reference.field
+        assert field is not None and field.feature_names == list(contract.feature_names)
+        assert field.calibration["cells"] >= 2000 and 1.0 < field.cutoff < 5.0
+        assert set(d["calibration"]["field_shifts"]) == set(domain.FIELD_SHIFTS)
+        assert all(row["status"] == "in_domain" for name, row in d["calibration"]["field_shifts"].items()
+                   if name.startswith("in_domain"))
+
+
+def test_field_cells_are_judged_against_field_statistics_or_the_note_says_not(contract, reference):
+    ref = reference.reference
+    assert domain.field_lookup(None) is None
+    # statistics without field cells (computed before there were any): the thumbnails' are used, and said so
+    fallback = domain.field_lookup(reference)
+    assert fallback.reference is ref and "no field cells" in fallback.note and "domain-calibrate" in fallback.note
+    with_field = domain.Reference.from_dict({**ref.to_dict(), "field": ref.to_dict()})
+    assert with_field.field is not None and with_field.field.field is None
+    np.testing.assert_allclose(with_field.field.mean, ref.mean, atol=1e-5)
+    chosen = domain.field_lookup(domain.ReferenceLookup(with_field, None))
+    assert chosen.reference is with_field.field and chosen.note is None
+    assert domain.Reference.from_dict(with_field.to_dict()).field is not None  # it survives the file
+
+
+@pytest.fixture(scope="module")
+def shipped_classifier():
+    from classifier.engine import Classifier
+
+    return Classifier.load(device="cpu")
+
+
+def _field_upload(clf, px: float, blur_px: float = 0.0) -> dict:
+    """Three 512^2 synthetic raw 16-bit fields at ``px`` µm/px, the right half of each blurred by ``blur_px``."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(11)
+    fields = []
+    for _ in range(3):
+        img = domain._reference_field(rng, px, rendering="raw16")
+        if blur_px:
+            img[:, :, 256:] = np.round(ndi.gaussian_filter(img, (0, blur_px, blur_px)))[:, :, 256:]
+        fields.append(img.astype(np.uint16))
+    return clf.analyse_arrays(fields, "DAPI,CK,AF,CD45", kind="field", pixel_size_um=px).domain_check
+
+
+def test_a_clean_field_at_cellsearchs_pixel_size_is_in_domain_and_a_defocused_one_is_not(shipped_classifier):
+    """At 0.645 µm (CellSearch) the cells of clean fields used to read 39 % "outside the validated range"
+    against the event thumbnails' statistics (a field is mostly leukocytes, a gallery mostly candidates),
+    so every such field was shifted and the flag told a lab nothing. Against the field statistics a clean
+    field is in_domain; half of it out of focus puts its cells outside the range and is shifted."""
+    clean = _field_upload(shipped_classifier, 0.645)
+    assert clean["status"] == "in_domain", clean["reasons"]
+    assert not any("outside the validated range of attributes" in r for r in clean["reasons"])
+    assert any(r.startswith("pixel size 0.645 µm") for r in clean["reasons"])  # still said, as minor
+    blurred = _field_upload(shipped_classifier, 0.40, blur_px=8.0)
+    assert blurred["status"] == "shifted", blurred["reasons"]
+    assert any("outside the validated range of attributes" in r for r in blurred["reasons"]), blurred["reasons"]
 
 
 def test_json_shape(contract):
