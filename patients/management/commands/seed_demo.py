@@ -23,6 +23,9 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=7)
         parser.add_argument("--events-per-draw", type=int, default=30)
         parser.add_argument("--wait", type=float, default=0, help="Wait up to N seconds for the worker to finish")
+        parser.add_argument("--no-outcomes", action="store_true",
+                            help="Leave out the synthetic outcome cohort (its patients only fill the survival "
+                                 "page): a demo of a third of the uploads, classified in a third of the time")
         parser.add_argument("--review-wait", type=float, default=0,
                             help=f"Wait up to N seconds for the uploads of {', '.join(SEEDED_REVIEWS)} and "
                                  "review their cells with the generator's labels as they finish (0: review what "
@@ -30,7 +33,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         self.stdout.write("Seeding the demo cohort ...")
-        queued = seed(seed=opts["seed"], events_per_draw=opts["events_per_draw"], log=self.stdout.write)
+        queued = seed(seed=opts["seed"], events_per_draw=opts["events_per_draw"], log=self.stdout.write,
+                      outcomes=not opts["no_outcomes"])
         self.stdout.write(self.style.SUCCESS(f"{len(queued)} upload(s) queued. {LOGINS}"))
         deadline = time.monotonic() + opts["wait"]
         pending = ImagingUpload.objects.filter(status__in=[UploadStatus.QUEUED, UploadStatus.RUNNING])
