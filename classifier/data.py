@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from classifier.results import CATEGORIES
 from classifier.synth import make_event, sample_category
 from classifier.synth.events import sample_framing
 from classifier.synth.export import export
+
+if TYPE_CHECKING:  # classifier.io is imported where it is used (it is heavier than this module needs)
+    from classifier.io import ImageInput
 
 #: ctc-dev (and CellSearch-style) category names -> the model's categories.
 #: "Unidentified Cell" objects are CK+ and AF+ but not identifiable as a cell: they are
@@ -254,14 +258,20 @@ def resolve_file(folder: Path, name: str, where: str = "labels.csv") -> str:
     raise InputError(f"{where}: file {name!r} not found (tried {paths}).")
 
 
-def load_image(path: Path, channels: Sequence[str]) -> tuple[np.ndarray, list[str], float | None]:
-    """Decode one event file, with the I/O module when available."""
+def load_input(path: Path, channels: Sequence[str]) -> ImageInput:
+    """Decode one event file as an upload's file is decoded (with how the file stored it)."""
     from classifier.io import read_inputs
 
     inp = read_inputs([path], list(channels))
     if len(inp) != 1:
         raise InputError(f"{path}: expected one image, got {len(inp)}.")
-    return inp[0].image, list(inp[0].channels), inp[0].pixel_size_um
+    return inp[0]
+
+
+def load_image(path: Path, channels: Sequence[str]) -> tuple[np.ndarray, list[str], float | None]:
+    """Decode one event file: (image, channel names, pixel size from its metadata)."""
+    inp = load_input(path, channels)
+    return inp.image, list(inp.channels), inp.pixel_size_um
 
 
 def folder(path: Path, channels: Sequence[str], contract: PreprocessContract,
@@ -290,9 +300,9 @@ def prepare_folder(path: Path, channels: Sequence[str], contract: PreprocessCont
         # the curve from the same even sample the engine takes; those files are decoded twice, so
         # that a large folder is never held in memory whole
         pick = np.unique(np.linspace(0, len(items) - 1, min(len(items), tone.SAMPLE)).round().astype(int))
-        sample = [load_image(Path(path) / items[i].file, channels) for i in pick]
-        curve = tone.measure([im for im, _, _ in sample], [ch for _, ch, _ in sample],
-                             [items[i].file for i in pick], total=len(items))
+        sample = [load_input(Path(path) / items[i].file, channels) for i in pick]
+        curve = tone.measure([im.image for im in sample], [list(im.channels) for im in sample],
+                             [items[i].file for i in pick], total=len(items), forms=[im.form for im in sample])
     preps = []
     for it in items:
         image, chans, px = load_image(Path(path) / it.file, channels)

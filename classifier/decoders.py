@@ -35,6 +35,21 @@ _UNIT_TO_UM = {"µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer
                "\\u00B5m": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
 
 
+@dataclass(frozen=True)
+class FileForm:
+    """How an image was stored, where its decoded values cannot tell (the domain check reads it):
+    a colour (RGB) composite or separate channels, lossy compression, the container's bit depth."""
+
+    fmt: str  # "TIFF", "PNG" or "JPEG"
+    bits: int | None  # bits per sample of the container (8, 16, 32); None for floating point
+    lossy: bool = False  # JPEG, or JPEG / WebP compression inside a TIFF
+    colour: bool = False  # an RGB(A) colour image: markers rendered as colours
+
+
+#: TIFF compression schemes that lose information (JPEG 2000 and JPEG XL may be lossless: not named)
+_LOSSY_TIFF = {"JPEG", "OJPEG", "WEBP"}
+
+
 @dataclass
 class Decoded:
     """A decoded (or, with ``array=None``, only probed) image."""
@@ -46,6 +61,12 @@ class Decoded:
     names: list[str] | None = None  # channel names from the file's metadata
     pixel_size_um: float | None = None
     alpha: bool = False  # the last channel is the alpha of an RGBA composite
+    lossy: bool = False  # see FileForm
+    colour: bool = False  # see FileForm
+
+    def form(self) -> FileForm:
+        bits = None if np.dtype(self.dtype).kind == "f" else 8 * np.dtype(self.dtype).itemsize
+        return FileForm(self.fmt, bits, self.lossy, self.colour)
 
 
 def sniff(head: bytes) -> str | None:
@@ -160,6 +181,13 @@ def _tiff(fh: IO[bytes], name: str, limits: Limits, read: bool) -> Decoded:
         # From the header alone the extra sample only *may* be an alpha (validation stays
         # lenient); once the pixels are read it must also look like one (see _is_alpha).
         alpha = _tiff_extra_sample(page, axes, shape[0])
+        lossy = getattr(page.compression, "name", "") in _LOSSY_TIFF
+        # a colour picture: 8-bit RGB samples interleaved per pixel, as viewers and slide scanners save
+        # a composite. tifffile (and others) store any 3- or 4-plane array as planar "RGB" by default:
+        # those are separate fluorescence channels, whatever the tag says
+        colour = (getattr(page.photometric, "name", "") in ("RGB", "YCBCR")
+                  and getattr(page.planarconfig, "name", "") == "CONTIG" and dtype == np.uint8
+                  and (shape[0] == 3 or (shape[0] == 4 and alpha)))
         array = None
         if read:
             with warnings.catch_warnings():
@@ -171,7 +199,8 @@ def _tiff(fh: IO[bytes], name: str, limits: Limits, read: bool) -> Decoded:
             array = raw.transpose(order).reshape(shape) if order is not None else raw.reshape(shape)
             if alpha:
                 alpha = _is_alpha(array[-1], _extra_sample_kind(page))
-        return Decoded("TIFF", shape, dtype, array, names, pixel, alpha)
+            colour = colour and (shape[0] == 3 or alpha) and not _is_grey(array[:3])
+        return Decoded("TIFF", shape, dtype, array, names, pixel, alpha, lossy, colour)
 
 
 def _plane_area(series: Any) -> int:
@@ -376,7 +405,8 @@ def _pil(fh: IO[bytes], fmt: str, name: str, limits: Limits, read: bool) -> Deco
                 dtype = np.dtype(np.int32 if mode == "I" else np.float32)
             check_shape((bands, h, w), dtype, name, limits)
             if not read:
-                return Decoded(fmt.upper(), (bands, h, w), dtype, None, alpha=alpha)
+                return Decoded(fmt.upper(), (bands, h, w), dtype, None, alpha=alpha, lossy=fmt == "jpeg",
+                               colour=bands >= 3)
             im.load()
             if mode in ("P", "PA", "CMYK", "YCbCr"):
                 im = im.convert("RGBA" if alpha else "RGB")
@@ -388,7 +418,8 @@ def _pil(fh: IO[bytes], fmt: str, name: str, limits: Limits, read: bool) -> Deco
         # A greyscale channel saved as RGB (common for per-channel JPEG exports).
         arr, alpha = arr[:1], False
     arr = np.ascontiguousarray(arr)
-    return Decoded(fmt.upper(), tuple(arr.shape), arr.dtype, arr, alpha=alpha)  # type: ignore[arg-type]
+    return Decoded(fmt.upper(), tuple(arr.shape), arr.dtype, arr, alpha=alpha,  # type: ignore[arg-type]
+                   lossy=fmt == "jpeg", colour=arr.shape[0] >= 3)
 
 
 def _is_grey(rgb: np.ndarray) -> bool:

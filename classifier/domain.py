@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from classifier.decoders import FileForm
 from classifier.preprocess import fill_border
 from classifier.segmentation import NUCLEUS_DIAMETER_UM
 
@@ -92,8 +93,8 @@ class ImageSignals:
     width: int
     channels: list[str]
     af_present: bool
-    composite: bool  # an RGB composite (PNG/JPEG colours), not separate fluorescence channels
-    lossy: bool  # JPEG
+    composite: bool  # an RGB composite (a colour picture), not separate fluorescence channels
+    lossy: bool  # JPEG (a JPEG file, or JPEG / WebP compression inside a TIFF)
     bit_depth: str  # "8-bit" | "12-bit" | "16-bit" | "32-bit" | "signed integer" | "float"
     grey_range: float  # used fraction of the bit depth's range (DAPI, CK, CD45; min over them)
     saturated: float  # largest fraction of pixels at the top of the range, over channels
@@ -127,15 +128,21 @@ def image_signals(image: np.ndarray, channels: Sequence[str], source: str = "ima
 
 def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]], sources: Sequence[str],
                         px_um: Sequence[float | None] | None = None, scale_sources: Sequence[str] | None = None,
-                        chunk: int = 128, kind: str = "events") -> list[ImageSignals]:
+                        chunk: int = 128, kind: str = "events",
+                        forms: Sequence[FileForm | None] | None = None) -> list[ImageSignals]:
     """:func:`image_signals` of many images, measured together.
 
     Event thumbnails are point-sampled on a fixed 40 x 40 grid (every statistic below is
     about objects of a few px at that scale; one full-resolution pass over a 1,000-event
     gallery, 400 MB of floats, would cost more than the whole check), so a gallery of any
     mix of sizes is a few stacks. Field images are block-averaged to at most 512 px instead,
-    one at a time: a point sample that coarse would miss most nuclei of a large field."""
+    one at a time: a point sample that coarse would miss most nuclei of a large field.
+
+    ``forms``: how each file stored its image (:class:`classifier.decoders.FileForm`), where the
+    values cannot tell: an RGB composite in a TIFF, JPEG compression inside a TIFF, a 16-bit file
+    whose values stay under 256. Without it (arrays) the file name's suffix and the values decide."""
     n = len(images)
+    file_forms = list(forms) if forms is not None else [None] * n
     pxs = list(px_um) if px_um is not None else [None] * n
     how = list(scale_sources) if scale_sources is not None else ["unknown"] * n
     out: list[ImageSignals | None] = [None] * n
@@ -158,7 +165,7 @@ def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequenc
                 x = _block_mean(arrs[0], max(1, -(-max(arrs[0].shape[1:]) // 512)))[None]
                 raw = _grid(arrs[0], 256)[None]
             hws = [a.shape[1:] for a in full]  # the frame as given (its scale, its framing)
-            sigs = _signals_stack(x, chans, [sources[i] for i in part], hws, raw)
+            sigs = _signals_stack(x, chans, [sources[i] for i in part], hws, raw, [file_forms[i] for i in part])
             af = _channel_index(chans, "AF")
             for i, sig, a, inner in zip(part, sigs, full, arrs, strict=True):
                 if af is not None and af < inner.shape[0]:
@@ -218,7 +225,7 @@ def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
 
 
 def _signals_stack(x: np.ndarray, channels: list[str], sources: list[str], hws: Sequence[tuple[int, int]],
-                   raw: np.ndarray) -> list[ImageSignals]:
+                   raw: np.ndarray, forms: Sequence[FileForm | None]) -> list[ImageSignals]:
     """Signals of a stack of sampled images (N, C, h, w); ``hws``: each image's full size;
     ``raw``: point samples of the decoded values (for bit depth, range and saturation)."""
     n, c = x.shape[:2]
@@ -234,6 +241,10 @@ def _signals_stack(x: np.ndarray, channels: list[str], sources: list[str], hws: 
     top_all = mx.max(axis=1)
     tops = np.where(top_all <= 255, 255.0, np.where(top_all <= 4095, 4095.0,
                                                      np.where(top_all <= 65535, 65535.0, 4294967295.0)))
+    # a file of more than 8 bits whose values stay under 256 is a dim camera image, not a display
+    # render: its range is judged as 12-bit (where cameras clip), never as an 8-bit stretch
+    wide = np.array([f is not None and (f.bits or 0) > 8 for f in forms])
+    tops = np.where(wide & (tops == 255.0), 4095.0, tops)
     tops = np.where(integer, tops, np.maximum(top_all, 1e-9))
     grey = ((mx - mn)[:, main] / tops[:, None]).min(axis=1)
     sat = (half >= tops[:, None, None, None]).mean(axis=(2, 3)).max(axis=1)
@@ -272,13 +283,15 @@ def _signals_stack(x: np.ndarray, channels: list[str], sources: list[str], hws: 
     out = []
     for k in range(n):
         suffix = Path(str(sources[k]).split("#")[0]).suffix.lower()
+        form = forms[k]
         depth = ("float" if not integral[k] else "signed integer" if not integer[k]
                  else dict((t, d) for t, d in _DEPTH_TOPS)[float(tops[k])])
         out.append(ImageSignals(
             source=str(sources[k]), height=int(hws[k][0]), width=int(hws[k][1]), channels=names, af_present="AF" in idx,
             # a PNG/JPEG with more than three channels is greyscale files stacked one per channel (an RGB
             # composite holds three colours at most): lossless PNGs of that kind are the validated signal
-            composite=suffix in _COMPOSITE_SUFFIXES and len(names) <= 3, lossy=suffix in _LOSSY_SUFFIXES,
+            composite=(form.colour if form is not None else suffix in _COMPOSITE_SUFFIXES) and len(names) <= 3,
+            lossy=form.lossy if form is not None else suffix in _LOSSY_SUFFIXES,
             bit_depth=depth,
             grey_range=float(grey[k]) if integer[k] else 1.0, saturated=float(sat[k]) if integer[k] else 0.0,
             midtone=float(midtone[k]), n_nuclei=int(nuclei[k]), nucleus_cover=float(largest[k])))
@@ -308,10 +321,11 @@ def image_findings(s: ImageSignals, ref: Reference | None = None, kind: str = "e
     """What differs in image ``s`` from the validated domain, each with a severity."""
     out: list[Finding] = []
     if s.composite:
-        out.append(Finding("composite", 0.6, "RGB composite (PNG/JPEG colours): the model was validated on separate "
-                                             "fluorescence channels, and colour rendering changes intensities"))
-        if s.lossy:
-            out.append(Finding("jpeg", 0.3, "JPEG compression: lossy blocks change texture and dim signals"))
+        out.append(Finding("composite", 0.6, "RGB composite (a colour picture: PNG, JPEG or RGB TIFF): the model was "
+                                             "validated on separate fluorescence channels, and colour rendering "
+                                             "changes intensities"))
+    if s.lossy:  # a composite or per-channel files, and inside a TIFF too
+        out.append(Finding("jpeg", 0.3, "JPEG compression: lossy blocks change texture and dim signals"))
     if not s.af_present:
         out.append(Finding("no_af", 0.6, "no AF channel: the model was validated on 4-channel images "
                                          "(DAPI, CK, AF, CD45)"))
@@ -688,7 +702,8 @@ def check(signals: Sequence[ImageSignals], feats: np.ndarray | None = None, even
 
 def check_analysis(items: Sequence[tuple[str, np.ndarray, list[str], float | None]], events_per_image: Sequence[int],
                    px_um: np.ndarray, scale_source: Sequence[str], feats: np.ndarray, kind: str,
-                   lookup: ReferenceLookup | None, warnings: Sequence[str] = ()) -> dict:
+                   lookup: ReferenceLookup | None, warnings: Sequence[str] = (),
+                   forms: Sequence[FileForm | None] | None = None) -> dict:
     """The engine's call: ``items`` as ``Classifier._analyse`` got them, how many events
     each image gave (in order), and the prepared events' pixel sizes and attributes.
     Returns the contract object; never raises (a failure is reported as ``shifted``)."""
@@ -705,7 +720,7 @@ def check_analysis(items: Sequence[tuple[str, np.ndarray, list[str], float | Non
                 pxs.append(given)
                 how.append("given" if given is not None else "unknown")
         sigs = image_signals_batch([it[1] for it in items], [it[2] for it in items], [it[0] for it in items],
-                                   pxs, how, kind=kind)
+                                   pxs, how, kind=kind, forms=forms)
         if kind == "field":
             for s, n in zip(sigs, counts, strict=True):
                 s.n_objects = int(n)
@@ -720,19 +735,21 @@ def check_folder(folder: Path, channels: Sequence[str], contract, feats: np.ndar
                  pixel_size_um: float | None, lookup: ReferenceLookup | None) -> DomainReport:
     """The check of a labelled folder (``evaluate``): its images in ``labels.csv`` order,
     ``feats`` the attributes ``classifier.data.folder`` computed for them (same order)."""
-    from classifier.data import load_image, read_labels
+    from classifier.data import load_input, read_labels
     from classifier.preprocess import setup_image
 
-    images, chans, names, pxs, how = [], [], [], [], []
+    images, chans, names, pxs, how, forms = [], [], [], [], [], []
     for it in read_labels(Path(folder)):
-        image, ch, px = load_image(Path(folder) / it.file, channels)
-        setup = setup_image(image, ch, contract, pixel_size_um if pixel_size_um is not None else px, it.file)
-        images.append(image)
-        chans.append(list(ch))
+        inp = load_input(Path(folder) / it.file, channels)
+        given = pixel_size_um if pixel_size_um is not None else inp.pixel_size_um
+        setup = setup_image(inp.image, inp.channels, contract, given, it.file)
+        images.append(inp.image)
+        chans.append(list(inp.channels))
         names.append(it.file)
         pxs.append(setup.px_um)
         how.append(setup.scale_source)
-    sigs = image_signals_batch(images, chans, names, pxs, how)
+        forms.append(inp.form)
+    sigs = image_signals_batch(images, chans, names, pxs, how, forms=forms)
     return check(sigs, feats, list(range(len(sigs))), lookup)
 
 

@@ -26,6 +26,7 @@ import torch
 
 from classifier import features, tone
 from classifier.contract import PreprocessContract
+from classifier.decoders import FileForm
 from classifier.domain import ReferenceLookup, check_analysis, implausible_ctc_share, load_reference
 from classifier.errors import InputError
 from classifier.explain import explain_batch, top_attributes
@@ -200,7 +201,8 @@ class Classifier:
         inputs = read_inputs(list(paths), _channel_list(channels) if channels is not None else None,
                              names=list(names) if names is not None else None, pixel_size_um=pixel_size_um)
         decode = time.perf_counter() - t0
-        res = self._analyse([(i.source, i.image, list(i.channels), i.pixel_size_um) for i in inputs], kind, progress)
+        res = self._analyse([(i.source, i.image, list(i.channels), i.pixel_size_um) for i in inputs], kind, progress,
+                            forms=[i.form for i in inputs])
         res.timings = {"decode": decode, **res.timings}
         return res
 
@@ -244,9 +246,10 @@ class Classifier:
         return self._prepare_upload(items, "field", None).feats
 
     def _analyse(self, items: list[tuple[str, np.ndarray, list[str], float | None]], kind: str,
-                 progress: Progress | None) -> AnalysisResult:
+                 progress: Progress | None, forms: Sequence[FileForm | None] | None = None) -> AnalysisResult:
+        """``forms``: how each file stored its image (files only: colour composite, compression, bit depth)."""
         uploaded = items  # the domain check judges the images as uploaded
-        up = self._prepare_upload(items, kind, progress)
+        up = self._prepare_upload(items, kind, progress, forms)
         timings = up.timings
         events, t_model, t_expl = self._classify(up.prep, up.feats, up.sources, progress)
         field_warnings = up.warnings
@@ -261,13 +264,13 @@ class Classifier:
         t = time.perf_counter()
         result.domain_check = check_analysis(uploaded, [j.n_events for j in up.jobs], up.prep.px_um,
                                              up.prep.scale_source, up.feats, kind, self._domain_reference(),
-                                             result.warnings)
+                                             result.warnings, forms)
         tone.annotate(result.domain_check, up.curve)
         timings["domain_check"] = time.perf_counter() - t
         return result
 
     def _prepare_upload(self, items: list[tuple[str, np.ndarray, list[str], float | None]], kind: str,
-                        progress: Progress | None) -> _Upload:
+                        progress: Progress | None, forms: Sequence[FileForm | None] | None = None) -> _Upload:
         """Segmentation (fields), the tone curve (galleries), preprocessing and attributes."""
         timings: dict[str, float] = {}
         t = time.perf_counter()
@@ -280,8 +283,8 @@ class Classifier:
         segs = self._segment_fields(items) if kind == "field" else []
         # an upload of event thumbnails exported with another tone curve is re-mapped to the
         # validated one first (classifier.tone); the domain check still judges the images as uploaded
-        curve = tone.measure([it[1] for it in items], [it[2] for it in items], [it[0] for it in items]) \
-            if kind == "events" else tone.ToneCurve()
+        curve = tone.measure([it[1] for it in items], [it[2] for it in items], [it[0] for it in items],
+                             forms=forms) if kind == "events" else tone.ToneCurve()
         for k, (name, image, chans, px) in enumerate(items):
             image = tone.remap(image, curve)
             if kind == "field":

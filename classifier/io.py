@@ -49,7 +49,7 @@ from classifier.channel_names import (
     missing_required,
     parse_channels,
 )
-from classifier.decoders import Decoded, decode, sniff
+from classifier.decoders import Decoded, FileForm, decode, sniff
 from classifier.errors import InputError
 from classifier.limits import DEFAULT_LIMITS, Limits, human_size
 
@@ -74,6 +74,8 @@ class ImageInput:
     image: np.ndarray  # float32 (C, H, W), finite, channels in the order of `channels`
     channels: list[str]  # canonical upper-case marker names
     pixel_size_um: float | None
+    #: how the file stored it (colour composite, lossy compression, container bit depth); None for arrays
+    form: FileForm | None = None
 
 
 @dataclass
@@ -133,13 +135,13 @@ def read_inputs(
     inputs = _assemble(items, declared)
     _refuse_repeats(inputs)
     out: list[ImageInput] = []
-    for src, arr, chans, px in inputs:
+    for src, arr, chans, px, form in inputs:
         missing = missing_required(chans, required)
         if missing:
             raise InputError(f"{src}: missing required channel(s) {', '.join(missing)} "
                              f"(has {', '.join(chans) or 'none'}; "
                              f"{', '.join(required)} are required).")
-        out.append(ImageInput(src, _to_float(arr, src), chans, pixel if pixel is not None else px))
+        out.append(ImageInput(src, _to_float(arr, src), chans, pixel if pixel is not None else px, form))
     return out
 
 
@@ -163,7 +165,7 @@ def _refuse_repeats(inputs: Sequence[_Assembled]) -> None:
     a folder zipped twice): its cells would be counted twice and the draw's count would be wrong
     without a sign. Images that are constant throughout (blank) may repeat: they hold no cell."""
     seen: dict[tuple[str, tuple[int, ...], bytes], int] = {}
-    for k, (src, arr, _chans, _px) in enumerate(inputs):
+    for k, (src, arr, _chans, _px, _form) in enumerate(inputs):
         a = np.ascontiguousarray(arr)
         key = (a.dtype.str, a.shape, hashlib.blake2b(a.data, digest_size=16).digest())
         first = seen.setdefault(key, k)
@@ -380,7 +382,7 @@ def _looks_like_text(head: bytes) -> bool:
 
 # --- mapping channels --------------------------------------------------------------
 
-_Assembled = tuple[str, np.ndarray, list[str], float | None]
+_Assembled = tuple[str, np.ndarray, list[str], float | None, FileForm]
 
 
 def _assemble(items: list[_Item], declared: list[str | None] | None) -> list[_Assembled]:
@@ -414,7 +416,7 @@ def _assemble(items: list[_Item], declared: list[str | None] | None) -> list[_As
                              f"(e.g. {','.join(str(c) for c in chans[:-1])}, or end with '-' to skip it).")
         _check_count(Decoded(dec.fmt, tuple(arr.shape), dec.dtype, None, alpha=False),  # type: ignore[arg-type]
                      len(chans), name)
-        out.append(_keep(name, arr, chans, dec.pixel_size_um))
+        out.append(_keep(name, arr, chans, dec.pixel_size_um, dec.form()))
     if singles:
         out.extend(_stack_singles(singles, declared))
     return out
@@ -457,10 +459,10 @@ def _check_count(dec: Decoded, n: int, name: str) -> None:
 
 
 def _keep(src: str, arr: np.ndarray, chans: Sequence[str | None],
-          px: float | None) -> _Assembled:
+          px: float | None, form: FileForm) -> _Assembled:
     """Drop the channels named '-'."""
     idx = [i for i, c in enumerate(chans) if c is not None]
-    return src, arr[idx], [c for c in chans if c is not None], px
+    return src, arr[idx], [c for c in chans if c is not None], px, form
 
 
 def _stack_singles(singles: list[_Item], declared: list[str | None] | None) -> list[_Assembled]:
@@ -480,7 +482,11 @@ def _stack_singles(singles: list[_Item], declared: list[str | None] | None) -> l
             raise InputError(f"{first}: the channel files of one image differ in size ({desc}).")
         arr = np.stack([it.dec.array[0] for _, it in group])  # type: ignore[index]
         px = next((it.dec.pixel_size_um for _, it in group if it.dec.pixel_size_um), None)
-        out.append(_keep(first, arr, [c for c, _ in group], px))
+        forms = [it.dec.form() for _, it in group]
+        # one greyscale file per channel: lossy when any of them is; the widest container counts
+        form = FileForm(forms[0].fmt, max((f.bits for f in forms if f.bits), default=None),
+                        lossy=any(f.lossy for f in forms))
+        out.append(_keep(first, arr, [c for c, _ in group], px, form))
     return out
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from classifier.decoders import FileForm
 from classifier.domain import (
     MAX_NUCLEUS_COVER,
     MIN_IMAGES_FOR_TONE,
@@ -69,16 +70,19 @@ class ToneCurve:
 
 
 def measure(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]],
-            sources: Sequence[str] | None = None, total: int | None = None) -> ToneCurve:
+            sources: Sequence[str] | None = None, total: int | None = None,
+            forms: Sequence[FileForm | None] | None = None) -> ToneCurve:
     """The curve for a set of (C, H, W) event images (or an even sample of a larger set of
-    ``total`` images: a median over a few hundred is as good as over all)."""
+    ``total`` images: a median over a few hundred is as good as over all). ``forms``: how the
+    files stored them (a 16-bit file whose values stay under 256 is no 8-bit display render)."""
     n = len(images) if total is None else total
     if n < MIN_IMAGES_FOR_TONE or not len(images):
         return ToneCurve()
     pick = np.unique(np.linspace(0, len(images) - 1, min(len(images), SAMPLE)).round().astype(int))
     names = list(sources) if sources is not None else [f"image{i}" for i in range(len(images))]
     try:
-        signals = image_signals_batch([images[i] for i in pick], [channels[i] for i in pick], [names[i] for i in pick])
+        signals = image_signals_batch([images[i] for i in pick], [channels[i] for i in pick], [names[i] for i in pick],
+                                      forms=[forms[i] for i in pick] if forms is not None else None)
     except (ValueError, IndexError):
         return ToneCurve()  # an image the measure cannot read: the decoder and preprocessing say why
     # mid-tones tell the curve only in frames framed like the validated ones: where one cell fills

@@ -394,3 +394,59 @@ def test_a_given_pixel_size_is_echoed_as_given():
     inferred = domain.image_signals(img, chans, "e.tif", 0.6449, "estimated")
     (f,) = [f for f in domain.image_findings(inferred) if f.key == "pixel_size"]
     assert f.reason.startswith("pixel size 0.64 µm (inferred")
+
+
+def _form_of(tmp_path: Path, name: str, data: np.ndarray, **kw):
+    """The decoded image and how its file stored it, as an upload reads it."""
+    from classifier.io import read_inputs
+
+    path = tmp_path / name
+    tifffile.imwrite(path, data, **kw)
+    inp = read_inputs([path], ["CK", "CD45", "DAPI"] if data.ndim == 3 and data.shape[-1] == 3 else
+                      ["DAPI", "CK", "CD45"])[0]
+    return inp, domain.image_signals_batch([inp.image], [inp.channels], [inp.source], forms=[inp.form])[0]
+
+
+def test_the_file_not_its_suffix_says_composite_jpeg_and_bit_depth(tmp_path):
+    """An RGB composite saved as TIFF was judged separate channels (only .png/.jpg were composites),
+    JPEG compression inside a TIFF went unmentioned, and a 16-bit file whose values stay under 256
+    was judged an 8-bit display render (its tone curve then re-mapped as one)."""
+    imgs, _chans, _names, _y = domain.synthetic_set("in_domain", 1, 5)
+    img8 = np.clip(imgs[0], 0, 255).astype(np.uint8)  # DAPI, CK, AF, CD45
+    rgb = np.stack([img8[1], img8[3], img8[0]], axis=-1)  # red CK, green CD45, blue DAPI, interleaved
+    inp, sig = _form_of(tmp_path, "composite.tif", rgb, photometric="rgb")
+    assert inp.form.colour and sig.composite and not sig.lossy
+    assert any(f.key == "composite" for f in domain.image_findings(sig))
+    # the same markers as three planes (tifffile's default for a (3, H, W) array: "RGB", planar) are channels
+    inp, sig = _form_of(tmp_path, "planes.tif", np.stack([img8[0], img8[1], img8[3]]).astype(np.uint16) * 16)
+    assert not inp.form.colour and not sig.composite and sig.bit_depth == "12-bit"
+    # JPEG inside a TIFF, greyscale planes: said, whatever the suffix
+    inp, sig = _form_of(tmp_path, "jpeg.tif", np.stack([img8[0], img8[1], img8[3]]), photometric="minisblack",
+                        compression="jpeg")
+    assert inp.form.lossy and sig.lossy and not sig.composite
+    assert any(f.key == "jpeg" for f in domain.image_findings(sig))
+    # a 16-bit file using 0-255 only: a dim camera image, not a display render
+    inp, sig = _form_of(tmp_path, "dim16.tif", np.stack([img8[0], img8[1], img8[3]]).astype(np.uint16))
+    assert inp.form.bits == 16 and sig.bit_depth == "12-bit" and sig.saturated == 0.0
+    as8 = domain.image_signals_batch([inp.image], [inp.channels], [inp.source])[0]  # the values alone
+    assert as8.bit_depth == "8-bit"
+
+
+def test_sixteen_bit_files_using_eight_bits_are_not_tone_mapped_as_display_renders(tmp_path):
+    from classifier.engine import Classifier
+
+    imgs, _chans, _names, _y = domain.synthetic_set("in_domain", 10, 17)
+    dark = [np.round(255.0 * (np.clip(img, 0, 255) / 255.0) ** 1.6) for img in imgs]  # display gamma 1.6
+    for dtype in (np.uint8, np.uint16):
+        folder = tmp_path / np.dtype(dtype).name
+        folder.mkdir()
+        paths = []
+        for k, img in enumerate(dark):
+            paths.append(folder / f"e{k}.tif")
+            tifffile.imwrite(paths[-1], img.astype(dtype), photometric="minisblack")
+        res = Classifier.load(device="cpu").analyse_files(paths, "DAPI,CK,AF,CD45")
+        tone_said = [r for r in res.domain_check["reasons"] if "brightness curve" in r or "re-mapped" in r]
+        if dtype == np.uint8:
+            assert tone_said, res.domain_check  # an 8-bit display render at gamma 1.6: measured and re-mapped
+        else:
+            assert not tone_said, res.domain_check  # raw counts are linear: no display curve to undo
