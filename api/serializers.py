@@ -363,8 +363,9 @@ class DrawSummaryListSerializer(DrawSummarySerializer):
     drawn_at = serializers.DateTimeField(source="draw.drawn_at", read_only=True)
     timepoint = serializers.CharField(source="draw.timepoint", read_only=True)
     unfavorable = serializers.SerializerMethodField(
-        help_text="The count itself at or above the cancer type's cut-off (the red of the pages). It stays true "
-                  "while ctc_status reads 'indeterminate until reviewed': ctc_status is the status to report")
+        help_text="The count itself at or above the cancer type's cut-off (the red of the pages), whatever "
+                  "ctc_status reads: while that is 'indeterminate until reviewed' this may be true or false. "
+                  "ctc_status is the status to report")
 
     class Meta(DrawSummarySerializer.Meta):
         fields = ["draw", "patient", "study_id", "drawn_at", "timepoint", *DrawSummarySerializer.Meta.fields,

@@ -27,7 +27,7 @@ from classifier.synth import make_event, sample_category
 from classifier.synth.events import sample_framing
 from classifier.synth.export import export
 
-if TYPE_CHECKING:  # classifier.io is imported where it is used (it is heavier than this module needs)
+if TYPE_CHECKING:  # classifier.io imports this module's neighbours; it is imported where it is used
     from classifier.io import ImageInput
 
 #: ctc-dev (and CellSearch-style) category names -> the model's categories.

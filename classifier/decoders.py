@@ -46,8 +46,10 @@ class FileForm:
     colour: bool = False  # an RGB(A) colour image: markers rendered as colours
 
 
-#: TIFF compression schemes that lose information (JPEG 2000 and JPEG XL may be lossless: not named)
-_LOSSY_TIFF = {"JPEG", "OJPEG", "WEBP"}
+#: TIFF compression schemes (tifffile's names) that lose information; plain JPEG 2000, JPEG XL and
+#: LERC may be lossless and are not named
+_LOSSY_TIFF = {"JPEG", "OJPEG", "ALT_JPEG", "JPEG_99", "JPEG_LOSSY", "JPEG_2000_LOSSY", "JPEGXR", "JPEGXR_NDPI",
+               "WEBP", "WEBP_DEPRECATED"}
 
 
 @dataclass
@@ -181,13 +183,14 @@ def _tiff(fh: IO[bytes], name: str, limits: Limits, read: bool) -> Decoded:
         # From the header alone the extra sample only *may* be an alpha (validation stays
         # lenient); once the pixels are read it must also look like one (see _is_alpha).
         alpha = _tiff_extra_sample(page, axes, shape[0])
-        lossy = getattr(page.compression, "name", "") in _LOSSY_TIFF
-        # a colour picture: 8-bit RGB samples interleaved per pixel, as viewers and slide scanners save
-        # a composite. tifffile (and others) store any 3- or 4-plane array as planar "RGB" by default:
-        # those are separate fluorescence channels, whatever the tag says
+        pages_read = [page] if planes is None else [s.keyframe for s in planes]
+        lossy = any(getattr(pg.compression, "name", "") in _LOSSY_TIFF for pg in pages_read)
+        # a colour picture: 8-bit RGB samples interleaved per pixel, as viewers and slide scanners save a
+        # composite. Planar "RGB" (tifffile's default for a (3|4, H, W) array) and files that name their
+        # channels (OME, ImageJ labels) hold separate fluorescence channels, whatever the tag says
         colour = (getattr(page.photometric, "name", "") in ("RGB", "YCBCR")
                   and getattr(page.planarconfig, "name", "") == "CONTIG" and dtype == np.uint8
-                  and (shape[0] == 3 or (shape[0] == 4 and alpha)))
+                  and (shape[0] == 3 or (shape[0] == 4 and alpha)) and not names)
         array = None
         if read:
             with warnings.catch_warnings():

@@ -39,13 +39,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from classifier.decoders import FileForm
 from classifier.preprocess import fill_border
 from classifier.segmentation import NUCLEUS_DIAMETER_UM
+
+if TYPE_CHECKING:
+    from classifier.decoders import FileForm
 
 try:
     from classifier.channel_names import canonical as _canonical
@@ -142,6 +145,8 @@ def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequenc
     values cannot tell: an RGB composite in a TIFF, JPEG compression inside a TIFF, a 16-bit file
     whose values stay under 256. Without it (arrays) the file name's suffix and the values decide."""
     n = len(images)
+    if forms is not None and len(forms) != n:
+        raise ValueError(f"{len(forms)} file forms for {n} images")
     file_forms = list(forms) if forms is not None else [None] * n
     pxs = list(px_um) if px_um is not None else [None] * n
     how = list(scale_sources) if scale_sources is not None else ["unknown"] * n
@@ -471,19 +476,28 @@ class Reference:
     path: str = ""
     #: the same statistics of the cells of synthetic *fields* (mostly leukocytes, 0.35-0.70 µm/px),
     #: against which a field upload's cells are judged: a field is not a gallery of candidates
-    field: Reference | None = None
+    for_fields: Reference | None = None
 
     @classmethod
     def fit(cls, feats: np.ndarray, names: Sequence[str], sha: str, midtones: np.ndarray, k: int = 24,
-            quantile: float = 0.995, seed: int = 0) -> Reference:
+            quantile: float = 0.995, seed: int = 0, groups: np.ndarray | None = None) -> Reference:
         """Fit on in-domain attributes. The novelty cutoff is the ``quantile`` of distances of
         events *left out* of the fit (a third of them, fitted on the rest): in-sample distances
-        are smaller, and a cutoff from them alarms on new in-domain data."""
+        are smaller, and a cutoff from them alarms on new in-domain data. ``groups`` (one id per
+        event, e.g. its field): whole groups are left out, so that the cutoff holds the spread
+        between groups (a new field's rendering and density), not only within them."""
         x = np.asarray(feats, np.float64)
         mid = (float(np.quantile(midtones, 0.005)) - 0.03, float(np.quantile(midtones, 0.995)) + 0.03)
-        order = np.random.default_rng(seed).permutation(len(x))
-        cut = max(1, len(x) // 3)
-        held, rest = order[:cut], order[cut:]
+        rng = np.random.default_rng(seed)
+        if groups is None:
+            order = rng.permutation(len(x))
+            cut = max(1, len(x) // 3)
+            held, rest = order[:cut], order[cut:]
+        else:
+            ids = np.unique(groups)
+            out = rng.permutation(ids)[: max(1, len(ids) // 3)]
+            mask = np.isin(groups, out)
+            held, rest = np.flatnonzero(mask), np.flatnonzero(~mask)
         probe = cls._fit_stats(x[rest], list(names), sha, k, mid)
         ref = cls._fit_stats(x, list(names), sha, k, mid)
         d_held = probe.distance(x[held])
@@ -536,16 +550,21 @@ class Reference:
             "components": [_rl(r, 5) for r in self.components], "eigvals": _rl(self.eigvals),
             "resid_var": self.resid_var, "cutoff": self.cutoff, "expected_novel": self.expected_novel,
             "midtone": list(self.midtone), "threshold": THRESHOLD, "calibration": self.calibration,
-            **({"field": self.field.to_dict()} if self.field is not None else {}),
+            **({"field": self.for_fields.to_dict()} if self.for_fields is not None else {}),
         }
 
     @classmethod
     def from_dict(cls, d: dict, path: str = "") -> Reference:
-        return cls(str(d["weights_sha256"]), list(d["feature_names"]), np.array(d["mean"], float),
-                   np.array(d["scale"], float), np.array(d["components"], float), np.array(d["eigvals"], float),
-                   float(d["resid_var"]), float(d["cutoff"]), float(d["expected_novel"]),
-                   (float(d["midtone"][0]), float(d["midtone"][1])), dict(d.get("calibration", {})), path,
-                   cls.from_dict(d["field"], path) if d.get("field") else None)
+        ref = cls(str(d["weights_sha256"]), list(d["feature_names"]), np.array(d["mean"], float),
+                  np.array(d["scale"], float), np.array(d["components"], float), np.array(d["eigvals"], float),
+                  float(d["resid_var"]), float(d["cutoff"]), float(d["expected_novel"]),
+                  (float(d["midtone"][0]), float(d["midtone"][1])), dict(d.get("calibration", {})), path)
+        if d.get("field"):
+            try:  # unreadable field statistics cost the fields their own reference, not the thumbnails theirs
+                ref.for_fields = cls.from_dict(d["field"], path)
+            except (KeyError, TypeError, ValueError, IndexError):
+                ref.for_fields = None
+        return ref
 
 
 def _rl(a: np.ndarray, nd: int = 6) -> list[float]:
@@ -599,12 +618,12 @@ def field_lookup(lookup: ReferenceLookup | None) -> ReferenceLookup | None:
     """The reference a field upload's cells are judged against: the field statistics where the
     reference holds them; else the event thumbnails' (as before there were any), and the note says so."""
     ref = lookup.reference if lookup is not None else None
-    if ref is None or ref.field is None:
+    if ref is None or ref.for_fields is None:
         if ref is not None:
             return ReferenceLookup(ref, "the reference statistics hold no field cells (rerun python -m classifier "
                                         "domain-calibrate): the cells were judged against event thumbnails")
         return lookup
-    return ReferenceLookup(ref.field, None)
+    return ReferenceLookup(ref.for_fields, None)
 
 
 # --- the check ---------------------------------------------------------------------------------------------
@@ -915,7 +934,7 @@ def calibrate(weights: str | Path | None = None, n_reference: int = 600, n_per_s
                        "balanced_accuracy": _r3(m.get("balanced_accuracy")), "roc_auc": _r3(m.get("roc_auc"))}
         log(f"{name}: {table[name]}")
     ref.calibration["shifts"] = table
-    ref.field = fit_field_reference(wpath, sha, contract.feature_names, seed=seed + 200, log=log)
+    ref.for_fields = fit_field_reference(wpath, sha, contract.feature_names, seed=seed + 200, log=log)
     ref.calibration["field_shifts"] = field_shift_table(wpath, ref, seed=seed + 300, log=log)
     ref.calibration["seconds"] = round(time.time() - t0, 1)
     ref.calibration["command"] = "python -m classifier domain-calibrate" + (f" --weights {weights}" if weights else "")
@@ -957,10 +976,13 @@ def fit_field_reference(weights: Path, sha: str, feature_names: Sequence[str], n
         feats.append(clf.field_attributes([_reference_field(rng, px)], VALIDATED_CHANNELS, px))
         pxs.append(px)
     x = np.concatenate(feats)
+    field_of = np.repeat(np.arange(n_fields), [len(f) for f in feats])
     # the 99th percentile of held-out distances, not the thumbnails' 99.5th: a field's rare cells (CTC
     # clusters, apoptotic fragments) put a handful of held-out cells at 4-7 whatever the shift, which
     # would leave the cutoff above every shift measured (24 fields: q0.99 2.25, q0.995 6.94)
-    ref = Reference.fit(x, feature_names, sha, np.array([0.5]), quantile=0.99)
+    # whole fields are held out (a field's cells share its rendering, density and light); the mid-tone
+    # range is a thumbnail measure, unused for fields
+    ref = Reference.fit(x, feature_names, sha, np.array([0.5]), quantile=0.99, groups=field_of)
     ref.calibration = {"fields": n_fields, "cells": int(len(x)), "side_px": 512, "seed": seed,
                        "px_um": [round(min(pxs), 3), round(max(pxs), 3)], "cutoff": round(ref.cutoff, 3),
                        "expected_novel": round(ref.expected_novel, 4)}

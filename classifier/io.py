@@ -483,9 +483,10 @@ def _stack_singles(singles: list[_Item], declared: list[str | None] | None) -> l
         arr = np.stack([it.dec.array[0] for _, it in group])  # type: ignore[index]
         px = next((it.dec.pixel_size_um for _, it in group if it.dec.pixel_size_um), None)
         forms = [it.dec.form() for _, it in group]
-        # one greyscale file per channel: lossy when any of them is; the widest container counts
-        form = FileForm(forms[0].fmt, max((f.bits for f in forms if f.bits), default=None),
-                        lossy=any(f.lossy for f in forms))
+        # one greyscale file per channel: lossy when any of them is; wider than 8 bits only when every
+        # one is (an 8-bit channel beside a 16-bit one keeps the 8-bit checks: clipping, grey range)
+        bits = [f.bits for f in forms]
+        form = FileForm(forms[0].fmt, None if None in bits else min(bits), lossy=any(f.lossy for f in forms))
         out.append(_keep(first, arr, [c for c, _ in group], px, form))
     return out
 

@@ -25,10 +25,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from classifier.decoders import FileForm
 from classifier.domain import (
     MAX_NUCLEUS_COVER,
     MIN_IMAGES_FOR_TONE,
@@ -36,6 +36,9 @@ from classifier.domain import (
     VALIDATED_MIDTONE,
     image_signals_batch,
 )
+
+if TYPE_CHECKING:
+    from classifier.decoders import FileForm
 
 #: re-map when the set's median mid-tone is this far from the validated one (the domain
 #: check's tone rule starts at 0.06 and is at full strength at 0.14; 0.10 is its midpoint)

@@ -187,7 +187,7 @@ def test_shipped_reference_matches_the_shipped_weights_or_says_it_does_not(contr
         assert d["weights_sha256"] == sha256(DEFAULT_WEIGHTS) and d["threshold"] == domain.THRESHOLD
         assert set(d["calibration"]["shifts"]) == set(domain.SHIFTS)
         # field uploads are judged against the cells of synthetic fields, fitted for the same weights
-        field = lookup.reference.field
+        field = lookup.reference.for_fields
         assert field is not None and field.feature_names == list(contract.feature_names)
         assert field.calibration["cells"] >= 2000 and 1.0 < field.cutoff < 5.0
         assert set(d["calibration"]["field_shifts"]) == set(domain.FIELD_SHIFTS)
@@ -201,12 +201,21 @@ def test_field_cells_are_judged_against_field_statistics_or_the_note_says_not(co
     # statistics without field cells (computed before there were any): the thumbnails' are used, and said so
     fallback = domain.field_lookup(reference)
     assert fallback.reference is ref and "no field cells" in fallback.note and "domain-calibrate" in fallback.note
+    # ... and the upload's reasons say so
+    img = np.random.default_rng(0).integers(0, 255, (4, 256, 256)).astype(np.float32)
+    rep = domain.check_analysis([("f.tif", img, ["DAPI", "CK", "AF", "CD45"], 0.4)], [5], np.full(5, 0.4),
+                                ["given"] * 5, np.zeros((5, len(contract.feature_names)), np.float32), "field",
+                                reference)
+    assert any("no field cells" in r for r in rep["reasons"]), rep
     with_field = domain.Reference.from_dict({**ref.to_dict(), "field": ref.to_dict()})
-    assert with_field.field is not None and with_field.field.field is None
-    np.testing.assert_allclose(with_field.field.mean, ref.mean, atol=1e-5)
+    assert with_field.for_fields is not None and with_field.for_fields.for_fields is None
+    np.testing.assert_allclose(with_field.for_fields.mean, ref.mean, atol=1e-5)
     chosen = domain.field_lookup(domain.ReferenceLookup(with_field, None))
-    assert chosen.reference is with_field.field and chosen.note is None
-    assert domain.Reference.from_dict(with_field.to_dict()).field is not None  # it survives the file
+    assert chosen.reference is with_field.for_fields and chosen.note is None
+    assert domain.Reference.from_dict(with_field.to_dict()).for_fields is not None  # it survives the file
+    # unreadable field statistics leave the thumbnails' in use
+    broken = domain.Reference.from_dict({**ref.to_dict(), "field": {"mean": [1.0]}})
+    assert broken.for_fields is None and broken.cutoff == ref.cutoff
 
 
 @pytest.fixture(scope="module")
@@ -216,32 +225,40 @@ def shipped_classifier():
     return Classifier.load(device="cpu")
 
 
-def _field_upload(clf, px: float, blur_px: float = 0.0) -> dict:
+def _fields(px: float, blur_px: float = 0.0) -> list[np.ndarray]:
     """Three 512^2 synthetic raw 16-bit fields at ``px`` µm/px, the right half of each blurred by ``blur_px``."""
     from scipy import ndimage as ndi
 
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(12)
     fields = []
     for _ in range(3):
         img = domain._reference_field(rng, px, rendering="raw16")
         if blur_px:
             img[:, :, 256:] = np.round(ndi.gaussian_filter(img, (0, blur_px, blur_px)))[:, :, 256:]
         fields.append(img.astype(np.uint16))
-    return clf.analyse_arrays(fields, "DAPI,CK,AF,CD45", kind="field", pixel_size_um=px).domain_check
+    return fields
 
 
 def test_a_clean_field_at_cellsearchs_pixel_size_is_in_domain_and_a_defocused_one_is_not(shipped_classifier):
-    """At 0.645 µm (CellSearch) the cells of clean fields used to read 39 % "outside the validated range"
-    against the event thumbnails' statistics (a field is mostly leukocytes, a gallery mostly candidates),
-    so every such field was shifted and the flag told a lab nothing. Against the field statistics a clean
-    field is in_domain; half of it out of focus puts its cells outside the range and is shifted."""
-    clean = _field_upload(shipped_classifier, 0.645)
-    assert clean["status"] == "in_domain", clean["reasons"]
-    assert not any("outside the validated range of attributes" in r for r in clean["reasons"])
-    assert any(r.startswith("pixel size 0.645 µm") for r in clean["reasons"])  # still said, as minor
-    blurred = _field_upload(shipped_classifier, 0.40, blur_px=8.0)
-    assert blurred["status"] == "shifted", blurred["reasons"]
-    assert any("outside the validated range of attributes" in r for r in blurred["reasons"]), blurred["reasons"]
+    """At 0.645 µm (CellSearch) the cells of clean fields read a third "outside the validated range"
+    against the event thumbnails' statistics (a field is mostly leukocytes, a gallery mostly
+    candidates), so every such field was shifted and the flag told a lab nothing. Against the field
+    statistics almost none are; half of each field out of focus puts many outside."""
+    clf = shipped_classifier
+    ref = clf._domain_reference().reference
+    assert ref is not None and ref.for_fields is not None
+    clean = _fields(0.645)
+    cells = clf.field_attributes(clean, "DAPI,CK,AF,CD45", 0.645)
+    assert len(cells) > 150
+    assert ref.novel(cells).mean() > 0.2  # the old judgement
+    assert ref.for_fields.novel(cells).mean() < 0.03
+    blurred = clf.field_attributes(_fields(0.645, blur_px=4.0), "DAPI,CK,AF,CD45", 0.645)
+    assert ref.for_fields.novel(blurred).mean() > max(0.08, 5 * ref.for_fields.novel(cells).mean())
+    # end to end: the clean upload is in_domain, the pixel size still said (as minor)
+    check = clf.analyse_arrays(clean, "DAPI,CK,AF,CD45", kind="field", pixel_size_um=0.645).domain_check
+    assert check["status"] == "in_domain", check["reasons"]
+    assert not any("outside the validated range of attributes" in r for r in check["reasons"])
+    assert any(r.startswith("pixel size 0.645 µm") for r in check["reasons"])
 
 
 def test_json_shape(contract):
@@ -417,9 +434,10 @@ def test_the_file_not_its_suffix_says_composite_jpeg_and_bit_depth(tmp_path):
     inp, sig = _form_of(tmp_path, "composite.tif", rgb, photometric="rgb")
     assert inp.form.colour and sig.composite and not sig.lossy
     assert any(f.key == "composite" for f in domain.image_findings(sig))
-    # the same markers as three planes (tifffile's default for a (3, H, W) array: "RGB", planar) are channels
-    inp, sig = _form_of(tmp_path, "planes.tif", np.stack([img8[0], img8[1], img8[3]]).astype(np.uint16) * 16)
-    assert not inp.form.colour and not sig.composite and sig.bit_depth == "12-bit"
+    # the same markers as three 8-bit planes tagged "RGB" (tifffile's default for a (3, H, W) array) are channels
+    inp, sig = _form_of(tmp_path, "planes.tif", np.stack([img8[0], img8[1], img8[3]]), photometric="rgb",
+                        planarconfig="separate")
+    assert not inp.form.colour and not sig.composite and sig.bit_depth == "8-bit"
     # JPEG inside a TIFF, greyscale planes: said, whatever the suffix
     inp, sig = _form_of(tmp_path, "jpeg.tif", np.stack([img8[0], img8[1], img8[3]]), photometric="minisblack",
                         compression="jpeg")
@@ -430,6 +448,18 @@ def test_the_file_not_its_suffix_says_composite_jpeg_and_bit_depth(tmp_path):
     assert inp.form.bits == 16 and sig.bit_depth == "12-bit" and sig.saturated == 0.0
     as8 = domain.image_signals_batch([inp.image], [inp.channels], [inp.source])[0]  # the values alone
     assert as8.bit_depth == "8-bit"
+    # one file per channel: an 8-bit channel beside a 16-bit one keeps the 8-bit checks; one JPEG makes it lossy
+    from classifier.io import read_inputs
+
+    tifffile.imwrite(tmp_path / "e1_DAPI.tif", img8[0].astype(np.uint16))
+    tifffile.imwrite(tmp_path / "e1_CK.tif", img8[1], compression="jpeg")
+    tifffile.imwrite(tmp_path / "e1_CD45.tif", img8[3])
+    stacked = read_inputs([tmp_path / f"e1_{m}.tif" for m in ("DAPI", "CK", "CD45")], ["DAPI", "CK", "CD45"])[0]
+    assert stacked.form.bits == 8 and stacked.form.lossy and not stacked.form.colour
+    sig = domain.image_signals_batch([stacked.image], [stacked.channels], [stacked.source], forms=[stacked.form])[0]
+    assert sig.bit_depth == "8-bit" and sig.lossy
+    with pytest.raises(ValueError, match="file forms"):
+        domain.image_signals_batch([stacked.image], [stacked.channels], [stacked.source], forms=[])
 
 
 def test_sixteen_bit_files_using_eight_bits_are_not_tone_mapped_as_display_renders(tmp_path):
