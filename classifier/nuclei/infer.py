@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
 from skimage.morphology import convex_hull_image
 from skimage.segmentation import relabel_sequential, watershed
 from torch.nn import functional as F  # noqa: N812
@@ -426,11 +427,48 @@ def _ambiguity_or_inf(prob: np.ndarray) -> float:
 
 
 def _median_size(maps: np.ndarray) -> float | None:
-    """The network's median nucleus diameter (working px) over confident nuclear pixels."""
+    """The network's median nucleus diameter (working px) over confident nuclear pixels; in a sparse
+    frame where a few large objects outweigh many small, isolated ones by pixels, one vote per object
+    (:func:`_outweighed_by_few`)."""
     sel = maps[0] > 0.7
     if sel.sum() < 20:
         return None
-    return float(WORK_DIAMETER * 2 ** np.median(maps[2][sel]))
+    log_size = float(np.median(maps[2][sel]))
+    by_object = _outweighed_by_few(maps, log_size)
+    return float(WORK_DIAMETER * 2 ** (log_size if by_object is None else by_object))
+
+
+#: a frame is sparse when the network's foreground covers less than this share of it
+_SPARSE_FOREGROUND = 0.1
+
+
+def _outweighed_by_few(maps: np.ndarray, pixel_vote: float) -> float | None:
+    """The per-object median log size when a sparse frame's pixel vote is set by a few large objects
+    while most objects are small and lie apart from each other (cells scattered over a CellSearch-like
+    frame beside one large artefact: the pixel vote followed the artefact and the scale lost every
+    cell); None otherwise. Small objects packed together are the texture of large nuclei (their
+    chromocentres), where the large objects are the nuclei and the pixel vote is right."""
+    fg = maps[0] > 0.5
+    if fg.mean() >= _SPARSE_FOREGROUND:
+        return None
+    objects, n = ndi.label(fg)
+    if n < 8:
+        return None
+    areas = np.bincount(objects.ravel(), minlength=n + 1)[1:]
+    keep = np.flatnonzero(areas >= min_object_area()) + 1
+    if keep.size < 8:
+        return None
+    sizes = np.asarray(ndi.median(maps[2], objects, keep), np.float64)
+    count_vote = float(np.median(sizes))
+    if pixel_vote - count_vote < 1.0:  # within 2x: no few-against-many
+        return None
+    small = sizes < 0.5 * (pixel_vote + count_vote)
+    if small.mean() < 0.75:
+        return None
+    centres = np.asarray(ndi.center_of_mass(fg, objects, keep[small]))
+    diameter = WORK_DIAMETER * 2 ** float(np.median(sizes[small]))
+    gaps, _ = cKDTree(centres).query(centres, k=2)  # the nearest other small object of each
+    return count_vote if float(np.median(gaps[:, 1])) > 4 * diameter else None
 
 
 def _most_objects_agree(maps: np.ndarray) -> bool:

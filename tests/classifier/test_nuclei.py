@@ -347,3 +347,22 @@ def test_a_nucleus_cut_in_two_is_joined_and_two_touching_nuclei_are_not() -> Non
     assert out[40, 20] == out[40, 40] != 0  # the halves are one nucleus again
     assert out[40, 85] != out[40, 114]  # the touching pair stays two
     assert len(np.unique(out[out > 0])) == 8
+
+
+@pytest.mark.parametrize("artefact_um", [40.0, 80.0])
+def test_one_large_artefact_does_not_set_a_sparse_frames_scale(artefact_um: float) -> None:
+    """A CellSearch-like frame (25 cells at 0.645 µm) with one DAPI-bright artefact 40-80 µm across and
+    no pixel size: the pixel-weighted size vote followed the artefact (the scale 5-10x off) and kept
+    1 of 25 nuclei, in_domain. Scattered small objects now vote one each against a few large ones."""
+    from scipy import ndimage as ndi
+
+    from classifier.synth.field import make_field
+
+    img, truth = make_field(np.random.default_rng(1), 1036, 1384, 25, pixel_size_um=0.645, ctc_fraction=0.12)
+    r = artefact_um / 2 / 0.645
+    yy, xx = np.mgrid[:1036, :1384]
+    blob = ndi.gaussian_filter((((yy - 200) ** 2 + (xx - 1100) ** 2) < r * r).astype(np.float32), 2)
+    dapi = img[0] + float(np.percentile(img[0], 99.9)) * blob
+    res = segment_nuclei(dapi)
+    assert res.diameter_px == pytest.approx(7 / 0.645, rel=0.35)
+    assert metrics.score(truth, res.labels).recall >= 0.9, res.count
