@@ -977,11 +977,11 @@ def fit_field_reference(weights: Path, sha: str, feature_names: Sequence[str], n
         pxs.append(px)
     x = np.concatenate(feats)
     field_of = np.repeat(np.arange(n_fields), [len(f) for f in feats])
-    # the 99th percentile of held-out distances, not the thumbnails' 99.5th: a field's rare cells (CTC
-    # clusters, apoptotic fragments) put a handful of held-out cells at 4-7 whatever the shift, which
-    # would leave the cutoff above every shift measured (24 fields: q0.99 2.25, q0.995 6.94)
-    # whole fields are held out (a field's cells share its rendering, density and light); the mid-tone
-    # range is a thumbnail measure, unused for fields
+    # Whole fields are held out (a field's cells share its rendering, density and light), and the cutoff
+    # is their 99th percentile, not the thumbnails' 99.5th: a field's rare cells (CTC clusters, apoptotic
+    # fragments) put a handful of held-out cells at 4-7 whatever the shift, which would leave the cutoff
+    # above every shift measured (24 fields, cells held out one by one: q0.99 2.25, q0.995 6.94). The
+    # mid-tone range is a thumbnail measure, unused for fields.
     ref = Reference.fit(x, feature_names, sha, np.array([0.5]), quantile=0.99, groups=field_of)
     ref.calibration = {"fields": n_fields, "cells": int(len(x)), "side_px": 512, "seed": seed,
                        "px_um": [round(min(pxs), 3), round(max(pxs), 3)], "cutoff": round(ref.cutoff, 3),
