@@ -318,7 +318,8 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
     out = Path(a.out)
     widths = tuple(int(w) for w in a.widths.split(","))
     aug = nuclei_train.Augment(dim_prob=a.dim_prob, dim_share=a.dim_share, dim_min=a.dim_min,
-                               contact_weight=a.contact_weight, texture_prob=a.texture_prob)
+                               contact_weight=a.contact_weight, texture_prob=a.texture_prob,
+                               nucleoli_prob=a.nucleoli_prob)
     report = nuclei_train.train(Path(a.data), out, steps=a.steps, batch_size=a.batch, patch=a.patch, lr=a.lr,
                                 seed=a.seed, threads=a.threads, widths=widths, stop_after=a.stop_after,
                                 init=Path(a.init) if a.init else None, aug=aug)
@@ -458,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--dim-share", type=float, default=0.35, help="share of nuclei dimmed in such a patch")
     tn.add_argument("--dim-min", type=float, default=0.06, help="dimmest nucleus gain (log-uniform to 0.6)")
     tn.add_argument("--texture-prob", type=float, default=0.3, help="share of patches with chromatin texture")
+    tn.add_argument("--nucleoli-prob", type=float, default=0.0,
+                    help="share of patches whose nuclei get dark nucleoli (large nuclei at fine pixel sizes)")
     tn.set_defaults(func=cmd_train_nuclei)
 
     se = sub.add_parser("segment-eval", help="nucleus detection F1 and F1 at IoU 0.5 on a labelled folder")
@@ -470,7 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="emulate an instrument first: 'offset16' (2-4x upsampled, 16-bit, ~33,000 offset, "
                          "noise, uneven light, gamma, dim/bright), 'dimbright' (512^2 8-bit, 40 %% of nuclei "
                          "6-20 %% as bright, bright ones saturated), 'chromocentres' (large nuclei with bright "
-                         "heterochromatin foci, 16-bit)")
+                         "heterochromatin foci, 16-bit), 'nucleoli' (large nuclei with dark nucleoli, 0.2-1x "
+                         "brightness from cell to cell, 16-bit)")
     se.add_argument("--seed", type=int, default=0, help="seed of --render")
     se.add_argument("--channel", type=int, default=None,
                     help="0-based channel holding the nuclear stain in colour images (2 = blue in RGB); "

@@ -41,6 +41,7 @@ class Augment:
     dim_min: float = 0.06  # dimmest gain (log-uniform up to 0.6)
     contact_weight: float = 0.0  # extra distance-loss weight near borders between touching nuclei
     texture_prob: float = 0.3  # share of patches whose nuclei get chromatin texture
+    nucleoli_prob: float = 0.0  # share of patches whose nuclei get dark nucleoli (1-4 each)
 
 
 @dataclass
@@ -156,6 +157,8 @@ def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augme
                                   rng.uniform(0.04, 0.15) * im.diameter / k)
         tex /= max(float(tex.std()), 1e-6)
         sig = np.where(lab > 0, sig * np.clip(1 + rng.uniform(0.2, 0.6) * tex, 0.15, None), sig)
+    if rng.random() < aug.nucleoli_prob:
+        sig = sig * nucleoli(rng, lab, im.diameter / k)
     img = sig + base
 
     # to the working scale
@@ -182,6 +185,25 @@ def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augme
         a = np.rot90(a, r, axes=(1, 2))
         out.append(np.ascontiguousarray(a[:, :, ::-1] if flip else a))
     return out[0], out[1], out[2]
+
+
+def nucleoli(rng: np.random.Generator, lab: np.ndarray, diameter: float) -> np.ndarray:
+    """A multiplicative map of dark nucleoli: about 2.5 per nucleus (Poisson), each 18-32 % of the
+    nucleus diameter across, 40-75 % darker at its centre. Large nuclei at fine pixel sizes (stem
+    cells at ~0.24 µm/px) show them, and a nucleolus near the edge leaves a crescent or a waist that
+    a network trained on smooth nuclei cuts along."""
+    inside = np.flatnonzero(lab.ravel() > 0)
+    area = math.pi * (diameter / 2) ** 2
+    k = min(inside.size, int(rng.poisson(2.5 * inside.size / max(area, 1.0))))
+    out = np.ones(lab.shape, np.float32)
+    if k == 0:
+        return out
+    # one width per patch (its nuclei share a size), one depth per nucleolus
+    sigma = max(0.5, 0.5 * diameter * float(rng.uniform(0.18, 0.32)) * 0.8)
+    spots = np.zeros(lab.shape, np.float32)
+    spots.ravel()[rng.choice(inside, size=k, replace=False)] = rng.uniform(0.4, 0.75, k)
+    dip = ndi.gaussian_filter(spots, sigma) * (2 * math.pi * sigma ** 2)
+    return np.clip(1 - dip, 0.2, 1).astype(np.float32)
 
 
 def _instrument(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:

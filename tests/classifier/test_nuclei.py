@@ -171,6 +171,36 @@ def test_chromocentres_are_not_taken_for_nuclei(monkeypatch) -> None:  # noqa: A
     assert one.count > 5 * lab.max() and one.diameter_px < 20 and one.uncertain
 
 
+def _darkest_spot(img: np.ndarray, lab: np.ndarray) -> float:
+    """Median over nuclei of the darkest nucleolus-scale spot in the core, relative to the core's median."""
+    from scipy import ndimage as ndi
+
+    ids = np.arange(1, lab.max() + 1)
+    areas = np.asarray(ndi.sum(np.ones_like(lab), lab, ids))
+    d = 2 * np.sqrt(np.median(areas[areas > 0]) / np.pi)
+    sig = ndi.gaussian_filter(img.astype(np.float32), 0.08 * d) - float(np.percentile(img, 5))
+    dips = []
+    for i in ids[areas > 0.5 * np.median(areas)]:
+        core = ndi.binary_erosion(lab == i, iterations=max(1, int(0.15 * d)))
+        if core.sum() >= 10:
+            dips.append(float(sig[core].min() / max(float(np.median(sig[core])), 1e-6)))
+    return float(np.median(dips))
+
+
+def test_the_nucleoli_render_has_dark_nucleoli_and_a_wide_brightness_spread() -> None:
+    from scipy import ndimage as ndi
+
+    img, true = _dev("dsb12")
+    raw, lab = emulate.render("nucleoli", img, true, np.random.default_rng([0, 12]))
+    assert raw.dtype == np.uint16 and raw.shape[0] >= 700 and 10 <= lab.max() <= true.max()
+    ids = np.arange(1, lab.max() + 1)
+    big = ids[np.asarray(ndi.sum(np.ones_like(lab), lab, ids)) > 2000]
+    means = np.asarray(ndi.mean(raw.astype(np.float32) - float(np.percentile(raw, 5)), lab, big))
+    assert np.percentile(means, 90) > 2.5 * np.percentile(means, 10)  # dim next to bright (0.2-1x)
+    # dark spots of nucleolus size in the cores that the real nuclei do not have
+    assert _darkest_spot(raw, lab) < _darkest_spot(img, true) - 0.1
+
+
 # --- implausible counts ---------------------------------------------------------------------
 
 

@@ -69,6 +69,38 @@ def test_texture_prob_sets_how_often_nuclei_are_textured() -> None:
     assert textured > 1.3 * flat, (flat, textured)
 
 
+def test_nucleoli_darken_nuclei_inside_and_leave_the_background_alone() -> None:
+    lab = _discs((240, 240), [(60, 60), (60, 180), (180, 60), (180, 180)], 20)
+    dark = train.nucleoli(np.random.default_rng(0), lab, 40.0)
+    assert dark.shape == lab.shape and dark.max() <= 1.0
+    # spots centre inside nuclei; only their blurred rims (< 4 sigma) reach past the outline
+    assert np.all(dark[ndi.binary_dilation(lab > 0, iterations=22) == 0] > 0.999)
+    # about 2.5 nucleoli per nucleus, each 40-75 % darker at its centre: a few deep spots per disc
+    spots = ndi.label(dark < 0.8)[0]
+    assert 3 <= spots.max() <= 25, spots.max()
+    assert 0.2 <= dark.min() <= 0.6  # overlapping nucleoli stop at 0.2
+    assert np.all(train.nucleoli(np.random.default_rng(0), np.zeros((32, 32), np.int32), 40.0) == 1.0)
+
+
+def test_nucleoli_prob_sets_how_often_nuclei_get_nucleoli(monkeypatch) -> None:  # noqa: ANN001
+    im = _training_image(_discs((128, 128), [(64, 50), (30, 30), (100, 100), (64, 100)], 12))
+    real = train.nucleoli
+    darkened = []
+
+    def counted(rng: np.random.Generator, lab: np.ndarray, diameter: float) -> np.ndarray:
+        out = real(rng, lab, diameter)
+        darkened.append(float(out.min()))
+        return out
+
+    monkeypatch.setattr(train, "nucleoli", counted)
+    for prob, lo, hi in ((0.0, 0, 0), (0.5, 8, 32), (1.0, 40, 40)):
+        darkened.clear()
+        for s in range(40):
+            train.sample(np.random.default_rng(s), im, 96, train.Augment(nucleoli_prob=prob))
+        assert lo <= len(darkened) <= hi, (prob, len(darkened))
+    assert min(darkened) < 0.7  # and the patches it was applied to did get dark spots
+
+
 def test_a_second_stage_continues_from_saved_weights(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for folder in ("images", "masks"):
