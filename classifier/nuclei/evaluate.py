@@ -167,19 +167,27 @@ def nuclear_channel(dec: Decoded, source: Path, channel: int | None = None) -> t
         return arr[lit[0]], f"only channel {lit[0]} of {c} has signal: it was used"
     raise InputError(f"{source}: is a {c}-channel colour image with signal in channels "
                      f"{', '.join(map(str, lit))}; say which holds the nuclear stain with --channel N "
-                     f"(0-based: 2 is blue in RGB).")
+                     f"(0-based: 2 is blue in RGB). A stack of frames (time-lapse, z) is scored plane by "
+                     f"plane when its mask has as many planes.")
 
 
 def read_mask(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[np.ndarray, str | None]:
     """Instance labels (int32) of a mask file and a note when they had to be derived."""
-    dec = read_file(path, limits)
+    return _mask_labels(read_file(path, limits), path)
+
+
+def _mask_labels(dec: Decoded, path: Path) -> tuple[np.ndarray, str | None]:
     arr = _colour_channels(dec)
     if arr.shape[0] > 1 and not all(np.array_equal(arr[0], arr[k]) for k in range(1, arr.shape[0])):
         if dec.fmt == "JPEG":  # compression invents colours at every edge: no instance survives it
             raise InputError(f"{path}: a colour JPEG cannot be a mask (compression changes the colours "
                              f"at every outline); save it as PNG or TIFF.")
         return _colour_labels(arr, path)
-    m = arr[0]
+    return _plane_labels(arr[0], path)
+
+
+def _plane_labels(m: np.ndarray, path: Path) -> tuple[np.ndarray, str | None]:
+    """Instance labels of one 2-D plane of a mask file, checked: integers 0..N."""
     if m.dtype.kind == "f":
         bad = ~np.isfinite(m) | (m != np.round(m))
         if bad.any():
@@ -190,6 +198,54 @@ def read_mask(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[np.ndarray, 
     if m.size and m.max() > np.iinfo(np.int32).max:
         raise InputError(f"{path}: label {m.max():.0f} is too large (at most {np.iinfo(np.int32).max}).")
     return instance_labels(m.astype(np.int32))
+
+
+@dataclass
+class Scored:
+    """One scored image: a file, or one plane of a stack of frames."""
+
+    name: str
+    image: np.ndarray  # (H, W)
+    labels: np.ndarray  # (H, W) int32 instance labels
+    image_note: str | None
+    mask_note: str | None
+    mask_source: str  # the mask file (and plane) the notes are about
+
+
+def _is_stack(dec: Decoded, mdec: Decoded) -> bool:
+    """Image and mask are both stacks of as many planes (the frames of a time-lapse, a z-stack):
+    each plane is then an image of its own, scored with the mask's plane of the same index.
+
+    A mask with several planes is otherwise a colour render of labels (one colour per nucleus), which
+    is 8-bit RGB(A): a mask whose planes are wider than 8 bits, or more than four, is a stack."""
+    assert dec.array is not None and mdec.array is not None
+    n = mdec.array.shape[0]
+    if n < 2 or dec.array.shape[0] != n or dec.colour or mdec.colour or dec.alpha or mdec.alpha:
+        return False
+    if all(np.array_equal(mdec.array[0], mdec.array[k]) for k in range(1, n)):
+        return False  # one mask saved as several identical planes
+    return mdec.array.dtype.itemsize > 1 or n > 4
+
+
+def read_pair(pair: Pair, limits: Limits = DEFAULT_LIMITS, channel: int | None = None) -> list[Scored]:
+    """The images one image/mask pair scores: the image's nuclear channel with the mask, or each plane
+    of a stack with the mask's plane of the same index (named ``NAME[k]``)."""
+    assert pair.mask is not None
+    dec = read_file(pair.image, limits)
+    mdec = read_file(pair.mask, limits)
+    if _is_stack(dec, mdec):
+        assert dec.array is not None and mdec.array is not None
+        n = mdec.array.shape[0]
+        out = []
+        for k in range(n):
+            labels, mask_note = _plane_labels(mdec.array[k], pair.mask)
+            out.append(Scored(f"{pair.name}[{k}]", dec.array[k], labels,
+                              f"plane {k} of a stack of {n} (image and mask have {n} planes each: scored one by one)",
+                              mask_note, f"{pair.mask} (plane {k})"))
+        return out
+    img, image_note = nuclear_channel(dec, pair.image, channel)
+    true, mask_note = _mask_labels(mdec, pair.mask)
+    return [Scored(pair.name, img, true, image_note, mask_note, str(pair.mask))]
 
 
 def _colour_labels(arr: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
@@ -333,13 +389,11 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
     by_flag = {True: metrics.Scores(0, 0, 0, 0), False: metrics.Scores(0, 0, 0, 0)}
     pooled_errors: dict[str, int] = {}
     t_net = t_base = 0.0
-    for k, pair in enumerate(pairs):
-        name = pair.name
-        assert pair.mask is not None  # _require_masks
-        img, image_note = nuclear_channel(read_file(pair.image, limits), pair.image, channel)
-        true, mask_note = read_mask(pair.mask, limits)
+    scored = (item for pair in pairs for item in read_pair(pair, limits, channel))
+    for k, item in enumerate(scored):
+        name, img, true, image_note, mask_note = item.name, item.image, item.labels, item.image_note, item.mask_note
         if mask_note:
-            _warn(f"{pair.mask}: {mask_note}.")
+            _warn(f"{item.mask_source}: {mask_note}.")
         if render:
             img, true = emulate.render(render, img, true, np.random.default_rng([seed, k]))
         t = time.perf_counter()
