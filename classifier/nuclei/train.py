@@ -157,7 +157,8 @@ def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augme
                                   rng.uniform(0.04, 0.15) * im.diameter / k)
         tex /= max(float(tex.std()), 1e-6)
         sig = np.where(lab > 0, sig * np.clip(1 + rng.uniform(0.2, 0.6) * tex, 0.15, None), sig)
-    if rng.random() < aug.nucleoli_prob:
+    # drawn only when asked for, so that the shipped recipe (nucleoli_prob 0) keeps its random stream
+    if aug.nucleoli_prob > 0 and rng.random() < aug.nucleoli_prob:
         sig = sig * nucleoli(rng, lab, im.diameter / k)
     img = sig + base
 
