@@ -210,21 +210,21 @@ class Scored:
     image_note: str | None
     mask_note: str | None
     mask_source: str  # the mask file (and plane) the notes are about
+    plane: int | None = None  # the plane of a stack, None for a single image
 
 
-def _is_stack(dec: Decoded, mdec: Decoded) -> bool:
+def _is_stack(dec: Decoded, mdec: Decoded, channel: int | None) -> bool:
     """Image and mask are both stacks of as many planes (the frames of a time-lapse, a z-stack):
     each plane is then an image of its own, scored with the mask's plane of the same index.
 
-    A mask with several planes is otherwise a colour render of labels (one colour per nucleus), which
-    is 8-bit RGB(A): a mask whose planes are wider than 8 bits, or more than four, is a stack."""
+    Not when ``channel`` is given (the planes are then channels, as the user says), nor for a colour
+    file (an RGB(A) picture, or a colour render of labels, as the decoder reads them: 8-bit samples
+    interleaved per pixel, PNG, JPEG), nor for a mask saved as several identical planes."""
     assert dec.array is not None and mdec.array is not None
     n = mdec.array.shape[0]
-    if n < 2 or dec.array.shape[0] != n or dec.colour or mdec.colour or dec.alpha or mdec.alpha:
+    if channel is not None or n < 2 or dec.array.shape[0] != n or dec.colour or mdec.colour:
         return False
-    if all(np.array_equal(mdec.array[0], mdec.array[k]) for k in range(1, n)):
-        return False  # one mask saved as several identical planes
-    return mdec.array.dtype.itemsize > 1 or n > 4
+    return not all(np.array_equal(mdec.array[0], mdec.array[k]) for k in range(1, n))
 
 
 def read_pair(pair: Pair, limits: Limits = DEFAULT_LIMITS, channel: int | None = None) -> list[Scored]:
@@ -233,15 +233,18 @@ def read_pair(pair: Pair, limits: Limits = DEFAULT_LIMITS, channel: int | None =
     assert pair.mask is not None
     dec = read_file(pair.image, limits)
     mdec = read_file(pair.mask, limits)
-    if _is_stack(dec, mdec):
+    if _is_stack(dec, mdec, channel):
         assert dec.array is not None and mdec.array is not None
         n = mdec.array.shape[0]
+        _warn(f"{pair.image}: image and mask have {n} planes each: scored as {n} frames (a time-lapse or "
+              f"z-stack), rows {pair.name}[0] to {pair.name}[{n - 1}]; if the planes are channels, say which "
+              f"holds the nuclear stain with --channel N.")
         out = []
         for k in range(n):
             labels, mask_note = _plane_labels(mdec.array[k], pair.mask)
             out.append(Scored(f"{pair.name}[{k}]", dec.array[k], labels,
                               f"plane {k} of a stack of {n} (image and mask have {n} planes each: scored one by one)",
-                              mask_note, f"{pair.mask} (plane {k})"))
+                              mask_note, f"{pair.mask} (plane {k})", k))
         return out
     img, image_note = nuclear_channel(dec, pair.image, channel)
     true, mask_note = _mask_labels(mdec, pair.mask)
@@ -389,13 +392,15 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
     by_flag = {True: metrics.Scores(0, 0, 0, 0), False: metrics.Scores(0, 0, 0, 0)}
     pooled_errors: dict[str, int] = {}
     t_net = t_base = 0.0
-    scored = (item for pair in pairs for item in read_pair(pair, limits, channel))
-    for k, item in enumerate(scored):
+    scored = ((k, item) for k, pair in enumerate(pairs) for item in read_pair(pair, limits, channel))
+    for k, item in scored:
         name, img, true, image_note, mask_note = item.name, item.image, item.labels, item.image_note, item.mask_note
         if mask_note:
             _warn(f"{item.mask_source}: {mask_note}.")
         if render:
-            img, true = emulate.render(render, img, true, np.random.default_rng([seed, k]))
+            # seeded by the file (and plane): a file renders the same whatever else the folder holds
+            key = [seed, k] if item.plane is None else [seed, k, item.plane]
+            img, true = emulate.render(render, img, true, np.random.default_rng(key))
         t = time.perf_counter()
         res = segment_nuclei(img, diameter_px, weights=weights)
         t_net += time.perf_counter() - t

@@ -251,29 +251,37 @@ def test_the_cli_prints_the_error_and_exits_2(tmp_path, reference, capsys):
 
 def test_a_stack_of_frames_with_a_stack_of_masks_is_scored_plane_by_plane(tmp_path, reference, capsys):
     """A time-lapse or z-stack saved as one multi-page TIFF, with its masks as one multi-page TIFF:
-    read as a 2-channel colour image with a colour-coded mask, it gave 432 "nuclei" for 125 and F1 0.44
+    read as a 3-channel colour image with a colour-coded mask, it gave 432 "nuclei" for 125 and F1 0.44
     (--channel 1); each plane is now an image of its own, scored with the mask's plane of its index."""
     root = _folder(tmp_path)
     a, m = _image("dsb00"), _mask("dsb00")
-    tifffile.imwrite(root / "images" / "dsb00.tif", np.stack([a, a[::-1], a[:, ::-1]]).astype(np.uint16),
-                     photometric="minisblack")
-    tifffile.imwrite(root / "masks" / "dsb00.tif", np.stack([m, m[::-1], m[:, ::-1]]).astype(np.uint16),
-                     photometric="minisblack")
-    report = _eval(root)
-    rows = {r["name"]: r for r in report["images"]}
-    assert list(rows) == ["dsb00[0]", "dsb00[1]", "dsb00[2]"]
-    assert _scores(report)["dsb00[0]"] == reference["dsb00"]  # the first plane is the image itself
-    assert all(r["n_true"] == 16 and r["f1"] >= 0.8 for r in rows.values()), rows
-    assert rows["dsb00[2]"]["image_note"].startswith("plane 2 of a stack of 3")
-    assert report["pooled"]["n_true"] == 48
-    # the same stack with one 2-D mask: the planes could be colour channels, so the user says which
+    frames, masks = np.stack([a, a[::-1], a[:, ::-1]]), np.stack([m, m[::-1], m[:, ::-1]])
+    tifffile.imwrite(root / "images" / "dsb00.tif", frames.astype(np.uint16), photometric="minisblack")
+    for dtype in (np.uint16, np.uint8):  # ImageJ saves label stacks of <= 255 nuclei as 8-bit
+        tifffile.imwrite(root / "masks" / "dsb00.tif", masks.astype(dtype), photometric="minisblack")
+        report = _eval(root)
+        rows = {r["name"]: r for r in report["images"]}
+        assert list(rows) == ["dsb00[0]", "dsb00[1]", "dsb00[2]"]
+        assert _scores(report)["dsb00[0]"] == reference["dsb00"]  # the first plane is the image itself
+        assert all(r["n_true"] == 16 and r["f1"] >= 0.8 for r in rows.values()), rows
+        assert rows["dsb00[2]"]["image_note"].startswith("plane 2 of a stack of 3")
+        assert report["pooled"]["n_true"] == 48
+        assert "scored as 3 frames" in capsys.readouterr().err  # the reading is said, with its way out
+    # a stack whose last mask plane is empty (an empty z-slice): 4 frames, not RGB + alpha
+    tifffile.imwrite(root / "images" / "dsb00.tif", np.concatenate([frames, a.T[None]]).astype(np.uint16))
+    tifffile.imwrite(root / "masks" / "dsb00.tif", np.concatenate([masks, 0 * m[None]]).astype(np.uint16))
+    assert [r["n_true"] for r in _eval(root)["images"]] == [16, 16, 16, 0]
+    # --channel says the planes are channels: the one named is scored against a one-plane mask
+    tifffile.imwrite(root / "images" / "dsb00.tif", frames.astype(np.uint16), photometric="minisblack")
     tifffile.imwrite(root / "masks" / "dsb00.tif", m)
     with pytest.raises(InputError, match=r"--channel N.*stack of frames"):
         _eval(root)
     assert _scores(_eval(root, channel=0)) == {"dsb00": reference["dsb00"]}
-    # an 8-bit RGB render of labels (one colour per nucleus) is still a colour mask, not 3 frames
+    # a colour render of labels (8-bit RGB, one colour per nucleus) beside a 3-plane image is a colour
+    # mask, not 3 frames: the image's planes are then channels, and the user must say which
     colours = np.random.default_rng(0).integers(40, 255, (int(m.max()) + 1, 3)).astype(np.uint8)
     colours[0] = 0
     tifffile.imwrite(root / "masks" / "dsb00.tif", colours[m])
-    tifffile.imwrite(root / "images" / "dsb00.tif", a)
-    assert _scores(_eval(root)) == {"dsb00": reference["dsb00"]}
+    with pytest.raises(InputError, match=r"--channel N"):
+        _eval(root)
+    assert _scores(_eval(root, channel=0)) == {"dsb00": reference["dsb00"]}
