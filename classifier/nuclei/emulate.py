@@ -161,7 +161,6 @@ def nucleoli(img: np.ndarray, labels: np.ndarray, rng: np.random.Generator, *, m
     diam = 2 * math.sqrt(mean_area / math.pi)
     sig = sig * _gain_map(labels, gain, diam)
     holes = np.ones(sig.shape, np.float32)
-    yy, xx = np.mgrid[0:sig.shape[0], 0:sig.shape[1]]
     for i, box in enumerate(ndi.find_objects(labels), start=1):
         if box is None:
             continue
@@ -173,7 +172,8 @@ def nucleoli(img: np.ndarray, labels: np.ndarray, rng: np.random.Generator, *, m
             r = 0.5 * own * float(rng.uniform(0.18, 0.32))
             y0, y1 = max(0, int(cy - 3 * r)), int(cy + 3 * r) + 1
             x0, x1 = max(0, int(cx - 3 * r)), int(cx + 3 * r) + 1
-            d2 = (yy[y0:y1, x0:x1] - cy) ** 2 + (xx[y0:y1, x0:x1] - cx) ** 2
+            yy, xx = np.ogrid[y0:min(y1, sig.shape[0]), x0:min(x1, sig.shape[1])]
+            d2 = (yy - cy) ** 2 + (xx - cx) ** 2
             dip = 1 - float(rng.uniform(0.4, 0.75)) * np.exp(-0.5 * (d2 / max(r, 0.5) ** 2) ** 2)
             holes[y0:y1, x0:x1] = np.minimum(holes[y0:y1, x0:x1], dip)
     sig = np.where(labels > 0, sig * holes, sig)
