@@ -171,12 +171,8 @@ def nuclear_channel(dec: Decoded, source: Path, channel: int | None = None) -> t
                      f"plane when its mask has as many planes.")
 
 
-def read_mask(path: Path, limits: Limits = DEFAULT_LIMITS) -> tuple[np.ndarray, str | None]:
-    """Instance labels (int32) of a mask file and a note when they had to be derived."""
-    return _mask_labels(read_file(path, limits), path)
-
-
 def _mask_labels(dec: Decoded, path: Path) -> tuple[np.ndarray, str | None]:
+    """Instance labels (int32) of a decoded mask file and a note when they had to be derived."""
     arr = _colour_channels(dec)
     if arr.shape[0] > 1 and not all(np.array_equal(arr[0], arr[k]) for k in range(1, arr.shape[0])):
         if dec.fmt == "JPEG":  # compression invents colours at every edge: no instance survives it
@@ -398,7 +394,8 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
         if mask_note:
             _warn(f"{item.mask_source}: {mask_note}.")
         if render:
-            # seeded by the file (and plane): a file renders the same whatever else the folder holds
+            # seeded by the file's place among those scored (and its plane): a stack does not move the
+            # seeds of the files after it
             key = [seed, k] if item.plane is None else [seed, k, item.plane]
             img, true = emulate.render(render, img, true, np.random.default_rng(key))
         t = time.perf_counter()
