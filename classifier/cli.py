@@ -322,7 +322,8 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
                                nucleoli_prob=a.nucleoli_prob)
     report = nuclei_train.train(Path(a.data), out, steps=a.steps, batch_size=a.batch, patch=a.patch, lr=a.lr,
                                 seed=a.seed, threads=a.threads, widths=widths, stop_after=a.stop_after,
-                                init=Path(a.init) if a.init else None, aug=aug)
+                                init=Path(a.init) if a.init else None, aug=aug, device=a.device,
+                                workers=a.workers)
     import torch
 
     meta = {
@@ -338,7 +339,8 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
         "training_command": "python -m classifier " + " ".join(shlex.quote(x) for x in a.argv),
         "seed": a.seed,
         "config": {"steps": a.steps, "stop_after": a.stop_after, "batch": a.batch, "patch": a.patch, "lr": a.lr,
-                   "threads": a.threads, "widths": list(widths), "augment": dataclasses.asdict(aug)},
+                   "threads": a.threads, "widths": list(widths), "augment": dataclasses.asdict(aug),
+                   "device": a.device, "workers": a.workers},
         "torch": torch.__version__,
         **_init_record(a.init),
         **report,
@@ -461,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--texture-prob", type=float, default=0.3, help="share of patches with chromatin texture")
     tn.add_argument("--nucleoli-prob", type=float, default=0.0,
                     help="share of patches whose nuclei get dark nucleoli (large nuclei at fine pixel sizes)")
+    tn.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="train on this device (inference and the saved weights stay on the CPU)")
+    tn.add_argument("--workers", type=int, default=0,
+                    help="draw batches in this many processes, one random stream per step (the same batches "
+                         "for any number >= 1; 0: one stream in this process, as the shipped weights were made)")
     tn.set_defaults(func=cmd_train_nuclei)
 
     se = sub.add_parser("segment-eval", help="nucleus detection F1 and F1 at IoU 0.5 on a labelled folder")

@@ -12,8 +12,10 @@ Deterministic for a seed on one thread count (torch and numpy generators are see
 
 from __future__ import annotations
 
+import copy
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import tifffile
 import torch
 from scipy import ndimage as ndi
 from skimage.segmentation import expand_labels
+from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from classifier.nuclei import infer, metrics
@@ -242,6 +245,41 @@ def batch(rng: np.random.Generator, images: list[Image], n: int, patch: int, aug
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ts)), torch.from_numpy(np.stack(ws))
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """Batch ``i`` of a run drawn from its own generator (seed, i), so that worker processes can
+    draw batches side by side and a run gives the same batches with 1 or 16 workers. On a GPU
+    the network's step takes milliseconds and one process drawing patches (~0.2 s a batch of 16)
+    would leave it idle. A different random stream from the single-process one that made the
+    shipped weights (``workers=0``), so the two are not interchangeable."""
+
+    def __init__(self, images: list[Image], seed: int, size: int, patch: int, aug: Augment) -> None:
+        self.images, self.seed, self.size, self.patch, self.aug = images, seed, size, patch, aug
+
+    def __len__(self) -> int:  # indexed by step number; the sampler names the steps
+        return 2 ** 31
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, ...]:
+        return batch(np.random.default_rng([self.seed, step]), self.images, self.size, self.patch, self.aug)
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)  # a worker per core; torch's own pool in each would oversubscribe
+
+
+def batches(images: list[Image], *, seed: int, size: int, patch: int, aug: Augment, first: int, last: int,
+            workers: int, rng: np.random.Generator, pin: bool = False) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Batches for steps ``first..last``: from ``rng`` in turn (``workers=0``, the shipped
+    recipe's stream) or one generator per step in ``workers`` processes (:class:`StepBatches`)."""
+    if workers <= 0:
+        for _ in range(first, last + 1):
+            yield batch(rng, images, size, patch, aug)
+        return
+    loader = torch.utils.data.DataLoader(
+        StepBatches(images, seed, size, patch, aug), batch_size=None, sampler=range(first, last + 1),
+        num_workers=workers, worker_init_fn=_one_thread, pin_memory=pin, prefetch_factor=4)
+    yield from loader
+
+
 def loss_fn(y: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     fg = F.binary_cross_entropy_with_logits(y[:, 0], t[:, 0])
     bce = F.binary_cross_entropy_with_logits(y[:, 1], t[:, 1], reduction="none")
@@ -251,21 +289,33 @@ def loss_fn(y: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def validate(model: NucleusUNet, images: list[Image], known_scale: bool) -> dict:
-    model.eval()
+    # inference is the product's (CPU, whole images): a copy there when training on a GPU
+    net = model if _device(model).type == "cpu" else copy.deepcopy(model).cpu()
+    net.eval()
     total = metrics.Scores(0, 0, 0, 0)
     for im in images:
-        res = infer.segment_nuclei_with(model, im.img, im.diameter if known_scale else None)
+        res = infer.segment_nuclei_with(net, im.img, im.diameter if known_scale else None)
         total = total + metrics.score(im.labels, res.labels)
     model.train()
     return total.as_dict()
 
 
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr: float, seed: int,
           threads: int, widths: tuple[int, ...], log_every: int = 250, val_images: int = 20,
-          stop_after: int | None = None, init: Path | None = None, aug: Augment = Augment()) -> dict:
+          stop_after: int | None = None, init: Path | None = None, aug: Augment = Augment(),
+          device: str = "cpu", workers: int = 0) -> dict:
     """Train and save to ``out``; ``stop_after`` ends the run early on the same schedule (the
     weights at that step of the full run, reproducibly). ``init``: continue from these weights
-    (a second stage with its own schedule; the widths are the init's)."""
+    (a second stage with its own schedule; the widths are the init's). ``device`` "cuda" trains
+    on a GPU (validation and the saved weights stay on the CPU, as inference is); ``workers``
+    draw the batches in that many processes, one random stream per step (:class:`StepBatches`)."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: this torch sees no CUDA device (torch.cuda.is_available() is False)")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -282,14 +332,16 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
         model.load_state_dict(bundle["state_dict"])
     else:
         model = NucleusUNet(widths)
-    model.train()
+    model.to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     history = []
     run = 0.0
     last = min(steps, stop_after or steps)
-    for step in range(1, last + 1):
-        x, t, w = batch(rng, tr, batch_size, patch, aug)
+    stream = batches(tr, seed=seed, size=batch_size, patch=patch, aug=aug, first=1, last=last, workers=workers,
+                     rng=rng, pin=dev.type == "cuda")
+    for step, (x, t, w) in enumerate(stream, start=1):
+        x, t, w = (a.to(dev, non_blocking=True) for a in (x, t, w))
         loss = loss_fn(model(x), t, w)
         opt.zero_grad()
         loss.backward()
@@ -312,6 +364,6 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
 
 def save(model: NucleusUNet, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     torch.save({"widths": list(model.widths), "state_dict": state}, out)
     infer.load_model.cache_clear()

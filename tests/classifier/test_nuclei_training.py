@@ -30,6 +30,19 @@ def _training_image(lab: np.ndarray) -> train.Image:
     return train.Image("t", img, lab, expand_labels(lab, 2), dist, logsize, 24.0, train.contacts(lab))
 
 
+def _tiny_folder(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for folder in ("images", "masks"):
+        (root / "data" / folder).mkdir(parents=True)
+    for k in range(3):
+        centres = [(int(y), int(x)) for y, x in rng.integers(16, 112, (6, 2))]
+        lab = _discs((128, 128), centres, 7)
+        img = (np.where(lab > 0, 180, 20) + rng.normal(0, 5, lab.shape)).astype(np.float32)
+        tifffile.imwrite(root / "data" / "images" / f"n{k}.tif", img)
+        tifffile.imwrite(root / "data" / "masks" / f"n{k}.tif", lab.astype(np.uint16))
+    return root / "data"
+
+
 def test_contacts_mark_only_borders_between_two_nuclei() -> None:
     # two discs touching (centres 2r apart) and one far away
     lab = _discs((64, 96), [(32, 20), (32, 36), (32, 80)], 8)
@@ -117,20 +130,12 @@ def test_the_default_augmentation_keeps_the_shipped_recipes_random_stream() -> N
 
 
 def test_a_second_stage_continues_from_saved_weights(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    for folder in ("images", "masks"):
-        (tmp_path / "data" / folder).mkdir(parents=True)
-    for k in range(3):
-        centres = [(int(y), int(x)) for y, x in rng.integers(16, 112, (6, 2))]
-        lab = _discs((128, 128), centres, 7)
-        img = (np.where(lab > 0, 180, 20) + rng.normal(0, 5, lab.shape)).astype(np.float32)
-        tifffile.imwrite(tmp_path / "data" / "images" / f"n{k}.tif", img)
-        tifffile.imwrite(tmp_path / "data" / "masks" / f"n{k}.tif", lab.astype(np.uint16))
+    data = _tiny_folder(tmp_path)
     kw = dict(batch_size=2, patch=32, lr=1e-3, seed=0, threads=1, widths=(4, 8), log_every=1, val_images=1)
     first = tmp_path / "first.pt"
-    train.train(tmp_path / "data", first, steps=1, **kw)
+    train.train(data, first, steps=1, **kw)
     second = tmp_path / "second.pt"
-    report = train.train(tmp_path / "data", second, steps=1, init=first, aug=train.Augment(contact_weight=4.0), **kw)
+    report = train.train(data, second, steps=1, init=first, aug=train.Augment(contact_weight=4.0), **kw)
     a = torch.load(first, weights_only=True)
     b = torch.load(second, weights_only=True)
     assert b["widths"] == a["widths"] == [4, 8]
@@ -140,3 +145,46 @@ def test_a_second_stage_continues_from_saved_weights(tmp_path: Path) -> None:
     key = "down.0.0.weight"
     assert not torch.equal(a["state_dict"][key], b["state_dict"][key])
     assert (b["state_dict"][key] - a["state_dict"][key]).abs().max() < (fresh[key] - a["state_dict"][key]).abs().max()
+
+
+def test_worker_processes_draw_the_same_batches_whatever_their_number() -> None:
+    """`train-nuclei --workers N` (a GPU run, where one process drawing patches would leave the
+    network idle): batch i comes from its own generator, so 1 and 2 worker processes give the same
+    batches in step order, and step i is what `batch` draws from the generator (seed, i)."""
+    images = [_training_image(_discs((128, 128), c, 10)) for c in
+              ([(64, 50), (30, 30), (100, 100)], [(40, 40), (64, 64), (90, 30)])]
+    kw = dict(seed=3, size=2, patch=32, aug=train.Augment(), first=2, last=6, rng=np.random.default_rng(0))
+    one = list(train.batches(images, workers=1, **kw))
+    two = list(train.batches(images, workers=2, **kw))
+    assert len(one) == len(two) == 5
+    for a, b in zip(one, two, strict=True):
+        for u, v in zip(a, b, strict=True):
+            assert torch.equal(u, v)
+    again = train.batch(np.random.default_rng([3, 4]), images, 2, 32, train.Augment())
+    assert all(torch.equal(u, v) for u, v in zip(one[2], again, strict=True))  # step 4 is the third
+    assert not torch.equal(one[0][0], one[1][0])
+    # workers=0 is the shipped recipe's single stream: the generator it is given, in turn
+    rng = np.random.default_rng(0)
+    seq = list(train.batches(images, workers=0, **{**kw, "rng": np.random.default_rng(0)}))
+    for got in seq:
+        want = train.batch(rng, images, 2, 32, train.Augment())
+        assert all(torch.equal(u, v) for u, v in zip(got, want, strict=True))
+    assert not torch.equal(seq[0][0], one[0][0])
+
+
+def test_a_run_with_workers_is_reproducible(tmp_path: Path) -> None:
+    data = _tiny_folder(tmp_path)
+    kw = dict(steps=3, batch_size=2, patch=32, lr=1e-3, seed=0, threads=1, widths=(4, 8), log_every=3, val_images=1)
+    train.train(data, tmp_path / "a.pt", workers=1, **kw)
+    train.train(data, tmp_path / "b.pt", workers=2, **kw)
+    a = torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cuda_asked_for_without_a_gpu_is_a_clear_error(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="no CUDA device"):
+        train.train(_tiny_folder(tmp_path), tmp_path / "w.pt", steps=1, batch_size=2, patch=32, lr=1e-3, seed=0,
+                    threads=1, widths=(4, 8), device="cuda")
