@@ -315,11 +315,14 @@ def _channels_written(fmt: str, chans: Sequence[str]) -> list[str]:
 def run(data_dir: Path, channels: Sequence[str], weights: Path | None = None, seed: int = 0,
         only: Sequence[str] | None = None, pixel_size_um: float | None = None,
         scales: Sequence[float] = DEFAULT_SCALES) -> dict:
-    """Evaluate the weights on every perturbation of the labelled folder ``data_dir``."""
-    from classifier import evaluate
+    """Evaluate the weights on every perturbation of the labelled folder ``data_dir``; each row
+    also carries the folder's ``domain_check`` as ``evaluate`` reports it, since a rendering the
+    model does not hold on is acceptable only where the product says so (issue 11)."""
+    from classifier import domain, evaluate, tone
     from classifier.weights import load_bundle
 
     model, contract, meta = load_bundle(weights)
+    lookup = domain.load_reference(weights, meta.get("sha256"), contract.feature_names)
     threshold = float(meta.get("threshold", 0.5))
     data_dir = Path(data_dir)
     items = read_labels(data_dir)
@@ -355,6 +358,11 @@ def run(data_dir: Path, channels: Sequence[str], weights: Path | None = None, se
             call = p >= threshold
             if base_call is None:
                 base_call, base_p = call, p
+            try:
+                check = domain.check_folder(out, chans_used, contract, ds.feats, pixel_size_um, lookup).as_dict()
+            except Exception as err:  # noqa: BLE001 - as in evaluate: the metrics stand without it
+                check = domain.fallback_report(f"{type(err).__name__}: {err}")
+            tone.annotate(check, prepared.tone)
             is_apo = ds.category == apo
             table[name] = {
                 "n": m["n"],
@@ -368,6 +376,9 @@ def run(data_dir: Path, channels: Sequence[str], weights: Path | None = None, se
                 "mean_abs_dp": _r(float(np.mean(np.abs(p - base_p)))),
                 "px_um_median": _r(float(np.median(px))),
                 "tone_gamma": _r(prepared.tone.gamma, 2),
+                "domain": check["status"],
+                "domain_score": _r(check["score"], 2),
+                "domain_reasons": check["reasons"],
             }
     return {"data": str(data_dir), "model_version": meta.get("version"), "threshold": threshold,
             "pixel_size": "given" if pixel_size_um else "inferred from nuclei", "perturbations": table}
@@ -377,21 +388,36 @@ def _r(v: float | None, nd: int = 3) -> float | None:
     return None if v is None else round(float(v), nd)
 
 
+#: issue 11's bar for a rendering: AUC and balanced accuracy at least these, or a ``shifted`` check
+TARGET_AUC = 0.95
+TARGET_BA = 0.90
+
+
+def below_target(row: dict) -> bool:
+    auc, ba = row.get("roc_auc"), row.get("balanced_accuracy")
+    return (auc is not None and auc < TARGET_AUC) or (ba is not None and ba < TARGET_BA)
+
+
 def summary(table: dict[str, dict]) -> dict:
-    """Worst case and means over the perturbations (``none`` excluded)."""
+    """Worst case and means over the perturbations (``none`` excluded), and the renderings below
+    the target that the domain check lets through as ``in_domain`` (the silent failures)."""
     rows = [v for k, v in table.items() if k != "none"]
     auc = [v["roc_auc"] for v in rows if v["roc_auc"] is not None]
     ba = [v["balanced_accuracy"] for v in rows if v["balanced_accuracy"] is not None]
+    below = [k for k, v in table.items() if below_target(v)]
     return {"mean_balanced_accuracy": _r(float(np.mean(ba))) if ba else None,
             "min_balanced_accuracy": _r(min(ba)) if ba else None,
             "mean_roc_auc": _r(float(np.mean(auc))) if auc else None,
             "min_roc_auc": _r(min(auc)) if auc else None,
-            "total_flipped": int(sum(v["flipped"] for v in rows))}
+            "total_flipped": int(sum(v["flipped"] for v in rows)),
+            "shifted": [k for k, v in table.items() if v.get("domain") == "shifted"],
+            "below_target": below,
+            "below_target_in_domain": [k for k in below if table[k].get("domain") != "shifted"]}
 
 
 def markdown(table: dict[str, dict]) -> str:
     """The table as Markdown (for the model card)."""
     cols = ["n", "balanced_accuracy", "roc_auc", "sensitivity", "specificity", "apoptotic_rejected", "flipped",
-            "px_um_median", "tone_gamma"]
+            "px_um_median", "tone_gamma", "domain", "domain_score"]
     head = "| perturbation | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1) + "\n"
     return head + "".join(f"| {k} | " + " | ".join(str(v[c]) for c in cols) + " |\n" for k, v in table.items())

@@ -37,6 +37,27 @@ def test_robustness_command_reports_every_perturbation(synth_folder):
         ratio = table[f"rescale_{s:g}"]["px_um_median"] / table["none"]["px_um_median"]
         assert 0.7 / s < ratio < 1.4 / s, (s, ratio)
     assert set(out["summary"]) >= {"mean_roc_auc", "min_roc_auc", "total_flipped"}
+    # each row carries the folder's domain check, as `evaluate` prints it: AF-less input and RGB
+    # composites were never validated, so they say so whatever their score
+    for name, row in table.items():
+        assert row["domain"] in ("in_domain", "shifted") and 0.0 <= row["domain_score"] <= 1.0, name
+        assert row["domain"] == "in_domain" or row["domain_reasons"], name
+    for name in ("no_af", "png_rgb", "jpeg75_rgb", "wide360_neighbours_no_af", "tight_x3_rgb_png"):
+        assert table[name]["domain"] == "shifted", (name, table[name]["domain_reasons"])
+    assert any("AF" in r for r in table["no_af"]["domain_reasons"]), table["no_af"]["domain_reasons"]
+    assert set(out["summary"]["shifted"]) == {k for k, v in table.items() if v["domain"] == "shifted"}
+
+
+def test_summary_names_the_renderings_below_target_that_pass_as_in_domain():
+    def row(auc: float, ba: float, status: str) -> dict:
+        return {"roc_auc": auc, "balanced_accuracy": ba, "flipped": 0, "domain": status}
+
+    table = {"none": row(1.0, 0.95, "in_domain"), "a": row(0.93, 0.95, "shifted"), "b": row(0.97, 0.85, "in_domain"),
+             "c": row(0.94, 0.95, "in_domain"), "d": row(0.96, 0.92, "in_domain")}
+    s = robustness.summary(table)
+    assert s["below_target"] == ["a", "b", "c"]
+    assert s["below_target_in_domain"] == ["b", "c"]  # "a" says shifted: the product warns there
+    assert s["shifted"] == ["a"]
 
 
 def _event() -> tuple[np.ndarray, list[str]]:
