@@ -144,7 +144,7 @@ def _training_data(a: argparse.Namespace) -> dict:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from classifier import data, evaluate, tone
+    from classifier import bleed, data, evaluate, tone
     from classifier.weights import load_bundle
 
     model, contract, meta = load_bundle(Path(a.weights) if a.weights else None)
@@ -158,7 +158,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     out["model_version"] = meta.get("version")
     out["domain_check"], out["domain_images"] = _domain_of_folder(a, ds, contract, meta)
     out["tone_curve"] = prepared.tone.as_dict()
+    out["bleed"] = prepared.bleed.as_dict()
     tone.annotate(out["domain_check"], prepared.tone)
+    bleed.annotate(out["domain_check"], prepared.bleed)
     if a.loo:
         out["loo_finetuned"] = _loo(a, ds, model, threshold)
     if a.per_event:

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from classifier import features, tone
+from classifier import bleed, features, tone
+from classifier import harmonise as set_correction
 from classifier.contract import PreprocessContract
 from classifier.errors import InputError
 from classifier.parallel import fork_map
@@ -287,26 +288,29 @@ class PreparedFolder:
     events: EventSet
     px_um: np.ndarray  # pixel size used per event (given, from metadata or inferred)
     tone: tone.ToneCurve  # the tone curve re-mapping applied to its 8-bit images (classifier.tone)
+    bleed: bleed.SetBleed = bleed.SetBleed()  # CD45 taken out of CK (classifier.bleed)
 
 
 def prepare_folder(path: Path, channels: Sequence[str], contract: PreprocessContract,
                    pixel_size_um: float | None = None, harmonise: bool = True) -> PreparedFolder:
     """Every event of a labelled folder, prepared as the engine prepares an upload of them: the
-    folder's tone curve re-mapped first (:mod:`classifier.tone`), unless ``harmonise`` is False
-    (a folder gathered from many uploads, whose curves were each the upload's own)."""
+    folder's tone curve re-mapped and its CD45 bleed into CK taken out first (:mod:`classifier.tone`,
+    :mod:`classifier.bleed`), unless ``harmonise`` is False (a folder gathered from many uploads,
+    whose corrections were each the upload's own)."""
     items = read_labels(Path(path))
-    curve = tone.ToneCurve()
+    corr = set_correction.SetCorrection()
     if harmonise and items:
-        # the curve from the same even sample the engine takes; those files are decoded twice, so
-        # that a large folder is never held in memory whole
+        # from the same even sample the engine takes; those files are decoded twice, so that a large
+        # folder is never held in memory whole
         pick = np.unique(np.linspace(0, len(items) - 1, min(len(items), tone.SAMPLE)).round().astype(int))
         sample = [load_input(Path(path) / items[i].file, channels) for i in pick]
-        curve = tone.measure([im.image for im in sample], [list(im.channels) for im in sample],
-                             [items[i].file for i in pick], total=len(items), forms=[im.form for im in sample])
+        corr = set_correction.measure([im.image for im in sample], [list(im.channels) for im in sample],
+                                      [items[i].file for i in pick], total=len(items),
+                                      forms=[im.form for im in sample])
     preps = []
     for it in items:
         image, chans, px = load_image(Path(path) / it.file, channels)
-        preps.append(prepare_image(tone.remap(image, curve), chans, contract,
+        preps.append(prepare_image(corr.apply(image, chans), chans, contract,
                                    pixel_size_um if pixel_size_um is not None else px, source=it.file))
     prep = Prepared.concat(preps, contract)
     events = EventSet(
@@ -318,4 +322,4 @@ def prepare_folder(path: Path, channels: Sequence[str], contract: PreprocessCont
         prep.cell,
         [it.file for it in items],
     )
-    return PreparedFolder(events, prep.px_um, curve)
+    return PreparedFolder(events, prep.px_um, corr.tone, corr.bleed)

@@ -872,15 +872,15 @@ def synthetic_set(name: str, n: int, seed: int) -> tuple[list[np.ndarray], list[
 def prepare_set(images: Sequence[np.ndarray], chans: Sequence[Sequence[str]], names: Sequence[str], contract,  # noqa: ANN001
                 pixel_size_um: float | None = None):  # noqa: ANN201 - (Prepared, features, signals)
     """Preprocess and measure a set of event images as the engine does."""
+    from classifier import harmonise
     from classifier.data import featurise
     from classifier.preprocess import Prepared, prepare_image
-    from classifier.tone import harmonise
 
-    # the engine re-maps a set's tone curve before classifying (classifier.tone); the signals are
-    # of the images as given, as the engine's check judges the upload
-    seen, _curve = harmonise(images, chans, names)
-    preps = [prepare_image(img, list(c), contract, pixel_size_um, source=nm)
-             for img, c, nm in zip(seen, chans, names, strict=True)]
+    # the engine corrects a set before classifying (tone curve, CD45 bleed: classifier.harmonise);
+    # the signals are of the images as given, as the engine's check judges the upload
+    corr = harmonise.measure(images, chans, names)
+    preps = [prepare_image(corr.apply(img, list(c)), list(c), contract, pixel_size_um, source=nm)
+             for img, c, nm in zip(images, chans, names, strict=True)]
     prep = Prepared.concat(preps, contract)
     feats = featurise(prep, contract)
     sigs = image_signals_batch(images, chans, names, list(prep.px_um), list(prep.scale_source))

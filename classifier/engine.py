@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from classifier import features, tone
+from classifier import features, harmonise
 from classifier.contract import PreprocessContract
 from classifier.decoders import FileForm
 from classifier.domain import ReferenceLookup, check_analysis, implausible_ctc_share, load_reference
@@ -79,14 +79,15 @@ class Job:
 @dataclass
 class _Upload:
     """An upload prepared up to the model: its jobs, one source name per event, the warnings
-    found on the way, the model's inputs and attributes, the tone curve and the stage timings."""
+    found on the way, the model's inputs and attributes, the set's corrections (tone curve, CD45
+    bleed into CK) and the stage timings."""
 
     jobs: list[Job]
     sources: list[str]
     warnings: list[str]
     prep: Prepared
     feats: np.ndarray
-    curve: tone.ToneCurve
+    correction: harmonise.SetCorrection
     timings: dict[str, float]
 
 
@@ -265,7 +266,7 @@ class Classifier:
         result.domain_check = check_analysis(uploaded, [j.n_events for j in up.jobs], up.prep.px_um,
                                              up.prep.scale_source, up.feats, kind, self._domain_reference(),
                                              result.warnings, forms)
-        tone.annotate(result.domain_check, up.curve)
+        up.correction.annotate(result.domain_check)
         timings["domain_check"] = time.perf_counter() - t
         return result
 
@@ -281,12 +282,13 @@ class Classifier:
         if kind == "field":  # camera defects out before the nuclei and the markers are read
             items = [(name, remove_hot_pixels(image), chans, px) for name, image, chans, px in items]
         segs = self._segment_fields(items) if kind == "field" else []
-        # an upload of event thumbnails exported with another tone curve is re-mapped to the
-        # validated one first (classifier.tone); the domain check still judges the images as uploaded
-        curve = tone.measure([it[1] for it in items], [it[2] for it in items], [it[0] for it in items],
-                             forms=forms) if kind == "events" else tone.ToneCurve()
+        # an upload of event thumbnails exported with another tone curve is re-mapped to the validated
+        # one first (classifier.tone), ... the domain check still judges the images as uploaded
+        # and one whose CD45 leaks into CK has it taken out (classifier.harmonise; fields do this per image)
+        corr = harmonise.measure([it[1] for it in items], [it[2] for it in items], [it[0] for it in items],
+                                 forms=forms) if kind == "events" else harmonise.SetCorrection()
         for k, (name, image, chans, px) in enumerate(items):
-            image = tone.remap(image, curve)
+            image = corr.apply(image, chans)
             if kind == "field":
                 seg = segs[k]
                 cells = seg.cells
@@ -312,7 +314,7 @@ class Classifier:
         if len(prep):
             feats = self._features(prep)
         timings["features"] = time.perf_counter() - t
-        return _Upload(jobs, sources, field_warnings, prep, feats, curve, timings)
+        return _Upload(jobs, sources, field_warnings, prep, feats, corr, timings)
 
     def _domain_reference(self) -> ReferenceLookup:
         """The domain check's reference statistics for these weights (read once)."""

@@ -536,12 +536,19 @@ MAX_BLEED = 0.5
 
 
 def bleed_share(image: np.ndarray, src: int, dst: int) -> float:
+    """The share of channel ``src``'s signal that channel ``dst`` shows where ``src`` is bright
+    (:func:`readable_bleed_share`); 0.0 when there are too few such pixels to read it."""
+    share = readable_bleed_share(image, src, dst)
+    return 0.0 if share is None else share
+
+
+def readable_bleed_share(image: np.ndarray, src: int, dst: int) -> float | None:
     """The share of channel ``src``'s signal that channel ``dst`` shows where ``src`` is bright.
 
     Read over the pixels where ``src`` stands well out of its noise (8 robust SDs or more; the
     brightest quarter of them when there are enough): the median of ``dst``'s excess over ``src``'s
-    there. Where ``dst`` holds nothing of ``src`` it is ~0 (noise averages out); 0.0 when there
-    are too few such pixels."""
+    there. Where ``dst`` holds nothing of ``src`` it is ~0 (noise averages out); None when there
+    are too few such pixels (a thumbnail without a clearly CD45-bright cell)."""
     step = max(1, int(np.sqrt(image.shape[1] * image.shape[2] / 250_000)))
     grid = image[src, ::step, ::step]
     sd = _noise_sd(grid)
@@ -553,13 +560,15 @@ def bleed_share(image: np.ndarray, src: int, dst: int) -> float:
     b = b - np.median(b)
     clear = unclipped & (a > 8 * max(sd, 1e-6))
     if np.count_nonzero(clear) < 200:
-        return 0.0
+        return None
     bright = clear & (a >= np.percentile(a[clear], 75)) if np.count_nonzero(clear) >= 800 else clear
     return float(np.median(b[bright] / a[bright]))
 
 
-def compensate_bleed(image: np.ndarray, channels: Sequence[str]) -> np.ndarray:
-    """A field with CD45's bleed-through taken out of its CK channel (``channels``: ``image``'s).
+def compensate_bleed(image: np.ndarray, channels: Sequence[str], share: float | None = None) -> np.ndarray:
+    """A field with CD45's bleed-through taken out of its CK channel (``channels``: ``image``'s;
+    ``share``: the share to take out, read from the image itself when None; galleries pass the
+    share of their whole set, :mod:`classifier.bleed`).
 
     CK is anchored at its brightest objects (:func:`_normalise`); in a field without a CK+ cell
     those are the leukocytes whose CD45 leaks into the CK filter, stretched to a CTC's CK: 5 / 10 /
@@ -571,7 +580,8 @@ def compensate_bleed(image: np.ndarray, channels: Sequence[str]) -> np.ndarray:
     if "CD45" not in names or "CK" not in names:
         return image
     src, dst = names.index("CD45"), names.index("CK")
-    share = bleed_share(image, src, dst)
+    if share is None:
+        share = bleed_share(image, src, dst)
     if not MIN_BLEED <= share <= MAX_BLEED:
         return image
     level = np.median(image[src, ::4, ::4])

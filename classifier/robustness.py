@@ -1,7 +1,8 @@
 """Robustness of the shipped weights to the ways real events from other sources differ:
 magnification, contrast/bit depth, display gamma, lossy RGB composites, field framing,
-wide frames full of neighbouring leukocytes, an absent AF channel, CK-dim CTCs and
-tight high-magnification RGB crops where the cell fills the frame.
+wide frames full of neighbouring leukocytes, an absent AF channel, CK-dim CTCs,
+tight high-magnification RGB crops where the cell fills the frame, and other optics: CD45
+bleeding into CK, blur, channels out of register.
 
 ``python -m classifier robustness --data DIR --channels DAPI,CK,AF,CD45 [--weights W]``
 reads a labelled folder (the ``evaluate`` layout), writes each perturbed copy of it to a
@@ -214,6 +215,41 @@ def tight_rgb(zoom: float = 3.0, crop: int = 44, quality: int | None = None,
     return f
 
 
+def bleed_into(src: str, dst: str, share: float) -> Perturb:
+    """Spectral bleed-through: ``share`` of channel ``src``'s display signal added to ``dst``
+    (another instrument's filter set; 8-bit, clipped)."""
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
+          ) -> tuple[np.ndarray, str]:
+        disp = _as_display(img).copy()
+        disp[chans.index(dst)] += share * disp[chans.index(src)]
+        return _u8(disp), "tif"
+    return f
+
+
+def blur(sigma_px: float) -> Perturb:
+    """Optics that resolve less (a lower-NA objective, slight defocus): a Gaussian of ``sigma_px``."""
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
+          ) -> tuple[np.ndarray, str]:
+        from scipy import ndimage as ndi
+
+        return _u8(np.stack([ndi.gaussian_filter(c, sigma_px) for c in _as_display(img)])), "tif"
+    return f
+
+
+def misregister(dy: float, dx: float, moved: Sequence[str] = ("CK", "CD45")) -> Perturb:
+    """Channels out of register with DAPI by (dy, dx) px (filter cubes or cameras not aligned)."""
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
+          ) -> tuple[np.ndarray, str]:
+        from scipy import ndimage as ndi
+
+        disp = _as_display(img).copy()
+        for c in moved:
+            if c in chans:
+                disp[chans.index(c)] = ndi.shift(disp[chans.index(c)], (dy, dx), order=1, mode="nearest")
+        return _u8(disp), "tif"
+    return f
+
+
 def drop_channel(name: str = "AF") -> Perturb:
     """The same images without one optional channel (a three-colour instrument)."""
     def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
@@ -272,6 +308,10 @@ def perturbations(scales: Sequence[float] = DEFAULT_SCALES) -> dict[str, Perturb
     out["tight_x3_rgb_png"] = tight_rgb(3.0, quality=None)
     out["tight_x4_rgb_jpeg85"] = tight_rgb(4.0, quality=85)
     out["tight_x4_ckdim_rgb_jpeg85"] = _chain(dim_ck_in_ctc(), tight_rgb(4.0, quality=85))
+    # what other instruments' optics do (sixth session of 2026-12-03)
+    out["bleed_cd45_ck_20"] = bleed_into("CD45", "CK", 0.20)
+    out["blur_1px"] = blur(1.0)
+    out["misregistered_2px"] = misregister(2.0, 1.0)
     return out
 
 
@@ -318,7 +358,7 @@ def run(data_dir: Path, channels: Sequence[str], weights: Path | None = None, se
     """Evaluate the weights on every perturbation of the labelled folder ``data_dir``; each row
     also carries the folder's ``domain_check`` as ``evaluate`` reports it, since a rendering the
     model does not hold on is acceptable only where the product says so (issue 11)."""
-    from classifier import domain, evaluate, tone
+    from classifier import bleed, domain, evaluate, tone
     from classifier.weights import load_bundle
 
     model, contract, meta = load_bundle(weights)
@@ -363,6 +403,7 @@ def run(data_dir: Path, channels: Sequence[str], weights: Path | None = None, se
             except Exception as err:  # noqa: BLE001 - as in evaluate: the metrics stand without it
                 check = domain.fallback_report(f"{type(err).__name__}: {err}")
             tone.annotate(check, prepared.tone)
+            bleed.annotate(check, prepared.bleed)
             is_apo = ds.category == apo
             table[name] = {
                 "n": m["n"],

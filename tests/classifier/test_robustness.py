@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from classifier import robustness
 
@@ -15,7 +16,8 @@ CH = "DAPI,CK,AF,CD45"
 EXPECTED = {"none", "rescale_0.5", "rescale_0.75", "rescale_1.5", "rescale_2", "rescale_3", "raw16",
             "low_contrast8", "gamma_0.6", "gamma_1.6", "no_af", "png_rgb", "jpeg75_rgb", "field_120_offcentre",
             "field_240_offcentre", "wide360_neighbours", "wide360_neighbours_no_af", "ck_dim_ctc", "ck_dim_ctc_no_af",
-            "tight_x3_rgb_png", "tight_x4_rgb_jpeg85", "tight_x4_ckdim_rgb_jpeg85"}
+            "tight_x3_rgb_png", "tight_x4_rgb_jpeg85", "tight_x4_ckdim_rgb_jpeg85", "bleed_cd45_ck_20", "blur_1px",
+            "misregistered_2px"}
 
 
 def test_robustness_command_reports_every_perturbation(synth_folder):
@@ -88,6 +90,18 @@ def test_perturbations_do_what_they_say():
         ys, xs = np.nonzero(fr[1] > 100)
         centre = (size - 1) / 2.0
         assert abs(ys.mean() - (centre + 3)) < 0.6 and abs(xs.mean() - (centre - 4)) < 0.6
+    # other optics: CD45 light added to CK only; blur spreads every channel; CK and CD45 moved, DAPI not
+    leak = img.copy()
+    leak[3, 30:40, 30:40] = 200.0  # a CD45-bright leukocyte
+    bled, _ = p["bleed_cd45_ck_20"](leak, ch, rng)
+    assert bled[1, 35, 35] == 40 and np.array_equal(bled[[0, 2, 3]], leak[[0, 2, 3]].astype(np.uint8))
+    soft, _ = p["blur_1px"](img, ch, rng)
+    assert soft[0].max() < 255 and (soft[0] > 0).sum() > (img[0] > 0).sum()
+    moved, _ = p["misregistered_2px"](img, ch, rng)
+    assert np.array_equal(moved[0], img[0].astype(np.uint8)) and np.array_equal(moved[2], img[2].astype(np.uint8))
+    for c in (1, 3):
+        ys, xs = np.nonzero(moved[c] > 100)
+        assert (ys.mean(), xs.mean()) == pytest.approx((79.5 + 2, 79.5 + 1), abs=0.6)
 
 
 def test_jpeg_composite_is_read_back_through_the_rgb_path(tmp_path):
