@@ -69,6 +69,18 @@ VALIDATED_FRAME_UM = (54.0, 100.0)  # ctc-dev 160 px x 0.35-0.45 = 56-72 µm; 24
 #: an event frame this wide (µm) is more likely a whole field: the wide-framing reason says so
 FIELD_LIKE_FRAME_UM = 200.0
 VALIDATED_NUCLEI = (8, 70)  # ctc-dev 10-41 nuclei per 160 px frame
+CK_POSITIVE = 0.3  # normalised CK over a nucleus above which it counts as CK-bright
+# a gallery whose frames have the channel named CK bright over most of their nuclei has its channel
+# names wrong: blood cells are CK-negative. Median over frames holding >= 8 nuclei: ctc-dev 0.08, its
+# renderings <= 0.12, synthetic in-domain sets <= 0.06; ctc-dev named with CK and AF or CK and CD45
+# swapped 0.70-1.00 (a helper's probe: 6-7 of 7 CTCs missed there, in_domain)
+CK_EVERYWHERE = (0.3, 0.45)
+# ... and one whose CK-bright events are nearly all bright in the channel named CD45 too: CTCs are
+# CD45-negative. Share of CK+ centre objects with normalised CD45 > 0.3: ctc-dev 0.21 (its renderings
+# 0.13-0.36), synthetic sets 0.04-0.48 (display gamma 0.6 the highest); ctc-dev named with AF and CD45
+# swapped (the AF plane is a faint copy of DAPI, so it is bright at every nucleus) 0.93
+CK_EVENTS_CD45 = (0.65, 0.8)
+MIN_IMAGES_FOR_MARKERS = 5
 #: the largest nucleus of a validated thumbnail covers a small part of the frame
 MAX_NUCLEUS_COVER = 0.06
 #: median over a folder of :attr:`ImageSignals.midtone` (ctc-dev: 0.56; its gamma 0.6 / 1.6
@@ -109,6 +121,9 @@ class ImageSignals:
     n_objects: int | None = None  # field images: segmented objects
     novel_fraction: float | None = None  # share of this image's events outside the attribute range
     fill: float = 0.0  # share of the frame that is constant fill at its border (padding), measured without it
+    ck_positive_share: float | None = None  # share of the frame's nuclei with the channel named CK over them
+    centre_ck: float | None = None  # normalised CK over the nucleus at the frame's centre (the event)
+    centre_cd45: float | None = None  # ... and CD45
 
     @property
     def frame_um(self) -> float | None:
@@ -266,6 +281,8 @@ def _signals_stack(x: np.ndarray, channels: list[str], sources: list[str], hws: 
     midtone = np.median(np.clip((p90 - p20) / span, -0.5, 1.5)[:, main], axis=1)
     nuclei = np.zeros(n, int)
     largest = np.zeros(n)
+    ck_share = np.full(n, np.nan)
+    centre_ck, centre_cd45 = np.full(n, np.nan), np.full(n, np.nan)
     if "DAPI" in idx:
         d = idx["DAPI"]
         fg = small[:, d] > (p20[:, d] + 0.3 * span[:, d])[:, None, None]  # normalised DAPI > 0.3
@@ -285,6 +302,26 @@ def _signals_stack(x: np.ndarray, channels: list[str], sources: list[str], hws: 
             has = nuclei > 0
             mid = areas[real][order][(starts + nuclei // 2)[has]]
             largest[has] = mid / float(hs * ws)
+            if "CK" in idx and real.size:
+                # the share of nuclei with CK over them (normalised CK > 0.3 on average): blood cells
+                # are CK-negative, so a CK channel bright at most of a frame's nuclei is another marker
+                k = idx["CK"]
+                ck = np.clip((small[:, k] - p20[:, k, None, None]) / span[:, k, None, None], 0, None)
+                pos = np.asarray(ndi.mean(ck, lab, real)) > CK_POSITIVE
+                n_pos = np.bincount(owner[real], weights=pos.astype(float), minlength=n)
+                ck_share = np.where(nuclei > 0, n_pos / np.maximum(nuclei, 1), np.nan)
+            # the event: the object at the frame's centre (or nearest to it, within 2 grid px)
+            cy, cx = hs // 2, ws // 2
+            win = lab[:, max(0, cy - 2):cy + 3, max(0, cx - 2):cx + 3]
+            for k in range(n):
+                ids = win[k][win[k] > 0]
+                if not ids.size:
+                    continue
+                obj = lab[k] == np.bincount(ids).argmax()
+                for name, store in (("CK", centre_ck), ("CD45", centre_cd45)):
+                    if name in idx:
+                        c = idx[name]
+                        store[k] = float(np.clip((small[k, c][obj] - p20[k, c]) / span[k, c], 0, None).mean())
     out = []
     for k in range(n):
         suffix = Path(str(sources[k]).split("#")[0]).suffix.lower()
@@ -299,7 +336,10 @@ def _signals_stack(x: np.ndarray, channels: list[str], sources: list[str], hws: 
             lossy=form.lossy if form is not None else suffix in _LOSSY_SUFFIXES,
             bit_depth=depth,
             grey_range=float(grey[k]) if integer[k] else 1.0, saturated=float(sat[k]) if integer[k] else 0.0,
-            midtone=float(midtone[k]), n_nuclei=int(nuclei[k]), nucleus_cover=float(largest[k])))
+            midtone=float(midtone[k]), n_nuclei=int(nuclei[k]), nucleus_cover=float(largest[k]),
+            ck_positive_share=None if np.isnan(ck_share[k]) else float(ck_share[k]),
+            centre_ck=None if np.isnan(centre_ck[k]) else float(centre_ck[k]),
+            centre_cd45=None if np.isnan(centre_cd45[k]) else float(centre_cd45[k])))
     return out
 
 
@@ -686,10 +726,28 @@ def check(signals: Sequence[ImageSignals], feats: np.ndarray | None = None, even
     mids = [s.midtone for s in signals if s.bit_depth == "8-bit"]
     tone_shift = float(np.median(mids)) - VALIDATED_MIDTONE if len(mids) >= MIN_IMAGES_FOR_TONE else 0.0
     tone_sev = _ramp(abs(tone_shift), 0.06, 0.14)
-    score = 1.0 - (1.0 - mean_score) * (1.0 - nov_sev) * (1.0 - share_sev) * (1.0 - tone_sev)
+    cks = [s.ck_positive_share for s in signals
+           if s.ck_positive_share is not None and s.n_nuclei >= VALIDATED_NUCLEI[0]] if kind == "events" else []
+    ck_median = float(np.median(cks)) if len(cks) >= MIN_IMAGES_FOR_MARKERS else 0.0
+    ck_sev = _ramp(ck_median, *CK_EVERYWHERE)
+    ck_events = [s for s in signals if kind == "events" and s.centre_ck is not None and s.centre_ck > CK_POSITIVE
+                 and s.centre_cd45 is not None]
+    both = sum(s.centre_cd45 > CK_POSITIVE for s in ck_events)  # type: ignore[operator]
+    both_share = both / len(ck_events) if len(ck_events) >= MIN_IMAGES_FOR_MARKERS else 0.0
+    both_sev = _ramp(both_share, *CK_EVENTS_CD45)
+    score = 1.0 - ((1.0 - mean_score) * (1.0 - nov_sev) * (1.0 - share_sev) * (1.0 - tone_sev) * (1.0 - ck_sev)
+                   * (1.0 - both_sev))
     if warnings or "field_count" in tally:  # an implausible count cannot be trusted at all
         score = 1.0
     reasons: list[str] = list(warnings)
+    if ck_sev > 0:
+        reasons.append(f"the channel named CK is bright over most nuclei (median {ck_median:.0%} of a frame's "
+                       f"nuclei, {len(cks)} frames; blood cells are CK-negative): the channel names probably do "
+                       "not match the image planes; check the channel order")
+    if both_sev > 0:
+        reasons.append(f"the CK-bright events are bright in the channel named CD45 too ({both} of {len(ck_events)}; "
+                       "CTCs are CD45-negative): the channel names probably do not match the image planes (AF and "
+                       "CD45 swapped?); check the channel order")
     # folder-level reasons: each finding seen in a noticeable share of images, strongest first
     ranked = sorted(tally.items(), key=lambda kv: -sum(f.severity for f in kv[1]))
     for key, fs in ranked:

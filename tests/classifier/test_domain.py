@@ -480,3 +480,26 @@ def test_sixteen_bit_files_using_eight_bits_are_not_tone_mapped_as_display_rende
             assert tone_said, res.domain_check  # an 8-bit display render at gamma 1.6: measured and re-mapped
         else:
             assert not tone_said, res.domain_check  # raw counts are linear: no display curve to undo
+
+
+@pytest.mark.parametrize("order", [("DAPI", "AF", "CK", "CD45"), ("DAPI", "CD45", "AF", "CK"),
+                                   ("DAPI", "CK", "CD45", "AF")])
+def test_channel_names_that_do_not_match_the_planes_are_shifted(order):
+    """DAPI in its place and the other names in another order (an instrument writing DAPI,CK,CD45,AF,
+    given the docs' DAPI,CK,AF,CD45): a helper's probe on ctc-dev missed 6-7 of 7 CTCs there with the
+    check reading in_domain. Blood cells are CK-negative and CTCs CD45-negative, so a gallery whose
+    CK is bright at most nuclei, or whose CK-bright events are nearly all bright in "CD45", is named
+    wrongly. The AF plane is made a faint copy of DAPI, as ctc-dev's is (so it is bright at every
+    nucleus once stretched)."""
+    images, chans, names, _y = domain.synthetic_set("in_domain", 24, 5)
+    rng = np.random.default_rng(0)
+    for im in images:
+        im[2] = 0.3 * im[0] + rng.normal(0, 2, im[0].shape)
+    right = domain.check(domain.image_signals_batch(images, chans, names))
+    assert right.status == "in_domain" and not any("channel order" in r for r in right.reasons), right.reasons
+    wrong = domain.check(domain.image_signals_batch(images, [list(order)] * len(images), names))
+    assert wrong.status == "shifted"
+    assert any("check the channel order" in r for r in wrong.reasons), wrong.reasons
+    # too few frames to judge: a single image is its own business (a cluster of CTCs is CK-bright everywhere)
+    few = domain.check(domain.image_signals_batch(images[:2], [list(order)] * 2, names[:2]))
+    assert not any("check the channel order" in r for r in few.reasons)
