@@ -10,9 +10,11 @@ Decisions worth knowing:
   "cytokeratin/EpCAM"). Both mark the epithelial origin the classifier looks for, so they
   are one channel here. A lab with both stains must drop one (see below).
 - **Nuclear dyes** (DAPI, Hoechst 33342/33258, DRAQ5) all map to DAPI.
-- **Fluorophore suffixes** are ignored after the marker: "CD45-APC", "CK (FITC)" and
-  "DAPI_405" resolve by their first word; a bare fluorophore ("FITC") is not a marker
-  and is rejected, because the same dye carries different markers in different labs.
+- **Fluorophores** beside the marker are ignored, before or after it: "CD45-APC", "APC-CD45",
+  "CK (FITC)", "FITC (pan-CK)" and "DAPI_405" resolve by the one marker among their words (an
+  OME file naming its planes dye first, "APC-CD45", was not read, so a swapped ``--channels``
+  passed unnoticed); a bare fluorophore ("FITC") is not a marker and is rejected, because the
+  same dye carries different markers in different labs.
 - A channel the caller wants ignored is named ``-`` (or ``none``/``skip``): useful for an
   RGB composite with an unused colour, or a stain the classifier does not know.
 """
@@ -58,16 +60,19 @@ def _key(word: str) -> str:
 def canonical(name: str) -> str | None:
     """The canonical marker for ``name``, or None when it is not a known marker.
 
-    Tries the whole name first ("CK 8/18/19"), then its first word, so that a fluorophore
-    suffix ("CD45-APC", "DAPI (405 nm)") does not get in the way.
+    Tries the whole name first ("CK 8/18/19"), then its words and pairs of neighbouring words
+    ("pan CK"), so that a fluorophore before or after the marker ("CD45-APC", "APC-CD45",
+    "DAPI (405 nm)", "FITC (pan-CK)") does not get in the way. A name whose words point to two
+    different markers is no marker (None): it does not say which. A bare dye ("FITC") is no
+    marker either: the same dye carries different markers in different labs.
     """
     whole = _key(name)
     if whole in _LOOKUP:
         return _LOOKUP[whole]
-    words = [w for w in re.split(r"[\s_\-(),;:]+", name.strip()) if w]
-    if words:
-        return _LOOKUP.get(_key(words[0]))
-    return None
+    keys = [_key(w) for w in re.split(r"[\s_\-(),;:/]+", name.strip()) if _key(w)]
+    found = {_LOOKUP[k] for k in keys if k in _LOOKUP}
+    found |= {_LOOKUP[a + b] for a, b in zip(keys, keys[1:], strict=False) if a + b in _LOOKUP}
+    return found.pop() if len(found) == 1 else None
 
 
 def describe_known() -> str:

@@ -139,6 +139,14 @@ def test_names_given_in_another_order_than_the_files_are_refused(tmp_path: Path,
     validate_upload([path], "CD45,DAPI,CK,-")  # skipping a channel is no contradiction
 
 
+def test_names_with_the_dye_first_are_read_and_a_swap_is_refused(tmp_path: Path) -> None:
+    own = ["DAPI", "APC-CD45", "PE-AF", "FITC-CK"]  # planes in the order DAPI, CD45, AF, CK
+    path = write_tif(tmp_path / "f.ome.tif", field(), ome=True, metadata={"axes": "CYX", "Channel": {"Name": own}})
+    assert "give them in the file's order (DAPI,CD45,AF,CK)" in refused([path], CH4)
+    (inp,) = read_inputs([path], "DAPI,CD45,AF,CK")
+    assert channel_means(inp) == [1, 2, 3, 4]
+
+
 def test_dye_names_that_read_as_one_marker_are_no_contradiction(tmp_path: Path) -> None:
     """'AF 488', 'AF 647' (Alexa Fluor dyes) both read as AF: the file's names then say nothing about
     the order, and the caller's names stand."""
@@ -320,6 +328,10 @@ def test_the_real_ctc_dev_events_read_with_their_metadata_names() -> None:
     ("Hoechst 33342", "DAPI"), ("dapi", "DAPI"), ("PanCK", "CK"), ("CK8/18/19", "CK"),
     ("EpCAM", "CK"), ("pan-cytokeratin", "CK"), ("CD45-APC", "CD45"), ("cd45", "CD45"),
     ("Vimentin", "VIM"), ("autofluorescence", "AF"), ("FITC", None), ("Channel:0:1", None),
+    # the dye first (a helper's OME export "DAPI, APC-CD45, PE-AF, FITC-CK" was read as no names at all,
+    # so a swapped --channels missed every ctc-dev CTC), the marker in brackets, two markers in one name
+    ("APC-CD45", "CD45"), ("PE-AF", "AF"), ("FITC (pan-CK)", "CK"), ("APC (CD45)", "CD45"),
+    ("cytokeratin/EpCAM", "CK"), ("Alexa Fluor 488", None), ("CD45 / CK", None),
 ])
 def test_channel_aliases(name: str, canon: str | None) -> None:
     assert canonical(name) == canon
