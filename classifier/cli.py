@@ -161,6 +161,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     out["bleed"] = prepared.bleed.as_dict()
     tone.annotate(out["domain_check"], prepared.tone)
     bleed.annotate(out["domain_check"], prepared.bleed)
+    extra = data.unlabelled_images(Path(a.data), data.read_labels(Path(a.data)))
+    if extra:  # scored without them, the metrics describe another set than the folder holds
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        out["warnings"] = [f"{len(extra)} image file(s) in the folder are not in labels.csv and were not "
+                           f"scored: {shown}"]
+        print("warning: " + out["warnings"][0], file=sys.stderr, flush=True)
     if a.loo:
         out["loo_finetuned"] = _loo(a, ds, model, threshold)
     if a.per_event:

@@ -12,7 +12,7 @@ import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -188,6 +188,7 @@ def read_labels(folder: Path) -> list[FolderItem]:
         raise InputError(f"{path}: needs columns file,is_ctc[,category]; has {header}.")
     col = {name: header.index(name) for name in ("file", "is_ctc", "category") if name in header}
     items = []
+    lines: dict[str, int] = {}  # resolved file -> the line that first named it
     for row in reader:
         cells = [c.strip() for c in row]
         if not any(cells):
@@ -196,10 +197,33 @@ def read_labels(folder: Path) -> list[FolderItem]:
         name = _cell(cells, col, "file")
         if not name:
             raise InputError(f"{where}: no file name.")
-        items.append(FolderItem(resolve_file(Path(folder), name, where),
-                                parse_is_ctc(_cell(cells, col, "is_ctc"), where),
+        file = resolve_file(Path(folder), name, where)
+        # one event scored twice weighs twice in every metric (a helper's folder: n 19 for 18 events)
+        key = str(PurePosixPath(file.replace("\\", "/")))
+        if key in lines:
+            raise InputError(f"{where}: {name!r} is listed again (first on line {lines[key]}); list each "
+                             "event once.")
+        lines[key] = reader.line_num
+        items.append(FolderItem(file, parse_is_ctc(_cell(cells, col, "is_ctc"), where),
                                 _category(_cell(cells, col, "category"))))
     return items
+
+
+#: image files that a labelled folder's labels.csv is expected to name
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+def unlabelled_images(folder: Path, items: Sequence[FolderItem]) -> list[str]:
+    """Image files under ``folder`` that ``labels.csv`` does not name (hidden files and macOS
+    resource forks left out): they are not scored, and a metric over the rest says so."""
+    named = {(Path(folder) / it.file).resolve() for it in items}
+    out = []
+    for path in sorted(Path(folder).rglob("*")):
+        rel = path.relative_to(folder)
+        if (path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and path.resolve() not in named
+                and not any(part.startswith((".", "__MACOSX")) for part in rel.parts)):
+            out.append(rel.as_posix())
+    return out
 
 
 def _cell(cells: list[str], col: dict[str, int], name: str) -> str:

@@ -374,6 +374,15 @@ def test_evaluate_prints_the_folder_domain_check(tmp_path, name, status):
     assert set(out["domain_check"]) == {"status", "score", "reasons"}
     assert out["domain_check"]["status"] == status, out["domain_check"]
     assert len(out["domain_images"]) == 6 and {i["status"] for i in out["domain_images"]} == {status}
+    assert "warnings" not in out
+    # an image the labels do not name is not scored, and the output says so
+    extra = next(folder.rglob("*.tif"))
+    extra.with_name("unlabelled.tif").write_bytes(extra.read_bytes())
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["evaluate", "--data", str(folder), "--channels", channels]) == 0
+    out = json.loads(buf.getvalue().strip().splitlines()[-1])
+    assert out["n"] == 6 and "unlabelled.tif" in out["warnings"][0] and "not scored" in out["warnings"][0]
 
 
 def test_engine_fills_domain_check_and_predict_prints_it(tmp_path, capsys):
