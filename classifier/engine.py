@@ -33,7 +33,14 @@ from classifier.explain import explain_batch, top_attributes
 from classifier.io import read_inputs
 from classifier.model import DualBranchCTC, fuse_batchnorm
 from classifier.parallel import fork_map
-from classifier.preprocess import Prepared, prepare_centres, prepare_image, remove_hot_pixels, setup_image
+from classifier.preprocess import (
+    Prepared,
+    prepare_centres,
+    prepare_image,
+    remove_hot_pixels,
+    remove_overlays,
+    setup_image,
+)
 from classifier.results import CATEGORIES, AnalysisResult, Attribute, EventResult
 from classifier.segmentation import NUCLEUS_DIAMETER_UM, FieldSegmentation, analyse_field
 from classifier.weights import load_bundle
@@ -279,8 +286,8 @@ class Classifier:
         sources: list[str] = []
         jobs: list[Job] = []
         field_warnings: list[str] = []  # implausible counts and scales: reported, never silently counted
-        if kind == "field":  # camera defects out before the nuclei and the markers are read
-            items = [(name, remove_hot_pixels(image), chans, px) for name, image, chans, px in items]
+        if kind == "field":  # camera defects and burned-in scale bars out before the nuclei and markers are read
+            items = [(name, remove_overlays(remove_hot_pixels(image)), chans, px) for name, image, chans, px in items]
         segs = self._segment_fields(items) if kind == "field" else []
         # an upload of event thumbnails exported with another tone curve is re-mapped to the validated
         # one first (classifier.tone), ... the domain check still judges the images as uploaded

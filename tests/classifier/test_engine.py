@@ -215,3 +215,17 @@ def test_bad_inputs_raise_input_error(shipped, tmp_path):
     good = tmp_path / "ok.tif"
     tifffile.imwrite(good, img.astype(np.uint16), photometric="minisblack")
     assert len(shipped.analyse_files([good], CH).events) == 1
+
+
+def test_a_scale_bar_burned_into_a_field_is_no_cell_and_costs_no_ctc(shipped):
+    """An 8 x 120 px bar at full scale in every channel (a microscope's flattened annotation) was read
+    as 3 more cells and set CK's top anchor: 122 cells and 9 CTC calls where the clean field has 119
+    and 11 (``preprocess.remove_overlays``, applied before segmentation)."""
+    img, _ = make_field(np.random.default_rng(3), 512, 512, 120, pixel_size_um=0.4, ctc_fraction=0.1)
+    barred = img.copy()
+    barred[:, 490:498, 380:500] = barred.max()
+    counts = []
+    for im in (img, barred):
+        events = shipped.analyse_arrays([im], CH, kind="field", pixel_size_um=0.4).events
+        counts.append((len(events), sum(e.call == "ctc" for e in events)))
+    assert counts[1] == counts[0], counts
