@@ -147,6 +147,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from classifier import bleed, data, evaluate, tone
     from classifier.weights import load_bundle
 
+    if not data.read_labels(Path(a.data)):  # metrics of nothing would print as a clean run
+        raise InputError(f"{Path(a.data) / 'labels.csv'} lists no events: nothing to evaluate.")
     model, contract, meta = load_bundle(Path(a.weights) if a.weights else None)
     prepared = data.prepare_folder(Path(a.data), _channels(a.channels), contract, a.pixel_size_um)
     ds = prepared.events

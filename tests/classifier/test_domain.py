@@ -383,6 +383,11 @@ def test_evaluate_prints_the_folder_domain_check(tmp_path, name, status):
         assert main(["evaluate", "--data", str(folder), "--channels", channels]) == 0
     out = json.loads(buf.getvalue().strip().splitlines()[-1])
     assert out["n"] == 6 and "unlabelled.tif" in out["warnings"][0] and "not scored" in out["warnings"][0]
+    (folder / "labels.csv").write_text("file,is_ctc,category\n")  # a header alone: no clean run of nothing
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["evaluate", "--data", str(folder), "--channels", channels]) != 0
+    assert "lists no events" in err.getvalue()
 
 
 def test_engine_fills_domain_check_and_predict_prints_it(tmp_path, capsys):
