@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
+import imagecodecs
 import numpy as np
 import tifffile
 from PIL import Image
@@ -385,7 +386,40 @@ def _resolution(page: Any) -> float:
 # --- PNG / JPEG --------------------------------------------------------------------
 
 
+def _png16_colour(fh: IO[bytes]) -> tuple[int, int, int] | None:
+    """(bands, height, width) of a 16-bit RGB or RGBA PNG, else None (from its IHDR chunk)."""
+    pos = fh.tell()
+    head = fh.read(29)
+    fh.seek(pos)
+    if len(head) < 29 or head[12:16] != b"IHDR" or head[24] != 16 or head[25] not in (2, 6):
+        return None
+    return (3 if head[25] == 2 else 4), int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+
+
+def _png16(fh: IO[bytes], name: str, shape: tuple[int, int, int], limits: Limits, read: bool) -> Decoded:
+    """A 16-bit colour PNG, kept at 16 bits: Pillow reads such a file as 8-bit RGB(A), so 12-bit
+    camera data saved that way kept 16 grey levels and was then called low-contrast."""
+    bands, h, w = shape
+    dtype = np.dtype(np.uint16)
+    check_shape((bands, h, w), dtype, name, limits)
+    alpha = bands == 4
+    if not read:
+        return Decoded("PNG", (bands, h, w), dtype, None, alpha=alpha, colour=True)
+    try:
+        arr = np.moveaxis(np.asarray(imagecodecs.png_decode(fh.read())), -1, 0)
+    except Exception as exc:  # noqa: BLE001 - a corrupt file is the user's to fix, said plainly
+        raise InputError(f"{name}: cannot be read as a 16-bit PNG ({_reason(exc)}).") from None
+    if arr.shape[0] in (3, 4) and _is_grey(arr[:3]):
+        arr, alpha = arr[:1], False
+    arr = np.ascontiguousarray(arr)
+    return Decoded("PNG", tuple(arr.shape), arr.dtype, arr, alpha=alpha,  # type: ignore[arg-type]
+                   colour=arr.shape[0] >= 3)
+
+
 def _pil(fh: IO[bytes], fmt: str, name: str, limits: Limits, read: bool) -> Decoded:
+    wide = _png16_colour(fh) if fmt == "png" else None
+    if wide is not None:
+        return _png16(fh, name, wide, limits, read)
     with warnings.catch_warnings():
         # Above MAX_IMAGE_PIXELS PIL only warns; our own check below refuses it.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)

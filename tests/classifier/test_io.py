@@ -578,3 +578,21 @@ def test_a_valid_upload_passes_validation(tmp_path: Path) -> None:
              make_zip(tmp_path / "b.zip", {"e.tif": tif_bytes(field(seed=1))})]
     validate_upload(paths, CH4)
     assert len(read_inputs(paths, CH4)) == 2
+
+
+def test_a_16bit_colour_png_keeps_its_16_bits(tmp_path: Path) -> None:
+    """Pillow reads a 16-bit RGB(A) PNG as 8-bit: 12-bit camera data kept 16 grey levels and was then
+    called low-contrast (a helper's probe). Such files are decoded at 16 bits."""
+    import imagecodecs
+
+    rng = np.random.default_rng(0)
+    planes = rng.integers(0, 4096, (40, 50, 4)).astype(np.uint16)
+    (tmp_path / "four.png").write_bytes(imagecodecs.png_encode(planes))
+    (inp,) = read_inputs([tmp_path / "four.png"], CH4)  # RGBA whose fourth plane is a channel
+    assert inp.image.shape == (4, 40, 50) and np.array_equal(inp.image, np.moveaxis(planes, -1, 0))
+    assert inp.form.bits == 16 and inp.form.colour
+    (tmp_path / "rgb.png").write_bytes(imagecodecs.png_encode(np.ascontiguousarray(planes[..., :3])))
+    (inp,) = read_inputs([tmp_path / "rgb.png"], "CD45,CK,DAPI")
+    assert inp.image.shape == (3, 40, 50) and inp.image.max() > 255 and inp.form.bits == 16
+    (tmp_path / "bad.png").write_bytes(imagecodecs.png_encode(planes)[:60])  # cut short
+    assert "cannot be read as a 16-bit PNG" in refused([tmp_path / "bad.png"], CH4)
