@@ -502,17 +502,24 @@ def _split_key(key: str) -> tuple[str, str]:
 
 def _group_by_marker(singles: list[_Item], declared: list[str | None] | None) -> list[_Group] | None:
     """Group files named like 'field1_DAPI.tif' by their folder and the rest of their
-    name; None if any file lacks exactly one marker word."""
+    name, or kept in one folder per marker ('DAPI/event1.tif', 'CK/event1.tif') by the name
+    beside it; None if any file lacks exactly one marker word in its name or its folder's.
+    (Folders per marker were stacked in upload order: each "event" held 4 events' DAPI.)"""
     wanted = {c for c in declared if c is not None} if declared is not None else None
     keyed: dict[str, dict[str, _Item]] = {}
     for it in singles:
         folder, stem = _split_key(it.blob.key)
         words = re.split(r"[^A-Za-z0-9]+", stem)
         span = _marker_span(words, wanted)
-        if span is None:
-            return None
-        i, j, marker = span
-        key = folder + "/" + "_".join(words[:i] + words[j:])
+        if span is not None:
+            i, j, marker = span
+            key = folder + "/" + "_".join(words[:i] + words[j:])
+        else:
+            parent, _, last = folder.rpartition("/")
+            span = _marker_span(re.split(r"[^A-Za-z0-9]+", last), wanted) if last else None
+            if span is None:
+                return None
+            marker, key = span[2], parent + "//" + stem
         if marker in keyed.setdefault(key, {}):
             return None
         keyed[key][marker] = it

@@ -111,10 +111,23 @@ def test_the_fallback_refuses_to_stack_one_channel_of_several_events(tmp_path: P
     assert "name files after their marker (e.g. object005_DAPI.tif)" in msg
 
 
-def test_the_fallback_refuses_marker_named_folders(tmp_path: Path) -> None:
-    # DAPI/ev.tif, CK/ev.tif...: sorted, AF would be read as DAPI
+def test_marker_named_folders_give_each_file_its_channel(tmp_path: Path) -> None:
+    # DAPI/ev.tif, CK/ev.tif...: sorted, AF would be read as DAPI (once refused, now read by folder)
     paths = sorted(write(tmp_path / m / "ev.tif", event()[k]) for k, m in enumerate(MARKERS))
-    assert "cannot tell which file holds which channel" in refused(paths)
+    (inp,) = read_inputs(paths, CH4)
+    assert close(inp, 0)
+
+
+@pytest.mark.parametrize("name", ["event{e}.tif", "object{e:03d}.tif"])
+def test_events_kept_in_one_folder_per_marker_are_stacked_by_event(tmp_path: Path, name) -> None:
+    """DAPI/event1..4, CK/event1..4...: taken in upload order, each "event" held four events' DAPI
+    (a helper's probe: 0 of 4 CTCs, no error). Each file's channel is its folder's marker."""
+    paths = [write(tmp_path / m / name.format(e=e), event(10 * e)[k]) for k, m in enumerate(MARKERS)
+             for e in (1, 2, 3, 4)]
+    out = read_inputs(paths, CH4)
+    assert len(out) == 4 and all(close(inp, 10 * e) for inp, e in zip(out, (1, 2, 3, 4), strict=True))
+    lost = name.format(e=3)  # event 3's CD45 file missing: said, not stacked with another event's
+    assert "no file for channel(s) CD45" in refused([p for p in paths if (p.parent.name, p.name) != ("CD45", lost)])
 
 
 @pytest.mark.parametrize("pattern", ["img{k1}.tif", "img{k1:02d}.tif", "ev_w{k1}.tif"])
