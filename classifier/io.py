@@ -8,8 +8,9 @@ Accepted inputs (see `read_inputs`):
   size comes from the caller, otherwise from OME ``PhysicalSizeX`` (or ImageJ calibration).
 - **One greyscale file per channel**: N single-channel files and N channel names are
   stacked into one image. Files are grouped by folder and name: by a marker word in their
-  names (``field1_DAPI.tif``, ``field1_pan-CK.tif``...) when every file has exactly one;
-  else by a channel number, the n-th channel name (Fiji's ``C1-field1.tif``, 1-based, or
+  names (``field1_DAPI.tif``, ``field1_pan-CK.tif``...) or in the name of the folder it lies
+  in (``DAPI/event1.tif``, ``CK/event1.tif``...) when every file has exactly one; else by a
+  channel number, the n-th channel name (Fiji's ``C1-field1.tif``, 1-based, or
   ``field1_ch0.tif``, 0- or 1-based); otherwise they are taken in order (upload order; zip
   members and folder files in natural name order), N at a time, in the order of the
   channel names, but only when each group's names differ by nothing but a channel label
