@@ -454,9 +454,23 @@ def _pil(fh: IO[bytes], fmt: str, name: str, limits: Limits, read: bool) -> Deco
     if arr.shape[0] in (3, 4) and _is_grey(arr[:3]):
         # A greyscale channel saved as RGB (common for per-channel JPEG exports).
         arr, alpha = arr[:1], False
+    elif arr.shape[0] in (3, 4) and (band := _one_colour(arr[:3])) is not None and fmt == "png":
+        # One channel rendered in its colour (DAPI blue, CK green, CD45 magenta...), one file per
+        # channel: read as a colour composite, each file became an "event" of its own (54 for 18).
+        # Lossless only: JPEG's chroma noise leaves the other colours never exactly zero or equal.
+        arr, alpha = arr[band:band + 1], False
     arr = np.ascontiguousarray(arr)
     return Decoded(fmt.upper(), tuple(arr.shape), arr.dtype, arr, alpha=alpha,  # type: ignore[arg-type]
                    lossy=fmt == "jpeg", colour=arr.shape[0] >= 3)
+
+
+def _one_colour(rgb: np.ndarray) -> int | None:
+    """The band holding a single channel rendered in one colour (the other bands all zero, or
+    equal to it: magenta, cyan, yellow), else None."""
+    lit = [b for b in range(3) if rgb[b].any()]
+    if not 1 <= len(lit) <= 2 or not all(np.array_equal(rgb[lit[0]], rgb[b]) for b in lit[1:]):
+        return None
+    return lit[0]
 
 
 def _is_grey(rgb: np.ndarray) -> bool:

@@ -596,3 +596,29 @@ def test_a_16bit_colour_png_keeps_its_16_bits(tmp_path: Path) -> None:
     assert inp.image.shape == (3, 40, 50) and inp.image.max() > 255 and inp.form.bits == 16
     (tmp_path / "bad.png").write_bytes(imagecodecs.png_encode(planes)[:60])  # cut short
     assert "cannot be read as a 16-bit PNG" in refused([tmp_path / "bad.png"], CH4)
+
+
+def test_one_colour_pngs_one_per_channel_are_greyscale_channels(tmp_path: Path) -> None:
+    """DAPI saved blue, CK green, CD45 magenta, one PNG each: read as colour composites, each file
+    became an event of its own (a helper's probe: 54 events for 18)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    planes = {m: rng.integers(10 * (k + 1), 10 * (k + 1) + 2, (24, 30)).astype(np.uint8)
+              for k, m in enumerate(["DAPI", "CK", "CD45"])}
+    colours = {"DAPI": (2,), "CK": (1,), "CD45": (0, 2)}
+    paths = []
+    for m, plane in planes.items():
+        rgb = np.zeros((24, 30, 3), np.uint8)
+        for b in colours[m]:
+            rgb[..., b] = plane
+        paths.append(tmp_path / f"ev_{m}.png")
+        Image.fromarray(rgb, "RGB").save(paths[-1])
+    (inp,) = read_inputs(paths, "DAPI,CK,CD45")
+    assert [int(round(float(v))) for v in inp.image.mean(axis=(1, 2))] == [10, 20, 30]
+    # a real composite (two colours differing) stays one colour image of three channels
+    mixed = np.zeros((24, 30, 3), np.uint8)
+    mixed[..., 0], mixed[..., 2] = planes["CD45"], planes["DAPI"]
+    Image.fromarray(mixed, "RGB").save(tmp_path / "composite.png")
+    (inp,) = read_inputs([tmp_path / "composite.png"], "CD45,CK,DAPI")
+    assert inp.image.shape == (3, 24, 30) and inp.form.colour
