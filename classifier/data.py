@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -19,6 +20,7 @@ import numpy as np
 
 from classifier import bleed, features, tone
 from classifier import harmonise as set_correction
+from classifier.channel_names import canonical
 from classifier.contract import PreprocessContract
 from classifier.errors import InputError
 from classifier.parallel import fork_map
@@ -216,11 +218,14 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 def unlabelled_images(folder: Path, items: Sequence[FolderItem]) -> list[str]:
     """Image files under ``folder`` that ``labels.csv`` does not name (hidden files and macOS
     resource forks left out): they are not scored, and a metric over the rest says so."""
-    named = {(Path(folder) / it.file).resolve() for it in items}
+    labelled = [(Path(folder) / it.file).resolve() for it in items]
+    named = set(labelled)
+    events = {_unmarked_name(p) for p in labelled} - {None}  # an event kept one file per channel
     out = []
     for path in sorted(Path(folder).rglob("*")):
         rel = path.relative_to(folder)
         if (path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and path.resolve() not in named
+                and _unmarked_name(path.resolve()) not in events
                 and not any(part.startswith((".", "__MACOSX")) for part in rel.parts)):
             out.append(rel.as_posix())
     return out
@@ -283,11 +288,39 @@ def resolve_file(folder: Path, name: str, where: str = "labels.csv") -> str:
     raise InputError(f"{where}: file {name!r} not found (tried {paths}).")
 
 
+def channel_siblings(path: Path) -> list[Path]:
+    """``path`` and the files beside it whose names differ from its name only by the marker word
+    (``object005_DAPI.tif`` -> ``object005_CK.tif``, ``object005_CD45.tif``...): an event exported
+    one file per channel, named in labels.csv by one of them. Just ``[path]`` when its name has no
+    marker word."""
+    own = _unmarked_name(path)
+    if own is None:
+        return [path]
+    return sorted(p for p in path.parent.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and _unmarked_name(p) == own)
+
+
+def _unmarked_name(path: Path) -> tuple[str, str, tuple[str, ...]] | None:
+    """(folder, suffix, the name's words without its one marker word); None without exactly one."""
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", path.stem) if w]
+    marked = [i for i, w in enumerate(words) if canonical(w) is not None]
+    if len(marked) != 1:
+        return None
+    return str(path.parent), path.suffix.lower(), tuple(words[:marked[0]] + words[marked[0] + 1:])
+
+
 def load_input(path: Path, channels: Sequence[str]) -> ImageInput:
-    """Decode one event file as an upload's file is decoded (with how the file stored it)."""
+    """Decode one event file as an upload's file is decoded (with how the file stored it); an
+    event kept one file per channel is read with its sibling files (:func:`channel_siblings`)."""
     from classifier.io import read_inputs
 
-    inp = read_inputs([path], list(channels))
+    try:
+        inp = read_inputs([path], list(channels))
+    except InputError:
+        files = channel_siblings(path)
+        if len(files) < 2:
+            raise
+        inp = read_inputs(files, list(channels))  # one file per channel: said by io if they do not fit
     if len(inp) != 1:
         raise InputError(f"{path}: expected one image, got {len(inp)}.")
     return inp[0]

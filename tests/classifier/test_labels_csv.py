@@ -120,3 +120,25 @@ def test_images_the_labels_do_not_name_are_listed(tmp_path):
     assert unlabelled_images(folder, read_labels(folder)) == ["events/d.tif", "extra/e.PNG"]
     full = _folder(tmp_path / "full", CANONICAL)
     assert unlabelled_images(full, read_labels(full)) == []
+
+
+def test_an_event_kept_one_file_per_channel_is_read_with_its_siblings(tmp_path):
+    """labels.csv names one of an event's channel files (object005_DAPI.tif); evaluate said "no file
+    for channel(s) CK, AF, CD45" although they lay beside it (a helper's probe)."""
+    import numpy as np
+    import tifffile
+
+    from classifier.data import load_input, unlabelled_images
+
+    for e in (1, 2):
+        for k, m in enumerate(("DAPI", "CK", "AF", "CD45")):
+            tifffile.imwrite(tmp_path / f"ev{e}_{m}.tif", np.full((20, 24), 10 * (k + 1) + e, np.uint8))
+    (tmp_path / "labels.csv").write_text("file,is_ctc\nev1_DAPI.tif,1\nev2_CK.tif,0\n")
+    items = read_labels(tmp_path)
+    for it, e in zip(items, (1, 2), strict=True):
+        inp = load_input(tmp_path / it.file, ["DAPI", "CK", "AF", "CD45"])
+        assert [int(v) for v in inp.image.mean(axis=(1, 2))] == [11 + e - 1, 21 + e - 1, 31 + e - 1, 41 + e - 1]
+    assert unlabelled_images(tmp_path, items) == []  # the siblings are the labelled events' channels
+    (tmp_path / "ev2_CD45.tif").unlink()
+    with pytest.raises(InputError, match=r"no file for channel\(s\) CD45"):
+        load_input(tmp_path / "ev2_CK.tif", ["DAPI", "CK", "AF", "CD45"])
