@@ -70,6 +70,8 @@ def canonical(name: str) -> str | None:
     if whole in _LOOKUP:
         return _LOOKUP[whole]
     keys = [_key(w) for w in re.split(r"[\s_\-(),;:/]+", name.strip()) if _key(w)]
+    if keys and keys[0] in _LOOKUP:  # the marker first: "CD45 (AF 647)" is CD45 (AF: Alexa Fluor)
+        return _LOOKUP[keys[0]]
     found = {_LOOKUP[k] for k in keys if k in _LOOKUP}
     found |= {_LOOKUP[a + b] for a, b in zip(keys, keys[1:], strict=False) if a + b in _LOOKUP}
     return found.pop() if len(found) == 1 else None

@@ -493,8 +493,9 @@ def remove_overlays(image: np.ndarray) -> np.ndarray:
         for k, box in enumerate(ndi.find_objects(lab), start=1):
             hh, ww = box[0].stop - box[0].start, box[1].stop - box[1].start
             area = int(np.count_nonzero(lab[box] == k))
+            # a bar is long and thin: a square is more likely a saturated core enlarged by pixel replication
             if (area >= OVERLAY_MIN_PX and area == hh * ww and min(hh, ww) >= OVERLAY_MIN_SIDES[0]
-                    and max(hh, ww) >= OVERLAY_MIN_SIDES[1]):
+                    and max(hh, ww) >= OVERLAY_MIN_SIDES[1] and max(hh, ww) >= 3 * min(hh, ww)):
                 pad = 3 * min(hh, ww) + 14  # the label: above or below the bar, about as wide
                 near = (slice(max(0, box[0].start - pad), box[0].stop + pad),
                         slice(max(0, box[1].start - 10), box[1].stop + 10))

@@ -331,7 +331,7 @@ def test_the_real_ctc_dev_events_read_with_their_metadata_names() -> None:
     # the dye first (a helper's OME export "DAPI, APC-CD45, PE-AF, FITC-CK" was read as no names at all,
     # so a swapped --channels missed every ctc-dev CTC), the marker in brackets, two markers in one name
     ("APC-CD45", "CD45"), ("PE-AF", "AF"), ("FITC (pan-CK)", "CK"), ("APC (CD45)", "CD45"),
-    ("cytokeratin/EpCAM", "CK"), ("Alexa Fluor 488", None), ("CD45 / CK", None),
+    ("cytokeratin/EpCAM", "CK"), ("Alexa Fluor 488", None), ("CD45 / CK", "CD45"), ("CD45 (AF 647)", "CD45"),
 ])
 def test_channel_aliases(name: str, canon: str | None) -> None:
     assert canonical(name) == canon
