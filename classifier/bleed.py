@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from classifier.preprocess import MAX_BLEED, compensate_bleed, readable_bleed_share
+from classifier.sampling import even_sample
 from classifier.tone import is_8bit
 
 #: a set's median share from which CD45 is taken out of CK: above what the training renders held
@@ -71,7 +72,7 @@ def measure(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]]) -> 
     :data:`SAMPLE` of them), ``channels`` naming each image's planes."""
     if not len(images):
         return SetBleed()
-    pick = np.unique(np.linspace(0, len(images) - 1, min(len(images), SAMPLE)).round().astype(int))
+    pick = even_sample(len(images), SAMPLE)
     shares = []
     for i in pick:
         names = list(channels[i])

@@ -144,7 +144,7 @@ def _training_data(a: argparse.Namespace) -> dict:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    from classifier import bleed, data, evaluate, tone
+    from classifier import data, evaluate
     from classifier.weights import load_bundle
 
     if not data.read_labels(Path(a.data)):  # metrics of nothing would print as a clean run
@@ -161,8 +161,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     out["domain_check"], out["domain_images"] = _domain_of_folder(a, ds, contract, meta)
     out["tone_curve"] = prepared.tone.as_dict()
     out["bleed"] = prepared.bleed.as_dict()
-    tone.annotate(out["domain_check"], prepared.tone)
-    bleed.annotate(out["domain_check"], prepared.bleed)
+    prepared.correction.annotate(out["domain_check"])
     extra = data.unlabelled_images(Path(a.data), data.read_labels(Path(a.data)))
     if extra:  # scored without them, the metrics describe another set than the folder holds
         shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
@@ -333,7 +332,7 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
     report = nuclei_train.train(Path(a.data), out, steps=a.steps, batch_size=a.batch, patch=a.patch, lr=a.lr,
                                 seed=a.seed, threads=a.threads, widths=widths, stop_after=a.stop_after,
                                 init=Path(a.init) if a.init else None, aug=aug, device=a.device,
-                                workers=a.workers)
+                                workers=a.workers, log_every=a.log_every, save_every=a.save_every)
     import torch
 
     meta = {
@@ -478,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--workers", type=int, default=0,
                     help="draw batches in this many processes, one random stream per step (the same batches "
                          "for any number >= 1; 0: one stream in this process, as the shipped weights were made)")
+    tn.add_argument("--log-every", type=int, default=250, help="print the loss every N steps (validation every 4 N)")
+    tn.add_argument("--save-every", type=int, default=None,
+                    help="save the weights every N steps (default: at each validation), for runs under a time limit")
     tn.set_defaults(func=cmd_train_nuclei)
 
     se = sub.add_parser("segment-eval", help="nucleus detection F1 and F1 at IoU 0.5 on a labelled folder")

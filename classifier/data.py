@@ -26,6 +26,7 @@ from classifier.errors import InputError
 from classifier.parallel import fork_map
 from classifier.preprocess import Prepared, prepare_image
 from classifier.results import CATEGORIES
+from classifier.sampling import even_sample
 from classifier.synth import make_event, sample_category
 from classifier.synth.events import sample_framing
 from classifier.synth.export import export
@@ -190,7 +191,7 @@ def read_labels(folder: Path) -> list[FolderItem]:
         raise InputError(f"{path}: needs columns file,is_ctc[,category]; has {header}.")
     col = {name: header.index(name) for name in ("file", "is_ctc", "category") if name in header}
     items = []
-    lines: dict[str, int] = {}  # resolved file -> the line that first named it
+    lines: dict[object, tuple[int, str]] = {}  # event -> the line that first named it, and its file
     for row in reader:
         cells = [c.strip() for c in row]
         if not any(cells):
@@ -200,15 +201,26 @@ def read_labels(folder: Path) -> list[FolderItem]:
         if not name:
             raise InputError(f"{where}: no file name.")
         file = resolve_file(Path(folder), name, where)
-        # one event scored twice weighs twice in every metric (a helper's folder: n 19 for 18 events)
-        key = str(PurePosixPath(file.replace("\\", "/")))
+        # one event scored twice weighs twice in every metric (a helper's folder: n 19 for 18 events),
+        # also when two rows name two channel files of one event kept one file per channel
+        key = _event_key(Path(folder), file)
         if key in lines:
-            raise InputError(f"{where}: {name!r} is listed again (first on line {lines[key]}); list each "
-                             "event once.")
-        lines[key] = reader.line_num
+            first, again = lines[key]
+            same = "is listed again" if again == file else f"names the same event as {again!r}"
+            raise InputError(f"{where}: {name!r} {same} (first on line {first}); list each event once.")
+        lines[key] = (reader.line_num, file)
         items.append(FolderItem(file, parse_is_ctc(_cell(cells, col, "is_ctc"), where),
                                 _category(_cell(cells, col, "category"))))
     return items
+
+
+def _event_key(folder: Path, file: str) -> object:
+    """What identifies the event a labels.csv row names: its file, or, for an event kept one file
+    per channel, the name its channel files share (:func:`channel_siblings`)."""
+    path = folder / file
+    if path.is_file() and len(channel_siblings(path)) > 1:
+        return _unmarked_name(path)
+    return str(PurePosixPath(file.replace("\\", "/")))
 
 
 #: image files that a labelled folder's labels.csv is expected to name
@@ -344,8 +356,17 @@ class PreparedFolder:
 
     events: EventSet
     px_um: np.ndarray  # pixel size used per event (given, from metadata or inferred)
-    tone: tone.ToneCurve  # the tone curve re-mapping applied to its 8-bit images (classifier.tone)
-    bleed: bleed.SetBleed = bleed.SetBleed()  # CD45 taken out of CK (classifier.bleed)
+    correction: set_correction.SetCorrection  # what was done to every image (classifier.harmonise)
+
+    @property
+    def tone(self) -> tone.ToneCurve:
+        """The tone curve re-mapping applied to its 8-bit images (:mod:`classifier.tone`)."""
+        return self.correction.tone
+
+    @property
+    def bleed(self) -> bleed.SetBleed:
+        """The CD45 share taken out of CK (:mod:`classifier.bleed`)."""
+        return self.correction.bleed
 
 
 def prepare_folder(path: Path, channels: Sequence[str], contract: PreprocessContract,
@@ -359,7 +380,7 @@ def prepare_folder(path: Path, channels: Sequence[str], contract: PreprocessCont
     if harmonise and items:
         # from the same even sample the engine takes; those files are decoded twice, so that a large
         # folder is never held in memory whole
-        pick = np.unique(np.linspace(0, len(items) - 1, min(len(items), tone.SAMPLE)).round().astype(int))
+        pick = even_sample(len(items), tone.SAMPLE)
         sample = [load_input(Path(path) / items[i].file, channels) for i in pick]
         corr = set_correction.measure([im.image for im in sample], [list(im.channels) for im in sample],
                                       [items[i].file for i in pick], total=len(items),
@@ -379,4 +400,4 @@ def prepare_folder(path: Path, channels: Sequence[str], contract: PreprocessCont
         prep.cell,
         [it.file for it in items],
     )
-    return PreparedFolder(events, prep.px_um, corr.tone, corr.bleed)
+    return PreparedFolder(events, prep.px_um, corr)

@@ -409,9 +409,7 @@ def _png16(fh: IO[bytes], name: str, shape: tuple[int, int, int], limits: Limits
         arr = np.moveaxis(np.asarray(imagecodecs.png_decode(fh.read())), -1, 0)
     except Exception as exc:  # noqa: BLE001 - a corrupt file is the user's to fix, said plainly
         raise InputError(f"{name}: cannot be read as a 16-bit PNG ({_reason(exc)}).") from None
-    if arr.shape[0] in (3, 4) and _is_grey(arr[:3]):
-        arr, alpha = arr[:1], False
-    arr = np.ascontiguousarray(arr)
+    arr, alpha = _single_channel(arr, alpha, lossless=True)
     return Decoded("PNG", tuple(arr.shape), arr.dtype, arr, alpha=alpha,  # type: ignore[arg-type]
                    colour=arr.shape[0] >= 3)
 
@@ -451,17 +449,22 @@ def _pil(fh: IO[bytes], fmt: str, name: str, limits: Limits, read: bool) -> Deco
     arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
     if alpha and arr.shape[0] == 2:  # LA: grey plus alpha; the alpha is never a marker
         arr, alpha = arr[:1], False
-    if arr.shape[0] in (3, 4) and _is_grey(arr[:3]):
-        # A greyscale channel saved as RGB (common for per-channel JPEG exports).
-        arr, alpha = arr[:1], False
-    elif arr.shape[0] in (3, 4) and (band := _one_colour(arr[:3])) is not None and fmt == "png":
-        # One channel rendered in its colour (DAPI blue, CK green, CD45 magenta...), one file per
-        # channel: read as a colour composite, each file became an "event" of its own (54 for 18).
-        # Lossless only: JPEG's chroma noise leaves the other colours never exactly zero or equal.
-        arr, alpha = arr[band:band + 1], False
-    arr = np.ascontiguousarray(arr)
+    arr, alpha = _single_channel(arr, alpha, lossless=fmt == "png")
     return Decoded(fmt.upper(), tuple(arr.shape), arr.dtype, arr, alpha=alpha,  # type: ignore[arg-type]
                    lossy=fmt == "jpeg", colour=arr.shape[0] >= 3)
+
+
+def _single_channel(arr: np.ndarray, alpha: bool, lossless: bool) -> tuple[np.ndarray, bool]:
+    """(C, H, W) colour bands reduced to the one channel they render, when they render one: a
+    greyscale channel saved as RGB (common for per-channel JPEG exports), or, losslessly, one channel
+    rendered in its colour (DAPI blue, CK green, CD45 magenta...), one file per channel, which read
+    as a colour composite made each file an "event" of its own (54 for 18). Lossless only: JPEG's
+    chroma noise leaves the other colours never exactly zero or equal. (8- and 16-bit alike.)"""
+    if arr.shape[0] in (3, 4) and _is_grey(arr[:3]):
+        arr, alpha = arr[:1], False
+    elif arr.shape[0] in (3, 4) and lossless and (band := _one_colour(arr[:3])) is not None:
+        arr, alpha = arr[band:band + 1], False
+    return np.ascontiguousarray(arr), alpha
 
 
 def _one_colour(rgb: np.ndarray) -> int | None:

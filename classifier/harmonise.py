@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from classifier import bleed, tone
+from classifier.sampling import even_sample
 
 if TYPE_CHECKING:
     from classifier.decoders import FileForm
@@ -46,7 +47,9 @@ def measure(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]], sou
     """The corrections for a set of (C, H, W) thumbnails, or for a larger set of ``total`` of which
     ``images`` is an even sample (``forms``: how the files stored them)."""
     curve = tone.measure(images, channels, sources, total=total, forms=forms)
-    pick = np.unique(np.linspace(0, len(images) - 1, min(len(images), bleed.SAMPLE)).round().astype(int))
-    leak = bleed.measure([tone.remap(images[i], curve) for i in pick] if len(images) else [],
-                         [channels[i] for i in pick] if len(images) else [])
+    # the bleed is read on a sample of the tone curve's sample, so that a whole set (an upload) and
+    # the tone sample of it (evaluate's folder, ``total`` given) give the same share
+    base = even_sample(len(images), len(images) if total is not None else tone.SAMPLE)
+    pick = base[even_sample(len(base), bleed.SAMPLE)]
+    leak = bleed.measure([tone.remap(images[i], curve) for i in pick], [channels[i] for i in pick])
     return SetCorrection(curve, leak)

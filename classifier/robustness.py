@@ -358,7 +358,7 @@ def run(data_dir: Path, channels: Sequence[str], weights: Path | None = None, se
     """Evaluate the weights on every perturbation of the labelled folder ``data_dir``; each row
     also carries the folder's ``domain_check`` as ``evaluate`` reports it, since a rendering the
     model does not hold on is acceptable only where the product says so (issue 11)."""
-    from classifier import bleed, domain, evaluate, tone
+    from classifier import domain, evaluate
     from classifier.weights import load_bundle
 
     model, contract, meta = load_bundle(weights)
@@ -402,8 +402,7 @@ def run(data_dir: Path, channels: Sequence[str], weights: Path | None = None, se
                 check = domain.check_folder(out, chans_used, contract, ds.feats, pixel_size_um, lookup).as_dict()
             except Exception as err:  # noqa: BLE001 - as in evaluate: the metrics stand without it
                 check = domain.fallback_report(f"{type(err).__name__}: {err}")
-            tone.annotate(check, prepared.tone)
-            bleed.annotate(check, prepared.bleed)
+            prepared.correction.annotate(check)
             is_apo = ds.category == apo
             table[name] = {
                 "n": m["n"],

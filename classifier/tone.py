@@ -36,6 +36,7 @@ from classifier.domain import (
     VALIDATED_MIDTONE,
     image_signals_batch,
 )
+from classifier.sampling import even_sample
 
 if TYPE_CHECKING:
     from classifier.decoders import FileForm
@@ -81,7 +82,7 @@ def measure(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]],
     n = len(images) if total is None else total
     if n < MIN_IMAGES_FOR_TONE or not len(images):
         return ToneCurve()
-    pick = np.unique(np.linspace(0, len(images) - 1, min(len(images), SAMPLE)).round().astype(int))
+    pick = even_sample(len(images), SAMPLE)
     names = list(sources) if sources is not None else [f"image{i}" for i in range(len(images))]
     try:
         signals = image_signals_batch([images[i] for i in pick], [channels[i] for i in pick], [names[i] for i in pick],

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -307,12 +308,14 @@ def _device(model: nn.Module) -> torch.device:
 def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr: float, seed: int,
           threads: int, widths: tuple[int, ...], log_every: int = 250, val_images: int = 20,
           stop_after: int | None = None, init: Path | None = None, aug: Augment = Augment(),
-          device: str = "cpu", workers: int = 0) -> dict:
+          device: str = "cpu", workers: int = 0, save_every: int | None = None) -> dict:
     """Train and save to ``out``; ``stop_after`` ends the run early on the same schedule (the
     weights at that step of the full run, reproducibly). ``init``: continue from these weights
     (a second stage with its own schedule; the widths are the init's). ``device`` "cuda" trains
     on a GPU (validation and the saved weights stay on the CPU, as inference is); ``workers``
-    draw the batches in that many processes, one random stream per step (:class:`StepBatches`)."""
+    draw the batches in that many processes, one random stream per step (:class:`StepBatches`).
+    The weights are saved every ``save_every`` steps (default: at each validation, every
+    ``4 * log_every``), so that a run stopped by a time limit leaves recent ones."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: this torch sees no CUDA device (torch.cuda.is_available() is False)")
@@ -353,9 +356,10 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
             if step % (4 * log_every) == 0 or step == last:
                 rec["val_known_scale"] = validate(model, va[:val_images], True)
                 rec["val_inferred_scale"] = validate(model, va[:val_images], False)
-                save(model, out)
             history.append(rec)
             print(rec, flush=True)
+        if step % (save_every or 4 * log_every) == 0:
+            save(model, out)
     save(model, out)
     return {"history": history, "steps_done": last, "train_images": len(tr), "val_images": [im.name for im in va],
             "minutes": round((time.time() - t0) / 60, 1),
@@ -365,5 +369,8 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
 def save(model: NucleusUNet, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    torch.save({"widths": list(model.widths), "state_dict": state}, out)
+    # written beside and renamed: a run stopped by its time limit mid-write keeps the last whole file
+    part = out.with_name(out.name + ".part")
+    torch.save({"widths": list(model.widths), "state_dict": state}, part)
+    os.replace(part, out)
     infer.load_model.cache_clear()

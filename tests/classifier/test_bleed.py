@@ -106,3 +106,26 @@ def test_evaluate_reports_the_compensation(synth_folder, tmp_path):
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["bleed"]["applied"] and res["bleed"]["cd45_into_ck"] == pytest.approx(0.2, abs=0.05), res["bleed"]
     assert any("CD45 light seen in the CK channel" in r for r in res["domain_check"]["reasons"])
+
+
+def test_an_upload_and_evaluate_of_a_large_gallery_read_the_same_share(synth_folder, tmp_path):
+    """Over 256 events, the engine measured the bleed on 64 of all N and ``evaluate`` on 64 of its
+    256-event tone sample: the median moved around the 0.13 bar (a reviewer's finding). Both now
+    read it on one sample (classifier.sampling)."""
+    from classifier import harmonise
+    from classifier.contract import PreprocessContract
+    from classifier.data import prepare_folder
+
+    base = _images(synth_folder)
+    chans = [CH.split(",")] * 300
+    # every event its own share, so that another sample gives another median
+    images = [_leak([base[i % len(base)]], 0.04 + 0.25 * ((i * 37) % 101) / 100)[0] for i in range(300)]
+    rows = ["file,is_ctc"]
+    for i, im in enumerate(images):
+        tifffile.imwrite(tmp_path / f"e{i:03d}.tif", im.astype(np.float32), photometric="minisblack")
+        rows.append(f"e{i:03d}.tif,0")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    upload = harmonise.measure(images, chans)
+    folder = prepare_folder(tmp_path, CH.split(","), PreprocessContract())
+    assert upload.bleed.readable >= bleed.MIN_READABLE
+    assert folder.bleed == upload.bleed and folder.correction == upload

@@ -622,3 +622,24 @@ def test_one_colour_pngs_one_per_channel_are_greyscale_channels(tmp_path: Path) 
     Image.fromarray(mixed, "RGB").save(tmp_path / "composite.png")
     (inp,) = read_inputs([tmp_path / "composite.png"], "CD45,CK,DAPI")
     assert inp.image.shape == (3, 24, 30) and inp.form.colour
+
+
+def test_one_colour_16bit_pngs_one_per_channel_are_greyscale_channels(tmp_path: Path) -> None:
+    """The same one-file-per-channel export at 16 bits (decoded by imagecodecs, not Pillow) is read
+    as one event of three channels, at its 16 bits (a reviewer's finding: it made three events)."""
+    import imagecodecs
+
+    rng = np.random.default_rng(1)
+    planes = {m: rng.integers(1000 * (k + 1), 1000 * (k + 1) + 2, (24, 30)).astype(np.uint16)
+              for k, m in enumerate(["DAPI", "CK", "CD45"])}
+    colours = {"DAPI": (2,), "CK": (1,), "CD45": (0, 2)}
+    paths = []
+    for m, plane in planes.items():
+        rgb = np.zeros((24, 30, 3), np.uint16)
+        for b in colours[m]:
+            rgb[..., b] = plane
+        paths.append(tmp_path / f"ev_{m}.png")
+        paths[-1].write_bytes(imagecodecs.png_encode(rgb))
+    (inp,) = read_inputs(paths, "DAPI,CK,CD45")
+    assert [int(float(v)) for v in inp.image.mean(axis=(1, 2))] == [1000, 2000, 3000]
+    assert inp.form.bits == 16

@@ -188,3 +188,34 @@ def test_cuda_asked_for_without_a_gpu_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no CUDA device"):
         train.train(_tiny_folder(tmp_path), tmp_path / "w.pt", steps=1, batch_size=2, patch=32, lr=1e-3, seed=0,
                     threads=1, widths=(4, 8), device="cuda")
+
+
+def test_weights_are_saved_every_save_every_steps_and_never_half_written(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """A GPU run under a time limit (`scripts/gpu_train_nuclei.sh`) keeps the weights of its last
+    `--save-every` step, and a stop inside a save leaves the previous file whole."""
+    data = _tiny_folder(tmp_path)
+    out = tmp_path / "w.pt"
+    saved: list[dict] = []
+    real = train.save
+
+    def spy(model, path):  # noqa: ANN001, ANN202
+        real(model, path)
+        saved.append(torch.load(path, weights_only=True)["state_dict"])
+
+    monkeypatch.setattr(train, "save", spy)
+    train.train(data, out, steps=3, batch_size=2, patch=32, lr=1e-3, seed=0, threads=1, widths=(4, 8),
+                log_every=100, val_images=1, save_every=1)
+    assert len(saved) == 4  # steps 1, 2, 3 and the end of the run
+    assert not torch.equal(saved[0]["down.0.0.weight"], saved[1]["down.0.0.weight"])
+    monkeypatch.setattr(train, "save", real)
+
+    def cut_short(obj, path):  # noqa: ANN001, ANN202 - a timeout's signal in the middle of the write
+        Path(path).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        train.save(train.NucleusUNet((4, 8)), out)
+    monkeypatch.undo()
+    kept = torch.load(out, weights_only=True)["state_dict"]
+    assert torch.equal(kept["down.0.0.weight"], saved[-1]["down.0.0.weight"])
