@@ -5,15 +5,16 @@ exporting lab's choice, not a property of the cells; a curve far from the valida
 real calls: ctc-dev written with display gamma 1.6 loses three of its seven CTCs (balanced
 accuracy 0.74) although nothing about the cells changed. The domain check already measures the
 curve of a set of images as the median of their mid-tones (:attr:`classifier.domain.ImageSignals.midtone`).
-When that median lies more than :data:`CORRECT_ABOVE` from the validated one, every 8-bit
+When that median lies more than :data:`CORRECT_ABOVE` from the validated one, and beyond its own
+sampling error (:func:`classifier.domain.tone_shift`), every 8-bit
 image of the set is re-mapped with the single gamma that brings the median back,
 ``255 (x / 255) ** gamma``, before it is classified.
 
 What this is not: raw counts (12/16-bit, float) are linear and never re-mapped; a set of fewer
 than :data:`classifier.domain.MIN_IMAGES_FOR_TONE` 8-bit images framed like the validated ones
 is not judged (one image's mid-tones are its content, and so are those of a frame that one cell
-fills); a small difference is left alone (framing and magnification move the median by up to
-~0.09 on ctc-dev's renderings, see docs/model-card.md); constant fill at a frame's border (black
+fills); a small difference is left alone (framing and magnification move the median too, see
+docs/model-card.md); constant fill at a frame's border (black
 padding, a cell at the scan edge: :func:`classifier.preprocess.fill_border`) is not measured, it
 would pass for dark background and darken the median. The domain check still judges the images
 as they were uploaded and reports the shift; :func:`annotate` replaces its tone sentence with what
@@ -32,18 +33,21 @@ import numpy as np
 from classifier.domain import (
     MAX_NUCLEUS_COVER,
     MIN_IMAGES_FOR_TONE,
+    TONE_RAMP,
     TONE_REASON,
     VALIDATED_MIDTONE,
     image_signals_batch,
+    tone_shift,
 )
 from classifier.sampling import even_sample
 
 if TYPE_CHECKING:
     from classifier.decoders import FileForm
 
-#: re-map when the set's median mid-tone is this far from the validated one (the domain
-#: check's tone rule starts at 0.06 and is at full strength at 0.14; 0.10 is its midpoint)
-CORRECT_ABOVE = 0.10
+#: re-map when the set's median mid-tone is this far from the validated one, and beyond its sampling
+#: error: the midpoint of the domain check's tone ramp, where it reads shifted (display gamma 0.6 / 1.6
+#: move ctc-dev by +0.11 / -0.16 and the synthetic renders by about as much)
+CORRECT_ABOVE = sum(TONE_RAMP) / 2
 #: a stronger correction than this means the measure itself is not to be trusted
 GAMMA_RANGE = (0.4, 2.5)
 #: images measured at most (evenly spaced over the set)
@@ -95,7 +99,7 @@ def measure(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]],
     if len(mids) < MIN_IMAGES_FOR_TONE:
         return ToneCurve()
     mid = float(np.median(mids))
-    if abs(mid - VALIDATED_MIDTONE) <= CORRECT_ABOVE or not 0.02 < mid < 0.98:
+    if abs(tone_shift(mids)) <= CORRECT_ABOVE or not 0.02 < mid < 0.98:
         return ToneCurve(1.0, mid, len(mids))
     gamma = math.log(VALIDATED_MIDTONE) / math.log(mid)
     if not GAMMA_RANGE[0] <= gamma <= GAMMA_RANGE[1]:

@@ -135,7 +135,7 @@ def test_field_with_an_implausible_object_count_is_shifted(contract):
 
 def test_a_folder_whose_tone_curve_moved_is_shifted_though_no_image_is():
     """ctc-dev re-rendered at display gamma 1.6 lost 4 calls with every image in range on its own."""
-    imgs, chans, names, _y = domain.synthetic_set("in_domain", 10, 17)
+    imgs, chans, names, _y = domain.synthetic_set("in_domain", 30, 17)
     before = domain.check(domain.image_signals_batch(imgs, chans, names))
     assert before.status == "in_domain", before.reasons
     dark = [np.round(255.0 * (img / 255.0) ** 1.6) for img in imgs]
@@ -479,7 +479,7 @@ def test_the_file_not_its_suffix_says_composite_jpeg_and_bit_depth(tmp_path):
 def test_sixteen_bit_files_using_eight_bits_are_not_tone_mapped_as_display_renders(tmp_path):
     from classifier.engine import Classifier
 
-    imgs, _chans, _names, _y = domain.synthetic_set("in_domain", 10, 17)
+    imgs, _chans, _names, _y = domain.synthetic_set("in_domain", 30, 17)
     dark = [np.round(255.0 * (np.clip(img, 0, 255) / 255.0) ** 1.6) for img in imgs]  # display gamma 1.6
     for dtype in (np.uint8, np.uint16):
         folder = tmp_path / np.dtype(dtype).name

@@ -117,3 +117,35 @@ def test_the_calibration_sets_are_prepared_as_the_engine_prepares_them(gamma16, 
     _out, curve = tone.harmonise(images, chans, names)
     np.testing.assert_allclose(prep.crops, _crops(images, chans[0], contract, curve), atol=1e-6)
     assert np.median([s.midtone for s in sigs]) < domain.VALIDATED_MIDTONE - tone.CORRECT_ABOVE  # as given
+
+
+CTC_DEV = Path(__file__).resolve().parents[3] / "shared" / "data" / "ctc-dev"
+
+
+@pytest.mark.skipif(not (CTC_DEV / "labels.csv").exists(), reason="ctc-dev is not on this machine")
+def test_the_midtone_follows_the_curve_not_the_events_or_their_position():
+    """A probe drew same-lab galleries from ctc-dev: sets without CTCs read "brighter" (CK-negative
+    frames 0.65, CTC frames 0.54) and a quarter of 30-event ones were re-mapped, and moving the
+    content by 1 px moved an image's mid-tone by up to 0.5 (400 grid samples, the 2nd brightest
+    their top). The nuclear mid-tone is read densely on DAPI, which every event has."""
+    items = data.read_labels(CTC_DEV)
+    chans = ["DAPI", "CK", "AF", "CD45"]
+    images = [data.load_input(CTC_DEV / it.file, chans).image.astype(np.float32) for it in items]
+    ctc = [im for im, it in zip(images, items, strict=True) if it.is_ctc]
+    rest = [im for im, it in zip(images, items, strict=True) if not it.is_ctc]
+
+    def midtone(ims: list[np.ndarray]) -> float:
+        return float(np.median([s.midtone for s in domain.image_signals_batch(ims, [chans] * len(ims),
+                                                                               ["e.tif"] * len(ims))]))
+
+    whole = midtone(images)
+    assert abs(whole - domain.VALIDATED_MIDTONE) < 0.02
+    assert abs(midtone(ctc) - midtone(rest)) < 0.03
+    assert not tone.measure(rest, [chans] * len(rest)).applied
+    for dy, dx in ((1, 0), (0, 1), (2, -3)):
+        moved = []
+        for im in images:
+            m = im.copy()
+            m[:, 1:-1, 1:-1] = np.roll(im[:, 1:-1, 1:-1], (dy, dx), axis=(1, 2))  # the export's edge lines stay
+            moved.append(m)
+        assert abs(midtone(moved) - whole) < 0.02, (dy, dx)
