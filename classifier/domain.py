@@ -81,6 +81,10 @@ CK_EVERYWHERE = (0.3, 0.45)
 # swapped (the AF plane is a faint copy of DAPI, so it is bright at every nucleus) 0.93
 CK_EVENTS_CD45 = (0.65, 0.8)
 MIN_IMAGES_FOR_MARKERS = 5
+#: the median share of a gallery's bright DAPI pixels (at least half the range) clipped at its top
+#: (ctc-dev 0.000, per image <= 0.001; synthetic in-domain 0.003): an overexposed nuclear stain.
+#: ctc-dev with DAPI x1.5 reads 0.12 (BA 0.883, one CTC lost, nothing else said), x2 0.38 (0.792)
+NUCLEI_SATURATED = (0.05, 0.10)
 #: the largest nucleus of a validated thumbnail covers a small part of the frame
 MAX_NUCLEUS_COVER = 0.06
 #: median over a folder of :attr:`ImageSignals.midtone`: between ctc-dev's 0.594 (its CTCs 0.597,
@@ -144,6 +148,7 @@ class ImageSignals:
     ck_positive_share: float | None = None  # share of the frame's nuclei with the channel named CK over them
     centre_ck: float | None = None  # normalised CK over the nucleus at the frame's centre (the event)
     centre_cd45: float | None = None  # ... and CD45
+    nuclei_saturated: float | None = None  # share of the DAPI plane's bright pixels at the top of its range
 
     @property
     def frame_um(self) -> float | None:
@@ -156,6 +161,7 @@ class ImageSignals:
 
 
 _DEPTH_TOPS = ((255.0, "8-bit"), (4095.0, "12-bit"), (65535.0, "16-bit"), (4294967295.0, "32-bit"))
+_DEPTH_TOP = {d: t for t, d in _DEPTH_TOPS}
 
 
 def image_signals(image: np.ndarray, channels: Sequence[str], source: str = "image",
@@ -211,6 +217,7 @@ def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequenc
             for i, sig, a, inner in zip(part, sigs, full, arrs, strict=True):
                 if kind == "events" and dapi is not None and dapi < inner.shape[0]:
                     sig.midtone = _nuclear_midtone(inner[dapi])
+                    sig.nuclei_saturated = _clipped_share(inner[dapi], _DEPTH_TOP.get(sig.bit_depth))
                 if af is not None and af < inner.shape[0]:
                     # a blank AF plane (an export that writes the channel it lacks as zeros) is no AF:
                     # the model then sees exactly what it sees without one
@@ -228,16 +235,32 @@ _GRID = 40
 _MIDTONE_GRID = 96
 
 
+def _dense(plane: np.ndarray) -> np.ndarray:
+    """A thumbnail plane's pixels inside its outermost lines (a line along the frame's edge is the
+    export's), on up to :data:`_MIDTONE_GRID` px a side."""
+    h, w = plane.shape
+    inner = plane[1:-1, 1:-1] if min(h, w) > 8 else plane
+    step = max(1, -(-max(inner.shape) // _MIDTONE_GRID))
+    return np.asarray(inner[::step, ::step], np.float32).ravel()
+
+
+def _clipped_share(plane: np.ndarray, top: float | None) -> float | None:
+    """The share of a plane's bright pixels (at least half of ``top``) at ``top``: a stain clipped by
+    the camera or the export; None for values without a fixed top (float, signed) or no bright pixel."""
+    if top is None:
+        return None
+    v = _dense(plane)
+    bright = v >= 0.5 * top
+    return float((v[bright] >= top).mean()) if bright.sum() >= 10 else None
+
+
 def _nuclear_midtone(plane: np.ndarray) -> float:
     """The normalised 90th percentile of a thumbnail's DAPI plane, read densely inside its outermost
     lines. Every event has a nucleus, so this follows the tone curve and not what the event is;
     the median over DAPI, CK and CD45 on the 40 px grid did not: CK-negative frames read 0.65 and
     CTC frames 0.54 on ctc-dev, so a set of leukocytes alone read "brighter" and was re-mapped, and
     its ~400 samples moved by up to 0.5 when the content moved by 1 px (a helper's probe)."""
-    h, w = plane.shape
-    inner = plane[1:-1, 1:-1] if min(h, w) > 8 else plane  # a line along the frame's edge is the export's
-    step = max(1, -(-max(inner.shape) // _MIDTONE_GRID))
-    v = np.asarray(inner[::step, ::step], np.float32).ravel()
+    v = _dense(plane)
     p20, p90, p995 = (float(np.partition(v, k)[k]) for k in (int(round(q * (v.size - 1))) for q in (0.2, 0.9, 0.995)))
     span = p995 - p20 if p995 > p20 else 1.0
     return float(np.clip((p90 - p20) / span, -0.5, 1.5))
@@ -776,11 +799,18 @@ def check(signals: Sequence[ImageSignals], feats: np.ndarray | None = None, even
     # a dozen CK-bright events at least: 4 of 5 happens by chance in small in-domain sets (review)
     both_share = both / len(ck_events) if len(ck_events) >= 12 else 0.0
     both_sev = _ramp(both_share, *CK_EVENTS_CD45)
+    clipped = [s.nuclei_saturated for s in signals if s.nuclei_saturated is not None]
+    clipped_median = float(np.median(clipped)) if len(clipped) >= MIN_IMAGES_FOR_MARKERS else 0.0
+    clip_sev = _ramp(clipped_median, *NUCLEI_SATURATED)
     score = 1.0 - ((1.0 - mean_score) * (1.0 - nov_sev) * (1.0 - share_sev) * (1.0 - tone_sev) * (1.0 - ck_sev)
-                   * (1.0 - both_sev))
+                   * (1.0 - both_sev) * (1.0 - clip_sev))
     if warnings or "field_count" in tally:  # an implausible count cannot be trusted at all
         score = 1.0
     reasons: list[str] = list(warnings)
+    if clip_sev > 0:
+        reasons.append(f"the nuclear stain (DAPI) is clipped at the top of its range in most images (median "
+                       f"{clipped_median:.0%} of its bright pixels, {len(clipped)} images): overexposed nuclei lose "
+                       "the shape and texture the model reads")
     if ck_sev > 0:
         reasons.append(f"the channel named CK is bright over most nuclei (median {ck_median:.0%} of a frame's "
                        f"nuclei, {len(cks)} frames; blood cells are CK-negative): the channel names probably do "

@@ -517,3 +517,23 @@ def test_channel_names_that_do_not_match_the_planes_are_shifted(order):
     # too few frames to judge: a single image is its own business (a cluster of CTCs is CK-bright everywhere)
     few = domain.check(domain.image_signals_batch(images[:2], [list(order)] * 2, names[:2]))
     assert not any("check the channel order" in r for r in few.reasons)
+
+
+def test_an_overexposed_nuclear_stain_is_shifted():
+    """ctc-dev with DAPI 1.5x as bright, clipped at 255, lost a CTC (BA 0.883) with the check reading
+    in_domain: each thumbnail's one or two nuclei are a few % of its pixels, so the per-image
+    saturation rule never saw them. The folder rule reads the share of bright DAPI pixels clipped."""
+    imgs, chans, names, _y = domain.synthetic_set("in_domain", 20, 11)
+    clean = domain.check(domain.image_signals_batch(imgs, chans, names))
+    assert not any("nuclear stain" in r for r in clean.reasons)
+    hot = [img.copy() for img in imgs]
+    for img in hot:
+        img[0] = np.clip(img[0] * 2.0, 0, 255)
+    sigs = domain.image_signals_batch(hot, chans, names)
+    assert np.median([s.nuclei_saturated for s in sigs]) > domain.NUCLEI_SATURATED[1]
+    rep = domain.check(sigs)
+    assert rep.status == "shifted"
+    assert any(r.startswith("the nuclear stain (DAPI) is clipped") for r in rep.reasons), rep.reasons
+    # raw counts without a fixed top (float) are not judged
+    assert all(s.nuclei_saturated is None for s in domain.image_signals_batch(
+        [img / 255.0 + 0.001 for img in hot], chans, names))
