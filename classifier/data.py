@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -192,6 +193,7 @@ def read_labels(folder: Path) -> list[FolderItem]:
     col = {name: header.index(name) for name in ("file", "is_ctc", "category") if name in header}
     items = []
     lines: dict[object, tuple[int, str]] = {}  # event -> the line that first named it, and its file
+    siblings: dict[Path, Counter] = {}
     for row in reader:
         cells = [c.strip() for c in row]
         if not any(cells):
@@ -203,7 +205,7 @@ def read_labels(folder: Path) -> list[FolderItem]:
         file = resolve_file(Path(folder), name, where)
         # one event scored twice weighs twice in every metric (a helper's folder: n 19 for 18 events),
         # also when two rows name two channel files of one event kept one file per channel
-        key = _event_key(Path(folder), file)
+        key = _event_key(Path(folder), file, siblings)
         if key in lines:
             first, again = lines[key]
             same = "is listed again" if again == file else f"names the same event as {again!r}"
@@ -214,12 +216,18 @@ def read_labels(folder: Path) -> list[FolderItem]:
     return items
 
 
-def _event_key(folder: Path, file: str) -> object:
+def _event_key(folder: Path, file: str, index: dict[Path, Counter]) -> object:
     """What identifies the event a labels.csv row names: its file, or, for an event kept one file
-    per channel, the name its channel files share (:func:`channel_siblings`)."""
+    per channel, the name its channel files share (:func:`channel_siblings`). ``index``: each folder's
+    files counted by that name, listed once per folder (a scan per row made 1,000 rows take 2 min)."""
     path = folder / file
-    if path.is_file() and len(channel_siblings(path)) > 1:
-        return _unmarked_name(path)
+    own = _unmarked_name(path)
+    if own is not None and path.parent.is_dir():
+        if path.parent not in index:
+            index[path.parent] = Counter(_unmarked_name(p) for p in path.parent.iterdir()
+                                         if p.is_file() and not p.name.startswith("."))
+        if index[path.parent][own] > 1:
+            return own
     return str(PurePosixPath(file.replace("\\", "/")))
 
 

@@ -49,7 +49,7 @@ def measure(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]], sou
     curve = tone.measure(images, channels, sources, total=total, forms=forms)
     # the bleed is read on a sample of the tone curve's sample, so that a whole set (an upload) and
     # the tone sample of it (evaluate's folder, ``total`` given) give the same share
-    base = even_sample(len(images), len(images) if total is not None else tone.SAMPLE)
+    base = even_sample(len(images), tone.SAMPLE)
     pick = base[even_sample(len(base), bleed.SAMPLE)]
     leak = bleed.measure([tone.remap(images[i], curve) for i in pick], [channels[i] for i in pick])
     return SetCorrection(curve, leak)

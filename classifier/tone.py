@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from classifier.domain import (
-    MAX_NUCLEUS_COVER,
     MIN_IMAGES_FOR_TONE,
     TONE_RAMP,
     TONE_REASON,
     VALIDATED_MIDTONE,
     image_signals_batch,
+    tone_midtones,
     tone_shift,
 )
 from classifier.sampling import even_sample
@@ -95,7 +95,7 @@ def measure(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]],
         return ToneCurve()  # an image the measure cannot read: the decoder and preprocessing say why
     # mid-tones tell the curve only in frames framed like the validated ones: where one cell fills
     # the frame its own signal is the bulk of the pixels, whatever the curve
-    mids = [s.midtone for s in signals if s.bit_depth == "8-bit" and s.nucleus_cover <= MAX_NUCLEUS_COVER]
+    mids = tone_midtones(signals)
     if len(mids) < MIN_IMAGES_FOR_TONE:
         return ToneCurve()
     mid = float(np.median(mids))

@@ -33,6 +33,7 @@ RENDERS=${RENDERS:-dimbright offset16 chromocentres nucleoli}
 SHIPPED=classifier/weights/nuclei-unet.pt
 
 mkdir -p "$OUT"
+rm -f "$OUT"/stage1.pt "$OUT"/nuclei-unet.pt "$OUT"/eval-*  # an earlier run's weights must not pass for this one's
 exec > >(tee -a "$OUT/log.txt") 2>&1
 export PYTHONUNBUFFERED=1
 for d in "$DATA/images" "$DATA/masks" "$DEV/images" "$DEV/masks"; do
@@ -47,7 +48,7 @@ stage() {  # name, limit in seconds, train-nuclei arguments...
   shift 2
   local t0=$SECONDS rc=0
   timeout "$limit" "$PY" -m classifier train-nuclei --data "$DATA" --device "$DEVICE" --workers "$WORKERS" \
-    --threads 4 --log-every 50 --save-every "$SAVE_EVERY" "$@" || rc=$?
+    --threads 4 --log-every 250 --save-every "$SAVE_EVERY" "$@" || rc=$?
   if [[ $rc == 124 ]]; then
     echo "== $name: stopped at its ${limit}s limit; the weights are the last ones it saved"
   elif [[ $rc != 0 ]]; then

@@ -537,3 +537,18 @@ def test_an_overexposed_nuclear_stain_is_shifted():
     # raw counts without a fixed top (float) are not judged
     assert all(s.nuclei_saturated is None for s in domain.image_signals_batch(
         [img / 255.0 + 0.001 for img in hot], chans, names))
+
+
+def test_the_check_reads_the_tone_on_the_frames_the_re_mapping_reads():
+    """Frames that one cell fills are their own mid-tones (DAPI 0.6-0.94): the re-mapping leaves them
+    out, and the check read them, so a re-mapped set could read in_domain (a reviewer's finding)."""
+    import dataclasses
+
+    imgs, chans, names, _y = domain.synthetic_set("in_domain", 30, 17)
+    dark = [np.round(255.0 * (img / 255.0) ** 1.6) for img in imgs]
+    sigs = domain.image_signals_batch(dark, chans, names)
+    filled = [dataclasses.replace(sigs[0], nucleus_cover=0.5, midtone=0.94, source=f"fill{k}.tif") for k in range(8)]
+    assert domain.tone_midtones(sigs + filled) == domain.tone_midtones(sigs)
+    rep = domain.check(sigs + filled)
+    assert rep.status == "shifted"
+    assert any(r.startswith(domain.TONE_REASON) for r in rep.reasons), rep.reasons
