@@ -390,9 +390,13 @@ def masks(crop: np.ndarray, thresholds: np.ndarray, um_per_px: float) -> tuple[n
     rr = np.hypot(yy - c, xx - c)
     seed = int(nlab[c, c])
     if not seed and n:
-        near = (nlab > 0) & (rr <= r_near)
-        if near.any():
-            seed = int(nlab[near][np.argmin(rr[near])])
+        # the centre fell between nuclei (an event exported a few px off centre): take the
+        # nucleus covering most of the disc around it, not the one with the nearest pixel, which
+        # after a 3 px move was a touching leukocyte's (issue 11, the instability probe)
+        near = nlab[rr <= r_near]
+        counts = np.bincount(near[near > 0], minlength=n + 1)
+        if counts.any():
+            seed = int(np.argmax(counts))
     if seed:
         vor = expand_labels(nlab, distance=int(10.0 / um_per_px))
         region = fg & ((vor == seed) | (vor == 0)) & (rr <= 14.0 / um_per_px)

@@ -194,3 +194,20 @@ def test_a_scale_bar_does_not_move_the_calls(shipped):
         barred = [_with_bar(np.asarray(im, np.float32), planes) for im in images]
         q = [e.ctc_probability for e in shipped.analyse_arrays(barred, chans[0], names=names).events]
         np.testing.assert_allclose(q, p, atol=0.05)  # without the step: 0.16 (all planes), 0.12 (CK)
+
+
+def test_an_event_a_few_px_off_centre_keeps_its_own_nucleus():
+    """The centre falls in the gap between the event's large nucleus (below) and a smaller
+    neighbour (above) whose edge is nearer: the nucleus is the one covering most of the centre's
+    disc. Taking the nearest pixel seeded on the neighbour (ctc-dev object024 moved 3 px)."""
+    from classifier.preprocess import masks
+
+    s, um = 48, 0.5
+    yy, xx = np.mgrid[:s, :s]
+    crop = np.zeros((4, s, s), np.float32)
+    event = np.hypot(yy - 33, xx - 24) <= 8.0  # edge 1 px below the centre (24, 24)
+    neighbour = np.hypot(yy - 15, xx - 23) <= 7.5  # edge ~1.5 px above it, nearest pixel closer
+    crop[0][event | neighbour] = 1.0
+    nucleus, cell = masks(crop, np.array([0.5, 0.5, 0.5], np.float32), um)
+    assert nucleus[33, 24] and not nucleus[15, 23]
+    assert cell[33, 24] and not cell[15, 23]
