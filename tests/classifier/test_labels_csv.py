@@ -171,3 +171,29 @@ def test_a_folder_is_listed_once_however_many_rows_name_it(tmp_path, monkeypatch
     monkeypatch.setattr(Path, "iterdir", counted)
     assert len(read_labels(folder)) == 40
     assert len(calls) == 1
+
+
+def test_two_composites_named_only_by_marker_words_are_two_events(tmp_path):
+    """CK_003.tif and CD45_003.tif, each a 4-channel composite (a lab naming its exports by the
+    marker the event was picked on): two events, each read from its own file, not one event listed
+    twice. Two one-channel files of those names stay one event listed twice."""
+    import numpy as np
+    import tifffile
+
+    from classifier.data import load_input
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(("CK_003.tif", "CD45_003.tif")):
+        tifffile.imwrite(tmp_path / name, rng.integers(0, 20, (4, 20, 24), np.uint8) + 100 * k)
+    (tmp_path / "labels.csv").write_text("file,is_ctc\nCK_003.tif,1\nCD45_003.tif,0\n")
+    items = read_labels(tmp_path)
+    assert [it.file for it in items] == ["CK_003.tif", "CD45_003.tif"]
+    images = [load_input(tmp_path / it.file, ["DAPI", "CK", "AF", "CD45"]).image for it in items]
+    assert [im.shape[0] for im in images] == [4, 4] and images[0].max() < 20 <= 100 <= images[1].min()
+    single = tmp_path / "single"
+    single.mkdir()
+    for k, name in enumerate(("CK_003.tif", "CD45_003.tif")):
+        tifffile.imwrite(single / name, np.full((20, 24), 10 * (k + 1), np.uint8))
+    (single / "labels.csv").write_text("file,is_ctc\nCK_003.tif,1\nCD45_003.tif,0\n")
+    with pytest.raises(InputError, match="names the same event"):
+        read_labels(single)
