@@ -119,6 +119,64 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recalibrate(a: argparse.Namespace) -> int:
+    """Give trained weights another inference setting (``--rotations``) and fit their temperature
+    and operating threshold again, on the synthetic validation split they were trained with (the
+    seeds and sizes recorded in their metadata): the threshold was chosen for the model as it
+    ran, so a model that runs differently needs its own. The weights themselves do not change."""
+    import dataclasses
+
+    import torch
+
+    from classifier import data, evaluate, train
+    from classifier.model import build
+    from classifier.weights import load_bundle, save_bundle
+
+    torch.set_num_threads(a.threads)
+    src = Path(a.weights)
+    old, contract, meta = load_bundle(src)
+    if old.lab_head is not None:
+        raise InputError(f"{src}: holds a lab's fitted head; recalibrate the shipped weights, then fit it again.")
+    td = meta.get("training_data") or {}
+    seeds = td.get("seeds") or {}
+    if "val" not in seeds or "n_val" not in td:
+        raise InputError(f"{src}: its metadata does not record the validation split (training_data.seeds.val, "
+                         f"n_val); recalibrate needs the split the weights were trained with.")
+    t0 = time.time()
+    cache = None if a.no_cache else Path(a.cache)
+    va = data.synthetic(int(td["n_val"]), int(seeds["val"]), contract, a.workers, cache, progress=not a.quiet)
+    te = data.synthetic(int(td["n_test"]), int(seeds["test"]), contract, a.workers, cache, progress=not a.quiet)
+    model = build(dataclasses.replace(old.cfg, rotations=a.rotations))
+    model.load_state_dict(old.state_dict())
+    model.eval()
+    temperature = train.calibrate_temperature(model, va)
+    threshold = train.operating_threshold(model, va)
+    metrics = {"synthetic_test": evaluate.evaluate_set(model, te, threshold)}
+    if a.eval_data:
+        dev = data.folder(Path(a.eval_data), _channels(a.eval_channels), contract)
+        metrics[Path(a.eval_data).name] = evaluate.evaluate_set(model, dev, threshold)
+    new = dict(meta)
+    for stale in ("version", "sha256", "weights_file", "size_bytes", "preprocessing", "model"):
+        new.pop(stale, None)
+    new.update({
+        "base_version": a.base_version or meta.get("base_version"),
+        "temperature": temperature,
+        "threshold": threshold,
+        "metrics": metrics,
+        "recalibration": {
+            "from_version": meta.get("version"), "from_sha256": meta.get("sha256"),
+            "from_temperature": meta.get("temperature"), "from_threshold": meta.get("threshold"),
+            "rotations": a.rotations,
+            "command": "python -m classifier " + " ".join(shlex.quote(x) for x in a.argv),
+            "seconds": round(time.time() - t0, 1),
+        },
+    })
+    new = save_bundle(model, contract, Path(a.out), new)
+    _print_json({"weights": str(a.out), "version": new["version"], "from": meta.get("version"),
+                 "temperature": round(temperature, 4), "threshold": round(threshold, 4), "metrics": metrics})
+    return 0
+
+
 def _training_data(a: argparse.Namespace) -> dict:
     """What the synthetic training data is, for the weights' metadata (model card: same)."""
     from dataclasses import asdict
@@ -421,6 +479,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-channels", default="DAPI,CK,AF,CD45")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
+
+    rc = sub.add_parser("recalibrate", help="another inference setting for trained weights (--rotations), "
+                        "with their temperature and threshold fitted again on their synthetic validation split")
+    rc.add_argument("--weights", default="classifier/weights/ctc-dual.pt")
+    rc.add_argument("--out", required=True)
+    rc.add_argument("--rotations", type=int, choices=(1, 4), default=4,
+                    help="quarter turns of each crop the spatial branch averages over")
+    rc.add_argument("--base-version", default=None, help="version before the '+' (default: the bundle's)")
+    rc.add_argument("--cache", default=str(DEFAULT_CACHE))
+    rc.add_argument("--no-cache", action="store_true")
+    rc.add_argument("--workers", type=int, default=2)
+    rc.add_argument("--threads", type=int, default=1)
+    rc.add_argument("--eval-data", default=None, help="a labelled folder to report (not fit) on")
+    rc.add_argument("--eval-channels", default="DAPI,CK,AF,CD45")
+    rc.add_argument("--quiet", action="store_true")
+    rc.set_defaults(func=cmd_recalibrate)
 
     folder_commands = (("evaluate", "metrics on a labelled folder"), ("finetune", "fine-tune on a labelled folder"))
     for name, helptext in folder_commands:

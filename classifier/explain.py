@@ -46,25 +46,35 @@ def explain_batch(model: DualBranchCTC, x: torch.Tensor, f: torch.Tensor, with_e
     with torch.enable_grad(), torch.autocast(x.device.type, enabled=autocast):
         out = model(x, f, keep_cam=True)
         logit = out["ctc_logit"]
-        cam_act = out["cam"]
-        if cam_act is not None and not cam_act.requires_grad:
-            cam_act = None
-        targets = [t for t in (cam_act, f if model.texture is not None else None) if t is not None]
+        cams = [c for c in (out["cam"] or []) if c.requires_grad]  # one per view of the crop
+        targets = [*cams, *([f] if model.texture is not None else [])]
         grads = torch.autograd.grad(logit.float().sum(), targets, allow_unused=True) if targets else []
-    g_cam = grads[0] if cam_act is not None and grads else None
+    g_cams = list(grads[:len(cams)])
     g_f = grads[-1] if model.texture is not None and grads else None
     heat = None
-    if cam_act is not None and g_cam is not None:
-        sign = torch.where(logit.detach() >= 0, 1.0, -1.0).to(g_cam.dtype)[:, None, None, None]
-        weights = (sign * g_cam).mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * cam_act.detach()).sum(1, keepdim=True)).float()
-        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-        top = cam.flatten(1).max(1).values.clamp_min(1e-8)[:, None, None]
-        heat = (cam / top).cpu().numpy().astype(np.float32)
+    if cams and all(g is not None for g in g_cams):
+        heat = _grad_cam(logit.detach(), [c.detach() for c in cams], g_cams, x.shape[-2:])
     effect = None
     if g_f is not None and model.texture is not None:
         effect = (g_f.float() * (f.detach().float() - model.texture.mean)).cpu().numpy()
     return _pack(model, out, heat, effect)
+
+
+def _grad_cam(logit: torch.Tensor, acts: list[torch.Tensor], grads: list[torch.Tensor], size: torch.Size
+              ) -> np.ndarray:
+    """Grad-CAM maps (N, S, S) in [0, 1] for the side of each call. A spatial branch that sees
+    quarter turns of the crop (``ModelConfig.rotations``) gives one activation map per view,
+    view ``k`` turned ``k`` times: each view's map is turned back and the views averaged, so the
+    map explains the call that was made and turns with the event."""
+    sign = torch.where(logit >= 0, 1.0, -1.0)[:, None, None, None]
+    maps = []
+    for k, (act, grad) in enumerate(zip(acts, grads, strict=True)):
+        weights = (sign.to(grad.dtype) * grad).mean(dim=(2, 3), keepdim=True)
+        maps.append(torch.rot90(F.relu((weights * act).sum(1)).float(), -k, dims=(1, 2)))
+    cam = torch.stack(maps).mean(0)
+    cam = F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    top = cam.flatten(1).max(1).values.clamp_min(1e-8)[:, None, None]
+    return (cam / top).cpu().numpy().astype(np.float32)
 
 
 def _pack(model: DualBranchCTC, out: dict, heat: np.ndarray | None, effect: np.ndarray | None) -> BatchExplanation:

@@ -37,6 +37,13 @@ class ModelConfig:
     n_categories: int = len(CATEGORIES)
     branches: tuple[str, ...] = BRANCHES
     dropout: float = 0.1
+    #: quarter turns of the crop the spatial branch sees, its pooled output averaged (1 or 4; see
+    #: :class:`SpatialBranch`). Weights saved before it existed load as 1.
+    rotations: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rotations not in (1, 4):
+            raise ValueError(f"rotations must be 1 or 4, not {self.rotations}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -68,20 +75,46 @@ class SpatialBranch(nn.Module):
     at 0.5 µm/px a 1 µm step still resolves nuclear fragments. ``cam_stage`` is the stage
     whose activations Grad-CAM reads (12x12 for a 48 px crop: fine enough to localise
     inside a cell, coarse enough to be class-specific).
+
+    With ``rotations`` 4 the branch sees the crop at its four quarter turns and averages the
+    pooled outputs, so its output no longer depends on how the slide lay: trained with turned
+    crops, the stride-2 stem still answered a turned event differently (ctc-dev events turned,
+    flipped and moved by 0-3 px: p 0.013-0.967 for one CTC; issue 11). Grad-CAM then reads each
+    view's activations: ``cams[k]`` is the crop turned ``k`` quarter turns.
     """
 
     cam_stage = 2
 
-    def __init__(self, in_chans: int, widths: tuple[int, ...]) -> None:
+    def __init__(self, in_chans: int, widths: tuple[int, ...], rotations: int = 1) -> None:
         super().__init__()
         chans = (in_chans, *widths)
         self.stages = nn.ModuleList(
             ConvBlock(chans[i], chans[i + 1], stride=2 if i == 0 else 1) for i in range(len(widths))
         )
         self.out_dim = widths[-1]
+        self.rotations = rotations
 
-    def forward(self, x: torch.Tensor, keep_cam: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        cam = None
+    def forward(self, x: torch.Tensor, keep_cam: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Pooled output (N, out_dim) and the Grad-CAM stage's activations of each view."""
+        if self.rotations == 1:
+            pooled, cam = self._forward(x, keep_cam)
+            return pooled, [cam]
+        # one view at a time: a 4N batch ran 1.4x slower on 2 cores (cache); a turned view loses
+        # channels-last, which the CPU convolutions need to be fast (4x)
+        fmt = torch.channels_last if not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last) else torch.contiguous_format
+        total: torch.Tensor | None = None
+        cams = []
+        for k in range(self.rotations):
+            view = torch.rot90(x, k, dims=(2, 3)).contiguous(memory_format=fmt) if k else x
+            pooled, cam = self._forward(view, keep_cam)
+            total = pooled if total is None else total + pooled
+            cams.append(cam)
+        assert total is not None
+        return total / self.rotations, cams
+
+    def _forward(self, x: torch.Tensor, keep_cam: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        cam = x
         for i, stage in enumerate(self.stages):
             if i >= 2:
                 x = F.max_pool2d(x, 2)
@@ -151,7 +184,7 @@ class DualBranchCTC(nn.Module):
         super().__init__()
         self.cfg = cfg
         h = cfg.hidden
-        self.spatial = SpatialBranch(cfg.in_chans, cfg.widths) if "spatial" in cfg.branches else None
+        self.spatial = SpatialBranch(cfg.in_chans, cfg.widths, cfg.rotations) if "spatial" in cfg.branches else None
         self.texture = TextureBranch(cfg.n_features, h, cfg.dropout) if "texture" in cfg.branches else None
         self.proj_spatial = nn.Linear(cfg.widths[-1], h) if self.spatial is not None else None
         self.proj_texture = nn.Linear(h, h) if self.texture is not None else None
@@ -171,7 +204,8 @@ class DualBranchCTC(nn.Module):
     ) -> dict[str, torch.Tensor | None]:
         """Branch outputs, fusion weights and the embedding."""
         n = x.shape[0]
-        zs = zt = cam = None
+        zs = zt = None
+        cam: list[torch.Tensor] | None = None
         if self.spatial is not None and self.proj_spatial is not None:
             hs, cam = self.spatial(x, keep_cam)
             zs = F.gelu(self.proj_spatial(hs))

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from classifier.data import read_labels
 
 CH = "DAPI,CK,AF,CD45"
@@ -105,3 +107,39 @@ def test_segment_eval_refuses_an_unknown_render_with_the_list() -> None:
     r = run("segment-eval", "--data", str(NUCLEI_DEV_SUBSET), "--render", "confocal", "--quiet")
     assert r.returncode == 2 and "unknown render 'confocal'" in r.stderr and "chromocentres" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_recalibrate_sets_rotations_and_refits_threshold_on_the_recorded_split(tmp_path):
+    """Trained weights run with four views get a temperature and threshold of their own, fitted
+    on the validation split their metadata records; the weights are carried over unchanged."""
+    import torch
+
+    from classifier.model import ctc_dual
+    from classifier.weights import default_contract, load_bundle, save_bundle
+
+    contract = default_contract()
+    torch.manual_seed(0)
+    model = ctc_dual(len(contract.feature_names)).eval()
+    src = tmp_path / "one.pt"
+    save_bundle(model, contract, src, {"base_version": "0.9.0", "temperature": 1.0, "threshold": 0.3,
+                                       "training_data": {"n_val": 24, "n_test": 12,
+                                                         "seeds": {"train": 7, "val": 1007, "test": 2007}}})
+    out = tmp_path / "four.pt"
+    proc = run("recalibrate", "--weights", str(src), "--out", str(out), "--no-cache", "--workers", "0",
+               "--base-version", "0.9.1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    new, _, meta = load_bundle(out)
+    assert new.cfg.rotations == 4 and meta["version"] == printed["version"] and meta["version"].startswith("0.9.1+")
+    assert meta["recalibration"]["from_threshold"] == 0.3 and meta["recalibration"]["rotations"] == 4
+    assert 0.1 <= meta["threshold"] <= 0.5 and round(meta["threshold"], 4) == printed["threshold"]
+    assert float(new.temperature) == pytest.approx(meta["temperature"], rel=1e-6) and meta["temperature"] != 1.0
+    assert meta["metrics"]["synthetic_test"]["n"] == 12
+    kept = {k: v for k, v in new.state_dict().items() if k != "temperature"}
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in kept.items())
+    # no recorded split: refused with what is missing, nothing written
+    bare = tmp_path / "bare.pt"
+    save_bundle(model, contract, bare, {})
+    proc = run("recalibrate", "--weights", str(bare), "--out", str(tmp_path / "x.pt"), "--no-cache", "--quiet")
+    assert proc.returncode != 0 and "validation split" in proc.stderr
+    assert not (tmp_path / "x.pt").exists()

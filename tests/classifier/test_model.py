@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
-from classifier.model import ctc_dual, ctc_spatial, ctc_texture, fuse_batchnorm
+from classifier.model import ModelConfig, ctc_dual, ctc_spatial, ctc_texture, fuse_batchnorm
 from classifier.results import CATEGORIES
 
 
@@ -49,3 +51,42 @@ def test_batchnorm_fusion_keeps_outputs():
         ref = m(x, f)["ctc_logit"]
         fused = fuse_batchnorm(m)(x, f)["ctc_logit"]
     assert torch.allclose(ref, fused, atol=1e-4)
+
+
+def test_four_rotations_make_the_call_independent_of_how_the_slide_lay():
+    """With ``rotations`` 4 a quarter-turned event gets the same logit, category and embedding;
+    the one-view model (the same weights) does not, which is what the setting is for."""
+    torch.manual_seed(0)
+    one = ctc_dual(20).eval()
+    four = ctc_dual(20, rotations=4).eval()
+    four.load_state_dict(one.state_dict())
+    x, f = torch.randn(5, 4, 48, 48), torch.randn(5, 20)
+    turned = torch.rot90(x, 1, dims=(2, 3))
+    with torch.no_grad():
+        a, b = four(x, f), four(turned, f)
+        assert not torch.allclose(one(x, f)["ctc_logit"], one(turned, f)["ctc_logit"], atol=1e-4)
+    for key in ("ctc_logit", "category_logits", "embedding"):
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    assert len(a["cam"]) == 4 and a["cam"][0].shape[0] == 5  # every view's activations, for Grad-CAM
+
+
+def test_rotations_default_to_one_for_weights_saved_before_the_setting():
+    cfg = ctc_dual(20).cfg.to_dict()
+    cfg.pop("rotations")
+    assert ModelConfig.from_dict(cfg).rotations == 1
+    with pytest.raises(ValueError, match="rotations"):
+        ModelConfig(n_features=20, rotations=2)
+
+
+def test_grad_cam_of_a_four_view_model_turns_with_the_event():
+    from classifier.explain import explain_batch
+
+    torch.manual_seed(1)
+    m = ctc_dual(20, rotations=4).eval()
+    x, f = torch.randn(3, 4, 48, 48), torch.randn(3, 20)
+    a = explain_batch(m, x, f)
+    b = explain_batch(m, torch.rot90(x, 1, dims=(2, 3)), f)
+    assert a.heatmap is not None and b.heatmap is not None
+    assert a.heatmap.shape == (3, 48, 48)
+    assert np.allclose(np.rot90(a.heatmap, 1, axes=(1, 2)), b.heatmap, atol=1e-5)
+    assert np.allclose(a.probability, b.probability, atol=1e-6)
