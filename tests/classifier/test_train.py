@@ -69,3 +69,39 @@ def test_temperature_scaling_does_not_worsen_nll_and_weights_round_trip(small_se
     loaded, _, meta2 = load_bundle(path)
     assert meta2["version"] == meta["version"] and meta2["note"] == "test"
     assert np.allclose(evaluate.predict(model, small_set)["p"], evaluate.predict(loaded, small_set)["p"], atol=1e-6)
+
+
+def test_shift_augmentation_moves_the_crop_and_leaves_the_recipe_without_it_alone():
+    """``shift_px`` moves a batch by up to that many pixels (edges replicated); without it the
+    augmentation draws exactly what it drew before, so the recorded v9 command still reproduces
+    the shipped weights, and the recipe's recorded configuration does not name it."""
+    x = torch.zeros(2, 4, 48, 48)
+    x[:, 0, 24, 24] = 1.0
+    moved = set()
+    for seed in range(12):
+        g = torch.Generator().manual_seed(seed)
+        # the dihedral draw comes first in both; undo nothing, read where the spot went relative to
+        # the same draw without a move
+        ref = train._augment(x.clone(), torch.Generator().manual_seed(seed))
+        out = train._augment(x.clone(), g, shift_px=2)
+        (ry, rx), (oy, ox) = [np.unravel_index(int(t[0, 0].argmax()), (48, 48)) for t in (ref, out)]
+        assert max(abs(int(oy) - int(ry)), abs(int(ox) - int(rx))) <= 2
+        moved.add((int(oy) - int(ry), int(ox) - int(rx)))
+    assert len(moved) > 3
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    train._augment(x.clone(), g1)
+    train._augment(x.clone(), g2, shift_px=0)
+    assert torch.equal(g1.get_state(), g2.get_state())
+    assert "shift_px" not in train.config_dict(train.TrainConfig())
+    assert train.config_dict(train.TrainConfig(shift_px=3))["shift_px"] == 3
+
+
+def test_a_four_view_model_trains(small_set):
+    model = train.new_model(small_set.feats.shape[1], ("spatial", "texture"), small_set, seed=0, rotations=4)
+    assert model.cfg.rotations == 4
+    hist = train.fit(model, small_set, train.TrainConfig(epochs=2, batch=64, shift_px=2), progress=False)
+    assert len(hist) == 2 and np.isfinite(hist[-1]["loss"])
+    turned = small_set.subset(np.arange(8))
+    p = evaluate.predict(model, turned)["p"]
+    turned.crops = np.ascontiguousarray(np.rot90(np.asarray(turned.crops), 1, axes=(2, 3)))
+    assert np.allclose(evaluate.predict(model, turned)["p"], p, atol=1e-5)
