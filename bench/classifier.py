@@ -146,11 +146,12 @@ def load_shipped(device: str) -> tuple[Any, Any, str, dict | None]:
         log(f"shipped weights unusable ({err.__class__.__name__}: {err}); timing the architecture with random weights")
     from classifier import features
     from classifier.model import ctc_dual, fuse_batchnorm
-    from classifier.weights import default_contract
+    from classifier.weights import SHIPPED_ROTATIONS, default_contract
 
     _ = features
     contract = default_contract()
-    model = fuse_batchnorm(ctc_dual(len(contract.feature_names), in_chans=len(contract.channels)).eval())
+    model = fuse_batchnorm(ctc_dual(len(contract.feature_names), in_chans=len(contract.channels),
+                                    rotations=SHIPPED_ROTATIONS).eval())
     model = model.to(device)
     if device == "cpu":
         model = model.to(memory_format=torch.channels_last)

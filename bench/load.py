@@ -168,7 +168,8 @@ try:
 except Exception as err:
     from classifier import features
     from classifier.model import ctc_dual
-    m = ctc_dual(len(features.feature_names())); m.eval()
+    from classifier.weights import SHIPPED_ROTATIONS
+    m = ctc_dual(len(features.feature_names()), rotations=SHIPPED_ROTATIONS); m.eval()
     path = Path(sys.argv[1]) / "untrained.pt"
     save_bundle(m, default_contract(), path, {"name": "untrained-load", "base_version": "0.0.0-load"})
     print("WEIGHTS " + str(path) + " " + type(err).__name__)

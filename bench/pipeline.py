@@ -138,11 +138,12 @@ def bench_weights() -> tuple[str, str]:
         import torch
 
         from classifier.model import ctc_dual
-        from classifier.weights import save_bundle
+        from classifier.weights import SHIPPED_ROTATIONS, save_bundle
 
         torch.manual_seed(0)
         contract = default_contract()
-        model = ctc_dual(len(contract.feature_names), in_chans=len(contract.channels)).eval()
+        model = ctc_dual(len(contract.feature_names), in_chans=len(contract.channels),
+                         rotations=SHIPPED_ROTATIONS).eval()
         DATA_DIR.mkdir(parents=True, exist_ok=True)
         save_bundle(model, contract, path, {"base_version": "0.0.0-bench-random", "note": "bench only"})
     return str(path), "random-init"

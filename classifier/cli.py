@@ -134,18 +134,24 @@ def cmd_recalibrate(a: argparse.Namespace) -> int:
 
     from classifier import data, evaluate, train
     from classifier.model import build
-    from classifier.weights import load_bundle, save_bundle
+    from classifier.weights import MODEL_VERSION, load_bundle, save_bundle
 
     torch.set_num_threads(a.threads)
     src = Path(a.weights)
+    if Path(a.out).resolve() == src.resolve():
+        raise InputError(f"--out {a.out} is the bundle being recalibrated: write it elsewhere (the source stays "
+                         f"the record of what was trained, and its domain reference stays valid for it).")
     old, contract, meta = load_bundle(src)
     if old.lab_head is not None:
         raise InputError(f"{src}: holds a lab's fitted head; recalibrate the shipped weights, then fit it again.")
     td = meta.get("training_data") or {}
     seeds = td.get("seeds") or {}
-    if "val" not in seeds or "n_val" not in td:
-        raise InputError(f"{src}: its metadata does not record the validation split (training_data.seeds.val, "
-                         f"n_val); recalibrate needs the split the weights were trained with.")
+    missing = [k for k, have in (("training_data.n_val", "n_val" in td), ("training_data.n_test", "n_test" in td),
+                                 ("training_data.seeds.val", "val" in seeds),
+                                 ("training_data.seeds.test", "test" in seeds)) if not have]
+    if missing:
+        raise InputError(f"{src}: its metadata does not record the validation split ({', '.join(missing)} "
+                         f"missing); recalibrate needs the split the weights were trained with.")
     t0 = time.time()
     cache = None if a.no_cache else Path(a.cache)
     va = data.synthetic(int(td["n_val"]), int(seeds["val"]), contract, a.workers, cache, progress=not a.quiet)
@@ -160,10 +166,12 @@ def cmd_recalibrate(a: argparse.Namespace) -> int:
         dev = data.folder(Path(a.eval_data), _channels(a.eval_channels), contract)
         metrics[Path(a.eval_data).name] = evaluate.evaluate_set(model, dev, threshold)
     new = dict(meta)
-    for stale in ("version", "sha256", "weights_file", "size_bytes", "preprocessing", "model"):
+    # what save_bundle writes afresh, and a note about how the source file came to be
+    for stale in ("version", "sha256", "weights_file", "size_bytes", "preprocessing", "model",
+                  "training_command_note", "recalibration"):
         new.pop(stale, None)
     new.update({
-        "base_version": a.base_version or meta.get("base_version"),
+        "base_version": a.base_version or meta.get("base_version") or MODEL_VERSION,
         "temperature": temperature,
         "threshold": threshold,
         "metrics": metrics,
@@ -173,11 +181,14 @@ def cmd_recalibrate(a: argparse.Namespace) -> int:
             "rotations": a.rotations,
             "command": "python -m classifier " + " ".join(shlex.quote(x) for x in a.argv),
             "seconds": round(time.time() - t0, 1),
+            "previous": meta.get("recalibration"),  # the source's own record, when it was recalibrated too
+            "source_note": meta.get("training_command_note"),
         },
     })
     new = save_bundle(model, contract, Path(a.out), new)
     _print_json({"weights": str(a.out), "version": new["version"], "from": meta.get("version"),
-                 "temperature": round(temperature, 4), "threshold": round(threshold, 4), "metrics": metrics})
+                 "temperature": round(temperature, 4), "threshold": round(threshold, 4), "metrics": metrics,
+                 "next": f"python -m classifier domain-calibrate --weights {a.out}"})
     return 0
 
 

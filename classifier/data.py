@@ -206,7 +206,7 @@ def read_labels(folder: Path) -> list[FolderItem]:
         # one event scored twice weighs twice in every metric (a helper's folder: n 19 for 18 events),
         # also when two rows name two channel files of one event kept one file per channel
         key = _event_key(Path(folder), file, siblings)
-        if key in lines and lines[key][1] != file and not _channel_files(Path(folder), lines[key][1], file):
+        if key in lines and lines[key][1] != file and _composites(Path(folder), lines[key][1], file):
             # two composites whose names differ only by a marker word (CK_003.tif, CD45_003.tif):
             # each holds its channels and is an event of its own
             key = str(PurePosixPath(file.replace("\\", "/")))
@@ -235,11 +235,12 @@ def _event_key(folder: Path, file: str, index: dict[Path, Counter]) -> object:
     return str(PurePosixPath(file.replace("\\", "/")))
 
 
-def _channel_files(folder: Path, *files: str) -> bool:
-    """Whether each file holds one channel (one plane once a one-colour render is reduced), as the
-    channel files of an event kept one file per channel do (a channel rendered in its colour is
-    decoded to one plane). Read only where two labelled files' names differ by a marker word
-    alone, to tell such an event from two composites."""
+def _composites(folder: Path, *files: str) -> bool:
+    """Whether each file declares two or more channel planes in its header and is not a colour
+    picture: composites of their own, not the channel files of one event kept one file per
+    channel. Read (headers only) where two labelled files' names differ by a marker word alone.
+    A colour picture (one channel rendered in its colour, or an RGB composite) or a file that
+    cannot be probed keeps the older reading, one event listed twice, which is refused."""
     from classifier.decoders import decode, sniff
     from classifier.limits import Limits
 
@@ -249,11 +250,11 @@ def _channel_files(folder: Path, *files: str) -> bool:
                 fmt = sniff(fh.read(16))
                 fh.seek(0)
                 if fmt not in ("tiff", "png", "jpeg"):
-                    continue  # not an image: said when the event is read, with its sibling files
-                dec = decode(fh, fmt, name, Limits())
+                    return False
+                dec = decode(fh, fmt, name, Limits(), read=False)
         except (OSError, InputError):
-            continue  # unreadable here: the same
-        if dec.shape[0] != 1:  # a one-colour render of a marker is already one plane here
+            return False
+        if dec.shape[0] < 2 or dec.colour or fmt != "tiff":
             return False
     return True
 

@@ -46,7 +46,9 @@ def explain_batch(model: DualBranchCTC, x: torch.Tensor, f: torch.Tensor, with_e
     with torch.enable_grad(), torch.autocast(x.device.type, enabled=autocast):
         out = model(x, f, keep_cam=True)
         logit = out["ctc_logit"]
-        cams = [c for c in (out["cam"] or []) if c.requires_grad]  # one per view of the crop
+        cams = list(out["cam"] or [])  # one per view of the crop, view k turned k quarter turns
+        if not all(c.requires_grad for c in cams):
+            cams = []
         targets = [*cams, *([f] if model.texture is not None else [])]
         grads = torch.autograd.grad(logit.float().sum(), targets, allow_unused=True) if targets else []
     g_cams = list(grads[:len(cams)])

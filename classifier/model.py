@@ -80,7 +80,9 @@ class SpatialBranch(nn.Module):
     pooled outputs, so its output no longer depends on how the slide lay: trained with turned
     crops, the stride-2 stem still answered a turned event differently (ctc-dev events turned,
     flipped and moved by 0-3 px: p 0.013-0.967 for one CTC; issue 11). Grad-CAM then reads each
-    view's activations: ``cams[k]`` is the crop turned ``k`` quarter turns.
+    view's activations: ``cams[k]`` is the crop turned ``k`` quarter turns. In training each view
+    updates the batch-norm running statistics (four updates a step, of one distribution of turned
+    crops); the output stays invariant in either mode. Mirror images are not averaged over.
     """
 
     cam_stage = 2
@@ -114,7 +116,7 @@ class SpatialBranch(nn.Module):
         return total / self.rotations, cams
 
     def _forward(self, x: torch.Tensor, keep_cam: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        cam = x
+        cam: torch.Tensor | None = None
         for i, stage in enumerate(self.stages):
             if i >= 2:
                 x = F.max_pool2d(x, 2)
@@ -123,6 +125,7 @@ class SpatialBranch(nn.Module):
                 cam = x
                 if keep_cam and x.requires_grad:
                     x.retain_grad()
+        assert cam is not None, "the branch has fewer stages than its Grad-CAM stage"
         return x.mean(dim=(2, 3)), cam
 
 

@@ -393,10 +393,12 @@ def masks(crop: np.ndarray, thresholds: np.ndarray, um_per_px: float) -> tuple[n
         # the centre fell between nuclei (an event exported a few px off centre): take the
         # nucleus covering most of the disc around it, not the one with the nearest pixel, which
         # after a 3 px move was a touching leukocyte's (issue 11, the instability probe)
-        near = nlab[rr <= r_near]
-        counts = np.bincount(near[near > 0], minlength=n + 1)
+        disc = rr <= r_near
+        counts = np.bincount(nlab[disc], minlength=n + 1)
+        counts[0] = 0
         if counts.any():
-            seed = int(np.argmax(counts))
+            tied = np.flatnonzero(counts == counts.max())  # a tie goes to the nucleus nearest the centre
+            seed = int(tied[np.argmin([rr[disc & (nlab == t)].min() for t in tied])])
     if seed:
         vor = expand_labels(nlab, distance=int(10.0 / um_per_px))
         region = fg & ((vor == seed) | (vor == 0)) & (rr <= 14.0 / um_per_px)

@@ -137,9 +137,21 @@ def test_recalibrate_sets_rotations_and_refits_threshold_on_the_recorded_split(t
     assert meta["metrics"]["synthetic_test"]["n"] == 12
     kept = {k: v for k, v in new.state_dict().items() if k != "temperature"}
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in kept.items())
-    # no recorded split: refused with what is missing, nothing written
-    bare = tmp_path / "bare.pt"
-    save_bundle(model, contract, bare, {})
-    proc = run("recalibrate", "--weights", str(bare), "--out", str(tmp_path / "x.pt"), "--no-cache", "--quiet")
-    assert proc.returncode != 0 and "validation split" in proc.stderr
-    assert not (tmp_path / "x.pt").exists()
+    assert printed["next"].startswith("python -m classifier domain-calibrate --weights")
+    # recalibrated again: the earlier record is kept beneath the new one
+    proc = run("recalibrate", "--weights", str(out), "--out", str(tmp_path / "again.pt"), "--no-cache",
+               "--workers", "0", "--rotations", "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    again = load_bundle(tmp_path / "again.pt")[2]["recalibration"]
+    assert again["rotations"] == 1 and again["previous"]["rotations"] == 4
+    # no recorded split, or the test half of it: refused with what is missing, nothing written
+    for meta, missing in (({}, "training_data.n_val"),
+                          ({"training_data": {"n_val": 24, "seeds": {"val": 1007}}}, "training_data.n_test")):
+        bare = tmp_path / "bare.pt"
+        save_bundle(model, contract, bare, meta)
+        proc = run("recalibrate", "--weights", str(bare), "--out", str(tmp_path / "x.pt"), "--no-cache", "--quiet")
+        assert proc.returncode != 0 and "validation split" in proc.stderr and missing in proc.stderr
+        assert not (tmp_path / "x.pt").exists()
+    # writing over the source is refused before anything is read
+    proc = run("recalibrate", "--weights", str(src), "--out", str(src), "--no-cache", "--quiet")
+    assert proc.returncode != 0 and "is the bundle being recalibrated" in proc.stderr

@@ -197,3 +197,15 @@ def test_two_composites_named_only_by_marker_words_are_two_events(tmp_path):
     (single / "labels.csv").write_text("file,is_ctc\nCK_003.tif,1\nCD45_003.tif,0\n")
     with pytest.raises(InputError, match="names the same event"):
         read_labels(single)
+    # channels rendered in their colour as JPEGs (three colour planes each): one event, refused too
+    from PIL import Image
+
+    jpegs = tmp_path / "jpegs"
+    jpegs.mkdir()
+    for k, name in enumerate(("ev7_DAPI.jpg", "ev7_CK.jpg")):
+        rgb = np.zeros((20, 24, 3), np.uint8)
+        rgb[..., 2 - k] = rng.integers(0, 200, (20, 24), np.uint8)
+        Image.fromarray(rgb).save(jpegs / name)
+    (jpegs / "labels.csv").write_text("file,is_ctc\nev7_DAPI.jpg,1\nev7_CK.jpg,1\n")
+    with pytest.raises(InputError, match="names the same event"):
+        read_labels(jpegs)

@@ -90,3 +90,26 @@ def test_grad_cam_of_a_four_view_model_turns_with_the_event():
     assert a.heatmap.shape == (3, 48, 48)
     assert np.allclose(np.rot90(a.heatmap, 1, axes=(1, 2)), b.heatmap, atol=1e-5)
     assert np.allclose(a.probability, b.probability, atol=1e-6)
+
+
+def test_the_shipped_weights_run_four_views_as_the_benchmarks_stand_ins_do():
+    from classifier.weights import DEFAULT_WEIGHTS, SHIPPED_ROTATIONS, load_bundle
+
+    model, _, meta = load_bundle(DEFAULT_WEIGHTS)
+    assert model.cfg.rotations == SHIPPED_ROTATIONS == meta["model"]["rotations"]
+    assert meta["recalibration"]["rotations"] == SHIPPED_ROTATIONS
+
+
+def test_an_unknown_model_setting_is_a_contract_error(tmp_path):
+    from classifier.errors import ContractError
+    from classifier.weights import default_contract, load_bundle, save_bundle
+
+    contract = default_contract()
+    path = tmp_path / "w.pt"
+    save_bundle(ctc_dual(len(contract.feature_names)), contract, path, {})
+    blob = torch.load(path, weights_only=True)
+    blob["config"]["rotations"] = 2
+    torch.save(blob, path)
+    path.with_suffix(".json").unlink()  # its sha256 no longer matches; the configuration is the point here
+    with pytest.raises(ContractError, match="model configuration"):
+        load_bundle(path)
