@@ -16,10 +16,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from classifier.errors import ContractError, InputError
+
+if TYPE_CHECKING:  # the commands import their modules lazily, so that --help and errors stay fast
+    from classifier.contract import PreprocessContract
+    from classifier.data import EventSet
+    from classifier.model import DualBranchCTC
 
 DEFAULT_CACHE = Path("artifacts/synth-cache")
 
@@ -70,7 +76,7 @@ def cmd_synth(a: argparse.Namespace) -> int:
 def cmd_train(a: argparse.Namespace) -> int:
     import torch
 
-    from classifier import data, evaluate, train
+    from classifier import data, train
     from classifier.weights import MODEL_VERSION, default_contract, save_bundle
 
     contract = default_contract()
@@ -96,12 +102,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         _print_json({"checkpoint": str(ckpt), "epochs_done": len(history), "epochs": cfg.epochs,
                      "resume": "run the same command again"})
         return 0
-    temperature = train.calibrate_temperature(model, va)
-    threshold = train.operating_threshold(model, va)
-    metrics = {"synthetic_test": evaluate.evaluate_set(model, te, threshold)}
-    if a.eval_data:
-        dev = data.folder(Path(a.eval_data), _channels(a.eval_channels), contract)
-        metrics[Path(a.eval_data).name] = evaluate.evaluate_set(model, dev, threshold)
+    temperature, threshold, metrics = _calibrate_and_report(a, model, va, te, contract)
     meta = {
         "name": "ctc-dual" if len(branches) == 2 else f"ctc-{branches[0]}",
         "base_version": MODEL_VERSION,
@@ -132,7 +133,7 @@ def cmd_recalibrate(a: argparse.Namespace) -> int:
 
     import torch
 
-    from classifier import data, evaluate, train
+    from classifier import data
     from classifier.model import build
     from classifier.weights import MODEL_VERSION, load_bundle, save_bundle
 
@@ -159,12 +160,7 @@ def cmd_recalibrate(a: argparse.Namespace) -> int:
     model = build(dataclasses.replace(old.cfg, rotations=a.rotations))
     model.load_state_dict(old.state_dict())
     model.eval()
-    temperature = train.calibrate_temperature(model, va)
-    threshold = train.operating_threshold(model, va)
-    metrics = {"synthetic_test": evaluate.evaluate_set(model, te, threshold)}
-    if a.eval_data:
-        dev = data.folder(Path(a.eval_data), _channels(a.eval_channels), contract)
-        metrics[Path(a.eval_data).name] = evaluate.evaluate_set(model, dev, threshold)
+    temperature, threshold, metrics = _calibrate_and_report(a, model, va, te, contract)
     new = dict(meta)
     # what save_bundle writes afresh, and a note about how the source file came to be
     for stale in ("version", "sha256", "weights_file", "size_bytes", "preprocessing", "model",
@@ -190,6 +186,21 @@ def cmd_recalibrate(a: argparse.Namespace) -> int:
                  "temperature": round(temperature, 4), "threshold": round(threshold, 4), "metrics": metrics,
                  "next": f"python -m classifier domain-calibrate --weights {a.out}"})
     return 0
+
+
+def _calibrate_and_report(a: argparse.Namespace, model: DualBranchCTC, va: EventSet, te: EventSet,
+                          contract: PreprocessContract) -> tuple[float, float, dict]:
+    """Temperature and operating threshold fitted on the validation split, then metrics on the
+    synthetic test split and, with ``--eval-data``, on a labelled folder (reported, not fitted)."""
+    from classifier import data, evaluate, train
+
+    temperature = train.calibrate_temperature(model, va)
+    threshold = train.operating_threshold(model, va)
+    metrics = {"synthetic_test": evaluate.evaluate_set(model, te, threshold)}
+    if a.eval_data:
+        dev = data.folder(Path(a.eval_data), _channels(a.eval_channels), contract)
+        metrics[Path(a.eval_data).name] = evaluate.evaluate_set(model, dev, threshold)
+    return temperature, threshold, metrics
 
 
 def _training_data(a: argparse.Namespace) -> dict:
