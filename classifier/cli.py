@@ -183,7 +183,9 @@ def cmd_recalibrate(a: argparse.Namespace) -> int:
     })
     new = save_bundle(model, contract, Path(a.out), new)
     _print_json({"weights": str(a.out), "version": new["version"], "from": meta.get("version"),
-                 "temperature": round(temperature, 4), "threshold": round(threshold, 4), "metrics": metrics,
+                 "rotations": {"from": old.cfg.rotations, "to": a.rotations},
+                 "temperature": {"from": meta.get("temperature"), "to": round(temperature, 4)},
+                 "threshold": {"from": meta.get("threshold"), "to": round(threshold, 4)}, "metrics": metrics,
                  "next": f"python -m classifier domain-calibrate --weights {a.out}"})
     return 0
 
@@ -256,7 +258,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         out["loo_finetuned"] = _loo(a, ds, model, threshold)
     if a.per_event:
         for i, name in enumerate(ds.names):
-            print(json.dumps({"file": name, "is_ctc": int(ds.is_ctc[i]), "ctc_probability": round(float(pr["p"][i]), 4),
+            # is_ctc and category are labels.csv's; call and category_pred the model's
+            print(json.dumps({"file": name, "is_ctc": int(ds.is_ctc[i]), "category": _cat(int(ds.category[i])),
+                              "ctc_probability": round(float(pr["p"][i]), 4),
+                              "call": "ctc" if pr["p"][i] >= threshold else "non_ctc",
                               "category_pred": _cat(int(pr["cat"][i].argmax())),
                               "branch_contributions": pr["gate"][i].round(3).tolist()}))
     _print_json(out)
@@ -511,15 +516,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     rc = sub.add_parser("recalibrate", help="another inference setting for trained weights (--rotations), "
                         "with their temperature and threshold fitted again on their synthetic validation split")
-    rc.add_argument("--weights", default="classifier/weights/ctc-dual.pt")
-    rc.add_argument("--out", required=True)
+    rc.add_argument("--weights", default="classifier/weights/ctc-dual.pt",
+                    help="the trained bundle (.pt with its .json metadata; default: the shipped one)")
+    rc.add_argument("--out", required=True, help="where to write the new bundle (not the source)")
     rc.add_argument("--rotations", type=int, choices=(1, 4), default=4,
-                    help="quarter turns of each crop the spatial branch averages over")
-    rc.add_argument("--base-version", default=None, help="version before the '+' (default: the bundle's)")
-    rc.add_argument("--cache", default=str(DEFAULT_CACHE))
-    rc.add_argument("--no-cache", action="store_true")
-    rc.add_argument("--workers", type=int, default=2)
-    rc.add_argument("--threads", type=int, default=1)
+                    help="quarter turns of each crop the CNN averages over: 4 (shipped) gives the same call "
+                         "for a turned event; 1 runs the CNN ~4x faster, calls then move with the slide")
+    rc.add_argument("--base-version", required=True,
+                    help="the new version's name before '+<sha256>' (e.g. 1.1.0-oneview): results name the "
+                         "version that produced them, so give each setting its own")
+    rc.add_argument("--cache", default=str(DEFAULT_CACHE), help="where generated synthetic events are kept")
+    rc.add_argument("--no-cache", action="store_true", help="generate the synthetic splits afresh, keep nothing")
+    rc.add_argument("--workers", type=int, default=2, help="processes generating synthetic events")
+    rc.add_argument("--threads", type=int, default=1, help="torch threads")
     rc.add_argument("--eval-data", default=None, help="a labelled folder to report (not fit) on")
     rc.add_argument("--eval-channels", default="DAPI,CK,AF,CD45")
     rc.add_argument("--quiet", action="store_true")

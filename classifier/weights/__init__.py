@@ -72,11 +72,25 @@ def load_bundle(path: Path | None = None, map_location: str | torch.device = "cp
     if not path.exists():
         raise FileNotFoundError(f"weights file {path} not found")
     meta_file = metadata_path(path)
-    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    try:
+        meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ContractError(f"{meta_file.name}: the weights' metadata is unreadable ({err})") from err
     if meta.get("sha256") and meta["sha256"] != sha256(path):
         raise ContractError(f"{path.name}: sha256 does not match its metadata (file changed or corrupt)")
-    blob = torch.load(path, map_location=map_location, weights_only=True)
-    stored = PreprocessContract.from_dict(blob["contract"])
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure to unpickle: not a bundle this code wrote
+        raise ContractError(f"{path.name}: not a weights bundle (torch cannot read it: "
+                            f"{str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__})"
+                            ) from err
+    if not isinstance(blob, dict) or not {"config", "contract", "state_dict"} <= set(blob):
+        raise ContractError(f"{path.name}: not a weights bundle (a torch file without config, contract and "
+                            f"state_dict)")
+    try:
+        stored = PreprocessContract.from_dict(blob["contract"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ContractError(f"{path.name}: preprocessing contract not understood by this code: {err}") from err
     stored.check_against(contract or default_contract())
     try:
         cfg = ModelConfig.from_dict(blob["config"])

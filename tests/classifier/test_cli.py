@@ -132,7 +132,8 @@ def test_recalibrate_sets_rotations_and_refits_threshold_on_the_recorded_split(t
     new, _, meta = load_bundle(out)
     assert new.cfg.rotations == 4 and meta["version"] == printed["version"] and meta["version"].startswith("0.9.1+")
     assert meta["recalibration"]["from_threshold"] == 0.3 and meta["recalibration"]["rotations"] == 4
-    assert 0.1 <= meta["threshold"] <= 0.5 and round(meta["threshold"], 4) == printed["threshold"]
+    assert 0.1 <= meta["threshold"] <= 0.5 and round(meta["threshold"], 4) == printed["threshold"]["to"]
+    assert printed["threshold"]["from"] == 0.3 and printed["rotations"] == {"from": 1, "to": 4}
     assert float(new.temperature) == pytest.approx(meta["temperature"], rel=1e-6) and meta["temperature"] != 1.0
     assert meta["metrics"]["synthetic_test"]["n"] == 12
     kept = {k: v for k, v in new.state_dict().items() if k != "temperature"}
@@ -140,7 +141,7 @@ def test_recalibrate_sets_rotations_and_refits_threshold_on_the_recorded_split(t
     assert printed["next"].startswith("python -m classifier domain-calibrate --weights")
     # recalibrated again: the earlier record is kept beneath the new one
     proc = run("recalibrate", "--weights", str(out), "--out", str(tmp_path / "again.pt"), "--no-cache",
-               "--workers", "0", "--rotations", "1", "--quiet")
+               "--workers", "0", "--rotations", "1", "--base-version", "0.9.2", "--quiet")
     assert proc.returncode == 0, proc.stderr
     again = load_bundle(tmp_path / "again.pt")[2]["recalibration"]
     assert again["rotations"] == 1 and again["previous"]["rotations"] == 4
@@ -149,9 +150,11 @@ def test_recalibrate_sets_rotations_and_refits_threshold_on_the_recorded_split(t
                           ({"training_data": {"n_val": 24, "seeds": {"val": 1007}}}, "training_data.n_test")):
         bare = tmp_path / "bare.pt"
         save_bundle(model, contract, bare, meta)
-        proc = run("recalibrate", "--weights", str(bare), "--out", str(tmp_path / "x.pt"), "--no-cache", "--quiet")
+        proc = run("recalibrate", "--weights", str(bare), "--out", str(tmp_path / "x.pt"), "--no-cache",
+                   "--base-version", "0.9.3", "--quiet")
         assert proc.returncode != 0 and "validation split" in proc.stderr and missing in proc.stderr
         assert not (tmp_path / "x.pt").exists()
     # writing over the source is refused before anything is read
-    proc = run("recalibrate", "--weights", str(src), "--out", str(src), "--no-cache", "--quiet")
+    proc = run("recalibrate", "--weights", str(src), "--out", str(src), "--no-cache", "--base-version", "0.9.4",
+               "--quiet")
     assert proc.returncode != 0 and "is the bundle being recalibrated" in proc.stderr

@@ -113,3 +113,19 @@ def test_an_unknown_model_setting_is_a_contract_error(tmp_path):
     path.with_suffix(".json").unlink()  # its sha256 no longer matches; the configuration is the point here
     with pytest.raises(ContractError, match="model configuration"):
         load_bundle(path)
+
+
+@pytest.mark.parametrize("content", [b"not weights at all\n", b"PK\x03\x04truncated", "torch-other"])
+def test_a_file_that_is_not_a_weights_bundle_is_a_contract_error(tmp_path, content):
+    """A text file, a truncated archive or a torch file holding something else, given as weights:
+    one clear error (the CLI prints it in one line), not a KeyError or a zip reader's traceback."""
+    from classifier.errors import ContractError
+    from classifier.weights import load_bundle
+
+    path = tmp_path / "w.pt"
+    if content == "torch-other":
+        torch.save({"weights": torch.zeros(3)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ContractError, match="not a weights bundle"):
+        load_bundle(path)
