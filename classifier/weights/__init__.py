@@ -78,12 +78,15 @@ def load_bundle(path: Path | None = None, map_location: str | torch.device = "cp
         raise ContractError(f"{meta_file.name}: the weights' metadata is unreadable ({err})") from err
     if meta.get("sha256") and meta["sha256"] != sha256(path):
         raise ContractError(f"{path.name}: sha256 does not match its metadata (file changed or corrupt)")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":  # torch's zip archive, or a legacy pickle
+        raise ContractError(f"{path.name}: not a weights bundle (not a file torch.save wrote)")
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle: not a bundle this code wrote
-        raise ContractError(f"{path.name}: not a weights bundle (torch cannot read it: "
-                            f"{str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__})"
-                            ) from err
+        raise ContractError(f"{path.name}: not a weights bundle (a torch file that cannot be read: truncated, "
+                            f"or holding objects other than tensors; {type(err).__name__})") from err
     if not isinstance(blob, dict) or not {"config", "contract", "state_dict"} <= set(blob):
         raise ContractError(f"{path.name}: not a weights bundle (a torch file without config, contract and "
                             f"state_dict)")
