@@ -277,6 +277,19 @@ def reframe(size: int, dy: int = 3, dx: int = -4) -> Perturb:
     return f
 
 
+def turn(quarter_turns: int = 1, mirror: bool = False, move: tuple[int, int] = (0, 0)) -> Perturb:
+    """The same thumbnail as another scan would frame it, losslessly: turned by quarter turns,
+    mirrored, and its content moved by whole pixels (wrapping round: nothing lost, nothing made
+    up). A call that changes here depends on how the slide lay (issue 11, the four-view model)."""
+    def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
+          ) -> tuple[np.ndarray, str]:
+        out = np.rot90(img, quarter_turns, axes=(-2, -1))
+        if mirror:
+            out = out[..., ::-1]
+        return np.ascontiguousarray(np.roll(out, move, axis=(-2, -1))), "tif"
+    return f
+
+
 def identity() -> Perturb:
     def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
           ) -> tuple[np.ndarray, str]:
@@ -312,6 +325,11 @@ def perturbations(scales: Sequence[float] = DEFAULT_SCALES) -> dict[str, Perturb
     out["bleed_cd45_ck_20"] = bleed_into("CD45", "CK", 0.20)
     out["blur_1px"] = blur(1.0)
     out["misregistered_2px"] = misregister(2.0, 1.0)
+    # the same events as another scan lays them (eighth session of 2026-12-04)
+    out["turned_90"] = turn(1)
+    out["mirrored"] = turn(0, mirror=True)
+    out["moved_1px"] = turn(0, move=(1, 1))
+    out["moved_3px"] = turn(0, move=(3, 3))
     return out
 
 
