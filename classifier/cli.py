@@ -259,7 +259,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     if a.per_event:
         for i, name in enumerate(ds.names):
             # is_ctc and category are labels.csv's; call and category_pred the model's
-            print(json.dumps({"file": name, "is_ctc": int(ds.is_ctc[i]), "category": _cat(int(ds.category[i])),
+            labelled = int(ds.category[i])  # -1: labels.csv gave no category (or one not read)
+            print(json.dumps({"file": name, "is_ctc": int(ds.is_ctc[i]),
+                              "category": _cat(labelled) if labelled >= 0 else None,
                               "ctc_probability": round(float(pr["p"][i]), 4),
                               "call": "ctc" if pr["p"][i] >= threshold else "non_ctc",
                               "category_pred": _cat(int(pr["cat"][i].argmax())),

@@ -27,7 +27,7 @@ from django.db import close_old_connections, connection, connections, router, tr
 from django.db.models import AutoField, F, Q
 from django.utils import timezone
 
-from classifier.errors import InputError
+from classifier.errors import ContractError, InputError
 from classifier.results import AnalysisResult, EventResult
 from patients.cartridge import analyse_fields, field_sources
 from patients.imaging import encode_grey, encode_strip
@@ -266,6 +266,14 @@ def _analyse_and_store(upload: ImagingUpload, attempt: int, files: list, paths: 
         # one bad file stops the whole upload (a partly read draw would give a wrong count): say so
         fail(upload_id, attempt, f"{err} Nothing in this upload was analysed: upload it again without "
                                  "that file, or with it corrected.")
+        return "failed"
+    except ContractError as err:
+        # the active version's weights cannot serve (not a bundle, made for other preprocessing): the
+        # installation's fault, but one an administrator fixes from the Models page, so say which
+        logger.error("upload %s: active weights %s cannot be loaded: %s", upload_id, weights, err)
+        fail(upload_id, attempt, f"The active classifier version cannot be loaded ({err}). Nothing in this "
+                                 "upload was analysed: an administrator must promote a working version on the "
+                                 "Models page, then the upload can be run again.")
         return "failed"
     except FileNotFoundError as err:
         # Only a missing *upload* file is the upload's fault; a missing weights file (or any

@@ -76,6 +76,8 @@ def load_bundle(path: Path | None = None, map_location: str | torch.device = "cp
         meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise ContractError(f"{meta_file.name}: the weights' metadata is unreadable ({err})") from err
+    if not isinstance(meta, dict):
+        raise ContractError(f"{meta_file.name}: the weights' metadata is not a JSON object")
     if meta.get("sha256") and meta["sha256"] != sha256(path):
         raise ContractError(f"{path.name}: sha256 does not match its metadata (file changed or corrupt)")
     with open(path, "rb") as fh:
@@ -87,7 +89,8 @@ def load_bundle(path: Path | None = None, map_location: str | torch.device = "cp
     except Exception as err:  # noqa: BLE001 - any failure to unpickle: not a bundle this code wrote
         raise ContractError(f"{path.name}: not a weights bundle (a torch file that cannot be read: truncated, "
                             f"or holding objects other than tensors; {type(err).__name__})") from err
-    if not isinstance(blob, dict) or not {"config", "contract", "state_dict"} <= set(blob):
+    if not isinstance(blob, dict) or not {"config", "contract", "state_dict"} <= set(blob) or not isinstance(
+            blob["state_dict"], dict):
         raise ContractError(f"{path.name}: not a weights bundle (a torch file without config, contract and "
                             f"state_dict)")
     try:

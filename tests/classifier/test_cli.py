@@ -158,3 +158,23 @@ def test_recalibrate_sets_rotations_and_refits_threshold_on_the_recorded_split(t
     proc = run("recalibrate", "--weights", str(src), "--out", str(src), "--no-cache", "--base-version", "0.9.4",
                "--quiet")
     assert proc.returncode != 0 and "is the bundle being recalibrated" in proc.stderr
+
+
+def test_evaluate_per_event_gives_the_call_and_no_made_up_category(tmp_path, synth_folder):
+    """Each line carries the model's call beside labels.csv's is_ctc; a labels.csv without a category
+    column gives category null, not the last category's name."""
+    import shutil
+
+    folder = tmp_path / "nocat"
+    shutil.copytree(synth_folder, folder)
+    rows = (folder / "labels.csv").read_text().splitlines()
+    (folder / "labels.csv").write_text("\n".join(",".join(r.split(",")[:2]) for r in rows) + "\n")
+    proc = run("evaluate", "--data", str(folder), "--channels", CH, "--per-event")
+    assert proc.returncode == 0, proc.stderr
+    *events, summary = [json.loads(x) for x in proc.stdout.strip().splitlines()]
+    assert len(events) == 24
+    for line in events:
+        assert line["category"] is None
+        # the call is the probability against the version's threshold (printed rounded to 4 places)
+        if abs(line["ctc_probability"] - summary["threshold"]) > 1e-3:
+            assert line["call"] == ("ctc" if line["ctc_probability"] > summary["threshold"] else "non_ctc")

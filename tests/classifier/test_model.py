@@ -115,17 +115,20 @@ def test_an_unknown_model_setting_is_a_contract_error(tmp_path):
         load_bundle(path)
 
 
-@pytest.mark.parametrize("content", [b"not weights at all\n", b"PK\x03\x04truncated", "torch-other"])
+@pytest.mark.parametrize("content", [b"not weights at all\n", b"PK\x03\x04truncated", "torch-other", "meta-list"])
 def test_a_file_that_is_not_a_weights_bundle_is_a_contract_error(tmp_path, content):
     """A text file, a truncated archive or a torch file holding something else, given as weights:
     one clear error (the CLI prints it in one line), not a KeyError or a zip reader's traceback."""
     from classifier.errors import ContractError
-    from classifier.weights import load_bundle
+    from classifier.weights import default_contract, load_bundle, save_bundle
 
     path = tmp_path / "w.pt"
     if content == "torch-other":
         torch.save({"weights": torch.zeros(3)}, path)
+    elif content == "meta-list":  # a bundle whose metadata file is JSON but not an object
+        save_bundle(ctc_dual(len(default_contract().feature_names)), default_contract(), path, {})
+        path.with_suffix(".json").write_text("[]")
     else:
         path.write_bytes(content)
-    with pytest.raises(ContractError, match="not a weights bundle"):
+    with pytest.raises(ContractError, match="not a weights bundle|not a JSON object"):
         load_bundle(path)

@@ -101,8 +101,10 @@ def test_perturbations_do_what_they_say():
     turned, _ = p["turned_90"](img, ch, rng)
     assert np.array_equal(turned, np.rot90(img, 1, axes=(1, 2)))
     assert np.array_equal(p["mirrored"](img, ch, rng)[0], img[..., ::-1])
-    shifted, _ = p["moved_3px"](img, ch, rng)
-    assert shifted[0, 13, 13] == 255.0 and shifted[0, 10, 10] == 0.0 and shifted.sum() == img.sum()
+    for name, by in (("moved_1px", 1), ("moved_3px", 3)):
+        shifted, _ = p[name](img, ch, rng)
+        assert np.array_equal(shifted, np.roll(img, (by, by), axis=(1, 2))), name
+        assert shifted[0, 10 + by, 10 + by] == 255.0 and shifted[0, 9 + by, 9 + by] == 0.0
     moved, _ = p["misregistered_2px"](img, ch, rng)
     assert np.array_equal(moved[0], img[0].astype(np.uint8)) and np.array_equal(moved[2], img[2].astype(np.uint8))
     for c in (1, 3):

@@ -83,3 +83,20 @@ def test_a_database_fault_puts_back_only_its_own_attempt(monkeypatch, draw, supe
         assert (upload.status, upload.attempts) == (UploadStatus.RUNNING, 3)
     else:
         assert (upload.status, upload.attempts) == (UploadStatus.QUEUED, 2)
+
+
+def test_active_weights_that_cannot_be_loaded_fail_the_upload_saying_so(monkeypatch, draw):
+    """A promoted file that is not a weights bundle (or made for other preprocessing): the upload is
+    failed with what to do, not an anonymous internal error."""
+    from classifier.errors import ContractError
+
+    def get_classifier(weights: str = ""):
+        raise ContractError("lab-v3.pt: not a weights bundle (not a file torch.save wrote)")
+
+    upload = factories.ImagingUploadFactory(draw=draw, status=UploadStatus.QUEUED, attempts=1)
+    monkeypatch.setattr(pipeline, "get_classifier", get_classifier)
+    assert process_upload.run(upload.pk) == "failed"
+    upload.refresh_from_db()
+    assert upload.status == UploadStatus.FAILED
+    assert "cannot be loaded" in upload.error and "not a weights bundle" in upload.error
+    assert "promote a working version" in upload.error
