@@ -280,7 +280,11 @@ class ClassifierVersionViewSet(viewsets.ReadOnlyModelViewSet):
 
     @action(detail=True, methods=["post"])
     def promote(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
-        return Response(self.get_serializer(registry.promote(self.get_object(), request)).data)
+        try:
+            version = registry.promote(self.get_object(), request)
+        except registry.PromotionRefused as err:
+            raise serializers.ValidationError({"weights_path": [str(err)]}) from err
+        return Response(self.get_serializer(version).data)
 
     @action(detail=True, methods=["post"])
     def retire(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:

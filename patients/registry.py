@@ -10,17 +10,33 @@ the Models page and the draw page's threshold line (issue 12, point 8).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.db import transaction
 from django.http import HttpRequest
 
+from classifier.bundle_file import check_file
+from classifier.errors import ContractError
 from patients.audit import record
 from patients.models import ClassifierVersion
 
 
+class PromotionRefused(ValueError):
+    """The version cannot be made active: its weights file is missing or is not a bundle."""
+
+
 def promote(version: ClassifierVersion, request: HttpRequest) -> ClassifierVersion:
     """Make ``version`` the only active one (new uploads use it); audited, with the held-out
-    comparison a lab model was promoted on (issue 13) kept in the audit row."""
+    comparison a lab model was promoted on (issue 13) kept in the audit row. Its weights file is
+    checked first (:func:`classifier.bundle_file.check_file`, no torch in the web process): a file
+    that is gone or is not a bundle would otherwise fail every upload after it
+    (:class:`PromotionRefused`; nothing changes). A version without a path runs the shipped weights."""
+    if version.weights_path:
+        try:
+            check_file(Path(version.weights_path))
+        except (ContractError, FileNotFoundError) as err:
+            raise PromotionRefused(f"{version.version} cannot be made active: its weights cannot be used "
+                                   f"({err}); the active version is unchanged.") from err
     with transaction.atomic():
         for other in ClassifierVersion.objects.exclude(pk=version.pk).filter(is_active=True):
             other.is_active = False

@@ -13,12 +13,12 @@ code implements (:class:`classifier.errors.ContractError` otherwise).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 
+from classifier.bundle_file import check_file, metadata_path, sha256
 from classifier.contract import PreprocessContract
 from classifier.errors import ContractError
 from classifier.model import DualBranchCTC, ModelConfig, attach_lab_head, build, has_lab_head
@@ -32,16 +32,8 @@ MODEL_VERSION = "1.0.0"
 SHIPPED_ROTATIONS = 4
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def metadata_path(weights: Path) -> Path:
-    return Path(weights).with_suffix(".json")
+__all__ = ["DEFAULT_WEIGHTS", "MODEL_NAME", "MODEL_VERSION", "SHIPPED_ROTATIONS", "WEIGHTS_DIR", "default_contract",
+           "load_bundle", "metadata_path", "save_bundle", "sha256"]
 
 
 def save_bundle(model: DualBranchCTC, contract: PreprocessContract, path: Path, metadata: dict) -> dict:
@@ -69,21 +61,7 @@ def load_bundle(path: Path | None = None, map_location: str | torch.device = "cp
                 contract: PreprocessContract | None = None) -> tuple[DualBranchCTC, PreprocessContract, dict]:
     """Load a weights bundle; raise ContractError when it does not fit this code."""
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
-    if not path.exists():
-        raise FileNotFoundError(f"weights file {path} not found")
-    meta_file = metadata_path(path)
-    try:
-        meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ContractError(f"{meta_file.name}: the weights' metadata is unreadable ({err})") from err
-    if not isinstance(meta, dict):
-        raise ContractError(f"{meta_file.name}: the weights' metadata is not a JSON object")
-    if meta.get("sha256") and meta["sha256"] != sha256(path):
-        raise ContractError(f"{path.name}: sha256 does not match its metadata (file changed or corrupt)")
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":  # torch's zip archive, or a legacy pickle
-        raise ContractError(f"{path.name}: not a weights bundle (not a file torch.save wrote)")
+    meta = check_file(path)
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle: not a bundle this code wrote

@@ -50,8 +50,12 @@ def model_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     version = get_object_or_404(ClassifierVersion, pk=pk)
     require(request, Action.MANAGE_MODELS)
     if action == "promote":
-        registry.promote(version, request)
-        messages.success(request, f"{version.version} is now the active model for new uploads.")
+        try:
+            registry.promote(version, request)
+        except registry.PromotionRefused as err:
+            messages.error(request, str(err))
+        else:
+            messages.success(request, f"{version.version} is now the active model for new uploads.")
     elif action == "retire":
         registry.retire(version, request)
         messages.success(request, f"{version.version} is retired; its past results are kept.")

@@ -158,3 +158,24 @@ def test_event_thumbnail_and_heatmap_are_pngs(as_alice, as_charlie, draw):
     assert as_charlie.get(f"/api/events/{event.pk}/thumbnail/").status_code == 404
     bare = factories.CellEventFactory(upload=upload)
     assert as_alice.get(f"/api/events/{bare.pk}/heatmap/").status_code == 404
+
+
+def test_promoting_a_version_whose_weights_cannot_be_used_is_refused_and_changes_nothing(client_for, team,
+                                                                                          tmp_path):
+    """A registered path that is gone, or a file that is not a weights bundle: 400 naming why, the
+    active version stays (every upload after it would otherwise fail)."""
+    from patients.models import AuditEvent, ClassifierVersion, Role
+
+    v1 = ClassifierVersion.objects.create(version="v1", is_active=True)
+    text = tmp_path / "lab.pt"
+    text.write_text("not weights\n")
+    admin = factories.UserFactory(username="admin2")
+    factories.MembershipFactory(user=admin, team=team, role=Role.ADMIN)
+    for k, (path, why) in enumerate(((str(text), "not a weights bundle"), (str(tmp_path / "gone.pt"), "not found"))):
+        bad = ClassifierVersion.objects.create(version=f"bad-{k}", weights_path=path)
+        r = client_for(admin).post(f"/api/models/{bad.pk}/promote/")
+        assert r.status_code == 400 and why in r.json()["weights_path"][0], r.content
+        bad.refresh_from_db()
+        v1.refresh_from_db()
+        assert not bad.is_active and v1.is_active
+        assert not AuditEvent.objects.filter(object_type="ClassifierVersion", object_id=str(bad.pk)).exists()

@@ -492,3 +492,15 @@ def test_a_user_without_patients_is_told_why_the_list_is_empty(as_charlie, cours
 def test_filters_matching_no_patient_say_so(as_alice, course):
     body = as_alice.get("/", {"q": "NO-SUCH-PATIENT"}).content.decode()
     assert "No patients match these filters." in body
+
+
+def test_the_models_page_refuses_to_promote_a_version_whose_weights_are_gone(client, tmp_path):
+    v1 = ClassifierVersion.objects.create(version="v1", is_active=True)
+    bad = ClassifierVersion.objects.create(version="lab-gone", weights_path=str(tmp_path / "gone.pt"))
+    admin = factories.UserFactory(username="root2", is_superuser=True, is_staff=True)
+    client.force_login(admin)
+    page = client.post(f"/models/{bad.pk}/promote/", follow=True).content.decode()
+    assert "lab-gone cannot be made active" in page and "not found" in page
+    bad.refresh_from_db()
+    v1.refresh_from_db()
+    assert v1.is_active and not bad.is_active
