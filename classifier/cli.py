@@ -135,7 +135,7 @@ def cmd_recalibrate(a: argparse.Namespace) -> int:
 
     from classifier import data
     from classifier.model import build
-    from classifier.weights import MODEL_VERSION, load_bundle, save_bundle
+    from classifier.weights import load_bundle, save_bundle
 
     torch.set_num_threads(a.threads)
     src = Path(a.weights)
@@ -167,7 +167,7 @@ def cmd_recalibrate(a: argparse.Namespace) -> int:
                   "training_command_note", "recalibration"):
         new.pop(stale, None)
     new.update({
-        "base_version": a.base_version or meta.get("base_version") or MODEL_VERSION,
+        "base_version": a.base_version,
         "temperature": temperature,
         "threshold": threshold,
         "metrics": metrics,

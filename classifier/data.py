@@ -247,14 +247,13 @@ def _composites(folder: Path, *files: str) -> bool:
     for name in files:
         try:
             with open(folder / name, "rb") as fh:
-                fmt = sniff(fh.read(16))
-                fh.seek(0)
-                if fmt not in ("tiff", "png", "jpeg"):
+                if sniff(fh.read(16)) != "tiff":  # a PNG or JPEG holds a colour picture at most
                     return False
-                dec = decode(fh, fmt, name, Limits(), read=False)
+                fh.seek(0)
+                dec = decode(fh, "tiff", name, Limits(), read=False)
         except (OSError, InputError):
             return False
-        if dec.shape[0] < 2 or dec.colour or fmt != "tiff":
+        if dec.shape[0] < 2 or dec.colour:
             return False
     return True
 

@@ -77,7 +77,7 @@ class SpatialBranch(nn.Module):
     inside a cell, coarse enough to be class-specific).
 
     With ``rotations`` 4 the branch sees the crop at its four quarter turns and averages the
-    pooled outputs, so its output no longer depends on how the slide lay: trained with turned
+    pooled outputs, so a quarter turn of the crop no longer changes its output: trained with turned
     crops, the stride-2 stem still answered a turned event differently (ctc-dev events turned,
     flipped and moved by 0-3 px: p 0.013-0.967 for one CTC; issue 11). Grad-CAM then reads each
     view's activations: ``cams[k]`` is the crop turned ``k`` quarter turns. In training each view
