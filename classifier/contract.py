@@ -82,3 +82,11 @@ class PreprocessContract:
         if diff:
             detail = "; ".join(f"{k}: weights {mine[k]!r} vs code {theirs[k]!r}" for k in diff)
             raise ContractError(f"preprocessing contract mismatch ({detail})")
+
+
+def code_contract() -> PreprocessContract:
+    """The contract this code implements, with the attribute names it computes (no torch: the
+    web process checks a bundle's metadata against it before promoting it)."""
+    from classifier import features
+
+    return PreprocessContract(feature_names=tuple(features.feature_names()))

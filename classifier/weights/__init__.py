@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from classifier.bundle_file import check_file, metadata_path, sha256
-from classifier.contract import PreprocessContract
+from classifier.contract import PreprocessContract, code_contract
 from classifier.errors import ContractError
 from classifier.model import DualBranchCTC, ModelConfig, attach_lab_head, build, has_lab_head
 
@@ -61,7 +61,7 @@ def load_bundle(path: Path | None = None, map_location: str | torch.device = "cp
                 contract: PreprocessContract | None = None) -> tuple[DualBranchCTC, PreprocessContract, dict]:
     """Load a weights bundle; raise ContractError when it does not fit this code."""
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
-    meta = check_file(path)
+    meta = check_file(path, contract)
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle: not a bundle this code wrote
@@ -95,6 +95,4 @@ def load_bundle(path: Path | None = None, map_location: str | torch.device = "cp
 
 def default_contract() -> PreprocessContract:
     """The contract this code implements, with the attribute names it computes."""
-    from classifier import features
-
-    return PreprocessContract(feature_names=tuple(features.feature_names()))
+    return code_contract()

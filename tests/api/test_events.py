@@ -162,8 +162,8 @@ def test_event_thumbnail_and_heatmap_are_pngs(as_alice, as_charlie, draw):
 
 def test_promoting_a_version_whose_weights_cannot_be_used_is_refused_and_changes_nothing(client_for, team,
                                                                                           tmp_path):
-    """A registered path that is gone, or a file that is not a weights bundle: 400 naming why, the
-    active version stays (every upload after it would otherwise fail)."""
+    """A registered path that is gone, a file that is not a weights bundle, or one made for other
+    preprocessing: 400 naming why, the active version stays (every upload after it would fail)."""
     from patients.models import AuditEvent, ClassifierVersion, Role
 
     v1 = ClassifierVersion.objects.create(version="v1", is_active=True)
@@ -171,7 +171,21 @@ def test_promoting_a_version_whose_weights_cannot_be_used_is_refused_and_changes
     text.write_text("not weights\n")
     admin = factories.UserFactory(username="admin2")
     factories.MembershipFactory(user=admin, team=team, role=Role.ADMIN)
-    for k, (path, why) in enumerate(((str(text), "not a weights bundle"), (str(tmp_path / "gone.pt"), "not found"))):
+    # a real bundle whose metadata says it was made for other preprocessing (64 px crops, the code makes 48)
+    import json
+    import shutil
+
+    from classifier.bundle_file import metadata_path
+    from classifier.weights import DEFAULT_WEIGHTS
+
+    other = tmp_path / "other.pt"
+    shutil.copyfile(DEFAULT_WEIGHTS, other)
+    meta = json.loads(metadata_path(DEFAULT_WEIGHTS).read_text())
+    meta["preprocessing"]["crop_px"] = 64
+    metadata_path(other).write_text(json.dumps(meta))
+    cases = ((str(text), "not a weights bundle"), (str(tmp_path / "gone.pt"), "not found"),
+             (str(other), "preprocessing contract mismatch (crop_px: weights 64 vs code 48)"))
+    for k, (path, why) in enumerate(cases):
         bad = ClassifierVersion.objects.create(version=f"bad-{k}", weights_path=path)
         r = client_for(admin).post(f"/api/models/{bad.pk}/promote/")
         assert r.status_code == 400 and why in r.json()["weights_path"][0], r.content
