@@ -126,7 +126,93 @@ def test_the_default_augmentation_keeps_the_shipped_recipes_random_stream() -> N
               (2549.613, 359.478, 9912.0)]
     for seed, sums in enumerate(pinned):
         x, t, w = train.sample(np.random.default_rng(seed), im, 96, train.Augment())
-        assert (float(x.sum()), float(t.sum()), float(w.sum())) == pytest.approx(sums, rel=1e-4), seed
+        # the first three outputs' targets and weights (the centre offsets came later, drawing nothing)
+        assert (float(x.sum()), float(t[:3].sum()), float(w[:3].sum())) == pytest.approx(sums, rel=1e-4), seed
+
+
+def test_centre_offsets_point_each_pixel_at_its_own_nucleus_centre() -> None:
+    lab = np.zeros((40, 40), np.int32)
+    lab[5:15, 3:12] = 1
+    lab[5:15, 12:20] = 2  # touching 1: the offsets jump at the contact
+    lab[25:38, 20:33] = 3
+    off = train.centre_offsets(lab)
+    d = train.WORK_DIAMETER
+    assert off[:, 0, 0].tolist() == [0.0, 0.0]  # background
+    assert off[0, 5, 7] * d == pytest.approx(4.5) and off[1, 5, 7] * d == pytest.approx(0.0)
+    assert off[1, 10, 11] * d == pytest.approx(-4.0) and off[1, 10, 12] * d == pytest.approx(3.5)
+    assert off[0, 31, 26] == pytest.approx(0.0) and off[1, 31, 26] == pytest.approx(0.0)  # the centre
+    # a label in two pieces (a reflected crop's mirrored copy) is two nuclei with their own centres
+    two = np.zeros((10, 30), np.int32)
+    two[2:6, 2:6] = 1
+    two[2:6, 22:26] = 1
+    off2 = train.centre_offsets(two)
+    assert off2[1, 3, 2] * d == pytest.approx(1.5) and off2[1, 3, 22] * d == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("r", [0, 1, 2, 3])
+@pytest.mark.parametrize("flip", [False, True])
+def test_offsets_turn_with_the_patch(r: int, flip: bool) -> None:
+    """A turned or mirrored patch's offsets are those of its turned labels: the vectors turn too."""
+    lab = np.zeros((40, 40), np.int32)
+    lab[5:15, 3:12] = 1
+    lab[5:15, 12:20] = 2
+    lab[25:38, 20:33] = 3
+    turned = np.rot90(lab, r)
+    turned = np.ascontiguousarray(turned[:, ::-1] if flip else turned)
+    moved = np.rot90(train.centre_offsets(lab), r, axes=(1, 2))
+    moved = np.ascontiguousarray(moved[:, :, ::-1] if flip else moved)
+    np.testing.assert_allclose(train.turn_offsets(moved, r, flip), train.centre_offsets(turned), atol=1e-6)
+
+
+def test_a_sampled_patch_points_its_nuclear_pixels_at_their_nucleus() -> None:
+    """In a training patch, the offsets of a nucleus's pixels meet at one point inside it (the
+    patch is turned, mirrored and resampled, and the votes must survive all three)."""
+    im = _training_image(_discs((128, 128), [(64, 50), (30, 30), (100, 100), (64, 100)], 12))
+    checked = 0
+    for seed in range(6):
+        x, t, w = train.sample(np.random.default_rng(seed), im, 96, train.Augment())
+        if not w[3].any():
+            continue  # a wide-scale patch: offsets not trained there
+        fg = (t[0] > 0.5) & (w[3] > 0)
+        ys, xs = np.nonzero(fg)
+        vy = ys + t[3, ys, xs] * train.WORK_DIAMETER
+        vx = xs + t[4, ys, xs] * train.WORK_DIAMETER
+        comp, n = ndi.label(fg)
+        for k in range(1, n + 1):
+            sel = comp[ys, xs] == k
+            if sel.sum() < 30 or comp[0].tolist().count(k) or comp[-1].tolist().count(k) \
+                    or k in comp[:, 0] or k in comp[:, -1]:
+                continue  # cut by the patch edge: its centre may lie outside
+            assert np.ptp(vy[sel]) < 2.0 and np.ptp(vx[sel]) < 2.0, seed
+            cy, cx = int(round(vy[sel].mean())), int(round(vx[sel].mean()))
+            assert comp[cy, cx] == k, seed
+            checked += 1
+    assert checked >= 4
+
+
+def test_an_offsets_stage_adds_two_outputs_that_start_at_zero(tmp_path: Path) -> None:
+    data = _tiny_folder(tmp_path)
+    kw = dict(batch_size=2, patch=32, seed=0, threads=1, widths=(4, 8), log_every=1, val_images=1)
+    first = tmp_path / "first.pt"
+    train.train(data, first, steps=1, lr=1e-3, **kw)
+    net = train.NucleusUNet((4, 8))
+    net.load_state_dict(torch.load(first, weights_only=True)["state_dict"])
+    net.eval()
+    x = torch.randn(1, 2, 32, 32)
+    with torch.no_grad():
+        before = net(x)
+        net.add_offset_output()
+        after = net(x)
+    assert after.shape[1] == 5
+    torch.testing.assert_close(after[:, :3], before)
+    assert after[:, 3:].abs().max() == 0
+    second = tmp_path / "second.pt"
+    train.train(data, second, steps=2, lr=1e-3, init=first, offsets=True, **kw)
+    bundle = torch.load(second, weights_only=True)
+    assert bundle["outputs"] == 5 and bundle["state_dict"]["head.weight"].shape[0] == 5
+    # and the product loads it
+    from classifier.nuclei import infer
+    assert infer.load_model(str(second)).head.out_channels == 5
 
 
 def test_a_second_stage_continues_from_saved_weights(tmp_path: Path) -> None:
