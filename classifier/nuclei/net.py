@@ -1,12 +1,9 @@
-"""A small U-Net for nuclei: two input channels (linear and log-scaled DAPI), three or five outputs.
+"""A small U-Net for nuclei: two input channels (linear and log-scaled DAPI), two outputs.
 
 Outputs (logits): foreground (is this pixel in a nucleus) and a *scale-free* distance map, the
 distance to the nucleus boundary divided by that nucleus's largest such distance (1 at its centre,
 0 at its edge). The distance map is what separates touching nuclei (their centres are far apart,
 their contact line is at 0) and, divided by the radius, means the same at every nucleus size.
-Third: the log2 size of the pixel's nucleus against the working size (scale inference). Fourth
-and fifth, when present: the offset (dy, dx) from the pixel to its nucleus's centre in working
-diameters, whose jump at a contact line parts touching nuclei that the distance map leaves joined.
 About 0.5 MB of float32 weights; the working scale is set in :mod:`classifier.nuclei.prep`.
 """
 
@@ -40,17 +37,6 @@ class NucleusUNet(nn.Module):
             self.up.append(_block(c + w, w))
             c = w
         self.head = nn.Conv2d(c, cout, 1)
-
-    def add_offset_output(self) -> None:
-        """Two more head channels (centre offsets) that start at 0; the first three are kept."""
-        old = self.head
-        new = nn.Conv2d(old.in_channels, 5, 1)
-        with torch.no_grad():
-            new.weight.zero_()
-            new.bias.zero_()
-            new.weight[:3] = old.weight
-            new.bias[:3] = old.bias
-        self.head = new
 
     @property
     def multiple(self) -> int:

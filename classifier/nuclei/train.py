@@ -24,7 +24,6 @@ import numpy as np
 import tifffile
 import torch
 from scipy import ndimage as ndi
-from skimage.measure import label as connected
 from skimage.segmentation import expand_labels
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
@@ -105,43 +104,6 @@ def contacts(labels: np.ndarray) -> np.ndarray:
     return ndi.binary_dilation(line, iterations=2).astype(np.float32)
 
 
-def centre_offsets(labels: np.ndarray) -> np.ndarray:
-    """float32 (2, H, W): from each nuclear pixel to its nucleus's centroid (dy, dx), in units of
-    the working diameter; 0 outside nuclei.
-
-    Where two nuclei touch, the pixels on either side of the contact point to different centres,
-    a jump the network can draw sharply; the distance map, asked for a thin valley to 0 along
-    the same line, stays at about 0.4 of the radius there (model card, Segmentation), which is
-    why touching nuclei were merged. Each connected piece of one label counts as its own nucleus
-    (a reflected crop holds mirrored copies of the nuclei near its edge).
-    """
-    lab = connected(labels, background=0, connectivity=1)
-    out = np.zeros((2, *lab.shape), np.float32)
-    n = int(lab.max())
-    if n == 0:
-        return out
-    yy, xx = np.indices(lab.shape, dtype=np.float64)
-    flat = lab.ravel()
-    area = np.maximum(np.bincount(flat, minlength=n + 1), 1)
-    cy = np.bincount(flat, weights=yy.ravel(), minlength=n + 1) / area
-    cx = np.bincount(flat, weights=xx.ravel(), minlength=n + 1) / area
-    inside = lab > 0
-    out[0] = np.where(inside, (cy[lab] - yy) / WORK_DIAMETER, 0)
-    out[1] = np.where(inside, (cx[lab] - xx) / WORK_DIAMETER, 0)
-    return out
-
-
-def turn_offsets(off: np.ndarray, r: int, flip: bool) -> np.ndarray:
-    """Offsets (dy, dx) of a patch turned by ``np.rot90(.., r, axes=(1, 2))`` and then mirrored
-    left-right: the vectors turn with the pixels (a quarter turn takes (dy, dx) to (-dx, dy))."""
-    dy, dx = off[0], off[1]
-    for _ in range(r % 4):
-        dy, dx = -dx, dy
-    if flip:
-        dx = -dx
-    return np.stack([dy, dx]).astype(np.float32)
-
-
 def load_folder(root: Path, names: list[str] | None = None) -> list[Image]:
     names = names or sorted(p.stem for p in (root / "images").glob("*.tif"))
     out = []
@@ -169,9 +131,7 @@ def _smooth_field(rng: np.random.Generator, size: int, grid: int = 3) -> np.ndar
 
 def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augment()
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One augmented (2, P, P) input, (5, P, P) targets and (5, P, P) loss weights: foreground,
-    distance / radius, log size, and the offset to the nucleus centre (dy, dx; read only by a
-    network with the offset output, see :func:`loss_fn`)."""
+    """One augmented (2, P, P) input, (3, P, P) targets and (3, P, P) loss weights."""
     wide = rng.random() < 0.3
     tol = WIDE_TOLERANCE if wide else SCALE_TOLERANCE
     work_d = WORK_DIAMETER * math.exp(rng.uniform(-math.log(tol), math.log(tol)))
@@ -214,19 +174,12 @@ def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augme
     img, fgf, dist = st[0], st[1], st[2]
     size_t = np.where(fgf > 0.5, st[3] / np.maximum(fgf, 1e-3) + math.log2(s) - math.log2(WORK_DIAMETER), 0)
 
-    # offsets from the labels brought to the working grid by nearest neighbour (no random draws:
-    # the recipes before the offset output keep their random stream)
-    lab_w = infer.resize_labels(lab, CONTEXT, CONTEXT)
-    off = centre_offsets(lab_w)
-
     img = _instrument(rng, img)
     x = normalise(img)
-    t = np.concatenate([np.stack([(fgf > 0.5).astype(np.float32),
-                                  np.clip(dist / np.maximum(fgf, 1e-3), 0, 1) * (fgf > 0.5), size_t]),
-                        off]).astype(np.float32)
+    t = np.stack([(fgf > 0.5).astype(np.float32), np.clip(dist / np.maximum(fgf, 1e-3), 0, 1) * (fgf > 0.5),
+                  size_t]).astype(np.float32)
     dist_w = np.zeros_like(fgf) if wide else 1.0 + aug.contact_weight * (st[4] > 0.25)
-    off_w = np.zeros_like(fgf) if wide else (lab_w > 0).astype(np.float32)
-    wgt = np.stack([np.ones_like(fgf), dist_w, (fgf > 0.95).astype(np.float32), off_w, off_w])
+    wgt = np.stack([np.ones_like(fgf), dist_w, (fgf > 0.95).astype(np.float32)])
     oy, ox = (int(v) for v in rng.integers(0, CONTEXT - patch + 1, 2))
     sl = (slice(None), slice(oy, oy + patch), slice(ox, ox + patch))
     x, t, wgt = x[sl], t[sl], wgt[sl]
@@ -236,7 +189,6 @@ def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augme
     for a in (x, t, wgt):
         a = np.rot90(a, r, axes=(1, 2))
         out.append(np.ascontiguousarray(a[:, :, ::-1] if flip else a))
-    out[1][3:5] = turn_offsets(out[1][3:5], r, flip)
     return out[0], out[1], out[2]
 
 
@@ -329,23 +281,12 @@ def batches(images: list[Image], *, seed: int, size: int, patch: int, aug: Augme
     yield from loader
 
 
-#: weight of the centre-offset loss (L1, in working diameters) against the others
-OFFSET_LOSS_WEIGHT = 2.0
-
-
 def loss_fn(y: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Foreground BCE + 2 x distance BCE (contact-weighted) + 0.5 x size; a network with the
-    offset output (5 channels) adds the L1 of its centre offsets on nuclear pixels."""
     fg = F.binary_cross_entropy_with_logits(y[:, 0], t[:, 0])
     bce = F.binary_cross_entropy_with_logits(y[:, 1], t[:, 1], reduction="none")
     dist = (bce * w[:, 1]).sum() / w[:, 1].sum().clamp(min=1)
     size = (F.smooth_l1_loss(y[:, 2], t[:, 2], reduction="none") * w[:, 2]).sum() / w[:, 2].sum().clamp(min=1)
-    total = fg + 2 * dist + 0.5 * size
-    if y.shape[1] >= 5:
-        ow = w[:, 3:5]
-        off = ((y[:, 3:5] - t[:, 3:5]).abs() * ow).sum() / ow.sum().clamp(min=1)
-        total = total + OFFSET_LOSS_WEIGHT * off
-    return total
+    return fg + 2 * dist + 0.5 * size
 
 
 def validate(model: NucleusUNet, images: list[Image], known_scale: bool) -> dict:
@@ -367,14 +308,12 @@ def _device(model: nn.Module) -> torch.device:
 def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr: float, seed: int,
           threads: int, widths: tuple[int, ...], log_every: int = 250, val_images: int = 20,
           stop_after: int | None = None, init: Path | None = None, aug: Augment = Augment(),
-          device: str = "cpu", workers: int = 0, save_every: int | None = None, offsets: bool = False) -> dict:
+          device: str = "cpu", workers: int = 0, save_every: int | None = None) -> dict:
     """Train and save to ``out``; ``stop_after`` ends the run early on the same schedule (the
     weights at that step of the full run, reproducibly). ``init``: continue from these weights
     (a second stage with its own schedule; the widths are the init's). ``device`` "cuda" trains
     on a GPU (validation and the saved weights stay on the CPU, as inference is); ``workers``
     draw the batches in that many processes, one random stream per step (:class:`StepBatches`).
-    ``offsets``: the network gets (or keeps) the centre-offset output; an ``init`` without it
-    gets two new head channels that start at 0 (the other outputs are unchanged at step 0).
     The weights are saved every ``save_every`` steps (default: at each validation, every
     ``4 * log_every``), so that a run stopped by a time limit leaves recent ones."""
     dev = torch.device(device)
@@ -392,12 +331,10 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
     print(f"loaded {len(tr)} train / {len(va)} val images in {time.time() - t0:.0f}s", flush=True)
     if init is not None:
         bundle = torch.load(init, map_location="cpu", weights_only=True)
-        model = NucleusUNet(tuple(bundle["widths"]), cout=int(bundle.get("outputs", 3)))
+        model = NucleusUNet(tuple(bundle["widths"]))
         model.load_state_dict(bundle["state_dict"])
-        if offsets and model.head.out_channels == 3:
-            model.add_offset_output()
     else:
-        model = NucleusUNet(widths, cout=5 if offsets else 3)
+        model = NucleusUNet(widths)
     model.to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -434,6 +371,6 @@ def save(model: NucleusUNet, out: Path) -> None:
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     # written beside and renamed: a run stopped by its time limit mid-write keeps the last whole file
     part = out.with_name(out.name + ".part")
-    torch.save({"widths": list(model.widths), "outputs": model.head.out_channels, "state_dict": state}, part)
+    torch.save({"widths": list(model.widths), "state_dict": state}, part)
     os.replace(part, out)
     infer.load_model.cache_clear()

@@ -379,46 +379,6 @@ def test_a_nucleus_cut_in_two_is_joined_and_two_touching_nuclei_are_not() -> Non
     assert len(np.unique(out[out > 0])) == 8
 
 
-def _votes(true: np.ndarray) -> np.ndarray:
-    from classifier.nuclei.train import centre_offsets
-
-    return centre_offsets(true)
-
-
-def test_an_object_whose_pixels_point_at_two_centres_is_parted_and_a_lone_nucleus_is_not() -> None:
-    from classifier.nuclei.infer import split_by_votes
-
-    yy, xx = np.indices((60, 120))
-    true = np.zeros((60, 120), np.int32)
-    # two touching nuclei of the working size (r 6, centres 11 px apart), one object to the distance map
-    true[(yy - 30) ** 2 + (xx - 20) ** 2 <= 36] = 1
-    true[((yy - 30) ** 2 + (xx - 31) ** 2 <= 36) & (true == 0)] = 2
-    # a large nucleus (r 11) that is one
-    true[(yy - 30) ** 2 + (xx - 80) ** 2 <= 121] = 3
-    merged = np.where(true == 2, 1, true).astype(np.int32)
-    merged[true == 3] = 2
-    out = split_by_votes(merged, _votes(true))
-    assert out[30, 16] != out[30, 35] and out[30, 16] > 0 and out[30, 35] > 0
-    assert len(np.unique(out[true == 3])) == 1
-    assert (out > 0).sum() == (merged > 0).sum()  # no pixel lost
-    # the parts follow the contact line
-    assert (out[true == 1] == out[30, 16]).mean() > 0.95
-    # with the offsets of a network that sees one nucleus (all pixels at one centre), nothing is parted
-    assert len(np.unique(split_by_votes(merged, _votes(merged))[merged == 1])) == 1
-
-
-def test_a_part_smaller_than_a_nucleus_is_given_back() -> None:
-    from classifier.nuclei.infer import split_by_votes
-
-    yy, xx = np.indices((40, 40))
-    true = np.zeros((40, 40), np.int32)
-    true[(yy - 20) ** 2 + (xx - 18) ** 2 <= 49] = 1
-    true[((yy - 20) ** 2 + (xx - 27) ** 2 <= 4) & (true == 0)] = 2  # a 2 px bump, not a nucleus
-    merged = (true > 0).astype(np.int32)
-    out = split_by_votes(merged, _votes(true))
-    assert len(np.unique(out[out > 0])) == 1
-
-
 @pytest.mark.parametrize("artefact_um", [40.0, 80.0])
 def test_one_large_artefact_does_not_set_a_sparse_frames_scale(artefact_um: float) -> None:
     """A CellSearch-like frame (25 cells at 0.645 µm) with one DAPI-bright artefact 40-80 µm across and
