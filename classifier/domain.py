@@ -85,6 +85,21 @@ MIN_IMAGES_FOR_MARKERS = 5
 #: (ctc-dev 0.000, per image <= 0.001; synthetic in-domain 0.003): an overexposed nuclear stain.
 #: ctc-dev with DAPI x1.5 reads 0.12 (BA 0.883, one CTC lost, nothing else said), x2 0.38 (0.792)
 NUCLEI_SATURATED = (0.05, 0.10)
+#: how wide the nuclei's edges are against the nuclei themselves (the SD of a blurred step over the
+#: median nucleus's diameter, :func:`nuclear_edge`; median over a set). Scale-free, so the same with a
+#: given or an inferred pixel size: ctc-dev 0.097 (its images 0.088-0.099, quartiles), the synthetic
+#: in-domain renders 0.084-0.097; ctc-dev blurred by 1 / 1.5 / 2 / 3 px reads 0.110 / 0.120 / 0.130 /
+#: 0.140 (BA 0.955 / 0.864 / 0.818 / 0.864), the synthetic 2 px blur shift 0.133 (BA 0.881, in_domain
+#: until this rule; model card, Domain check)
+VALIDATED_EDGE = 0.097
+#: the edge rule's severity ramp over the median's excess beyond VALIDATED_EDGE and its own sampling
+#: error (TONE_SIGNIFICANCE standard errors, as for the tone curve): shifted from 0.013 past both
+EDGE_RAMP = (0.008, 0.018)
+#: edges narrower than this (px) are set by the pixels, not the optics: ctc-dev at 0.5 / 0.75 of its
+#: size reads 0.131 / 0.110 at 1.05 / 1.30 px (BA 1.000 / 0.955); coarse pixels are the pixel-size rule's
+EDGE_MIN_PX = 1.4
+#: the edges are measured at full resolution on at most this many images of a set, spread evenly
+EDGE_SAMPLE = 48
 #: the largest nucleus of a validated thumbnail covers a small part of the frame
 MAX_NUCLEUS_COVER = 0.06
 #: median over a folder of :attr:`ImageSignals.midtone`: between ctc-dev's 0.594 (its CTCs 0.597,
@@ -162,6 +177,8 @@ class ImageSignals:
     centre_ck: float | None = None  # normalised CK over the nucleus at the frame's centre (the event)
     centre_cd45: float | None = None  # ... and CD45
     nuclei_saturated: float | None = None  # share of the DAPI plane's bright pixels at the top of its range
+    edge_px: float | None = None  # width of the nuclei's edges (px, :func:`nuclear_edge`; a sample of events)
+    edge_nucleus_px: float | None = None  # ... and the median nucleus's diameter (px) it is measured against
 
     @property
     def frame_um(self) -> float | None:
@@ -206,6 +223,8 @@ def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequenc
     pxs = list(px_um) if px_um is not None else [None] * n
     how = list(scale_sources) if scale_sources is not None else ["unknown"] * n
     out: list[ImageSignals | None] = [None] * n
+    # the edge width needs full resolution: measured on a sample of the set (its median is what counts)
+    edge_sample = set(np.linspace(0, n - 1, min(n, EDGE_SAMPLE)).round().astype(int).tolist()) if n else set()
     groups: dict[tuple, list[int]] = {}
     for i, img in enumerate(images):
         key = (np.shape(img)[0] if np.ndim(img) == 3 else 1, tuple(channels[i]))
@@ -235,6 +254,10 @@ def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequenc
                     if np.isfinite(mid):  # a flat DAPI plane keeps the grid reading (never a NaN in a report)
                         sig.midtone = mid
                     sig.nuclei_saturated = _clipped_share(dense, _DEPTH_TOP.get(sig.bit_depth))
+                    if i in edge_sample:
+                        edge = nuclear_edge(inner[dapi])
+                        if edge is not None:
+                            sig.edge_px, sig.edge_nucleus_px = edge
                 if af is not None and af < inner.shape[0]:
                     # a blank AF plane (an export that writes the channel it lacks as zeros) is no AF:
                     # the model then sees exactly what it sees without one
@@ -259,6 +282,58 @@ def _dense(plane: np.ndarray) -> np.ndarray:
     inner = plane[1:-1, 1:-1] if min(h, w) > 8 else plane
     step = max(1, -(-max(inner.shape) // _MIDTONE_GRID))
     return np.asarray(inner[::step, ::step], np.float32).ravel()
+
+
+def nuclear_edge(plane: np.ndarray) -> tuple[float, float] | None:
+    """How wide the nuclei's edges are in a thumbnail's DAPI plane (full resolution): the SD (px) of
+    the Gaussian that would blur a step of the nuclei's height into the steepest slopes found along
+    their outlines (height / (sqrt(2 pi) x the 75th percentile of the outline's local gradient
+    maximum)), and the median nucleus's equivalent diameter (px) to measure it against. Out-of-focus
+    images and optics that resolve less widen the edges; intensity scale, gamma within reason and
+    the export's bit depth do not. None when the plane holds too few nuclear pixels (Otsu on a
+    lightly smoothed copy) to tell."""
+    d = np.asarray(plane, np.float32)
+    if min(d.shape) < 16:
+        return None
+    sm = ndi.gaussian_filter(d, 1.0)
+    sample = sm[::2, ::2]
+    if float(sample.max()) <= float(sample.min()):
+        return None
+    from skimage.filters import threshold_otsu
+
+    nuclear = ndi.binary_opening(sm > threshold_otsu(sample))
+    inner = ndi.binary_erosion(nuclear, iterations=2)
+    outer = ~ndi.binary_dilation(nuclear, iterations=3)
+    outline = nuclear & ~ndi.binary_erosion(nuclear)
+    if inner.sum() < 20 or outline.sum() < 20 or outer.sum() < 20:
+        return None
+    slope = np.hypot(ndi.sobel(d, 0), ndi.sobel(d, 1)) / 8.0  # Sobel's weights sum to 8 per px of step
+    steep = float(np.percentile(ndi.maximum_filter(slope, 3)[outline], 75))
+    height = float(np.median(d[inner]) - np.median(d[outer]))
+    if steep <= 0 or height <= 0:
+        return None
+    lab, n = ndi.label(nuclear)
+    areas = np.bincount(lab.ravel())[1:]
+    areas = areas[areas >= 9]
+    if not areas.size:
+        return None
+    return height / (np.sqrt(2 * np.pi) * steep), float(2 * np.sqrt(np.median(areas) / np.pi))
+
+
+def edge_blur(signals: Sequence[ImageSignals]) -> tuple[float, float | None, int]:
+    """The edge rule: (severity, the set's median edge width over nucleus diameter or None, images
+    measured). A set's edges count as wider than validated only beyond their own sampling error, and
+    only when they span enough pixels for the optics, not the pixels, to set them (:data:`EDGE_MIN_PX`)."""
+    pairs = [(s.edge_px, s.edge_nucleus_px) for s in signals if s.edge_px is not None and s.edge_nucleus_px]
+    if len(pairs) < MIN_IMAGES_FOR_TONE:
+        return 0.0, None, len(pairs)
+    px = np.array([p for p, _ in pairs])
+    rel = px / np.array([d for _, d in pairs])
+    med = float(np.median(rel))
+    if float(np.median(px)) < EDGE_MIN_PX:
+        return 0.0, med, len(pairs)
+    se = 1.25 * 1.4826 * float(np.median(np.abs(rel - med))) / np.sqrt(len(rel))
+    return _ramp(med - VALIDATED_EDGE - TONE_SIGNIFICANCE * se, *EDGE_RAMP), med, len(pairs)
 
 
 def _clipped_share(v: np.ndarray, top: float | None) -> float | None:
@@ -820,8 +895,9 @@ def check(signals: Sequence[ImageSignals], feats: np.ndarray | None = None, even
     clipped = [s.nuclei_saturated for s in signals if s.nuclei_saturated is not None]
     clipped_median = float(np.median(clipped)) if len(clipped) >= MIN_IMAGES_FOR_MARKERS else 0.0
     clip_sev = _ramp(clipped_median, *NUCLEI_SATURATED)
+    edge_sev, edge_rel, n_edges = edge_blur(signals) if kind == "events" else (0.0, None, 0)
     score = 1.0 - ((1.0 - mean_score) * (1.0 - nov_sev) * (1.0 - share_sev) * (1.0 - tone_sev) * (1.0 - ck_sev)
-                   * (1.0 - both_sev) * (1.0 - clip_sev))
+                   * (1.0 - both_sev) * (1.0 - clip_sev) * (1.0 - edge_sev))
     if warnings or "field_count" in tally:  # an implausible count cannot be trusted at all
         score = 1.0
     reasons: list[str] = list(warnings)
@@ -829,6 +905,11 @@ def check(signals: Sequence[ImageSignals], feats: np.ndarray | None = None, even
         reasons.append(f"the nuclear stain (DAPI) is clipped at the top of its range in most images (median "
                        f"{clipped_median:.0%} of its bright pixels, {len(clipped)} images): overexposed nuclei lose "
                        "the shape and texture the model reads")
+    if edge_sev > 0:
+        reasons.append(f"the nuclei's edges are blurrier than in the validated images (median edge width "
+                       f"{edge_rel:.1%} of a nucleus's diameter over {n_edges} images, validated "
+                       f"{VALIDATED_EDGE:.1%}): out of focus, or optics that resolve less; blur removes the "
+                       "texture the calls rely on")
     if ck_sev > 0:
         reasons.append(f"the channel named CK is bright over most nuclei (median {ck_median:.0%} of a frame's "
                        f"nuclei, {len(cks)} frames; blood cells are CK-negative): the channel names probably do "

@@ -226,13 +226,17 @@ def bleed_into(src: str, dst: str, share: float) -> Perturb:
     return f
 
 
-def blur(sigma_px: float) -> Perturb:
-    """Optics that resolve less (a lower-NA objective, slight defocus): a Gaussian of ``sigma_px``."""
+def blur(sigma_px: float, only: str | None = None) -> Perturb:
+    """Optics that resolve less (a lower-NA objective, slight defocus): a Gaussian of ``sigma_px``;
+    ``only``: in that channel alone (DAPI: the UV channel focused apart from the others, axial
+    chromatic aberration)."""
     def f(img: np.ndarray, chans: list[str], rng: np.random.Generator, ctx: Context | None = None
           ) -> tuple[np.ndarray, str]:
         from scipy import ndimage as ndi
 
-        return _u8(np.stack([ndi.gaussian_filter(c, sigma_px) for c in _as_display(img)])), "tif"
+        names = [c.upper() for c in chans]
+        return _u8(np.stack([ndi.gaussian_filter(c, sigma_px) if only is None or names[k] == only else c
+                             for k, c in enumerate(_as_display(img))])), "tif"
     return f
 
 
@@ -324,6 +328,9 @@ def perturbations(scales: Sequence[float] = DEFAULT_SCALES) -> dict[str, Perturb
     # what other instruments' optics do (sixth session of 2026-12-03)
     out["bleed_cd45_ck_20"] = bleed_into("CD45", "CK", 0.20)
     out["blur_1px"] = blur(1.0)
+    # out of focus: the domain check must say so (ninth session of 2026-12-04, the edge rule)
+    out["blur_2px"] = blur(2.0)
+    out["dapi_blur_2px"] = blur(2.0, only="DAPI")
     out["misregistered_2px"] = misregister(2.0, 1.0)
     # the same events as another scan lays them (eighth session of 2026-12-04)
     out["turned_90"] = turn(1)

@@ -17,7 +17,7 @@ EXPECTED = {"none", "rescale_0.5", "rescale_0.75", "rescale_1.5", "rescale_2", "
             "low_contrast8", "gamma_0.6", "gamma_1.6", "no_af", "png_rgb", "jpeg75_rgb", "field_120_offcentre",
             "field_240_offcentre", "wide360_neighbours", "wide360_neighbours_no_af", "ck_dim_ctc", "ck_dim_ctc_no_af",
             "tight_x3_rgb_png", "tight_x4_rgb_jpeg85", "tight_x4_ckdim_rgb_jpeg85", "bleed_cd45_ck_20", "blur_1px",
-            "misregistered_2px", "turned_90", "mirrored", "moved_1px", "moved_3px"}
+            "blur_2px", "dapi_blur_2px", "misregistered_2px", "turned_90", "mirrored", "moved_1px", "moved_3px"}
 
 
 def test_robustness_command_reports_every_perturbation(synth_folder):
@@ -97,6 +97,8 @@ def test_perturbations_do_what_they_say():
     assert bled[1, 35, 35] == 40 and np.array_equal(bled[[0, 2, 3]], leak[[0, 2, 3]].astype(np.uint8))
     soft, _ = p["blur_1px"](img, ch, rng)
     assert soft[0].max() < 255 and (soft[0] > 0).sum() > (img[0] > 0).sum()
+    dapi_soft, _ = p["dapi_blur_2px"](img, ch, rng)
+    assert (dapi_soft[0] > 0).sum() > (soft[0] > 0).sum() and np.array_equal(dapi_soft[1:], img[1:].astype(np.uint8))
     # another scan's framing: lossless turns, mirror images and moves
     turned, _ = p["turned_90"](img, ch, rng)
     assert np.array_equal(turned, np.rot90(img, 1, axes=(1, 2)))
