@@ -80,8 +80,29 @@ class PreprocessContract:
         mine, theirs = self.to_dict(), code.to_dict()
         diff = [k for k in mine if mine[k] != theirs[k]]
         if diff:
-            detail = "; ".join(f"{k}: weights {mine[k]!r} vs code {theirs[k]!r}" for k in diff)
+            detail = "; ".join(_difference(k, mine[k], theirs[k]) for k in diff)
             raise ContractError(f"preprocessing contract mismatch ({detail})")
+
+
+def _difference(key: str, weights: object, code: object) -> str:
+    """One field's difference in a sentence short enough for a page: lists (86 attribute names) by
+    their counts and the names only one side has, not in full."""
+    if isinstance(weights, list) and isinstance(code, list):
+        only_w = [x for x in weights if x not in code]
+        only_c = [x for x in code if x not in weights]
+        parts = [f"weights {len(weights)} vs code {len(code)}"]
+        if only_w:
+            parts.append("only in the weights: " + _first(only_w))
+        if only_c:
+            parts.append("only in the code: " + _first(only_c))
+        if not only_w and not only_c:
+            parts.append("same names, another order")
+        return f"{key}: " + ", ".join(parts)
+    return f"{key}: weights {weights!r} vs code {code!r}"
+
+
+def _first(names: list, n: int = 5) -> str:
+    return ", ".join(map(str, names[:n])) + (" ..." if len(names) > n else "")
 
 
 def code_contract() -> PreprocessContract:

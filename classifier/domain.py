@@ -28,8 +28,10 @@ An image's score is ``1 - prod(1 - severity)`` over its findings; it is ``shifte
 severity of its share of novel events; plain-language warnings (e.g. an implausible
 object count in a field) make it ``shifted``. Calibration and rates: docs/model-card.md.
 
-Cheap by design (a 1,000-event gallery costs ~0.1 s here): the image rules work on a
-block-averaged copy of at most ~48 px, the novelty on attributes the engine computed anyway.
+Cheap by design (a 1,000-event gallery costs ~0.3 s here): the image rules work on a point
+sample of 40 x 40 px (the DAPI mid-tone on up to 96 x 96), the novelty on attributes the engine
+computed anyway; only the nuclei's edge width is read at full resolution, on the central 256 px of
+at most :data:`EDGE_SAMPLE` thumbnails of a set.
 """
 
 from __future__ import annotations
@@ -86,20 +88,23 @@ MIN_IMAGES_FOR_MARKERS = 5
 #: ctc-dev with DAPI x1.5 reads 0.12 (BA 0.883, one CTC lost, nothing else said), x2 0.38 (0.792)
 NUCLEI_SATURATED = (0.05, 0.10)
 #: how wide the nuclei's edges are against the nuclei themselves (the SD of a blurred step over the
-#: median nucleus's diameter, :func:`nuclear_edge`; median over a set). Scale-free, so the same with a
-#: given or an inferred pixel size: ctc-dev 0.097 (its images 0.088-0.099, quartiles), the synthetic
-#: in-domain renders 0.084-0.097; ctc-dev blurred by 1 / 1.5 / 2 / 3 px reads 0.110 / 0.120 / 0.130 /
-#: 0.140 (BA 0.955 / 0.864 / 0.818 / 0.864), the synthetic 2 px blur shift 0.133 (BA 0.881, in_domain
-#: until this rule; model card, Domain check)
-VALIDATED_EDGE = 0.097
+#: median nucleus's diameter, :func:`nuclear_edge`; median over a set). Unaffected by the pixel size
+#: a lab gives or the one inferred (it is not used), though not by magnification itself (ctc-dev 0.75x:
+#: 0.108, 2x: 0.092): ctc-dev 0.096 (its images 0.089-0.101, quartiles), synthetic in-domain sets of
+#: 120 events 0.093-0.103 over five seeds and renderings; ctc-dev blurred by 1 / 1.5 / 2 px reads 0.107
+#: / 0.116 / 0.127 (BA 0.955 / 0.864 / 0.818), with pixel noise of SD 10 (8-bit) 0.104 / 0.112 / 0.119;
+#: the synthetic 2 px blur shift 0.126-0.130 (BA 0.881, in_domain until this rule; model card)
+VALIDATED_EDGE = 0.096
 #: the edge rule's severity ramp over the median's excess beyond VALIDATED_EDGE and its own sampling
-#: error (TONE_SIGNIFICANCE standard errors, as for the tone curve): shifted from 0.013 past both
-EDGE_RAMP = (0.008, 0.018)
+#: error (TONE_SIGNIFICANCE standard errors, as for the tone curve): shifted from 0.010 past both
+EDGE_RAMP = (0.006, 0.014)
 #: edges narrower than this (px) are set by the pixels, not the optics: ctc-dev at 0.5 / 0.75 of its
 #: size reads 0.131 / 0.110 at 1.05 / 1.30 px (BA 1.000 / 0.955); coarse pixels are the pixel-size rule's
 EDGE_MIN_PX = 1.4
-#: the edges are measured at full resolution on at most this many images of a set, spread evenly
+#: the edges are measured at full resolution on at most this many images of a set, spread evenly ...
 EDGE_SAMPLE = 48
+#: ... and the rule speaks from this many measured images on
+MIN_IMAGES_FOR_EDGES = 8
 #: the largest nucleus of a validated thumbnail covers a small part of the frame
 MAX_NUCLEUS_COVER = 0.06
 #: median over a folder of :attr:`ImageSignals.midtone`: between ctc-dev's 0.594 (its CTCs 0.597,
@@ -203,7 +208,7 @@ def image_signals(image: np.ndarray, channels: Sequence[str], source: str = "ima
 def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]], sources: Sequence[str],
                         px_um: Sequence[float | None] | None = None, scale_sources: Sequence[str] | None = None,
                         chunk: int = 128, kind: str = "events",
-                        forms: Sequence[FileForm | None] | None = None) -> list[ImageSignals]:
+                        forms: Sequence[FileForm | None] | None = None, edges: bool = True) -> list[ImageSignals]:
     """:func:`image_signals` of many images, measured together.
 
     Event thumbnails are point-sampled on a fixed 40 x 40 grid (their DAPI mid-tone and clipped share
@@ -215,7 +220,9 @@ def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequenc
 
     ``forms``: how each file stored its image (:class:`classifier.decoders.FileForm`), where the
     values cannot tell: an RGB composite in a TIFF, JPEG compression inside a TIFF, a 16-bit file
-    whose values stay under 256. Without it (arrays) the file name's suffix and the values decide."""
+    whose values stay under 256. Without it (arrays) the file name's suffix and the values decide.
+    ``edges``: measure the nuclei's edge width (:func:`nuclear_edge`, full resolution, on an even
+    sample of :data:`EDGE_SAMPLE` thumbnails); off for callers that do not read it."""
     n = len(images)
     if forms is not None and len(forms) != n:
         raise ValueError(f"{len(forms)} file forms for {n} images")
@@ -224,7 +231,8 @@ def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequenc
     how = list(scale_sources) if scale_sources is not None else ["unknown"] * n
     out: list[ImageSignals | None] = [None] * n
     # the edge width needs full resolution: measured on a sample of the set (its median is what counts)
-    edge_sample = set(np.linspace(0, n - 1, min(n, EDGE_SAMPLE)).round().astype(int).tolist()) if n else set()
+    edge_sample = (set(np.linspace(0, n - 1, min(n, EDGE_SAMPLE)).round().astype(int).tolist())
+                   if n and edges else set())
     groups: dict[tuple, list[int]] = {}
     for i, img in enumerate(images):
         key = (np.shape(img)[0] if np.ndim(img) == 3 else 1, tuple(channels[i]))
@@ -284,18 +292,30 @@ def _dense(plane: np.ndarray) -> np.ndarray:
     return np.asarray(inner[::step, ::step], np.float32).ravel()
 
 
+#: the edge width is read on at most this many px a side of a thumbnail's centre (a whole field sent
+#: as an event must not cost seconds; nuclei of any size give a 256 px crop dozens of outlines)
+_EDGE_CROP = 256
+#: the plane is smoothed by a Gaussian of this SD (px) before the slopes are read (pixel noise steepens
+#: raw slopes and hid a 2 px blur), and that smoothing is taken out of the result again
+_EDGE_SMOOTH = 1.0
+
+
 def nuclear_edge(plane: np.ndarray) -> tuple[float, float] | None:
-    """How wide the nuclei's edges are in a thumbnail's DAPI plane (full resolution): the SD (px) of
-    the Gaussian that would blur a step of the nuclei's height into the steepest slopes found along
-    their outlines (height / (sqrt(2 pi) x the 75th percentile of the outline's local gradient
-    maximum)), and the median nucleus's equivalent diameter (px) to measure it against. Out-of-focus
-    images and optics that resolve less widen the edges; intensity scale, gamma within reason and
-    the export's bit depth do not. None when the plane holds too few nuclear pixels (Otsu on a
-    lightly smoothed copy) to tell."""
+    """How wide the nuclei's edges are in a thumbnail's DAPI plane (full resolution, its central
+    :data:`_EDGE_CROP` px): the SD (px) of the Gaussian that would blur a step of the nuclei's height
+    into the steepest slopes found along their outlines (height / (sqrt(2 pi) x the 75th percentile of
+    the outline's local slope maximum), read on a copy smoothed by :data:`_EDGE_SMOOTH` px and that
+    smoothing taken out in quadrature), and the median nucleus's equivalent diameter (px) to measure
+    it against. Out-of-focus images and optics that resolve less widen the edges; intensity scale,
+    gamma within reason and the export's bit depth do not. None when the plane is not finite or holds
+    too few nuclear pixels (Otsu on the smoothed copy) to tell."""
     d = np.asarray(plane, np.float32)
-    if min(d.shape) < 16:
+    h, w = d.shape
+    y0, x0 = max(0, (h - _EDGE_CROP) // 2), max(0, (w - _EDGE_CROP) // 2)
+    d = d[y0:y0 + _EDGE_CROP, x0:x0 + _EDGE_CROP]
+    if min(d.shape) < 16 or not np.isfinite(d).all():
         return None
-    sm = ndi.gaussian_filter(d, 1.0)
+    sm = ndi.gaussian_filter(d, _EDGE_SMOOTH)
     sample = sm[::2, ::2]
     if float(sample.max()) <= float(sample.min()):
         return None
@@ -307,25 +327,29 @@ def nuclear_edge(plane: np.ndarray) -> tuple[float, float] | None:
     outline = nuclear & ~ndi.binary_erosion(nuclear)
     if inner.sum() < 20 or outline.sum() < 20 or outer.sum() < 20:
         return None
-    slope = np.hypot(ndi.sobel(d, 0), ndi.sobel(d, 1)) / 8.0  # Sobel's weights sum to 8 per px of step
+    slope = np.hypot(ndi.sobel(sm, 0), ndi.sobel(sm, 1)) / 8.0  # Sobel's weights sum to 8 per px of step
     steep = float(np.percentile(ndi.maximum_filter(slope, 3)[outline], 75))
     height = float(np.median(d[inner]) - np.median(d[outer]))
     if steep <= 0 or height <= 0:
         return None
-    lab, n = ndi.label(nuclear)
+    lab, _ = ndi.label(nuclear)
     areas = np.bincount(lab.ravel())[1:]
     areas = areas[areas >= 9]
     if not areas.size:
         return None
-    return height / (np.sqrt(2 * np.pi) * steep), float(2 * np.sqrt(np.median(areas) / np.pi))
+    width = height / (np.sqrt(2 * np.pi) * steep)
+    return float(np.sqrt(max(width ** 2 - _EDGE_SMOOTH ** 2, 0.0))), float(2 * np.sqrt(np.median(areas) / np.pi))
 
 
 def edge_blur(signals: Sequence[ImageSignals]) -> tuple[float, float | None, int]:
-    """The edge rule: (severity, the set's median edge width over nucleus diameter or None, images
-    measured). A set's edges count as wider than validated only beyond their own sampling error, and
-    only when they span enough pixels for the optics, not the pixels, to set them (:data:`EDGE_MIN_PX`)."""
-    pairs = [(s.edge_px, s.edge_nucleus_px) for s in signals if s.edge_px is not None and s.edge_nucleus_px]
-    if len(pairs) < MIN_IMAGES_FOR_TONE:
+    """The edge rule: (severity, the set's median edge width over its nuclei's diameter, or None, and
+    the number of images measured). Only images at validated or finer pixel sizes count (coarser
+    pixels blur the edges themselves, which is the pixel-size rule's matter), a set's edges count as
+    wider than validated only beyond their own sampling error, and only when they span enough pixels
+    for the optics, not the pixels, to set them (:data:`EDGE_MIN_PX`)."""
+    pairs = [(s.edge_px, s.edge_nucleus_px) for s in signals if s.edge_px is not None and s.edge_nucleus_px
+             and (s.px_um is None or s.px_um <= VALIDATED_PX_UM[1])]
+    if len(pairs) < MIN_IMAGES_FOR_EDGES:
         return 0.0, None, len(pairs)
     px = np.array([p for p, _ in pairs])
     rel = px / np.array([d for _, d in pairs])
@@ -906,10 +930,11 @@ def check(signals: Sequence[ImageSignals], feats: np.ndarray | None = None, even
                        f"{clipped_median:.0%} of its bright pixels, {len(clipped)} images): overexposed nuclei lose "
                        "the shape and texture the model reads")
     if edge_sev > 0:
-        reasons.append(f"the nuclei's edges are blurrier than in the validated images (median edge width "
-                       f"{edge_rel:.1%} of a nucleus's diameter over {n_edges} images, validated "
-                       f"{VALIDATED_EDGE:.1%}): out of focus, or optics that resolve less; blur removes the "
-                       "texture the calls rely on")
+        measured = f"{n_edges} images" if n_edges == n_img else f"{n_edges} of {n_img} images"
+        reasons.append(f"the nuclei (DAPI) look out of focus: their edges are {edge_rel / VALIDATED_EDGE:.2f}x as "
+                       f"wide as in the validated images (measured on {measured}), and blur removes the texture "
+                       "the calls rely on; check the scanner's focus, the DAPI channel's especially, and rescan, "
+                       "or review every call")
     if ck_sev > 0:
         reasons.append(f"the channel named CK is bright over most nuclei (median {ck_median:.0%} of a frame's "
                        f"nuclei, {len(cks)} frames; blood cells are CK-negative): the channel names probably do "

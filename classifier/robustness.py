@@ -234,7 +234,11 @@ def blur(sigma_px: float, only: str | None = None) -> Perturb:
           ) -> tuple[np.ndarray, str]:
         from scipy import ndimage as ndi
 
-        names = [c.upper() for c in chans]
+        from classifier.channel_names import canonical
+
+        names = [canonical(c) or c.upper() for c in chans]
+        if only is not None and only not in names:
+            raise ValueError(f"blur of {only} alone: no {only} channel among {chans}")
         return _u8(np.stack([ndi.gaussian_filter(c, sigma_px) if only is None or names[k] == only else c
                              for k, c in enumerate(_as_display(img))])), "tif"
     return f

@@ -90,7 +90,8 @@ def measure(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]],
     names = list(sources) if sources is not None else [f"image{i}" for i in range(len(images))]
     try:
         signals = image_signals_batch([images[i] for i in pick], [channels[i] for i in pick], [names[i] for i in pick],
-                                      forms=[forms[i] for i in pick] if forms is not None else None)
+                                      forms=[forms[i] for i in pick] if forms is not None else None,
+                                      edges=False)
     except (ValueError, IndexError):
         return ToneCurve()  # an image the measure cannot read: the decoder and preprocessing say why
     # mid-tones tell the curve only in frames framed like the validated ones: where one cell fills

@@ -22,14 +22,16 @@ from patients.models import ClassifierVersion
 
 
 class PromotionRefused(ValueError):
-    """The version cannot be made active: its weights file is missing or is not a bundle."""
+    """The version cannot be made active: its weights file is missing, is not a bundle, or its
+    metadata records a preprocessing contract other than the code's."""
 
 
 def promote(version: ClassifierVersion, request: HttpRequest) -> ClassifierVersion:
     """Make ``version`` the only active one (new uploads use it); audited, with the held-out
     comparison a lab model was promoted on (issue 13) kept in the audit row. Its weights file is
     checked first (:func:`classifier.bundle_file.check_file`, no torch in the web process): a file
-    that is gone or is not a bundle would otherwise fail every upload after it
+    that is gone, is not a bundle or was made for other preprocessing would otherwise fail every
+    upload after it
     (:class:`PromotionRefused`; nothing changes). A version without a path runs the shipped weights."""
     if version.weights_path:
         try:

@@ -574,25 +574,84 @@ def test_out_of_focus_images_are_shifted_and_sharp_ones_are_not():
 
     sharp = signals(imgs)
     sev, rel, n = domain.edge_blur(sharp)
-    assert sev == 0.0 and n == 12 and abs(rel - domain.VALIDATED_EDGE) < 0.01, rel
+    assert sev == 0.0 and n == 12 and abs(rel - domain.VALIDATED_EDGE) < 0.015, rel
     assert not any("edges" in r for r in domain.check(sharp).reasons)
     blurred = [np.clip(ndi.gaussian_filter(i, (0, 2.0, 2.0)), 0, 255).round() for i in imgs]
     soft = domain.check(signals(blurred))
-    assert soft.status == "shifted" and any(r.startswith("the nuclei's edges are blurrier") for r in soft.reasons)
+    assert soft.status == "shifted" and any(r.startswith("the nuclei (DAPI) look out of focus") for r in soft.reasons)
     dapi_only = [np.concatenate([np.clip(ndi.gaussian_filter(i[:1], (0, 2.0, 2.0)), 0, 255).round(), i[1:]])
                  for i in imgs]
     assert domain.check(signals(dapi_only)).status == "shifted"
 
 
 def test_coarse_pixels_are_not_taken_for_blur():
-    """Edges one pixel wide are set by the pixels: the same events at half size read wider against their
-    nuclei than validated (ctc-dev: 0.131), but that is the pixel-size rule's matter, and the calls hold."""
+    """Coarse pixels blur the edges themselves: the same events at half size read wider against their
+    nuclei than validated (ctc-dev: 0.134), but that is the pixel-size rule's matter (the calls hold)."""
     from classifier.robustness import rescale
 
     imgs, chans, names, _ = domain.synthetic_set("in_domain", 12, 21)
     half = [rescale(0.5)(i, list(c), np.random.default_rng(0))[0].astype(np.float32)
             for i, c in zip(imgs, chans, strict=True)]
-    sigs = domain.image_signals_batch(half, chans, names, [0.8] * 12, ["estimated"] * 12)
-    sev, rel, _ = domain.edge_blur(sigs)
-    assert rel > domain.VALIDATED_EDGE + 0.02  # wider against the nuclei, as blur would be ...
-    assert sev == 0.0 and np.median([s.edge_px for s in sigs]) < domain.EDGE_MIN_PX  # ... but a pixel wide
+    # measured as if at the validated pixel size, they read blurred ...
+    at_validated = domain.image_signals_batch(half, chans, names, [0.45] * 12, ["estimated"] * 12)
+    assert domain.edge_blur(at_validated)[1] > domain.VALIDATED_EDGE + 0.02
+    # ... at their own 0.8 µm they are not counted
+    assert domain.edge_blur(domain.image_signals_batch(half, chans, names, [0.8] * 12, ["estimated"] * 12))[0] == 0.0
+
+
+def _edge_signals(edges, px_um=0.4):
+    chans = ["DAPI", "CK", "AF", "CD45"]
+    return [domain.ImageSignals(f"e{i}.tif", 160, 160, chans, True, False, False, "8-bit", 1.0, 0.0, 0.6, 20, 0.01,
+                                px_um=px_um, edge_px=e, edge_nucleus_px=16.0) for i, e in enumerate(edges)]
+
+
+def test_the_edge_rule_speaks_only_for_enough_images_at_validated_pixel_sizes():
+    blurred = [2.2] * 12  # 0.1375 of a 16 px nucleus: well past the validated 0.096
+    assert domain.edge_blur(_edge_signals(blurred))[0] == 1.0
+    assert domain.edge_blur(_edge_signals(blurred[:domain.MIN_IMAGES_FOR_EDGES - 1]))[0] == 0.0
+    # coarser pixels than validated blur the edges themselves: the pixel-size rule speaks there
+    assert domain.edge_blur(_edge_signals(blurred, px_um=0.6)) == (0.0, None, 0)
+    # edges narrower than EDGE_MIN_PX are set by the pixels
+    assert domain.edge_blur(_edge_signals([1.2] * 12))[0] == 0.0
+    # a spread set is judged past its own sampling error: the same median, twelve images far apart
+    spread = [1.2, 1.3, 1.4, 1.5, 1.6, 1.8, 2.0, 2.3, 2.5, 2.7, 2.9, 3.1]
+    assert domain.edge_blur(_edge_signals(spread))[0] < domain.edge_blur(_edge_signals([1.9] * 12))[0]
+    report = domain.check(_edge_signals(blurred))
+    assert report.status == "shifted"
+    (reason,) = [r for r in report.reasons if "out of focus" in r]
+    assert "1.43x as wide" in reason and "measured on 12 images" in reason and "rescan" in reason
+    # field uploads are judged by their own rules (a field's edges are its cells')
+    assert not any("out of focus" in r for r in domain.check(_edge_signals(blurred), kind="field").reasons)
+
+
+def test_the_edge_width_is_none_for_planes_it_cannot_read():
+    assert domain.nuclear_edge(np.zeros((160, 160), np.float32)) is None  # flat
+    assert domain.nuclear_edge(np.ones((10, 10), np.float32)) is None  # too small
+    plane = np.random.default_rng(0).integers(0, 255, (160, 160)).astype(np.float32)
+    plane[5, 5] = np.nan
+    assert domain.nuclear_edge(plane) is None
+    # a large frame is read on its central 256 px: the cost does not grow with the frame
+    yy, xx = np.mgrid[:2048, :2048]
+    big = np.zeros((2048, 2048), np.float32)
+    for cy in range(900, 1150, 40):
+        for cx in range(900, 1150, 40):
+            big[(yy - cy) ** 2 + (xx - cx) ** 2 < 100] = 200.0
+    edge = domain.nuclear_edge(big)
+    assert edge is not None and edge[0] < 1.0  # hard-edged discs: edges a fraction of a pixel
+    assert edge[1] == pytest.approx(2 * np.sqrt(np.sum((yy[:21, :21] - 10) ** 2 + (xx[:21, :21] - 10) ** 2 < 100)
+                                                / np.pi), rel=0.1)
+
+
+def test_a_set_of_blurred_and_noisy_thumbnails_still_reads_out_of_focus():
+    """Pixel noise steepens raw slopes; the slopes are read on a smoothed copy so that noise does not
+    pass for sharpness (a reviewer's probe: a 2 px blur with noise of SD 10 read in_domain before)."""
+    from scipy import ndimage as ndi
+
+    from classifier.weights import default_contract
+
+    imgs, chans, names, _ = domain.synthetic_set("in_domain", 12, 21)
+    rng = np.random.default_rng(1)
+    noisy = [np.clip(np.round(ndi.gaussian_filter(i, (0, 2.0, 2.0)) + rng.normal(0, 10, i.shape)), 0, 255)
+             for i in imgs]
+    sigs = domain.prepare_set(noisy, chans, names, default_contract())[2]
+    assert domain.edge_blur(sigs)[0] >= domain.THRESHOLD

@@ -132,3 +132,46 @@ def test_a_file_that_is_not_a_weights_bundle_is_a_contract_error(tmp_path, conte
         path.write_bytes(content)
     with pytest.raises(ContractError, match="not a weights bundle|not a JSON object"):
         load_bundle(path)
+
+
+def test_a_bundles_recorded_contract_is_checked_without_torch(tmp_path):
+    """What promotion reads (classifier.bundle_file): the contract in the metadata against the code's.
+    A list that differs is told by its counts and the names only one side has, in a line a page can
+    show; metadata that records no contract leaves the check to the load; one that is not an object,
+    or misses keys, is a clear error."""
+    import json
+
+    from classifier.bundle_file import check_file, metadata_path
+    from classifier.errors import ContractError
+    from classifier.weights import default_contract, save_bundle
+
+    contract = default_contract()
+    path = tmp_path / "w.pt"
+    save_bundle(ctc_dual(len(contract.feature_names)), contract, path, {})
+    assert check_file(path)["preprocessing"] == contract.to_dict()
+    meta = json.loads(metadata_path(path).read_text())
+
+    def with_preprocessing(value):  # noqa: ANN001, ANN202
+        m = dict(meta)
+        if value is None:
+            m.pop("preprocessing")
+        else:
+            m["preprocessing"] = value
+        metadata_path(path).write_text(json.dumps(m))
+
+    names = list(contract.feature_names)
+    with_preprocessing({**contract.to_dict(), "feature_names": names[:-1] + ["lbp_99"]})
+    with pytest.raises(ContractError) as err:
+        check_file(path)
+    message = str(err.value)
+    assert f"feature_names: weights {len(names)} vs code {len(names)}" in message
+    assert "only in the weights: lbp_99" in message and f"only in the code: {names[-1]}" in message
+    assert len(message) < 300
+    with_preprocessing(None)
+    check_file(path)  # nothing recorded: the worker's load checks the blob's own contract
+    with_preprocessing("48 px crops")
+    with pytest.raises(ContractError, match="not a JSON object"):
+        check_file(path)
+    with_preprocessing({"crop_px": 48})
+    with pytest.raises(ContractError, match="unreadable preprocessing contract"):
+        check_file(path)
