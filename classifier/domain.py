@@ -88,18 +88,19 @@ MIN_IMAGES_FOR_MARKERS = 5
 #: ctc-dev with DAPI x1.5 reads 0.12 (BA 0.883, one CTC lost, nothing else said), x2 0.38 (0.792)
 NUCLEI_SATURATED = (0.05, 0.10)
 #: how wide the nuclei's edges are against the nuclei themselves (the SD of a blurred step over the
-#: median nucleus's diameter, :func:`nuclear_edge`; median over a set). Unaffected by the pixel size
-#: a lab gives or the one inferred (it is not used), though not by magnification itself (ctc-dev 0.75x:
-#: 0.108, 2x: 0.092): ctc-dev 0.096 (its images 0.089-0.101, quartiles), synthetic in-domain sets of
-#: 120 events 0.093-0.103 over five seeds and renderings; ctc-dev blurred by 1 / 1.5 / 2 px reads 0.107
-#: / 0.116 / 0.127 (BA 0.955 / 0.864 / 0.818), with pixel noise of SD 10 (8-bit) 0.104 / 0.112 / 0.119;
-#: the synthetic 2 px blur shift 0.126-0.130 (BA 0.881, in_domain until this rule; model card)
+#: median nucleus's diameter, :func:`nuclear_edge`; median over a set). The pixel size a lab gives or
+#: the one inferred does not enter it, though magnification moves it (ctc-dev at 0.75x: 0.108, at 2x:
+#: 0.092; see edge_blur for coarse pixels): ctc-dev 0.096 (its images 0.089-0.101, quartiles),
+#: synthetic in-domain sets of 120 events 0.093-0.103 over five seeds and renderings; ctc-dev blurred
+#: by 1 / 1.5 / 2 px reads 0.107 / 0.116 / 0.127 (BA 0.955 / 0.864 / 0.818), with pixel noise of SD 10
+#: (8-bit) 0.104 / 0.112 / 0.119; the synthetic 2 px blur shift 0.126-0.130 (BA 0.881, in_domain until
+#: this rule; model card)
 VALIDATED_EDGE = 0.096
 #: the edge rule's severity ramp over the median's excess beyond VALIDATED_EDGE and its own sampling
 #: error (TONE_SIGNIFICANCE standard errors, as for the tone curve): shifted from 0.010 past both
 EDGE_RAMP = (0.006, 0.014)
 #: edges narrower than this (px) are set by the pixels, not the optics: ctc-dev at 0.5 / 0.75 of its
-#: size reads 0.131 / 0.110 at 1.05 / 1.30 px (BA 1.000 / 0.955); coarse pixels are the pixel-size rule's
+#: size reads 0.134 / 0.108 at 1.07 / 1.28 px (BA 1.000 / 0.955); coarse pixels are the pixel-size rule's
 EDGE_MIN_PX = 1.4
 #: the edges are measured at full resolution on at most this many images of a set, spread evenly ...
 EDGE_SAMPLE = 48
