@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage as ndi
 
-from classifier.preprocess import fill_border
+from classifier.preprocess import ANALYSIS_FRAME_UM, fill_border
 from classifier.segmentation import NUCLEUS_DIAMETER_UM
 
 if TYPE_CHECKING:
@@ -67,7 +67,10 @@ REFERENCE_FORMAT = 1
 VALIDATED_CHANNELS = ("DAPI", "CK", "AF", "CD45")
 VALIDATED_PX_UM = (0.33, 0.48)  # ctc-dev inferred 0.35-0.45 µm/px
 COARSE_PX_UM = (1.0, 1.5)  # pixel sizes from which the rescaled image has lost the nuclei's detail
-VALIDATED_FRAME_UM = (54.0, 100.0)  # ctc-dev 160 px x 0.35-0.45 = 56-72 µm; 240 px crops of it (93 µm) held
+# ctc-dev 160 px x 0.35-0.47 = 56-75 µm; 240 px crops of it (93 µm) held. A wider event frame is
+# analysed on its central ANALYSIS_FRAME_UM (classifier.preprocess), and still named here: the
+# window was checked on emulated wide exports only
+VALIDATED_FRAME_UM = (54.0, ANALYSIS_FRAME_UM)
 #: an event frame this wide (µm) is more likely a whole field: the wide-framing reason says so
 FIELD_LIKE_FRAME_UM = 200.0
 VALIDATED_NUCLEI = (8, 70)  # ctc-dev 10-41 nuclei per 160 px frame
@@ -600,7 +603,8 @@ def image_findings(s: ImageSignals, ref: Reference | None = None, kind: str = "e
                           "cell is found" if fu > FIELD_LIKE_FRAME_UM else "")
             out.append(Finding("wide_frame", 0.2 + 0.4 * _ramp(fu, VALIDATED_FRAME_UM[1], 125.0),
                                f"wide framing: {fu:.0f} µm across, validated {VALIDATED_FRAME_UM[0]:.0f}-"
-                               f"{VALIDATED_FRAME_UM[1]:.0f} µm (more neighbouring cells){field_hint}"))
+                               f"{VALIDATED_FRAME_UM[1]:.0f} µm (more neighbouring cells; the event was "
+                               f"analysed on the central {ANALYSIS_FRAME_UM:.0f} µm){field_hint}"))
     if s.px_um is not None and not VALIDATED_PX_UM[0] <= s.px_um <= VALIDATED_PX_UM[1]:
         # "given" is the caller's value or the file's own calibration (OME, ImageJ, TIFF resolution),
         # which some exports write wrongly: the reason says which to check

@@ -22,6 +22,12 @@ with the weights and checked on load; the numeric kernels are :mod:`classifier.k
 5. **Masks**: the event's nucleus and cell body, segmented on the normalised crop (nuclei
    from DAPI; body = DAPI|CK|CD45 foreground in the nucleus' Voronoi region).
 
+Event thumbnails wider than the validated framing (:data:`ANALYSIS_FRAME_UM`): steps 2 and the
+foreground thresholds read the central window of that width only, after the scale was inferred
+from every nucleus of the frame; what lies beyond is other cells, which moved the event's
+attributes with the export's framing (issue 11, tenth session: ctc-dev among neighbours in a
+150 µm frame, BA 0.81, 100 µm window 0.95).
+
 Every image, first: burned-in scale bars (a filled rectangle at a channel's maximum) are set to
 the background (:func:`remove_overlays`).
 
@@ -188,7 +194,21 @@ def normalise(image: np.ndarray) -> np.ndarray:
 
 def _normalise(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Normalised image, plus its smoothed block-averaged copy (normalised the same way)
-    and the block factor, which :func:`analyse_objects` reuses instead of recomputing.
+    and the block factor, which :func:`analyse_objects` reuses instead of recomputing."""
+    lo, span, smooth_norm, f = _anchors(image)
+    return _apply_anchors(image, lo, span), smooth_norm, f
+
+
+def _apply_anchors(image: np.ndarray, lo: np.ndarray, span: np.ndarray) -> np.ndarray:
+    out = image - lo[:, None, None].astype(np.float32)
+    out /= span[:, None, None].astype(np.float32)
+    np.clip(out, *CLIP, out=out)
+    return out.astype(np.float32, copy=False)
+
+
+def _anchors(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Per-channel background ``lo`` and ``span`` (top - lo) of ``image``, its smoothed
+    block-averaged copy normalised by them, and the block factor.
 
     The top anchor is the 99.9th percentile of a smoothed, block-averaged copy: close to
     the brightest *object* (not a hot pixel), so a CK+ event maps to ~1 whether it fills
@@ -209,12 +229,8 @@ def _normalise(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         top = image.reshape(c, -1).max(axis=1)
         span = np.where(span > 0, span, top - lo)
         span = np.where(span > 0, span, 1.0)
-    out = image - lo[:, None, None].astype(np.float32)
-    out /= span[:, None, None].astype(np.float32)
-    np.clip(out, *CLIP, out=out)
-    out = out.astype(np.float32, copy=False)
     smooth_norm = np.clip((smooth - lo[:, None]) / span[:, None], *CLIP).reshape(small.shape).astype(np.float32)
-    return out, smooth_norm, f
+    return lo, span, smooth_norm, f
 
 
 # --- objects at native resolution ----------------------------------------------------------
@@ -234,6 +250,11 @@ class Objects:
 
 #: nuclei besides the event's needed to use the population median as the scale reference
 MIN_NEIGHBOURS = 3
+
+#: the widest event frame (µm) the model was validated on (ctc-dev: 160 px at 0.35-0.47 µm, 56-75
+#: µm; 240 px crops of it held). A wider thumbnail is normalised and thresholded on its central
+#: window of this width (:func:`setup_image`); the domain check still names the wide framing.
+ANALYSIS_FRAME_UM = 100.0
 
 
 def _thresholds(smooth: np.ndarray) -> np.ndarray:
@@ -460,14 +481,38 @@ def setup_image(
         content = flatten_background(content, contract.reference_nucleus_um / pixel_size_um if pixel_size_um else None)
         content = compensate_bleed(content, contract.channels)
     norm, smooth_small, block = _normalise(content)
-    objects = analyse_objects(norm, contract.reference_nucleus_um / pixel_size_um if pixel_size_um else None,
-                              smoothed=(smooth_small, block))
+    nucleus_px = contract.reference_nucleus_um / pixel_size_um if pixel_size_um else None
+    objects = analyse_objects(norm, nucleus_px, smoothed=(smooth_small, block))
     px_um, how = pixel_size(objects, pixel_size_um, contract)
+    window = None if field else analysis_window(content.shape[1:], px_um, ((h - 1) / 2.0 - top, (w - 1) / 2.0 - left))
+    if window is not None:
+        # the scale stays the whole frame's (more nuclei, a surer median); the intensity anchors and
+        # thresholds are the window's, as if the export had been framed like the validated images
+        y0, y1, x0, x1 = window
+        lo, span, smooth_small, block = _anchors(content[:, y0:y1, x0:x1])
+        norm = _apply_anchors(content, lo, span)
+        thresholds = analyse_objects(norm[:, y0:y1, x0:x1], nucleus_px, smoothed=(smooth_small, block)).thresholds
+        objects = Objects(thresholds, objects.nucleus_diam_px, objects.lone, objects.n_nuclei)
     if content.shape != mapped.shape:
         framed = np.zeros(mapped.shape, np.float32)
         framed[:, top:h - bottom, left:w - right] = norm
         norm = framed
     return ImageSetup(norm, objects.thresholds, px_um, how)
+
+
+def analysis_window(shape: tuple[int, int], px_um: float, centre: tuple[float, float]
+                    ) -> tuple[int, int, int, int] | None:
+    """``(y0, y1, x0, x1)``: the square of :data:`ANALYSIS_FRAME_UM` around ``centre`` (kept inside
+    the image) that an event frame of ``shape`` at ``px_um`` is analysed on; None when the frame
+    is no wider than that (every validated thumbnail: the whole frame, as before)."""
+    h, w = shape
+    side = max(MIN_CONTENT_PX, int(round(ANALYSIS_FRAME_UM / px_um)))
+    if max(h, w) <= side:
+        return None
+    sy, sx = min(side, h), min(side, w)
+    y0 = int(np.clip(round(centre[0] - (sy - 1) / 2.0), 0, h - sy))
+    x0 = int(np.clip(round(centre[1] - (sx - 1) / 2.0), 0, w - sx))
+    return y0, y0 + sy, x0, x0 + sx
 
 
 #: a plateau at a channel's maximum this large (px), filling its bounding box, is a burned-in bar

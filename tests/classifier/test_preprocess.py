@@ -211,3 +211,33 @@ def test_an_event_a_few_px_off_centre_keeps_its_own_nucleus():
     nucleus, cell = masks(crop, np.array([0.5, 0.5, 0.5], np.float32), um)
     assert nucleus[33, 24] and not nucleus[15, 23]
     assert cell[33, 24] and not cell[15, 23]
+
+
+def test_a_wide_frame_is_analysed_on_the_validated_window(contract, monkeypatch):
+    """A thumbnail wider than the validated framing (150 µm here) is normalised and thresholded
+    on its central 100 µm: the event's crop and masks are those of that window exported alone,
+    whatever lies beyond (a bright CK band there moved the whole-frame anchors); the scale is
+    still read on the whole frame. Frames no wider than the window are analysed whole, as before."""
+    from classifier import preprocess
+
+    px = 0.42
+    big, _ = make_event(np.random.default_rng(3), "leukocyte", px_um=px, size_px=360, framing="wide")
+    inner, _ = make_event(np.random.default_rng(4), "ctc", px_um=px, size_px=160)
+    big[:, 100:260, 100:260] = inner
+    big[1, :40, :] = big[1].max()  # CK-bright cells outside the window only
+    side = int(round(preprocess.ANALYSIS_FRAME_UM / px))
+    o = (360 - side) // 2
+    wide = prepare_image(big, CH, contract, pixel_size_um=px)
+    alone = prepare_image(big[:, o:o + side, o:o + side], CH, contract, pixel_size_um=px)
+    assert np.allclose(wide.crops, alone.crops, atol=1e-6)
+    assert (wide.nucleus == alone.nucleus).all() and (wide.cell == alone.cell).all()
+    assert preprocess.analysis_window((160, 160), px, (79.5, 79.5)) is None
+    inferred = setup_image(big, CH, contract).px_um
+
+    monkeypatch.setattr(preprocess, "ANALYSIS_FRAME_UM", 1e6)  # the whole frame, as before the window
+    whole = prepare_image(big, CH, contract, pixel_size_um=px)
+    assert not np.allclose(whole.crops, alone.crops, atol=1e-3)
+    assert setup_image(big, CH, contract).px_um == inferred  # the scale is the whole frame's either way
+    gallery = prepare_image(inner, CH, contract)
+    monkeypatch.setattr(preprocess, "ANALYSIS_FRAME_UM", 100.0)
+    assert np.array_equal(prepare_image(inner, CH, contract).crops, gallery.crops)
