@@ -55,7 +55,7 @@ FOLDER_CATEGORIES: dict[str, str] = {
 }
 
 #: bump when the generator or preprocessing changes, to invalidate caches
-GENERATOR_VERSION = 9
+GENERATOR_VERSION = 10
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 The shipped weights were trained on synthetic events and validated on real 8-bit,
 4-channel (DAPI, CK, AF, CD45) gallery thumbnails of ~160 px, the event at the centre
-among 10-40 leukocytes, at ~0.35-0.45 µm per pixel (ctc-dev). Real data unlike that
+among 10-40 leukocytes, at ~0.35-0.47 µm per pixel (ctc-dev). Real data unlike that
 (other exports, RGB composites, other magnifications, field images from other
 microscopes) can fail *silently*: the calls look as confident as ever. This module says
 so, in sentences a lab scientist understands::
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage as ndi
 
-from classifier.preprocess import ANALYSIS_FRAME_UM, fill_border
+from classifier.preprocess import ANALYSIS_FRAME_UM, analysis_side, fill_border
 from classifier.segmentation import NUCLEUS_DIAMETER_UM
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ REFERENCE_FORMAT = 1
 
 # The validated domain (ctc-dev: 18 events; see docs/model-card.md, "Domain check").
 VALIDATED_CHANNELS = ("DAPI", "CK", "AF", "CD45")
-VALIDATED_PX_UM = (0.33, 0.48)  # ctc-dev inferred 0.35-0.45 µm/px
+VALIDATED_PX_UM = (0.33, 0.48)  # ctc-dev inferred 0.35-0.47 µm/px
 COARSE_PX_UM = (1.0, 1.5)  # pixel sizes from which the rescaled image has lost the nuclei's detail
 # ctc-dev 160 px x 0.35-0.47 = 56-75 µm; 240 px crops of it (93 µm) held. A wider event frame is
 # analysed on its central ANALYSIS_FRAME_UM (classifier.preprocess), and still named here: the
@@ -188,10 +188,22 @@ class ImageSignals:
     nuclei_saturated: float | None = None  # share of the DAPI plane's bright pixels at the top of its range
     edge_px: float | None = None  # width of the nuclei's edges (px, :func:`nuclear_edge`; a sample of events)
     edge_nucleus_px: float | None = None  # ... and the median nucleus's diameter (px) it is measured against
+    scene: tuple[int, int] | None = None  # (height, width) inside any border fill: what the frame shows
+    windowed: bool = False  # an event analysed on its frame's central ANALYSIS_FRAME_UM (preprocess.analysis_side)
+
+    def _side_um(self, side: Callable[[int, int], int]) -> float | None:
+        h, w = self.scene or (self.height, self.width)
+        return None if self.px_um is None else float(side(h, w) * self.px_um)
 
     @property
     def frame_um(self) -> float | None:
-        return None if self.px_um is None else float(min(self.height, self.width) * self.px_um)
+        """The shorter side of what the frame shows (padding left out), in µm."""
+        return self._side_um(min)
+
+    @property
+    def frame_long_um(self) -> float | None:
+        """... and the longer side: what the analysis window is cut by."""
+        return self._side_um(max)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -278,6 +290,10 @@ def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequenc
                 sig.px_um = None if pxs[i] is None else float(pxs[i])
                 sig.scale_source = how[i]
                 sig.fill = 1.0 - inner.shape[1] * inner.shape[2] / float(a.shape[1] * a.shape[2])
+                sig.scene = (int(inner.shape[1]), int(inner.shape[2]))
+                # the same rule the engine's preprocessing cut the window by, on the same scene
+                sig.windowed = (kind == "events" and sig.px_um is not None
+                                and analysis_side(sig.scene, sig.px_um, sig.scale_source) is not None)
                 out[i] = sig
     return [o for o in out if o is not None]
 
@@ -591,20 +607,20 @@ def image_findings(s: ImageSignals, ref: Reference | None = None, kind: str = "e
             out.append(Finding("nuclei_count", 0.3,
                                f"{s.n_nuclei} nuclei in the frame: validated thumbnails hold "
                                f"{VALIDATED_NUCLEI[0]}-{VALIDATED_NUCLEI[1]}"))
-        fu = s.frame_um
+        fu, long_um = s.frame_um, s.frame_long_um
         if fu is not None and fu < VALIDATED_FRAME_UM[0]:
             out.append(Finding("tight_frame", _ramp(fu, VALIDATED_FRAME_UM[0], 44.0) * 0.6,
                                f"tight framing: {fu:.0f} µm across, validated {VALIDATED_FRAME_UM[0]:.0f}-"
                                f"{VALIDATED_FRAME_UM[1]:.0f} µm (fewer cells to normalise against)"))
-        elif fu is not None and fu > VALIDATED_FRAME_UM[1]:
+        elif long_um is not None and long_um > VALIDATED_FRAME_UM[1]:
             # a frame of many event widths is more likely a whole field sent as an event gallery,
             # where only the cell at its centre would be classified
             field_hint = ("; if these are whole fields, upload them as fields (kind=field) so that every "
-                          "cell is found" if fu > FIELD_LIKE_FRAME_UM else "")
-            out.append(Finding("wide_frame", 0.2 + 0.4 * _ramp(fu, VALIDATED_FRAME_UM[1], 125.0),
-                               f"wide framing: {fu:.0f} µm across, validated {VALIDATED_FRAME_UM[0]:.0f}-"
-                               f"{VALIDATED_FRAME_UM[1]:.0f} µm (more neighbouring cells; the event was "
-                               f"analysed on the central {ANALYSIS_FRAME_UM:.0f} µm){field_hint}"))
+                          "cell is found" if long_um > FIELD_LIKE_FRAME_UM else "")
+            window = f"; the event was analysed on the central {ANALYSIS_FRAME_UM:.0f} µm" if s.windowed else ""
+            out.append(Finding("wide_frame", 0.2 + 0.4 * _ramp(long_um, VALIDATED_FRAME_UM[1], 125.0),
+                               f"wide framing: {long_um:.0f} µm across, validated {VALIDATED_FRAME_UM[0]:.0f}-"
+                               f"{VALIDATED_FRAME_UM[1]:.0f} µm (more neighbouring cells{window}){field_hint}"))
     if s.px_um is not None and not VALIDATED_PX_UM[0] <= s.px_um <= VALIDATED_PX_UM[1]:
         # "given" is the caller's value or the file's own calibration (OME, ImageJ, TIFF resolution),
         # which some exports write wrongly: the reason says which to check

@@ -6,8 +6,8 @@ with the weights and checked on load; the numeric kernels are :mod:`classifier.k
 
 1. **Channels** are mapped by name to the model's order (``DAPI, CK, CD45, AF``);
    an optional channel that is absent is all zeros (the model was trained so).
-2. **Intensity**: per channel, ``(x - bg) / (top - bg)`` over the whole input image,
-   clipped, where ``top`` is the 99.9th percentile of a smoothed copy (the brightest
+2. **Intensity**: per channel, ``(x - bg) / (top - bg)`` read on the whole input image
+   (a frame wider than the validated framing: its central window, below), clipped, where ``top`` is the 99.9th percentile of a smoothed copy (the brightest
    objects) and ``bg`` the lower of p20 and the darkest block means (a frame the cell
    fills has p20 inside the cell; its darkest blocks are still background).
    Affine-invariant, so raw 16-bit counts and 8-bit stretched renders of the same cells agree.
@@ -22,11 +22,13 @@ with the weights and checked on load; the numeric kernels are :mod:`classifier.k
 5. **Masks**: the event's nucleus and cell body, segmented on the normalised crop (nuclei
    from DAPI; body = DAPI|CK|CD45 foreground in the nucleus' Voronoi region).
 
-Event thumbnails wider than the validated framing (:data:`ANALYSIS_FRAME_UM`): steps 2 and the
-foreground thresholds read the central window of that width only, after the scale was inferred
-from every nucleus of the frame; what lies beyond is other cells, which moved the event's
-attributes with the export's framing (issue 11, tenth session: ctc-dev among neighbours in a
-150 µm frame, BA 0.81, 100 µm window 0.95).
+Event thumbnails wider than the validated framing (:data:`ANALYSIS_FRAME_UM`, on the longer side,
+padding left out): step 2's anchors and the foreground thresholds are read on the central window of
+that width only; the scale is still read on every nucleus of the frame, and only a scale given or
+estimated from nuclei of at least ~7 px cuts a window (:func:`analysis_side`). What lies beyond is
+other cells, which moved the event's attributes with the export's framing (issue 11, tenth session:
+ctc-dev among neighbours in a 150 µm frame, BA 0.81, 100 µm window 0.95). This is part of
+:func:`prepare_image`, so training, fine-tuning replay and ``evaluate`` see it as inference does.
 
 Every image, first: burned-in scale bars (a filled rectangle at a channel's maximum) are set to
 the background (:func:`remove_overlays`).
@@ -255,6 +257,9 @@ MIN_NEIGHBOURS = 3
 #: µm; 240 px crops of it held). A wider thumbnail is normalised and thresholded on its central
 #: window of this width (:func:`setup_image`); the domain check still names the wide framing.
 ANALYSIS_FRAME_UM = 100.0
+#: an estimated pixel size coarser than this (the median nucleus under ~7 px) is not trusted to cut
+#: the analysis window by (:func:`analysis_side`)
+WINDOW_MAX_ESTIMATED_PX_UM = 1.0
 
 
 def _thresholds(smooth: np.ndarray) -> np.ndarray:
@@ -480,39 +485,63 @@ def setup_image(
     if field:
         content = flatten_background(content, contract.reference_nucleus_um / pixel_size_um if pixel_size_um else None)
         content = compensate_bleed(content, contract.channels)
-    norm, smooth_small, block = _normalise(content)
     nucleus_px = contract.reference_nucleus_um / pixel_size_um if pixel_size_um else None
-    objects = analyse_objects(norm, nucleus_px, smoothed=(smooth_small, block))
-    px_um, how = pixel_size(objects, pixel_size_um, contract)
-    window = None if field else analysis_window(content.shape[1:], px_um, ((h - 1) / 2.0 - top, (w - 1) / 2.0 - left))
-    if window is not None:
-        # the scale stays the whole frame's (more nuclei, a surer median); the intensity anchors and
-        # thresholds are the window's, as if the export had been framed like the validated images
-        y0, y1, x0, x1 = window
-        lo, span, smooth_small, block = _anchors(content[:, y0:y1, x0:x1])
-        norm = _apply_anchors(content, lo, span)
-        thresholds = analyse_objects(norm[:, y0:y1, x0:x1], nucleus_px, smoothed=(smooth_small, block)).thresholds
-        objects = Objects(thresholds, objects.nucleus_diam_px, objects.lone, objects.n_nuclei)
+    centre = ((h - 1) / 2.0 - top, (w - 1) / 2.0 - left)  # the frame's centre, in the content's pixels
+    side = None if field or pixel_size_um is None else analysis_side(content.shape[1:], pixel_size_um, "given")
+    if side is None:
+        norm, smooth_small, block = _normalise(content)
+        objects = analyse_objects(norm, nucleus_px, smoothed=(smooth_small, block))
+        px_um, how = pixel_size(objects, pixel_size_um, contract)
+        thresholds = objects.thresholds
+        if not field and pixel_size_um is None:
+            # the scale stays the whole frame's (more nuclei, a surer median); a wide frame's intensity
+            # anchors and thresholds are then its window's, as if exported like the validated images
+            side = analysis_side(content.shape[1:], px_um, how)
+    else:  # the scale is known: the whole frame's anchors and objects would be thrown away
+        px_um, how = float(pixel_size_um), "given"
+    if side is not None:
+        norm, thresholds = _window_analysis(content, analysis_window(content.shape[1:], side, centre), nucleus_px)
     if content.shape != mapped.shape:
         framed = np.zeros(mapped.shape, np.float32)
         framed[:, top:h - bottom, left:w - right] = norm
         norm = framed
-    return ImageSetup(norm, objects.thresholds, px_um, how)
+    return ImageSetup(norm, thresholds, px_um, how)
 
 
-def analysis_window(shape: tuple[int, int], px_um: float, centre: tuple[float, float]
-                    ) -> tuple[int, int, int, int] | None:
-    """``(y0, y1, x0, x1)``: the square of :data:`ANALYSIS_FRAME_UM` around ``centre`` (kept inside
-    the image) that an event frame of ``shape`` at ``px_um`` is analysed on; None when the frame
-    is no wider than that (every validated thumbnail: the whole frame, as before)."""
-    h, w = shape
-    side = max(MIN_CONTENT_PX, int(round(ANALYSIS_FRAME_UM / px_um)))
-    if max(h, w) <= side:
+def analysis_side(scene: tuple[int, int], px_um: float, scale_source: str) -> int | None:
+    """The side (px) of the square an event frame is analysed on, or None: the whole frame (every
+    validated thumbnail, as before). ``scene``: the frame's size inside any constant border fill
+    (padding is not scene); ``scale_source`` as :func:`pixel_size` gives it.
+
+    Only a frame whose longer side spans more than :data:`ANALYSIS_FRAME_UM` at a scale worth cutting
+    by: given, or estimated from nuclei at least ~7 px across (a coarser estimate came from specks or
+    a lone nucleus, and cut tight crops down to a few nuclei); never at the default scale (no nuclei).
+    The domain check (:mod:`classifier.domain`) names the framing by the same rule."""
+    if scale_source not in ("given", "estimated") or not (np.isfinite(px_um) and px_um > 0):
         return None
+    if scale_source == "estimated" and px_um > WINDOW_MAX_ESTIMATED_PX_UM:
+        return None
+    side = max(MIN_CONTENT_PX, int(round(ANALYSIS_FRAME_UM / px_um)))
+    return side if max(scene) > side else None
+
+
+def analysis_window(shape: tuple[int, int], side: int, centre: tuple[float, float]) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: the square of ``side`` px around ``centre``, kept inside a frame of
+    ``shape`` (a side shorter than ``side`` is kept whole)."""
+    h, w = shape
     sy, sx = min(side, h), min(side, w)
     y0 = int(np.clip(round(centre[0] - (sy - 1) / 2.0), 0, h - sy))
     x0 = int(np.clip(round(centre[1] - (sx - 1) / 2.0), 0, w - sx))
     return y0, y0 + sy, x0, x0 + sx
+
+
+def _window_analysis(content: np.ndarray, window: tuple[int, int, int, int], nucleus_px: float | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The whole ``content`` normalised by its window's anchors, and the window's thresholds."""
+    y0, y1, x0, x1 = window
+    lo, span, smooth_small, block = _anchors(content[:, y0:y1, x0:x1])
+    norm = _apply_anchors(content, lo, span)
+    return norm, analyse_objects(norm[:, y0:y1, x0:x1], nucleus_px, smoothed=(smooth_small, block)).thresholds
 
 
 #: a plateau at a channel's maximum this large (px), filling its bounding box, is a burned-in bar

@@ -102,6 +102,27 @@ def test_a_frame_many_events_wide_suggests_a_field_upload():
         assert ("upload them as fields (kind=field)" in text) is hint, text
 
 
+def test_the_wide_framing_reason_says_the_window_only_when_one_was_cut():
+    """The framing is read on what the frame shows (padding left out) and the window's sentence
+    follows the preprocessing's own rule: a validated 160 px frame padded to 300 px is not wide; a
+    400 x 160 px strip is (its long side was cut); an estimated coarse scale names the framing
+    but cut no window."""
+    rng = np.random.default_rng(5)
+    ch = ["DAPI", "CK", "AF", "CD45"]
+
+    def reasons(img: np.ndarray, px: float, how: str) -> str:
+        s = domain.image_signals(img, ch, "e.tif", px_um=px, scale_source=how)
+        return " | ".join(f.reason for f in domain.image_findings(s))
+
+    scene = rng.integers(1, 255, (4, 160, 160)).astype(np.float32)
+    assert "framing" not in reasons(np.pad(scene, ((0, 0), (70, 70), (70, 70))), 0.42, "given")
+    strip = rng.integers(1, 255, (4, 160, 400)).astype(np.float32)
+    text = reasons(strip, 0.42, "given")
+    assert "wide framing: 168 µm across" in text and "analysed on the central 100 µm" in text, text
+    text = reasons(scene, 1.2, "estimated")  # 192 µm, but 1.2 µm inferred from nuclei under 7 px
+    assert "wide framing" in text and "analysed on the central" not in text, text
+
+
 def test_a_single_nucleus_filling_the_frame_makes_the_inferred_scale_unreliable():
     img = np.zeros((4, 400, 400), np.float32)
     yy, xx = np.mgrid[:400, :400]

@@ -213,31 +213,89 @@ def test_an_event_a_few_px_off_centre_keeps_its_own_nucleus():
     assert cell[33, 24] and not cell[15, 23]
 
 
-def test_a_wide_frame_is_analysed_on_the_validated_window(contract, monkeypatch):
-    """A thumbnail wider than the validated framing (150 µm here) is normalised and thresholded
-    on its central 100 µm: the event's crop and masks are those of that window exported alone,
-    whatever lies beyond (a bright CK band there moved the whole-frame anchors); the scale is
-    still read on the whole frame. Frames no wider than the window are analysed whole, as before."""
+def _central(img: np.ndarray, side: int) -> np.ndarray:
+    h, w = img.shape[1:]
+    sy, sx = min(side, h), min(side, w)
+    y0, x0 = int(round((h - 1) / 2 - (sy - 1) / 2)), int(round((w - 1) / 2 - (sx - 1) / 2))
+    return img[:, y0:y0 + sy, x0:x0 + sx]
+
+
+def _same_analysis(a, b) -> None:  # noqa: ANN001 - two ImageSetups
+    assert np.allclose(a.thresholds, b.thresholds, atol=1e-6)
+    assert np.allclose(a.crops, b.crops, atol=1e-5)
+    assert (a.nucleus == b.nucleus).all() and (a.cell == b.cell).all()
+
+
+def _analysis(img: np.ndarray, contract: PreprocessContract, px: float | None):  # noqa: ANN202
+    """Thresholds and the event's crop and masks, side by side."""
+    from types import SimpleNamespace
+
+    setup = setup_image(img, CH, contract, px)
+    prep = prepare_image(img, CH, contract, px)
+    return SimpleNamespace(thresholds=setup.thresholds, crops=prep.crops, nucleus=prep.nucleus, cell=prep.cell,
+                           px=setup.px_um)
+
+
+@pytest.fixture(scope="module")
+def wide_ctc() -> np.ndarray:
+    """A CTC exported at 400 px, 0.42 µm (168 µm: the event among many leukocytes), as one scene."""
+    img, info = make_event(np.random.default_rng(11), "ctc", px_um=0.42, size_px=400, framing="wide")
+    assert info["size_px"] == 400
+    return img
+
+
+def test_a_wide_frame_is_analysed_on_its_central_window(contract, wide_ctc, monkeypatch):
+    """A thumbnail wider than the validated framing is normalised and thresholded on its central
+    100 µm: thresholds, the event's crop and masks are those of that window exported alone, the
+    scale given or inferred from the whole frame. Without the window (the whole frame's anchors and
+    thresholds, as before the tenth session) they differ."""
     from classifier import preprocess
 
     px = 0.42
-    big, _ = make_event(np.random.default_rng(3), "leukocyte", px_um=px, size_px=360, framing="wide")
-    inner, _ = make_event(np.random.default_rng(4), "ctc", px_um=px, size_px=160)
-    big[:, 100:260, 100:260] = inner
-    big[1, :40, :] = big[1].max()  # CK-bright cells outside the window only
-    side = int(round(preprocess.ANALYSIS_FRAME_UM / px))
-    o = (360 - side) // 2
-    wide = prepare_image(big, CH, contract, pixel_size_um=px)
-    alone = prepare_image(big[:, o:o + side, o:o + side], CH, contract, pixel_size_um=px)
-    assert np.allclose(wide.crops, alone.crops, atol=1e-6)
-    assert (wide.nucleus == alone.nucleus).all() and (wide.cell == alone.cell).all()
-    assert preprocess.analysis_window((160, 160), px, (79.5, 79.5)) is None
-    inferred = setup_image(big, CH, contract).px_um
+    side = preprocess.analysis_side(wide_ctc.shape[1:], px, "given")
+    assert side == round(preprocess.ANALYSIS_FRAME_UM / px)
+    _same_analysis(_analysis(wide_ctc, contract, px), _analysis(_central(wide_ctc, side), contract, px))
+
+    inferred = _analysis(wide_ctc, contract, None)  # the scale read on all the frame's nuclei
+    assert 0.3 < inferred.px < 0.6
+    alone_side = preprocess.analysis_side(wide_ctc.shape[1:], inferred.px, "estimated")
+    _same_analysis(inferred, _analysis(_central(wide_ctc, alone_side), contract, inferred.px))
 
     monkeypatch.setattr(preprocess, "ANALYSIS_FRAME_UM", 1e6)  # the whole frame, as before the window
-    whole = prepare_image(big, CH, contract, pixel_size_um=px)
-    assert not np.allclose(whole.crops, alone.crops, atol=1e-3)
-    assert setup_image(big, CH, contract).px_um == inferred  # the scale is the whole frame's either way
-    gallery = prepare_image(inner, CH, contract)
-    monkeypatch.setattr(preprocess, "ANALYSIS_FRAME_UM", 100.0)
-    assert np.array_equal(prepare_image(inner, CH, contract).crops, gallery.crops)
+    whole = setup_image(wide_ctc, CH, contract, px)
+    assert not np.allclose(whole.thresholds, _analysis(_central(wide_ctc, side), contract, px).thresholds, atol=1e-3)
+    assert setup_image(wide_ctc, CH, contract).px_um == inferred.px  # the scale is the whole frame's either way
+
+
+def test_the_window_leaves_padding_and_the_frame_s_short_side_alone(contract, wide_ctc):
+    """Padding is not scene: a wide frame padded with black is analysed as the frame itself, and a
+    validated 160 px frame padded out to 300 px is analysed whole (no window). A strip wider than
+    the window on one side only is cut on that side."""
+    from classifier import preprocess
+
+    px = 0.42
+    padded = np.pad(wide_ctc, ((0, 0), (40, 40), (40, 40)))
+    _same_analysis(_analysis(padded, contract, px), _analysis(wide_ctc, contract, px))
+
+    small, _ = make_event(np.random.default_rng(12), "ctc", px_um=px, size_px=160)
+    assert preprocess.analysis_side((160, 160), px, "given") is None
+    bigger = np.pad(small, ((0, 0), (70, 70), (70, 70)))  # 300 px, 126 µm as given; the scene is 67 µm
+    assert preprocess.analysis_side(bigger.shape[1:], px, "given") is not None
+    _same_analysis(_analysis(bigger, contract, px), _analysis(small, contract, px))
+
+    strip = wide_ctc[:, 120:280, :]  # 160 x 400 px
+    side = preprocess.analysis_side(strip.shape[1:], px, "given")
+    assert _central(strip, side).shape[1:] == (160, side)
+    _same_analysis(_analysis(strip, contract, px), _analysis(_central(strip, side), contract, px))
+
+
+def test_no_window_is_cut_by_an_untrustworthy_scale():
+    """A scale estimated from nuclei under ~7 px (specks, or a lone nucleus in a tight crop) or the
+    default scale (no nuclei) cuts no window; a given scale does, however coarse."""
+    from classifier.preprocess import WINDOW_MAX_ESTIMATED_PX_UM, analysis_side
+
+    assert analysis_side((160, 160), 2.3, "estimated") is None
+    assert analysis_side((160, 160), WINDOW_MAX_ESTIMATED_PX_UM, "estimated") is not None
+    assert analysis_side((400, 400), 0.42, "default") is None
+    assert analysis_side((160, 160), 2.3, "given") == round(100 / 2.3)
+    assert analysis_side((160, 160), float("nan"), "given") is None
