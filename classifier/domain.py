@@ -85,6 +85,13 @@ CK_EVERYWHERE = (0.3, 0.45)
 # 0.13-0.36), synthetic sets 0.04-0.48 (display gamma 0.6 the highest); ctc-dev named with AF and CD45
 # swapped (the AF plane is a faint copy of DAPI, so it is bright at every nucleus) 0.93
 CK_EVENTS_CD45 = (0.65, 0.8)
+#: a nucleus counts as CK-bright only this many pixel-noise SDs (:func:`pixel_noise`) over the background
+#: too. Median share: synthetic wide frames without AF (no CK+ object in most frames, a CK span of a
+#: few grey levels) 0.58 -> 0.16; ctc-dev as named 0.077 -> 0.077, named with CK and AF swapped 1.00 ->
+#: 1.00, CK and CD45 0.70 -> 0.70; synthetic named with CK and AF swapped 0.89 -> 0.51 (its AF is
+#: fainter than ctc-dev's). At 2 SDs the wide frames read 0.32, at 4 the synthetic AF swap 0.17
+#: (eleventh session, 2026-12-04)
+CK_POSITIVE_NOISE_SDS = 3.0
 MIN_IMAGES_FOR_MARKERS = 5
 #: the median share of a gallery's bright DAPI pixels (at least half the range) clipped at its top
 #: (ctc-dev 0.000, per image <= 0.001; synthetic in-domain 0.003): an overexposed nuclear stain.
@@ -268,7 +275,11 @@ def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequenc
                 x = _block_mean(arrs[0], max(1, -(-max(arrs[0].shape[1:]) // 512)))[None]
                 raw = _grid(arrs[0], 256)[None]
             hws = [a.shape[1:] for a in full]  # the frame as given (its scale, its framing)
-            sigs = _signals_stack(x, chans, [sources[i] for i in part], hws, raw, [file_forms[i] for i in part])
+            ck = _channel_index(chans, "CK")
+            noise = (np.array([pixel_noise(a[ck]) if ck < a.shape[0] else 0.0 for a in arrs])
+                     if kind == "events" and ck is not None else None)
+            sigs = _signals_stack(x, chans, [sources[i] for i in part], hws, raw, [file_forms[i] for i in part],
+                                  noise)
             af = _channel_index(chans, "AF")
             dapi = _channel_index(chans, "DAPI")
             for i, sig, a, inner in zip(part, sigs, full, arrs, strict=True):
@@ -301,6 +312,22 @@ def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequenc
 _GRID = 40
 #: the nuclear mid-tone is read on at most this many px a side (a 160 px thumbnail: every other px)
 _MIDTONE_GRID = 96
+
+
+def pixel_noise(plane: np.ndarray, half: int = 64) -> float:
+    """The pixel noise SD of a plane: the robust spread (MAD) of neighbouring pixels' differences over
+    its central ``2 * half`` px square, every other row (structure changes little from one pixel to
+    the next; noise does). 0 for a plane too small to read."""
+    h, w = plane.shape
+    cy, cx = h // 2, w // 2
+    q = np.asarray(plane[max(0, cy - half):cy + half:2, max(0, cx - half):cx + half], np.float32)
+    if q.shape[1] < 2 or not q.size:
+        return 0.0
+    d = (q[:, 1:] - q[:, :-1]).ravel()
+    d = d[np.isfinite(d)]
+    if not d.size:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
 
 
 def _dense(plane: np.ndarray) -> np.ndarray:
@@ -445,10 +472,13 @@ def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
 
 
 def _signals_stack(x: np.ndarray, channels: list[str], sources: list[str], hws: Sequence[tuple[int, int]],
-                   raw: np.ndarray, forms: Sequence[FileForm | None]) -> list[ImageSignals]:
+                   raw: np.ndarray, forms: Sequence[FileForm | None], ck_noise: np.ndarray | None = None
+                   ) -> list[ImageSignals]:
     """Signals of a stack of sampled images (N, C, h, w); ``hws``: each image's full size;
-    ``raw``: point samples of the decoded values (for bit depth, range and saturation)."""
+    ``raw``: point samples of the decoded values (for bit depth, range and saturation); ``ck_noise``:
+    each image's pixel noise SD in the channel named CK (:func:`pixel_noise`; None: not measured)."""
     n, c = x.shape[:2]
+    ck_noise = np.zeros(n) if ck_noise is None else np.asarray(ck_noise, float)
     names = _marker_names(channels)
     idx = {nm: i for i, nm in enumerate(names)}
     main = [idx[nm] for nm in ("DAPI", "CK", "CD45") if nm in idx and idx[nm] < c] or list(range(c))
@@ -506,8 +536,12 @@ def _signals_stack(x: np.ndarray, channels: list[str], sources: list[str], hws: 
                 # the share of nuclei with CK over them (normalised CK > 0.3 on average): blood cells
                 # are CK-negative, so a CK channel bright at most of a frame's nuclei is another marker
                 k = idx["CK"]
-                ck = np.clip((small[:, k] - p20[:, k, None, None]) / span[:, k, None, None], 0, None)
-                pos = np.asarray(ndi.mean(ck, lab, real)) > CK_POSITIVE
+                over = np.asarray(ndi.mean(small[:, k] - p20[:, k, None, None], lab, real))  # CK over bg
+                # ... and clear of the pixel noise: a frame with no CK-bright object has a span of a few
+                # grey levels, and faint nonspecific CK at every leukocyte then read as CK-bright
+                noise = np.maximum(np.nan_to_num(ck_noise, nan=0.0),
+                                   np.where(integral, 0.5, 1e-3 * span[:, k]))[owner[real]]
+                pos = (over / span[owner[real], k] > CK_POSITIVE) & (over > CK_POSITIVE_NOISE_SDS * noise)
                 n_pos = np.bincount(owner[real], weights=pos.astype(float), minlength=n)
                 ck_share = np.where(nuclei > 0, n_pos / np.maximum(nuclei, 1), np.nan)
             # the event: the object at the frame's centre (or nearest to it, within 2 grid px)

@@ -7,9 +7,10 @@ with the weights and checked on load; the numeric kernels are :mod:`classifier.k
 1. **Channels** are mapped by name to the model's order (``DAPI, CK, CD45, AF``);
    an optional channel that is absent is all zeros (the model was trained so).
 2. **Intensity**: per channel, ``(x - bg) / (top - bg)`` read on the whole input image
-   (a frame wider than the validated framing: its central window, below), clipped, where ``top`` is the 99.9th percentile of a smoothed copy (the brightest
-   objects) and ``bg`` the lower of p20 and the darkest block means (a frame the cell
-   fills has p20 inside the cell; its darkest blocks are still background).
+   (a frame wider than the validated framing: its central window, below), clipped, where
+   ``top`` is the 99.9th percentile of a smoothed copy (the brightest objects) and ``bg``
+   the lower of p20 and the darkest block means (a frame the cell fills has p20 inside
+   the cell; its darkest blocks are still background).
    Affine-invariant, so raw 16-bit counts and 8-bit stretched renders of the same cells agree.
 3. **Scale**: the input is resampled to ``um_per_px``. The pixel size comes from the
    caller or file metadata; otherwise it is estimated from the median diameter of the

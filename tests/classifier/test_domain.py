@@ -544,6 +544,26 @@ def test_channel_names_that_do_not_match_the_planes_are_shifted(order):
     assert not any("check the channel order" in r for r in few.reasons)
 
 
+def test_faint_ck_in_frames_without_a_ck_bright_cell_is_not_a_channel_order_warning(tmp_path):
+    """Wide frames without AF (the generator's export, as a new user uploaded them) whose CK plane
+    holds no CK-bright object: its span is a few grey levels, and faint nonspecific CK at the
+    leukocytes read as CK-bright at half the nuclei (median share 0.58) -- the correctly named upload
+    was told to check its channel order, as a swapped one was. A nucleus now counts only when its CK
+    also stands clear of the pixel noise; the swap still reads."""
+    from classifier.data import load_input, read_labels
+    from classifier.synth.folder import write_shifted_folder
+
+    _infos, chans = write_shifted_folder(tmp_path, 30, 9200, "wide_no_af", progress=False)
+    images = [load_input(tmp_path / it.file, chans).image for it in read_labels(tmp_path)]
+    names = [f"e{i}.tif" for i in range(len(images))]
+    right = domain.image_signals_batch(images, [chans] * len(images), names)
+    assert np.median([s.ck_positive_share for s in right if s.n_nuclei >= 8]) < domain.CK_EVERYWHERE[0]
+    assert not any("channel order" in r for r in domain.check(right).reasons)
+    swapped = ["CD45" if c == "CK" else "CK" if c == "CD45" else c for c in chans]
+    wrong = domain.check(domain.image_signals_batch(images, [swapped] * len(images), names))
+    assert any("check the channel order" in r for r in wrong.reasons), wrong.reasons
+
+
 def test_an_overexposed_nuclear_stain_is_shifted():
     """ctc-dev with DAPI 1.5x as bright, clipped at 255, lost a CTC (BA 0.883) with the check reading
     in_domain: each thumbnail's one or two nuclei are a few % of its pixels, so the per-image
