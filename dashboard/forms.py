@@ -145,7 +145,8 @@ class UploadForm(forms.Form):
         attrs={"multiple": True, "accept": ".tif,.tiff,.png,.jpg,.jpeg,.zip"}),
         help_text="TIFF/OME-TIFF, PNG, JPEG or a zip of them")
     #: The four-channel CellSearch-style order the hint and the demo data use (issue 13: the
-    #: field said DAPI,CK,CD45 while the hint said DAPI,CK,AF,CD45 and the first upload failed).
+    #: field said DAPI,CK,CD45 while the hint said DAPI,CK,AF,CD45 and the first upload failed). Only the
+    #: fallback: the draw page proposes the channels of the draw's, else the patient's, latest upload.
     DEFAULT_CHANNELS = "DAPI,CK,AF,CD45"
     channels = forms.CharField(label="Channels in file order", initial=DEFAULT_CHANNELS,
                                help_text="Comma-separated, e.g. DAPI,CK,AF,CD45")

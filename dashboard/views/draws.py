@@ -54,6 +54,19 @@ def _final_call_q(call: str) -> Q:
     return Q(reviewed_call=call) | Q(reviewed_call="", call=call)
 
 
+def _channels_default(draw: BloodDraw, uploads: list[ImagingUpload]) -> str:
+    """The upload form's channel list: the channels of this draw's latest upload, else of the patient's
+    latest (a lab keeps its instrument: the partner lab's three channels), else the four-channel default.
+    A withdrawn upload is never proposed: it is often one sent in the wrong order."""
+    latest = next((u.channels for u in uploads if u.channels and u.status != UploadStatus.WITHDRAWN), None)
+    if latest is None:  # a new draw: the patient's other draws (one query, only then)
+        earlier = (ImagingUpload.objects.filter(draw__patient_id=draw.patient_id)
+                   .exclude(status=UploadStatus.WITHDRAWN).order_by("-created_at", "-pk")
+                   .values_list("channels", flat=True)[:20])
+        latest = next((channels for channels in earlier if channels), None)
+    return ",".join(latest) if latest else UploadForm.DEFAULT_CHANNELS
+
+
 @login_required
 def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
     draw = get_object_or_404(
@@ -87,7 +100,7 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "pk", "call", "reviewed_call", "source", "ctc_probability", "explanation__embedding")[:EMBEDDING_POINTS]
     ]
     embedding = figures.to_json(figures.embedding_figure(points)) if any(p[4] for p in points) else None
-    last_channels = next((",".join(u.channels) for u in uploads if u.channels), UploadForm.DEFAULT_CHANNELS)
+    last_channels = _channels_default(draw, uploads)
     thresholds = registry.thresholds(
         {u.model_version for u in uploads if u.status == UploadStatus.DONE and u.model_version})
     cutoff = draw.patient.cancer_type.ctc_cutoff

@@ -83,3 +83,42 @@ def test_reads_are_audited_once_per_request(as_alice, alices_world):
     assert len(rows) == 2
     assert all(r.action == "view" and r.patient_id == alices_world["patient"].pk for r in rows)
     assert rows[0].user.username == "alice"
+
+
+#: Endpoints that need a role right; bob (a reviewer) lacks it: (method, path, body).
+ROLE_GATED = [
+    ("get", "/api/draws/{draw}/fhir/", None),  # export
+    ("get", "/api/patients/{patient}/fhir/", None),  # export
+    ("post", "/api/draws/{draw}/uploads/", {"channels": "DAPI,CK,CD45"}),  # upload
+    ("post", "/api/uploads/{upload}/withdraw/", {"reason": "wrong channels"}),  # upload
+    ("patch", "/api/draws/{draw}/", {"timepoint": "C9D1"}),  # edit records
+    ("patch", "/api/patients/{patient}/", {"stage": "I"}),  # edit records
+    ("post", "/api/draws/{draw}/rerun/", {"version": "x"}),  # manage models
+    ("get", "/api/trainings/{draw}/", None),  # manage models (reads too)
+]
+
+
+@pytest.mark.parametrize(("method", "template", "body"), ROLE_GATED)
+def test_a_role_refusal_is_the_same_for_every_id_and_confirms_no_record(
+        as_bob, alices_world, other_team, method, template, body):
+    """docs/api.md: the role is checked before any record is looked up, so a 403 says nothing about
+    the id: a record bob sees, one of another team, and one that does not exist get the same answer."""
+    theirs_draw = factories.BloodDrawFactory(patient=factories.PatientFactory(care_team=other_team))
+    theirs = {"patient": theirs_draw.patient_id, "draw": theirs_draw.pk,
+              "upload": factories.ImagingUploadFactory(draw=theirs_draw).pk}
+    missing = {"patient": 987654, "draw": 987654, "upload": 987654}
+    answers = []
+    for ids in (_ids(alices_world), theirs, missing):
+        r = getattr(as_bob, method)(template.format(**ids), body, format="json")
+        answers.append((r.status_code, r.json()))
+    assert answers[0][0] == 403 and answers[0] == answers[1] == answers[2], answers
+
+
+@pytest.mark.parametrize("template", ["/api/draws/{draw}/fhir/", "/api/patients/{patient}/fhir/",
+                                      "/api/draws/{draw}/", "/api/events/{event}/"])
+def test_a_record_out_of_sight_answers_exactly_as_one_that_does_not_exist(as_charlie, alices_world, template):
+    """charlie may export (an oncologist), but not alice's records: 404, the body of a missing id."""
+    hidden = as_charlie.get(template.format(**_ids(alices_world)))
+    missing = as_charlie.get(template.format(**dict.fromkeys(alices_world, 987654)))
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.json() == missing.json()

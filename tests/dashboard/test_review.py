@@ -9,7 +9,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from patients.models import AuditEvent, CellEvent, ImagingUpload, SummaryStatus
+from patients.models import AuditEvent, CellEvent, ImagingUpload, SummaryStatus, UploadStatus
 from patients.review import confirm_remaining, review_event, review_rank
 from tests import factories
 from tests.api.synthetic import CHANNELS, event_tiff
@@ -213,6 +213,19 @@ def test_new_draws_default_to_the_four_channels_of_the_hint_and_demo(alice, draw
     from patients.demo import CHANNELS as DEMO
 
     assert (DEMO if isinstance(DEMO, str) else ",".join(DEMO)) == "DAPI,CK,AF,CD45"
+
+
+def test_the_channel_default_follows_the_patients_lab_and_never_a_withdrawn_upload(alice, patient, draw):
+    """The partner lab's instrument has no AF: a new draw of its patient proposes the three channels its
+    earlier draws were uploaded with; a withdrawn upload (often the wrong order) is not proposed again."""
+    factories.ImagingUploadFactory(draw=draw, channels=["DAPI", "CK", "CD45"])
+    new_draw = factories.BloodDrawFactory(patient=patient, timepoint="C2D1")
+    as_alice = _client(alice)
+    assert as_alice.get(f"/draws/{new_draw.pk}/").context["upload_form"]["channels"].value() == "DAPI,CK,CD45"
+    factories.ImagingUploadFactory(draw=new_draw, channels=["CD45", "CK", "DAPI"], status=UploadStatus.WITHDRAWN)
+    assert as_alice.get(f"/draws/{new_draw.pk}/").context["upload_form"]["channels"].value() == "DAPI,CK,CD45"
+    other = factories.BloodDrawFactory(patient=factories.PatientFactory(care_team=patient.care_team))
+    assert as_alice.get(f"/draws/{other.pk}/").context["upload_form"]["channels"].value() == "DAPI,CK,AF,CD45"
 
 
 def test_review_button_leaves_a_final_draw_and_review_pages_skip_plotly(bob, draw):

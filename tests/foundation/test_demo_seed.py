@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import call_command
@@ -9,6 +11,8 @@ from django.core.management import call_command
 from patients.models import BloodDraw, ImagingUpload, Patient, Trial
 
 pytestmark = pytest.mark.django_db
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +88,58 @@ def test_demo_user_sees_the_whole_demo_cohort(seeded):
 
     demo = get_user_model().objects.get(username="demo")
     assert Patient.objects.for_user(demo).count() == Patient.objects.count()
+
+
+def test_the_demo_logins_belong_to_the_teams_the_readme_names_and_neither_opens_the_admin(seeded):
+    """README, Quick start: demo is an oncologist in all three demo teams (and coordinates the demo
+    trial), demo-admin an administrator of the same three, neither a Django superuser; a user of one
+    team sees that team only."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from patients.demo import DEMO_ADMIN, DEMO_PASSWORD, DEMO_USER
+    from patients.models import CareTeam, Role
+    from tests import factories
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    teams = set(CareTeam.objects.values_list("name", flat=True))
+    assert teams == {"Breast oncology", "GI oncology", "Partner lab (wide frames, no AF)"}
+    assert "oncologist in all three demo care teams" in readme
+    assert all(f'"{name}"' in readme for name in teams), teams
+    for username, role in ((DEMO_USER, Role.ONCOLOGIST), (DEMO_ADMIN, Role.ADMIN)):
+        user = get_user_model().objects.get(username=username)
+        assert {(m.team.name, m.role) for m in user.memberships.select_related("team")} == {(t, role) for t in teams}
+        assert not user.is_staff and not user.is_superuser
+        browser = Client()
+        assert browser.login(username=username, password=DEMO_PASSWORD)
+        r = browser.get("/admin/patients/cancertype/")
+        assert r.status_code == 302 and "/admin/login/" in r["Location"], username
+    assert Trial.objects.get(code="CTC-ARM-01").coordinators.filter(username=DEMO_USER).exists()
+    gi_only = factories.UserFactory(username="gi-only")
+    factories.MembershipFactory(team=CareTeam.objects.get(name="GI oncology"), user=gi_only, role=Role.ONCOLOGIST)
+    assert sorted(Patient.objects.for_user(gi_only).values_list("study_id", flat=True)) == [
+        "DEMO-C01", "DEMO-C02", "DEMO-C03", "DEMO-C04"]
+    gi_only.delete()
+
+
+def test_a_superuser_edits_a_cut_off_in_the_admin():
+    """README: cut-offs are editable in the Django admin by a superuser (createsuperuser / create_user --superuser)."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from tests import factories
+
+    breast = factories.cancer_type("breast_early")
+    get_user_model().objects.create_superuser("root", "root@example.org", "pw-for-tests-only")
+    browser = Client()
+    assert browser.login(username="root", password="pw-for-tests-only")
+    url = f"/admin/patients/cancertype/{breast.pk}/change/"
+    assert browser.get(url).status_code == 200
+    r = browser.post(url, {"code": breast.code, "name": breast.name, "ctc_cutoff": 2,
+                           "cutoff_reference": breast.cutoff_reference})
+    assert r.status_code == 302, r.content.decode()[-2000:]
+    breast.refresh_from_db()
+    assert breast.ctc_cutoff == 2
 
 
 def test_demo_galleries_hold_no_blank_images():
