@@ -9,6 +9,9 @@
   Draw times are exported as shifted dates only.
 - Free-text notes are left out (they can name people); dates typed into short labels
   (timepoint, regimen) are replaced by ``[date]``.
+- Each draw's domain status (``in_domain`` | ``shifted``: the count came from images unlike the
+  validated ones; ``patients.drawdomain``) goes out without its reasons: a reason can quote an
+  uploaded file's name, which a lab may have named after the patient.
 
 Rotating SECRET_KEY changes every pseudonym and shift: keep it stable between exports
 of one study.
@@ -24,9 +27,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Prefetch
 
+from patients import drawdomain
 from patients.csvsafe import safe_cell
-from patients.models import Patient
+from patients.models import ImagingUpload, Patient
 from patients.schedule import at_or_above_cutoff
 
 MAX_SHIFT_DAYS = 180
@@ -64,7 +69,9 @@ def _shift(value: dt.date | dt.datetime | None, days: int) -> str | None:
 
 def export_queryset(patients):  # noqa: ANN001, ANN201 - Patient queryset in, same out
     return patients.select_related("cancer_type", "trial", "arm").prefetch_related(
-        "treatment_lines", "clinical_events", "draws__summary"
+        "treatment_lines", "clinical_events", "draws__summary",
+        # the domain status of each draw (one query): the checks only, not the uploads' other fields
+        Prefetch("draws__uploads", queryset=ImagingUpload.objects.only("id", "draw_id", "status", "domain_check")),
     ).order_by("pk")
 
 
@@ -74,6 +81,7 @@ def patient_record(patient: Patient) -> dict[str, Any]:
     draws = []
     for i, d in enumerate(sorted(patient.draws.all(), key=lambda d: (d.drawn_at, d.pk)), start=1):
         s = d.summary_or_none
+        domain = drawdomain.of_uploads(d.uploads.all()) if s else None
         draws.append({
             "draw_seq": i,
             "drawn_on": _shift(d.drawn_at, days),
@@ -86,6 +94,7 @@ def patient_record(patient: Patient) -> dict[str, Any]:
             "unfavorable": at_or_above_cutoff(s.ctc_per_7_5ml, cutoff) if s else None,
             "status": s.status if s else None,
             "model_version": s.model_version if s else None,
+            "domain_status": domain.status if domain else None,
         })
     return {
         "pseudo_id": pseudonym(patient.study_id),
@@ -112,7 +121,7 @@ def patient_record(patient: Patient) -> dict[str, Any]:
 CSV_PATIENT_FIELDS = ["pseudo_id", "cancer_type", "ctc_cutoff", "stage", "trial", "arm", "diagnosis_date",
                       "enrolled_on"]
 CSV_DRAW_FIELDS = ["draw_seq", "drawn_on", "timepoint", "volume_ml", "events_analysed", "ctc_count",
-                   "ctc_per_7_5ml", "malignant_fraction", "unfavorable", "status", "model_version"]
+                   "ctc_per_7_5ml", "malignant_fraction", "unfavorable", "status", "model_version", "domain_status"]
 
 
 def csv_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -11,7 +11,11 @@ One draw becomes, in a ``collection`` Bundle:
   analysed and the volume, and (issue 14) the count's uncertainty as components with a
   ``valueRange``: the exact 95 % Poisson interval of the count and per 7.5 mL, and the model's
   range; interpretation IND ("indeterminate until reviewed") while a preliminary count's model
-  range straddles the cut-off.
+  range straddles the cut-off. When the draw's images were domain-checked
+  (``patients.drawdomain``): a ``domain-check`` component whose ``valueCodeableConcept`` is
+  ``in_domain`` or ``shifted`` (score in its text), and a ``note`` saying so in words, with the
+  reasons when the images are unlike the validated ones (the count may be wrong); the
+  DiagnosticReport's conclusion then says it too. A draw without a stored check gets neither.
 - ``Observation`` malignant fraction (UCUM ``%``): CTCs among the events analysed.
 - ``DiagnosticReport`` grouping both, with a one-line conclusion.
 
@@ -33,6 +37,8 @@ from typing import Any
 
 from django.utils import timezone
 
+from patients import drawdomain
+from patients.drawdomain import DrawDomain
 from patients.models import BloodDraw, DrawSummary, Patient, SummaryStatus
 from patients.schedule import at_or_above_cutoff
 from patients.stats import count_ci, per_7_5ml_ci
@@ -168,7 +174,32 @@ def uncertainty_components(draw: BloodDraw, summary: DrawSummary) -> list[dict[s
     ]
 
 
-def ctc_observation(draw: BloodDraw, summary: DrawSummary) -> dict[str, Any]:
+DOMAIN_DISPLAY = {drawdomain.IN_DOMAIN: "Images like the validated ones",
+                  drawdomain.SHIFTED: "Images unlike the validated ones: review"}
+
+
+def domain_component(domain: DrawDomain) -> dict[str, Any]:
+    """The domain check as a coded component, for a receiver that reads codes rather than notes."""
+    score = f" (score {domain.score_text})" if domain.score_text else ""
+    return {
+        "code": {"coding": [{"system": CODE_SYSTEM, "code": "domain-check",
+                             "display": "Images like those the classifier was validated on"}]},
+        "valueCodeableConcept": {
+            "coding": [{"system": CODE_SYSTEM, "code": domain.status, "display": DOMAIN_DISPLAY[domain.status]}],
+            "text": f"Domain check {domain.status}{score}",
+        },
+    }
+
+
+def domain_note(domain: DrawDomain) -> dict[str, str]:
+    """The domain check in words (Observation.note): what a person reading the result sees."""
+    if not domain.shifted:
+        return {"text": "Domain check: in_domain (the images look like those the classifier was validated on)."}
+    reasons = f" Reasons: {domain.reasons_text}." if domain.reasons else ""
+    return {"text": drawdomain.SENTENCE + reasons}
+
+
+def ctc_observation(draw: BloodDraw, summary: DrawSummary, domain: DrawDomain | None = None) -> dict[str, Any]:
     cancer = draw.patient.cancer_type
     high = unfavorable(draw, summary)
     status_text, interval_note = summary_status(draw, summary)
@@ -178,7 +209,7 @@ def ctc_observation(draw: BloodDraw, summary: DrawSummary) -> dict[str, Any]:
     else:
         coding = {"system": INTERPRETATION, "code": "H" if high else "N", "display": "High" if high else "Normal"}
     words = "Indeterminate until reviewed" if indeterminate else ("Unfavorable" if high else "Favorable")
-    return {
+    observation = {
         "resourceType": "Observation",
         "id": _uuid("obs-ctc", draw.pk),
         **_common(draw, summary),
@@ -220,6 +251,10 @@ def ctc_observation(draw: BloodDraw, summary: DrawSummary) -> dict[str, Any]:
             *uncertainty_components(draw, summary),
         ],
     }
+    if domain is not None:  # no stored check (analysed before it existed): the Observation as before
+        observation["component"].append(domain_component(domain))
+        observation["note"] = [domain_note(domain)]
+    return observation
 
 
 def fraction_observation(draw: BloodDraw, summary: DrawSummary) -> dict[str, Any]:
@@ -237,7 +272,8 @@ def fraction_observation(draw: BloodDraw, summary: DrawSummary) -> dict[str, Any
     }
 
 
-def report_resource(draw: BloodDraw, summary: DrawSummary | None) -> dict[str, Any]:
+def report_resource(draw: BloodDraw, summary: DrawSummary | None,
+                    domain: DrawDomain | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "id": _uuid("report", draw.pk),
@@ -269,25 +305,30 @@ def report_resource(draw: BloodDraw, summary: DrawSummary | None) -> dict[str, A
             f"{verdict}{', ' + interval_note if interval_note else ''}, cut-off >= {cancer.ctc_cutoff} for "
             f"{cancer.name}). "
             f"{summary.reviewed_events} of {summary.events_analysed} events reviewed; status {summary.status}."
+            + (f" {drawdomain.SENTENCE}" if domain is not None and domain.shifted else "")
         ),
     )
     return report
 
 
-def draw_resources(draw: BloodDraw) -> list[dict[str, Any]]:
-    """Specimen, Observations and DiagnosticReport of one draw (no Patient)."""
+def draw_resources(draw: BloodDraw, domain: DrawDomain | None = None) -> list[dict[str, Any]]:
+    """Specimen, Observations and DiagnosticReport of one draw (no Patient); ``domain``: its
+    merged domain check (:func:`patients.drawdomain.for_draws`), None without one."""
     summary = draw.summary_or_none
     resources = [specimen_resource(draw)]
     if summary is not None:
-        resources += [ctc_observation(draw, summary), fraction_observation(draw, summary)]
-    resources.append(report_resource(draw, summary))
+        resources += [ctc_observation(draw, summary, domain), fraction_observation(draw, summary)]
+    resources.append(report_resource(draw, summary, domain if summary is not None else None))
     return resources
 
 
 def bundle(patient: Patient, draws: Iterable[BloodDraw], bundle_key: str) -> dict[str, Any]:
+    draws = list(draws)
+    # one query for the whole bundle; only analysed draws carry a count to qualify
+    domains = drawdomain.for_draws(d.pk for d in draws if d.summary_or_none is not None)
     entries = [_entry(patient_resource(patient))]
     for draw in draws:
-        entries += [_entry(r) for r in draw_resources(draw)]
+        entries += [_entry(r) for r in draw_resources(draw, domains.get(draw.pk))]
     return {
         "resourceType": "Bundle",
         "id": str(uuid.uuid5(_NS, bundle_key)),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dashboard.plotly_text import plain, plain_list, strip_markup
+from patients.drawdomain import FLAG as DOMAIN_FLAG
 from patients.schedule import at_or_above_cutoff
 
 # A calm palette with enough contrast on white (WCAG AA for the text colours).
@@ -29,6 +30,7 @@ RED = "#b03a2e"
 GREEN = "#2e7d5b"
 PURPLE = "#6a4c93"
 GREY = "#8a96a3"
+AMBER = "#b36b00"  # images unlike the validated ones (the pages' amber flag)
 BANDS = ["rgba(31,95,139,0.09)", "rgba(176,124,46,0.11)", "rgba(46,125,91,0.10)", "rgba(106,76,147,0.10)"]
 LINE_SOLID = ["#8fb3cf", "#dcb886", "#9cc9b3", "#bba9d6"]
 BAND_TEXT = ["#1f5f8b", "#8a5a13", "#2e6b4f", "#5a3f80"]
@@ -104,6 +106,9 @@ class TimelineDraw:
     #: the model's range of the count (issue 14; patients/summary.py); None: not known
     count_min: int | None = None
     count_max: int | None = None
+    #: the count came from images unlike the validated ones (patients.drawdomain), and why
+    shifted: bool = False
+    domain_reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -235,7 +240,8 @@ def timeline_figure(
             name="CTC per 7.5 mL", x=[x_of(d.drawn_at, o) for d, o in analysed], y=[d.per_7_5ml for d, _ in analysed],
             mode="lines+markers", text=[plain(d.timepoint) for d, _ in analysed],
             customdata=[[d.url, f"{d.drawn_at:%d %b %Y}", d.ctc_count, f"{d.volume_ml:g}", plain(d.status),
-                         _uncertainty_words(d, b, cutoff)] for (d, _), b in zip(analysed, bars, strict=True)],
+                         _uncertainty_words(d, b, cutoff) + _domain_words(d)]
+                        for (d, _), b in zip(analysed, bars, strict=True)],
             line={"color": BLUE, "width": 2},
             # Exact 95 % Poisson interval of each count, through its volume (issue 14).
             error_y={"type": "data", "symmetric": False, "color": BLUE, "thickness": 1.2, "width": 4,
@@ -260,6 +266,9 @@ def timeline_figure(
         ))
         for t in _significance_traces(analysed, x_of, ymax):
             fig.add_trace(t)
+        shifted = [(d, o) for d, o in analysed if d.shifted]
+        if shifted:
+            fig.add_trace(_domain_trace(shifted, x_of))
     if pending:
         fig.add_trace(trace("scatter",
             name="Draw not analysed yet", x=[x_of(d.drawn_at, o) for d, o in pending], y=[0] * len(pending),
@@ -322,6 +331,33 @@ def _uncertainty_words(d: TimelineDraw, bar: tuple[float, float], cutoff: float)
     if note:
         words += f"; {note}"
     return words
+
+
+#: reasons a hover box lists (each cut to a line); the draw page has them all
+HOVER_REASONS = 3
+
+
+def _domain_words(d: TimelineDraw) -> str:
+    """Hover lines of a draw whose images differ from the validated ones: the flag and its first reasons."""
+    if not d.shifted:
+        return ""
+    lines = [f"<b>{DOMAIN_FLAG}</b>"] + [plain(r, limit=100) for r in d.domain_reasons[:HOVER_REASONS]]
+    if len(d.domain_reasons) > HOVER_REASONS:
+        lines.append(f"and {len(d.domain_reasons) - HOVER_REASONS} more on the draw page")
+    return "<br>" + "<br>".join(lines)
+
+
+def _domain_trace(shifted: Sequence[tuple[TimelineDraw, float]], x_of) -> dict:  # noqa: ANN001
+    """An amber ring around each count from images unlike the validated ones, with its own legend
+    entry (the marker's colour and fill already say favorable/unfavorable and final/preliminary)."""
+    return trace("scatter",
+        name=DOMAIN_FLAG[0].upper() + DOMAIN_FLAG[1:], x=[x_of(d.drawn_at, o) for d, o in shifted],
+        y=[d.per_7_5ml for d, _ in shifted], mode="markers",
+        marker={"size": 21, "symbol": "circle-open", "color": AMBER, "line": {"width": 2.5, "color": AMBER}},
+        # the count's own hover box carries the flag and reasons; a ring that took the hover (or the
+        # click) would hide the count it surrounds
+        hoverinfo="skip",
+    )
 
 
 def _significance_traces(analysed: Sequence[tuple[TimelineDraw, float]], x_of, ymax: float) -> list[dict]:  # noqa: ANN001
@@ -462,6 +498,8 @@ class SwimmerLane:
     start: dt.date
     lines: Sequence[tuple[int, str, dt.date, dt.date | None, str]]
     draws: Sequence[tuple[dt.date, str, float | None, str | None]]  # date, timepoint, value, status
+    #: per draw (same order): its count came from images unlike the validated ones (patients.drawdomain)
+    shifted: Sequence[bool] = ()
 
 
 def swimmer_figure(lanes: Sequence[SwimmerLane], today: dt.date | None = None) -> Figure:
@@ -486,16 +524,23 @@ def swimmer_figure(lanes: Sequence[SwimmerLane], today: dt.date | None = None) -
         ))
     for status, name, colour in (("unfavorable", "Unfavorable draw", RED), ("favorable", "Favorable draw", GREEN),
                                  (None, "Draw not analysed", GREY)):
-        pts = [(lane, d) for lane in lanes for d in lane.draws if d[3] == status]
+        pts = [(lane, d, k < len(lane.shifted) and bool(lane.shifted[k]))
+               for lane in lanes for k, d in enumerate(lane.draws) if d[3] == status]
         if not pts:
             continue
+        flag = f"<br><b>{DOMAIN_FLAG}</b>"
         fig.add_trace(trace("scatter",
-            name=name, mode="markers", y=[plain(lane.study_id) for lane, _ in pts],
-            x=[(d[0] - lane.start).days for lane, d in pts],
+            name=name, mode="markers", y=[plain(lane.study_id) for lane, _, _ in pts],
+            x=[(d[0] - lane.start).days for lane, d, _ in pts],
+            # an amber outline (and a hover line) on a count from images unlike the validated ones
             marker={"size": 9, "color": colour, "symbol": "circle" if status else "circle-open",
-                    "line": {"width": 1, "color": "#ffffff" if status else colour}},
-            customdata=[[lane.url, plain(d[1]), "—" if d[2] is None else f"{d[2]:.1f}"] for lane, d in pts],
-            hovertemplate="%{y} · %{customdata[1]} (day %{x})<br>CTC/7.5 mL %{customdata[2]}<extra></extra>",
+                    "line": {"width": [2.5 if shifted else 1 for _, _, shifted in pts],
+                             "color": [AMBER if shifted else ("#ffffff" if status else colour)
+                                       for _, _, shifted in pts]}},
+            customdata=[[lane.url, plain(d[1]), "—" if d[2] is None else f"{d[2]:.1f}", flag if shifted else ""]
+                        for lane, d, shifted in pts],
+            hovertemplate="%{y} · %{customdata[1]} (day %{x})<br>CTC/7.5 mL %{customdata[2]}%{customdata[3]}"
+                          "<extra></extra>",
         ))
     fig.update_layout(**base_layout(
         max(280, 100 + 24 * len(lanes)), barmode="overlay", bargap=0.35, hovermode="closest",

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass
 from django.db.models import Max, Min, QuerySet
 from django.utils import timezone
 
+from patients import drawdomain
 from patients.cohort import (
     CONVERSION_LABELS,
     PERSISTENT_FAVORABLE,
@@ -418,7 +419,10 @@ DRAWS_CSV_HEADER = [
     # issue 14: count intervals, the status in words, the line at the draw, outcomes and survival
     "ctc_per_7_5ml_ci95_low", "ctc_per_7_5ml_ci95_high", "status_words", "treatment_line", "regimen",
     "progression_date", "death_date", "last_follow_up", "day0", "pfs_months", "pfs_event", "os_months",
-    "os_event"]
+    "os_event",
+    # the classifier's domain check of the images behind the count (patients.drawdomain): in_domain |
+    # shifted (the count may be wrong: review) | blank (not analysed, or analysed before the check)
+    "domain_status", "domain_score", "domain_reasons"]
 
 
 def _blank(value):  # noqa: ANN001, ANN202
@@ -454,13 +458,15 @@ def draws_csv_rows(courses: Iterable[PatientCourse]) -> Iterable[list]:
 
     Issue 14 appends the count's 95 % interval, the status in words ("indeterminate until
     reviewed" included), the treatment line at the draw, the outcome dates and PFS/OS
-    (months from day 0, event 1/0; :func:`survival_records`).
+    (months from day 0, event 1/0; :func:`survival_records`); then the domain check of the
+    images behind each count (:mod:`patients.drawdomain`; one more query).
     """
     courses = list(courses)
     yield list(DRAWS_CSV_HEADER)
     if not courses:
         return
     lines, outcome, survival, ranges = _extras(courses)
+    domains = drawdomain.for_draws(d.draw_id for c in courses for d in c.draws if d.per_7_5ml is not None)
     for c in courses:
         base, last = c.ends()
         conversion = conversion_of(base, last) or ""
@@ -480,13 +486,23 @@ def draws_csv_rows(courses: Iterable[PatientCourse]) -> Iterable[list]:
                                            count_min=cmin, count_max=cmax, volume_ml=d.volume_ml)
                 words = f"{status}; {note}" if note else (status or "")
             number, regimen = _line_at(lines.get(c.patient_id, []), d.date)
-            # safe_row: user-typed text (study id, timepoint, regimen) must not become a spreadsheet formula.
+            domain = domains.get(d.draw_id)
+            # safe_row: user-typed text (study id, timepoint, regimen; file names inside a domain reason)
+            # must not become a spreadsheet formula.
             yield safe_row([c.study_id, c.cancer_type, c.cutoff, c.trial, c.arm, c.site, d.draw_id,
                             d.date.isoformat(), d.timepoint, _blank(d.ctc_count), _blank(d.per_7_5ml),
                             d.status or "", d.summary_status, int(base is not None and base.draw_id == d.draw_id),
                             conversion, _blank(d.volume_ml), _blank(d.events_analysed) if analysed else "",
                             _blank(d.malignant_fraction) if analysed else "", d.model_version if analysed else "",
-                            lo, hi, words, number, regimen, *tail_patient])
+                            lo, hi, words, number, regimen, *tail_patient,
+                            *_domain_cells(domain)])
+
+
+def _domain_cells(domain: drawdomain.DrawDomain | None) -> list:
+    """``domain_status, domain_score, domain_reasons`` of one row (blanks without a check)."""
+    if domain is None:
+        return ["", "", ""]
+    return [domain.status, _blank(domain.score), domain.reasons_text]
 
 
 def _iso(value: dt.date | None) -> str:

@@ -18,7 +18,7 @@ from dashboard.access import require
 from dashboard.forms import CohortFilterForm
 from dashboard.views.common import base_context, csv_response
 from patients import cohort as cohort_stats
-from patients import outcomes, schedule
+from patients import drawdomain, outcomes, schedule
 from patients.audit import record
 from patients.models import Patient
 from patients.roles import Action
@@ -46,10 +46,14 @@ def _cohort_body(patients: QuerySet, today: dt.date, landmark: str = "") -> dict
     bars = cohort_stats.waterfall(courses)
     by_arm = cohort_stats.conversion_by_arm(courses)
     lanes_src = [c for c in courses if c.lines or c.draws]
+    # the draws' domain checks for the lanes shown only (one query): a count from images unlike the
+    # validated ones gets an amber outline and says so on hover, as on the patient page
+    domains = drawdomain.for_draws(d.draw_id for c in lanes_src[:SWIMMER_LANES] for d in c.analysed)
     lanes = [figures.SwimmerLane(
         c.study_id, reverse("dashboard:patient", args=[c.patient_id]),
         c.start or (c.lines[0][2] if c.lines else c.draws[0].date),
         c.lines, [(d.date, d.timepoint, d.per_7_5ml, d.status) for d in c.draws],
+        shifted=[d.per_7_5ml is not None and d.draw_id in domains and domains[d.draw_id].shifted for d in c.draws],
     ) for c in lanes_src[:SWIMMER_LANES]]
     overdue = schedule.overdue_patients(patients, today)
     html = render_to_string("dashboard/_cohort_body.html", {

@@ -11,6 +11,7 @@ from django.core.paginator import Paginator
 from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
@@ -19,7 +20,7 @@ from dashboard.access import patient_for
 from dashboard.forms import DrawForm, PatientFilterForm, errors_text
 from dashboard.views.common import base_context, csv_response
 from patients import cohort as cohort_stats
-from patients import outcomes, schedule
+from patients import drawdomain, outcomes, schedule
 from patients.audit import record
 from patients.models import BloodDraw, ClinicalEvent, ImagingUpload, Patient, TreatmentLine
 from patients.report import representative_cells, sign_offs
@@ -44,24 +45,28 @@ def patient_list(request: HttpRequest) -> HttpResponse:
     # last draw, the number of draws, the latest two analysed counts.
     draws: dict[int, list[tuple]] = {p.pk: [] for p in patients}
     readings: dict[int, list[Reading]] = {p.pk: [] for p in patients}
-    for patient_id, drawn_at, value, status, timepoint, volume, count, cmin, cmax in (
+    for patient_id, pk, drawn_at, value, status, timepoint, volume, count, cmin, cmax in (
         BloodDraw.objects.filter(patient__in=[p.pk for p in patients])
         .order_by("patient_id", "-drawn_at", "-pk")
-        .values_list("patient_id", "drawn_at", "summary__ctc_per_7_5ml", "summary__status", "timepoint",
+        .values_list("patient_id", "pk", "drawn_at", "summary__ctc_per_7_5ml", "summary__status", "timepoint",
                      "volume_ml", "summary__ctc_count", "summary__ctc_count_min", "summary__ctc_count_max")
     ):
-        draws[patient_id].append((drawn_at, value, status))
+        draws[patient_id].append((drawn_at, value, status, pk))
         if value is not None:  # issue 14: counts and volumes for the interval, the range and the change test
             readings[patient_id].append(Reading(timepoint, value, count, float(volume), status, cmin, cmax))
+    latest_of = {pid: next((d for d in mine if d[1] is not None), None) for pid, mine in draws.items()}
+    # the latest count's domain check (one query): a count from images unlike the validated ones is flagged here too
+    domains = drawdomain.for_draws(d[3] for d in latest_of.values() if d is not None)
     today = timezone.localdate()
     for p in patients:
         mine = draws[p.pk]
-        analysed = [(v, st) for _, v, st in mine if v is not None]
-        latest = analysed[0] if analysed else None
+        latest = latest_of[p.pk]
         p.n_draws = len(mine)
         p.last_drawn = mine[0][0] if mine else None
-        p.latest_value = latest[0] if latest else None
-        p.latest_status = latest[1] if latest else ""
+        p.latest_value = latest[1] if latest else None
+        p.latest_status = latest[2] if latest else ""
+        p.latest_url = reverse("dashboard:draw", args=[latest[3]]) if latest else ""
+        p.latest_domain = domains.get(latest[3]) if latest else None
         p.unfavorable = schedule.at_or_above_cutoff(p.latest_value, p.cancer_type.ctc_cutoff)
         mine_r = readings[p.pk]
         # Arrows only for changes beyond counting noise (exact two-rate test, alpha 0.05).
@@ -99,6 +104,7 @@ def _patient_timeline(patient: Patient, draws: list[BloodDraw], lines: list[Trea
             d.summary_row.status if d.summary_row else "",
             d.summary_row.ctc_count_min if d.summary_row else None,
             d.summary_row.ctc_count_max if d.summary_row else None,
+            shifted=bool(d.domain and d.domain.shifted), domain_reasons=d.domain.reasons if d.domain else (),
         ) for d in draws],
         [figures.TimelineLine(ln.line_number, ln.regimen, ln.start_date, ln.end_date, ln.stop_reason) for ln in lines],
         [figures.TimelineEvent(e.date, e.kind, e.get_kind_display(), e.recist, e.note) for e in events],
@@ -113,7 +119,7 @@ def _patient_data(request: HttpRequest, pk: int) -> tuple[Patient, list[BloodDra
     draws = list(
         patient.draws.select_related("summary")
         .prefetch_related(Prefetch("uploads", queryset=ImagingUpload.objects.only(
-            "id", "draw_id", "status", "progress", "created_at").order_by("-created_at")))
+            "id", "draw_id", "status", "progress", "created_at", "domain_check").order_by("-created_at")))
         .order_by("drawn_at", "pk")
     )
     for d in draws:
@@ -126,6 +132,8 @@ def _patient_data(request: HttpRequest, pk: int) -> tuple[Patient, list[BloodDra
         d.ci = d.reading.ci() if d.reading else None
         d.status_text, d.interval_note = (d.reading.status(patient.cancer_type.ctc_cutoff) if d.reading
                                           else (None, ""))
+        # Beside the count only: a draw without one (not analysed, no cell found) shows no flag.
+        d.domain = drawdomain.of_uploads(d.uploads.all()) if d.summary_row else None
     lines = list(patient.treatment_lines.order_by("line_number"))
     events = list(patient.clinical_events.order_by("date", "pk"))
     return patient, draws, lines, events

@@ -98,3 +98,19 @@ def test_export_needs_the_export_right(as_bob, cohort, client_for, team):
     nurse = factories.UserFactory(username="nurse")
     factories.MembershipFactory(user=nurse, team=team, role=Role.MEMBER)
     assert client_for(nurse).get("/api/export/deidentified/?format=csv").status_code == 403
+
+
+def test_the_domain_status_goes_out_without_its_reasons(as_alice, cohort):
+    """A count from images unlike the validated ones is marked in the de-identified export; the
+    reasons stay home (one can quote an uploaded file's name)."""
+    first, second = sorted(cohort.draws.all(), key=lambda d: d.drawn_at)
+    first.uploads.update(domain_check={"status": "shifted", "score": 0.8,
+                                       "reasons": ["field BR-0042_smith.tif: 4,000 objects is implausible"]})
+    rows = [r for r in csv.DictReader(io.StringIO(
+        as_alice.get("/api/export/deidentified/?format=csv").content.decode()))
+        if r["pseudo_id"] == deid.pseudonym("BR-0042")]
+    assert [r["domain_status"] for r in rows] == ["shifted", ""]  # the second draw has no stored check
+    r = as_alice.get("/api/export/deidentified/?format=json")
+    rec = next(p for p in r.json()["patients"] if p["pseudo_id"] == deid.pseudonym("BR-0042"))
+    assert [d["domain_status"] for d in rec["draws"]] == ["shifted", None]
+    assert "smith" not in r.content.decode()

@@ -126,3 +126,55 @@ def test_patient_bundle_has_every_draw(as_alice, patient, django_assert_max_num_
     res = _validated(body)
     assert len(res["Patient"]) == 1 and len(res["Specimen"]) == 3 and len(res["DiagnosticReport"]) == 3
     assert len(res["Observation"]) == 4
+
+
+# --- The domain check travels with the count (patients.drawdomain) ---------------------------------
+
+REASON = "RGB composite (a colour picture: PNG, JPEG or RGB TIFF): the model was validated on separate channels"
+
+
+def _checked(patient, check, day):
+    draw = factories.BloodDrawFactory(patient=patient, drawn_at=dt.datetime(2025, 3, day, 9, tzinfo=dt.UTC))
+    _analysed(draw, ["ctc", "non_ctc", "non_ctc"])
+    draw.uploads.update(domain_check=check)
+    recompute_summary(draw)
+    return draw
+
+
+def _ctc(res):
+    return next(o for o in res["Observation"] if o["code"]["coding"][0]["code"] == "ctc-per-7.5ml")
+
+
+def _domain_component(obs):
+    found = [c for c in obs["component"] if c["code"]["coding"][0]["code"] == "domain-check"]
+    return found[0] if found else None
+
+
+def test_a_shifted_draw_says_so_in_the_ctc_observation_and_the_report(as_alice, patient):
+    draw = _checked(patient, {"status": "shifted", "score": 0.64, "reasons": [REASON]}, 1)
+    res = _validated(as_alice.get(f"/api/draws/{draw.pk}/fhir/").json())  # still valid R4(B)
+    ctc = _ctc(res)
+    (note,) = ctc["note"]
+    assert "Images unlike the ones the classifier was validated on" in note["text"] and REASON in note["text"]
+    comp = _domain_component(ctc)
+    assert comp["valueCodeableConcept"]["coding"][0]["code"] == "shifted"
+    assert "0.64" in comp["valueCodeableConcept"]["text"]
+    assert "Images unlike the ones the classifier was validated on" in res["DiagnosticReport"][0]["conclusion"]
+    frac = next(o for o in res["Observation"] if o is not ctc)
+    assert "note" not in frac  # the flag belongs to the count
+
+
+def test_an_in_domain_draw_is_coded_but_not_flagged_and_an_unchecked_one_is_as_before(as_alice, patient):
+    inside = _checked(patient, {"status": "in_domain", "score": 0.05, "reasons": []}, 2)
+    unchecked = _checked(patient, None, 3)
+    body = as_alice.get(f"/api/patients/{patient.pk}/fhir/").json()
+    res = _validated(body)
+    by_draw = {o["specimen"]["reference"]: o for o in res["Observation"]
+               if o["code"]["coding"][0]["code"] == "ctc-per-7.5ml"}
+    spec = {s["identifier"][0]["value"]: f"urn:uuid:{s['id']}" for s in res["Specimen"]}
+    ok = by_draw[spec[str(inside.pk)]]
+    assert _domain_component(ok)["valueCodeableConcept"]["coding"][0]["code"] == "in_domain"
+    assert "unlike" not in ok["note"][0]["text"]
+    plain = by_draw[spec[str(unchecked.pk)]]
+    assert "note" not in plain and _domain_component(plain) is None
+    assert not any("unlike" in r.get("conclusion", "") for r in res["DiagnosticReport"])
