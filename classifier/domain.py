@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage as ndi
 
-from classifier.preprocess import ANALYSIS_FRAME_UM, analysis_side, fill_border
+from classifier.preprocess import ANALYSIS_FRAME_UM, analysis_frame_px, analysis_side, fill_border
 from classifier.segmentation import NUCLEUS_DIAMETER_UM
 
 if TYPE_CHECKING:
@@ -85,13 +85,14 @@ CK_EVERYWHERE = (0.3, 0.45)
 # 0.13-0.36), synthetic sets 0.04-0.48 (display gamma 0.6 the highest); ctc-dev named with AF and CD45
 # swapped (the AF plane is a faint copy of DAPI, so it is bright at every nucleus) 0.93
 CK_EVENTS_CD45 = (0.65, 0.8)
-#: a nucleus counts as CK-bright only this many pixel-noise SDs (:func:`pixel_noise`) over the background
-#: too. Median share: synthetic wide frames without AF (no CK+ object in most frames, a CK span of a
-#: few grey levels) 0.58 -> 0.16; ctc-dev as named 0.077 -> 0.077, named with CK and AF swapped 1.00 ->
-#: 1.00, CK and CD45 0.70 -> 0.70; synthetic named with CK and AF swapped 0.89 -> 0.51 (its AF is
-#: fainter than ctc-dev's). At 2 SDs the wide frames read 0.32, at 4 the synthetic AF swap 0.17
-#: (eleventh session, 2026-12-04)
+#: in a frame whose CK span is under CK_SIGNAL_NOISE_SDS pixel-noise SDs (:func:`pixel_noise`; no
+#: CK-bright object, only noise and faint nonspecific CK), a nucleus counts as CK-bright only this many
+#: noise SDs over the background too. Median share: synthetic wide frames without AF 0.58 -> 0.18;
+#: ctc-dev as named 0.077 -> 0.077, named with CK and AF swapped 1.00 -> 1.00, CK and CD45 0.70 -> 0.70;
+#: synthetic named with CK and AF swapped 0.89 -> 0.76 (0.51 with the noise rule in every frame, as
+#: first shipped). Eleventh session, 2026-12-04
 CK_POSITIVE_NOISE_SDS = 3.0
+CK_SIGNAL_NOISE_SDS = 5.0
 MIN_IMAGES_FOR_MARKERS = 5
 #: the median share of a gallery's bright DAPI pixels (at least half the range) clipped at its top
 #: (ctc-dev 0.000, per image <= 0.001; synthetic in-domain 0.003): an overexposed nuclear stain.
@@ -215,6 +216,7 @@ class ImageSignals:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["frame_um"] = self.frame_um
+        d["frame_long_um"] = self.frame_long_um
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
 
 
@@ -314,13 +316,14 @@ _GRID = 40
 _MIDTONE_GRID = 96
 
 
-def pixel_noise(plane: np.ndarray, half: int = 64) -> float:
-    """The pixel noise SD of a plane: the robust spread (MAD) of neighbouring pixels' differences over
-    its central ``2 * half`` px square, every other row (structure changes little from one pixel to
-    the next; noise does). 0 for a plane too small to read."""
+def pixel_noise(plane: np.ndarray, rows: int = 24, width: int = 512) -> float:
+    """The pixel noise SD of a plane: the robust spread (MAD) of neighbouring pixels' differences
+    along ``rows`` rows spread over the frame (its central ``width`` px): structure changes little
+    from one pixel to the next, noise does, and most of those pixels are background. 0 for a plane
+    too small to read."""
     h, w = plane.shape
-    cy, cx = h // 2, w // 2
-    q = np.asarray(plane[max(0, cy - half):cy + half:2, max(0, cx - half):cx + half], np.float32)
+    x0 = max(0, (w - width) // 2)
+    q = np.asarray(plane[:: max(1, h // rows), x0:x0 + width], np.float32)
     if q.shape[1] < 2 or not q.size:
         return 0.0
     d = (q[:, 1:] - q[:, :-1]).ravel()
@@ -541,7 +544,10 @@ def _signals_stack(x: np.ndarray, channels: list[str], sources: list[str], hws: 
                 # grey levels, and faint nonspecific CK at every leukocyte then read as CK-bright
                 noise = np.maximum(np.nan_to_num(ck_noise, nan=0.0),
                                    np.where(integral, 0.5, 1e-3 * span[:, k]))[owner[real]]
-                pos = (over / span[owner[real], k] > CK_POSITIVE) & (over > CK_POSITIVE_NOISE_SDS * noise)
+                # (a frame whose CK does reach well over its noise keeps the plain reading: the faint
+                # AF or CD45 plane named CK stays CK-bright at every nucleus)
+                pos = (over / span[owner[real], k] > CK_POSITIVE) & (
+                    (over > CK_POSITIVE_NOISE_SDS * noise) | (span[owner[real], k] >= CK_SIGNAL_NOISE_SDS * noise))
                 n_pos = np.bincount(owner[real], weights=pos.astype(float), minlength=n)
                 ck_share = np.where(nuclei > 0, n_pos / np.maximum(nuclei, 1), np.nan)
             # the event: the object at the frame's centre (or nearest to it, within 2 grid px)
@@ -646,7 +652,9 @@ def image_findings(s: ImageSignals, ref: Reference | None = None, kind: str = "e
             out.append(Finding("tight_frame", _ramp(fu, VALIDATED_FRAME_UM[0], 44.0) * 0.6,
                                f"tight framing: {fu:.0f} µm across, validated {VALIDATED_FRAME_UM[0]:.0f}-"
                                f"{VALIDATED_FRAME_UM[1]:.0f} µm (fewer cells to normalise against)"))
-        elif long_um is not None and long_um > VALIDATED_FRAME_UM[1]:
+        # not "else": a strip can be tight one way and wide the other (and then cut to the window);
+        # wide is the width the preprocessing cuts by, in whole pixels (classifier.preprocess)
+        if long_um is not None and s.px_um and max(s.scene or (s.height, s.width)) > analysis_frame_px(s.px_um):
             # a frame of many event widths is more likely a whole field sent as an event gallery,
             # where only the cell at its centre would be classified
             field_hint = ("; if these are whole fields, upload them as fields (kind=field) so that every "

@@ -25,8 +25,8 @@ with the weights and checked on load; the numeric kernels are :mod:`classifier.k
 
 Event thumbnails wider than the validated framing (:data:`ANALYSIS_FRAME_UM`, on the longer side,
 padding left out): step 2's anchors and the foreground thresholds are read on the central window of
-that width only; the scale is still read on every nucleus of the frame, and only a scale given or
-estimated from nuclei of at least ~7 px cuts a window (:func:`analysis_side`). What lies beyond is
+that width only; the scale is still read on every nucleus of the frame, and only a pixel size,
+given or estimated, of :data:`WINDOW_MAX_PX_UM` or finer cuts a window (:func:`analysis_side`). What lies beyond is
 other cells, which moved the event's attributes with the export's framing (issue 11, tenth session:
 ctc-dev among neighbours in a 150 µm frame, BA 0.81, 100 µm window 0.95). This is part of
 :func:`prepare_image`, so training, fine-tuning replay and ``evaluate`` see it as inference does.
@@ -258,9 +258,11 @@ MIN_NEIGHBOURS = 3
 #: µm; 240 px crops of it held). A wider thumbnail is normalised and thresholded on its central
 #: window of this width (:func:`setup_image`); the domain check still names the wide framing.
 ANALYSIS_FRAME_UM = 100.0
-#: an estimated pixel size coarser than this (the median nucleus under ~7 px) is not trusted to cut
-#: the analysis window by (:func:`analysis_side`)
-WINDOW_MAX_ESTIMATED_PX_UM = 1.0
+#: a pixel size coarser than this cuts no analysis window (:func:`analysis_side`): estimated, the median
+#: nucleus was under ~7 px at the reference size (specks, or a lone nucleus: a guess); given, a wrong file calibration (which
+#: some exports write) would cut a validated 160 px thumbnail to a few nuclei. Such frames are rescaled
+#: whole, and the domain check names the coarse pixel size.
+WINDOW_MAX_PX_UM = 1.0
 
 
 def _thresholds(smooth: np.ndarray) -> np.ndarray:
@@ -501,7 +503,10 @@ def setup_image(
     else:  # the scale is known: the whole frame's anchors and objects would be thrown away
         px_um, how = float(pixel_size_um), "given"
     if side is not None:
-        norm, thresholds = _window_analysis(content, analysis_window(content.shape[1:], side, centre), nucleus_px)
+        # the window's objects at the known scale's block factor, as the same window exported alone
+        # with that scale given would be analysed
+        norm, thresholds = _window_analysis(content, analysis_window(content.shape[1:], side, centre),
+                                            contract.reference_nucleus_um / px_um)
     if content.shape != mapped.shape:
         framed = np.zeros(mapped.shape, np.float32)
         framed[:, top:h - bottom, left:w - right] = norm
@@ -509,20 +514,23 @@ def setup_image(
     return ImageSetup(norm, thresholds, px_um, how)
 
 
+def analysis_frame_px(px_um: float) -> int:
+    """The validated framing's width (:data:`ANALYSIS_FRAME_UM`) in pixels of ``px_um``."""
+    return max(MIN_CONTENT_PX, int(round(ANALYSIS_FRAME_UM / px_um)))
+
+
 def analysis_side(scene: tuple[int, int], px_um: float, scale_source: str) -> int | None:
     """The side (px) of the square an event frame is analysed on, or None: the whole frame (every
     validated thumbnail, as before). ``scene``: the frame's size inside any constant border fill
     (padding is not scene); ``scale_source`` as :func:`pixel_size` gives it.
 
-    Only a frame whose longer side spans more than :data:`ANALYSIS_FRAME_UM` at a scale worth cutting
-    by: given, or estimated from nuclei at least ~7 px across (a coarser estimate came from specks or
-    a lone nucleus, and cut tight crops down to a few nuclei); never at the default scale (no nuclei).
-    The domain check (:mod:`classifier.domain`) names the framing by the same rule."""
-    if scale_source not in ("given", "estimated") or not (np.isfinite(px_um) and px_um > 0):
+    Only a frame whose longer side spans more than :func:`analysis_frame_px`, at a scale given or
+    estimated from nuclei, and no coarser than :data:`WINDOW_MAX_PX_UM`; never at the default scale
+    (no nuclei were measured). The domain check (:mod:`classifier.domain`) names the framing by the
+    same width."""
+    if scale_source not in ("given", "estimated") or not (np.isfinite(px_um) and 0 < px_um <= WINDOW_MAX_PX_UM):
         return None
-    if scale_source == "estimated" and px_um > WINDOW_MAX_ESTIMATED_PX_UM:
-        return None
-    side = max(MIN_CONTENT_PX, int(round(ANALYSIS_FRAME_UM / px_um)))
+    side = analysis_frame_px(px_um)
     return side if max(scene) > side else None
 
 

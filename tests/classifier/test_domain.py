@@ -121,6 +121,11 @@ def test_the_wide_framing_reason_says_the_window_only_when_one_was_cut():
     assert "wide framing: 168 µm across" in text and "analysed on the central 100 µm" in text, text
     text = reasons(scene, 1.2, "estimated")  # 192 µm, but 1.2 µm inferred from nuclei under 7 px
     assert "wide framing" in text and "analysed on the central" not in text, text
+    thin = rng.integers(1, 255, (4, 100, 400)).astype(np.float32)  # tight one way, wide (and cut) the other
+    text = reasons(thin, 0.42, "given")
+    assert "tight framing: 42 µm" in text and "analysed on the central 100 µm" in text, text
+    # 240 px at 100.2 µm: no wider than the window in whole pixels, so neither cut nor called wide
+    assert "framing" not in reasons(rng.integers(1, 255, (4, 240, 240)).astype(np.float32), 100 / 239.6, "given")
 
 
 def test_a_single_nucleus_filling_the_frame_makes_the_inferred_scale_unreliable():
@@ -562,6 +567,13 @@ def test_faint_ck_in_frames_without_a_ck_bright_cell_is_not_a_channel_order_warn
     swapped = ["CD45" if c == "CK" else "CK" if c == "CD45" else c for c in chans]
     wrong = domain.check(domain.image_signals_batch(images, [swapped] * len(images), names))
     assert any("check the channel order" in r for r in wrong.reasons), wrong.reasons
+    # the generator's 4-channel export with its (faint) AF plane named CK: still caught
+    _infos, chans4 = write_shifted_folder(tmp_path / "g", 30, 9201, "gallery_tiff4", progress=False)
+    four = [load_input(tmp_path / "g" / it.file, chans4).image for it in read_labels(tmp_path / "g")]
+    af_as_ck = ["CK" if c == "AF" else "AF" if c == "CK" else c for c in chans4]
+    sigs = domain.image_signals_batch(four, [af_as_ck] * len(four), names)
+    assert np.median([s.ck_positive_share for s in sigs if s.n_nuclei >= 8]) > domain.CK_EVERYWHERE[1]
+    assert any("check the channel order" in r for r in domain.check(sigs).reasons)
 
 
 def test_an_overexposed_nuclear_stain_is_shifted():

@@ -244,38 +244,52 @@ def wide_ctc() -> np.ndarray:
     return img
 
 
-def test_a_wide_frame_is_analysed_on_its_central_window(contract, wide_ctc, monkeypatch):
+@pytest.mark.parametrize("px, size", [(0.42, 400), (0.3, 501)])  # windows centred on the pixel grid
+def test_a_wide_frame_is_analysed_on_its_central_window(contract, monkeypatch, px, size):
     """A thumbnail wider than the validated framing is normalised and thresholded on its central
     100 µm: thresholds, the event's crop and masks are those of that window exported alone, the
-    scale given or inferred from the whole frame. Without the window (the whole frame's anchors and
+    scale given or inferred from the whole frame (at 0.3 µm the window's objects are read at the
+    scale's block factor, not the window size's). Without the window (the whole frame's anchors and
     thresholds, as before the tenth session) they differ."""
     from classifier import preprocess
 
-    px = 0.42
+    wide_ctc, _ = make_event(np.random.default_rng(11), "ctc", px_um=px, size_px=size, framing="wide")
     side = preprocess.analysis_side(wide_ctc.shape[1:], px, "given")
     assert side == round(preprocess.ANALYSIS_FRAME_UM / px)
     _same_analysis(_analysis(wide_ctc, contract, px), _analysis(_central(wide_ctc, side), contract, px))
 
-    inferred = _analysis(wide_ctc, contract, None)  # the scale read on all the frame's nuclei
-    assert 0.3 < inferred.px < 0.6
-    alone_side = preprocess.analysis_side(wide_ctc.shape[1:], inferred.px, "estimated")
-    _same_analysis(inferred, _analysis(_central(wide_ctc, alone_side), contract, inferred.px))
+    inferred = setup_image(wide_ctc, CH, contract)  # the scale read on all the frame's nuclei
+    assert 0.75 * px < inferred.px_um < 1.35 * px
+    h, w = wide_ctc.shape[1:]
+    side_inferred = preprocess.analysis_side((h, w), inferred.px_um, "estimated")
+    y0, y1, x0, x1 = preprocess.analysis_window((h, w), side_inferred, ((h - 1) / 2, (w - 1) / 2))
+    alone = setup_image(wide_ctc[:, y0:y1, x0:x1], CH, contract, inferred.px_um)
+    assert np.allclose(inferred.thresholds, alone.thresholds, atol=1e-6)
+    assert np.allclose(inferred.norm[:, y0:y1, x0:x1], alone.norm, atol=1e-5)
 
     monkeypatch.setattr(preprocess, "ANALYSIS_FRAME_UM", 1e6)  # the whole frame, as before the window
     whole = setup_image(wide_ctc, CH, contract, px)
     assert not np.allclose(whole.thresholds, _analysis(_central(wide_ctc, side), contract, px).thresholds, atol=1e-3)
-    assert setup_image(wide_ctc, CH, contract).px_um == inferred.px  # the scale is the whole frame's either way
+    assert setup_image(wide_ctc, CH, contract).px_um == inferred.px_um  # the scale is the whole frame's either way
 
 
 def test_the_window_leaves_padding_and_the_frame_s_short_side_alone(contract, wide_ctc):
-    """Padding is not scene: a wide frame padded with black is analysed as the frame itself, and a
-    validated 160 px frame padded out to 300 px is analysed whole (no window). A strip wider than
-    the window on one side only is cut on that side."""
+    """Padding is not scene: a validated 160 px frame padded out to 300 px is analysed whole (no
+    window). Padded on one side only (a cell at the scan's edge), the window is centred on the
+    frame's centre, as the event is, kept inside the scene. A strip wider than the window on one
+    side only is cut on that side."""
     from classifier import preprocess
 
     px = 0.42
-    padded = np.pad(wide_ctc, ((0, 0), (40, 40), (40, 40)))
-    _same_analysis(_analysis(padded, contract, px), _analysis(wide_ctc, contract, px))
+    side = preprocess.analysis_side(wide_ctc.shape[1:], px, "given")
+    one_side = np.pad(wide_ctc, ((0, 0), (0, 0), (120, 0)))  # frame centre x 259.5: scene x 139.5
+    y0 = (400 - side) // 2
+    x0 = int(round(139.5 - (side - 1) / 2))
+    window = wide_ctc[:, y0:y0 + side, x0:x0 + side]
+    got, alone = setup_image(one_side, CH, contract, px), setup_image(window, CH, contract, px)
+    assert np.allclose(got.thresholds, alone.thresholds, atol=1e-6)
+    assert np.allclose(got.norm[:, y0:y0 + side, 120 + x0:120 + x0 + side], alone.norm, atol=1e-5)
+    assert (got.norm[:, :, :120] == 0).all()  # the fill is background
 
     small, _ = make_event(np.random.default_rng(12), "ctc", px_um=px, size_px=160)
     assert preprocess.analysis_side((160, 160), px, "given") is None
@@ -290,12 +304,15 @@ def test_the_window_leaves_padding_and_the_frame_s_short_side_alone(contract, wi
 
 
 def test_no_window_is_cut_by_an_untrustworthy_scale():
-    """A scale estimated from nuclei under ~7 px (specks, or a lone nucleus in a tight crop) or the
-    default scale (no nuclei) cuts no window; a given scale does, however coarse."""
-    from classifier.preprocess import WINDOW_MAX_ESTIMATED_PX_UM, analysis_side
+    """A pixel size coarser than 1.0 µm, estimated (from nuclei under ~7 px: specks, or a lone
+    nucleus in a tight crop) or given (file calibrations are sometimes wrong), or the default scale
+    (no nuclei) cuts no window."""
+    from classifier.preprocess import WINDOW_MAX_PX_UM, analysis_side
 
     assert analysis_side((160, 160), 2.3, "estimated") is None
-    assert analysis_side((160, 160), WINDOW_MAX_ESTIMATED_PX_UM, "estimated") is not None
+    assert analysis_side((160, 160), WINDOW_MAX_PX_UM, "estimated") == round(100 / WINDOW_MAX_PX_UM)
     assert analysis_side((400, 400), 0.42, "default") is None
-    assert analysis_side((160, 160), 2.3, "given") == round(100 / 2.3)
+    # a given scale as coarse (a wrong file calibration would cut a 160 px thumbnail to 43 px): none
+    assert analysis_side((160, 160), 2.3, "given") is None
+    assert analysis_side((400, 400), 0.42, "given") == round(100 / 0.42)
     assert analysis_side((160, 160), float("nan"), "given") is None
