@@ -258,10 +258,10 @@ MIN_NEIGHBOURS = 3
 #: µm; 240 px crops of it held). A wider thumbnail is normalised and thresholded on its central
 #: window of this width (:func:`setup_image`); the domain check still names the wide framing.
 ANALYSIS_FRAME_UM = 100.0
-#: a pixel size coarser than this cuts no analysis window (:func:`analysis_side`): estimated, the median
-#: nucleus was under ~7 px at the reference size (specks, or a lone nucleus: a guess); given, a wrong file calibration (which
-#: some exports write) would cut a validated 160 px thumbnail to a few nuclei. Such frames are rescaled
-#: whole, and the domain check names the coarse pixel size.
+#: a pixel size coarser than this cuts no analysis window (:func:`analysis_side`): estimated, the
+#: median nucleus was under ~7 px at the reference size (specks, or a lone nucleus: a guess); given, a
+#: wrong file calibration (which some exports write) would cut a validated 160 px thumbnail to a few
+#: nuclei. Such frames are rescaled whole, and the domain check names the coarse pixel size.
 WINDOW_MAX_PX_UM = 1.0
 
 
