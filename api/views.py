@@ -1,8 +1,10 @@
 """The REST API's views.
 
 Every queryset goes through ``for_user`` (out of scope is a 404, never a 403 that
-would confirm the record exists); writes are checked against the role matrix
-(``api.permissions``); each read of patient data and each export leaves one audit row.
+would confirm the record exists); writes and exports are checked against the role matrix
+per care team (``api.permissions``: the user's role on the patient acted on; multi-patient
+exports keep the patients they may export, ``patients.roles.patients_for_action``); each
+read of patient data and each export leaves one audit row.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from api.filters import (
 )
 from api.pagination import StandardPagination
 from api.parsers import JSONParser
-from api.permissions import RoleActionPermission
+from api.permissions import RoleActionPermission, check_on
 from api.renderers import CSVRenderer, PNGRenderer
 from api.serializers import (
     CancerTypeSerializer,
@@ -91,7 +93,7 @@ from patients.models import (
     Trial,
 )
 from patients.review import AlreadyReviewed, confirm_remaining, review_event
-from patients.roles import Action, can
+from patients.roles import Action, can, patients_for_action
 from patients.scoping import is_admin
 from patients.summary import recompute_summary
 from patients.training_tasks import start_training
@@ -191,6 +193,27 @@ class AuditedReadMixin:
         audit.record(request, "view", object_type=f"{self.get_queryset().model.__name__} list", patient=patient,
                      detail={"count": count, "query": dict(request.query_params.items())})
         return response
+
+
+EXPORT_REFUSED = "Your role does not allow exports."
+EXPORT_REFUSED_HERE = "Your role in this patient's care team does not allow exports."
+
+
+class PatientRightsMixin:
+    """A record written for a patient named in the body (a new draw, treatment line, clinical
+    event, or one moved to another patient) needs the write right on *that* patient: the role in
+    its care team (``patients.roles.can_on``). The record changed is checked by the permission."""
+
+    def check_body_patient(self, serializer: serializers.Serializer) -> None:
+        check_on(self.request, self.write_action, serializer.validated_data.get("patient"))
+
+    def perform_create(self, serializer: serializers.Serializer) -> None:
+        self.check_body_patient(serializer)
+        super().perform_create(serializer)
+
+    def perform_update(self, serializer: serializers.Serializer) -> None:
+        self.check_body_patient(serializer)
+        super().perform_update(serializer)
 
 
 def _drf_error(err: DjangoValidationError, fields: dict[str, str], default: str) -> serializers.ValidationError:
@@ -357,8 +380,9 @@ class PatientViewSet(AuditedReadMixin, viewsets.ModelViewSet):
     @action(detail=True, methods=["get"])
     def fhir(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         if not can(request.user, Action.EXPORT):  # a FHIR bundle is an export (roles matrix, docs/security.md)
-            raise PermissionDenied("Your role does not allow exports.")
+            raise PermissionDenied(EXPORT_REFUSED)  # before the lookup: the same answer for every id
         patient = self.get_object()
+        check_on(request, Action.EXPORT, patient, EXPORT_REFUSED_HERE)  # the role in this patient's team
         draws = (
             BloodDraw.objects.filter(patient=patient).select_related("summary").order_by("drawn_at", "pk")
         )
@@ -370,7 +394,7 @@ class PatientViewSet(AuditedReadMixin, viewsets.ModelViewSet):
 
 
 @extend_schema_view(list=extend_schema(summary="Treatment lines (filter ?patient=)"))
-class TreatmentLineViewSet(AuditedReadMixin, viewsets.ModelViewSet):
+class TreatmentLineViewSet(PatientRightsMixin, AuditedReadMixin, viewsets.ModelViewSet):
     """Treatment lines of the patients you may see."""
 
     serializer_class = TreatmentLineSerializer
@@ -384,7 +408,7 @@ class TreatmentLineViewSet(AuditedReadMixin, viewsets.ModelViewSet):
 
 
 @extend_schema_view(list=extend_schema(summary="Clinical events: imaging response, surgery, progression"))
-class ClinicalEventViewSet(AuditedReadMixin, viewsets.ModelViewSet):
+class ClinicalEventViewSet(PatientRightsMixin, AuditedReadMixin, viewsets.ModelViewSet):
     """Clinical events (imaging response with RECIST, surgery, progression) of your patients."""
 
     serializer_class = ClinicalEventSerializer
@@ -415,7 +439,7 @@ EVENT_PARAMS = [
                        responses={(200, "application/fhir+json"): OpenApiResponse(OpenApiTypes.OBJECT,
                                                                                   description="FHIR R4 Bundle")}),
 )
-class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
+class DrawViewSet(PatientRightsMixin, AuditedReadMixin, viewsets.ModelViewSet):
     """Blood draws, their imaging uploads, cell events and FHIR export."""
 
     serializer_class = DrawSerializer
@@ -436,9 +460,11 @@ class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
         )
 
     def perform_create(self, serializer: DrawSerializer) -> None:
+        self.check_body_patient(serializer)
         serializer.save(created_by=self.request.user)
 
     def perform_update(self, serializer: DrawSerializer) -> None:
+        self.check_body_patient(serializer)
         before = serializer.instance.volume_ml
         draw = serializer.save()
         if draw.volume_ml != before and DrawSummary.objects.filter(draw=draw).exists():
@@ -512,8 +538,9 @@ class DrawViewSet(AuditedReadMixin, viewsets.ModelViewSet):
     @action(detail=True, methods=["get"], filterset_class=None, ordering_fields=None)
     def fhir(self, request: Request, pk: str | None = None, **kwargs: Any) -> Response:
         if not can(request.user, Action.EXPORT):  # a FHIR bundle is an export (roles matrix, docs/security.md)
-            raise PermissionDenied("Your role does not allow exports.")
+            raise PermissionDenied(EXPORT_REFUSED)  # before the lookup: the same answer for every id
         draw = self.get_object()
+        check_on(request, Action.EXPORT, draw, EXPORT_REFUSED_HERE)  # the role in this patient's team
         bundle = fhir.draw_bundle(draw)
         audit.record(request, "export", draw, patient=_patient_stub(draw.patient_id), detail={"format": "fhir"})
         return Response(bundle, content_type="application/fhir+json")
@@ -718,8 +745,9 @@ class CohortView(APIView):
         if not can(request.user, Action.COHORT):
             return Response({"detail": "Your role does not include the cohort view."},
                             status=status.HTTP_403_FORBIDDEN)
+        # Only the patients whose care team (or trial) gives the user the cohort right.
         patients = _valid_filters(PatientFilter(request.query_params,
-                                                queryset=Patient.objects.for_user(request.user)))
+                                                queryset=patients_for_action(request.user, Action.COHORT)))
         courses = cohort.patient_courses(patients, landmark=request.query_params.get("follow_up", "")[:40])
         arms = [
             {**{k: getattr(a, k) for k in CohortArmSerializer().fields if k not in ("label", "conversion_rate",
@@ -759,9 +787,10 @@ class DeidentifiedExportView(APIView):
     )
     def get(self, request: Request) -> Response:
         if not can(request.user, Action.EXPORT):
-            return Response({"detail": "Your role does not allow exports."}, status=status.HTTP_403_FORBIDDEN)
+            return Response({"detail": EXPORT_REFUSED}, status=status.HTTP_403_FORBIDDEN)
+        # Only the patients whose care team (or trial) lets the user export: rights are per team.
         patients = _valid_filters(PatientFilter(request.query_params,
-                                                queryset=Patient.objects.for_user(request.user)))
+                                                queryset=patients_for_action(request.user, Action.EXPORT)))
         records = [deid.patient_record(p) for p in deid.export_queryset(patients)]
         fmt = request.accepted_renderer.format
         audit.record(
@@ -829,13 +858,18 @@ class SurvivalView(APIView):
         if errors:
             return Response(errors, status=status.HTTP_400_BAD_REQUEST)
         landmark = request.query_params.get("follow_up", "")[:40]
-        patients = PatientFilter(request.query_params, queryset=Patient.objects.for_user(request.user)).qs
-        records = outcomes.survival_records(patients, landmark=landmark)
         fmt = request.accepted_renderer.format
+        if fmt == "csv" and not can(request.user, Action.EXPORT):
+            return Response({"detail": EXPORT_REFUSED}, status=status.HTTP_403_FORBIDDEN)
+        # Rights are per care team: the patients the user has the cohort right on (and, for the
+        # CSV, the export right too).
+        visible = patients_for_action(request.user, Action.COHORT)
+        if fmt == "csv":
+            visible = patients_for_action(request.user, Action.EXPORT, visible)
+        patients = PatientFilter(request.query_params, queryset=visible).qs
+        records = outcomes.survival_records(patients, landmark=landmark)
         query = {k: v for k, v in request.query_params.items() if k != "format"}
         if fmt == "csv":
-            if not can(request.user, Action.EXPORT):
-                return Response({"detail": "Your role does not allow exports."}, status=status.HTTP_403_FORBIDDEN)
             audit.record(request, "export", object_type="Survival",
                          detail={"format": "csv", "patients": len(records), "query": query})
             from patients.csvsafe import safe_cell  # study ids are user text: no spreadsheet formulas

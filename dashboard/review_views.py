@@ -26,7 +26,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from dashboard.access import require
+from dashboard.access import record_for, require
 from dashboard.labels import CATEGORY_LABELS, call_category_disagree, category_label
 from dashboard.review_labels import attribute_label, branch_label
 from dashboard.templatetags.review_tags import kappa_table
@@ -211,8 +211,7 @@ def _next(request: HttpRequest) -> str:
 @require_POST
 def review_cell(request: HttpRequest, pk: int) -> HttpResponse:
     """Confirm, override (reason from the list or free text) or change one cell's call and category."""
-    event = get_object_or_404(CellEvent.objects.for_user(request.user).select_related("draw__patient"), pk=pk)
-    require(request, Action.REVIEW)
+    event = record_for(request, CellEvent.objects.select_related("draw__patient"), pk, Action.REVIEW)
     call = request.POST.get("call", "")
     nxt = _next(request) or reverse("dashboard:review")
     change = request.POST.get("change") == "1"
@@ -253,8 +252,7 @@ def review_cell(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def review_confirm_remaining(request: HttpRequest, pk: int) -> HttpResponse:
     """"Confirm the remaining calls": one audited action over the unreviewed cells the page showed."""
-    draw = get_object_or_404(BloodDraw.objects.for_user(request.user), pk=pk)
-    require(request, Action.REVIEW)
+    draw = record_for(request, BloodDraw.objects.select_related("patient"), pk, Action.REVIEW)
     ids = [int(v) for v in request.POST.get("cells", "").split(",") if v.strip().isdigit()]
     confirmed = confirm_remaining(draw, request.user, ids, request=request)
     summary = _summary_json(draw)

@@ -24,7 +24,7 @@ from dashboard.views.common import base_context, csv_response
 from patients import outcomes
 from patients.audit import record
 from patients.csvsafe import safe_row
-from patients.roles import Action
+from patients.roles import Action, patients_for_action
 from patients.stats import p_words
 
 #: One colour per group, in GROUP_ORDER: favorable / CTC0 / persistently favorable are green,
@@ -123,6 +123,7 @@ def survival_export(request: HttpRequest) -> HttpResponse:
     require(request, Action.COHORT)
     require(request, Action.EXPORT)
     _, patients = cohort_patients(request)
+    patients = patients_for_action(request.user, Action.EXPORT, patients)  # rights are per care team
     landmark = request.GET.get("follow_up", "")[:40]
     records = outcomes.survival_records(patients, landmark=landmark)
     record(request, "export", object_type="Survival", detail={"format": "csv", "filters": request.GET.dict(),

@@ -21,7 +21,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 
 from patients.models import BloodDraw, Call, CellEvent, CellReview
-from patients.roles import Action, can
+from patients.roles import Action, action_filter, can
 
 LABELS = (Call.NON_CTC.value, Call.CTC.value)
 
@@ -89,10 +89,13 @@ def record_review(event: CellEvent, user, call: str, reason: str, category: str)
 
 
 def adjudication_list(user) -> QuerySet:  # noqa: ANN001
-    """Cells in scope where the two reviewers disagree and nobody has decided yet."""
+    """Cells in scope where the two reviewers disagree and nobody has decided yet, of the patients
+    ``user`` may review (their role in the patient's care team: ``patients.roles``)."""
     if not can(user, Action.REVIEW):
         raise PermissionDenied("Only reviewers and oncologists adjudicate.")
-    return CellEvent.objects.for_user(user).filter(adjudication_pending=True)
+    cells = CellEvent.objects.for_user(user).filter(adjudication_pending=True)
+    q = action_filter(user, Action.REVIEW, "draw__patient__")
+    return cells if q is None else cells.filter(q)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from django.utils import timezone
 from patients.adjudication import record_review, requires_second_review
 from patients.audit import record
 from patients.models import AuditEvent, BloodDraw, Call, CellEvent, CellReview, UploadStatus
-from patients.roles import Action, can
+from patients.roles import Action, can_on
 from patients.summary import recompute_summary
 
 
@@ -105,7 +105,7 @@ def review_event(
     Raises :class:`AlreadyReviewed` (nothing changes) when the cell is already reviewed and
     ``change`` is false; with ``change`` a reason is required and the change is audited.
     """
-    if not can(user, Action.REVIEW):
+    if not can_on(user, Action.REVIEW, event):  # the role in this patient's care team (patients.roles)
         raise PermissionDenied("Only reviewers and oncologists may review calls.")
     if call not in Call.values:
         raise ValidationError(f"Unknown call {call!r}: use 'ctc' or 'non_ctc'.", code="call")
@@ -173,7 +173,7 @@ def confirm_remaining(draw: BloodDraw, user, cell_ids: Iterable[int] | None = No
     (``review``, ``bulk_confirm``) lists the cells it covered; each cell's history row names the
     reviewer. Returns the ids confirmed.
     """
-    if not can(user, Action.REVIEW):
+    if not can_on(user, Action.REVIEW, draw):  # the role in this patient's care team (patients.roles)
         raise PermissionDenied("Only reviewers and oncologists may review calls.")
     with transaction.atomic():
         qs = (CellEvent.objects.select_for_update()

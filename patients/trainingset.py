@@ -30,7 +30,7 @@ from django.db.models import QuerySet
 
 from patients.imaging import decode_strip
 from patients.models import CareTeam, CellEvent, UploadedFile, UploadStatus
-from patients.roles import Action, can
+from patients.roles import Action, action_filter, can
 
 
 @dataclass
@@ -73,7 +73,9 @@ def write_training_set(user, out: Path, team: CareTeam | None = None) -> ExportS
         raise PermissionDenied("Your role does not allow exports.")
     out = Path(out)
     (out / "events").mkdir(parents=True, exist_ok=True)
-    cells = list(reviewed_cells(user, team).defer("explanation", "heatmap"))
+    cells = reviewed_cells(user, team)
+    q = action_filter(user, Action.EXPORT, "draw__patient__")  # only patients whose team lets the user export
+    cells = list((cells if q is None else cells.filter(q)).defer("explanation", "heatmap"))
     orders = Counter(tuple(c.upload.result_channels or c.upload.channels) for c in cells)
     channels = list(orders.most_common(1)[0][0]) if orders else []
     originals = {

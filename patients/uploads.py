@@ -35,7 +35,7 @@ from patients.models import (
     UploadedFile,
     UploadStatus,
 )
-from patients.roles import Action, can
+from patients.roles import Action, can_on
 from patients.storage import incoming_paths, local_path
 from patients.summary import recompute_summary
 from patients.tasks import enqueue
@@ -247,7 +247,7 @@ def withdraw_upload(upload: ImagingUpload, user, reason: str, request=None) -> I
     analysing it discards its results (it only stores for a running upload), and the stale
     sweep never re-queues it.
     """
-    if not can(user, Action.UPLOAD):
+    if not can_on(user, Action.UPLOAD, upload):  # the role in this patient's care team (patients.roles)
         raise PermissionDenied("Your role does not allow uploads, nor withdrawing them.")
     reason = (reason or "").strip()
     if not reason:

@@ -21,14 +21,15 @@ from patients import cohort as cohort_stats
 from patients import drawdomain, outcomes, schedule
 from patients.audit import record
 from patients.models import Patient
-from patients.roles import Action
+from patients.roles import Action, patients_for_action
 
 SWIMMER_LANES = 40
 
 
 def cohort_patients(request: HttpRequest) -> tuple[CohortFilterForm, QuerySet]:
-    """The cohort filter form and the visible patients it selects (the survival page uses it too)."""
-    visible = Patient.objects.for_user(request.user)
+    """The cohort filter form and the visible patients it selects (the survival page uses it too):
+    those whose care team (or trial) gives the user the cohort right (rights are per team)."""
+    visible = patients_for_action(request.user, Action.COHORT, Patient.objects.for_user(request.user))
     form = CohortFilterForm(request.GET or None, patients=visible)
     return form, (form.apply(visible) if form.is_bound else visible)
 
@@ -94,6 +95,7 @@ def cohort_export(request: HttpRequest) -> HttpResponse:
     require(request, Action.COHORT)
     require(request, Action.EXPORT)
     form, patients = cohort_patients(request)
+    patients = patients_for_action(request.user, Action.EXPORT, patients)  # the patients they may export
     courses = cohort_stats.patient_courses(patients, landmark=form.landmark())
     record(request, "export", object_type="Cohort", detail={"format": "csv", "filters": request.GET.dict(),
                                                             "patients": len(courses)})

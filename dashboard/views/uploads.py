@@ -11,12 +11,12 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.access import require
+from dashboard.access import record_for
 from dashboard.forms import UploadForm
 from patients.audit import record
 from patients.duplicates import refuse_duplicates
 from patients.models import BloodDraw, ImagingUpload, UploadStatus
-from patients.roles import Action, can
+from patients.roles import Action, can_on
 from patients.uploads import UploadRequest, create_upload, draw_is_final, withdraw_upload
 
 
@@ -37,9 +37,9 @@ def _upload_json(upload: ImagingUpload) -> dict:
 @require_POST
 def upload_create(request: HttpRequest, pk: int) -> JsonResponse:
     """The upload form posts here (fetch); JSON back: the upload and where to poll its status."""
-    draw = get_object_or_404(BloodDraw.objects.for_user(request.user), pk=pk)
-    if not can(request.user, Action.UPLOAD):
-        return JsonResponse({"error": "Your role does not allow uploads."}, status=403)
+    draw = get_object_or_404(BloodDraw.objects.for_user(request.user).select_related("patient"), pk=pk)
+    if not can_on(request.user, Action.UPLOAD, draw):  # the role in this patient's care team
+        return JsonResponse({"error": "Your role does not allow uploads for this patient."}, status=403)
     form = UploadForm(request.POST, request.FILES)
     files = request.FILES.getlist("files")
     if not files:
@@ -74,8 +74,7 @@ def upload_create(request: HttpRequest, pk: int) -> JsonResponse:
 @require_POST
 def upload_withdraw(request: HttpRequest, pk: int) -> HttpResponse:
     """Withdraw a mistaken upload (reason required): its events leave the draw's count."""
-    upload = get_object_or_404(ImagingUpload.objects.for_user(request.user).select_related("draw"), pk=pk)
-    require(request, Action.UPLOAD)
+    upload = record_for(request, ImagingUpload.objects.select_related("draw__patient"), pk, Action.UPLOAD)
     try:
         withdraw_upload(upload, request.user, request.POST.get("reason", ""), request=request)
     except ValidationError as err:
