@@ -81,6 +81,16 @@ def charlie(other_team):
 
 
 @pytest.fixture
+def olga(team, other_team):
+    """An oncologist of other_team (team A) who is only a reviewer of team (B, alice's): rights are
+    per care team (patients.roles.can_on)."""
+    user = factories.UserFactory(username="olga")
+    factories.MembershipFactory(team=other_team, user=user, role=Role.ONCOLOGIST)
+    factories.MembershipFactory(team=team, user=user, role=Role.REVIEWER)
+    return user
+
+
+@pytest.fixture
 def patient(team):
     return factories.PatientFactory(care_team=team)
 

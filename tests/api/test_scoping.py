@@ -129,15 +129,6 @@ def test_a_record_out_of_sight_answers_exactly_as_one_that_does_not_exist(as_cha
 
 
 @pytest.fixture
-def olga(team, other_team):
-    """An oncologist of team A (other_team) who is only a reviewer of team B (alice's)."""
-    user = factories.UserFactory(username="olga")
-    factories.MembershipFactory(team=other_team, user=user, role=Role.ONCOLOGIST)
-    factories.MembershipFactory(team=team, user=user, role=Role.REVIEWER)
-    return user
-
-
-@pytest.fixture
 def team_a_world(other_team):
     from patients.summary import recompute_summary
 

@@ -25,14 +25,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def olga(team, other_team):
-    user = factories.UserFactory(username="olga")
-    factories.MembershipFactory(team=other_team, user=user, role=Role.ONCOLOGIST)
-    factories.MembershipFactory(team=team, user=user, role=Role.REVIEWER)
-    return user
-
-
-@pytest.fixture
 def world(team, other_team, patient):
     """An analysed draw (with cells) for a patient of each team: A (olga's oncology) and B (alice's)."""
     a = factories.PatientFactory(care_team=other_team, study_id="TEAM-A-001")
