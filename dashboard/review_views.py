@@ -19,14 +19,14 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, F, Q, Sum
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, Q, Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from dashboard.access import record_for, require
+from dashboard.access import actions_for, record_for, require
 from dashboard.labels import CATEGORY_LABELS, call_category_disagree, category_label
 from dashboard.review_labels import attribute_label, branch_label
 from dashboard.templatetags.review_tags import kappa_table
@@ -36,7 +36,7 @@ from patients.adjudication import adjudication_list, requires_second_review
 from patients.audit import record
 from patients.models import BloodDraw, Call, CellEvent, CellReview, DrawSummary, Patient, UploadStatus
 from patients.review import CATEGORIES, OVERRIDE_REASONS, confirm_remaining, reason_text, review_event
-from patients.roles import Action
+from patients.roles import Action, action_filter, can_on
 
 #: A 200-cell draw fits one page of the draw review grid; the queue shows 48 (six rows of eight).
 DRAW_GRID_MAX = 300
@@ -120,6 +120,9 @@ def draw_review(request: HttpRequest, pk: int) -> HttpResponse:
     order = ("-ctc_probability", "pk") if sort == "probability" else rank_order()
     cells = list(events.order_by(*order)[:DRAW_GRID_MAX])
     context = _grid_context(request, cells)
+    # The review controls follow the user's role in *this* patient's care team (review_cell's check).
+    context["can"] = {**context["can"], "review": context["can"]["review"]
+                      and can_on(request.user, Action.REVIEW, draw)}
     remaining = [c.pk for c in cells if not c.done_for_me and not c.adjudication_pending]
     record(request, "view", draw, object_type="DrawReview", patient=draw.patient)
     return render(request, "dashboard/review_draw.html", dict(
@@ -146,9 +149,23 @@ def _date(value: str) -> dt.date | None:
 
 @login_required
 def review_queue(request: HttpRequest) -> HttpResponse:
-    """Pending cells across the visible draws, most uncertain first, with filters, and the
-    per-draw queue (draws with cells to review, oldest clinic date first)."""
+    """Pending cells of the draws the user may review, most uncertain first, with filters, and the
+    per-draw queue (draws with cells to review, oldest clinic date first).
+
+    The queue (cells, pending count, draws to review) holds only patients the user may review:
+    a visible cell of a team where their role does not review would answer 403. The agreement
+    figures and recent reviews beside it are read-only statistics over every visible review (as on
+    the Models page); a recent review offers "Change review" only where the user may review it."""
     draws = BloodDraw.objects.for_user(request.user)
+    # The draws whose cells the user may review: their role in the patient's care team (or as its
+    # trial's coordinator) carries ``review`` (patients.roles, the rule review_cell enforces).
+    may_review = Action.REVIEW in actions_for(request)
+    q = action_filter(request.user, Action.REVIEW, "patient__") if may_review else None
+
+    def reviewable_of(qs):  # noqa: ANN001, ANN202 - a BloodDraw queryset
+        return qs.none() if not may_review else qs if q is None else qs.filter(q)
+
+    all_reviewable = reviewable_of(draws)
     draw_id, patient_q = request.GET.get("draw", ""), request.GET.get("patient", "").strip()
     date_from, date_to = _date(request.GET.get("from", "")), _date(request.GET.get("to", ""))
     draw = None
@@ -162,21 +179,24 @@ def review_queue(request: HttpRequest) -> HttpResponse:
     if date_to:
         draws = draws.filter(drawn_at__date__lte=date_to)
     visible = CellEvent.objects.filter(draw__in=draws.values("pk"), upload__status=UploadStatus.DONE)
-    pending = visible.filter(reviewed_call="")
-    total = DrawSummary.objects.filter(draw__in=draws.values("pk")).aggregate(
+    reviewable = reviewable_of(draws)
+    pending = CellEvent.objects.filter(draw__in=reviewable.values("pk"), upload__status=UploadStatus.DONE,
+                                       reviewed_call="")
+    total = DrawSummary.objects.filter(draw__in=reviewable.values("pk")).aggregate(
         n=Sum(F("events_analysed") - F("reviewed_events")))["n"] or 0
     page = _CountedPaginator(pending.select_related("upload", "draw__patient").order_by(*rank_order()),
                              QUEUE_PER_PAGE, total).get_page(request.GET.get("page"))
     cells = list(page.object_list)
     # The per-draw queue: draws with cells to review, by clinic date (oldest first), from the summaries.
     draw_queue = list(
-        DrawSummary.objects.filter(draw__in=draws.values("pk"), events_analysed__gt=F("reviewed_events"))
+        DrawSummary.objects.filter(draw__in=reviewable.values("pk"), events_analysed__gt=F("reviewed_events"))
         .select_related("draw__patient").order_by("draw__drawn_at", "draw_id")[:50])
     for s in draw_queue:
         s.pending = s.events_analysed - s.reviewed_events
     reviewed = visible.exclude(reviewed_call="")
-    # Both agreement figures read every review in scope: one cache entry per visible patients and
-    # filters, refreshed when a review moves the data stamp.
+    # Both agreement figures read every review in scope (read-only statistics, whatever the user's
+    # review rights): one cache entry per visible patients and filters, refreshed when a review
+    # moves the data stamp. The adjudication count beside them is the user's own (review_tags).
     by_reviewer, kappa = cohort_stats.cached(
         Patient.objects.for_user(request.user),
         f"review-agreement:{draw.pk if draw else 'all'}:{patient_q}:{date_from}:{date_to}",
@@ -188,14 +208,22 @@ def review_queue(request: HttpRequest) -> HttpResponse:
         r["rate"] = r["agree"] / r["n"] if r["n"] else None
     n_reviewed, n_agree = sum(r["n"] for r in by_reviewer), sum(r["agree"] for r in by_reviewer)
     agreement = {"reviewed": n_reviewed, "agree": n_agree, "rate": n_agree / n_reviewed if n_reviewed else None}
-    recent = list(reviewed.select_related("reviewed_by", "draw__patient").order_by("-reviewed_at")[:10])
+    recent = reviewed.select_related("reviewed_by", "draw__patient").order_by("-reviewed_at")
+    if may_review:  # "Change review" only where the user may review (the same query)
+        recent = recent.annotate(may_review=ExpressionWrapper(Q(draw__in=all_reviewable.values("pk")),
+                                                              output_field=BooleanField()))
+    recent = list(recent[:10])
+    # The adjudication link counts what the adjudication page lists (patients.adjudication.adjudication_list):
+    # the user's own figure, not part of the cached statistics.
+    adjudication = (CellEvent.objects.filter(draw__in=all_reviewable.values("pk"), adjudication_pending=True).count()
+                    if may_review else 0)
     record(request, "view", draw, object_type="ReviewQueue", patient=draw.patient if draw else None)
     filters = {"patient": patient_q, "draw": draw_id, "from": request.GET.get("from", ""),
                "to": request.GET.get("to", "")}
     return render(request, "dashboard/review_queue.html", _grid_context(
         request, cells, page=page, draw=draw, agreement=agreement, by_reviewer=by_reviewer[:10], recent=recent,
-        pending_total=total, draw_queue=draw_queue, kappa=kappa, filters=filters, next_path=request.get_full_path(),
-        oldest=draw_queue[0] if draw_queue else None))
+        pending_total=total, draw_queue=draw_queue, kappa={**kappa, "pending": adjudication}, filters=filters,
+        next_path=request.get_full_path(), oldest=draw_queue[0] if draw_queue else None))
 
 
 def _wants_json(request: HttpRequest) -> bool:

@@ -1,5 +1,11 @@
 """Agreement per reviewer (issue 13): Cohen's kappa reviewer-model and reviewer-reviewer, on the
-review and model pages, over the reviews the signed-in user may see."""
+review and model pages, over the reviews the signed-in user may see.
+
+The table is a read-only statistic of the reviews of every patient the user sees (any role may
+read it, as it may read the records; the Models page shows it to everyone), so it is cached per
+visible patients. Its link to adjudication is not: it counts the cells the adjudication page lists
+(those of patients the user may review, ``patients.adjudication.adjudication_list``), per request.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from django import template
 
 from dashboard.access import actions_for
 from patients import cohort as cohort_stats
-from patients.adjudication import agreement_by_reviewer
+from patients.adjudication import adjudication_list, agreement_by_reviewer
 from patients.models import CellEvent, CellReview, Patient
 from patients.roles import Action
 
@@ -15,24 +21,32 @@ register = template.Library()
 
 
 def kappa_table(user) -> dict:  # noqa: ANN001
-    """The rows of the agreement table and the number of cells awaiting adjudication, in scope."""
-    return {"rows": agreement_by_reviewer(CellReview.objects.for_user(user))[:20],
-            "pending": CellEvent.objects.for_user(user).filter(adjudication_pending=True).count()}
+    """The rows of the agreement table: every review of the patients ``user`` sees."""
+    return {"rows": agreement_by_reviewer(CellReview.objects.for_user(user))[:20]}
+
+
+def adjudication_pending(request) -> int:  # noqa: ANN001
+    """How many cells the adjudication page would list for this user: disputed cells of the patients
+    they may review; 0 when their role reviews nowhere (that page answers 403)."""
+    if Action.REVIEW not in actions_for(request):
+        return 0
+    return adjudication_list(request.user).count()
 
 
 @register.inclusion_tag("dashboard/_review_agreement.html", takes_context=True)
 def review_agreement(context) -> dict:  # noqa: ANN001
-    user = context["request"].user
-    if context.get("kappa") is not None:  # the review page computes it with its own cached figures
-        return {**context["kappa"], "can_export": Action.EXPORT in actions_for(context["request"])}
+    request = context["request"]
+    can_export = Action.EXPORT in actions_for(request)
+    if context.get("kappa") is not None:  # the review page computes it (and its adjudication count)
+        return {**context["kappa"], "can_export": can_export}
+    mine = {"pending": adjudication_pending(request), "can_export": can_export}
 
     def build() -> dict:
-        return kappa_table(user)
+        return kappa_table(request.user)
 
     # Reads every review in scope: cached per visible patients until a review moves the data stamp
     # (every review recomputes its draw's summary), as the review page's agreement card is.
-    return {**cohort_stats.cached(Patient.objects.for_user(user), "review-kappa", build),
-            "can_export": Action.EXPORT in actions_for(context["request"])}
+    return {**cohort_stats.cached(Patient.objects.for_user(request.user), "review-kappa", build), **mine}
 
 
 @register.inclusion_tag("dashboard/_lab_training.html", takes_context=True)

@@ -207,3 +207,71 @@ def test_the_training_set_export_holds_only_her_oncology_teams_cells(client, olg
     with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
         rows = list(csv.DictReader(io.StringIO(zf.read("labels.csv").decode())))
     assert rows and {r["draw"] for r in rows} == {str(world["a"]["draw"].pk)}
+
+
+# --- the review queue: what the user may review, next to read-only agreement figures -------------
+
+
+def test_the_review_queue_lists_only_cells_the_user_may_review(client, olga, team, other_team, world):
+    """olga reviews in both teams (oncologist of A, reviewer of B): the queue holds both draws. A member
+    of B who reviews in A sees A's cells only: the cells, the pending count, the draws to review and
+    the adjudication link leave B's out, while the agreement figures (a read-only statistic of every
+    review the user sees, as on the Models page) still count a review of B's cell."""
+    from patients.review import review_event
+
+    a, b = world["a"], world["b"]
+    member = factories.UserFactory(username="member-b-reviewer-a")
+    factories.MembershipFactory(team=team, user=member, role=Role.MEMBER)
+    factories.MembershipFactory(team=other_team, user=member, role=Role.REVIEWER)
+    review_event(b["cell"], olga, b["cell"].call)  # one reviewed cell of B's
+    CellEvent.objects.filter(draw=b["draw"], reviewed_call="").filter(
+        pk=CellEvent.objects.filter(draw=b["draw"], reviewed_call="").order_by("pk").values("pk")[:1]
+    ).update(adjudication_pending=True)  # one disputed cell of B's
+    pending = {key: CellEvent.objects.filter(draw=world[key]["draw"], reviewed_call="").count() for key in "ab"}
+
+    def queue(user, **params):
+        client.force_login(user)
+        r = client.get("/review/", params)
+        assert r.status_code == 200
+        return r
+
+    r = queue(olga)
+    assert {c.draw_id for c in r.context["cells"]} == {a["draw"].pk, b["draw"].pk}
+    assert r.context["pending_total"] == pending["a"] + pending["b"]
+    assert 'data-testid="adjudication-link"' in r.content.decode()
+    assert r.context["recent"][0].may_review and "Change review" in r.content.decode()
+    assert 'data-testid="adjudication-link"' in client.get("/models/").content.decode()
+
+    r = queue(member)
+    body = r.content.decode()
+    cells = r.context["cells"]
+    assert cells and {c.draw_id for c in cells} == {a["draw"].pk}
+    assert r.context["pending_total"] == pending["a"] == len(cells)
+    assert [s.draw_id for s in r.context["draw_queue"]] == [a["draw"].pk]
+    assert 'data-testid="adjudication-link"' not in body  # B's disputed cell: not hers to adjudicate
+    # Read-only figures: B's review counts; no "Change review" on it (reviewing it answers 403).
+    assert r.context["agreement"]["reviewed"] == 1
+    assert 'data-kappa-model="olga"' in body
+    assert [c.pk for c in r.context["recent"]] == [b["cell"].pk] and not r.context["recent"][0].may_review
+    assert "Change review" not in body
+    # Every cell the queue offers, she may review (the 403 of the other team's cells is never reached).
+    for c in cells:
+        assert can_on(member, Action.REVIEW, c)
+    assert client.post(f"/events/{cells[0].pk}/review/", {"call": cells[0].call}).status_code == 302
+    # Filtering on B's draw (visible to her) shows its statistics but no cell to review; not a 404.
+    r = queue(member, draw=b["draw"].pk)
+    assert r.context["draw"] == b["draw"] and r.context["cells"] == [] and r.context["pending_total"] == 0
+    assert r.context["agreement"]["reviewed"] == 1
+    models = client.get("/models/").content.decode()  # the same card: the statistic, not the link
+    assert 'data-kappa-model="olga"' in models and 'data-testid="adjudication-link"' not in models
+    # The draw review page of B's draw is read-only for her; A's offers the review controls.
+    body = client.get(f"/draws/{b['draw'].pk}/review/").content.decode()
+    assert 'data-testid="confirm-remaining"' not in body and "not review calls" in body
+    assert 'data-testid="confirm-remaining"' in client.get(f"/draws/{a['draw'].pk}/review/").content.decode()
+
+    # A member who reviews nowhere: an empty queue (no cell, no count, no draw), the statistics stay.
+    only_member = factories.UserFactory()
+    factories.MembershipFactory(team=team, user=only_member, role=Role.MEMBER)
+    r = queue(only_member)
+    assert r.context["cells"] == [] and r.context["pending_total"] == 0 and r.context["draw_queue"] == []
+    assert r.context["agreement"]["reviewed"] == 1
