@@ -251,12 +251,9 @@ def _merge_checks(checks: list[dict], n: int) -> dict | None:
         return None
     shifted = [c for c in checks if c.get("status") != "in_domain"]
     worst = max(checks, key=lambda c: float(c.get("score") or 0.0))
-    reasons: list[str] = []
-    for c in shifted or checks:
-        for r in c.get("reasons") or []:
-            if r not in reasons:
-                reasons.append(r)
+    from patients.drawdomain import merged_reasons  # here: this module loads without Django's models
+
     merged = dict(worst)
-    merged.update(status="shifted" if shifted else "in_domain", reasons=reasons[:10],
+    merged.update(status="shifted" if shifted else "in_domain", reasons=merged_reasons(shifted or checks),
                   fields=n, groups=len(checks), groups_shifted=len(shifted))
     return merged

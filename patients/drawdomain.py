@@ -79,13 +79,19 @@ def merge(checks: Iterable[object]) -> DrawDomain | None:
         return None
     shifted = [c for c in valid if c["status"] == SHIFTED]
     scores = [s for s in map(_score, valid) if s is not None]
+    return DrawDomain(SHIFTED if shifted else IN_DOMAIN, max(scores) if scores else None,
+                      tuple(merged_reasons(shifted or valid)))
+
+
+def merged_reasons(checks: Iterable[dict], limit: int = MAX_REASONS) -> list[str]:
+    """The reasons of ``checks``, each once, in order, at most ``limit`` (a draw's uploads here; a
+    cartridge's groups of fields in ``patients.cartridge``)."""
     reasons: list[str] = []
-    for c in shifted or valid:
+    for c in checks:
         for r in c.get("reasons") or []:
             if isinstance(r, str) and r and r not in reasons:
                 reasons.append(r)
-    return DrawDomain(SHIFTED if shifted else IN_DOMAIN, max(scores) if scores else None,
-                      tuple(reasons[:MAX_REASONS]))
+    return reasons[:limit]
 
 
 def of_uploads(uploads: Iterable[ImagingUpload]) -> DrawDomain | None:
