@@ -233,7 +233,8 @@ def image_signals(image: np.ndarray, channels: Sequence[str], source: str = "ima
 def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequence[str]], sources: Sequence[str],
                         px_um: Sequence[float | None] | None = None, scale_sources: Sequence[str] | None = None,
                         chunk: int = 128, kind: str = "events",
-                        forms: Sequence[FileForm | None] | None = None, edges: bool = True) -> list[ImageSignals]:
+                        forms: Sequence[FileForm | None] | None = None, edges: bool = True,
+                        windowed: Sequence[bool] | None = None) -> list[ImageSignals]:
     """:func:`image_signals` of many images, measured together.
 
     Event thumbnails are point-sampled on a fixed 40 x 40 grid (their DAPI mid-tone and clipped share
@@ -247,8 +248,13 @@ def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequenc
     values cannot tell: an RGB composite in a TIFF, JPEG compression inside a TIFF, a 16-bit file
     whose values stay under 256. Without it (arrays) the file name's suffix and the values decide.
     ``edges``: measure the nuclei's edge width (:func:`nuclear_edge`, full resolution, on an even
-    sample of :data:`EDGE_SAMPLE` thumbnails); off for callers that do not read it."""
+    sample of :data:`EDGE_SAMPLE` thumbnails); off for callers that do not read it.
+    ``windowed``: whether the preprocessing analysed each image on its central window
+    (``ImageSetup.window``); the check then reports what was done. Without it (images measured
+    on their own) the same rule, :func:`classifier.preprocess.analysis_side`, is applied here."""
     n = len(images)
+    if windowed is not None and len(windowed) != n:
+        raise ValueError(f"{len(windowed)} window flags for {n} images")
     if forms is not None and len(forms) != n:
         raise ValueError(f"{len(forms)} file forms for {n} images")
     file_forms = list(forms) if forms is not None else [None] * n
@@ -304,9 +310,11 @@ def image_signals_batch(images: Sequence[np.ndarray], channels: Sequence[Sequenc
                 sig.scale_source = how[i]
                 sig.fill = 1.0 - inner.shape[1] * inner.shape[2] / float(a.shape[1] * a.shape[2])
                 sig.scene = (int(inner.shape[1]), int(inner.shape[2]))
-                # the same rule the engine's preprocessing cut the window by, on the same scene
-                sig.windowed = (kind == "events" and sig.px_um is not None
-                                and analysis_side(sig.scene, sig.px_um, sig.scale_source) is not None)
+                if windowed is not None:  # what the preprocessing did
+                    sig.windowed = kind == "events" and bool(windowed[i])
+                else:  # the same rule the engine's preprocessing cuts the window by, on the same scene
+                    sig.windowed = (kind == "events" and sig.px_um is not None
+                                    and analysis_side(sig.scene, sig.px_um, sig.scale_source) is not None)
                 out[i] = sig
     return [o for o in out if o is not None]
 
@@ -1038,24 +1046,28 @@ def check(signals: Sequence[ImageSignals], feats: np.ndarray | None = None, even
 def check_analysis(items: Sequence[tuple[str, np.ndarray, list[str], float | None]], events_per_image: Sequence[int],
                    px_um: np.ndarray, scale_source: Sequence[str], feats: np.ndarray, kind: str,
                    lookup: ReferenceLookup | None, warnings: Sequence[str] = (),
-                   forms: Sequence[FileForm | None] | None = None) -> dict:
+                   forms: Sequence[FileForm | None] | None = None, windowed: np.ndarray | None = None) -> dict:
     """The engine's call: ``items`` as ``Classifier._analyse`` got them, how many events
-    each image gave (in order), and the prepared events' pixel sizes and attributes.
+    each image gave (in order), and the prepared events' pixel sizes, attributes and (``windowed``,
+    ``Prepared.windowed``) whether each was analysed on its frame's central window.
     Returns the contract object; never raises (a failure is reported as ``shifted``)."""
     try:
         counts = np.asarray(events_per_image, int)
         starts = np.r_[0, np.cumsum(counts)[:-1]] if len(counts) else np.zeros(0, int)
         pxs: list[float | None] = []
         how: list[str] = []
+        cut: list[bool] = []
         for k, (_name, _img, _chans, given) in enumerate(items):
             if counts[k] > 0:
                 pxs.append(float(px_um[starts[k]]))
                 how.append(str(scale_source[starts[k]]))
+                cut.append(bool(windowed[starts[k]]) if windowed is not None else False)
             else:
                 pxs.append(given)
                 how.append("given" if given is not None else "unknown")
+                cut.append(False)
         sigs = image_signals_batch([it[1] for it in items], [it[2] for it in items], [it[0] for it in items],
-                                   pxs, how, kind=kind, forms=forms)
+                                   pxs, how, kind=kind, forms=forms, windowed=cut if windowed is not None else None)
         if kind == "field":
             for s, n in zip(sigs, counts, strict=True):
                 s.n_objects = int(n)
@@ -1074,6 +1086,7 @@ def check_folder(folder: Path, channels: Sequence[str], contract, feats: np.ndar
     from classifier.preprocess import setup_image
 
     images, chans, names, pxs, how, forms = [], [], [], [], [], []
+    cut: list[bool] = []
     for it in read_labels(Path(folder)):
         inp = load_input(Path(folder) / it.file, channels)
         given = pixel_size_um if pixel_size_um is not None else inp.pixel_size_um
@@ -1083,8 +1096,9 @@ def check_folder(folder: Path, channels: Sequence[str], contract, feats: np.ndar
         names.append(it.file)
         pxs.append(setup.px_um)
         how.append(setup.scale_source)
+        cut.append(setup.window is not None)
         forms.append(inp.form)
-    sigs = image_signals_batch(images, chans, names, pxs, how, forms=forms)
+    sigs = image_signals_batch(images, chans, names, pxs, how, forms=forms, windowed=cut)
     return check(sigs, feats, list(range(len(sigs))), lookup)
 
 
@@ -1199,7 +1213,8 @@ def prepare_set(images: Sequence[np.ndarray], chans: Sequence[Sequence[str]], na
              for img, c, nm in zip(images, chans, names, strict=True)]
     prep = Prepared.concat(preps, contract)
     feats = featurise(prep, contract)
-    sigs = image_signals_batch(images, chans, names, list(prep.px_um), list(prep.scale_source))
+    sigs = image_signals_batch(images, chans, names, list(prep.px_um), list(prep.scale_source),
+                               windowed=list(prep.windowed_flags()))
     return prep, feats, sigs
 
 

@@ -272,7 +272,7 @@ class Classifier:
         t = time.perf_counter()
         result.domain_check = check_analysis(uploaded, [j.n_events for j in up.jobs], up.prep.px_um,
                                              up.prep.scale_source, up.feats, kind, self._domain_reference(),
-                                             result.warnings, forms)
+                                             result.warnings, forms, up.prep.windowed_flags())
         up.correction.annotate(result.domain_check)
         timings["domain_check"] = time.perf_counter() - t
         return result

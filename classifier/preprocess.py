@@ -75,6 +75,9 @@ class Prepared:
     y: np.ndarray
     px_um: np.ndarray  # float64 (N,) pixel size used for each input
     scale_source: list[str]  # "given" | "estimated" | "default"
+    #: bool (N,): the event's image was analysed on its central window (:func:`analysis_side`); the
+    #: domain check reports what was done rather than deciding it again (None: no event was)
+    windowed: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.crops.shape[0])
@@ -84,7 +87,7 @@ class Prepared:
         if not parts:
             s, c = contract.crop_px, len(contract.channels)
             return cls(np.zeros((0, c, s, s), np.float32), np.zeros((0, s, s), bool), np.zeros((0, s, s), bool),
-                       np.zeros(0), np.zeros(0), np.zeros(0), [])
+                       np.zeros(0), np.zeros(0), np.zeros(0), [], np.zeros(0, bool))
         return cls(
             np.concatenate([p.crops for p in parts]),
             np.concatenate([p.nucleus for p in parts]),
@@ -93,7 +96,12 @@ class Prepared:
             np.concatenate([p.y for p in parts]),
             np.concatenate([p.px_um for p in parts]),
             [s for p in parts for s in p.scale_source],
+            np.concatenate([p.windowed_flags() for p in parts]),
         )
+
+    def windowed_flags(self) -> np.ndarray:
+        """bool (N,): :attr:`windowed`, all False when unset."""
+        return np.zeros(len(self), bool) if self.windowed is None else np.asarray(self.windowed, bool)
 
 
 # --- channels and intensity ------------------------------------------------------------
@@ -459,6 +467,9 @@ class ImageSetup:
     thresholds: np.ndarray  # (3,) foreground thresholds of the smoothed channels
     px_um: float
     scale_source: str  # "given" | "estimated" | "default"
+    #: ``(y0, y1, x0, x1)`` in the content's pixels (inside any border fill) of the square whose anchors
+    #: and thresholds were used (:func:`analysis_window`); None: the whole frame's
+    window: tuple[int, int, int, int] | None = None
 
 
 def setup_image(
@@ -502,16 +513,17 @@ def setup_image(
             side = analysis_side(content.shape[1:], px_um, how)
     else:  # the scale is known: the whole frame's anchors and objects would be thrown away
         px_um, how = float(pixel_size_um), "given"
+    window = None
     if side is not None:
         # the window's objects at the known scale's block factor, as the same window exported alone
         # with that scale given would be analysed
-        norm, thresholds = _window_analysis(content, analysis_window(content.shape[1:], side, centre),
-                                            contract.reference_nucleus_um / px_um)
+        window = analysis_window(content.shape[1:], side, centre)
+        norm, thresholds = _window_analysis(content, window, contract.reference_nucleus_um / px_um)
     if content.shape != mapped.shape:
         framed = np.zeros(mapped.shape, np.float32)
         framed[:, top:h - bottom, left:w - right] = norm
         norm = framed
-    return ImageSetup(norm, thresholds, px_um, how)
+    return ImageSetup(norm, thresholds, px_um, how, window)
 
 
 def analysis_frame_px(px_um: float) -> int:
@@ -749,6 +761,7 @@ def prepare_centres(setup: ImageSetup, pts: Sequence[tuple[float, float]], contr
         np.array([p[0] for p in pts], float),
         np.full(n, setup.px_um),
         [setup.scale_source] * n,
+        np.full(n, setup.window is not None),
     )
 
 

@@ -128,6 +128,42 @@ def test_the_wide_framing_reason_says_the_window_only_when_one_was_cut():
     assert "framing" not in reasons(rng.integers(1, 255, (4, 240, 240)).astype(np.float32), 100 / 239.6, "given")
 
 
+def test_the_check_reports_the_window_the_preprocessing_cut(contract):
+    """The window sentence follows what the preprocessing did (``Prepared.windowed``), not a second
+    decision: told no window was cut, a strip the rule would cut reads wide without the sentence;
+    told one was, the sentence is there. The engine's path, check_analysis, carries the flag from
+    prepare_image: a 400 px frame at 0.42 µm is cut (``ImageSetup.window``), a 160 px one is not."""
+    from classifier.preprocess import prepare_image, setup_image
+
+    rng = np.random.default_rng(5)
+    ch = ["DAPI", "CK", "AF", "CD45"]
+    strip = rng.integers(1, 255, (4, 160, 400)).astype(np.float32)
+    for cut in (False, True):
+        s = domain.image_signals_batch([strip], [ch], ["e.tif"], [0.42], ["given"], windowed=[cut])[0]
+        text = " | ".join(f.reason for f in domain.image_findings(s))
+        assert "wide framing: 168 µm across" in text
+        assert ("analysed on the central 100 µm" in text) is cut, text
+    with pytest.raises(ValueError, match="window flags"):
+        domain.image_signals_batch([strip], [ch], ["e.tif"], [0.42], ["given"], windowed=[True, False])
+
+    wide = rng.integers(1, 255, (4, 400, 400)).astype(np.float32)
+    small = rng.integers(1, 255, (4, 160, 160)).astype(np.float32)
+    assert setup_image(wide, ch, contract, 0.42).window == (81, 319, 81, 319)  # 238 px = 100 µm, centred
+    assert setup_image(small, ch, contract, 0.42).window is None
+    preps = [prepare_image(img, ch, contract, 0.42) for img in (wide, small)]
+    assert [bool(p.windowed_flags()[0]) for p in preps] == [True, False]
+    items = [("wide.tif", wide, ch, 0.42), ("small.tif", small, ch, 0.42)]
+    px = np.array([0.42, 0.42])
+    flags = np.array([True, False])
+    feats = np.zeros((2, 4))
+    reasons = " | ".join(domain.check_analysis(items, [1, 1], px, ["given", "given"], feats, "events", None,
+                                               windowed=flags)["reasons"])
+    assert "analysed on the central 100 µm" in reasons, reasons
+    reasons = " | ".join(domain.check_analysis(items, [1, 1], px, ["given", "given"], feats, "events", None,
+                                               windowed=np.array([False, False]))["reasons"])
+    assert "wide framing" in reasons and "analysed on the central" not in reasons, reasons
+
+
 def test_a_single_nucleus_filling_the_frame_makes_the_inferred_scale_unreliable():
     img = np.zeros((4, 400, 400), np.float32)
     yy, xx = np.mgrid[:400, :400]
