@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from django.utils import timezone
 from django.utils.functional import cached_property
 from drf_spectacular.types import OpenApiTypes
@@ -14,6 +15,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
+from patients import drawdomain
+from patients.drawdomain import DrawDomain
 from patients.models import (
     BloodDraw,
     Call,
@@ -354,7 +357,71 @@ class DrawSummarySerializer(serializers.ModelSerializer):
         return self._status(s)[1]
 
 
-class DrawSummaryListSerializer(DrawSummarySerializer):
+class DomainCheckSerializer(serializers.Serializer):
+    """Whether an upload's images look like what the model was validated on (classifier.domain)."""
+
+    status = serializers.ChoiceField(choices=[("in_domain", "in_domain"), ("shifted", "shifted")],
+                                     help_text="shifted: these images differ from the validated domain; review every "
+                                               "call")
+    score = serializers.FloatField(min_value=0.0, max_value=1.0,
+                                   help_text="0 = like the validated images, 1 = clearly different; shifted from 0.5")
+    reasons = serializers.ListField(child=serializers.CharField(), help_text="Plain-language reasons")
+
+
+class DrawDomainCheckSerializer(DomainCheckSerializer):
+    """A draw's domain check: its finished uploads' checks merged (patients.drawdomain)."""
+
+    status = serializers.ChoiceField(choices=[("in_domain", "in_domain"), ("shifted", "shifted")],
+                                     help_text="shifted: any finished upload of the draw is shifted; review every "
+                                               "call")
+    score = serializers.FloatField(min_value=0.0, max_value=1.0, allow_null=True,
+                                   help_text="The worst (highest) score of the finished uploads; null when none "
+                                             "stored one")
+    reasons = serializers.ListField(child=serializers.CharField(),
+                                    help_text="The reasons of the shifted uploads (of all, when none is shifted), "
+                                              "each once, at most 10")
+
+
+DRAW_DOMAIN_HELP = ("The domain check of the images behind the count: the checks of the draw's finished uploads "
+                    "merged (withdrawn and failed uploads do not count); null when none carries a check")
+
+
+def _domain_dict(domain: DrawDomain | None) -> dict | None:
+    if domain is None:
+        return None
+    return {"status": domain.status, "score": domain.score, "reasons": list(domain.reasons)}
+
+
+class DrawDomainListSerializer(serializers.ListSerializer):
+    """Many draws (or summaries): the domain checks of the whole page in one query
+    (:func:`patients.drawdomain.for_draws`), not one per row."""
+
+    def to_representation(self, data: Any) -> list:
+        rows = list(data.all() if isinstance(data, models.manager.BaseManager) else data)
+        ids = {self.child.draw_id_of(row) for row in rows}
+        self.child.domains = (ids, drawdomain.for_draws(ids))
+        return super().to_representation(rows)
+
+
+class DrawDomainMixin:
+    """``domain_check`` of a draw (``draw_id_of`` says which): from the list's bulk read when there is
+    one, else read for this draw alone (a detail, a create: one query)."""
+
+    #: (draw ids read in bulk, their checks) set by DrawDomainListSerializer
+    domains: tuple[set[int], dict[int, DrawDomain]] | None = None
+
+    def draw_id_of(self, obj: Any) -> int:
+        raise NotImplementedError
+
+    @extend_schema_field(DrawDomainCheckSerializer(allow_null=True))
+    def get_domain_check(self, obj: Any) -> dict | None:
+        draw_id = self.draw_id_of(obj)
+        if self.domains is not None and draw_id in self.domains[0]:
+            return _domain_dict(self.domains[1].get(draw_id))
+        return _domain_dict(drawdomain.for_draws([draw_id]).get(draw_id))
+
+
+class DrawSummaryListSerializer(DrawDomainMixin, DrawSummarySerializer):
     """A summary row with its draw and patient, for ``/api/summaries/``."""
 
     draw = serializers.PrimaryKeyRelatedField(read_only=True)
@@ -366,16 +433,21 @@ class DrawSummaryListSerializer(DrawSummarySerializer):
         help_text="The count itself at or above the cancer type's cut-off (the red of the pages), whatever "
                   "ctc_status reads: while that is 'indeterminate until reviewed' this may be true or false. "
                   "ctc_status is the status to report")
+    domain_check = serializers.SerializerMethodField(help_text=DRAW_DOMAIN_HELP)
 
     class Meta(DrawSummarySerializer.Meta):
         fields = ["draw", "patient", "study_id", "drawn_at", "timepoint", *DrawSummarySerializer.Meta.fields,
-                  "unfavorable"]
+                  "unfavorable", "domain_check"]
+        list_serializer_class = DrawDomainListSerializer
+
+    def draw_id_of(self, s: DrawSummary) -> int:
+        return s.draw_id
 
     def get_unfavorable(self, s: DrawSummary) -> bool:
         return at_or_above_cutoff(s.ctc_per_7_5ml, s.draw.patient.cancer_type.ctc_cutoff)
 
 
-class DrawSerializer(serializers.ModelSerializer):
+class DrawSerializer(DrawDomainMixin, serializers.ModelSerializer):
     url = ListedIdentityField(view_name="api:draw-detail")
     patient = serializers.PrimaryKeyRelatedField(queryset=Patient.objects.none())
     study_id = serializers.CharField(source="patient.study_id", read_only=True)
@@ -393,13 +465,18 @@ class DrawSerializer(serializers.ModelSerializer):
     uploads_url = ListedIdentityField(view_name="api:draw-uploads")
     events_url = ListedIdentityField(view_name="api:draw-events")
     fhir_url = ListedIdentityField(view_name="api:draw-fhir")
+    domain_check = serializers.SerializerMethodField(help_text=DRAW_DOMAIN_HELP)
 
     class Meta:
         model = BloodDraw
         fields = ["id", "url", "patient", "study_id", "drawn_at", "volume_ml", "timepoint", "assay", "summary",
                   "ctc_count", "ctc_per_7_5ml", "events_analysed", "status", "uploads_url", "events_url", "fhir_url",
-                  "created_at", "ctc_count_ci95", "ctc_per_7_5ml_ci95"]
+                  "created_at", "ctc_count_ci95", "ctc_per_7_5ml_ci95", "domain_check"]
         read_only_fields = ["created_at"]
+        list_serializer_class = DrawDomainListSerializer
+
+    def draw_id_of(self, draw: BloodDraw) -> int:
+        return draw.pk
 
     def get_fields(self) -> dict:
         fields = super().get_fields()
@@ -463,17 +540,6 @@ class DrawSerializer(serializers.ModelSerializer):
         if self.instance is not None and "patient" in attrs and attrs["patient"] != self.instance.patient:
             raise serializers.ValidationError({"patient": ["A draw cannot move to another patient."]})
         return attrs
-
-
-class DomainCheckSerializer(serializers.Serializer):
-    """Whether an upload's images look like what the model was validated on (classifier.domain)."""
-
-    status = serializers.ChoiceField(choices=[("in_domain", "in_domain"), ("shifted", "shifted")],
-                                     help_text="shifted: these images differ from the validated domain; review every "
-                                               "call")
-    score = serializers.FloatField(min_value=0.0, max_value=1.0,
-                                   help_text="0 = like the validated images, 1 = clearly different; shifted from 0.5")
-    reasons = serializers.ListField(child=serializers.CharField(), help_text="Plain-language reasons")
 
 
 class UploadSerializer(serializers.ModelSerializer):
