@@ -419,7 +419,8 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
     widths = tuple(int(w) for w in a.widths.split(","))
     aug = nuclei_train.Augment(dim_prob=a.dim_prob, dim_share=a.dim_share, dim_min=a.dim_min,
                                contact_weight=a.contact_weight, texture_prob=a.texture_prob,
-                               nucleoli_prob=a.nucleoli_prob)
+                               nucleoli_prob=a.nucleoli_prob, halo_prob=a.halo_prob,
+                               saturate_prob=a.saturate_prob)
     report = nuclei_train.train(Path(a.data), out, steps=a.steps, batch_size=a.batch, patch=a.patch, lr=a.lr,
                                 seed=a.seed, threads=a.threads, widths=widths, stop_after=a.stop_after,
                                 init=Path(a.init) if a.init else None, aug=aug, device=a.device,
@@ -586,6 +587,10 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--texture-prob", type=float, default=0.3, help="share of patches with chromatin texture")
     tn.add_argument("--nucleoli-prob", type=float, default=0.0,
                     help="share of patches whose nuclei get dark nucleoli (large nuclei at fine pixel sizes)")
+    tn.add_argument("--halo-prob", type=float, default=0.0,
+                    help="share of dimmed patches whose gains spread over each nucleus's blurred halo")
+    tn.add_argument("--saturate-prob", type=float, default=0.0,
+                    help="share of 8-bit renders clipped at the 85-98th percentile (bright nuclei saturated)")
     tn.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                     help="train on this device (inference and the saved weights stay on the CPU)")
     tn.add_argument("--workers", type=int, default=0,

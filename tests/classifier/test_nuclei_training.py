@@ -219,3 +219,45 @@ def test_weights_are_saved_every_save_every_steps_and_never_half_written(tmp_pat
     monkeypatch.undo()
     kept = torch.load(out, weights_only=True)["state_dict"]
     assert torch.equal(kept["down.0.0.weight"], saved[-1]["down.0.0.weight"])
+
+
+def test_halo_gain_spreads_a_nucleus_gain_over_the_contact_with_its_neighbour() -> None:
+    """A dim nucleus touching a bright one brightens towards the contact (and the bright one dims),
+    as out-of-focus light and the `dimbright` render make it; far from both the gain is 1."""
+    lab = _discs((96, 160), [(48, 60), (48, 100)], 20)  # two discs touching at x = 80
+    lut = np.array([1.0, 0.1, 1.0], np.float32)
+    g = train.halo_gain(lab, lut, 40.0)
+    assert g.shape == lab.shape and g.dtype == np.float32
+    assert g[48, 76] > 2 * g[48, 50]  # the dim disc, by the contact against its middle
+    assert g[48, 84] < g[48, 110] - 0.1  # the bright disc dims by the contact
+    assert g[48, 50] == pytest.approx(0.1, abs=0.02) and g[5, 5] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_halo_and_saturation_are_drawn_as_often_as_asked(monkeypatch) -> None:  # noqa: ANN001
+    im = _training_image(_discs((128, 128), [(64, 50), (30, 30), (100, 100), (64, 100)], 12))
+    real = train.halo_gain
+    calls = []
+
+    def counted(lab: np.ndarray, lut: np.ndarray, diameter: float) -> np.ndarray:
+        calls.append(1)
+        return real(lab, lut, diameter)
+
+    monkeypatch.setattr(train, "halo_gain", counted)
+    for prob, lo, hi in ((0.0, 0, 0), (0.5, 8, 32), (1.0, 40, 40)):
+        calls.clear()
+        for s in range(40):
+            train.sample(np.random.default_rng(s), im, 96, train.Augment(dim_prob=1.0, halo_prob=prob))
+        assert lo <= len(calls) <= hi, (prob, len(calls))
+
+    # 8-bit renders clipped at the 85-98th percentile: many more pixels at 255 than at 99-100
+    img = ndi.gaussian_filter(np.where(_discs((96, 96), [(30, 30), (66, 66)], 16) > 0, 200.0, 10.0), 1)
+
+    def full_share(prob: float) -> float:
+        shares = []
+        for s in range(60):
+            out = train._instrument(np.random.default_rng(s), img.astype(np.float32), prob)
+            if out.max() <= 255 and not np.array_equal(out, img):
+                shares.append(float(np.mean(out == 255)))
+        return float(np.mean(shares))
+
+    assert full_share(1.0) > 3 * full_share(0.0) and full_share(1.0) > 0.02
