@@ -11,11 +11,11 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from dashboard.access import require
+from dashboard.access import record_for
 from patients.models import BloodDraw, ClassifierVersion
 from patients.rerun import rerun_draw
 from patients.roles import Action
@@ -25,8 +25,7 @@ from patients.roles import Action
 @require_POST
 def draw_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     """Queue the draw's uploads for analysis by the chosen version (bulk lane); audited."""
-    draw = get_object_or_404(BloodDraw.objects.for_user(request.user), pk=pk)
-    require(request, Action.MANAGE_MODELS)
+    draw = record_for(request, BloodDraw.objects.select_related("patient"), pk, Action.MANAGE_MODELS)
     back = reverse("dashboard:draw", args=[draw.pk]) + "#rerun"
     raw = request.POST.get("version", "")
     version = ClassifierVersion.objects.filter(pk=int(raw)).first() if raw.isdigit() and len(raw) < 19 else None

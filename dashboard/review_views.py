@@ -26,7 +26,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from dashboard.access import actions_for, record_for, require
+from dashboard.access import actions_for, record_for, require, rights_on
 from dashboard.labels import CATEGORY_LABELS, call_category_disagree, category_label
 from dashboard.review_labels import attribute_label, branch_label
 from dashboard.templatetags.review_tags import kappa_table
@@ -36,7 +36,7 @@ from patients.adjudication import adjudication_list, requires_second_review
 from patients.audit import record
 from patients.models import BloodDraw, Call, CellEvent, CellReview, DrawSummary, Patient, UploadStatus
 from patients.review import CATEGORIES, OVERRIDE_REASONS, confirm_remaining, reason_text, review_event
-from patients.roles import Action, action_filter, can_on
+from patients.roles import Action, action_filter
 
 #: A 200-cell draw fits one page of the draw review grid; the queue shows 48 (six rows of eight).
 DRAW_GRID_MAX = 300
@@ -119,10 +119,9 @@ def draw_review(request: HttpRequest, pk: int) -> HttpResponse:
         "upload", "reviewed_by")
     order = ("-ctc_probability", "pk") if sort == "probability" else rank_order()
     cells = list(events.order_by(*order)[:DRAW_GRID_MAX])
-    context = _grid_context(request, cells)
-    # The review controls follow the user's role in *this* patient's care team (review_cell's check).
-    context["can"] = {**context["can"], "review": context["can"]["review"]
-                      and can_on(request.user, Action.REVIEW, draw)}
+    # The review controls follow the user's role in *this* patient's care team (review_cell's check):
+    # ``rights.review``; without it the page shows the cells read-only.
+    context = _grid_context(request, cells, rights=rights_on(request, draw))
     remaining = [c.pk for c in cells if not c.done_for_me and not c.adjudication_pending]
     record(request, "view", draw, object_type="DrawReview", patient=draw.patient)
     return render(request, "dashboard/review_draw.html", dict(

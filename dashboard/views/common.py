@@ -12,7 +12,10 @@ from patients.roles import Action
 
 
 def base_context(request: HttpRequest, **extra) -> dict:
-    """The context of every page: ``can`` (the actions the user may take, for its buttons) and ``extra``."""
+    """The context of every page: ``can`` (the actions the user may take in at least one team: the
+    navigation, and the buttons of multi-patient pages whose action applies to the patients it is
+    allowed on) and ``extra``. A page about one record passes ``rights=dashboard.access.rights_on(...)``
+    and draws that record's controls from it (rights are per care team)."""
     actions = actions_for(request)
     ctx = {"can": {a.value: (a in actions) for a in Action}}
     ctx.update(extra)

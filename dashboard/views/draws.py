@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
-from django.db.models import Count, F, Q
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, F, Q, QuerySet, Window
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from dashboard import figures
+from dashboard.access import rights_on
 from dashboard.forms import UploadForm
 from dashboard.labels import call_category_disagree, category_label
 from dashboard.review_labels import attribute_label, branch_label
@@ -67,6 +68,26 @@ def _channels_default(draw: BloodDraw, uploads: list[ImagingUpload]) -> str:
     return ",".join(latest) if latest else UploadForm.DEFAULT_CHANNELS
 
 
+def _gallery_page(shown: QuerySet, number: str | None) -> Page:
+    """The gallery's page of ``shown`` (the filtered, ordered cells), its total counted by the same
+    query (``COUNT(*) OVER ()``) rather than by a ``COUNT`` of its own; as ``Paginator.get_page``:
+    not a number is page 1, past the last page or below 1 the last page (then with a ``COUNT``).
+    With the category choices taken from the embedding's rows, this gives back the queries the page's
+    per-patient rights (``rights_on``: the user's roles on this patient) cost."""
+    try:
+        n = int(number) if number is not None else 1
+    except ValueError:
+        n = 1
+    if n >= 1:
+        bottom = (n - 1) * CELLS_PER_PAGE
+        cells = list(shown.annotate(gallery_total=Window(Count("pk")))[bottom:bottom + CELLS_PER_PAGE])
+        if cells or n == 1:
+            paginator = Paginator(shown, CELLS_PER_PAGE)
+            paginator.__dict__["count"] = cells[0].gallery_total if cells else 0  # the cached property
+            return Page(cells, n, paginator)
+    return Paginator(shown, CELLS_PER_PAGE).get_page(number)
+
+
 @login_required
 def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
     draw = get_object_or_404(
@@ -88,17 +109,22 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
     elif reviewed == "yes":
         shown = shown.exclude(reviewed_call="")
     shown = shown.select_related("upload", "reviewed_by").order_by(*SORTS.get(sort, SORTS["uncertainty"]))
-    page = Paginator(shown, CELLS_PER_PAGE).get_page(request.GET.get("page"))
+    page = _gallery_page(shown, request.GET.get("page"))
     cells = list(page.object_list)
     _decorate_cells(cells)
-    categories = sorted(events.order_by().values_list("category", flat=True).distinct())
     # Only the embedding out of each explanation (a JSON key lookup in the database): decoding
-    # whole explanations for up to 3,000 events was a fixed cost of every draw page.
+    # whole explanations for up to 3,000 events was a fixed cost of every draw page. One row more
+    # than the map shows says whether these are all the draw's events: then the category filter's
+    # choices come from them, without a second pass over the events.
+    rows = list(events.order_by("pk").values_list(
+        "pk", "call", "reviewed_call", "source", "ctc_probability", "explanation__embedding",
+        "category")[:EMBEDDING_POINTS + 1])
     points = [
         (pk_, reviewed_call or model_call, source, prob, embedding if isinstance(embedding, list) else [])
-        for pk_, model_call, reviewed_call, source, prob, embedding in events.order_by("pk").values_list(
-            "pk", "call", "reviewed_call", "source", "ctc_probability", "explanation__embedding")[:EMBEDDING_POINTS]
+        for pk_, model_call, reviewed_call, source, prob, embedding, _ in rows[:EMBEDDING_POINTS]
     ]
+    categories = (sorted({row[6] for row in rows}) if len(rows) <= EMBEDDING_POINTS
+                  else sorted(events.order_by().values_list("category", flat=True).distinct()))
     embedding = figures.to_json(figures.embedding_figure(points)) if any(p[4] for p in points) else None
     last_channels = _channels_default(draw, uploads)
     thresholds = registry.thresholds(
@@ -125,6 +151,9 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
         # finished uploads and no summary: every one found no cell (an empty field, a blank DAPI)
         analysed_nothing=0 if summary else sum(u.status == UploadStatus.DONE for u in uploads),
         reading=reading, status_text=status_text, interval_note=interval_note, unfavorable=unfavorable,
+        # The upload form, "Withdraw upload", "Review this draw", "Change review" and the re-run form
+        # follow the role in *this* patient's care team (the checks of the views they post to).
+        rights=rights_on(request, draw),
     ))
 
 

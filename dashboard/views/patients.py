@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from dashboard import figures
-from dashboard.access import patient_for
+from dashboard.access import patient_for, rights_on
 from dashboard.forms import DrawForm, PatientFilterForm, errors_text
 from dashboard.views.common import base_context, csv_response
 from patients import cohort as cohort_stats
@@ -157,6 +157,8 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
         sentence=sentence_for_draws(draws, patient.cancer_type.ctc_cutoff),
         next_due=due.next_due, days_overdue=due.days_overdue, interval=due.interval,
         draw_form=DrawForm.from_session(request),
+        # Export, "Record a blood draw" and the outcomes form follow the role in *this* patient's team.
+        rights=rights_on(request, patient),
     ))
 
 

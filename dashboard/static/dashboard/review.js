@@ -155,6 +155,7 @@
 
   function review(tile, call) {
     if (!tile) return;
+    if (grid.hasAttribute("data-readonly")) { say("Your role in this patient's care team does not review calls."); return; }
     if (call !== tile.dataset.call || (tile.dataset.reviewed === "1" && !tile.dataset.adjudicate)) { askReason(tile, call); return; }
     send(tile, call, "", "", "").then(function (msg) {
       if (msg) { say(msg); showTileError(tile, msg); return; }
