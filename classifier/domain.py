@@ -601,6 +601,15 @@ class Finding:
     key: str  # stable identifier, for counting over a folder
     severity: float  # 0..1; one finding at >= THRESHOLD makes the image shifted
     reason: str  # a plain sentence
+    #: the measured value the sentence quotes, and its unit, where images differ in degree: a folder's
+    #: report then gives their range, not only the strongest case's number
+    value: float | None = None
+    unit: str = ""
+
+
+def _num(x: float) -> str:
+    """A measured value for a reason: 3 significant digits (0.031, 1.34, 446)."""
+    return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
 
 
 def _ramp(x: float, start: float, full: float) -> float:
@@ -626,7 +635,8 @@ def image_findings(s: ImageSignals, ref: Reference | None = None, kind: str = "e
         # the decoded values are judged, not the file type: a dim 16-bit file whose values stay under
         # 4,096 is a 12-bit range of values, and said so rather than called a 12-bit file
         what = "values within a 12-bit range (0-4,095)" if s.bit_depth == "12-bit" else f"{s.bit_depth} input"
-        out.append(Finding("bit_depth", 0.1, f"{what}: the model was validated on 8-bit display "
+        # one line per kind of depth: float files and 16-bit files are not one finding
+        out.append(Finding(f"bit_depth:{s.bit_depth}", 0.1, f"{what}: the model was validated on 8-bit display "
                                              "renders (intensities are normalised, so this alone is minor)"))
     if s.bit_depth == "8-bit" and s.grey_range < 0.45:
         out.append(Finding("grey_range", _ramp(s.grey_range, 0.45, 0.3),
@@ -653,13 +663,14 @@ def image_findings(s: ImageSignals, ref: Reference | None = None, kind: str = "e
                                "scale inferred from a single nucleus is unreliable (give the pixel size)"))
         elif not VALIDATED_NUCLEI[0] <= s.n_nuclei <= VALIDATED_NUCLEI[1]:
             out.append(Finding("nuclei_count", 0.3,
-                               f"{s.n_nuclei} nuclei in the frame: validated thumbnails hold "
-                               f"{VALIDATED_NUCLEI[0]}-{VALIDATED_NUCLEI[1]}"))
+                               f"{s.n_nuclei} nucle{'us' if s.n_nuclei == 1 else 'i'} in the frame: validated "
+                               f"thumbnails hold {VALIDATED_NUCLEI[0]}-{VALIDATED_NUCLEI[1]}",
+                               float(s.n_nuclei), "nuclei"))
         fu, long_um = s.frame_um, s.frame_long_um
         if fu is not None and fu < VALIDATED_FRAME_UM[0]:
             out.append(Finding("tight_frame", _ramp(fu, VALIDATED_FRAME_UM[0], 44.0) * 0.6,
                                f"tight framing: {fu:.0f} µm across, validated {VALIDATED_FRAME_UM[0]:.0f}-"
-                               f"{VALIDATED_FRAME_UM[1]:.0f} µm (fewer cells to normalise against)"))
+                               f"{VALIDATED_FRAME_UM[1]:.0f} µm (fewer cells to normalise against)", fu, "µm"))
         # not "else": a strip can be tight one way and wide the other (and then cut to the window);
         # wide is the width the preprocessing cuts by, in whole pixels (classifier.preprocess)
         if long_um is not None and s.px_um and max(s.scene or (s.height, s.width)) > analysis_frame_px(s.px_um):
@@ -670,7 +681,8 @@ def image_findings(s: ImageSignals, ref: Reference | None = None, kind: str = "e
             window = f"; the event was analysed on the central {ANALYSIS_FRAME_UM:.0f} µm" if s.windowed else ""
             out.append(Finding("wide_frame", 0.2 + 0.4 * _ramp(long_um, VALIDATED_FRAME_UM[1], 125.0),
                                f"wide framing: {long_um:.0f} µm across, validated {VALIDATED_FRAME_UM[0]:.0f}-"
-                               f"{VALIDATED_FRAME_UM[1]:.0f} µm (more neighbouring cells{window}){field_hint}"))
+                               f"{VALIDATED_FRAME_UM[1]:.0f} µm (more neighbouring cells{window}){field_hint}",
+                               long_um, "µm"))
     if s.px_um is not None and not VALIDATED_PX_UM[0] <= s.px_um <= VALIDATED_PX_UM[1]:
         # "given" is the caller's value or the file's own calibration (OME, ImageJ, TIFF resolution),
         # which some exports write wrongly: the reason says which to check
@@ -686,7 +698,7 @@ def image_findings(s: ImageSignals, ref: Reference | None = None, kind: str = "e
         out.append(Finding("pixel_size", 0.15 + 0.45 * coarse,
                            f"pixel size {shown} µm ({how}) outside the validated {VALIDATED_PX_UM[0]:.2f}-"
                            f"{VALIDATED_PX_UM[1]:.2f} µm: images are rescaled, calls were checked at one scale"
-                           + few_px))
+                           + few_px, s.px_um, "µm/px"))
     if kind == "field" and s.n_objects is not None:
         out += field_findings(s)
     if s.novel_fraction is not None and s.novel_fraction > 0:
@@ -981,8 +993,11 @@ def check(signals: Sequence[ImageSignals], feats: np.ndarray | None = None, even
            if s.ck_positive_share is not None and s.n_nuclei >= VALIDATED_NUCLEI[0]] if kind == "events" else []
     ck_median = float(np.median(cks)) if len(cks) >= MIN_IMAGES_FOR_MARKERS else 0.0
     ck_sev = _ramp(ck_median, *CK_EVERYWHERE)
+    # frames with neighbours only: each plane is normalised on its own frame, and where one cell fills
+    # it every marker it carries reaches the top of its own range (the generator's tight RGB composites
+    # read CK-bright and CD45-bright at the event in every channel order, the right one included)
     ck_events = [s for s in signals if kind == "events" and s.centre_ck is not None and s.centre_ck > CK_POSITIVE
-                 and s.centre_cd45 is not None]
+                 and s.centre_cd45 is not None and s.n_nuclei >= VALIDATED_NUCLEI[0]]
     both = sum(s.centre_cd45 > CK_POSITIVE for s in ck_events)  # type: ignore[operator]
     # a dozen CK-bright events at least: 4 of 5 happens by chance in small in-domain sets (review)
     both_share = both / len(ck_events) if len(ck_events) >= 12 else 0.0
@@ -1011,19 +1026,42 @@ def check(signals: Sequence[ImageSignals], feats: np.ndarray | None = None, even
                        f"nuclei, {len(cks)} frames; blood cells are CK-negative): the channel names probably do "
                        "not match the image planes; check the channel order")
     if both_sev > 0:
+        # the likely swap: AF (a faint copy of DAPI, bright at every nucleus) named CD45, where there is an AF
+        has_af = any(s.af_present for s in ck_events)
+        guess = " (AF and CD45 swapped?)" if has_af else ""
         reasons.append(f"the CK-bright events are bright in the channel named CD45 too ({both} of {len(ck_events)}; "
-                       "CTCs are CD45-negative): the channel names probably do not match the image planes (AF and "
-                       "CD45 swapped?); check the channel order")
+                       f"CTCs are CD45-negative): the channel names probably do not match the image planes{guess}; "
+                       "check the channel order")
+    if kind == "events" and n_img >= MIN_IMAGES_FOR_MARKERS and any(s.composite for s in signals) and (
+            np.mean([s.n_nuclei >= VALIDATED_NUCLEI[0] for s in signals]) < 0.5):
+        # neither channel-order rule can read single-cell frames (above): say so, and how colour planes
+        # are named, rather than let silence pass for a checked order
+        reasons.append("the channel order could not be checked: most frames show one cell, with too few "
+                       f"neighbours (under {VALIDATED_NUCLEI[0]} nuclei) to compare the markers against; an RGB "
+                       "composite's planes are red, green, blue in that order (e.g. CK,CD45,DAPI when red is CK)")
     # folder-level reasons: each finding seen in a noticeable share of images, strongest first
     ranked = sorted(tally.items(), key=lambda kv: -sum(f.severity for f in kv[1]))
     for key, fs in ranked:
         share = len(fs) / max(n_img, 1)
         if key == "novel" or max(f.severity for f in fs) < 0.1 or (share < 0.1 and len(fs) < 3):
             continue
-        sentence = max(fs, key=lambda f: f.severity).reason  # the strongest case's words
         # where the images differ in degree (pixel sizes 0.60-1.99 µm), the strongest case speaks for
-        # the rest, and the count says so rather than giving its numbers to every image
-        worst = "" if len({f.reason for f in fs}) == 1 else "; the strongest shown"
+        # the rest (of equally strong ones, the one nearest the median value), and the count says so;
+        # where the finding quotes a measured value, the range and median of all of them follow, so
+        # that 2 coarse images do not pass for 40 (a new user's tight composites read "1.34 µm ...
+        # 40 of 40" while 38 were inferred at 0.03-0.23 µm)
+        top = max(f.severity for f in fs)
+        strongest = [f for f in fs if f.severity == top]
+        values = [f.value for f in fs if f.value is not None]
+        ranged = len(values) == len(fs) and min(values) != max(values)
+        if ranged and len(strongest) > 1:
+            median = float(np.median(values))
+            strongest.sort(key=lambda f: abs(f.value - median))  # type: ignore[operator]
+        sentence = strongest[0].reason
+        worst = ("" if len({f.reason for f in fs}) == 1 else
+                 "; the strongest shown" if len(strongest) < len(fs) else "; a typical one shown")
+        if ranged:
+            worst += f"; {fs[0].unit} {_num(min(values))}-{_num(max(values))}, median {_num(float(np.median(values)))}"
         reasons.append(sentence if n_img == 1 else f"{sentence} ({len(fs)} of {n_img} images{worst})")
         if key == "field_count":
             reasons.extend(f.reason for f in fs[1:4])

@@ -18,6 +18,7 @@ existed, or not analysed) has no status: pages and exports show it as before, wi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -83,13 +84,24 @@ def merge(checks: Iterable[object]) -> DrawDomain | None:
                       tuple(merged_reasons(shifted or valid)))
 
 
+#: the folder-level tail a reason gets in an upload of several images ("(10 of 10 images)", "(3 of 40
+#: images; the strongest shown; µm/px 0.6-1.9, median 0.8)"): per upload, so not part of what it says
+_IMAGE_COUNT_TAIL = re.compile(r" \(\d+ of \d+ images(?:;[^()]*)?\)$")
+
+
 def merged_reasons(checks: Iterable[dict], limit: int = MAX_REASONS) -> list[str]:
     """The reasons of ``checks``, each once, in order, at most ``limit`` (a draw's uploads here; a
-    cartridge's groups of fields in ``patients.cartridge``)."""
+    cartridge's groups of fields in ``patients.cartridge``). A reason said by several uploads counts
+    once whatever its per-upload image count (the first upload's words are kept)."""
     reasons: list[str] = []
+    seen: set[str] = set()
     for c in checks:
         for r in c.get("reasons") or []:
-            if isinstance(r, str) and r and r not in reasons:
+            if not isinstance(r, str) or not r:
+                continue
+            key = _IMAGE_COUNT_TAIL.sub("", r)
+            if key not in seen:
+                seen.add(key)
                 reasons.append(r)
     return reasons[:limit]
 

@@ -45,8 +45,8 @@ def test_the_share_is_read_from_the_set_and_clean_sets_are_left_alone(synth_fold
         assert got.applied and abs(got.share - share - clean.measured) < 0.03, (share, got)
         assert got.readable >= bleed.MIN_READABLE
     # too few thumbnails with a clearly CD45-bright cell: their few cells are their own business
-    few = bleed.measure(_leak(images, 0.3)[:2], chans[:2])
-    assert not few.applied and few.readable == 2
+    few = bleed.measure(_leak(images, 0.3)[:5], chans[:5])
+    assert not few.applied and few.readable == 5  # a median of 5 moves with each set's cells
     # a share above MAX_BLEED is a CK+ CD45+ population or a channel mix-up, not leakage
     mixed = [im.copy() for im in images]
     for im in mixed:

@@ -389,7 +389,8 @@ def test_a_folder_reason_says_when_its_numbers_are_the_strongest_images_only():
     chans = ["DAPI", "CK", "AF", "CD45"]
     mixed = [domain.image_signals(img, chans, f"e{i}.tif", px, "estimated") for i, px in enumerate((0.6, 0.6, 1.99))]
     (r,) = [r for r in domain.check(mixed).reasons if r.startswith("pixel size")]
-    assert r.startswith("pixel size 1.99 µm") and r.endswith("(3 of 3 images; the strongest shown)")
+    assert r.startswith("pixel size 1.99 µm") and r.endswith(
+        "(3 of 3 images; the strongest shown; µm/px 0.6-1.99, median 0.6)"), r
     same = [domain.image_signals(img, chans, f"e{i}.tif", 0.6, "estimated") for i in range(3)]
     (r,) = [r for r in domain.check(same).reasons if r.startswith("pixel size")]
     assert r.endswith("(3 of 3 images)")
@@ -610,6 +611,55 @@ def test_faint_ck_in_frames_without_a_ck_bright_cell_is_not_a_channel_order_warn
     sigs = domain.image_signals_batch(four, [af_as_ck] * len(four), names)
     assert np.median([s.ck_positive_share for s in sigs if s.n_nuclei >= 8]) > domain.CK_EVERYWHERE[1]
     assert any("check the channel order" in r for r in domain.check(sigs).reasons)
+
+
+def test_single_cell_composites_are_not_told_their_right_channel_order_is_wrong(tmp_path):
+    """Tight RGB composites (one cell fills the frame) correctly named CK,CD45,DAPI were told "the
+    CK-bright events are bright in the channel named CD45 too (AF and CD45 swapped?)" -- and so was
+    every other order: each plane is normalised on its own frame, and with one cell in it every marker
+    it carries reaches the top of its range (29 of 33 CK-bright events read CD45-bright). The rule
+    now reads frames with neighbours only, and the report says the order could not be checked and
+    how an RGB file's planes are named; no AF is named where there is none."""
+    import itertools
+
+    from classifier.data import load_input, read_labels
+    from classifier.synth.folder import write_shifted_folder
+
+    _infos, chans = write_shifted_folder(tmp_path, 40, 9300, "tight_rgb_png", progress=False)
+    assert chans == ["CK", "CD45", "DAPI"]
+    items = list(read_labels(tmp_path))
+    for order in itertools.permutations(chans):
+        images = [load_input(tmp_path / it.file, list(order)).image for it in items]
+        report = domain.check(domain.image_signals_batch(images, [list(order)] * len(images),
+                                                         [it.file for it in items]))
+        assert report.status == "shifted"  # an RGB composite without AF, whatever the order
+        assert not any("check the channel order" in r for r in report.reasons), (order, report.reasons)
+        said = [r for r in report.reasons if "channel order could not be checked" in r]
+        assert len(said) == 1 and "red, green, blue" in said[0], report.reasons
+
+
+def test_a_folder_reason_gives_the_range_of_the_values_it_quotes():
+    """Two coarse images among 40 fine ones read "pixel size 1.34 µm ... (40 of 40 images; the
+    strongest shown)", as if all were coarse; float files and 16-bit files were one "float input
+    (14 of 40)" line; one nucleus read "1 nuclei". Now the range and median follow the strongest
+    case, each depth has its line, and the grammar holds."""
+    images, chans, names, _y = domain.synthetic_set("in_domain", 12, 3)
+    pxs = [1.34, 1.2] + [0.1] * 10
+    sigs = domain.image_signals_batch(images, chans, names, pxs, ["estimated"] * 12)
+    reasons = domain.check(sigs).reasons
+    px = [r for r in reasons if r.startswith("pixel size")]
+    assert len(px) == 1 and "1.34 µm" in px[0], reasons
+    assert "(12 of 12 images; the strongest shown; µm/px 0.1-1.34, median 0.1)" in px[0], px
+
+    mixed = [im.astype(np.float32) / 255 if k < 4 else (im.astype(np.uint16) * 200) for k, im in enumerate(images)]
+    reasons = domain.check(domain.image_signals_batch(mixed, chans, names)).reasons
+    assert any(r.startswith("float input") and "(4 of 12 images)" in r for r in reasons), reasons
+    assert any(r.startswith("16-bit input") and "(8 of 12 images)" in r for r in reasons), reasons
+
+    one = np.zeros((4, 160, 160), np.float32)
+    one[0, 70:90, 70:90] = 200
+    s = domain.image_signals(one, ["DAPI", "CK", "AF", "CD45"], "one.tif", px_um=0.4, scale_source="given")
+    assert any(f.reason.startswith("1 nucleus in the frame") for f in domain.image_findings(s))
 
 
 def test_an_overexposed_nuclear_stain_is_shifted():

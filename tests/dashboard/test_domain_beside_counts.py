@@ -166,6 +166,25 @@ def test_merge_of_a_draws_checks():
     assert (ok.status, ok.shifted, ok.score_text, ok.reasons_text) == ("in_domain", False, "0.10", "minor")
 
 
+def test_a_reason_said_by_two_uploads_is_merged_once_whatever_their_image_counts():
+    """A draw with a 10-image upload and a single-image one listed "no AF channel ... (10 of 10
+    images)" and "no AF channel ..." as two reasons, and such pairs filled the cap of 10."""
+    from patients.drawdomain import merged_reasons
+
+    af = "no AF channel: the model was validated on 4-channel images (DAPI, CK, AF, CD45)"
+    px = "pixel size 1.34 µm (inferred from nuclei) outside the validated 0.35-0.45 µm"
+    got = merged_reasons([
+        {"reasons": [f"{af} (10 of 10 images)", f"{px} (3 of 10 images; the strongest shown; µm/px 0.6-1.34, "
+                                                "median 0.8)"]},
+        {"reasons": [af, px, "wide framing: 150 µm across (more neighbouring cells; the event was analysed "
+                             "on the central 100 µm)"]},
+    ])
+    assert got == [f"{af} (10 of 10 images)",
+                   f"{px} (3 of 10 images; the strongest shown; µm/px 0.6-1.34, median 0.8)",
+                   "wide framing: 150 µm across (more neighbouring cells; the event was analysed on the central "
+                   "100 µm)"]
+
+
 def test_patient_list_flags_the_latest_count_only(as_alice, checked):
     patient, draws = checked
     assert 'data-testid="domain-flag"' not in as_alice.get("/").content.decode()  # latest (the repeat): no check
