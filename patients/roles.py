@@ -14,8 +14,10 @@ who only reviews in another may review there, and nothing else.
 - :func:`can_on` (one patient, or a record hanging off one) and :func:`patients_for_action` /
   :func:`action_filter` (the patients of a multi-patient export or cohort figure) state that rule;
 - :func:`can` / :func:`actions_of` are the union over all the user's teams: whether the user may
-  take the action *anywhere*. Pages draw their buttons from it, and the API refuses a user who
-  may take it nowhere before any record is looked up (the same 403 for every id);
+  take the action *anywhere*. Multi-patient pages (cohort, review queue) draw their buttons from
+  it, and the API refuses a user who may take it nowhere before any record is looked up (the same
+  403 for every id); a patient's, draw's or cell's page draws its buttons from :func:`can_on`
+  (``dashboard.access.rights_on``);
 - :func:`role_allows` is one role's rights (a new patient's team, checked by the serializer).
 """
 
