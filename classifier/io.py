@@ -51,7 +51,7 @@ from classifier.channel_names import (
     parse_channels,
 )
 from classifier.decoders import Decoded, FileForm, decode, sniff
-from classifier.errors import InputError
+from classifier.errors import ChannelCountError, InputError
 from classifier.limits import DEFAULT_LIMITS, Limits, human_size
 
 __all__ = [
@@ -190,6 +190,14 @@ def check_channels(channels: str | Sequence[str], required: Sequence[str] = REQU
 #: (a 4 x 512^2 thumbnail: a few ms); larger ones are decided by the worker
 _PEEK_ALPHA_MAX = 4 * 512 * 512
 
+#: PNG and JPEG files are decoded whole at upload time up to this many samples per file and per
+#: upload (a 3 x 2048^2 PNG takes ~0.2 s; a gallery of 2000 3 x 100^2 thumbnails ~2 s): their header
+#: cannot say whether the compressed data run to the end (a truncated file), nor whether a colour file
+#: is a composite of three markers or one greyscale channel saved as RGB (per-channel exports), which
+#: decides how many channel names fit it. Files past the budget are left to the worker.
+_PEEK_IMAGE_MAX = 16 * 2**20
+_PEEK_IMAGE_TOTAL = 64 * 2**20
+
 
 def validate_upload(
     paths: Sequence[PathLike],
@@ -202,18 +210,22 @@ def validate_upload(
 ) -> None:
     """Cheap checks for the web request, before the upload is queued.
 
-    Reads headers only: channel names, file sizes and types, zip directories (member
-    names, counts, declared sizes and ratios, nested zips), and for TIFF files the declared
-    shape, pixel type, truncation and channel count. Passing it does not guarantee that
-    `read_inputs` succeeds (pixel values are not looked at); failing it means it would not.
+    Reads headers: channel names, file sizes and types, zip directories (member names,
+    counts, declared sizes and ratios, nested zips), for TIFF files the declared shape, pixel
+    type, truncation and channel count, for PNG and JPEG files the header, and (within
+    ``_PEEK_IMAGE_MAX`` / ``_PEEK_IMAGE_TOTAL``) their pixels: whether they decode to the end
+    and how many channels they hold (three colours, or one grey channel saved as RGB). Zip
+    members' images are left to the worker. Passing it does not guarantee that `read_inputs`
+    succeeds; failing it means it would not.
     """
     declared = check_channels(channels, required) if channels is not None else None
     _check_pixel_size(pixel_size_um)
+    n = len(declared) if declared is not None else None
+    peeked = 0
     for blob in _expand(paths, names, limits, read=False):
         if blob.data is not None:
             continue  # a zip member: its directory entry was checked, its pixels wait
         dec = _decode(blob, limits, read=False)
-        n = len(declared) if declared is not None else None
         if declared is not None and dec.shape[0] > 1:
             _refuse_contradiction(declared, dec.names, blob.name)
         if dec.fmt == "TIFF" and n is not None and dec.shape[0] > 1:
@@ -221,7 +233,15 @@ def validate_upload(
                 # the header only says the last sample *may* be an alpha (tifffile tags any 4th
                 # one so); a thumbnail's pixels are cheap, so decide now rather than in the worker
                 dec = _decode(blob, limits, read=True)
-            _check_count(dec, n, blob.name)
+            _check_count(dec, n, blob.name, channels)
+        elif dec.fmt in ("PNG", "JPEG"):
+            size = math.prod(dec.shape)
+            if size > _PEEK_IMAGE_MAX or peeked + size > _PEEK_IMAGE_TOTAL:
+                continue  # the worker reads it (and says what is wrong with it)
+            peeked += size
+            dec = _decode(blob, limits, read=True)  # a truncated or corrupt file: InputError naming it
+            if n is not None and dec.shape[0] > 1:  # one grey channel (saved as RGB or not): grouped later
+                _check_count(dec, n, blob.name, channels)
 
 
 def select_channels(inp: ImageInput, wanted: Sequence[str],
@@ -414,9 +434,14 @@ def _assemble(items: list[_Item], declared: list[str | None] | None) -> list[_As
             # all-zero one named so is a channel written blank (no AF), which the domain check reports
             raise InputError(f"{name}: its last channel is the image's alpha (transparency, the same value "
                              f"everywhere), not a marker; name only the {arr.shape[0] - 1} colour channels "
-                             f"(e.g. {','.join(str(c) for c in chans[:-1])}, or end with '-' to skip it).")
-        _check_count(Decoded(dec.fmt, tuple(arr.shape), dec.dtype, None, alpha=False),  # type: ignore[arg-type]
-                     len(chans), name)
+                             f"(e.g. {','.join(str(c) for c in chans[:-1])}, or end with 'none' to skip it).")
+        try:
+            kept = Decoded(dec.fmt, tuple(arr.shape), dec.dtype, None,  # type: ignore[arg-type]
+                           alpha=dec.alpha and arr.shape[0] == dec.shape[0], colour=dec.colour)
+            _check_count(kept, len(chans), name, chans)
+        except ChannelCountError as err:
+            _note_every_file(err, items, len(chans))
+            raise
         out.append(_keep(name, arr, chans, dec.pixel_size_um, dec.form()))
     if singles:
         out.extend(_stack_singles(singles, declared))
@@ -448,15 +473,37 @@ def _metadata_channels(raw: list[str], name: str) -> list[str | None]:
                          f"usable ({exc}); give the channel names explicitly.") from exc
 
 
-def _check_count(dec: Decoded, n: int, name: str) -> None:
+def _check_count(dec: Decoded, n: int, name: str, declared: str | Sequence[str | None] | None = None) -> None:
     c = dec.shape[0]
-    if dec.alpha and c == n + 1:
+    if _count_fits(dec, n):
         return
-    if c != n:
-        if c == 1:
-            raise InputError(f"{name}: is a single-channel (2-D) image but {n} channels were "
-                             "named; upload one file per channel, or a multi-channel file.")
-        raise InputError(f"{name}: has {c} channels but {n} channel names were given.")
+    if c == 1:
+        raise InputError(f"{name}: is a single-channel (2-D) image but {n} channels were "
+                         "named; upload one file per channel, or a multi-channel file.")
+    given = f" ({_join(declared)})" if declared else ""
+    example = "in that order, e.g. CD45,CK,DAPI if red is CD45, green CK and blue DAPI."
+    if dec.colour and c == 3:
+        raise ChannelCountError(f"{name}: is an RGB colour image: its 3 planes are red, green, blue, but {n} "
+                                f"channel names were given{given}; name them {example}", planes=3)
+    if dec.colour and c == 4 and dec.alpha:
+        raise ChannelCountError(f"{name}: is an RGBA colour image: its planes are red, green, blue and alpha "
+                                f"(transparency, left out), but {n} channel names were given{given}; name its 3 "
+                                f"colours {example}", planes=3)
+    raise ChannelCountError(f"{name}: has {c} channels but {n} channel names were given.", planes=c)
+
+
+def _count_fits(dec: Decoded, n: int) -> bool:
+    """``n`` names fit the file's channels (an alpha may be left out)."""
+    c = dec.shape[0]
+    return c == n or (dec.alpha and c == n + 1)
+
+
+def _note_every_file(err: ChannelCountError, items: list[_Item], n: int) -> None:
+    """Mark ``err`` when no image of the upload fits the ``n`` names (every one holds several
+    channels, none of them ``n``): the names are what to correct, not one file."""
+    err.files = len(items)
+    err.every_file = all(it.dec.shape[0] > 1 and not _count_fits(it.dec, n) for it in items)
+    err.same_planes = err.every_file and len({(it.dec.shape[0], it.dec.alpha) for it in items}) == 1
 
 
 def _keep(src: str, arr: np.ndarray, chans: Sequence[str | None],

@@ -149,7 +149,9 @@ class UploadForm(forms.Form):
     #: fallback: the draw page proposes the channels of the draw's, else the patient's, latest upload.
     DEFAULT_CHANNELS = "DAPI,CK,AF,CD45"
     channels = forms.CharField(label="Channels in file order", initial=DEFAULT_CHANNELS,
-                               help_text="Comma-separated, e.g. DAPI,CK,AF,CD45")
+                               help_text="Comma-separated, e.g. DAPI,CK,AF,CD45. An RGB colour PNG/JPEG: its 3 "
+                                         "planes in the order red, green, blue, e.g. CD45,CK,DAPI for red CD45, "
+                                         "green CK, blue DAPI")
     confirm_duplicates = forms.BooleanField(
         required=False, label="Upload anyway: these files are identical to ones already uploaded to this draw")
     pixel_size_um = forms.FloatField(label="Pixel size (µm)", required=False, min_value=0.01, max_value=50,

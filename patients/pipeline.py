@@ -27,7 +27,7 @@ from django.db import close_old_connections, connection, connections, router, tr
 from django.db.models import AutoField, F, Q
 from django.utils import timezone
 
-from classifier.errors import ContractError, InputError
+from classifier.errors import ChannelCountError, ContractError, InputError
 from classifier.results import AnalysisResult, EventResult
 from patients.cartridge import analyse_fields, field_sources
 from patients.imaging import encode_grey, encode_strip
@@ -264,8 +264,7 @@ def _analyse_and_store(upload: ImagingUpload, attempt: int, files: list, paths: 
     except InputError as err:
         logger.info("upload %s rejected: %s", upload_id, err)
         # one bad file stops the whole upload (a partly read draw would give a wrong count): say so
-        fail(upload_id, attempt, f"{err} Nothing in this upload was analysed: upload it again without "
-                                 "that file, or with it corrected.")
+        fail(upload_id, attempt, f"{err} {_input_advice(err)}")
         return "failed"
     except ContractError as err:
         # the active version's weights cannot serve (not a bundle, made for other preprocessing): the
@@ -287,6 +286,20 @@ def _analyse_and_store(upload: ImagingUpload, attempt: int, files: list, paths: 
     stored = store_results(upload, attempt, result, weights_path=weights, timings=timings)
     logger.info("upload %s: %s, %d events, timings %s", upload_id, stored, len(result.events), timings)
     return stored
+
+
+def _input_advice(err: InputError) -> str:
+    """What to do about a refused upload: one bad file is left out or corrected; but when no file
+    fits the channel names (a gallery of RGB composites sent with four names), the names are wrong."""
+    if isinstance(err, ChannelCountError) and err.every_file:
+        if err.same_planes and err.planes:
+            files = "Its one file has" if err.files == 1 else f"Every file of this upload ({err.files}) has"
+            again = "it" if err.files == 1 else "them"
+            return (f"Nothing in this upload was analysed. {files} {err.planes} planes, so the channel names are "
+                    f"what to correct: upload {again} again with {err.planes} channel names, in the file's order.")
+        return ("Nothing in this upload was analysed. No file of it has as many channels as names were given, "
+                "so the channel names are what to correct: upload the files again with names that fit them.")
+    return "Nothing in this upload was analysed: upload it again without that file, or with it corrected."
 
 
 def store_results(upload: ImagingUpload, attempt: int, result: AnalysisResult, weights_path: str = "",
