@@ -9,6 +9,10 @@
   Draw times are exported as shifted dates only.
 - Free-text notes are left out (they can name people); dates typed into short labels
   (timepoint, regimen) are replaced by ``[date]``.
+- Each draw's ``ctc_status`` is the status the pages word (favorable | unfavorable | "indeterminate
+  until reviewed": preliminary, its model range straddling the cut-off; ``patients.summary``), and
+  ``unfavorable`` (the count at or above the cut-off) is null while it is indeterminate: a plain
+  false there would read as a favorable count nobody has settled.
 - Each draw's domain status (``in_domain`` | ``shifted``: the count came from images unlike the
   validated ones; ``patients.drawdomain``) goes out without its reasons: a reason can quote an
   uploaded file's name, which a lab may have named after the patient.
@@ -33,6 +37,7 @@ from patients import drawdomain
 from patients.csvsafe import safe_cell
 from patients.models import ImagingUpload, Patient
 from patients.schedule import at_or_above_cutoff
+from patients.summary import INDETERMINATE_REVIEW, summary_status
 
 MAX_SHIFT_DAYS = 180
 
@@ -82,6 +87,7 @@ def patient_record(patient: Patient) -> dict[str, Any]:
     for i, d in enumerate(sorted(patient.draws.all(), key=lambda d: (d.drawn_at, d.pk)), start=1):
         s = d.summary_or_none
         domain = drawdomain.of_uploads(d.uploads.all()) if s else None
+        ctc_status = summary_status(d, s)[0] if s else None
         draws.append({
             "draw_seq": i,
             "drawn_on": _shift(d.drawn_at, days),
@@ -91,10 +97,12 @@ def patient_record(patient: Patient) -> dict[str, Any]:
             "ctc_count": s.ctc_count if s else None,
             "ctc_per_7_5ml": s.ctc_per_7_5ml if s else None,
             "malignant_fraction": s.malignant_fraction if s else None,
-            "unfavorable": at_or_above_cutoff(s.ctc_per_7_5ml, cutoff) if s else None,
+            "unfavorable": at_or_above_cutoff(s.ctc_per_7_5ml, cutoff)
+            if s and ctc_status != INDETERMINATE_REVIEW else None,
             "status": s.status if s else None,
             "model_version": s.model_version if s else None,
             "domain_status": domain.status if domain else None,
+            "ctc_status": ctc_status,
         })
     return {
         "pseudo_id": pseudonym(patient.study_id),
@@ -121,7 +129,8 @@ def patient_record(patient: Patient) -> dict[str, Any]:
 CSV_PATIENT_FIELDS = ["pseudo_id", "cancer_type", "ctc_cutoff", "stage", "trial", "arm", "diagnosis_date",
                       "enrolled_on"]
 CSV_DRAW_FIELDS = ["draw_seq", "drawn_on", "timepoint", "volume_ml", "events_analysed", "ctc_count",
-                   "ctc_per_7_5ml", "malignant_fraction", "unfavorable", "status", "model_version", "domain_status"]
+                   "ctc_per_7_5ml", "malignant_fraction", "unfavorable", "status", "model_version", "domain_status",
+                   "ctc_status"]
 
 
 def csv_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

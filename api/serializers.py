@@ -713,13 +713,24 @@ class CohortArmSerializer(serializers.Serializer):
     # Issue 14: exact (Clopper-Pearson) 95 % intervals of the two rates ([low, high] shares; null without patients).
     conversion_ci = serializers.ListField(child=serializers.FloatField(), allow_null=True, min_length=2, max_length=2)
     reverse_ci = serializers.ListField(child=serializers.FloatField(), allow_null=True, min_length=2, max_length=2)
+    # A baseline or follow-up "indeterminate until reviewed" (preliminary, the model range straddling the
+    # cut-off) is neither side of it: counted here, in no conversion class and in neither rate.
+    indeterminate = serializers.IntegerField(
+        help_text="Patients with a follow-up whose baseline or follow-up is indeterminate until reviewed: no "
+                  "conversion class, left out of both rates and their intervals")
+    baseline_indeterminate = serializers.IntegerField(
+        help_text="Of with_baseline: baseline indeterminate until reviewed (not in baseline_unfavorable)")
+    follow_up_indeterminate = serializers.IntegerField(
+        help_text="Of with_follow_up: follow-up indeterminate until reviewed (not in follow_up_unfavorable)")
 
 
 class WaterfallBarSerializer(serializers.Serializer):
     study_id = serializers.CharField()
     arm = serializers.CharField()
     change_pct = serializers.FloatField(help_text="CTC/7.5 mL change from baseline, percent (capped)")
-    conversion = serializers.CharField()
+    conversion = serializers.CharField(
+        help_text="to_favorable | to_unfavorable | persistent_unfavorable | persistent_favorable | indeterminate "
+                  "(the baseline or follow-up is indeterminate until reviewed)")
 
 
 class CohortSerializer(serializers.Serializer):

@@ -264,7 +264,7 @@ def timeline_figure(
             customdata=[[d.url] for d, _ in analysed],
             hovertemplate="<b>%{text}</b><br>Malignant fraction %{y:.1f}%<extra></extra>",
         ))
-        for t in _significance_traces(analysed, x_of, ymax):
+        for t in _significance_traces(analysed, x_of, ymax, cutoff):
             fig.add_trace(t)
         shifted = [(d, o) for d, o in analysed if d.shifted]
         if shifted:
@@ -360,13 +360,26 @@ def _domain_trace(shifted: Sequence[tuple[TimelineDraw, float]], x_of) -> dict: 
     )
 
 
-def _significance_traces(analysed: Sequence[tuple[TimelineDraw, float]], x_of, ymax: float) -> list[dict]:  # noqa: ANN001
-    """Marks at draws that differ from the previous one beyond counting noise (exact test, alpha 0.05)."""
+def _reading(d: TimelineDraw):  # noqa: ANN202 - patients.summary.Reading, imported lazily as above
+    from patients.summary import Reading
+
+    return Reading(d.timepoint, d.per_7_5ml, d.ctc_count, d.volume_ml, d.status, d.count_min, d.count_max,
+                   d.shifted)
+
+
+def _significance_traces(analysed: Sequence[tuple[TimelineDraw, float]], x_of, ymax: float,  # noqa: ANN001
+                         cutoff: float) -> list[dict]:
+    """Marks at draws that differ from the previous one beyond counting noise (exact test, alpha 0.05);
+    none where the change rests on a count the test cannot take (``patients.summary.untested_reason``:
+    indeterminate until reviewed, or from images unlike the validated ones)."""
     from patients.stats import ALPHA, p_words, rate_change
+    from patients.summary import untested_reason
 
     marks: dict[str, list] = {"rise": [], "fall": []}
     for (prev, _), (d, o) in zip(analysed, analysed[1:], strict=False):
         if prev.ctc_count is None or d.ctc_count is None or prev.volume_ml <= 0 or d.volume_ml <= 0:
+            continue
+        if untested_reason(_reading(prev), _reading(d), cutoff):
             continue
         test = rate_change(prev.ctc_count, prev.volume_ml, d.ctc_count, d.volume_ml)
         if test.significant:
@@ -470,11 +483,13 @@ def waterfall_figure(bars: Sequence[tuple[str, str, float, str]], cap: float) ->
 def conversion_figure(by_arm: dict[str, dict[str, int]], labels: dict[str, str]) -> Figure:
     """Stacked share of patients per conversion class, one bar per arm."""
     colours = {"to_favorable": GREEN, "persistent_favorable": "#9cc9b3", "to_unfavorable": "#d9822b",
-               "persistent_unfavorable": RED}
+               "persistent_unfavorable": RED, "indeterminate": PURPLE}
     arms = sorted(by_arm)
     fig = Figure()
     for key, label in labels.items():
         counts = [by_arm[a].get(key, 0) for a in arms]
+        if key == "indeterminate" and not any(counts):
+            continue  # its own bar (patients.cohort.INDETERMINATE) only when some conversion is undecided
         totals = [max(1, sum(by_arm[a].values())) for a in arms]
         fig.add_trace(trace("bar",
             name=plain(label), y=plain_list(arms),
@@ -497,7 +512,8 @@ class SwimmerLane:
     url: str
     start: dt.date
     lines: Sequence[tuple[int, str, dt.date, dt.date | None, str]]
-    draws: Sequence[tuple[dt.date, str, float | None, str | None]]  # date, timepoint, value, status
+    #: date, timepoint, value, status (favorable | unfavorable | indeterminate until reviewed | None)
+    draws: Sequence[tuple[dt.date, str, float | None, str | None]]
     #: per draw (same order): its count came from images unlike the validated ones (patients.drawdomain)
     shifted: Sequence[bool] = ()
 
@@ -522,7 +538,10 @@ def swimmer_figure(lanes: Sequence[SwimmerLane], today: dt.date | None = None) -
             hovertemplate="%{y} · <b>L" + str(number) + " %{customdata[0]}</b><br>day %{base} – %{x} days"
                           "<br>stop: %{customdata[1]}<extra></extra>",
         ))
+    from patients.summary import INDETERMINATE_REVIEW
+
     for status, name, colour in (("unfavorable", "Unfavorable draw", RED), ("favorable", "Favorable draw", GREEN),
+                                 (INDETERMINATE_REVIEW, "Indeterminate until reviewed", PURPLE),
                                  (None, "Draw not analysed", GREY)):
         pts = [(lane, d, k < len(lane.shifted) and bool(lane.shifted[k]))
                for lane in lanes for k, d in enumerate(lane.draws) if d[3] == status]

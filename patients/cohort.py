@@ -1,7 +1,9 @@
 """Cohort statistics per trial and arm, for coordinators (dashboard and API share them).
 
 The unit is a patient's *course*: their analysed draws in time order, each
-favorable or unfavorable against the cancer type's cut-off. From it:
+favorable or unfavorable against the cancer type's cut-off, or "indeterminate until reviewed"
+(preliminary, its model range straddling the cut-off: ``patients.summary.draw_status``, the status
+every page and export words). From it:
 
 - **baseline**: the draw labelled ``baseline`` (case-insensitive), else the first
   analysed draw;
@@ -9,7 +11,9 @@ favorable or unfavorable against the cancer type's cut-off. From it:
   landmark (``C2D1``, ``C3D1``, ... as trials define it), the draw with that timepoint;
 - **conversion**: unfavorable at baseline and favorable at follow-up ("to favorable",
   which goes with longer survival, SWOG S0500), the reverse ("to unfavorable"), or
-  persistent either way;
+  persistent either way; when the baseline or the follow-up is indeterminate until reviewed,
+  *indeterminate* (:data:`INDETERMINATE`): counted and shown on its own, never as a conversion,
+  and left out of the conversion rates and their intervals;
 - **change from baseline** in percent of the baseline count (for the waterfall); a
   rise from 0 has no percentage and is capped at :data:`CHANGE_CAP` percent.
 
@@ -34,8 +38,9 @@ from django.utils import timezone
 
 from patients.cache import data_stamp
 from patients.models import BloodDraw, TreatmentLine
-from patients.schedule import FAVORABLE, UNFAVORABLE, ctc_status
+from patients.schedule import FAVORABLE, UNFAVORABLE
 from patients.stats import proportion_ci
+from patients.summary import INDETERMINATE_REVIEW, draw_status
 
 T = TypeVar("T")
 
@@ -50,12 +55,15 @@ TO_FAVORABLE = "to_favorable"
 TO_UNFAVORABLE = "to_unfavorable"
 PERSISTENT_UNFAVORABLE = "persistent_unfavorable"
 PERSISTENT_FAVORABLE = "persistent_favorable"
+#: the baseline or the follow-up is indeterminate until reviewed: no conversion class can be told yet
+INDETERMINATE = "indeterminate"
 
 CONVERSION_LABELS = {
     TO_FAVORABLE: "Converted to favorable",
     TO_UNFAVORABLE: "Converted to unfavorable",
     PERSISTENT_UNFAVORABLE: "Persistently unfavorable",
     PERSISTENT_FAVORABLE: "Persistently favorable",
+    INDETERMINATE: "Indeterminate until reviewed",
 }
 
 
@@ -66,17 +74,26 @@ class DrawPoint:
     timepoint: str
     ctc_count: int | None
     per_7_5ml: float | None  # None: not analysed yet
-    status: str | None  # favorable | unfavorable | None
+    #: favorable | unfavorable | "indeterminate until reviewed" (patients.summary.draw_status) | None
+    status: str | None
     summary_status: str  # preliminary | final | amended | "" (no summary)
     volume_ml: float | None = None
     events_analysed: int | None = None
     malignant_fraction: float | None = None
     model_version: str = ""
+    #: the model's range of the count (patients.summary); None: not known
+    count_min: int | None = None
+    count_max: int | None = None
 
     @property
     def preliminary(self) -> bool:
         """Analysed, but from machine calls not all reviewed yet."""
         return self.per_7_5ml is not None and self.summary_status == "preliminary"
+
+    @property
+    def indeterminate(self) -> bool:
+        """Preliminary, and its model range straddles the cut-off: no side can be told yet."""
+        return self.status == INDETERMINATE_REVIEW
 
 
 @dataclass
@@ -140,9 +157,12 @@ class PatientCourse:
 
 
 def conversion_of(base: DrawPoint | None, last: DrawPoint | None) -> str | None:
-    """The conversion class from a baseline and a follow-up draw (None without both)."""
+    """The conversion class from a baseline and a follow-up draw (None without both); :data:`INDETERMINATE`
+    when either is indeterminate until reviewed (it is not a conversion, nor a persistent status)."""
     if base is None or last is None:
         return None
+    if base.indeterminate or last.indeterminate:
+        return INDETERMINATE
     if base.status == UNFAVORABLE:
         return TO_FAVORABLE if last.status == FAVORABLE else PERSISTENT_UNFAVORABLE
     return TO_UNFAVORABLE if last.status == UNFAVORABLE else PERSISTENT_FAVORABLE
@@ -177,15 +197,19 @@ def patient_courses(patients: QuerySet, with_lines: bool = False, landmark: str 
         .annotate(day=TruncDate("drawn_at"))
         .values_list("patient_id", "pk", "day", "timepoint", "summary__ctc_count", "summary__ctc_per_7_5ml",
                      "summary__status", "volume_ml", "summary__events_analysed", "summary__malignant_fraction",
-                     "summary__model_version")
+                     "summary__model_version", "summary__ctc_count_min", "summary__ctc_count_max")
     )
-    for patient_id, pk, day, timepoint, count, value, sstatus, volume, n_events, fraction, version in draws:
+    for (patient_id, pk, day, timepoint, count, value, sstatus, volume, n_events, fraction, version, cmin,
+         cmax) in draws:
         course = courses.get(patient_id)
         if course is None:
             continue
-        course.draws.append(DrawPoint(pk, day, timepoint, count, value, ctc_status(value, course.cutoff),
-                                      sstatus or "", None if volume is None else float(volume), n_events,
-                                      fraction, version or ""))
+        volume = None if volume is None else float(volume)
+        # the status the pages and exports word: "indeterminate until reviewed" included
+        status = draw_status(value, course.cutoff, preliminary=sstatus == "preliminary", count=count,
+                             count_min=cmin, count_max=cmax, volume_ml=volume)[0]
+        course.draws.append(DrawPoint(pk, day, timepoint, count, value, status, sstatus or "", volume, n_events,
+                                      fraction, version or "", cmin, cmax))
     if with_lines:
         lines = (
             TreatmentLine.objects.filter(patient__in=patients.order_by().values("pk"))
@@ -213,10 +237,18 @@ class ArmSummary:
     persistent_favorable: int = 0
     #: patients whose baseline or follow-up status rests on a preliminary (unreviewed) count
     preliminary: int = 0
+    #: patients with a follow-up whose baseline or follow-up is indeterminate until reviewed: in no
+    #: conversion class and in neither rate (:data:`INDETERMINATE`)
+    indeterminate: int = 0
+    #: of ``with_baseline`` / ``with_follow_up``: those whose draw is indeterminate until reviewed (not
+    #: in ``baseline_unfavorable`` / ``follow_up_unfavorable``, and not favorable either)
+    baseline_indeterminate: int = 0
+    follow_up_indeterminate: int = 0
 
     @property
     def conversion_rate(self) -> float | None:
-        """Share of baseline-unfavorable patients with a follow-up who became favorable."""
+        """Share of baseline-unfavorable patients with a follow-up who became favorable (indeterminate
+        conversions are in neither the numerator nor the denominator)."""
         n = self.to_favorable + self.persistent_unfavorable
         return self.to_favorable / n if n else None
 
@@ -254,11 +286,13 @@ def arm_summaries(courses: Iterable[PatientCourse]) -> list[ArmSummary]:
             continue
         s.with_baseline += 1
         s.baseline_unfavorable += base.status == UNFAVORABLE
+        s.baseline_indeterminate += base.indeterminate
         s.preliminary += base.preliminary or (last is not None and last.preliminary)
         if last is None:
             continue
         s.with_follow_up += 1
         s.follow_up_unfavorable += last.status == UNFAVORABLE
+        s.follow_up_indeterminate += last.indeterminate
         conv = conversion_of(base, last)
         setattr(s, conv, getattr(s, conv) + 1)
     # Trials first (by code, arm), patients outside a trial last.

@@ -10,8 +10,9 @@ first follow-up.) This module
   the first treatment line, else the diagnosis; each record says which) in
   :func:`survival_records`. A progression clinical event on or after day 0 counts as
   progression even when the outcome field is empty; the earlier of the two is used;
-- groups patients by baseline CTC status, CTC0 at first follow-up or conversion class, and
-  fits Kaplan–Meier curves, the log-rank test, a Cox model of baseline status (adjusted for
+- groups patients by baseline CTC status, CTC0 at first follow-up or conversion class (a patient
+  whose baseline, or conversion, is indeterminate until reviewed is in no group, and the notes say
+  how many were left out), and fits Kaplan–Meier curves, the log-rank test, a Cox model of baseline status (adjusted for
   the trial arm when there are several) and its Harrell c-index with **lifelines**, not
   hand-written estimators (:func:`survival_analysis`);
 - writes the draws export of the cohort and patient pages (:func:`draws_csv_rows`: one row per
@@ -42,6 +43,7 @@ from django.utils import timezone
 from patients import drawdomain
 from patients.cohort import (
     CONVERSION_LABELS,
+    INDETERMINATE,
     PERSISTENT_FAVORABLE,
     PERSISTENT_UNFAVORABLE,
     TO_FAVORABLE,
@@ -52,10 +54,10 @@ from patients.cohort import (
     patient_courses,
 )
 from patients.csvsafe import safe_row
-from patients.models import ClinicalEvent, DrawSummary, Patient, TreatmentLine
+from patients.models import ClinicalEvent, Patient, TreatmentLine
 from patients.schedule import UNFAVORABLE
 from patients.stats import per_7_5ml_ci
-from patients.summary import draw_status
+from patients.summary import INDETERMINATE_REVIEW, draw_status
 from patients.validation import check_outcomes
 
 DAYS_PER_MONTH = 30.4375
@@ -106,7 +108,7 @@ class SurvivalRecord:
     pfs_event: bool
     os_months: float | None
     os_event: bool
-    baseline: str | None  # favorable | unfavorable | None (no analysed baseline)
+    baseline: str | None  # favorable | unfavorable | "indeterminate until reviewed" | None (no analysed baseline)
     baseline_per_7_5ml: float | None
     ctc0: str | None  # "ctc0" | "ctc_pos" | None (no follow-up)
     conversion: str | None
@@ -115,6 +117,10 @@ class SurvivalRecord:
 
     def group(self, by: str) -> str | None:
         return {"baseline": self.baseline, "ctc0": self.ctc0, "conversion": self.conversion}[by]
+
+    def undecided(self, by: str) -> bool:
+        """Its group under ``by`` rests on a count indeterminate until reviewed: it is in no group."""
+        return self.group(by) in (INDETERMINATE_REVIEW, INDETERMINATE)
 
 
 def first_follow_up(course: PatientCourse, base: DrawPoint | None, landmark: str = "") -> DrawPoint | None:
@@ -332,6 +338,13 @@ def survival_analysis(records: Iterable[SurvivalRecord], endpoint: str = "pfs", 
     if ungrouped:
         need = "an analysed baseline draw" if by == "baseline" else "a baseline and a first follow-up draw"
         notes.append(f"{ungrouped} patient(s) without {need} are not in a curve.")
+    # a status nobody can tell yet is no group: such patients are left out, and counted here
+    undecided = sum(1 for r in grouped if r.undecided(by))
+    if undecided:
+        which = "baseline count" if by == "baseline" else "baseline or first follow-up count"
+        notes.append(f"{undecided} patient(s) whose {which} is indeterminate until reviewed are left out of the "
+                     "groups" + (" and the Cox model." if by == "baseline" else "."))
+        grouped = [r for r in grouped if not r.undecided(by)]
     prelim = sum(1 for r in grouped if r.preliminary)
     if prelim:
         notes.append(f"{prelim} of {len(grouped)} patients are grouped on a preliminary (not fully reviewed) count.")
@@ -367,7 +380,11 @@ def survival_analysis(records: Iterable[SurvivalRecord], endpoint: str = "pfs", 
         notes.append("Log-rank test not computed: fewer than two groups have patients.")
 
     base_rows = [(te(r)[0], te(r)[1], int(r.baseline == UNFAVORABLE), r.arm or "none")
-                 for r in usable if r.baseline is not None]
+                 for r in usable if r.baseline is not None and not r.undecided("baseline")]
+    undecided_base = sum(1 for r in usable if r.undecided("baseline"))
+    if undecided_base and by != "baseline":
+        notes.append(f"{undecided_base} patient(s) whose baseline count is indeterminate until reviewed are left "
+                     "out of the Cox model.")
     cox, c_index, cox_note = _cox(base_rows) if base_rows else (None, None, "Cox model not fitted: no patients.")
     if cox_note:
         notes.append(cox_note)
@@ -429,8 +446,8 @@ def _blank(value):  # noqa: ANN001, ANN202
     return "" if value is None else value
 
 
-def _extras(courses: list[PatientCourse]) -> tuple[dict, dict, dict, dict]:
-    """Lines, outcomes, survival records and model ranges of the courses' patients (a few queries)."""
+def _extras(courses: list[PatientCourse]) -> tuple[dict, dict, dict]:
+    """Lines, outcomes and survival records of the courses' patients (a few queries)."""
     ids = [c.patient_id for c in courses]
     lines: dict[int, list] = defaultdict(list)
     for pid, number, regimen, start, end in TreatmentLine.objects.filter(patient_id__in=ids).order_by(
@@ -439,9 +456,7 @@ def _extras(courses: list[PatientCourse]) -> tuple[dict, dict, dict, dict]:
     outcome = {pk: rest for pk, *rest in Patient.objects.filter(pk__in=ids).values_list(
         "pk", "progression_date", "death_date", "last_follow_up")}
     survival = {r.patient_id: r for r in survival_records(Patient.objects.filter(pk__in=ids))}
-    ranges = {d: (lo, hi) for d, lo, hi in DrawSummary.objects.filter(draw__patient_id__in=ids).values_list(
-        "draw_id", "ctc_count_min", "ctc_count_max")}
-    return lines, outcome, survival, ranges
+    return lines, outcome, survival
 
 
 def _line_at(lines: list, day: dt.date) -> tuple[int | str, str]:
@@ -456,8 +471,10 @@ def _line_at(lines: list, day: dt.date) -> tuple[int | str, str]:
 def draws_csv_rows(courses: Iterable[PatientCourse]) -> Iterable[list]:
     """One row per draw (header first): the cohort export for statisticians, and the patient page's.
 
-    Issue 14 appends the count's 95 % interval, the status in words ("indeterminate until
-    reviewed" included), the treatment line at the draw, the outcome dates and PFS/OS
+    ``ctc_status`` is the draw's status as the pages word it (favorable | unfavorable | "indeterminate
+    until reviewed") and ``conversion`` the patient's class (``patients.cohort``; "indeterminate" when
+    the baseline or follow-up is). Issue 14 appends the count's 95 % interval, the status in words
+    ("indeterminate until reviewed" included), the treatment line at the draw, the outcome dates and PFS/OS
     (months from day 0, event 1/0; :func:`survival_records`); then the domain check of the
     images behind each count (:mod:`patients.drawdomain`; one more query).
     """
@@ -465,7 +482,7 @@ def draws_csv_rows(courses: Iterable[PatientCourse]) -> Iterable[list]:
     yield list(DRAWS_CSV_HEADER)
     if not courses:
         return
-    lines, outcome, survival, ranges = _extras(courses)
+    lines, outcome, survival = _extras(courses)
     domains = drawdomain.for_draws(d.draw_id for c in courses for d in c.draws if d.per_7_5ml is not None)
     for c in courses:
         base, last = c.ends()
@@ -481,9 +498,8 @@ def draws_csv_rows(courses: Iterable[PatientCourse]) -> Iterable[list]:
             lo = hi = words = ""
             if analysed and d.ctc_count is not None and d.volume_ml:
                 lo, hi = per_7_5ml_ci(d.ctc_count, d.volume_ml)
-                cmin, cmax = ranges.get(d.draw_id, (None, None))
                 status, note = draw_status(d.per_7_5ml, c.cutoff, preliminary=d.preliminary, count=d.ctc_count,
-                                           count_min=cmin, count_max=cmax, volume_ml=d.volume_ml)
+                                           count_min=d.count_min, count_max=d.count_max, volume_ml=d.volume_ml)
                 words = f"{status}; {note}" if note else (status or "")
             number, regimen = _line_at(lines.get(c.patient_id, []), d.date)
             domain = domains.get(d.draw_id)

@@ -17,6 +17,11 @@ Two uncertainties travel with every count (issue 14):
 
 While a draw is preliminary and that range straddles the cut-off, its status is
 "indeterminate until reviewed" (:func:`draw_status`), on every page and export.
+
+The change between two draws is tested against counting noise (:func:`change`) only when both counts
+can bear it: :func:`untested_reason` (the one rule) says why not when either is indeterminate until
+reviewed or comes from images unlike the validated ones, and the sentence, the list's arrow and the
+chart's marks then say the change without a p-value.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.db.models import Count, Q
 
+from patients import drawdomain
 from patients.models import BloodDraw, CellEvent, DrawSummary, SummaryStatus, UploadStatus
 from patients.schedule import ctc_status, preliminary_note, status_sentence
 from patients.stats import RateChange, count_ci, per_7_5ml_ci, rate_change, side_of_cutoff
@@ -165,7 +171,8 @@ def draw_status(value: float | None, cutoff: float, *, preliminary: bool = False
 
 @dataclass(frozen=True)
 class Reading:
-    """One analysed draw as the pages word it: value, raw count, volume, review status, model range."""
+    """One analysed draw as the pages word it: value, raw count, volume, review status, model range,
+    and whether its images are unlike the validated ones (its domain check, ``patients.drawdomain``)."""
 
     timepoint: str
     value: float  # CTC per 7.5 mL
@@ -174,6 +181,7 @@ class Reading:
     summary_status: str  # preliminary | final | amended
     count_min: int | None = None
     count_max: int | None = None
+    shifted: bool = False
 
     def status(self, cutoff: float) -> tuple[str | None, str]:
         return draw_status(self.value, cutoff, preliminary=self.summary_status == SummaryStatus.PRELIMINARY,
@@ -203,13 +211,14 @@ def summary_status(draw: BloodDraw, summary: DrawSummary) -> tuple[str | None, s
                        volume_ml=float(draw.volume_ml))
 
 
-def reading_of(draw: BloodDraw) -> Reading | None:
-    """The :class:`Reading` of a draw with its summary selected (None when not analysed)."""
+def reading_of(draw: BloodDraw, domain: drawdomain.DrawDomain | None = None) -> Reading | None:
+    """The :class:`Reading` of a draw with its summary selected (None when not analysed); ``domain``: the
+    draw's merged domain check, when the caller has it."""
     s = draw.summary_or_none
     if s is None:
         return None
     return Reading(draw.timepoint, s.ctc_per_7_5ml, s.ctc_count, float(draw.volume_ml), s.status,
-                   s.ctc_count_min, s.ctc_count_max)
+                   s.ctc_count_min, s.ctc_count_max, bool(domain and domain.shifted))
 
 
 def change(previous: Reading | None, latest: Reading | None) -> RateChange | None:
@@ -219,44 +228,102 @@ def change(previous: Reading | None, latest: Reading | None) -> RateChange | Non
     return rate_change(previous.count, previous.volume_ml, latest.count, latest.volume_ml)
 
 
-def significant_trend(previous: Reading | None, latest: Reading | None) -> tuple[str, RateChange | None]:
-    """``("up" | "down" | "noise" | "same" | "", test)`` for the patient list's arrow.
+INDETERMINATE_WHY = "indeterminate until reviewed"
+SHIFTED_WHY = "comes from images unlike the validated ones"
+SHIFTED_WHY_BOTH = "come from images unlike the validated ones"
+
+
+def _count_name(reading: Reading, latest: bool) -> str:
+    if latest:
+        return "the latest count"
+    t = (reading.timepoint or "").strip()
+    return f"the {reading.label} count" if t else "the earlier count"
+
+
+def untested_reason(previous: Reading, latest: Reading, cutoff: int | float) -> str:
+    """Why the change from ``previous`` to ``latest`` is *not* tested against counting noise, or ``""``.
+
+    The exact two-rate test takes both counts as the cells in the blood. It cannot say "significant"
+    (nor "within counting noise") of a count that is indeterminate until reviewed (preliminary, its
+    model range straddles the cut-off: :func:`draw_status`) or that comes from images unlike the
+    validated ones (``patients.drawdomain``: the count may be wrong while every call looks
+    confident). The one rule of the patient page, the printable summary, the patient list and the
+    chart's marks: e.g. "the latest count is indeterminate until reviewed and comes from images unlike
+    the validated ones".
+    """
+    flags = []
+    for reading in (latest, previous):
+        indeterminate = reading.status(cutoff)[0] == INDETERMINATE_REVIEW
+        flags.append((indeterminate, reading.shifted))
+    (li, ls), (pi, ps) = flags
+    if not (li or ls or pi or ps):
+        return ""
+    if (li, ls) == (pi, ps):
+        why = [f"are {INDETERMINATE_WHY}"] * li + [SHIFTED_WHY_BOTH] * ls
+        return "both counts " + " and ".join(why)
+    clauses = []
+    for (indeterminate, shifted), reading, latest_one in ((flags[0], latest, True), (flags[1], previous, False)):
+        why = [f"is {INDETERMINATE_WHY}"] * indeterminate + [SHIFTED_WHY] * shifted
+        if why:
+            clauses.append(f"{_count_name(reading, latest_one)} " + " and ".join(why))
+    return "; ".join(clauses)
+
+
+def significant_trend(previous: Reading | None, latest: Reading | None,
+                      cutoff: int | float) -> tuple[str, RateChange | None]:
+    """``("up" | "down" | "noise" | "same" | "untested" | "", test)`` for the patient list's arrow.
 
     Arrows only for changes beyond counting noise (alpha = 0.05): 1 -> 2 cells is "noise", not "rising".
+    "untested": a change resting on a count the test cannot take (:func:`untested_reason`); the list
+    shows :func:`change_sentence` instead of an arrow.
     """
     test = change(previous, latest)
     if test is None:
         return "", None
     if test.direction == "same":
         return "same", test
+    if untested_reason(previous, latest, cutoff):
+        return "untested", test
     if not test.significant:
         return "noise", test
     return ("up" if test.direction == "rise" else "down"), test
 
 
-def change_sentence(previous: Reading | None, latest: Reading | None) -> str:
-    """``"Fall from 12 to 1 CTC/7.5 mL since C2D1, significant (p = 0.003)."`` or ``""``."""
+def change_sentence(previous: Reading | None, latest: Reading | None, cutoff: int | float) -> str:
+    """``"Fall from 12 to 1 CTC/7.5 mL since C2D1, significant (p = 0.003)."`` or ``""``; when the
+    change rests on a count the test cannot take (:func:`untested_reason`): ``"Fall from 15 to 2
+    CTC/7.5 mL since baseline — not tested: the latest count is indeterminate until reviewed."``"""
     test = change(previous, latest)
     if test is None or previous is None or latest is None:
         return ""
     if test.direction == "same":
         return f"No change from {previous.label} ({latest.value:g} CTC/7.5 mL)."
     noun = "Rise" if test.direction == "rise" else "Fall"
-    return (f"{noun} from {previous.value:g} to {latest.value:g} CTC/7.5 mL since {previous.label}, "
-            f"{test.words}.")
+    head = f"{noun} from {previous.value:g} to {latest.value:g} CTC/7.5 mL since {previous.label}"
+    why = untested_reason(previous, latest, cutoff)
+    if why:
+        return f"{head} — not tested: {why}."
+    return f"{head}, {test.words}."
 
 
-def sentence_for_draws(draws: Sequence, cutoff: int | float) -> str:
+def sentence_for_draws(draws: Sequence, cutoff: int | float,
+                       domains: dict[int, drawdomain.DrawDomain] | None = None) -> str:
     """The patient page's sentence: :func:`patients.schedule.status_sentence` for ``BloodDraw`` rows
     with ``summary`` selected, with :func:`patients.schedule.preliminary_note` appended when it
     rests on unreviewed counts, and (issue 14) the latest change tested against counting noise:
     "Fall from 12 to 1 CTC/7.5 mL since C2D1, significant (p = 0.003)." A preliminary draw whose
-    model range straddles the cut-off reads "indeterminate until reviewed"."""
+    model range straddles the cut-off reads "indeterminate until reviewed", and a change resting on
+    such a count or on images unlike the validated ones is not tested (:func:`change_sentence`).
+
+    ``domains``: the draws' domain checks by draw id (:func:`patients.drawdomain.for_draws`); read
+    here in one query when not given."""
+    if domains is None:
+        domains = drawdomain.for_draws(d.pk for d in draws if d.summary_or_none is not None)
     points = []
     statuses = []
     readings = []
     for d in draws:
-        reading = reading_of(d)
+        reading = reading_of(d, domains.get(d.pk))
         if reading is None:
             points.append((d.timepoint, None))
             continue
@@ -267,5 +334,6 @@ def sentence_for_draws(draws: Sequence, cutoff: int | float) -> str:
     note = preliminary_note(statuses)
     sentence = f"{sentence} {note}" if note else sentence
     if len(readings) >= 2:
-        sentence = f"{sentence} {change_sentence(readings[-2], readings[-1])}"
+        sentence = f"{sentence} {change_sentence(readings[-2], readings[-1], cutoff)}"
     return sentence
+

@@ -65,6 +65,8 @@ def _cohort_body(patients: QuerySet, today: dt.date, landmark: str = "") -> dict
         "swimmer": figures.to_json(figures.swimmer_figure(lanes, today)) if lanes else None,
         "lanes_total": len(lanes_src), "lanes_shown": len(lanes), "overdue": overdue[:100],
         "prelim": cohort_stats.preliminary_share(courses),
+        # conversions resting on a count indeterminate until reviewed: apart, in neither rate
+        "indeterminate": sum(a.indeterminate for a in arms),
         "overdue_total": len(overdue), "landmark": landmark,
     })
     return {"html": str(html), "n_patients": len(courses)}

@@ -4,6 +4,7 @@ summary and the patient's CSV."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -25,7 +26,7 @@ from patients.audit import record
 from patients.models import BloodDraw, ClinicalEvent, ImagingUpload, Patient, TreatmentLine
 from patients.report import representative_cells, sign_offs
 from patients.roles import Action
-from patients.summary import Reading, reading_of, sentence_for_draws, significant_trend
+from patients.summary import Reading, change_sentence, reading_of, sentence_for_draws, significant_trend
 
 PATIENTS_PER_PAGE = 25
 
@@ -44,7 +45,7 @@ def patient_list(request: HttpRequest) -> HttpResponse:
     # Draws of this page's patients only (one query, summaries joined, no cell events): the
     # last draw, the number of draws, the latest two analysed counts.
     draws: dict[int, list[tuple]] = {p.pk: [] for p in patients}
-    readings: dict[int, list[Reading]] = {p.pk: [] for p in patients}
+    analysed: dict[int, list[tuple[int, Reading]]] = {p.pk: [] for p in patients}
     for patient_id, pk, drawn_at, value, status, timepoint, volume, count, cmin, cmax in (
         BloodDraw.objects.filter(patient__in=[p.pk for p in patients])
         .order_by("patient_id", "-drawn_at", "-pk")
@@ -53,10 +54,13 @@ def patient_list(request: HttpRequest) -> HttpResponse:
     ):
         draws[patient_id].append((drawn_at, value, status, pk))
         if value is not None:  # issue 14: counts and volumes for the interval, the range and the change test
-            readings[patient_id].append(Reading(timepoint, value, count, float(volume), status, cmin, cmax))
+            analysed[patient_id].append((pk, Reading(timepoint, value, count, float(volume), status, cmin, cmax)))
     latest_of = {pid: next((d for d in mine if d[1] is not None), None) for pid, mine in draws.items()}
-    # the latest count's domain check (one query): a count from images unlike the validated ones is flagged here too
-    domains = drawdomain.for_draws(d[3] for d in latest_of.values() if d is not None)
+    # the latest two counts' domain checks (one query): a count from images unlike the validated ones is
+    # flagged here too, and a change resting on one is not tested (patients.summary.untested_reason)
+    domains = drawdomain.for_draws(pk for mine in analysed.values() for pk, _ in mine[:2])
+    readings = {pid: [replace(r, shifted=pk in domains and domains[pk].shifted) for pk, r in mine[:2]]
+                for pid, mine in analysed.items()}
     today = timezone.localdate()
     for p in patients:
         mine = draws[p.pk]
@@ -70,8 +74,9 @@ def patient_list(request: HttpRequest) -> HttpResponse:
         p.unfavorable = schedule.at_or_above_cutoff(p.latest_value, p.cancer_type.ctc_cutoff)
         mine_r = readings[p.pk]
         # Arrows only for changes beyond counting noise (exact two-rate test, alpha 0.05).
-        p.trend, p.trend_test = significant_trend(mine_r[1] if len(mine_r) > 1 else None,
-                                                  mine_r[0] if mine_r else None)
+        previous_r, latest_r = (mine_r[1] if len(mine_r) > 1 else None), (mine_r[0] if mine_r else None)
+        p.trend, p.trend_test = significant_trend(previous_r, latest_r, p.cancer_type.ctc_cutoff)
+        p.change_sentence = change_sentence(previous_r, latest_r, p.cancer_type.ctc_cutoff)
         p.status_text, p.interval_note = (mine_r[0].status(p.cancer_type.ctc_cutoff) if mine_r else (None, ""))
         p.ci = mine_r[0].ci() if mine_r else None
         due = schedule.due(p.last_drawn, p.trial.draw_interval_days if p.trial else None, today)
@@ -125,18 +130,23 @@ def _patient_data(request: HttpRequest, pk: int) -> tuple[Patient, list[BloodDra
     for d in draws:
         d.summary_row = d.summary_or_none
         d.latest_upload = d.uploads.all()[0] if d.uploads.all() else None
+        # Beside the count only: a draw without one (not analysed, no cell found) shows no flag.
+        d.domain = drawdomain.of_uploads(d.uploads.all()) if d.summary_row else None
         # Issue 14: the count's 95 % interval and the status words (indeterminate until reviewed / at this volume).
-        d.reading = reading_of(d)
+        d.reading = reading_of(d, d.domain)
         d.unfavorable = schedule.at_or_above_cutoff(d.reading.value if d.reading else None,
                                                     patient.cancer_type.ctc_cutoff)
         d.ci = d.reading.ci() if d.reading else None
         d.status_text, d.interval_note = (d.reading.status(patient.cancer_type.ctc_cutoff) if d.reading
                                           else (None, ""))
-        # Beside the count only: a draw without one (not analysed, no cell found) shows no flag.
-        d.domain = drawdomain.of_uploads(d.uploads.all()) if d.summary_row else None
     lines = list(patient.treatment_lines.order_by("line_number"))
     events = list(patient.clinical_events.order_by("date", "pk"))
     return patient, draws, lines, events
+
+
+def _domains(draws: list[BloodDraw]) -> dict[int, drawdomain.DrawDomain]:
+    """The domain checks :func:`_patient_data` read, by draw id (for the status sentence)."""
+    return {d.pk: d.domain for d in draws if d.domain is not None}
 
 
 @login_required
@@ -154,7 +164,7 @@ def patient_detail(request: HttpRequest, pk: int) -> HttpResponse:
         request, nav="patients", patient=patient, draws=list(reversed(draws)), lines=lines, events=events, figure=fig,
         day0_key=day0_key, day0=day0, relative=relative, day0_choices=DAY0_CHOICES,
         day0_missing=relative and day0 is None,
-        sentence=sentence_for_draws(draws, patient.cancer_type.ctc_cutoff),
+        sentence=sentence_for_draws(draws, patient.cancer_type.ctc_cutoff, _domains(draws)),
         next_due=due.next_due, days_overdue=due.days_overdue, interval=due.interval,
         draw_form=DrawForm.from_session(request),
         # Export, "Record a blood draw" and the outcomes form follow the role in *this* patient's team.
@@ -191,7 +201,7 @@ def patient_print(request: HttpRequest, pk: int) -> HttpResponse:
     latest = analysed[-1] if analysed else None
     return render(request, "dashboard/patient_print.html", base_context(
         request, patient=patient, draws=draws, lines=lines, events=events, figure=fig,
-        sentence=sentence_for_draws(draws, patient.cancer_type.ctc_cutoff), printed_at=timezone.now(),
+        sentence=sentence_for_draws(draws, patient.cancer_type.ctc_cutoff, _domains(draws)), printed_at=timezone.now(),
         latest=latest, cells=representative_cells(latest.pk) if latest else [],
         recent_draws=draws[-8:], older_draws=max(0, len(draws) - 8)))
 

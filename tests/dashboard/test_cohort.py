@@ -25,7 +25,7 @@ def test_conversions_and_rates_per_arm(team, django_assert_max_num_queries):
     a, b = factories.TrialArmFactory(trial=trial, code="A"), factories.TrialArmFactory(trial=trial, code="B")
     _patient(team, a, "A1", [8, 2])  # to favorable
     _patient(team, a, "A2", [9, 6])  # persistently unfavorable
-    _patient(team, a, "A3", [0, 5])  # to unfavorable
+    _patient(team, a, "A3", [0, 6])  # to unfavorable (5 with its one unsure call: 4-5, indeterminate until reviewed)
     _patient(team, a, "A4", [6])  # baseline only
     _patient(team, b, "B1", [1, 0, None])  # persistently favorable; last draw not analysed
     with django_assert_max_num_queries(3):
