@@ -636,6 +636,10 @@ class ConfirmRemainingSerializer(serializers.Serializer):
         child=serializers.IntegerField(min_value=1, max_value=2**63 - 1), required=False, max_length=100_000,
         help_text="The unreviewed cells your client showed (only these are confirmed, so a cell that arrived "
                   "since is never confirmed unseen); omit to confirm every unreviewed cell of the draw")
+    acknowledge_shifted = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Required (true) when the draw's images differ from the validated ones (its domain_check is "
+                  "shifted): the reviewer has looked at them; without it the request is refused (400)")
 
 
 class ConfirmedSerializer(serializers.Serializer):

@@ -96,6 +96,7 @@ from patients.review import AlreadyReviewed, confirm_remaining, review_event
 from patients.roles import Action, can, patients_for_action
 from patients.scoping import is_admin
 from patients.summary import recompute_summary
+from patients.thumbnails import recorded_strip, strip_channels
 from patients.training_tasks import start_training
 from patients.uploads import UploadRequest, create_upload, withdraw_upload
 
@@ -554,7 +555,15 @@ class DrawViewSet(PatientRightsMixin, AuditedReadMixin, viewsets.ModelViewSet):
         draw = self.get_object()
         form = ConfirmRemainingSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        confirmed = confirm_remaining(draw, request.user, form.validated_data.get("cells"), request=request)
+        try:
+            # a draw whose images differ from the validated ones needs "acknowledge_shifted": true (patients.review)
+            confirmed = confirm_remaining(draw, request.user, form.validated_data.get("cells"), request=request,
+                                          acknowledge_shifted=form.validated_data.get("acknowledge_shifted", False))
+        except DjangoValidationError as err:
+            if getattr(err, "code", None) != "domain_shifted":
+                raise
+            raise serializers.ValidationError({"acknowledge_shifted": [
+                f"{err.messages[0]} Send \"acknowledge_shifted\": true once you have looked at them."]}) from err
         summary = DrawSummary.objects.select_related("draw__patient__cancer_type").filter(draw=draw).first()
         return Response(ConfirmedSerializer({"confirmed": confirmed, "summary": summary}).data)
 
@@ -652,7 +661,7 @@ class CellEventViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
     def _png(self, request: Request, field: str) -> Response:
         event = get_object_or_404(
             CellEvent.objects.for_user(request.user).select_related("upload", "draw")
-            .only("pk", "upload", "draw", "draw__patient_id", "upload__result_channels", field),
+            .only("pk", "upload", "draw", "draw__patient_id", "upload__result_channels", "upload__channels", field),
             pk=self.kwargs["pk"],
         )
         data = bytes(getattr(event, field) or b"")
@@ -660,9 +669,14 @@ class CellEventViewSet(AuditedReadMixin, viewsets.ReadOnlyModelViewSet):
             raise NotFound(f"This event has no stored {field}.")
         audit.record(request, "view", event, patient=_patient_stub(event.draw.patient_id),
                      object_type=f"CellEvent {field}")
+        channels = strip_channels(event.upload.result_channels, event.upload.channels) if field == "thumbnail" else None
+        if channels is not None:  # only the tiles of channels the upload recorded (patients.thumbnails)
+            data = recorded_strip(data, channels)
         response = Response(data, content_type="image/png")
-        if field == "thumbnail":
-            response["X-Channels"] = ",".join(event.upload.result_channels or [])
+        if channels is not None:
+            response["X-Channels"] = ",".join(channels.recorded if event.upload.result_channels else [])
+            if channels.missing:
+                response["X-Channels-Not-Recorded"] = ",".join(channels.missing)
         return response
 
     @extend_schema(summary="The event's thumbnail: PNG strip, one greyscale tile per channel (order in X-Channels)",

@@ -31,12 +31,21 @@ from dashboard.labels import CATEGORY_LABELS, call_category_disagree, category_l
 from dashboard.review_labels import attribute_label, branch_label
 from dashboard.templatetags.review_tags import kappa_table
 from dashboard.views.common import base_context
+from dashboard.views.draws import shifted_uploads
 from patients import cohort as cohort_stats
 from patients.adjudication import adjudication_list, requires_second_review
 from patients.audit import record
 from patients.models import BloodDraw, Call, CellEvent, CellReview, DrawSummary, Patient, UploadStatus
-from patients.review import CATEGORIES, OVERRIDE_REASONS, confirm_remaining, reason_text, review_event
+from patients.review import (
+    CATEGORIES,
+    OVERRIDE_REASONS,
+    SHIFT_ACKNOWLEDGEMENT,
+    confirm_remaining,
+    reason_text,
+    review_event,
+)
 from patients.roles import Action, action_filter
+from patients.thumbnails import label_cells
 
 #: A 200-cell draw fits one page of the draw review grid; the queue shows 48 (six rows of eight).
 DRAW_GRID_MAX = 300
@@ -48,10 +57,11 @@ def rank_order() -> tuple:
     return (F("review_rank").asc(nulls_last=True), "margin", "pk")
 
 
-def decorate(cells: list[CellEvent]) -> None:
-    """What a grid tile shows, computed once per cell (template filters are slow per tile)."""
+def decorate(cells: list[CellEvent]) -> str:
+    """What a grid tile shows, computed once per cell (template filters are slow per tile). Returns the
+    note on channels the uploads did not record (patients.thumbnails: a 3-channel upload's AF tile)."""
+    channels_note = label_cells(cells)
     for c in cells:
-        c.channels = ",".join(c.upload.result_channels or c.upload.channels)
         c.prob_text = f"{c.ctc_probability:.2f}"
         c.category_text = category_label(c.final_category)
         c.model_category_text = category_label(c.category)
@@ -64,6 +74,7 @@ def decorate(cells: list[CellEvent]) -> None:
                     "value": f"{float(a.get('value', 0)):.2f}",
                     "toward": a.get("direction") == "toward_ctc" or float(a.get("effect", 0)) > 0}
                    for a in (expl.get("top_attributes") or [])[:3] if isinstance(a, dict)]
+    return channels_note
 
 
 def state_text(c: CellEvent) -> str:
@@ -95,9 +106,9 @@ def _mark_my_reviews(request: HttpRequest, cells: list[CellEvent]) -> None:
 
 def _grid_context(request: HttpRequest, cells: list[CellEvent], **extra) -> dict:
     _mark_my_reviews(request, cells)
-    decorate(cells)
+    channels_note = decorate(cells)
     return base_context(
-        request, nav="review", cells=cells, reasons=OVERRIDE_REASONS,
+        request, nav="review", cells=cells, reasons=OVERRIDE_REASONS, channels_note=channels_note,
         categories=[(c, CATEGORY_LABELS.get(c, c)) for c in CATEGORIES],
         review_error=request.session.pop("review_error", None), **extra)
 
@@ -126,6 +137,9 @@ def draw_review(request: HttpRequest, pk: int) -> HttpResponse:
     record(request, "view", draw, object_type="DrawReview", patient=draw.patient)
     return render(request, "dashboard/review_draw.html", dict(
         context, draw=draw, second_review=requires_second_review(draw), sort=sort, remaining=remaining,
+        # the draw page's warning (dashboard/_domain_warning.html); bulk confirmation then needs the
+        # acknowledgement (patients.review.confirm_remaining)
+        domain_shifted=shifted_uploads(draw), shift_acknowledgement=SHIFT_ACKNOWLEDGEMENT,
         summary=_summary_json(draw),
         truncated=events.count() > DRAW_GRID_MAX, next_path=request.get_full_path(),
         adjudication_pending=sum(c.adjudication_pending for c in cells)))
@@ -281,7 +295,16 @@ def review_confirm_remaining(request: HttpRequest, pk: int) -> HttpResponse:
     """"Confirm the remaining calls": one audited action over the unreviewed cells the page showed."""
     draw = record_for(request, BloodDraw.objects.select_related("patient"), pk, Action.REVIEW)
     ids = [int(v) for v in request.POST.get("cells", "").split(",") if v.strip().isdigit()]
-    confirmed = confirm_remaining(draw, request.user, ids, request=request)
+    # images unlike the validated ones: the form's acknowledgement box must be ticked (patients.review)
+    acknowledged = request.POST.get("acknowledge_shifted") in ("1", "on", "true")
+    try:
+        confirmed = confirm_remaining(draw, request.user, ids, request=request, acknowledge_shifted=acknowledged)
+    except ValidationError as err:
+        message = " ".join(err.messages)
+        if _wants_json(request):
+            return JsonResponse({"error": message, "code": getattr(err, "code", "")}, status=400)
+        messages.error(request, message)
+        return redirect(_next(request) or reverse("dashboard:draw_review", args=[draw.pk]))
     summary = _summary_json(draw)
     text = f"{len(confirmed)} remaining call{'s' if len(confirmed) != 1 else ''} confirmed."
     if summary.get("status") in ("final", "amended"):

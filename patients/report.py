@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from django.db.models import Q
 
 from patients.models import CellEvent, UploadStatus
+from patients.thumbnails import recorded_strip, strip_channels
 
 
 @dataclass(frozen=True)
@@ -50,20 +51,26 @@ class CellImage:
     source: str
     probability: float
     reviewed: bool
-    thumbnail: bytes
-    channels: str
+    thumbnail: bytes  # the recorded channels' tiles only (patients.thumbnails)
+    channels: str  # their names, ", " between them
+    not_recorded: str = ""  # "AF not recorded" when the upload lacked a channel the model has a tile for
 
 
 def representative_cells(draw_id: int, n: int = 3) -> list[CellImage]:
-    """Up to ``n`` CTCs of the draw for the report: reviewed CTCs first, then the surest machine calls."""
+    """Up to ``n`` CTCs of the draw for the report: reviewed CTCs first, then the surest machine calls.
+    Each image has the tiles of the channels its upload recorded (a 3-channel upload: no black AF tile)."""
     ctc = Q(reviewed_call="ctc") | Q(reviewed_call="", call="ctc")
     rows = (
         CellEvent.objects.filter(ctc, draw_id=draw_id, upload__status=UploadStatus.DONE)
         .exclude(thumbnail=b"")
         .order_by("-reviewed_call", "-ctc_probability", "pk")  # reviewed ("ctc") before machine calls ("")
-        .values_list("source", "ctc_probability", "reviewed_call", "thumbnail", "upload__result_channels")[: n * 4]
+        .values_list("source", "ctc_probability", "reviewed_call", "thumbnail", "upload__result_channels",
+                     "upload__channels")[: n * 4]
     )
-    cells = [CellImage(src, float(p), bool(rc), bytes(thumb), ", ".join(chans or []))
-             for src, p, rc, thumb, chans in rows]
-    cells.sort(key=lambda c: (not c.reviewed, -c.probability))
-    return cells[:n]
+    found = sorted(rows, key=lambda r: (not r[2], -float(r[1])))[:n]
+    cells = []
+    for src, p, rc, thumb, result_channels, upload_channels in found:
+        tiles = strip_channels(result_channels, upload_channels)
+        cells.append(CellImage(src, float(p), bool(rc), recorded_strip(bytes(thumb), tiles),
+                               ", ".join(tiles.recorded if result_channels else []), tiles.missing_text))
+    return cells

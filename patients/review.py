@@ -9,6 +9,11 @@ refused with :class:`AlreadyReviewed`, unless the caller explicitly asks to
 ``AuditEvent`` with the old and the new call (the history keeps the old row too).
 Every review writes its ``review`` audit row here (``patients.audit.record``), so the
 dashboard and the API leave the same row.
+
+"Confirm the remaining calls" of a draw whose images differ from the validated ones (its merged
+domain check says ``shifted``, ``patients.drawdomain``) needs the reviewer's explicit
+acknowledgement (:data:`SHIFT_ACKNOWLEDGEMENT`): those calls may be wrong while they look
+confident, and one key must not settle them unseen. One cell's review needs none.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from patients import drawdomain
 from patients.adjudication import record_review, requires_second_review
 from patients.audit import record
 from patients.models import AuditEvent, BloodDraw, Call, CellEvent, CellReview, UploadStatus
@@ -55,6 +61,16 @@ OVERRIDE_REASONS: tuple[tuple[str, str], ...] = (
     ("out_of_focus", "Out of focus or cut off"),
 )
 REASON_LABELS = dict(OVERRIDE_REASONS)
+
+#: What a reviewer ticks (the review page) or sends (API ``"acknowledge_shifted": true``) to confirm
+#: the remaining calls of a draw whose images differ from the validated ones in one action.
+SHIFT_ACKNOWLEDGEMENT = "I have looked at these images: they differ from the validated ones"
+#: the refusal without it (the API adds how to send it)
+SHIFT_REFUSED = (
+    "This draw's images differ from the validated domain: review every call. Confirming its remaining "
+    f"calls in one action needs the acknowledgement “{SHIFT_ACKNOWLEDGEMENT}”; nothing was confirmed. "
+    "Reviewing cells one by one needs none."
+)
 
 
 def reason_text(code: str, other: str = "") -> str:
@@ -165,16 +181,30 @@ def review_event(
     return locked
 
 
-def confirm_remaining(draw: BloodDraw, user, cell_ids: Iterable[int] | None = None, request=None) -> list[int]:  # noqa: ANN001
+def draw_is_shifted(draw: BloodDraw) -> bool:
+    """Whether the draw's finished uploads' merged domain check says ``shifted`` (patients.drawdomain)."""
+    domain = drawdomain.for_draws([draw.pk]).get(draw.pk)
+    return bool(domain and domain.shifted)
+
+
+def confirm_remaining(draw: BloodDraw, user, cell_ids: Iterable[int] | None = None, request=None,  # noqa: ANN001
+                      acknowledge_shifted: bool = False) -> list[int]:
     """Confirm the model's call of every still unreviewed cell of ``draw`` in one audited action.
 
     ``cell_ids`` (what the reviewer's page showed as remaining) limits the action to those cells,
     so a cell that arrived after the page was drawn is never confirmed unseen. One ``AuditEvent``
     (``review``, ``bulk_confirm``) lists the cells it covered; each cell's history row names the
     reviewer. Returns the ids confirmed.
+
+    A draw whose images differ from the validated ones (:func:`draw_is_shifted`) is refused
+    (``ValidationError``, code ``domain_shifted``, :data:`SHIFT_REFUSED`) unless
+    ``acknowledge_shifted``: the reviewer's :data:`SHIFT_ACKNOWLEDGEMENT`, kept in the audit row.
     """
     if not can_on(user, Action.REVIEW, draw):  # the role in this patient's care team (patients.roles)
         raise PermissionDenied("Only reviewers and oncologists may review calls.")
+    shifted = draw_is_shifted(draw)
+    if shifted and not acknowledge_shifted:
+        raise ValidationError(SHIFT_REFUSED, code="domain_shifted")
     with transaction.atomic():
         qs = (CellEvent.objects.select_for_update()
               .filter(draw=draw, reviewed_call="", upload__status=UploadStatus.DONE).order_by("pk"))
@@ -209,7 +239,8 @@ def confirm_remaining(draw: BloodDraw, user, cell_ids: Iterable[int] | None = No
             request, AuditEvent.Action.REVIEW, draw, user=user, patient_id=draw.patient_id,
             detail={"bulk_confirm": True, "cells": ids, "n": len(ids), "second_review": two,
                     "calls": {"ctc": sum(c.call == Call.CTC for c in cells),
-                              "non_ctc": sum(c.call == Call.NON_CTC for c in cells)}},
+                              "non_ctc": sum(c.call == Call.NON_CTC for c in cells)},
+                    **({"acknowledged_shifted": True} if shifted else {})},
         )
         recompute_summary(draw)
     return ids

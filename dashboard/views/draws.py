@@ -18,15 +18,17 @@ from patients import registry, schedule
 from patients.audit import record
 from patients.models import BloodDraw, Call, CellEvent, ImagingUpload, UploadStatus
 from patients.summary import reading_of
+from patients.thumbnails import label_cells
 
 CELLS_PER_PAGE = 48
 EMBEDDING_POINTS = 3000
 
 
-def _decorate_cells(cells: list[CellEvent]) -> None:
-    """Precompute what a cell card shows (template filters such as floatformat are slow per cell)."""
+def _decorate_cells(cells: list[CellEvent]) -> str:
+    """Precompute what a cell card shows (template filters such as floatformat are slow per cell).
+    Returns the note on channels the uploads did not record (patients.thumbnails)."""
+    channels_note = label_cells(cells)
     for c in cells:
-        c.channels = ",".join(c.upload.result_channels or c.upload.channels)
         expl = c.explanation or {}
         c.prob_text = f"{c.ctc_probability:.2f}"
         c.category_text = category_label(c.category)
@@ -41,6 +43,7 @@ def _decorate_cells(cells: list[CellEvent]) -> None:
              "toward": a.get("direction") == "toward_ctc" or float(a.get("effect", 0)) > 0}
             for a in (expl.get("top_attributes") or [])[:3] if isinstance(a, dict)
         ]
+    return channels_note
 
 
 SORTS = {
@@ -55,16 +58,30 @@ def _final_call_q(call: str) -> Q:
     return Q(reviewed_call=call) | Q(reviewed_call="", call=call)
 
 
+#: uploads whose channel list is never proposed again: a withdrawn one is often one sent in the wrong
+#: order, a failed one often failed because of its channel list
+_NOT_PROPOSED = (UploadStatus.WITHDRAWN, UploadStatus.FAILED)
+
+
+def _latest_channels(rows: list[tuple[str, list]]) -> list | None:
+    """The channels of the first finished upload among ``rows`` (``(status, channels)``, newest first),
+    else of the first queued or running one (it was just sent; nothing says it is wrong yet)."""
+    usable = [(status, channels) for status, channels in rows if channels and status not in _NOT_PROPOSED]
+    done = next((channels for status, channels in usable if status == UploadStatus.DONE), None)
+    return done if done is not None else next((channels for _, channels in usable), None)
+
+
 def _channels_default(draw: BloodDraw, uploads: list[ImagingUpload]) -> str:
-    """The upload form's channel list: the channels of this draw's latest upload, else of the patient's
-    latest (a lab keeps its instrument: the partner lab's three channels), else the four-channel default.
-    A withdrawn upload is never proposed: it is often one sent in the wrong order."""
-    latest = next((u.channels for u in uploads if u.channels and u.status != UploadStatus.WITHDRAWN), None)
+    """The upload form's channel list: the channels of this draw's latest finished upload, else of the
+    patient's latest (a lab keeps its instrument: the partner lab's three channels), else the four-channel
+    default. Withdrawn and failed uploads are never proposed. ``uploads``: the draw's, newest first."""
+    newest_first = sorted(uploads, key=lambda u: (u.created_at, u.pk), reverse=True)
+    latest = _latest_channels([(u.status, u.channels) for u in newest_first])
     if latest is None:  # a new draw: the patient's other draws (one query, only then)
         earlier = (ImagingUpload.objects.filter(draw__patient_id=draw.patient_id)
-                   .exclude(status=UploadStatus.WITHDRAWN).order_by("-created_at", "-pk")
-                   .values_list("channels", flat=True)[:20])
-        latest = next((channels for channels in earlier if channels), None)
+                   .exclude(status__in=_NOT_PROPOSED).order_by("-created_at", "-pk")
+                   .values_list("status", "channels")[:20])
+        latest = _latest_channels(list(earlier))
     return ",".join(latest) if latest else UploadForm.DEFAULT_CHANNELS
 
 
@@ -93,7 +110,10 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
     draw = get_object_or_404(
         BloodDraw.objects.for_user(request.user).select_related("patient__cancer_type", "summary"), pk=pk)
     summary = draw.summary_or_none
-    uploads = list(draw.uploads.annotate(n_files=Count("files")).select_related("created_by", "withdrawn_by"))
+    # Newest first (ImagingUpload.Meta.ordering), said explicitly: the GROUP BY of the file count drops
+    # the Meta ordering, and the table then listed the oldest first.
+    uploads = list(draw.uploads.annotate(n_files=Count("files")).select_related("created_by", "withdrawn_by")
+                   .order_by("-created_at", "-pk"))
     events = CellEvent.objects.filter(draw=draw, upload__status=UploadStatus.DONE)
     call = request.GET.get("call", "")
     category = request.GET.get("category", "")
@@ -111,7 +131,7 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
     shown = shown.select_related("upload", "reviewed_by").order_by(*SORTS.get(sort, SORTS["uncertainty"]))
     page = _gallery_page(shown, request.GET.get("page"))
     cells = list(page.object_list)
-    _decorate_cells(cells)
+    channels_note = _decorate_cells(cells)
     # Only the embedding out of each explanation (a JSON key lookup in the database): decoding
     # whole explanations for up to 3,000 events was a fixed cost of every draw page. One row more
     # than the map shows says whether these are all the draw's events: then the category filter's
@@ -140,7 +160,7 @@ def draw_detail(request: HttpRequest, pk: int) -> HttpResponse:
     record(request, "view", draw, patient=draw.patient)
     return render(request, "dashboard/draw_detail.html", base_context(
         request, nav="patients", draw=draw, patient=draw.patient, summary=summary, uploads=uploads, page=page,
-        cells=cells,
+        cells=cells, channels_note=channels_note,
         categories=categories, filters={"call": call, "category": category, "sort": sort, "reviewed": reviewed},
         embedding=embedding, upload_form=UploadForm(initial={"channels": last_channels}),
         active_uploads=[u for u in uploads if u.status in (UploadStatus.QUEUED, UploadStatus.RUNNING)],
@@ -162,3 +182,10 @@ def _domain_shifted(uploads: list[ImagingUpload]) -> list[ImagingUpload]:
     the draw page says so above the result, with the reasons, so every call gets reviewed."""
     return [u for u in uploads if u.status == UploadStatus.DONE and isinstance(u.domain_check, dict)
             and u.domain_check.get("status") == "shifted"]
+
+
+def shifted_uploads(draw: BloodDraw) -> list[ImagingUpload]:
+    """:func:`_domain_shifted` of the draw's finished uploads (newest first, with ``n_files``) for a page
+    that has not loaded them: the review page shows the same warning (dashboard/_domain_warning.html)."""
+    return _domain_shifted(list(draw.uploads.filter(status=UploadStatus.DONE, domain_check__status="shifted")
+                                .annotate(n_files=Count("files")).order_by("-created_at", "-pk")))

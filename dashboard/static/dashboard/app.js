@@ -95,6 +95,8 @@
   }
 
   // --- Cell thumbnails: false colour composed from the PNG strip (one grey tile per channel) ---
+  // data-channels names every tile of the strip; data-missing the tiles of channels the upload did not
+  // record (a 3-channel upload's AF, zeros in the model's input): left out of the colour and the toggles.
   var COLOURS = {
     DAPI: [60, 110, 255], HOECHST: [60, 110, 255],
     CK: [40, 230, 80], PANCK: [40, 230, 80], EPCAM: [40, 230, 80],
@@ -139,7 +141,7 @@
       for (var x = 0; x < w; x++) {
         var r = 0, g = 0, b = 0;
         for (var c = 0; c < n; c++) {
-          if (state.off[names[c].toUpperCase()]) continue;
+          if (cache.missing[c] || state.off[names[c].toUpperCase()]) continue;
           var v = strip[(y * stripW + c * w + x) * 4] / 255;
           var col = cache.colours[c];
           r += v * col[0]; g += v * col[1]; b += v * col[2];
@@ -162,7 +164,8 @@
     var seen = [];
     canvases.forEach(function (canvas) {
       var names = (canvas.dataset.channels || "").split(",").filter(Boolean);
-      names.forEach(function (nm) { if (seen.indexOf(nm) < 0) seen.push(nm); });
+      var missing = (canvas.dataset.missing || "").split(",").filter(Boolean);
+      names.forEach(function (nm) { if (seen.indexOf(nm) < 0 && missing.indexOf(nm) < 0) seen.push(nm); });
       Promise.all([loadImage(canvas.dataset.strip), loadImage(canvas.dataset.heat)]).then(function (imgs) {
         var strip = imgs[0], heat = imgs[1];
         if (!strip || !names.length) return;
@@ -170,7 +173,8 @@
         canvas._cells = {
           names: names, w: w, h: h, strip: pixels(strip),
           heat: heat && heat.naturalWidth === w ? pixels(heat) : null,
-          colours: names.map(colourOf)
+          colours: names.map(colourOf),
+          missing: names.map(function (nm) { return missing.indexOf(nm) >= 0; })
         };
         render(canvas);
       }).catch(function () { canvas.setAttribute("aria-label", "Thumbnail could not be decoded"); });

@@ -1,7 +1,8 @@
 /* Review grid (issue 13): keyboard first, fetch + update in place, focus stays with the reviewer.
    Arrows move; C / N set CTC / not CTC (an override asks a reason: its number, then Enter);
-   Enter opens the cell large (each channel, heat map); F then Enter confirms the remaining calls;
-   ? lists the keys. Without JavaScript each tile's own form posts and the page comes back to it. */
+   Enter opens the cell large (each channel, heat map); F then Enter confirms the remaining calls
+   (on a draw whose images differ from the validated ones F goes to the acknowledgement box first:
+   Space ticks it, F again goes to the button); ? lists the keys. Without JavaScript each tile's own form posts and the page comes back to it. */
 (function () {
   "use strict";
   var grid = document.querySelector("[data-review-grid]");
@@ -13,6 +14,9 @@
   var keysDialog = document.getElementById("keys-dialog");
   var confirmForm = document.querySelector("[data-confirm-remaining]");
   var token = (document.querySelector("input[name=csrfmiddlewaretoken]") || {}).value || "";
+  // images unlike the validated ones: confirming the remaining calls needs this box ticked (the server checks it too)
+  var ack = confirmForm && confirmForm.querySelector("[data-acknowledge-shifted]");
+  var ACK_FIRST = "These images differ from the validated ones: look at them, then tick the acknowledgement (Space) before confirming the remaining calls.";
 
   function tiles() { return Array.prototype.slice.call(grid.querySelectorAll("[data-cell]")); }
   function current() { return grid.querySelector("[data-cell][tabindex='0']") || tiles()[0]; }
@@ -174,6 +178,7 @@
     if (!tile || !cellDialog) return;
     var canvas = tile.querySelector("canvas");
     var names = (canvas.dataset.channels || "").split(",").filter(Boolean);
+    var missing = (canvas.dataset.missing || "").split(",").filter(Boolean);
     var box = cellDialog.querySelector("[data-cell-channels]");
     box.innerHTML = "";
     cellDialog.querySelector("[data-cell-title]").textContent = tile.dataset.source + " · P(CTC) " + tile.dataset.prob + " · " + label(tile.dataset.final);
@@ -181,6 +186,14 @@
     strip.onload = function () {
       var w = Math.round(strip.naturalWidth / Math.max(1, names.length)), h = strip.naturalHeight;
       names.forEach(function (nm, i) {
+        if (missing.indexOf(nm) >= 0) {
+          // a channel the upload did not have: the model's input filled it with zeros, nothing to see
+          var gap = document.createElement("figure"), note = document.createElement("div");
+          note.className = "channel-missing"; note.textContent = nm + " not recorded";
+          var gcap = document.createElement("figcaption"); gcap.textContent = nm + " not recorded";
+          gap.appendChild(note); gap.appendChild(gcap); box.appendChild(gap);
+          return;
+        }
         var fig = document.createElement("figure"), c = document.createElement("canvas");
         c.width = w; c.height = h; c.className = "big-channel";
         c.getContext("2d").drawImage(strip, i * w, 0, w, h, 0, 0, w, h);
@@ -228,11 +241,11 @@
   document.addEventListener("keydown", function (ev) {
     if (anyOpen() || ev.ctrlKey || ev.metaKey || ev.altKey) return;
     var t = ev.target;
-    if (t.matches && t.matches("input, textarea, select")) return;
+    if (t.matches && t.matches("input:not([type=checkbox]), textarea, select")) return;
     var inGrid = grid.contains(t);
     var key = ev.key;
     if (key === "?") { ev.preventDefault(); keysDialog.showModal(); return; }
-    if ((key === "f" || key === "F") && confirmForm) { ev.preventDefault(); confirmForm.querySelector("button").focus(); return; }
+    if ((key === "f" || key === "F") && confirmForm) { ev.preventDefault(); if (ack && !ack.checked) { ack.focus(); say(ACK_FIRST); } else { confirmForm.querySelector("button").focus(); } return; }
     if (!inGrid) return;
     var tile = t.closest("[data-cell]");
     if (key === "ArrowRight") { ev.preventDefault(); move(1); }
@@ -258,10 +271,13 @@
   if (confirmForm) {
     confirmForm.addEventListener("submit", function (ev) {
       ev.preventDefault();
+      if (ack && !ack.checked) { ack.focus(); say(ACK_FIRST); return; }
       updateRemaining();
       var btn = confirmForm.querySelector("button");
       btn.disabled = true;
-      post(confirmForm.action, { cells: confirmForm.querySelector("[data-remaining]").value }).then(function (res) {
+      var data = { cells: confirmForm.querySelector("[data-remaining]").value };
+      if (ack) data.acknowledge_shifted = "1";
+      post(confirmForm.action, data).then(function (res) {
         btn.disabled = false;
         if (!res.ok) { say(res.body.error || "Not saved."); return; }
         var done = {}; res.body.confirmed.forEach(function (id) { done[id] = true; });
