@@ -247,14 +247,16 @@ def untested_reason(previous: Reading, latest: Reading, cutoff: int | float) -> 
     (nor "within counting noise") of a count that is indeterminate until reviewed (preliminary, its
     model range straddles the cut-off: :func:`draw_status`) or that comes from images unlike the
     validated ones (``patients.drawdomain``: the count may be wrong while every call looks
-    confident). The one rule of the patient page, the printable summary, the patient list and the
-    chart's marks: e.g. "the latest count is indeterminate until reviewed and comes from images unlike
-    the validated ones".
+    confident) and still holds unreviewed calls. The one rule of the patient page, the printable
+    summary, the patient list and the chart's marks: e.g. "the latest count is indeterminate until
+    reviewed and comes from images unlike the validated ones".
     """
     flags = []
     for reading in (latest, previous):
         indeterminate = reading.status(cutoff)[0] == INDETERMINATE_REVIEW
-        flags.append((indeterminate, reading.shifted))
+        # shifted images weigh only while calls are unreviewed: once a reviewer has settled every call
+        # (final, amended) the count is the reviewers', whatever the images looked like
+        flags.append((indeterminate, reading.shifted and reading.summary_status == SummaryStatus.PRELIMINARY))
     (li, ls), (pi, ps) = flags
     if not (li or ls or pi or ps):
         return ""

@@ -252,3 +252,19 @@ def test_change_to_a_count_from_shifted_images_is_not_tested_even_when_determina
     assert FALL_SHIFTED in _sentence(as_alice.get(f"/patients/{p.pk}/summary/").content.decode(), "report-sentence")
     trend = _trend_cells(as_alice.get("/").content.decode())["PT-SHIFT"]
     assert "trend-down" not in trend and FALL_SHIFTED in trend
+
+
+def test_a_shifted_count_whose_calls_were_all_reviewed_is_tested_again(as_alice, team, alice):
+    """Shifted images make a count untestable while its calls are machine calls; once a reviewer has
+    confirmed every call (with the acknowledgement a shifted draw needs) the count is the reviewers'."""
+    from patients.review import confirm_remaining
+
+    p = factories.PatientFactory(care_team=team, study_id="PT-SHREV")
+    _draw(p, 60, "baseline", 15, 5)
+    later = _draw(p, 30, "C2D1", 0, 2, shifted=True)
+    assert FALL_SHIFTED in _sentence(as_alice.get(f"/patients/{p.pk}/").content.decode(), "status-sentence")
+    confirm_remaining(later, alice, acknowledge_shifted=True)
+    later.summary.refresh_from_db()
+    assert later.summary.status == "final"
+    sentence = _sentence(as_alice.get(f"/patients/{p.pk}/").content.decode(), "status-sentence")
+    assert "not tested" not in sentence and "significant" in sentence, sentence
