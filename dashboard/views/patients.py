@@ -79,6 +79,7 @@ def patient_list(request: HttpRequest) -> HttpResponse:
         p.change_sentence = change_sentence(previous_r, latest_r, p.cancer_type.ctc_cutoff)
         p.status_text, p.interval_note = (mine_r[0].status(p.cancer_type.ctc_cutoff) if mine_r else (None, ""))
         p.ci = mine_r[0].ci() if mine_r else None
+        p.latest_range = (mine_r[0].count_min, mine_r[0].count_max) if mine_r else (None, None)
         due = schedule.due(p.last_drawn, p.trial.draw_interval_days if p.trial else None, today)
         p.next_due, p.days_overdue = due.next_due, due.days_overdue
     record(request, "view", object_type="PatientList", detail={"page": page.number, "filters": request.GET.dict()})

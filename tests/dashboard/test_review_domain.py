@@ -212,6 +212,12 @@ def test_the_patient_page_table_shows_the_model_range_beside_the_status(alice, i
     assert "(3–6 cells)" in report  # the printable summary's wording, unchanged
 
 
+def test_the_patient_list_shows_the_model_range_beside_the_status(alice, indeterminate):
+    html = _without_titles(_client(alice).get("/").content.decode())
+    row = re.search(rf'>{re.escape(indeterminate.patient.study_id)}</a>(.*?)</tr>', html, re.S).group(1)
+    assert "indeterminate until reviewed" in row and "(3–6 cells)" in row, row
+
+
 # --- 3. the channel order the upload form proposes, the uploads table's order --------------------
 
 
