@@ -14,7 +14,7 @@ import numpy as np
 from django.utils import timezone
 
 from patients.imaging import encode_grey, encode_strip
-from patients.models import CellEvent, ClinicalEvent, UploadStatus
+from patients.models import CellEvent, ClinicalEvent, Patient, UploadStatus
 from patients.summary import recompute_summary
 from tests import factories
 
@@ -75,6 +75,22 @@ def add_cells(draw, n_ctc: int, n_other: int, seed: int = 0, uncertain: int = 1,
     CellEvent.objects.bulk_create(rows)
     recompute_summary(draw)
     return upload
+
+
+def two_teams(team, other_team, patient, seed: int, with_images: bool = True) -> dict[str, dict]:
+    """An analysed draw (2 CTC, 3 other calls) for a patient of each team: ``"a"`` a new patient of
+    ``other_team`` (TEAM-A-001), ``"b"`` ``patient`` of ``team`` (renamed TEAM-B-001); each entry holds
+    the patient, draw, upload and first cell (by index). The world of the per-team rights tests."""
+    a = factories.PatientFactory(care_team=other_team, study_id="TEAM-A-001")
+    Patient.objects.filter(pk=patient.pk).update(study_id="TEAM-B-001")
+    patient.refresh_from_db()
+    out = {}
+    for key, p in (("a", a), ("b", patient)):
+        draw = factories.BloodDrawFactory(patient=p)
+        upload = add_cells(draw, 2, 3, seed=seed, with_images=with_images)
+        out[key] = {"patient": p, "draw": draw, "upload": upload,
+                    "cell": CellEvent.objects.filter(upload=upload).order_by("index").first()}
+    return out
 
 
 def draw_on(patient, day: dt.date, timepoint: str, hour: int = 9, volume: str = "7.5"):

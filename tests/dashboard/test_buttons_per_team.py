@@ -18,7 +18,7 @@ from django.urls import reverse
 from patients.models import CellEvent, ClassifierVersion, Patient, Role
 from patients.roles import Action
 from tests import factories
-from tests.dashboard.builders import add_cells
+from tests.dashboard.builders import add_cells, two_teams
 
 pytestmark = pytest.mark.django_db
 
@@ -26,17 +26,11 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def world(team, other_team, patient):
     """For each team (A: other_team, B: team) a patient with an analysed draw whose first cell is reviewed."""
-    a = factories.PatientFactory(care_team=other_team, study_id="TEAM-A-001")
-    Patient.objects.filter(pk=patient.pk).update(study_id="TEAM-B-001")
-    patient.refresh_from_db()
+    out = two_teams(team, other_team, patient, seed=5, with_images=False)
     reviewer = factories.UserFactory(username="someone")
-    out = {}
-    for key, p in (("a", a), ("b", patient)):
-        draw = factories.BloodDrawFactory(patient=p)
-        upload = add_cells(draw, 2, 3, seed=5, with_images=False)
-        cell = CellEvent.objects.filter(upload=upload).order_by("index").first()
+    for entry in out.values():
+        cell = entry["cell"]
         CellEvent.objects.filter(pk=cell.pk).update(reviewed_call=cell.call, reviewed_by=reviewer)
-        out[key] = {"patient": p, "draw": draw, "upload": upload, "cell": cell}
     # Another version than the counted one ("test-model"), so the re-run form has something to offer.
     ClassifierVersion.objects.create(version="lab-buttons", metadata={"candidate": True})
     return out

@@ -19,7 +19,7 @@ from django.core.exceptions import PermissionDenied
 from patients.models import BloodDraw, CellEvent, Patient, Role
 from patients.roles import Action, action_filter, can, can_on, patients_for_action
 from tests import factories
-from tests.dashboard.builders import add_cells
+from tests.dashboard.builders import two_teams
 
 pytestmark = pytest.mark.django_db
 
@@ -27,16 +27,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def world(team, other_team, patient):
     """An analysed draw (with cells) for a patient of each team: A (olga's oncology) and B (alice's)."""
-    a = factories.PatientFactory(care_team=other_team, study_id="TEAM-A-001")
-    Patient.objects.filter(pk=patient.pk).update(study_id="TEAM-B-001")
-    patient.refresh_from_db()
-    out = {}
-    for key, p in (("a", a), ("b", patient)):
-        draw = factories.BloodDrawFactory(patient=p)
-        upload = add_cells(draw, 2, 3, seed=3)
-        out[key] = {"patient": p, "draw": draw, "upload": upload,
-                    "cell": CellEvent.objects.filter(upload=upload).order_by("index").first()}
-    return out
+    return two_teams(team, other_team, patient, seed=3)
 
 
 # --- the rule itself --------------------------------------------------------------------------
