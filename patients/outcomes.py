@@ -211,7 +211,11 @@ def survival_records(patients: QuerySet, landmark: str = "") -> list[SurvivalRec
         follow = first_follow_up(course, base, landmark)
         ctc0 = None
         if follow is not None and follow.ctc_count is not None:
-            ctc0 = "ctc0" if follow.ctc_count == 0 else "ctc_pos"
+            lo = follow.ctc_count if follow.count_min is None else follow.count_min
+            hi = follow.ctc_count if follow.count_max is None else follow.count_max
+            # a preliminary count whose unsure calls decide whether it is 0 is neither group yet
+            undecided = follow.preliminary and lo == 0 < hi
+            ctc0 = INDETERMINATE if undecided else "ctc0" if follow.ctc_count == 0 else "ctc_pos"
         out.append(SurvivalRecord(
             patient_id=pid, study_id=course.study_id, trial=course.trial, arm=course.arm, day0=day0,
             day0_source=source, pfs_months=pfs, pfs_event=pfs_event, os_months=os_, os_event=os_event,

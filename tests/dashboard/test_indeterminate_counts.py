@@ -268,3 +268,20 @@ def test_a_shifted_count_whose_calls_were_all_reviewed_is_tested_again(as_alice,
     assert later.summary.status == "final"
     sentence = _sentence(as_alice.get(f"/patients/{p.pk}/").content.decode(), "status-sentence")
     assert "not tested" not in sentence and "significant" in sentence, sentence
+
+
+def test_ctc0_at_follow_up_waits_for_review_when_unsure_calls_decide_it(team):
+    """CTC0 at first follow-up (Heller 2018) is a zero-or-not question: a preliminary 0 whose unsure
+    non-CTC calls could make it 1 (range 0-1) is in neither group; a sure 0 is CTC0."""
+    rows = {}
+    for study_id, unsure in (("PT-ZEROQ", 1), ("PT-ZERO", 0)):
+        p = factories.PatientFactory(care_team=team, study_id=study_id, enrolled_on=timezone.localdate()
+                                     - dt.timedelta(days=90))
+        _draw(p, 60, "baseline", 8, 5)
+        d = draw_on(p, timezone.localdate() - dt.timedelta(days=30), "C2D1")
+        add_cells(d, 0, 5, uncertain=unsure, with_images=False)
+        d.summary.refresh_from_db()
+        assert (d.summary.ctc_count, d.summary.ctc_count_min, d.summary.ctc_count_max) == (0, 0, unsure)
+        (rows[study_id],) = outcomes.survival_records(Patient.objects.filter(pk=p.pk))
+    assert rows["PT-ZERO"].ctc0 == "ctc0" and not rows["PT-ZERO"].undecided("ctc0")
+    assert rows["PT-ZEROQ"].ctc0 == cohort.INDETERMINATE and rows["PT-ZEROQ"].undecided("ctc0")
