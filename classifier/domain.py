@@ -993,11 +993,12 @@ def check(signals: Sequence[ImageSignals], feats: np.ndarray | None = None, even
            if s.ck_positive_share is not None and s.n_nuclei >= VALIDATED_NUCLEI[0]] if kind == "events" else []
     ck_median = float(np.median(cks)) if len(cks) >= MIN_IMAGES_FOR_MARKERS else 0.0
     ck_sev = _ramp(ck_median, *CK_EVERYWHERE)
-    # frames with neighbours only: each plane is normalised on its own frame, and where one cell fills
-    # it every marker it carries reaches the top of its own range (the generator's tight RGB composites
-    # read CK-bright and CD45-bright at the event in every channel order, the right one included)
+    # frames the cell does not fill only (as the tone rule reads them): each plane is normalised on its own
+    # frame, and where one cell fills it every marker it carries reaches the top of its own range (the
+    # generator's tight RGB composites read CK-bright and CD45-bright at the event in every channel order,
+    # the right one included); a tight frame with a few neighbours still has a background to judge by
     ck_events = [s for s in signals if kind == "events" and s.centre_ck is not None and s.centre_ck > CK_POSITIVE
-                 and s.centre_cd45 is not None and s.n_nuclei >= VALIDATED_NUCLEI[0]]
+                 and s.centre_cd45 is not None and s.nucleus_cover <= MAX_NUCLEUS_COVER]
     both = sum(s.centre_cd45 > CK_POSITIVE for s in ck_events)  # type: ignore[operator]
     # a dozen CK-bright events at least: 4 of 5 happens by chance in small in-domain sets (review)
     both_share = both / len(ck_events) if len(ck_events) >= 12 else 0.0
@@ -1032,13 +1033,16 @@ def check(signals: Sequence[ImageSignals], feats: np.ndarray | None = None, even
         reasons.append(f"the CK-bright events are bright in the channel named CD45 too ({both} of {len(ck_events)}; "
                        f"CTCs are CD45-negative): the channel names probably do not match the image planes{guess}; "
                        "check the channel order")
-    if kind == "events" and n_img >= MIN_IMAGES_FOR_MARKERS and any(s.composite for s in signals) and (
-            np.mean([s.n_nuclei >= VALIDATED_NUCLEI[0] for s in signals]) < 0.5):
-        # neither channel-order rule can read single-cell frames (above): say so, and how colour planes
-        # are named, rather than let silence pass for a checked order
-        reasons.append("the channel order could not be checked: most frames show one cell, with too few "
-                       f"neighbours (under {VALIDATED_NUCLEI[0]} nuclei) to compare the markers against; an RGB "
-                       "composite's planes are red, green, blue in that order (e.g. CK,CD45,DAPI when red is CK)")
+    if (kind == "events" and n_img >= MIN_IMAGES_FOR_MARKERS and len(cks) < MIN_IMAGES_FOR_MARKERS
+            and len(ck_events) < 12):
+        # neither channel-order rule had what it needs (frames with neighbours for the first, a dozen
+        # CK-bright events in frames the cell does not fill for the second): say so, rather than let
+        # silence pass for a checked order, and for colour files how their planes are named
+        rgb = (" An RGB composite's planes are red, green, blue in that order (e.g. CK,CD45,DAPI when red is CK)."
+               if any(s.composite for s in signals) else "")
+        reasons.append("the channel order could not be checked: too few frames with neighbouring cells "
+                       f"(under {VALIDATED_NUCLEI[0]} nuclei) and too few CK-bright events in frames the cell "
+                       f"does not fill to compare the markers against.{rgb}")
     # folder-level reasons: each finding seen in a noticeable share of images, strongest first
     ranked = sorted(tally.items(), key=lambda kv: -sum(f.severity for f in kv[1]))
     for key, fs in ranked:

@@ -92,18 +92,23 @@ _IMAGE_COUNT_TAIL = re.compile(r" \(\d+ of \d+ images(?:;[^()]*)?\)$")
 def merged_reasons(checks: Iterable[dict], limit: int = MAX_REASONS) -> list[str]:
     """The reasons of ``checks``, each once, in order, at most ``limit`` (a draw's uploads here; a
     cartridge's groups of fields in ``patients.cartridge``). A reason said by several uploads counts
-    once whatever its per-upload image count (the first upload's words are kept)."""
-    reasons: list[str] = []
-    seen: set[str] = set()
+    once whatever its per-upload image count; where those counts differ it reads without them and says
+    how many uploads said it (one upload's "(3 of 40 images)" would understate another's "(40 of 40)")."""
+    order: list[str] = []
+    said: dict[str, list[str]] = {}
     for c in checks:
         for r in c.get("reasons") or []:
             if not isinstance(r, str) or not r:
                 continue
             key = _IMAGE_COUNT_TAIL.sub("", r)
-            if key not in seen:
-                seen.add(key)
-                reasons.append(r)
-    return reasons[:limit]
+            if key not in said:
+                order.append(key)
+            said.setdefault(key, []).append(r)
+    out = []
+    for key in order[:limit]:
+        texts = said[key]
+        out.append(texts[0] if len(set(texts)) == 1 else f"{key} ({len(texts)} uploads)")
+    return out
 
 
 def of_uploads(uploads: Iterable[ImagingUpload]) -> DrawDomain | None:

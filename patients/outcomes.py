@@ -344,7 +344,10 @@ def survival_analysis(records: Iterable[SurvivalRecord], endpoint: str = "pfs", 
         notes.append(f"{ungrouped} patient(s) without {need} are not in a curve.")
     # a status nobody can tell yet is no group: such patients are left out, and counted here
     undecided = sum(1 for r in grouped if r.undecided(by))
-    if undecided:
+    if undecided and by == "ctc0":  # zero or not: a question of its own, not the cut-off's
+        notes.append(f"{undecided} patient(s) whose first follow-up count could be 0 or 1 or more, depending on "
+                     "calls not yet reviewed, are left out of the groups.")
+    elif undecided:
         which = "baseline count" if by == "baseline" else "baseline or first follow-up count"
         notes.append(f"{undecided} patient(s) whose {which} is indeterminate until reviewed are left out of the "
                      "groups" + (" and the Cox model." if by == "baseline" else "."))

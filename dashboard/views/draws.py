@@ -85,6 +85,10 @@ def _channels_default(draw: BloodDraw, uploads: list[ImagingUpload]) -> str:
     return ",".join(latest) if latest else UploadForm.DEFAULT_CHANNELS
 
 
+#: page numbers above this go to ``Paginator.get_page`` (the last page) without a query of their own
+_MAX_GALLERY_PAGE = 10**6
+
+
 def _gallery_page(shown: QuerySet, number: str | None) -> Page:
     """The gallery's page of ``shown`` (the filtered, ordered cells), its total counted by the same
     query (``COUNT(*) OVER ()``) rather than by a ``COUNT`` of its own; as ``Paginator.get_page``:
@@ -95,7 +99,8 @@ def _gallery_page(shown: QuerySet, number: str | None) -> Page:
         n = int(number) if number is not None else 1
     except ValueError:
         n = 1
-    if n >= 1:
+    # a draw holds at most a few hundred pages: a larger number (an OFFSET past bigint) is past the end
+    if 1 <= n <= _MAX_GALLERY_PAGE:
         bottom = (n - 1) * CELLS_PER_PAGE
         cells = list(shown.annotate(gallery_total=Window(Count("pk")))[bottom:bottom + CELLS_PER_PAGE])
         if cells or n == 1:

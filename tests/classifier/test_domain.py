@@ -615,11 +615,11 @@ def test_faint_ck_in_frames_without_a_ck_bright_cell_is_not_a_channel_order_warn
 
 def test_single_cell_composites_are_not_told_their_right_channel_order_is_wrong(tmp_path):
     """Tight RGB composites (one cell fills the frame) correctly named CK,CD45,DAPI were told "the
-    CK-bright events are bright in the channel named CD45 too (AF and CD45 swapped?)" -- and so was
-    every other order: each plane is normalised on its own frame, and with one cell in it every marker
-    it carries reaches the top of its range (29 of 33 CK-bright events read CD45-bright). The rule
-    now reads frames with neighbours only, and the report says the order could not be checked and
-    how an RGB file's planes are named; no AF is named where there is none."""
+    CK-bright events are bright in the channel named CD45 too (AF and CD45 swapped?)": each plane is
+    normalised on its own frame, and with one cell in it every marker it carries reaches the top of
+    its range (29 of 33 CK-bright events read CD45-bright). The rule now reads frames the cell does
+    not fill, and the report says the order could not be checked and how an RGB file's planes are
+    named; no AF is named where there is none. Every order stays shifted (a composite without AF)."""
     import itertools
 
     from classifier.data import load_input, read_labels
@@ -628,14 +628,40 @@ def test_single_cell_composites_are_not_told_their_right_channel_order_is_wrong(
     _infos, chans = write_shifted_folder(tmp_path, 40, 9300, "tight_rgb_png", progress=False)
     assert chans == ["CK", "CD45", "DAPI"]
     items = list(read_labels(tmp_path))
+
+    def report(order: list[str]) -> domain.DomainReport:
+        images = [load_input(tmp_path / it.file, order).image for it in items]
+        return domain.check(domain.image_signals_batch(images, [order] * len(images), [it.file for it in items]))
+
+    right = report(chans)
+    assert not any("check the channel order" in r for r in right.reasons), right.reasons
+    said = [r for r in right.reasons if "channel order could not be checked" in r]
+    assert len(said) == 1 and "red, green, blue" in said[0], right.reasons
     for order in itertools.permutations(chans):
-        images = [load_input(tmp_path / it.file, list(order)).image for it in items]
-        report = domain.check(domain.image_signals_batch(images, [list(order)] * len(images),
-                                                         [it.file for it in items]))
-        assert report.status == "shifted"  # an RGB composite without AF, whatever the order
-        assert not any("check the channel order" in r for r in report.reasons), (order, report.reasons)
-        said = [r for r in report.reasons if "channel order could not be checked" in r]
-        assert len(said) == 1 and "red, green, blue" in said[0], report.reasons
+        got = report(list(order))
+        assert got.status == "shifted"
+        assert not any("AF and CD45" in r for r in got.reasons), (order, got.reasons)
+
+
+def _tight_signal(k: int, ck: float, cd45: float, composite: bool = False) -> domain.ImageSignals:
+    """A tight 4-channel frame with a few neighbours (4 nuclei; the cell does not fill it)."""
+    return domain.ImageSignals(source=f"e{k}.tif", height=120, width=120, channels=["DAPI", "CK", "AF", "CD45"],
+                               af_present=not composite, composite=composite, lossy=False, bit_depth="8-bit",
+                               grey_range=0.9, saturated=0.0, midtone=0.6, n_nuclei=4, nucleus_cover=0.03,
+                               px_um=0.4, scale_source="given", centre_ck=ck, centre_cd45=cd45)
+
+
+def test_a_swap_in_tight_frames_with_a_few_neighbours_is_still_caught():
+    """The reviewer's case: 20 tight 4-channel frames (4 nuclei each) whose CK-bright events are all
+    bright in "CD45" (AF and CD45 swapped) read in_domain once the rule read only frames of 8 nuclei
+    or more. Frames the cell does not fill are read again; one that says so is not also told the
+    order could not be checked."""
+    swapped = domain.check([_tight_signal(k, 0.8, 0.7) for k in range(20)])
+    assert swapped.status == "shifted", swapped.reasons
+    assert any("AF and CD45 swapped?" in r for r in swapped.reasons), swapped.reasons
+    assert not any("could not be checked" in r for r in swapped.reasons), swapped.reasons
+    fine = domain.check([_tight_signal(k, 0.8, 0.05) for k in range(20)])
+    assert not any("channel order" in r for r in fine.reasons), fine.reasons
 
 
 def test_a_folder_reason_gives_the_range_of_the_values_it_quotes():

@@ -179,10 +179,11 @@ def test_a_reason_said_by_two_uploads_is_merged_once_whatever_their_image_counts
         {"reasons": [af, px, "wide framing: 150 µm across (more neighbouring cells; the event was analysed "
                              "on the central 100 µm)"]},
     ])
-    assert got == [f"{af} (10 of 10 images)",
-                   f"{px} (3 of 10 images; the strongest shown; µm/px 0.6-1.34, median 0.8)",
+    assert got == [f"{af} (2 uploads)", f"{px} (2 uploads)",
                    "wide framing: 150 µm across (more neighbouring cells; the event was analysed on the central "
                    "100 µm)"]
+    # one upload's reason keeps its own count
+    assert merged_reasons([{"reasons": [f"{af} (3 of 40 images)"]}]) == [f"{af} (3 of 40 images)"]
 
 
 def test_patient_list_flags_the_latest_count_only(as_alice, checked):

@@ -285,3 +285,7 @@ def test_ctc0_at_follow_up_waits_for_review_when_unsure_calls_decide_it(team):
         (rows[study_id],) = outcomes.survival_records(Patient.objects.filter(pk=p.pk))
     assert rows["PT-ZERO"].ctc0 == "ctc0" and not rows["PT-ZERO"].undecided("ctc0")
     assert rows["PT-ZEROQ"].ctc0 == cohort.INDETERMINATE and rows["PT-ZEROQ"].undecided("ctc0")
+    # the note says why in the zero-or-not question's own words, not the cut-off's
+    notes = outcomes.survival_analysis(list(rows.values()), "pfs", "ctc0")["notes"]
+    assert any(n.startswith("1 patient(s) whose first follow-up count could be 0 or 1 or more") for n in notes), notes
+    assert not any("indeterminate until reviewed" in n for n in notes), notes

@@ -279,7 +279,16 @@
       if (ack) data.acknowledge_shifted = "1";
       post(confirmForm.action, data).then(function (res) {
         btn.disabled = false;
-        if (!res.ok) { say(res.body.error || "Not saved."); return; }
+        if (!res.ok) {
+          if (res.body.code === "domain_shifted" && !ack) {
+            // a shifted upload finished after this page was drawn: reload to show its warning and the box
+            say((res.body.error || "Not saved.") + " Reloading to show these images' warning.");
+            setTimeout(function () { location.reload(); }, 1500);
+            return;
+          }
+          say(res.body.error || "Not saved.");
+          return;
+        }
         var done = {}; res.body.confirmed.forEach(function (id) { done[id] = true; });
         tiles().forEach(function (tile) {
           if (done[tile.dataset.id]) {
