@@ -42,6 +42,8 @@ class Member:
 
     name: str  # display name: "archive.zip/inner/path.tif"
     data: bytes
+    #: False when only the first bytes were read (a peek: the web request's check)
+    whole: bool = True
 
 
 def natural_key(name: str) -> list[int | str]:
@@ -83,7 +85,7 @@ def read_zip(
     max_member_bytes: int,
     budget: Callable[[int, str], None],
     max_ratio: float,
-    read: bool = True,
+    read: bool | Callable[[int], bool] = True,
 ) -> list[Member]:
     """The image members of the zip ``fh``, sorted by name, nested zips expanded.
 
@@ -91,7 +93,9 @@ def read_zip(
     itself a zip is accepted only while ``depth < max_depth``. ``budget(n, name)`` is
     called with each member's size and raises InputError once the upload's total is over
     its limit. With ``read=False`` only the central directory is checked (and the first
-    bytes of each member, to spot nested zips): the cheap check for the web request.
+    bytes of each member, to spot nested zips): the cheap check for the web request. ``read``
+    may also be a function of a member's declared (inflated) size, True to read that member
+    whole: the web request's budget; the members it refuses are peeked at as with ``read=False``.
     """
     try:
         zf = zipfile.ZipFile(fh)
@@ -114,22 +118,23 @@ def read_zip(
             name = f"{display}/{info.filename}"
             _check_declared(info, name, max_member_bytes, max_ratio)
             budget(info.file_size, name)
-            data = _read_member(zf, info, name, max_member_bytes, limit=None if read else 8)
+            whole = read if isinstance(read, bool) else read(info.file_size)
+            data = _read_member(zf, info, name, max_member_bytes, limit=None if whole else 8)
             if is_zip(data):
                 if depth >= max_depth:
                     raise InputError(f"{name}: zip archives inside zip archives are not "
                                      "accepted; upload the images or one flat zip.")
-                if read:
+                if whole:
                     members.extend(read_zip(
                         io.BytesIO(data), name, depth=depth + 1, max_depth=max_depth,
                         max_files=max_files - len(members), max_member_bytes=max_member_bytes,
-                        budget=budget, max_ratio=max_ratio))
+                        budget=budget, max_ratio=max_ratio, read=read))
                 continue
             if len(members) >= max_files:
                 raise InputError(f"{display}: more than {max_files} files; at most "
                                  f"{max_files} are accepted in one upload.")
-            members.append(Member(name, data))
-    if not members and read:
+            members.append(Member(name, data, whole))
+    if not members and read is True:
         raise InputError(f"{display}: the archive contains no image files.")
     return members
 

@@ -36,7 +36,7 @@ import io
 import math
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -87,6 +87,8 @@ class _Blob:
     path: Path | None = None
     data: bytes | None = None
     key: str = ""  # identity for grouping channel files: the full path, folder included
+    #: a zip member of which only the first bytes were read (past the web request's budget)
+    peeked: bool = False
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -194,7 +196,8 @@ _PEEK_ALPHA_MAX = 4 * 512 * 512
 #: upload (a 3 x 2048^2 PNG takes ~0.2 s; a gallery of 2000 3 x 100^2 thumbnails ~2 s): their header
 #: cannot say whether the compressed data run to the end (a truncated file), nor whether a colour file
 #: is a composite of three markers or one greyscale channel saved as RGB (per-channel exports), which
-#: decides how many channel names fit it. Files past the budget are left to the worker.
+#: decides how many channel names fit it. Files past the budget are left to the worker. Zip members
+#: read in the request (``Limits.request_zip_bytes``) draw on the same budget as loose files.
 _PEEK_IMAGE_MAX = 16 * 2**20
 _PEEK_IMAGE_TOTAL = 64 * 2**20
 
@@ -213,18 +216,20 @@ def validate_upload(
     Reads headers: channel names, file sizes and types, zip directories (member names,
     counts, declared sizes and ratios, nested zips), for TIFF files the declared shape, pixel
     type, truncation and channel count, for PNG and JPEG files the header, and (within
-    ``_PEEK_IMAGE_MAX`` / ``_PEEK_IMAGE_TOTAL``) their pixels: whether they decode to the end
-    and how many channels they hold (three colours, or one grey channel saved as RGB). Zip
-    members' images are left to the worker. Passing it does not guarantee that `read_inputs`
+    ``_PEEK_IMAGE_MAX`` / ``_PEEK_IMAGE_TOTAL``, one budget for the whole upload) their pixels:
+    whether they decode to the end and how many channels they hold (three colours, or one grey
+    channel saved as RGB). Zip members get the same checks, in name order, as long as their
+    inflated sizes fit ``limits.request_zip_bytes`` (the upload's zips together); the members
+    past it are left to the worker. Passing it does not guarantee that `read_inputs`
     succeeds; failing it means it would not.
     """
     declared = check_channels(channels, required) if channels is not None else None
     _check_pixel_size(pixel_size_um)
     n = len(declared) if declared is not None else None
     peeked = 0
-    for blob in _expand(paths, names, limits, read=False):
-        if blob.data is not None:
-            continue  # a zip member: its directory entry was checked, its pixels wait
+    for blob in _expand(paths, names, limits, read=_member_budget(limits.request_zip_bytes)):
+        if blob.peeked:
+            continue  # a zip member past the budget: its directory entry was checked, its image waits
         dec = _decode(blob, limits, read=False)
         if declared is not None and dec.shape[0] > 1:
             _refuse_contradiction(declared, dec.names, blob.name)
@@ -242,6 +247,22 @@ def validate_upload(
             dec = _decode(blob, limits, read=True)  # a truncated or corrupt file: InputError naming it
             if n is not None and dec.shape[0] > 1:  # one grey channel (saved as RGB or not): grouped later
                 _check_count(dec, n, blob.name, channels)
+
+
+def _member_budget(total: int) -> Callable[[int], bool]:
+    """Whether a zip member of the given inflated size is read in the request: while the sizes of
+    the members read so far and its own fit ``total``. A member that does not fit is not read in
+    part, but smaller ones after it still may be."""
+    left = total
+
+    def take(size: int) -> bool:
+        nonlocal left
+        if size > left:
+            return False
+        left -= size
+        return True
+
+    return take
 
 
 def select_channels(inp: ImageInput, wanted: Sequence[str],
@@ -268,8 +289,9 @@ def select_channels(inp: ImageInput, wanted: Sequence[str],
 
 
 def _expand(paths: Sequence[PathLike], names: Sequence[str] | None, limits: Limits,
-            *, read: bool) -> Iterator[_Blob]:
-    """Each file of the upload, zips opened, with size and count limits enforced."""
+            *, read: bool | Callable[[int], bool]) -> Iterator[_Blob]:
+    """Each file of the upload, zips opened, with size and count limits enforced; ``read`` says
+    which zip members are read whole (see `archives.read_zip`), the others are `_Blob.peeked`."""
     if not paths:
         raise InputError("No files were uploaded.")
     if names is not None and len(names) != len(paths):
@@ -296,7 +318,7 @@ def _expand(paths: Sequence[PathLike], names: Sequence[str] | None, limits: Limi
                     budget=budget, max_ratio=limits.max_zip_ratio, read=read)
                 for m in members:
                     count += 1
-                    yield _Blob(m.name, data=m.data)
+                    yield _Blob(m.name, data=m.data, peeked=not m.whole)
                 continue
         budget(size, name)
         count += 1

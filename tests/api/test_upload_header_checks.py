@@ -1,20 +1,26 @@
 """Upload-time checks of PNG/JPEG files (new-user test): a channel-name count that does not fit an RGB
 colour image, or a file whose data do not decode, answers 400 at once, on the API and the dashboard's
 form alike, with nothing stored and no task queued; the worker's message stays the backstop and gives
-advice that fits when every file disagrees with the names."""
+advice that fits when every file disagrees with the names. The images inside a zip get the same checks
+(within the request's budget of inflated bytes, ``Limits.request_zip_bytes``; members past it are the
+worker's), so a gallery zip with the wrong channel count no longer fails minutes later in the worker."""
 
 from __future__ import annotations
 
 import io
+import zipfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import tifffile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from PIL import Image
 
-from patients.models import ImagingUpload, UploadedFile, UploadStatus
-from tests.api.synthetic import CHANNELS, event_tiff
+from classifier.limits import DEFAULT_LIMITS
+from patients.models import CellEvent, ImagingUpload, UploadedFile, UploadStatus
+from tests.api.synthetic import CHANNELS, event_tiff, field_tiff
 
 pytestmark = pytest.mark.django_db
 
@@ -67,9 +73,29 @@ def _nothing_stored(queued) -> None:  # noqa: ANN001
     assert queued.sent == []
 
 
-def _api(as_alice, queued, draw, files, channels):  # noqa: ANN001, ANN202
-    return queued(as_alice, f"/api/draws/{draw.pk}/uploads/", {"file": files, "channels": channels},
+def _api(as_alice, queued, draw, files, channels, kind="events"):  # noqa: ANN001, ANN202
+    return queued(as_alice, f"/api/draws/{draw.pk}/uploads/", {"file": files, "channels": channels, "kind": kind},
                   format="multipart")
+
+
+def _zip(name: str, members: dict[str, bytes]) -> SimpleUploadedFile:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for member, data in members.items():
+            zf.writestr(member, data)
+    return SimpleUploadedFile(name, buf.getvalue(), content_type="application/zip")
+
+
+def _three_planes(seed: int) -> bytes:
+    """A synthetic event TIFF with its last plane (CD45) left out: 3 channels where 4 are named."""
+    arr = tifffile.imread(io.BytesIO(event_tiff("ctc", seed)))[:3]
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, photometric="minisblack", metadata={"axes": "CYX"})
+    return buf.getvalue()
+
+
+def _gallery(n: int) -> dict[str, bytes]:
+    return {f"event{k:03d}.tif": event_tiff("ctc" if k % 2 else "leukocyte", k) for k in range(1, n + 1)}
 
 
 def _form(alice, queued, draw, files, channels):  # noqa: ANN001, ANN202
@@ -144,6 +170,102 @@ def test_greyscale_channels_saved_as_rgb_pngs_one_file_per_channel_stay_accepted
     r = _api(as_alice, queued, draw, files, CHANNELS)
     assert r.status_code == 202, r.content
     assert queued.sent == [ImagingUpload.objects.get().pk]
+
+
+# --- zips: their images get the loose files' checks, within the request's budget -----------------------
+
+
+def test_a_zip_whose_tiffs_hold_3_channels_for_4_names_is_a_400_naming_the_zip_and_the_member(as_alice, draw,
+                                                                                              queued):
+    members = {**_gallery(6), "event007.tif": _three_planes(7)}
+    r = _api(as_alice, queued, draw, [_zip("slides.zip", members)], CHANNELS)
+    assert r.status_code == 400, r.content
+    assert r.json()["file"] == ["slides.zip/event007.tif: has 3 channels but 4 channel names were given."]
+    _nothing_stored(queued)
+
+
+def test_a_zip_with_a_truncated_png_member_is_a_400_naming_the_member(as_alice, draw, queued):
+    r = _api(as_alice, queued, draw, [_zip("photos.zip", {"a.png": _colour(seed=1), "b.png": _truncated(2)})],
+             "CD45,CK,DAPI")
+    assert r.status_code == 400, r.content
+    msg = r.json()["file"][0]
+    assert msg.startswith("photos.zip/b.png: cannot be read as PNG (truncated or corrupt"), msg
+    _nothing_stored(queued)
+
+
+def test_four_names_for_an_rgb_png_in_a_zip_is_a_400_with_the_loose_files_hint(as_alice, draw, queued):
+    r = _api(as_alice, queued, draw, [_zip("photos.zip", {"photo.png": _colour()})], "DAPI,CK,AF,CD45")
+    assert r.status_code == 400, r.content
+    msg = r.json()["file"][0]
+    assert msg.startswith("photos.zip/photo.png: is an RGB colour image: its 3 planes are red, green, blue"), msg
+    assert "4 channel names were given (DAPI,CK,AF,CD45)" in msg and "CD45,CK,DAPI" in msg
+    _nothing_stored(queued)
+
+
+def test_the_dashboard_form_refuses_a_zip_member_with_the_same_message(alice, draw, queued):
+    r = _form(alice, queued, draw, [_zip("slides.zip", {"event007.tif": _three_planes(7)})], CHANNELS)
+    assert r.status_code == 400, r.content
+    assert "slides.zip/event007.tif: has 3 channels but 4 channel names were given." in r.json()["error"]
+    _nothing_stored(queued)
+
+
+def test_a_valid_gallery_zip_is_accepted_and_analysed_as_before(as_alice, draw, queued):
+    from patients import pipeline
+
+    r = _api(as_alice, queued, draw, [_zip("gallery.zip", _gallery(3))], CHANNELS)
+    assert r.status_code == 202, r.content
+    upload = ImagingUpload.objects.get()
+    assert queued.sent == [upload.pk] and upload.status == UploadStatus.QUEUED
+    assert pipeline.run_upload(upload.pk) == "done"
+    sources = sorted(CellEvent.objects.filter(upload=upload).values_list("source", flat=True))
+    assert sources == [f"gallery.zip/event{k:03d}.tif" for k in (1, 2, 3)]
+
+
+def test_members_past_the_request_budget_are_accepted_and_left_to_the_worker(as_alice, draw, queued, monkeypatch):
+    from patients import pipeline
+
+    members = {**_gallery(2), "event003.tif": _three_planes(3)}
+    r = _api(as_alice, queued, draw, [_zip("slides.zip", members)], CHANNELS)
+    assert r.status_code == 400 and "slides.zip/event003.tif" in r.json()["file"][0]  # within the default budget
+    # a budget of the first two members (a big cartridge zip, in small): the third waits for the worker
+    small = replace(DEFAULT_LIMITS, request_zip_bytes=len(members["event001.tif"]) + len(members["event002.tif"]))
+    monkeypatch.setattr("patients.uploads.DEFAULT_LIMITS", small)
+    r = _api(as_alice, queued, draw, [_zip("slides.zip", members)], CHANNELS)
+    assert r.status_code == 202, r.content
+    upload = ImagingUpload.objects.get()
+    assert queued.sent == [upload.pk]
+    assert pipeline.run_upload(upload.pk) == "failed"
+    upload.refresh_from_db()
+    assert upload.error.startswith("slides.zip/event003.tif: has 3 channels but 4 channel names were given."), \
+        upload.error
+
+
+def test_a_zip_bomb_is_still_a_400(as_alice, draw, queued):
+    r = _api(as_alice, queued, draw, [_zip("bomb.zip", {"a.tif": b"\0" * (40 << 20)})], CHANNELS)
+    assert r.status_code == 400, r.content
+    msg = r.json()["file"][0]
+    assert msg.startswith("bomb.zip/a.tif: compressed ") and "possible zip bomb" in msg, msg
+    _nothing_stored(queued)
+
+
+def test_a_zip_of_whole_fields_is_accepted_as_a_field_upload(as_alice, draw, queued):
+    fields = {f"field_{k:03d}.tif": field_tiff(seed=k)[0] for k in (1, 2)}
+    r = _api(as_alice, queued, draw, [_zip("cartridge.zip", fields)], CHANNELS, kind="field")
+    assert r.status_code == 202, r.content
+    assert queued.sent == [ImagingUpload.objects.get().pk]
+
+
+def test_a_zipped_stack_of_fields_is_a_400_with_the_workers_message(as_alice, draw, queued):
+    # a multi-page stack is read field by field only as a loose TIFF (patients.cartridge); zipped, the
+    # worker refuses it with this sentence, which the request now gives at once
+    stack = np.random.default_rng(1).integers(0, 4000, (3, 4, 64, 80), dtype=np.uint16)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, stack, photometric="minisblack", metadata={"axes": "TCYX"})
+    r = _api(as_alice, queued, draw, [_zip("stacks.zip", {"stack.tif": buf.getvalue()})], CHANNELS, kind="field")
+    assert r.status_code == 400, r.content
+    assert r.json()["file"] == ["stacks.zip/stack.tif: has more dimensions than channels x height x width "
+                                "(T=3 x C=4); send one plane per channel (e.g. one focal plane)."]
+    _nothing_stored(queued)
 
 
 # --- the dashboard's upload form (its own view, the same create_upload) ----------------------------------

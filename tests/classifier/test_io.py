@@ -502,6 +502,101 @@ def test_nested_zips(tmp_path: Path) -> None:
     assert inp.source == "outer.zip/inner.zip/e.tif"
 
 
+
+# --- zip members at upload time (validate_upload): the loose files' checks, within a byte budget ----
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.moveaxis(arr, 0, -1)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def upload_refused(paths: list[Path], channels: str = CH4, **kw: object) -> str:
+    with pytest.raises(InputError) as err:
+        validate_upload(paths, channels, **kw)  # type: ignore[arg-type]
+    return str(err.value)
+
+
+def test_a_zip_member_with_another_channel_count_is_refused_at_upload_naming_the_zip_and_member(
+        tmp_path: Path) -> None:
+    members = {f"event00{k}.tif": tif_bytes(field(seed=k)) for k in range(1, 7)}
+    members["event007.tif"] = tif_bytes(field(3))
+    path = make_zip(tmp_path / "slides.zip", members)
+    # the loose file's sentence (test_wrong_channel_count), the member named inside its zip
+    assert upload_refused([path]) == "slides.zip/event007.tif: has 3 channels but 4 channel names were given."
+    assert refused([path]) == upload_refused([path])  # what the worker would say
+
+
+def test_a_broken_zip_member_is_refused_at_upload(tmp_path: Path) -> None:
+    png = png_bytes(field(3, seed=3))
+    cut = make_zip(tmp_path / "gallery.zip", {"a.png": png, "b.png": png_bytes(field(3, seed=4))[:-200]})
+    assert upload_refused([cut], "CD45,CK,DAPI").startswith("gallery.zip/b.png: cannot be read as PNG")
+    tif = tif_bytes(field())
+    short = make_zip(tmp_path / "short.zip", {"a.tif": tif[: len(tif) // 2]})
+    assert upload_refused([short]).startswith("short.zip/a.tif: the TIFF file is truncated")
+    # bytes changed inside the archive (a bad download): its checksum fails once the member is read whole
+    good = tif_bytes(field())
+    stored = make_zip(tmp_path / "crc.zip", {"a.tif": good}, zipfile.ZIP_STORED)
+    data = bytearray(stored.read_bytes())
+    data[data.index(good) + len(good) - 1] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    assert upload_refused([stored]).startswith("crc.zip/a.tif: cannot be extracted (Bad CRC-32")
+
+
+def test_an_rgb_png_in_a_zip_named_with_four_channels_is_refused_at_upload(tmp_path: Path) -> None:
+    path = make_zip(tmp_path / "photos.zip", {"photo.png": png_bytes(field(3, seed=5))})
+    assert upload_refused([path]).startswith("photos.zip/photo.png: is an RGB colour image: its 3 planes")
+    validate_upload([path], "CD45,CK,DAPI")
+
+
+def test_valid_zips_pass_at_upload_and_channel_files_inside_are_left_to_grouping(tmp_path: Path) -> None:
+    events = make_zip(tmp_path / "events.zip", {f"e{k}.tif": tif_bytes(field(seed=k)) for k in range(5)})
+    arr = field()
+    per_channel = make_zip(tmp_path / "ch.zip", {f"f_{m}.png": png_bytes(np.stack([arr[k]] * 3))
+                                                 for k, m in enumerate(["DAPI", "CK", "AF", "CD45"])})
+    validate_upload([events, per_channel], CH4)  # grey saved as RGB: one channel each, as loose files
+
+
+def test_zip_members_past_the_request_budget_are_left_to_the_worker(tmp_path: Path) -> None:
+    good = [tif_bytes(field(seed=k)) for k in (1, 2)]
+    three = tif_bytes(field(3))
+    path = make_zip(tmp_path / "big.zip", {"e1.tif": good[0], "e2.tif": good[1], "e3.tif": three})
+    assert upload_refused([path]).startswith("big.zip/e3.tif: has 3 channels")
+    # a budget of the first two members: the third is not read in the request, the worker refuses it
+    budget = Limits(request_zip_bytes=len(good[0]) + len(good[1]))
+    validate_upload([path], CH4, limits=budget)
+    assert refused([path]).startswith("big.zip/e3.tif: has 3 channels")
+    # a member over the budget is not read in part, and smaller ones after it still are
+    first = make_zip(tmp_path / "first.zip", {"a.tif": tif_bytes(field(h=400, w=400)), "b.tif": three})
+    assert upload_refused([first], limits=Limits(request_zip_bytes=len(good[0]))).startswith("first.zip/b.tif")
+    # one budget for the upload's zips together, not one per zip
+    one = make_zip(tmp_path / "one.zip", {"e.tif": good[0]})
+    two = make_zip(tmp_path / "two.zip", {"e.tif": three})
+    assert upload_refused([two], limits=Limits(request_zip_bytes=len(good[0]))).startswith("two.zip/e.tif")
+    validate_upload([one, two], CH4, limits=Limits(request_zip_bytes=len(good[0])))
+
+
+def test_the_png_budget_is_one_for_loose_files_and_zip_members(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    loose = tmp_path / "loose.png"
+    loose.write_bytes(png_bytes(field(3, seed=1)))
+    path = make_zip(tmp_path / "cut.zip", {"b.png": png_bytes(field(3, seed=2))[:-200]})
+    samples = 3 * 40 * 48
+    monkeypatch.setattr("classifier.io._PEEK_IMAGE_TOTAL", 2 * samples)
+    assert upload_refused([loose, path], "CD45,CK,DAPI").startswith("cut.zip/b.png: cannot be read as PNG")
+    # the loose file used what the budget held: the member's pixels are the worker's to read
+    monkeypatch.setattr("classifier.io._PEEK_IMAGE_TOTAL", samples)
+    validate_upload([loose, path], "CD45,CK,DAPI")
+    assert refused([loose, path], "CD45,CK,DAPI").startswith("cut.zip/b.png: cannot be read as PNG")
+
+
+def test_a_zip_bomb_is_refused_at_upload_from_its_directory_before_any_member_is_read(tmp_path: Path) -> None:
+    # the bomb after a member with the wrong channel count: the directory's check comes first, as before
+    path = make_zip(tmp_path / "bomb.zip", {"a.tif": tif_bytes(field(3)), "b.tif": b"\0" * (40 << 20)})
+    msg = upload_refused([path])
+    assert msg.startswith("bomb.zip/b.tif: compressed ") and "possible zip bomb" in msg
+
 def test_too_many_files(tmp_path: Path) -> None:
     limits = Limits(max_files=5)
     path = make_zip(tmp_path / "many.zip", {f"e{k}.tif": tif_bytes(field()) for k in range(6)})
