@@ -424,7 +424,8 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
     report = nuclei_train.train(Path(a.data), out, steps=a.steps, batch_size=a.batch, patch=a.patch, lr=a.lr,
                                 seed=a.seed, threads=a.threads, widths=widths, stop_after=a.stop_after,
                                 init=Path(a.init) if a.init else None, aug=aug, device=a.device,
-                                workers=a.workers, log_every=a.log_every, save_every=a.save_every)
+                                workers=a.workers, log_every=a.log_every, save_every=a.save_every,
+                                time_limit_s=a.time_limit)
     import torch
 
     meta = {
@@ -446,6 +447,16 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
         **_init_record(a.init),
         **report,
     }
+    if report["stopped_by_time_limit"]:
+        # the same weights again: the same command, stopped at the same step of its schedule
+        argv: list[str] = []
+        for x in a.argv:
+            if argv and argv[-1] == "--time-limit":
+                argv.pop()  # the flag and its value
+            elif not x.startswith("--time-limit="):
+                argv.append(x)
+        meta["reproduce"] = ("python -m classifier " + " ".join(shlex.quote(x) for x in argv)
+                             + f" --stop-after {report['steps_done']}")
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=_json_default) + "\n")
     _print_json({"weights": str(out), "minutes": report["minutes"], "val_known_scale": report["val_known_scale"],
                  "val_inferred_scale": report["val_inferred_scale"]})
@@ -599,6 +610,9 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--log-every", type=int, default=250, help="print the loss every N steps (validation every 4 N)")
     tn.add_argument("--save-every", type=int, default=None,
                     help="save the weights every N steps (default: at each validation), for runs under a time limit")
+    tn.add_argument("--time-limit", type=float, default=None,
+                    help="stop after the step that reaches this many seconds of training, save and record it "
+                         "(the record's 'reproduce' adds --stop-after that step)")
     tn.set_defaults(func=cmd_train_nuclei)
 
     se = sub.add_parser("segment-eval", help="nucleus detection F1 and F1 at IoU 0.5 on a labelled folder")

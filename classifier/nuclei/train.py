@@ -330,14 +330,18 @@ def _device(model: nn.Module) -> torch.device:
 def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr: float, seed: int,
           threads: int, widths: tuple[int, ...], log_every: int = 250, val_images: int = 20,
           stop_after: int | None = None, init: Path | None = None, aug: Augment = Augment(),
-          device: str = "cpu", workers: int = 0, save_every: int | None = None) -> dict:
+          device: str = "cpu", workers: int = 0, save_every: int | None = None,
+          time_limit_s: float | None = None) -> dict:
     """Train and save to ``out``; ``stop_after`` ends the run early on the same schedule (the
     weights at that step of the full run, reproducibly). ``init``: continue from these weights
     (a second stage with its own schedule; the widths are the init's). ``device`` "cuda" trains
     on a GPU (validation and the saved weights stay on the CPU, as inference is); ``workers``
     draw the batches in that many processes, one random stream per step (:class:`StepBatches`).
     The weights are saved every ``save_every`` steps (default: at each validation, every
-    ``4 * log_every``), so that a run stopped by a time limit leaves recent ones."""
+    ``4 * log_every``), so that a run stopped by a time limit leaves recent ones. ``time_limit_s``:
+    stop after the step that reaches this many seconds of training (loading not counted), save,
+    and report ``steps_done``, so that ``stop_after=steps_done`` gives the same weights again (on
+    the same kind of device); the final validation then reads the first ``val_images`` only."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: this torch sees no CUDA device (torch.cuda.is_available() is False)")
@@ -365,6 +369,9 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
     last = min(steps, stop_after or steps)
     stream = batches(tr, seed=seed, size=batch_size, patch=patch, aug=aug, first=1, last=last, workers=workers,
                      rng=rng, pin=dev.type == "cuda")
+    started = time.time()
+    stopped_early = False
+    step = 0
     for step, (x, t, w) in enumerate(stream, start=1):
         x, t, w = (a.to(dev, non_blocking=True) for a in (x, t, w))
         loss = loss_fn(model(x), t, w)
@@ -382,10 +389,17 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
             print(rec, flush=True)
         if step % (save_every or 4 * log_every) == 0:
             save(model, out)
+        if time_limit_s is not None and step < last and time.time() - started >= time_limit_s:
+            # a borrowed GPU's minutes are few: stop at a known step rather than be killed between saves
+            stopped_early = True
+            print(f"stopped by the {time_limit_s:g} s time limit after step {step} of {last}", flush=True)
+            break
     save(model, out)
-    return {"history": history, "steps_done": last, "train_images": len(tr), "val_images": [im.name for im in va],
+    scored = va[:val_images] if stopped_early else va
+    return {"history": history, "steps_done": step, "stopped_by_time_limit": stopped_early,
+            "train_images": len(tr), "val_images": [im.name for im in scored],
             "minutes": round((time.time() - t0) / 60, 1),
-            "val_known_scale": validate(model, va, True), "val_inferred_scale": validate(model, va, False)}
+            "val_known_scale": validate(model, scored, True), "val_inferred_scale": validate(model, scored, False)}
 
 
 def save(model: NucleusUNet, out: Path) -> None:

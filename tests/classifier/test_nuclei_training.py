@@ -261,3 +261,33 @@ def test_halo_and_saturation_are_drawn_as_often_as_asked(monkeypatch) -> None:  
         return float(np.mean(shares))
 
     assert full_share(1.0) > 3 * full_share(0.0) and full_share(1.0) > 0.02
+
+
+def test_a_time_limited_run_stops_at_a_recorded_step_that_reproduces_its_weights(tmp_path: Path) -> None:
+    """`train-nuclei --time-limit` (a borrowed GPU's few minutes): the run stops after the step that
+    reaches the limit, saves, and its record says how to make the same weights again (`--stop-after`
+    that step); `timeout` used to kill runs between saves, and the step they stopped at was lost."""
+    import json
+
+    from classifier.cli import main
+
+    data = _tiny_folder(tmp_path)
+    args = ["train-nuclei", "--data", str(data), "--steps", "4", "--batch", "2", "--patch", "32",
+            "--widths", "4,8", "--log-every", "100"]
+    limited = tmp_path / "limited.pt"
+    assert main([*args, "--out", str(limited), "--time-limit", "0"]) == 0
+    record = json.loads(limited.with_suffix(".json").read_text())
+    assert record["steps_done"] == 1 and record["stopped_by_time_limit"] is True
+    assert record["reproduce"].endswith("--stop-after 1")
+    assert "--time-limit" not in record["reproduce"]
+    again = tmp_path / "again.pt"
+    assert main([*args, "--out", str(again), "--stop-after", "1"]) == 0
+    a = torch.load(limited, weights_only=True)["state_dict"]
+    b = torch.load(again, weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    full = tmp_path / "full.pt"
+    assert main([*args, "--out", str(full)]) == 0
+    done = json.loads(full.with_suffix(".json").read_text())
+    assert done["steps_done"] == 4 and done["stopped_by_time_limit"] is False and "reproduce" not in done
+    c = torch.load(full, weights_only=True)["state_dict"]
+    assert not torch.equal(a["down.0.0.weight"], c["down.0.0.weight"])
