@@ -448,7 +448,8 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
         **report,
     }
     if report["stopped_by_time_limit"]:
-        # the same weights again: the same command, stopped at the same step of its schedule
+        # the same steps of the same schedule again (same weights on the CPU; on a GPU up to cuDNN's
+        # non-deterministic backward pass). It names the same --out: give another to keep this run's weights
         argv: list[str] = []
         for x in a.argv:
             if argv and argv[-1] == "--time-limit":

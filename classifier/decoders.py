@@ -404,11 +404,11 @@ def _png16(fh: IO[bytes], name: str, shape: tuple[int, int, int], limits: Limits
     alpha = bands == 4
     if not read:
         return Decoded("PNG", (bands, h, w), dtype, None, alpha=alpha, colour=True)
-    # imported here: only these files need it, and the machines lent for GPU work have numpy, tifffile and
-    # Pillow but not imagecodecs (segment-eval of TIFF folders failed there on the import alone)
-    import imagecodecs
-
     try:
+        # imported here: only these files need it, and the machines lent for GPU work have numpy, tifffile
+        # and Pillow but not imagecodecs (segment-eval of TIFF folders failed there on the import alone)
+        import imagecodecs
+
         arr = np.moveaxis(np.asarray(imagecodecs.png_decode(fh.read())), -1, 0)
     except Exception as exc:  # noqa: BLE001 - a corrupt file is the user's to fix, said plainly
         raise InputError(f"{name}: cannot be read as a 16-bit PNG ({_reason(exc)}).") from None

@@ -43,7 +43,7 @@ class Limits:
     #: all zips of an upload together; members past it are checked by the worker. A member is read
     #: whole or not at all (a TIFF's header may sit at its end), so the request holds at most this
     #: much. 32 MiB is two whole CellSearch fields (4 x 1384 x 1036 x 16 bit, 11 MB each) or ~400
-    #: event thumbnails (4 x 100 x 100 x 16 bit), ~0.1 s to inflate and check on one core, while a
+    #: event thumbnails (4 x 100 x 100 x 16 bit), ~0.1-0.3 s to inflate and check on one core, while a
     #: cartridge zip (175 fields, up to 2 GB) or a zip bomb's members cost the request no more.
     request_zip_bytes: int = 32 * MiB
 

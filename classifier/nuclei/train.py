@@ -340,8 +340,9 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
     The weights are saved every ``save_every`` steps (default: at each validation, every
     ``4 * log_every``), so that a run stopped by a time limit leaves recent ones. ``time_limit_s``:
     stop after the step that reaches this many seconds of training (loading not counted), save,
-    and report ``steps_done``, so that ``stop_after=steps_done`` gives the same weights again (on
-    the same kind of device); the final validation then reads the first ``val_images`` only."""
+    and report ``steps_done``, so that ``stop_after=steps_done`` runs the same steps of the same
+    schedule on the same batches: the same weights on the CPU (tested), and on a GPU up to cuDNN's
+    non-deterministic backward pass. The final validation then reads the first ``val_images`` only."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: this torch sees no CUDA device (torch.cuda.is_available() is False)")
@@ -369,7 +370,7 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
     last = min(steps, stop_after or steps)
     stream = batches(tr, seed=seed, size=batch_size, patch=patch, aug=aug, first=1, last=last, workers=workers,
                      rng=rng, pin=dev.type == "cuda")
-    started = time.time()
+    started = time.monotonic()
     stopped_early = False
     step = 0
     for step, (x, t, w) in enumerate(stream, start=1):
@@ -389,11 +390,15 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
             print(rec, flush=True)
         if step % (save_every or 4 * log_every) == 0:
             save(model, out)
-        if time_limit_s is not None and step < last and time.time() - started >= time_limit_s:
+        if time_limit_s is not None and step < last and time.monotonic() - started >= time_limit_s:
             # a borrowed GPU's minutes are few: stop at a known step rather than be killed between saves
             stopped_early = True
+            history.append({"step": step, "loss": round(run, 4), "minutes": round((time.time() - t0) / 60, 1),
+                            "stopped_by_time_limit": True})
             print(f"stopped by the {time_limit_s:g} s time limit after step {step} of {last}", flush=True)
             break
+    if hasattr(stream, "close"):
+        stream.close()  # worker processes stop drawing batches now, not when train() returns
     save(model, out)
     scored = va[:val_images] if stopped_early else va
     return {"history": history, "steps_done": step, "stopped_by_time_limit": stopped_early,

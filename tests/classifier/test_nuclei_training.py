@@ -268,6 +268,7 @@ def test_a_time_limited_run_stops_at_a_recorded_step_that_reproduces_its_weights
     reaches the limit, saves, and its record says how to make the same weights again (`--stop-after`
     that step); `timeout` used to kill runs between saves, and the step they stopped at was lost."""
     import json
+    import shlex
 
     from classifier.cli import main
 
@@ -280,8 +281,11 @@ def test_a_time_limited_run_stops_at_a_recorded_step_that_reproduces_its_weights
     assert record["steps_done"] == 1 and record["stopped_by_time_limit"] is True
     assert record["reproduce"].endswith("--stop-after 1")
     assert "--time-limit" not in record["reproduce"]
+    # the record's own command, run as written but for --out (it names the limited run's file)
     again = tmp_path / "again.pt"
-    assert main([*args, "--out", str(again), "--stop-after", "1"]) == 0
+    argv = shlex.split(record["reproduce"])[3:]  # after "python -m classifier"
+    argv[argv.index("--out") + 1] = str(again)
+    assert main(argv) == 0
     a = torch.load(limited, weights_only=True)["state_dict"]
     b = torch.load(again, weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
