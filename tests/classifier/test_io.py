@@ -577,6 +577,19 @@ def test_zip_members_past_the_request_budget_are_left_to_the_worker(tmp_path: Pa
     validate_upload([one, two], CH4, limits=Limits(request_zip_bytes=len(good[0])))
 
 
+def test_a_nested_zip_is_checked_within_the_same_budget(tmp_path: Path) -> None:
+    """Where a lab allows one zip inside another (``max_zip_depth=2``), the inner zip's members get
+    the request's checks too, drawn on the same budget; an inner zip past it waits for the worker."""
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("e.tif", tif_bytes(field(3)))
+    path = make_zip(tmp_path / "outer.zip", {"inner.zip": inner.getvalue()})
+    deep = Limits(max_zip_depth=2)
+    assert upload_refused([path], limits=deep).startswith("outer.zip/inner.zip/e.tif: has 3 channels")
+    validate_upload([path], CH4, limits=Limits(max_zip_depth=2, request_zip_bytes=len(inner.getvalue()) - 1))
+    assert refused([path], limits=deep).startswith("outer.zip/inner.zip/e.tif: has 3 channels")
+
+
 def test_the_png_budget_is_one_for_loose_files_and_zip_members(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     loose = tmp_path / "loose.png"
