@@ -590,6 +590,18 @@ def test_a_nested_zip_is_checked_within_the_same_budget(tmp_path: Path) -> None:
     assert refused([path], limits=deep).startswith("outer.zip/inner.zip/e.tif: has 3 channels")
 
 
+def test_a_zip_without_images_is_refused_at_upload(tmp_path: Path) -> None:
+    """Only notes and system files: refused in the request, as the worker would refuse it, unless a
+    nested zip that the request did not open may still hold images."""
+    path = make_zip(tmp_path / "notes.zip", {"readme.txt": b"slide 7", "__MACOSX/._e.tif": b"x"})
+    assert upload_refused([path]) == "notes.zip: the archive contains no image files."
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("e.tif", tif_bytes(field()))
+    nested = make_zip(tmp_path / "outer.zip", {"inner.zip": inner.getvalue(), "readme.txt": b"x"})
+    validate_upload([nested], CH4, limits=Limits(max_zip_depth=2, request_zip_bytes=10))
+
+
 def test_the_png_budget_is_one_for_loose_files_and_zip_members(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     loose = tmp_path / "loose.png"
