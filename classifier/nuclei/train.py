@@ -16,7 +16,7 @@ import copy
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,7 +290,8 @@ def _one_thread(_: int) -> None:
 
 
 def batches(images: list[Image], *, seed: int, size: int, patch: int, aug: Augment, first: int, last: int,
-            workers: int, rng: np.random.Generator, pin: bool = False) -> Iterator[tuple[torch.Tensor, ...]]:
+            workers: int, rng: np.random.Generator, pin: bool = False
+            ) -> Generator[tuple[torch.Tensor, ...], None, None]:
     """Batches for steps ``first..last``: from ``rng`` in turn (``workers=0``, the shipped
     recipe's stream) or one generator per step in ``workers`` processes (:class:`StepBatches`)."""
     if workers <= 0:
@@ -397,8 +398,7 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
                             "stopped_by_time_limit": True})
             print(f"stopped by the {time_limit_s:g} s time limit after step {step} of {last}", flush=True)
             break
-    if hasattr(stream, "close"):
-        stream.close()  # worker processes stop drawing batches now, not when train() returns
+    stream.close()  # worker processes stop drawing batches now, not when train() returns
     save(model, out)
     scored = va[:val_images] if stopped_early else va
     return {"history": history, "steps_done": step, "stopped_by_time_limit": stopped_early,
