@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,9 +184,31 @@ def _forward(model: NucleusUNet, tile: np.ndarray) -> np.ndarray:
     if ph or pw:
         tile = np.pad(tile, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(th, tw) > max(ph, pw) else "edge")
     t = torch.from_numpy(np.ascontiguousarray(tile))[None].contiguous(memory_format=torch.channels_last)
-    y = model(t)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16()):
+        y = model(t)[0].float()
     y[:2] = torch.sigmoid(y[:2])
     return y[:, :th, :tw].numpy()
+
+
+#: ``CLASSIFIER_NUCLEI_PRECISION``: "fp32", "bf16", or "auto" (bf16 where the CPU multiplies bfloat16
+#: matrices in hardware: Intel AMX, Sapphire Rapids and later)
+PRECISION_ENV = "CLASSIFIER_NUCLEI_PRECISION"
+
+
+@functools.cache
+def bfloat16() -> bool:
+    """Whether the network runs under bfloat16 autocast (:data:`PRECISION_ENV`, read once a process).
+
+    With AMX a 1024^2 tile takes 0.35-0.39 s instead of 0.73-0.84 s for the shipped network and 0.98 s
+    instead of 3.5 s for a 4x wider one; without it bfloat16 is emulated and slower than float32,
+    so "auto" keeps float32 there."""
+    mode = os.environ.get(PRECISION_ENV, "fp32").strip().lower()
+    if mode not in ("fp32", "bf16", "auto"):
+        raise ValueError(f"{PRECISION_ENV} must be fp32, bf16 or auto, not {mode!r}")
+    if mode == "auto":
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+        return bool(amx and amx())
+    return mode == "bf16"
 
 
 def signal_regions(prep: Prepared) -> np.ndarray | None:

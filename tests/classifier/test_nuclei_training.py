@@ -295,3 +295,21 @@ def test_a_time_limited_run_stops_at_a_recorded_step_that_reproduces_its_weights
     assert done["steps_done"] == 4 and done["stopped_by_time_limit"] is False and "reproduce" not in done
     c = torch.load(full, weights_only=True)["state_dict"]
     assert not torch.equal(a["down.0.0.weight"], c["down.0.0.weight"])
+
+
+def test_a_bfloat16_run_trains_and_saves_float32_weights(tmp_path: Path) -> None:
+    """`train-nuclei --precision bf16` (fast on CPUs with AMX): the forward pass runs under bfloat16
+    autocast, the weights it learns and saves stay float32 and differ from a float32 run's."""
+    data = _tiny_folder(tmp_path)
+    kw = dict(steps=2, batch_size=2, patch=32, lr=1e-3, seed=0, threads=1, widths=(4, 8), log_every=2, val_images=1)
+    train.train(data, tmp_path / "fp32.pt", **kw)
+    report = train.train(data, tmp_path / "bf16.pt", precision="bf16", **kw)
+    a = torch.load(tmp_path / "fp32.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "bf16.pt", weights_only=True)["state_dict"]
+    assert report["steps_done"] == 2
+    assert all(v.dtype == a[k].dtype for k, v in b.items())
+    assert b["down.0.0.weight"].dtype == torch.float32
+    assert not torch.equal(a["down.0.0.weight"], b["down.0.0.weight"])  # the bf16 forward pass was used
+    assert torch.allclose(a["down.0.0.weight"], b["down.0.0.weight"], atol=0.05)  # but learns the same thing
+    with pytest.raises(ValueError, match="precision must be one of"):
+        train.train(data, tmp_path / "x.pt", precision="fp16", **kw)
