@@ -29,6 +29,7 @@ DEVICE=${DEVICE:-cuda}
 WORKERS=${WORKERS:-$(($(nproc) - 2))}
 WIDTHS=${WIDTHS:-24,48,96,128}
 BATCH=${BATCH:-64}
+PRECISION=${PRECISION:-fp32}  # bf16: autocast forward passes (tensor cores; on a CPU with AMX 2.6x faster)
 STAGE1_STEPS=${STAGE1_STEPS:-2000}  # what fits the limits below on an H200 (the first run asked 3,000 + 1,500
 STAGE2_STEPS=${STAGE2_STEPS:-1000}  # and was stopped at ~2,200 + ~1,100, its learning rate not yet annealed)
 STAGE1_LIMIT_S=${STAGE1_LIMIT_S:-200}  # whole seconds of training per stage (loading and the final validation
@@ -44,7 +45,7 @@ export PYTHONUNBUFFERED=1
 for d in "$DATA/images" "$DATA/masks" "$DEV/images" "$DEV/masks"; do
   [[ -d $d ]] || { echo "missing $d: copy nuclei-train and nuclei-dev into .carry/ (see the header)"; exit 2; }
 done
-echo "== $(date -u +%FT%TZ) device=$DEVICE workers=$WORKERS widths=$WIDTHS batch=$BATCH steps=$STAGE1_STEPS+$STAGE2_STEPS"
+echo "== $(date -u +%FT%TZ) device=$DEVICE workers=$WORKERS widths=$WIDTHS batch=$BATCH precision=$PRECISION steps=$STAGE1_STEPS+$STAGE2_STEPS"
 "$PY" -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__, \
 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
 
@@ -54,7 +55,7 @@ stage() {  # name, limit in seconds, train-nuclei arguments...
   local t0=$SECONDS rc=0
   # --time-limit stops the run at a recorded step; timeout is only the backstop (loading, validation)
   timeout -k 10 $((limit + 60)) "$PY" -m classifier train-nuclei --data "$DATA" --device "$DEVICE" --workers "$WORKERS" \
-    --threads 4 --log-every 250 --save-every "$SAVE_EVERY" --time-limit "$limit" "$@" || rc=$?
+    --threads 4 --log-every 250 --save-every "$SAVE_EVERY" --time-limit "$limit" --precision "$PRECISION" "$@" || rc=$?
   if [[ $rc == 124 ]]; then
     echo "== $name: killed by the backstop; the weights are the last ones it saved, their step unrecorded"
   elif [[ $rc != 0 ]]; then
