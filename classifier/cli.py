@@ -425,7 +425,7 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
                                 seed=a.seed, threads=a.threads, widths=widths, stop_after=a.stop_after,
                                 init=Path(a.init) if a.init else None, aug=aug, device=a.device,
                                 workers=a.workers, log_every=a.log_every, save_every=a.save_every,
-                                time_limit_s=a.time_limit, precision=a.precision)
+                                time_limit_s=a.time_limit, precision=a.precision, work_diameter=a.work_diameter)
     import torch
 
     meta = {
@@ -442,7 +442,8 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
         "seed": a.seed,
         "config": {"steps": a.steps, "stop_after": a.stop_after, "batch": a.batch, "patch": a.patch, "lr": a.lr,
                    "threads": a.threads, "widths": list(widths), "augment": dataclasses.asdict(aug),
-                   "device": a.device, "workers": a.workers, "precision": a.precision},
+                   "device": a.device, "workers": a.workers, "precision": a.precision,
+                   "work_diameter": report["work_diameter"]},
         "torch": torch.__version__,
         **_init_record(a.init),
         **report,
@@ -608,6 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--workers", type=int, default=0,
                     help="draw batches in this many processes, one random stream per step (the same batches "
                          "for any number >= 1; 0: one stream in this process, as the shipped weights were made)")
+    tn.add_argument("--work-diameter", type=float, default=12.0,
+                    help="nucleus diameter (px) the network learns to work at, recorded with the weights "
+                         "(the shipped one: 12; give --patch in proportion, e.g. 18 px with --patch 144)")
     tn.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                     help="bf16: the forward pass under bfloat16 autocast, float32 weights (fast on CPUs with AMX "
                          "and on GPUs; the shipped weights were trained in fp32)")

@@ -51,7 +51,6 @@ _MARGIN = 48  # context on each side of a tile; more than the network's reach th
 SPARSE_BELOW = 0.3
 #: a 3x3 mean this many noise SDs above the background level is signal (see signal_regions)
 SIGNAL_SDS = 1.0
-_SIGNAL_MIN_AREA = 0.15 * math.pi * (WORK_DIAMETER / 2) ** 2  # px: a sixth of a working-size nucleus
 _SPARSE_MARGIN = 32  # context around a region's box (its nuclei's outputs no longer change beyond it)
 _SPARSE_MIN_PIXELS = 512 * 512
 _SPARSE_MAX_REGIONS = 3000
@@ -113,7 +112,8 @@ def load_model(path: str | None = None) -> NucleusUNet:
     """The shipped network (``classifier/weights/nuclei-unet.pt``), loaded once per process."""
     p = Path(path) if path else WEIGHTS
     bundle = torch.load(p, map_location="cpu", weights_only=True)
-    model = NucleusUNet(tuple(bundle["widths"]))
+    # weights from before the working size was recorded were all trained at 12 px
+    model = NucleusUNet(tuple(bundle["widths"]), work_diameter=float(bundle.get("work_diameter", WORK_DIAMETER)))
     model.load_state_dict(bundle["state_dict"])
     model.eval()
     _fuse_batchnorm(model)
@@ -211,7 +211,7 @@ def bfloat16() -> bool:
     return mode == "bf16"
 
 
-def signal_regions(prep: Prepared) -> np.ndarray | None:
+def signal_regions(prep: Prepared, work_d: float = WORK_DIAMETER) -> np.ndarray | None:
     """Labelled areas of a working-scale image with signal worth a look, or None when the image is
     dense enough that running the network everywhere costs no more.
 
@@ -235,10 +235,10 @@ def signal_regions(prep: Prepared) -> np.ndarray | None:
     # specks of noise above that level are a few pixels; the dimmest nucleus is many
     specks, n_specks = ndi.label(signal)
     if n_specks:
-        big = np.bincount(specks.ravel()) >= _SIGNAL_MIN_AREA
+        big = np.bincount(specks.ravel()) >= 0.15 * math.pi * (work_d / 2) ** 2  # a sixth of a nucleus
         big[0] = False
         signal = big[specks]
-    grow = 2 * int(WORK_DIAMETER) + 1
+    grow = 2 * int(work_d) + 1
     grown = ndi.maximum_filter(signal.view(np.uint8), size=grow) > 0
     if grown.mean() > SPARSE_BELOW:
         return None
@@ -246,14 +246,14 @@ def signal_regions(prep: Prepared) -> np.ndarray | None:
     return regions if 0 < n <= _SPARSE_MAX_REGIONS else None
 
 
-def min_object_area(zoom: float = 1.0) -> float:
+def min_object_area(zoom: float = 1.0, work_d: float = WORK_DIAMETER) -> float:
     """The smallest object taken for a nucleus (px at ``zoom`` times the working scale): 12 % of a
     working-size disc."""
-    return 0.12 * math.pi * (zoom * WORK_DIAMETER / 2) ** 2
+    return 0.12 * math.pi * (zoom * work_d / 2) ** 2
 
 
 def instances(maps: np.ndarray, min_area: float | None = None, merge_above: float = MERGE_ABOVE,
-              zoom: float = 1.0) -> np.ndarray:
+              zoom: float = 1.0, work_d: float = WORK_DIAMETER) -> np.ndarray:
     """int32 nucleus labels from the network's maps (working scale, or ``zoom`` times finer)."""
     prob, dist = maps[0], maps[1]
     mask = prob > 0.5
@@ -261,7 +261,7 @@ def instances(maps: np.ndarray, min_area: float | None = None, merge_above: floa
         return np.zeros(prob.shape, np.int32)
     mask = ndi.binary_fill_holes(mask)
     markers, n = seeds(dist, mask)
-    min_area = min_object_area(zoom) if min_area is None else min_area
+    min_area = min_object_area(zoom, work_d) if min_area is None else min_area
     labels = watershed(-dist, markers, mask=mask) if n else np.zeros(prob.shape, np.int32)
     # foreground without a core: a faint or small nucleus the distance map did not peak in
     rest, n_rest = ndi.label(mask & (labels == 0))
@@ -385,7 +385,7 @@ def _join(labels: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
     return roots[labels].astype(np.int32)
 
 
-def boundary_ambiguity(prob: np.ndarray) -> float | None:
+def boundary_ambiguity(prob: np.ndarray, work_d: float = WORK_DIAMETER) -> float | None:
     """Pixels whose foreground probability is between 0.2 and 0.8, per pixel called nuclear
     (> 0.5), on working-scale maps; None when less than half a nucleus is called nuclear.
 
@@ -398,13 +398,13 @@ def boundary_ambiguity(prob: np.ndarray) -> float | None:
     F1 0.8 are flagged (docs/model-card.md, Segmentation).
     """
     nuclear = int(np.count_nonzero(prob > 0.5))
-    if nuclear < 0.5 * math.pi * (WORK_DIAMETER / 2) ** 2:
+    if nuclear < 0.5 * math.pi * (work_d / 2) ** 2:
         return None
     unsure = int(np.count_nonzero((prob > 0.2) & (prob < 0.8)))
     return unsure / nuclear
 
 
-def contrast(prep: Prepared, prob: np.ndarray) -> float | None:
+def contrast(prep: Prepared, prob: np.ndarray, work_d: float = WORK_DIAMETER) -> float | None:
     """How far the brightest pixel called nuclear stands out of the background, in SDs of the
     background after smoothing at the nuclear-core scale (Gaussian, 2 working px), the SD read
     about the background's local level (:func:`_local_level`); None when nothing is called nuclear.
@@ -418,15 +418,16 @@ def contrast(prep: Prepared, prob: np.ndarray) -> float | None:
     nuclear = prob > 0.5
     if not nuclear.any():
         return None
-    smooth = ndi.gaussian_filter(prep.excess, 2.0)
-    background = ~ndi.maximum_filter(prob > 0.2, size=7)
+    k = work_d / WORK_DIAMETER  # the lengths below are for 12 px nuclei
+    smooth = ndi.gaussian_filter(prep.excess, 2.0 * k)
+    background = ~ndi.maximum_filter(prob > 0.2, size=2 * round(3 * k) + 1)
     if np.count_nonzero(background) > 500:
         sample = smooth[background]
         # the spread is read about the background's local level (Gaussian, ~2 nuclei): the block
         # background leaves ramps where the light falls off, and those are not noise. A 512^2
         # synthetic field of 200 nuclei whose corners get 30 % of the light read 15 SDs by the
         # plain spread (called empty: no cell counted), 280 about the local level (flat: 393 -> 408)
-        spread = (smooth - _local_level(smooth, background))[background]
+        spread = (smooth - _local_level(smooth, background, 20.0 * k))[background]
     else:
         sample = spread = smooth.ravel()
     level = float(np.median(sample[:: max(1, sample.size // 200_000)]))
@@ -444,12 +445,12 @@ def _local_level(img: np.ndarray, background: np.ndarray, sigma: float = 20.0, f
     return ndi.zoom(num / np.maximum(den, 1e-6), f, order=1, mode="nearest", grid_mode=True)[:h, :w]
 
 
-def _ambiguity_or_inf(prob: np.ndarray) -> float:
-    a = boundary_ambiguity(prob)
+def _ambiguity_or_inf(prob: np.ndarray, work_d: float = WORK_DIAMETER) -> float:
+    a = boundary_ambiguity(prob, work_d)
     return math.inf if a is None else a
 
 
-def _median_size(maps: np.ndarray) -> float | None:
+def _median_size(maps: np.ndarray, work_d: float = WORK_DIAMETER) -> float | None:
     """The network's median nucleus diameter (working px) over confident nuclear pixels; in a sparse
     frame where a few large objects outweigh many small, isolated ones by pixels, one vote per object
     (:func:`_outweighed_by_few`)."""
@@ -457,15 +458,15 @@ def _median_size(maps: np.ndarray) -> float | None:
     if sel.sum() < 20:
         return None
     log_size = float(np.median(maps[2][sel]))
-    by_object = _outweighed_by_few(maps, log_size)
-    return float(WORK_DIAMETER * 2 ** (log_size if by_object is None else by_object))
+    by_object = _outweighed_by_few(maps, log_size, work_d)
+    return float(work_d * 2 ** (log_size if by_object is None else by_object))
 
 
 #: a frame is sparse when the network's foreground covers less than this share of it
 _SPARSE_FOREGROUND = 0.1
 
 
-def _outweighed_by_few(maps: np.ndarray, pixel_vote: float) -> float | None:
+def _outweighed_by_few(maps: np.ndarray, pixel_vote: float, work_d: float = WORK_DIAMETER) -> float | None:
     """The median over objects of each one's mean log size when a sparse frame's pixel vote is set by a
     few large objects while most objects are small and lie apart (cells scattered over a CellSearch-like
     frame beside one large artefact: the pixel vote followed the artefact and the scale lost every
@@ -479,7 +480,7 @@ def _outweighed_by_few(maps: np.ndarray, pixel_vote: float) -> float | None:
         return None
     flat = objects.ravel()
     areas = np.bincount(flat, minlength=n + 1)
-    keep = np.flatnonzero(areas[1:] >= min_object_area()) + 1
+    keep = np.flatnonzero(areas[1:] >= min_object_area(work_d=work_d)) + 1
     if keep.size < 8:
         return None
     # each object's mean log size (bincount: a per-object median costs ~1 s on a 2048^2 field)
@@ -491,12 +492,12 @@ def _outweighed_by_few(maps: np.ndarray, pixel_vote: float) -> float | None:
     if small.mean() < 0.75:
         return None
     centres = np.asarray(ndi.center_of_mass(fg, objects, keep[small]))
-    diameter = WORK_DIAMETER * 2 ** float(np.median(sizes[small]))
+    diameter = work_d * 2 ** float(np.median(sizes[small]))
     gaps, _ = cKDTree(centres).query(centres, k=2)  # the nearest other small object of each
     return count_vote if float(np.median(gaps[:, 1])) > 4 * diameter else None
 
 
-def _most_objects_agree(maps: np.ndarray) -> bool:
+def _most_objects_agree(maps: np.ndarray, work_d: float = WORK_DIAMETER) -> bool:
     """Whether most objects of a pass (one vote each) measure within the trained band of the
     working size, whatever the pixel-weighted median says: one 80 px artefact among 24 cells
     of 11 px outweighs them all by pixels (it made a correct pixel size look 4x off, and the
@@ -505,7 +506,7 @@ def _most_objects_agree(maps: np.ndarray) -> bool:
     if n == 0:
         return False
     areas = np.bincount(objects.ravel(), minlength=n + 1)[1:]
-    keep = np.flatnonzero(areas >= min_object_area()) + 1
+    keep = np.flatnonzero(areas >= min_object_area(work_d=work_d)) + 1
     if keep.size < 3:
         return False
     sizes = np.asarray(ndi.median(maps[2], objects, keep))
@@ -545,8 +546,8 @@ def _resize_labels(lab: np.ndarray, h: int, w: int) -> np.ndarray:
     return lab[ry][:, rx]
 
 
-def _factor_for(diameter: float, shape: tuple[int, int]) -> float:
-    f = WORK_DIAMETER / diameter
+def _factor_for(diameter: float, shape: tuple[int, int], work_d: float = WORK_DIAMETER) -> float:
+    f = work_d / diameter
     if abs(math.log(f)) < math.log(1.2):
         f = 1.0  # close enough: the network is trained on a band of sizes, spare the resampling
     return min(f, MAX_UPSAMPLE, math.sqrt(MAX_WORK_PIXELS / (shape[0] * shape[1])))
@@ -604,23 +605,24 @@ def segment_nuclei_with(model: NucleusUNet, dapi: np.ndarray, diameter_px: float
     h, w = img.shape
     notes: list[str] = []
     passes = 0
+    wd = model.work_diameter
 
     def probe(f: float) -> tuple[float, np.ndarray, float | None, Prepared]:
         nonlocal passes
         passes += 1
-        prep = prepare(resample(img, f))
-        maps = predict_maps(model, prep.x, signal_regions(prep))
-        return f, maps, _median_size(maps), prep
+        prep = prepare(resample(img, f), wd)
+        maps = predict_maps(model, prep.x, signal_regions(prep, wd))
+        return f, maps, _median_size(maps, wd), prep
 
     def off(size: float | None) -> float:
-        return abs(math.log(size / WORK_DIAMETER)) if size else math.inf
+        return abs(math.log(size / wd)) if size else math.inf
 
     if diameter_px is not None:
         source = "pixel size"
-        f, maps, size, prep = probe(_factor_for(diameter_px, (h, w)))
-        if size is not None and off(size) > math.log(SCALE_TOLERANCE) and not _most_objects_agree(maps):
+        f, maps, size, prep = probe(_factor_for(diameter_px, (h, w), wd))
+        if size is not None and off(size) > math.log(SCALE_TOLERANCE) and not _most_objects_agree(maps, wd):
             estimate = size / f
-            f, maps, size, prep = probe(_factor_for(estimate, (h, w)))
+            f, maps, size, prep = probe(_factor_for(estimate, (h, w), wd))
             source = "pixel size, corrected by the image"
             notes.append(f"nuclei measure about {estimate:.0f} px, not the {diameter_px:.0f} px the pixel size implies")
     else:
@@ -641,7 +643,7 @@ def segment_nuclei_with(model: NucleusUNet, dapi: np.ndarray, diameter_px: float
             seen = {f}
             spent = 0
             while size is not None and spent < budget:
-                new_f = _factor_for(size / f, (h, w))
+                new_f = _factor_for(size / f, (h, w), wd)
                 if abs(math.log(new_f / f)) < math.log(_RESCALE_BAND):
                     break  # settled
                 earlier = [lk for lk in looks if abs(math.log(new_f / lk[0])) < math.log(_RESCALE_BAND)]
@@ -657,7 +659,7 @@ def segment_nuclei_with(model: NucleusUNet, dapi: np.ndarray, diameter_px: float
                 seen.add(f)
             return f, maps, size, prep
 
-        implied = [_factor_for(lk[2] / lk[0], (h, w)) for lk in looks if lk[2] is not None]
+        implied = [_factor_for(lk[2] / lk[0], (h, w), wd) for lk in looks if lk[2] is not None]
         if len(implied) == 2 and abs(math.log(implied[0] / implied[1])) > math.log(SCALE_TOLERANCE):
             # two readings of one image: the fine look sees small nuclei, or the texture of large
             # ones (chromocentres read as nuclei: 607 objects for 58 nuclei on dsb14's render), the
@@ -665,22 +667,22 @@ def segment_nuclei_with(model: NucleusUNet, dapi: np.ndarray, diameter_px: float
             # the network is surer of wins: texture read as nuclei leaves wide unsure rims (ambiguity
             # 0.75-2.6 against 0.18-0.64 for the nuclei themselves, model card, Segmentation)
             readings = [settle(look, _MAX_PASSES - 1) for look in list(looks)]
-            f, maps, size, prep = min(readings, key=lambda r: _ambiguity_or_inf(r[1][0]))
+            f, maps, size, prep = min(readings, key=lambda r: _ambiguity_or_inf(r[1][0], wd))
         else:
             # one reading: the look whose nuclei are nearest the working size (where the network's
             # size estimate is surest) sets the scale
             f, maps, size, prep = settle(min(looks, key=lambda look: off(look[2])), _MAX_PASSES + 1 - passes)
-    stands_out = contrast(prep, maps[0])
+    stands_out = contrast(prep, maps[0], wd)
     if stands_out is not None and stands_out < EMPTY_BELOW:
         # no nuclei (an empty field, or not a nuclear stain): whatever the network saw is noise
-        return NucleiResult(labels=np.zeros((h, w), np.int32), diameter_px=WORK_DIAMETER / f,
+        return NucleiResult(labels=np.zeros((h, w), np.int32), diameter_px=wd / f,
                             measured_diameter_px=None, scale_source=source, passes=passes, factor=f,
                             notes=notes, contrast=stands_out)
     zoom = instance_zoom(f)
-    lab_w = instances(_zoom_maps(maps, zoom) if zoom > 1 else maps, zoom=zoom)
+    lab_w = instances(_zoom_maps(maps, zoom) if zoom > 1 else maps, zoom=zoom, work_d=wd)
     labels = _resize_labels(lab_w, h, w)
     measured = _equivalent_diameter(lab_w)
-    return NucleiResult(labels=labels, diameter_px=WORK_DIAMETER / f,
+    return NucleiResult(labels=labels, diameter_px=wd / f,
                         measured_diameter_px=measured / (f * zoom) if measured else None,
                         scale_source=source, passes=passes, factor=f, notes=notes,
-                        ambiguity=boundary_ambiguity(maps[0]), contrast=stands_out)
+                        ambiguity=boundary_ambiguity(maps[0], wd), contrast=stands_out)

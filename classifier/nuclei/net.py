@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from classifier.nuclei.prep import WORK_DIAMETER
+
 
 def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
@@ -24,9 +26,12 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 class NucleusUNet(nn.Module):
     """Three-level U-Net (``widths`` per level); input sides must be multiples of 8."""
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 96), cin: int = 2, cout: int = 3) -> None:
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 96), cin: int = 2, cout: int = 3,
+                 work_diameter: float = WORK_DIAMETER) -> None:
         super().__init__()
         self.widths = tuple(widths)
+        #: the nucleus diameter (px) the network was trained to see: images are brought to it
+        self.work_diameter = float(work_diameter)
         self.down = nn.ModuleList()
         c = cin
         for w in widths:

@@ -69,10 +69,11 @@ class Prepared:
     noise: float  # spread of the background (input units)
 
 
-def prepare(img: np.ndarray) -> Prepared:
-    """Network input from a working-scale image (any offset, gain, depth), with its noise level."""
+def prepare(img: np.ndarray, work_d: float = WORK_DIAMETER) -> Prepared:
+    """Network input from a working-scale image (any offset, gain, depth), with its noise level;
+    ``work_d``: the network's working nucleus diameter (the background is read on blocks of 10)."""
     img = img.astype(np.float32, copy=False)
-    x = img - background(img)
+    x = img - background(img, int(10 * work_d))
     sample = x[:: max(1, x.shape[0] // 512), :: max(1, x.shape[1] // 512)].ravel()
     below = sample[sample <= np.median(sample)]
     # noise: spread of the background pixels (those below the median, mirrored); the floor keeps
@@ -87,6 +88,6 @@ def prepare(img: np.ndarray) -> Prepared:
     return Prepared(np.stack([lin, np.minimum(log, 2.0)]).astype(np.float32), x, noise)
 
 
-def normalise(img: np.ndarray) -> np.ndarray:
+def normalise(img: np.ndarray, work_d: float = WORK_DIAMETER) -> np.ndarray:
     """(2, H, W) float32 network input from a working-scale image (any offset, gain, depth)."""
-    return prepare(img).x
+    return prepare(img, work_d).x

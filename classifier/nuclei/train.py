@@ -32,7 +32,7 @@ from classifier.nuclei import infer, metrics
 from classifier.nuclei.net import NucleusUNet
 from classifier.nuclei.prep import SCALE_TOLERANCE, WORK_DIAMETER, normalise
 
-CONTEXT = 160  # working-scale crop the normalisation sees (inference sees whole images)
+CONTEXT = 160  # working-scale crop the normalisation sees at a 12 px working size (inference sees whole images)
 WIDE_TOLERANCE = 3.5  # scale band of the samples that train only the size output
 
 
@@ -135,14 +135,22 @@ def _smooth_field(rng: np.random.Generator, size: int, grid: int = 3) -> np.ndar
     return F.interpolate(g, size=(size, size), mode="bicubic", align_corners=True)[0, 0].numpy()
 
 
-def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augment()
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One augmented (2, P, P) input, (3, P, P) targets and (3, P, P) loss weights."""
+def context(work_d: float) -> int:
+    """The training crop's side (working px) for a network working at ``work_d``: :data:`CONTEXT`
+    at 12 px, as many nuclei across at any other size, on the network's 8 px grid."""
+    return CONTEXT if work_d == WORK_DIAMETER else 8 * max(1, round(CONTEXT * work_d / WORK_DIAMETER / 8))
+
+
+def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augment(),
+           work_d: float = WORK_DIAMETER) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One augmented (2, P, P) input, (3, P, P) targets and (3, P, P) loss weights, for a network
+    whose nuclei are ``work_d`` px across (``patch`` should grow with it)."""
+    ctx = context(work_d)
     wide = rng.random() < 0.3
     tol = WIDE_TOLERANCE if wide else SCALE_TOLERANCE
-    work_d = WORK_DIAMETER * math.exp(rng.uniform(-math.log(tol), math.log(tol)))
-    s = work_d / im.diameter
-    n = int(math.ceil(CONTEXT / s))
+    drawn_d = work_d * math.exp(rng.uniform(-math.log(tol), math.log(tol)))
+    s = drawn_d / im.diameter
+    n = int(math.ceil(ctx / s))
     k = max(1, int(1 / (2 * s)))  # decimate very large crops before the area mean
     h, w = im.img.shape
     y0 = int(rng.integers(-n // 4, max(h - 3 * n // 4, -n // 4 + 1)))
@@ -180,17 +188,17 @@ def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augme
     stack = torch.from_numpy(np.stack([img, (lab > 0).astype(np.float32), dist, logsize, contact]))[None]
     mode = "area" if s * k < 1 else "bilinear"
     kw = {} if mode == "area" else {"align_corners": False}
-    st = F.interpolate(stack, size=(CONTEXT, CONTEXT), mode=mode, **kw)[0].numpy()
+    st = F.interpolate(stack, size=(ctx, ctx), mode=mode, **kw)[0].numpy()
     img, fgf, dist = st[0], st[1], st[2]
-    size_t = np.where(fgf > 0.5, st[3] / np.maximum(fgf, 1e-3) + math.log2(s) - math.log2(WORK_DIAMETER), 0)
+    size_t = np.where(fgf > 0.5, st[3] / np.maximum(fgf, 1e-3) + math.log2(s) - math.log2(work_d), 0)
 
-    img = _instrument(rng, img, aug.saturate_prob)
-    x = normalise(img)
+    img = _instrument(rng, img, aug.saturate_prob, blur_scale=work_d / WORK_DIAMETER)
+    x = normalise(img, work_d)
     t = np.stack([(fgf > 0.5).astype(np.float32), np.clip(dist / np.maximum(fgf, 1e-3), 0, 1) * (fgf > 0.5),
                   size_t]).astype(np.float32)
     dist_w = np.zeros_like(fgf) if wide else 1.0 + aug.contact_weight * (st[4] > 0.25)
     wgt = np.stack([np.ones_like(fgf), dist_w, (fgf > 0.95).astype(np.float32)])
-    oy, ox = (int(v) for v in rng.integers(0, CONTEXT - patch + 1, 2))
+    oy, ox = (int(v) for v in rng.integers(0, ctx - patch + 1, 2))
     sl = (slice(None), slice(oy, oy + patch), slice(ox, ox + patch))
     x, t, wgt = x[sl], t[sl], wgt[sl]
     r = int(rng.integers(4))
@@ -231,15 +239,17 @@ def nucleoli(rng: np.random.Generator, lab: np.ndarray, diameter: float) -> np.n
     return np.clip(1 - dip, 0.2, 1).astype(np.float32)
 
 
-def _instrument(rng: np.random.Generator, img: np.ndarray, saturate_prob: float = 0.0) -> np.ndarray:
-    """What a different microscope and camera would make of the same specimen."""
+def _instrument(rng: np.random.Generator, img: np.ndarray, saturate_prob: float = 0.0,
+                blur_scale: float = 1.0) -> np.ndarray:
+    """What a different microscope and camera would make of the same specimen (blur in 12 px nuclei's
+    pixels times ``blur_scale``)."""
     if rng.random() < 0.25:
         return img  # as recorded
     lo, hi = float(img.min()), float(img.max())
     u = (img - lo) / max(hi - lo, 1e-6)
     u = u ** math.exp(rng.uniform(math.log(0.6), math.log(1.6)))
     if rng.random() < 0.4:
-        u = ndi.gaussian_filter(u, rng.uniform(0.3, 1.2))
+        u = ndi.gaussian_filter(u, rng.uniform(0.3, 1.2) * blur_scale)
     if rng.random() < 0.5:  # uneven illumination: a smooth gain from about 0.4 to 1
         g = _smooth_field(rng, u.shape[0])
         g = 1 - rng.uniform(0.1, 0.6) * (g - g.min()) / max(float(np.ptp(g)), 1e-6)
@@ -261,9 +271,9 @@ def _instrument(rng: np.random.Generator, img: np.ndarray, saturate_prob: float 
     return np.clip(np.floor(e / max(top, 1e-6) * 255), 0, 255).astype(np.float32)
 
 
-def batch(rng: np.random.Generator, images: list[Image], n: int, patch: int, aug: Augment = Augment()
-          ) -> tuple[torch.Tensor, ...]:
-    xs, ts, ws = zip(*(sample(rng, images[int(rng.integers(len(images)))], patch, aug)
+def batch(rng: np.random.Generator, images: list[Image], n: int, patch: int, aug: Augment = Augment(),
+          work_d: float = WORK_DIAMETER) -> tuple[torch.Tensor, ...]:
+    xs, ts, ws = zip(*(sample(rng, images[int(rng.integers(len(images)))], patch, aug, work_d)
                        for _ in range(n)), strict=True)
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ts)), torch.from_numpy(np.stack(ws))
 
@@ -275,14 +285,17 @@ class StepBatches(torch.utils.data.Dataset):
     would leave it idle. A different random stream from the single-process one that made the
     shipped weights (``workers=0``), so the two are not interchangeable."""
 
-    def __init__(self, images: list[Image], seed: int, size: int, patch: int, aug: Augment) -> None:
+    def __init__(self, images: list[Image], seed: int, size: int, patch: int, aug: Augment,
+                 work_d: float = WORK_DIAMETER) -> None:
         self.images, self.seed, self.size, self.patch, self.aug = images, seed, size, patch, aug
+        self.work_d = work_d
 
     def __len__(self) -> int:  # indexed by step number; the sampler names the steps
         return 2 ** 31
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, ...]:
-        return batch(np.random.default_rng([self.seed, step]), self.images, self.size, self.patch, self.aug)
+        return batch(np.random.default_rng([self.seed, step]), self.images, self.size, self.patch, self.aug,
+                     self.work_d)
 
 
 #: numeric precision of the training forward pass (``train(precision=...)``)
@@ -294,16 +307,16 @@ def _one_thread(_: int) -> None:
 
 
 def batches(images: list[Image], *, seed: int, size: int, patch: int, aug: Augment, first: int, last: int,
-            workers: int, rng: np.random.Generator, pin: bool = False
+            workers: int, rng: np.random.Generator, pin: bool = False, work_d: float = WORK_DIAMETER
             ) -> Generator[tuple[torch.Tensor, ...], None, None]:
     """Batches for steps ``first..last``: from ``rng`` in turn (``workers=0``, the shipped
     recipe's stream) or one generator per step in ``workers`` processes (:class:`StepBatches`)."""
     if workers <= 0:
         for _ in range(first, last + 1):
-            yield batch(rng, images, size, patch, aug)
+            yield batch(rng, images, size, patch, aug, work_d)
         return
     loader = torch.utils.data.DataLoader(
-        StepBatches(images, seed, size, patch, aug), batch_size=None, sampler=range(first, last + 1),
+        StepBatches(images, seed, size, patch, aug, work_d), batch_size=None, sampler=range(first, last + 1),
         num_workers=workers, worker_init_fn=_one_thread, pin_memory=pin, prefetch_factor=4)
     yield from loader
 
@@ -336,10 +349,13 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
           threads: int, widths: tuple[int, ...], log_every: int = 250, val_images: int = 20,
           stop_after: int | None = None, init: Path | None = None, aug: Augment = Augment(),
           device: str = "cpu", workers: int = 0, save_every: int | None = None,
-          time_limit_s: float | None = None, precision: str = "fp32") -> dict:
+          time_limit_s: float | None = None, precision: str = "fp32",
+          work_diameter: float = WORK_DIAMETER) -> dict:
     """Train and save to ``out``; ``stop_after`` ends the run early on the same schedule (the
     weights at that step of the full run, reproducibly). ``init``: continue from these weights
-    (a second stage with its own schedule; the widths are the init's). ``device`` "cuda" trains
+    (a second stage with its own schedule; the widths and working size are the init's).
+    ``work_diameter``: the nucleus size (px) the network learns to work at (12 for the shipped one;
+    give ``patch`` in proportion). ``device`` "cuda" trains
     on a GPU (validation and the saved weights stay on the CPU, as inference is); ``workers``
     draw the batches in that many processes, one random stream per step (:class:`StepBatches`).
     The weights are saved every ``save_every`` steps (default: at each validation, every
@@ -353,6 +369,8 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
     network then costs what a float32 step of the shipped 12-24-48-64 one does (2.6x faster)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if not 4 <= work_diameter <= 48:
+        raise ValueError(f"work_diameter must be 4-48 px, got {work_diameter:g}")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: this torch sees no CUDA device (torch.cuda.is_available() is False)")
@@ -368,10 +386,13 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
     print(f"loaded {len(tr)} train / {len(va)} val images in {time.time() - t0:.0f}s", flush=True)
     if init is not None:
         bundle = torch.load(init, map_location="cpu", weights_only=True)
-        model = NucleusUNet(tuple(bundle["widths"]))
+        model = NucleusUNet(tuple(bundle["widths"]), work_diameter=float(bundle.get("work_diameter", WORK_DIAMETER)))
         model.load_state_dict(bundle["state_dict"])
     else:
-        model = NucleusUNet(widths)
+        model = NucleusUNet(widths, work_diameter=work_diameter)
+    if patch > context(model.work_diameter):
+        raise ValueError(f"patch {patch} is larger than the {context(model.work_diameter)} px crop drawn for "
+                         f"{model.work_diameter:g} px nuclei")
     model.to(dev).train()
     if precision == "bf16":
         model.to(memory_format=torch.channels_last)
@@ -381,7 +402,7 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
     run = 0.0
     last = min(steps, stop_after or steps)
     stream = batches(tr, seed=seed, size=batch_size, patch=patch, aug=aug, first=1, last=last, workers=workers,
-                     rng=rng, pin=dev.type == "cuda")
+                     rng=rng, pin=dev.type == "cuda", work_d=model.work_diameter)
     started = time.monotonic()
     stopped_early = False
     step = 0
@@ -415,6 +436,7 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
     save(model, out)
     scored = va[:val_images] if stopped_early else va
     return {"history": history, "steps_done": step, "stopped_by_time_limit": stopped_early,
+            "work_diameter": model.work_diameter,
             "train_images": len(tr), "val_images": [im.name for im in scored],
             "minutes": round((time.time() - t0) / 60, 1),
             "val_known_scale": validate(model, scored, True), "val_inferred_scale": validate(model, scored, False)}
@@ -425,6 +447,6 @@ def save(model: NucleusUNet, out: Path) -> None:
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     # written beside and renamed: a run stopped by its time limit mid-write keeps the last whole file
     part = out.with_name(out.name + ".part")
-    torch.save({"widths": list(model.widths), "state_dict": state}, part)
+    torch.save({"widths": list(model.widths), "work_diameter": model.work_diameter, "state_dict": state}, part)
     os.replace(part, out)
     infer.load_model.cache_clear()

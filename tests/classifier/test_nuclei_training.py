@@ -313,3 +313,29 @@ def test_a_bfloat16_run_trains_and_saves_float32_weights(tmp_path: Path) -> None
     assert torch.allclose(a["down.0.0.weight"], b["down.0.0.weight"], atol=0.05)  # but learns the same thing
     with pytest.raises(ValueError, match="precision must be one of"):
         train.train(data, tmp_path / "x.pt", precision="fp16", **kw)
+
+
+def test_the_working_size_is_trained_saved_and_used_by_inference(tmp_path: Path) -> None:
+    """`train-nuclei --work-diameter 18 --patch 144`: nuclei are drawn at 18 px (crops of 240 px, as
+    many nuclei across as the shipped 160 px at 12 px), the size the weights were trained at is saved
+    with them, and inference brings an image's nuclei to that size, not to the shipped 12 px."""
+    from classifier.nuclei import infer
+
+    assert (train.context(12.0), train.context(18.0)) == (160, 240)
+    im = _training_image(_discs((256, 256), [(64, 64), (128, 160), (200, 90)], 12))
+    x, t, w = train.sample(np.random.default_rng(0), im, 144, work_d=18.0)
+    assert x.shape == (2, 144, 144) and t.shape == w.shape == (3, 144, 144)
+    data = _tiny_folder(tmp_path)
+    kw = dict(steps=1, batch_size=2, patch=48, lr=1e-3, seed=0, threads=1, widths=(4, 8), log_every=1, val_images=1)
+    report = train.train(data, tmp_path / "w18.pt", work_diameter=18.0, **kw)
+    assert report["work_diameter"] == 18.0
+    assert torch.load(tmp_path / "w18.pt", weights_only=True)["work_diameter"] == 18.0
+    again = train.train(data, tmp_path / "w18b.pt", init=tmp_path / "w18.pt", **kw)  # the init's size is kept
+    assert again["work_diameter"] == 18.0
+    model = infer.load_model(str(tmp_path / "w18.pt"))
+    assert model.work_diameter == 18.0
+    img = np.zeros((96, 96), np.float32)
+    assert infer.segment_nuclei_with(model, img, diameter_px=9.0).factor == 2.0  # 9 px nuclei brought to 18
+    assert infer.load_model().work_diameter == 12.0  # the shipped weights predate the record: 12 px
+    with pytest.raises(ValueError, match="larger than the 160 px crop"):
+        train.train(data, tmp_path / "x.pt", **{**kw, "patch": 168})
