@@ -4,7 +4,8 @@ Outputs (logits): foreground (is this pixel in a nucleus) and a *scale-free* dis
 distance to the nucleus boundary divided by that nucleus's largest such distance (1 at its centre,
 0 at its edge). The distance map is what separates touching nuclei (their centres are far apart,
 their contact line is at 0) and, divided by the radius, means the same at every nucleus size.
-About 0.5 MB of float32 weights; the working scale is set in :mod:`classifier.nuclei.prep`.
+About 0.8 MB of float32 weights. The nucleus size it works at is saved with its weights
+(``work_diameter``; 12 px, :data:`classifier.nuclei.prep.WORK_DIAMETER`, for the shipped ones).
 """
 
 from __future__ import annotations
