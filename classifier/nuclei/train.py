@@ -138,7 +138,7 @@ def _smooth_field(rng: np.random.Generator, size: int, grid: int = 3) -> np.ndar
 def context(work_d: float) -> int:
     """The training crop's side (working px) for a network working at ``work_d``: :data:`CONTEXT`
     at 12 px, as many nuclei across at any other size, on the network's 8 px grid."""
-    return CONTEXT if work_d == WORK_DIAMETER else 8 * max(1, round(CONTEXT * work_d / WORK_DIAMETER / 8))
+    return 8 * max(1, round(CONTEXT * work_d / WORK_DIAMETER / 8))
 
 
 def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augment(),
