@@ -425,7 +425,8 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
                                 seed=a.seed, threads=a.threads, widths=widths, stop_after=a.stop_after,
                                 init=Path(a.init) if a.init else None, aug=aug, device=a.device,
                                 workers=a.workers, log_every=a.log_every, save_every=a.save_every,
-                                time_limit_s=a.time_limit, precision=a.precision, work_diameter=a.work_diameter)
+                                time_limit_s=a.time_limit, precision=a.precision, work_diameter=a.work_diameter,
+                                rays=a.rays)
     import torch
 
     meta = {
@@ -443,7 +444,7 @@ def cmd_train_nuclei(a: argparse.Namespace) -> int:
         "config": {"steps": a.steps, "stop_after": a.stop_after, "batch": a.batch, "patch": a.patch, "lr": a.lr,
                    "threads": a.threads, "widths": list(widths), "augment": dataclasses.asdict(aug),
                    "device": a.device, "workers": a.workers, "precision": a.precision,
-                   "work_diameter": report["work_diameter"]},
+                   "work_diameter": report["work_diameter"], "rays": report["rays"]},
         "torch": torch.__version__,
         **_init_record(a.init),
         **report,
@@ -612,6 +613,9 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--work-diameter", type=float, default=12.0,
                     help="nucleus diameter (px) the network learns to work at, recorded with the weights "
                          "(the shipped one: 12; give --patch in proportion, e.g. 18 px with --patch 144)")
+    tn.add_argument("--rays", type=int, default=None,
+                    help="also learn star-convex outlines along this many directions (a multiple of 4, e.g. 32; "
+                         "default: as --init, else none); the outlines then part touching nuclei")
     tn.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                     help="bf16: the forward pass under bfloat16 autocast, float32 weights (fast on CPUs with AMX "
                          "and on GPUs; the shipped weights were trained in fp32)")

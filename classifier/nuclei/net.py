@@ -6,6 +6,11 @@ distance to the nucleus boundary divided by that nucleus's largest such distance
 their contact line is at 0) and, divided by the radius, means the same at every nucleus size.
 About 0.8 MB of float32 weights. The nucleus size it works at is saved with its weights
 (``work_diameter``; 12 px, :data:`classifier.nuclei.prep.WORK_DIAMETER`, for the shipped ones).
+
+With ``rays`` > 0 a second head adds star-convex outlines (StarDist, Schmidt et al. 2018): for each
+pixel, the distance to its nucleus's edge along ``rays`` evenly spaced directions, in units of the
+working diameter. Each pixel then outlines its own nucleus, so two touching nuclei are two outlines
+even where the distance map has no valley between them.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ class NucleusUNet(nn.Module):
     """Three-level U-Net (``widths`` per level); input sides must be multiples of 8."""
 
     def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 96), cin: int = 2, cout: int = 3,
-                 work_diameter: float = WORK_DIAMETER) -> None:
+                 work_diameter: float = WORK_DIAMETER, rays: int = 0) -> None:
         super().__init__()
         self.widths = tuple(widths)
         #: the nucleus diameter (px) the network was trained to see: images are brought to it
@@ -43,6 +48,18 @@ class NucleusUNet(nn.Module):
             self.up.append(_block(c + w, w))
             c = w
         self.head = nn.Conv2d(c, cout, 1)
+        #: star-convex outline directions (0: none); ray k points at angle 2 pi k / rays from +x
+        #: towards +y, as :func:`stardist.geometry.star_dist` measures them
+        self.rays = int(rays)
+        if self.rays:
+            # outlines need more than the few channels of the last level: a small layer of their own
+            self.ray_head = nn.Sequential(nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(inplace=True),
+                                          nn.Conv2d(32, self.rays, 1))
+
+    @property
+    def outputs(self) -> int:
+        """Output channels: foreground, distance, size, then the rays' lengths."""
+        return self.head.out_channels + self.rays
 
     @property
     def multiple(self) -> int:
@@ -59,4 +76,6 @@ class NucleusUNet(nn.Module):
         for block, skip in zip(self.up, reversed(skips[:-1]), strict=True):
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
             x = block(torch.cat([x, skip], dim=1))
+        if self.rays:
+            return torch.cat([self.head(x), self.ray_head(x)], dim=1)
         return self.head(x)

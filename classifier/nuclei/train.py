@@ -142,9 +142,10 @@ def context(work_d: float) -> int:
 
 
 def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augment(),
-           work_d: float = WORK_DIAMETER) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One augmented (2, P, P) input, (3, P, P) targets and (3, P, P) loss weights, for a network
-    whose nuclei are ``work_d`` px across (``patch`` should grow with it)."""
+           work_d: float = WORK_DIAMETER, rays: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One augmented (2, P, P) input, (3 + rays, P, P) targets and (3 or 4, P, P) loss weights, for a
+    network whose nuclei are ``work_d`` px across (``patch`` should grow with it) with ``rays``
+    star-convex directions (:func:`ray_targets`)."""
     ctx = context(work_d)
     wide = rng.random() < 0.3
     tol = WIDE_TOLERANCE if wide else SCALE_TOLERANCE
@@ -198,6 +199,12 @@ def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augme
                   size_t]).astype(np.float32)
     dist_w = np.zeros_like(fgf) if wide else 1.0 + aug.contact_weight * (st[4] > 0.25)
     wgt = np.stack([np.ones_like(fgf), dist_w, (fgf > 0.95).astype(np.float32)])
+    if rays:
+        lab_w = F.interpolate(torch.from_numpy(lab.astype(np.float32))[None, None], size=(ctx, ctx),
+                              mode="nearest")[0, 0].numpy().astype(np.int32)
+        ray_t, ray_w = ray_targets(lab_w, rays, work_d)
+        t = np.concatenate([t, ray_t])
+        wgt = np.concatenate([wgt, (ray_w * t[1] * (not wide))[None]])
     oy, ox = (int(v) for v in rng.integers(0, ctx - patch + 1, 2))
     sl = (slice(None), slice(oy, oy + patch), slice(ox, ox + patch))
     x, t, wgt = x[sl], t[sl], wgt[sl]
@@ -207,7 +214,34 @@ def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augme
     for a in (x, t, wgt):
         a = np.rot90(a, r, axes=(1, 2))
         out.append(np.ascontiguousarray(a[:, :, ::-1] if flip else a))
+    if rays:
+        out[1][3:] = turn_rays(out[1][3:], r, flip)
     return out[0], out[1], out[2]
+
+
+def ray_targets(labels: np.ndarray, rays: int, work_d: float) -> tuple[np.ndarray, np.ndarray]:
+    """(rays, H, W) distances from each nuclear pixel to its nucleus's edge along ``rays``
+    directions, in working diameters, and (H, W) 1 where they are whole: a nucleus cut by the
+    crop's edge has rays that stop there, not at its outline, and is not trained on."""
+    from stardist import star_dist  # training only: inference decodes without it
+
+    lab = np.ascontiguousarray(labels, dtype=np.int32)
+    d = star_dist(lab, rays, mode="cpp").transpose(2, 0, 1) / work_d
+    cut = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    whole = (lab > 0) & ~np.isin(lab, cut[cut > 0])
+    return d.astype(np.float32), whole.astype(np.float32)
+
+
+def turn_rays(d: np.ndarray, r: int, flip: bool) -> np.ndarray:
+    """Ray maps (rays, H, W) whose image was turned by ``np.rot90(., r, axes=(1, 2))`` and then
+    mirrored left-right (``flip``): ray k at angle 2 pi k / rays (from +x towards +y) turns to
+    angle - pi / 2 per quarter turn, and mirrors to pi - angle."""
+    n = d.shape[0]
+    idx = np.arange(n)
+    idx = (idx + r * n // 4) % n  # a quarter turn: the ray now at k' was at k' + n / 4
+    if flip:
+        idx = idx[(n // 2 - np.arange(n)) % n]
+    return d[idx]
 
 
 def halo_gain(lab: np.ndarray, lut: np.ndarray, diameter: float) -> np.ndarray:
@@ -272,8 +306,8 @@ def _instrument(rng: np.random.Generator, img: np.ndarray, saturate_prob: float 
 
 
 def batch(rng: np.random.Generator, images: list[Image], n: int, patch: int, aug: Augment = Augment(),
-          work_d: float = WORK_DIAMETER) -> tuple[torch.Tensor, ...]:
-    xs, ts, ws = zip(*(sample(rng, images[int(rng.integers(len(images)))], patch, aug, work_d)
+          work_d: float = WORK_DIAMETER, rays: int = 0) -> tuple[torch.Tensor, ...]:
+    xs, ts, ws = zip(*(sample(rng, images[int(rng.integers(len(images)))], patch, aug, work_d, rays)
                        for _ in range(n)), strict=True)
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ts)), torch.from_numpy(np.stack(ws))
 
@@ -286,17 +320,21 @@ class StepBatches(torch.utils.data.Dataset):
     shipped weights (``workers=0``), so the two are not interchangeable."""
 
     def __init__(self, images: list[Image], seed: int, size: int, patch: int, aug: Augment,
-                 work_d: float = WORK_DIAMETER) -> None:
+                 work_d: float = WORK_DIAMETER, rays: int = 0) -> None:
         self.images, self.seed, self.size, self.patch, self.aug = images, seed, size, patch, aug
-        self.work_d = work_d
+        self.work_d, self.rays = work_d, rays
 
     def __len__(self) -> int:  # indexed by step number; the sampler names the steps
         return 2 ** 31
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, ...]:
         return batch(np.random.default_rng([self.seed, step]), self.images, self.size, self.patch, self.aug,
-                     self.work_d)
+                     self.work_d, self.rays)
 
+
+#: the rays' loss (mean absolute error in working diameters, about 0.05-0.1 once trained) against
+#: the others (binary cross-entropies of 0.1-0.3)
+RAY_LOSS_WEIGHT = 2.0
 
 #: numeric precision of the training forward pass (``train(precision=...)``)
 PRECISIONS = ("fp32", "bf16")
@@ -307,16 +345,16 @@ def _one_thread(_: int) -> None:
 
 
 def batches(images: list[Image], *, seed: int, size: int, patch: int, aug: Augment, first: int, last: int,
-            workers: int, rng: np.random.Generator, pin: bool = False, work_d: float = WORK_DIAMETER
-            ) -> Generator[tuple[torch.Tensor, ...], None, None]:
+            workers: int, rng: np.random.Generator, pin: bool = False, work_d: float = WORK_DIAMETER,
+            rays: int = 0) -> Generator[tuple[torch.Tensor, ...], None, None]:
     """Batches for steps ``first..last``: from ``rng`` in turn (``workers=0``, the shipped
     recipe's stream) or one generator per step in ``workers`` processes (:class:`StepBatches`)."""
     if workers <= 0:
         for _ in range(first, last + 1):
-            yield batch(rng, images, size, patch, aug, work_d)
+            yield batch(rng, images, size, patch, aug, work_d, rays)
         return
     loader = torch.utils.data.DataLoader(
-        StepBatches(images, seed, size, patch, aug, work_d), batch_size=None, sampler=range(first, last + 1),
+        StepBatches(images, seed, size, patch, aug, work_d, rays), batch_size=None, sampler=range(first, last + 1),
         num_workers=workers, worker_init_fn=_one_thread, pin_memory=pin, prefetch_factor=4)
     yield from loader
 
@@ -326,7 +364,12 @@ def loss_fn(y: torch.Tensor, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     bce = F.binary_cross_entropy_with_logits(y[:, 1], t[:, 1], reduction="none")
     dist = (bce * w[:, 1]).sum() / w[:, 1].sum().clamp(min=1)
     size = (F.smooth_l1_loss(y[:, 2], t[:, 2], reduction="none") * w[:, 2]).sum() / w[:, 2].sum().clamp(min=1)
-    return fg + 2 * dist + 0.5 * size
+    if y.shape[1] == 3:
+        return fg + 2 * dist + 0.5 * size
+    # rays: mean absolute error in working diameters, weighted towards nuclear centres as StarDist
+    # does (an outline is read from the centre; rays from an edge pixel are short and unsure)
+    ray = ((y[:, 3:] - t[:, 3:]).abs().mean(dim=1) * w[:, 3]).sum() / w[:, 3].sum().clamp(min=1)
+    return fg + 2 * dist + 0.5 * size + RAY_LOSS_WEIGHT * ray
 
 
 def validate(model: NucleusUNet, images: list[Image], known_scale: bool) -> dict:
@@ -350,7 +393,7 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
           stop_after: int | None = None, init: Path | None = None, aug: Augment = Augment(),
           device: str = "cpu", workers: int = 0, save_every: int | None = None,
           time_limit_s: float | None = None, precision: str = "fp32",
-          work_diameter: float = WORK_DIAMETER) -> dict:
+          work_diameter: float = WORK_DIAMETER, rays: int | None = None) -> dict:
     """Train and save to ``out``; ``stop_after`` ends the run early on the same schedule (the
     weights at that step of the full run, reproducibly). ``init``: continue from these weights
     (a second stage with its own schedule; the widths and working size are the init's).
@@ -384,12 +427,19 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
     tr = load_folder(data, train_names)
     va = load_folder(data, val_names)
     print(f"loaded {len(tr)} train / {len(va)} val images in {time.time() - t0:.0f}s", flush=True)
+    if rays is not None and (rays < 0 or rays % 4):
+        raise ValueError(f"rays must be a multiple of 4 (quarter turns map rays onto rays), got {rays}")
     if init is not None:
         bundle = torch.load(init, map_location="cpu", weights_only=True)
-        model = NucleusUNet(tuple(bundle["widths"]), work_diameter=float(bundle.get("work_diameter", WORK_DIAMETER)))
-        model.load_state_dict(bundle["state_dict"])
+        had = int(bundle.get("rays", 0))
+        model = NucleusUNet(tuple(bundle["widths"]), work_diameter=float(bundle.get("work_diameter", WORK_DIAMETER)),
+                            rays=had if rays is None else rays)
+        if model.rays != had and had:
+            raise ValueError(f"--init has {had} rays; a run from it keeps them (asked for {rays})")
+        # weights without rays gain a new ray head: everything else continues from them
+        model.load_state_dict(bundle["state_dict"], strict=not model.rays or bool(had))
     else:
-        model = NucleusUNet(widths, work_diameter=work_diameter)
+        model = NucleusUNet(widths, work_diameter=work_diameter, rays=rays or 0)
     if patch > context(model.work_diameter):
         raise ValueError(f"patch {patch} is larger than the {context(model.work_diameter)} px crop drawn for "
                          f"{model.work_diameter:g} px nuclei")
@@ -402,7 +452,7 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
     run = 0.0
     last = min(steps, stop_after or steps)
     stream = batches(tr, seed=seed, size=batch_size, patch=patch, aug=aug, first=1, last=last, workers=workers,
-                     rng=rng, pin=dev.type == "cuda", work_d=model.work_diameter)
+                     rng=rng, pin=dev.type == "cuda", work_d=model.work_diameter, rays=model.rays)
     started = time.monotonic()
     stopped_early = False
     step = 0
@@ -436,7 +486,7 @@ def train(data: Path, out: Path, *, steps: int, batch_size: int, patch: int, lr:
     save(model, out)
     scored = va[:val_images] if stopped_early else va
     return {"history": history, "steps_done": step, "stopped_by_time_limit": stopped_early,
-            "work_diameter": model.work_diameter,
+            "work_diameter": model.work_diameter, "rays": model.rays,
             "train_images": len(tr), "val_images": [im.name for im in scored],
             "minutes": round((time.time() - t0) / 60, 1),
             "val_known_scale": validate(model, scored, True), "val_inferred_scale": validate(model, scored, False)}
@@ -447,6 +497,7 @@ def save(model: NucleusUNet, out: Path) -> None:
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     # written beside and renamed: a run stopped by its time limit mid-write keeps the last whole file
     part = out.with_name(out.name + ".part")
-    torch.save({"widths": list(model.widths), "work_diameter": model.work_diameter, "state_dict": state}, part)
+    torch.save({"widths": list(model.widths), "work_diameter": model.work_diameter, "rays": model.rays,
+                "state_dict": state}, part)
     os.replace(part, out)
     infer.load_model.cache_clear()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from classifier.nuclei import emulate, infer, metrics
 from classifier.nuclei.infer import WEIGHTS, load_model, provenance, segment_nuclei
@@ -419,3 +420,29 @@ def test_bfloat16_inference_finds_the_same_nuclei(monkeypatch) -> None:  # noqa:
             infer.bfloat16()
     finally:
         infer.bfloat16.cache_clear()  # the next test reads the environment it restores
+
+
+def test_star_convex_outlines_part_touching_nuclei_the_distance_map_joins() -> None:
+    """Two pressed-together nuclei whose distance map has one peak (no valley to cut along) are one
+    object from the distance map alone, and two once each pixel's star-convex outline is read:
+    the outlines seen from the two centres overlap little, so non-maximum suppression keeps both."""
+    from skimage.morphology import convex_hull_image
+    from stardist import star_dist
+
+    yy, xx = np.indices((64, 64))
+    lab = np.zeros((64, 64), np.int32)
+    lab[(yy - 32) ** 2 + (xx - 26) ** 2 <= 49] = 1
+    lab[((yy - 32) ** 2 + (xx - 38) ** 2 <= 49) & (lab == 0)] = 2
+    fg = (lab > 0).astype(np.float32)
+    # one ridge across both, as a network that merges them sees them: the distance map of their hull
+    edt = ndi.distance_transform_edt(convex_hull_image(fg > 0))
+    dist = (edt / edt.max() * fg).astype(np.float32)
+    rays = star_dist(lab, 32).transpose(2, 0, 1) / infer.WORK_DIAMETER
+    maps = np.concatenate([np.stack([fg, dist, np.zeros_like(fg)]), rays]).astype(np.float32)
+    assert infer.instances(maps[:3]).max() == 1
+    two = infer.instances(maps)
+    assert two.max() == 2
+    for k in (1, 2):  # each found object is one of the two nuclei (the cut follows the distance map)
+        found = np.bincount(two[lab == k]).argmax()
+        iou = ((two == found) & (lab == k)).sum() / ((two == found) | (lab == k)).sum()
+        assert found > 0 and iou > 0.75

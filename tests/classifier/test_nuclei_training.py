@@ -339,3 +339,53 @@ def test_the_working_size_is_trained_saved_and_used_by_inference(tmp_path: Path)
     assert infer.load_model().work_diameter == 12.0  # the shipped weights predate the record: 12 px
     with pytest.raises(ValueError, match="larger than the 160 px crop"):
         train.train(data, tmp_path / "x.pt", **{**kw, "patch": 168})
+
+
+def test_star_convex_ray_targets_turn_and_mirror_with_their_patch() -> None:
+    """Rays (`ray_targets`, in working diameters) turned with their patch (`turn_rays`) are the rays
+    of the turned nuclei, and a nucleus cut by the crop's edge is not trained on (its rays stop at
+    the edge, not at its outline)."""
+    from stardist import star_dist
+
+    lab = np.zeros((40, 40), np.int32)
+    lab[5:20, 8:30], lab[22:35, 3:12], lab[25:40, 20:26] = 1, 2, 3  # 3 touches the bottom edge
+    d, whole = train.ray_targets(lab, 32, 12.0)
+    assert d.shape == (32, 40, 40)
+    assert whole[12, 18] == 1 and whole[30, 22] == 0 and whole[0, 0] == 0
+    # from (12, 18) rightwards (ray 0, +x) the edge of nucleus 1 is 12 px away: one working diameter
+    assert d[0, 12, 18] == pytest.approx(1.0, abs=0.1)
+    for r in range(4):
+        for flip in (False, True):
+            turned = np.rot90(lab, r)
+            turned = np.ascontiguousarray(turned[:, ::-1] if flip else turned)
+            want = star_dist(turned, 32).transpose(2, 0, 1) / 12.0
+            got = np.rot90(d, r, axes=(1, 2))
+            got = np.ascontiguousarray(got[:, :, ::-1] if flip else got)
+            np.testing.assert_allclose(train.turn_rays(got, r, flip), want, atol=1e-4)
+    im = _training_image(_discs((256, 256), [(64, 64), (128, 160), (200, 90)], 12))
+    x, t, w = train.sample(np.random.default_rng(0), im, 96, rays=8)
+    assert t.shape == (11, 96, 96) and w.shape == (4, 96, 96)
+    assert (w[3] > 0).any() and not (w[3][t[0] == 0] > 0).any()  # rays weigh only nuclear pixels
+
+
+def test_a_run_with_rays_saves_them_and_continues_from_weights_without(tmp_path: Path) -> None:
+    """`train-nuclei --rays 8`: the weights record their rays and inference loads them; a run from
+    weights without rays (the shipped ones) gains a ray head and keeps the rest; a count of rays
+    that quarter turns do not map onto itself is a clear error."""
+    from classifier.nuclei import infer
+
+    data = _tiny_folder(tmp_path)
+    kw = dict(steps=1, batch_size=2, patch=48, lr=1e-3, seed=0, threads=1, widths=(4, 8), log_every=1, val_images=1)
+    train.train(data, tmp_path / "plain.pt", **kw)
+    report = train.train(data, tmp_path / "rays.pt", init=tmp_path / "plain.pt", rays=8, **kw)
+    assert report["rays"] == 8
+    plain = torch.load(tmp_path / "plain.pt", weights_only=True)
+    bundle = torch.load(tmp_path / "rays.pt", weights_only=True)
+    assert plain["rays"] == 0 and bundle["rays"] == 8
+    assert any(k.startswith("ray_head.") for k in bundle["state_dict"])
+    model = infer.load_model(str(tmp_path / "rays.pt"))
+    assert (model.rays, model.outputs) == (8, 11)
+    maps = infer.predict_maps(model, np.zeros((2, 64, 64), np.float32))
+    assert maps.shape == (11, 64, 64)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        train.train(data, tmp_path / "x.pt", rays=6, **kw)
