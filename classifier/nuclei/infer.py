@@ -38,6 +38,7 @@ from skimage.segmentation import relabel_sequential, watershed
 from torch.nn import functional as F  # noqa: N812
 
 from classifier.kernels import block_mean_padded
+from classifier.nuclei import star
 from classifier.nuclei.net import NucleusUNet
 from classifier.nuclei.prep import SCALE_TOLERANCE, WORK_DIAMETER, Prepared, prepare, resample
 from classifier.preprocess import fill_border
@@ -262,70 +263,21 @@ def instances(maps: np.ndarray, min_area: float | None = None, merge_above: floa
     if not mask.any():
         return np.zeros(prob.shape, np.int32)
     mask = ndi.binary_fill_holes(mask)
-    if maps.shape[0] > 3 and STAR_MODE != "off":
-        markers, n = star_seeds(maps, mask, zoom * work_d)
-        if STAR_MODE == "polygons":
-            return _polygon_labels(maps, mask, zoom * work_d, min_area if min_area is not None
-                                   else min_object_area(zoom, work_d))
-    else:
-        markers, n = seeds(dist, mask)
     min_area = min_object_area(zoom, work_d) if min_area is None else min_area
+    outlines = star.mode() if maps.shape[0] > 3 else "off"  # rays from channel 3 on (star.py)
+    if outlines == "polygons":
+        return star.polygon_labels(maps, mask, zoom * work_d, min_area)
+    markers, n = star.seeds(maps, mask, zoom * work_d) if outlines == "seeds" else seeds(dist, mask)
     labels = watershed(-dist, markers, mask=mask) if n else np.zeros(prob.shape, np.int32)
     # foreground without a core: a faint or small nucleus the distance map did not peak in
     rest, n_rest = ndi.label(mask & (labels == 0))
     if n_rest:
         labels = np.where(rest > 0, rest + int(labels.max()), labels)
-    if maps.shape[0] <= 3 or STAR_MODE == "off":
+    if outlines == "off":
         # without outlines, parts of one nucleus are told apart by the distance map and shape only;
         # with them, two seeds are two outlines that non-maximum suppression kept apart already
         labels = merge_uncut(labels, dist, merge_above)
         labels = merge_convex(labels)
-    areas = np.bincount(labels.ravel())
-    small = areas < min_area
-    small[0] = False
-    if small.any():
-        labels = np.where(small[labels], 0, labels)
-    return relabel_sequential(labels)[0].astype(np.int32, copy=False)
-
-
-#: how star-convex outlines are used: "seeds" (the centres of the outlines kept by non-maximum
-#: suppression seed the watershed on the distance map), "polygons" (the outlines are the nuclei) or "off"
-STAR_MODE = os.environ.get("CLASSIFIER_NUCLEI_STAR", "seeds")
-#: an outline is looked for where the distance map is above this (StarDist's object probability)
-STAR_PROB = float(os.environ.get("CLASSIFIER_NUCLEI_STAR_PROB", "0.5"))
-#: outlines overlapping a surer one by more than this (intersection over the smaller's area) are one nucleus
-STAR_NMS = float(os.environ.get("CLASSIFIER_NUCLEI_STAR_NMS", "0.4"))
-
-
-def _star_nms(maps: np.ndarray, mask: np.ndarray, diameter: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from stardist.nms import non_maximum_suppression
-
-    prob = np.where(mask, maps[1], 0).astype(np.float32)
-    rays = np.ascontiguousarray(np.moveaxis(maps[3:], 0, -1) * diameter, dtype=np.float32)
-    points, probs, dists = non_maximum_suppression(np.maximum(rays, 1e-3), prob, nms_thresh=STAR_NMS,
-                                                   prob_thresh=STAR_PROB)
-    return points, probs, dists
-
-
-def star_seeds(maps: np.ndarray, mask: np.ndarray, diameter: float) -> tuple[np.ndarray, int]:
-    """Watershed markers at the centres of the star-convex outlines that non-maximum suppression keeps:
-    one per nucleus, also where two touching nuclei's cores join (their outlines overlap little)."""
-    points, _, _ = _star_nms(maps, mask, diameter)
-    markers = np.zeros(mask.shape, np.int32)
-    if len(points):
-        markers[points[:, 0], points[:, 1]] = np.arange(1, len(points) + 1)
-        # a marker of a few pixels, so a seed on a ridge of the distance map keeps its side
-        markers = ndi.grey_dilation(markers, size=3) * mask
-    return markers, len(points)
-
-
-def _polygon_labels(maps: np.ndarray, mask: np.ndarray, diameter: float, min_area: float) -> np.ndarray:
-    from stardist.geometry import polygons_to_label
-
-    points, probs, dists = _star_nms(maps, mask, diameter)
-    if not len(points):
-        return np.zeros(mask.shape, np.int32)
-    labels = polygons_to_label(dists, points, mask.shape, prob=probs).astype(np.int32)
     areas = np.bincount(labels.ravel())
     small = areas < min_area
     small[0] = False

@@ -28,7 +28,7 @@ from skimage.segmentation import expand_labels
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from classifier.nuclei import infer, metrics
+from classifier.nuclei import infer, metrics, star
 from classifier.nuclei.net import NucleusUNet
 from classifier.nuclei.prep import SCALE_TOLERANCE, WORK_DIAMETER, normalise
 
@@ -145,7 +145,7 @@ def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augme
            work_d: float = WORK_DIAMETER, rays: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One augmented (2, P, P) input, (3 + rays, P, P) targets and (3 or 4, P, P) loss weights, for a
     network whose nuclei are ``work_d`` px across (``patch`` should grow with it) with ``rays``
-    star-convex directions (:func:`ray_targets`)."""
+    star-convex directions (:func:`classifier.nuclei.star.ray_targets`)."""
     ctx = context(work_d)
     wide = rng.random() < 0.3
     tol = WIDE_TOLERANCE if wide else SCALE_TOLERANCE
@@ -202,7 +202,7 @@ def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augme
     if rays:
         lab_w = F.interpolate(torch.from_numpy(lab.astype(np.float32))[None, None], size=(ctx, ctx),
                               mode="nearest")[0, 0].numpy().astype(np.int32)
-        ray_t, ray_w = ray_targets(lab_w, rays, work_d)
+        ray_t, ray_w = star.ray_targets(lab_w, rays, work_d)
         t = np.concatenate([t, ray_t])
         wgt = np.concatenate([wgt, (ray_w * t[1] * (not wide))[None]])
     oy, ox = (int(v) for v in rng.integers(0, ctx - patch + 1, 2))
@@ -215,33 +215,8 @@ def sample(rng: np.random.Generator, im: Image, patch: int, aug: Augment = Augme
         a = np.rot90(a, r, axes=(1, 2))
         out.append(np.ascontiguousarray(a[:, :, ::-1] if flip else a))
     if rays:
-        out[1][3:] = turn_rays(out[1][3:], r, flip)
+        out[1][3:] = star.turn_rays(out[1][3:], r, flip)
     return out[0], out[1], out[2]
-
-
-def ray_targets(labels: np.ndarray, rays: int, work_d: float) -> tuple[np.ndarray, np.ndarray]:
-    """(rays, H, W) distances from each nuclear pixel to its nucleus's edge along ``rays``
-    directions, in working diameters, and (H, W) 1 where they are whole: a nucleus cut by the
-    crop's edge has rays that stop there, not at its outline, and is not trained on."""
-    from stardist import star_dist  # training only: inference decodes without it
-
-    lab = np.ascontiguousarray(labels, dtype=np.int32)
-    d = star_dist(lab, rays, mode="cpp").transpose(2, 0, 1) / work_d
-    cut = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-    whole = (lab > 0) & ~np.isin(lab, cut[cut > 0])
-    return d.astype(np.float32), whole.astype(np.float32)
-
-
-def turn_rays(d: np.ndarray, r: int, flip: bool) -> np.ndarray:
-    """Ray maps (rays, H, W) whose image was turned by ``np.rot90(., r, axes=(1, 2))`` and then
-    mirrored left-right (``flip``): ray k at angle 2 pi k / rays (from +x towards +y) turns to
-    angle - pi / 2 per quarter turn, and mirrors to pi - angle."""
-    n = d.shape[0]
-    idx = np.arange(n)
-    idx = (idx + r * n // 4) % n  # a quarter turn: the ray now at k' was at k' + n / 4
-    if flip:
-        idx = idx[(n // 2 - np.arange(n)) % n]
-    return d[idx]
 
 
 def halo_gain(lab: np.ndarray, lut: np.ndarray, diameter: float) -> np.ndarray:

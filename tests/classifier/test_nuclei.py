@@ -422,10 +422,11 @@ def test_bfloat16_inference_finds_the_same_nuclei(monkeypatch) -> None:  # noqa:
         infer.bfloat16.cache_clear()  # the next test reads the environment it restores
 
 
-def test_star_convex_outlines_part_touching_nuclei_the_distance_map_joins() -> None:
-    """Two pressed-together nuclei whose distance map has one peak (no valley to cut along) are one
-    object from the distance map alone, and two once each pixel's star-convex outline is read:
-    the outlines seen from the two centres overlap little, so non-maximum suppression keeps both."""
+def test_star_convex_outlines_part_touching_nuclei_the_distance_map_joins(monkeypatch) -> None:  # noqa: ANN001
+    """Two pressed-together nuclei whose distance map has one ridge (no valley to cut along) are one
+    object from the distance map alone, and two once each pixel's star-convex outline is read
+    (`classifier.nuclei.star`): the outlines seen from the two centres overlap little, so
+    non-maximum suppression keeps both, as seeds or as the nuclei themselves; "off" ignores them."""
     from skimage.morphology import convex_hull_image
     from stardist import star_dist
 
@@ -446,3 +447,10 @@ def test_star_convex_outlines_part_touching_nuclei_the_distance_map_joins() -> N
         found = np.bincount(two[lab == k]).argmax()
         iou = ((two == found) & (lab == k)).sum() / ((two == found) | (lab == k)).sum()
         assert found > 0 and iou > 0.75
+    monkeypatch.setenv("CLASSIFIER_NUCLEI_STAR", "polygons")
+    assert infer.instances(maps).max() == 2
+    monkeypatch.setenv("CLASSIFIER_NUCLEI_STAR", "off")
+    assert infer.instances(maps).max() == 1
+    monkeypatch.setenv("CLASSIFIER_NUCLEI_STAR", "stars")
+    with pytest.raises(ValueError, match="CLASSIFIER_NUCLEI_STAR must be one of seeds, polygons, off"):
+        infer.instances(maps)

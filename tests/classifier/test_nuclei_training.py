@@ -12,7 +12,7 @@ import torch
 from scipy import ndimage as ndi
 from skimage.segmentation import expand_labels
 
-from classifier.nuclei import train
+from classifier.nuclei import star, train
 
 
 def _discs(shape: tuple[int, int], centres: list[tuple[int, int]], r: int) -> np.ndarray:
@@ -342,14 +342,14 @@ def test_the_working_size_is_trained_saved_and_used_by_inference(tmp_path: Path)
 
 
 def test_star_convex_ray_targets_turn_and_mirror_with_their_patch() -> None:
-    """Rays (`ray_targets`, in working diameters) turned with their patch (`turn_rays`) are the rays
+    """Rays (`star.ray_targets`, in working diameters) turned with their patch (`star.turn_rays`) are the rays
     of the turned nuclei, and a nucleus cut by the crop's edge is not trained on (its rays stop at
     the edge, not at its outline)."""
     from stardist import star_dist
 
     lab = np.zeros((40, 40), np.int32)
     lab[5:20, 8:30], lab[22:35, 3:12], lab[25:40, 20:26] = 1, 2, 3  # 3 touches the bottom edge
-    d, whole = train.ray_targets(lab, 32, 12.0)
+    d, whole = star.ray_targets(lab, 32, 12.0)
     assert d.shape == (32, 40, 40)
     assert whole[12, 18] == 1 and whole[30, 22] == 0 and whole[0, 0] == 0
     # from (12, 18) rightwards (ray 0, +x) the edge of nucleus 1 is 12 px away: one working diameter
@@ -361,7 +361,7 @@ def test_star_convex_ray_targets_turn_and_mirror_with_their_patch() -> None:
             want = star_dist(turned, 32).transpose(2, 0, 1) / 12.0
             got = np.rot90(d, r, axes=(1, 2))
             got = np.ascontiguousarray(got[:, :, ::-1] if flip else got)
-            np.testing.assert_allclose(train.turn_rays(got, r, flip), want, atol=1e-4)
+            np.testing.assert_allclose(star.turn_rays(got, r, flip), want, atol=1e-4)
     im = _training_image(_discs((256, 256), [(64, 64), (128, 160), (200, 90)], 12))
     x, t, w = train.sample(np.random.default_rng(0), im, 96, rays=8)
     assert t.shape == (11, 96, 96) and w.shape == (4, 96, 96)
