@@ -266,13 +266,14 @@ def instances(maps: np.ndarray, min_area: float | None = None, merge_above: floa
     min_area = min_object_area(zoom, work_d) if min_area is None else min_area
     outlines = star.mode() if maps.shape[0] > 3 else "off"  # rays from channel 3 on (star.py)
     if outlines == "polygons":
-        return star.polygon_labels(maps, mask, zoom * work_d, min_area)
-    markers, n = star.seeds(maps, mask, zoom * work_d) if outlines == "seeds" else seeds(dist, mask)
-    labels = watershed(-dist, markers, mask=mask) if n else np.zeros(prob.shape, np.int32)
-    # foreground without a core: a faint or small nucleus the distance map did not peak in
-    rest, n_rest = ndi.label(mask & (labels == 0))
-    if n_rest:
-        labels = np.where(rest > 0, rest + int(labels.max()), labels)
+        labels = star.polygon_labels(maps, mask, zoom * work_d)
+    else:
+        markers, n = star.seeds(maps, mask, zoom * work_d) if outlines == "seeds" else seeds(dist, mask)
+        labels = watershed(-dist, markers, mask=mask) if n else np.zeros(prob.shape, np.int32)
+        # foreground without a core: a faint or small nucleus the distance map did not peak in
+        rest, n_rest = ndi.label(mask & (labels == 0))
+        if n_rest:
+            labels = np.where(rest > 0, rest + int(labels.max()), labels)
     if outlines == "off":
         # without outlines, parts of one nucleus are told apart by the distance map and shape only;
         # with them, two seeds are two outlines that non-maximum suppression kept apart already

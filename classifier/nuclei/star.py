@@ -16,7 +16,6 @@ from types import ModuleType
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.segmentation import relabel_sequential
 
 #: ``CLASSIFIER_NUCLEI_STAR``: how a network's outlines are used. "seeds": the centres of the outlines
 #: kept by non-maximum suppression seed the watershed on the distance map; "polygons": the outlines
@@ -93,16 +92,9 @@ def seeds(maps: np.ndarray, mask: np.ndarray, diameter: float) -> tuple[np.ndarr
     return markers, len(points)
 
 
-def polygon_labels(maps: np.ndarray, mask: np.ndarray, diameter: float, min_area: float) -> np.ndarray:
-    """int32 labels painted from the outlines :func:`suppress` keeps (surer ones on top), objects
-    smaller than ``min_area`` px dropped."""
+def polygon_labels(maps: np.ndarray, mask: np.ndarray, diameter: float) -> np.ndarray:
+    """int32 labels painted from the outlines :func:`suppress` keeps (surer ones on top)."""
     points, probs, dists = suppress(maps, mask, diameter)
     if not len(points):
         return np.zeros(mask.shape, np.int32)
-    labels = _stardist("geometry").polygons_to_label(dists, points, mask.shape, prob=probs).astype(np.int32)
-    areas = np.bincount(labels.ravel())
-    small = areas < min_area
-    small[0] = False
-    if small.any():
-        labels = np.where(small[labels], 0, labels)
-    return relabel_sequential(labels)[0].astype(np.int32, copy=False)
+    return _stardist("geometry").polygons_to_label(dists, points, mask.shape, prob=probs).astype(np.int32)
