@@ -9,8 +9,9 @@ About 0.8 MB of float32 weights. The nucleus size it works at is saved with its 
 
 With ``rays`` > 0 a second head adds star-convex outlines (StarDist, Schmidt et al. 2018): for each
 pixel, the distance to its nucleus's edge along ``rays`` evenly spaced directions, in units of the
-working diameter. Each pixel then outlines its own nucleus, so two touching nuclei are two outlines
-even where the distance map has no valley between them.
+working diameter, so that two touching nuclei could be two outlines even where the distance map has
+no valley between them (measured: they part no more neighbours than the distance map does; model
+card, Segmentation, "Star-convex outlines").
 """
 
 from __future__ import annotations

@@ -307,8 +307,8 @@ class StepBatches(torch.utils.data.Dataset):
                      self.work_d, self.rays)
 
 
-#: the rays' loss (mean absolute error in working diameters, about 0.05-0.1 once trained) against
-#: the others (binary cross-entropies of 0.1-0.3)
+#: the rays' loss (mean absolute error in working diameters, ~0.1 once trained) against the others
+#: (binary cross-entropies of 0.1-0.3)
 RAY_LOSS_WEIGHT = 2.0
 
 #: numeric precision of the training forward pass (``train(precision=...)``)
