@@ -1,5 +1,5 @@
 """``python -m classifier``: synth, train, evaluate, finetune, robustness, predict, domain-calibrate,
-train-nuclei, segment-eval.
+train-nuclei, segment-eval, segment.
 
 JSON outputs follow docs/architecture.md: ``evaluate`` prints one JSON object as its
 last line; ``predict`` prints one JSON line per event.
@@ -365,7 +365,13 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from classifier.engine import Classifier
 
     clf = Classifier.load(a.weights, device=a.device)
-    res = clf.analyse_files(a.files, _channels(a.channels), kind=a.kind, pixel_size_um=a.pixel_size_um)
+    try:
+        res = clf.analyse_files(a.files, _channels(a.channels), kind=a.kind, pixel_size_um=a.pixel_size_um)
+    except InputError as err:
+        if a.kind == "field" and "missing required channel" in str(err):
+            raise InputError(f"{err} To find and count the nuclei of a field without classifying them: "
+                             "python -m classifier segment FILES") from err
+        raise
     for ev in res.events:  # every line also carries the run's domain check (the same object an upload gets)
         _print_json({"source": ev.source, "x": round(ev.x, 2), "y": round(ev.y, 2), "call": ev.call,
                      "ctc_probability": round(ev.ctc_probability, 4), "category": ev.category,
@@ -485,6 +491,36 @@ def cmd_segment_eval(a: argparse.Namespace) -> int:
     if a.markdown:
         print(nuclei_eval.markdown(report))
     _print_json(report)
+    return 0
+
+
+def cmd_segment(a: argparse.Namespace) -> int:
+    """Nuclei of field images, without classifying them: one JSON line per nucleus, a line per file
+    on stderr (count, scale, anything that makes the count doubtful)."""
+    import tifffile
+
+    from classifier.nuclei import evaluate as nuclei_eval
+    from classifier.segmentation import analyse_field
+
+    out = Path(a.labels_out) if a.labels_out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    for name in a.files:
+        path = Path(name)
+        img, note = nuclei_eval.nuclear_channel(nuclei_eval.read_file(path), path, a.channel, with_masks=False)
+        seg = analyse_field(img[None].astype(np.float32, copy=False), ["DAPI"], a.pixel_size_um)
+        for c in seg.cells:
+            _print_json({"source": f"{path.name}#{c.label}", "x": round(c.x, 2), "y": round(c.y, 2),
+                         "area_px": c.cell_area_px})
+        size = (f", about {seg.nucleus_diameter_px:.0f} px across (scale from the {seg.scale_source})"
+                if seg.cells else "")
+        print(f"{path.name}: {len(seg.cells)} nuclei{size}" + (f"; {note}" if note else ""), file=sys.stderr,
+              flush=True)
+        for w in seg.warnings:
+            print(f"warning: {path.name}: {w}", file=sys.stderr, flush=True)
+        if out is not None:
+            dtype = np.uint16 if seg.labels.max() < 65536 else np.int32
+            tifffile.imwrite(out / f"{path.stem}_nuclei.tif", seg.labels.astype(dtype), compression="zlib")
     return 0
 
 
@@ -648,6 +684,18 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--markdown", action="store_true", help="also print a Markdown table first")
     se.add_argument("--quiet", action="store_true")
     se.set_defaults(func=cmd_segment_eval)
+
+    sg = sub.add_parser("segment", help="find and count the nuclei of field images (no classification): one "
+                        "JSON line per nucleus (source FILE#N, x, y, area_px), a summary per file on stderr")
+    sg.add_argument("--pixel-size-um", type=float, default=None,
+                    help="the images' pixel size (nuclei then ~7 µm); without it the scale comes from the image")
+    sg.add_argument("--channel", type=int, default=None,
+                    help="0-based channel holding the nuclear stain in colour images (2 = blue in RGB); "
+                         "grey saved as colour and single-colour images need none")
+    sg.add_argument("--labels-out", default=None, help="also write each file's nucleus labels here "
+                    "(FILE_nuclei.tif, 0 = background, N = the nucleus FILE#N)")
+    sg.add_argument("files", nargs="+")
+    sg.set_defaults(func=cmd_segment)
 
     dc = sub.add_parser("domain-calibrate", help="reference statistics of the domain check for some weights "
                         "(synthetic in-domain thumbnails and fields; rates on synthetic shifts), written beside them")

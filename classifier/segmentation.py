@@ -160,8 +160,9 @@ def analyse_field(
         d_markers = diameter or _WORK_DIAMETER_PX
         ck_full, cd45_full = (_marker_mask(c, d_markers) if c is not None else None for c in (ck, cd45))
     diameter = float(diameter or _WORK_DIAMETER_PX)
-    # with no marker there is nothing to grow (:func:`_grow`): the nuclei at the input's resolution
-    f = max(1, int(diameter / _WORK_DIAMETER_PX)) if ck_full is not None or cd45_full is not None else 1
+    # with no marker signal there is nothing to grow (:func:`_grow`): the nuclei at the input's resolution
+    marked = any(m is not None and m.any() for m in (ck_full, cd45_full))
+    f = max(1, int(diameter / _WORK_DIAMETER_PX)) if marked else 1
     d = diameter / f
     nuclei = relabel_sequential(nuclei_full[::f, ::f])[0].astype(np.int32, copy=False) if f > 1 else nuclei_full
     ck_mask = ck_full[::f, ::f] if ck_full is not None and f > 1 else ck_full
@@ -337,10 +338,10 @@ def _union(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
 
 def _grow(nuclei: np.ndarray, signal: np.ndarray | None, d: float) -> np.ndarray:
     """Cell regions: nuclei expanded toward the nearest nucleus, within the marker signal."""
-    if signal is None:
-        # No membrane/cytoplasm marker to follow (a nuclear stain alone): the cells are the
-        # nuclei. A rim drawn without a marker is made up, and it took nuclei-dev's F1 at IoU 0.5
-        # against the true nuclei from 0.876 to 0.734.
+    if signal is None or not signal.any():
+        # No membrane/cytoplasm marker to follow (a nuclear stain alone, or blank marker channels):
+        # the cells are the nuclei. A rim drawn without a marker is made up, and it took
+        # nuclei-dev's F1 at IoU 0.5 against the true nuclei from 0.876 to 0.734.
         return nuclei
     grown = expand_labels(nuclei, distance=MAX_GROWTH_UM / NUCLEUS_DIAMETER_UM * d)
     return np.where(signal | (nuclei > 0), grown, 0).astype(np.int32)

@@ -141,13 +141,15 @@ def _colour_channels(dec: Decoded) -> np.ndarray:
     return dec.array[:-1] if dec.alpha and dec.array.shape[0] > 1 else dec.array
 
 
-def nuclear_channel(dec: Decoded, source: Path, channel: int | None = None) -> tuple[np.ndarray, str | None]:
+def nuclear_channel(dec: Decoded, source: Path, channel: int | None = None, *, with_masks: bool = True
+                    ) -> tuple[np.ndarray, str | None]:
     """The 2-D nuclear image of a decoded file and, when it had to be inferred, how.
 
     Grey saved as colour (DSB 2018's RGBA PNGs) gives its one channel; a colour image with signal
     in one channel only (DAPI shown blue) gives that channel; a true composite needs ``channel``.
     A single-channel file is used as it is whatever ``channel`` says: the decoder collapses grey
-    RGB PNGs to one channel, so a folder may mix both.
+    RGB PNGs to one channel, so a folder may mix both. ``with_masks``: the caller scores against masks
+    (whose planes can tell a stack of frames from channels); the refusal says so.
     """
     arr = _colour_channels(dec)
     c = arr.shape[0]
@@ -165,10 +167,11 @@ def nuclear_channel(dec: Decoded, source: Path, channel: int | None = None) -> t
     lit = [k for k in range(c) if peaks[k] > floor and arr[k].any()]
     if len(lit) == 1:
         return arr[lit[0]], f"only channel {lit[0]} of {c} has signal: it was used"
+    stacks = (" A stack of frames (time-lapse, z) is scored plane by plane when its mask has as many planes."
+              if with_masks else "")
     raise InputError(f"{source}: is a {c}-channel colour image with signal in channels "
                      f"{', '.join(map(str, lit))}; say which holds the nuclear stain with --channel N "
-                     f"(0-based: 2 is blue in RGB). A stack of frames (time-lapse, z) is scored plane by "
-                     f"plane when its mask has as many planes.")
+                     f"(0-based: 2 is blue in RGB).{stacks}")
 
 
 def _mask_labels(dec: Decoded, path: Path) -> tuple[np.ndarray, str | None]:

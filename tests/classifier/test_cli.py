@@ -109,6 +109,44 @@ def test_segment_eval_refuses_an_unknown_render_with_the_list() -> None:
     assert "Traceback" not in r.stderr
 
 
+def test_segment_finds_the_nuclei_of_a_stain_alone_as_segment_eval_scores_them(tmp_path):
+    """A nucleus field without CK or CD45 cannot be classified, but its nuclei can be found and counted:
+    `segment` prints one line per nucleus (the nuclei `segment-eval` scores, each centroid inside its
+    label), a count per file on stderr, and writes the labels;
+    `predict` on the same file points to it."""
+    import numpy as np
+    import tifffile
+
+    from classifier.nuclei.infer import segment_nuclei
+    from classifier.nuclei.metrics import score
+
+    images = NUCLEI_DEV_SUBSET / "images"
+    files = [str(images / "dsb00.tif"), str(images / "dsb05.tif")]
+    r = run("segment", "--labels-out", str(tmp_path), *files)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.strip().splitlines()]
+    for stem in ("dsb00", "dsb05"):
+        mine = [x for x in lines if x["source"].startswith(f"{stem}.tif#")]
+        labels = tifffile.imread(tmp_path / f"{stem}_nuclei.tif")
+        assert len(mine) == labels.max() and f"{stem}.tif: {len(mine)} nuclei, about " in r.stderr
+        for x in mine:
+            k = int(x["source"].split("#")[1])
+            assert x["area_px"] == int((labels == k).sum())
+            assert labels[round(x["y"]), round(x["x"])] == k  # nuclei are convex enough for this
+        true = tifffile.imread(NUCLEI_DEV_SUBSET / "masks" / f"{stem}.tif")
+        assert score(true, labels).f1 >= 0.9
+        # the very nuclei segment-eval scores (the product's field path and the network agree)
+        assert len(mine) == segment_nuclei(tifffile.imread(images / f"{stem}.tif")).count
+
+    p = run("predict", "--kind", "field", "--channels", "DAPI", files[0])
+    assert p.returncode == 2 and "missing required channel(s) CK, CD45" in p.stderr
+    assert "python -m classifier segment" in p.stderr
+    blank = tmp_path / "blank.tif"
+    tifffile.imwrite(blank, np.zeros((64, 64), np.uint8))
+    b = run("segment", str(blank))
+    assert b.returncode == 0 and b.stdout == "" and "blank.tif: 0 nuclei" in b.stderr, b.stderr
+
+
 def test_recalibrate_sets_rotations_and_refits_threshold_on_the_recorded_split(tmp_path):
     """Trained weights run with four views get a temperature and threshold of their own, fitted
     on the validation split their metadata records; the weights are carried over unchanged."""
