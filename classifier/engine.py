@@ -32,6 +32,7 @@ from classifier.errors import InputError
 from classifier.explain import explain_batch, top_attributes
 from classifier.io import read_inputs
 from classifier.model import DualBranchCTC, fuse_batchnorm
+from classifier.mosaic import level_tiles
 from classifier.parallel import fork_map
 from classifier.preprocess import (
     Prepared,
@@ -286,8 +287,10 @@ class Classifier:
         sources: list[str] = []
         jobs: list[Job] = []
         field_warnings: list[str] = []  # implausible counts and scales: reported, never silently counted
-        if kind == "field":  # camera defects and burned-in scale bars out before the nuclei and markers are read
-            items = [(name, remove_overlays(remove_hot_pixels(image)), chans, px) for name, image, chans, px in items]
+        if kind == "field":  # camera defects, burned-in scale bars and a mosaic's tile steps out before
+            # the nuclei and markers are read, for segmentation and classification alike
+            items = [(name, level_tiles(remove_overlays(remove_hot_pixels(image)))[0], chans, px)
+                     for name, image, chans, px in items]
         segs = self._segment_fields(items) if kind == "field" else []
         # an upload of event thumbnails exported with another tone curve is re-mapped to the validated
         # one first (classifier.tone), ... the domain check still judges the images as uploaded
@@ -337,14 +340,14 @@ class Classifier:
             if image.ndim != 3:
                 raise InputError(f"{name}: expected a (channels, height, width) image, got shape {image.shape}.")
         if len(items) < 2 or self.prep_workers < 2 or not hasattr(os, "fork"):
-            return [analyse_field(image, chans, px, parallel_map=self._segment_map())
+            return [analyse_field(image, chans, px, parallel_map=self._segment_map(), level=False)
                     for _name, image, chans, px in items]
         parent = os.getpid()
 
         def one(item: tuple[str, np.ndarray, list[str], float | None]) -> FieldSegmentation:
             if os.getpid() != parent:
                 torch.set_num_threads(1)  # a forked child must not wait on the parent's OpenMP pool
-            return analyse_field(item[1], item[2], item[3])
+            return analyse_field(item[1], item[2], item[3], level=False)
 
         return fork_map(one, items, self.prep_workers, chunk=1)
 

@@ -38,6 +38,7 @@ from skimage.segmentation import expand_labels, relabel_sequential
 from classifier.channel_names import canonical
 from classifier.errors import InputError
 from classifier.kernels import block_background, block_mean_padded, median_disc_diameter, otsu
+from classifier.mosaic import level_tiles
 
 if TYPE_CHECKING:
     from classifier.nuclei.infer import NucleiResult
@@ -88,6 +89,7 @@ def segment_field(
     *,
     ck_only: str = "large",
     parallel_map: ParallelMap | None = None,
+    level: bool = True,
 ) -> tuple[list[Cell], np.ndarray]:
     """Cells of a (C, H, W) field and their int32 (H, W) label image (0 = background).
 
@@ -96,7 +98,7 @@ def segment_field(
     their centroids, so the order is stable for a given image. :func:`analyse_field` gives
     the same and the field's plausibility warnings.
     """
-    res = analyse_field(image, channels, pixel_size_um, ck_only=ck_only, parallel_map=parallel_map)
+    res = analyse_field(image, channels, pixel_size_um, ck_only=ck_only, parallel_map=parallel_map, level=level)
     return res.cells, res.labels
 
 
@@ -107,13 +109,21 @@ def analyse_field(
     *,
     ck_only: str = "large",
     parallel_map: ParallelMap | None = None,
+    level: bool = True,
 ) -> FieldSegmentation:
     """:func:`segment_field` with the scale it used and its plausibility warnings.
+
+    ``level``: the tiles of a stitched mosaic are first brought to one background level
+    (:func:`classifier.mosaic.level_tiles`; a field without seams is read as it is). A caller
+    that has levelled the field already (the engine, which classifies the levelled field too)
+    passes False.
 
     ``parallel_map(fn, items)``, when given, is an ordered map that may run in other
     processes (``classifier.parallel.fork_map``); on large images the nuclei and the two
     marker masks, independent of each other, are computed through it. Same result.
     """
+    if level:
+        image = level_tiles(np.asarray(image))[0]
     dapi, ck, cd45 = _channels(image, channels)
     h, w = dapi.shape
     given = NUCLEUS_DIAMETER_UM / pixel_size_um if pixel_size_um else None
