@@ -253,6 +253,9 @@ def uncertainty_warnings(result: NucleiResult) -> list[str]:
     - The network could not tell where many nuclei end (``result.uncertain``: faint nuclei,
       crowds it cannot part, or nuclei unlike those it was trained on). Such images were
       segmented with detection F1 0.25-0.88, the others 0.86-0.93 pooled (docs/model-card.md).
+    - Nuclei of two sizes (``result.smaller_share``): the scale the image first settled on left
+      a population of much smaller nuclei behind, and the field was segmented at their size
+      (:func:`classifier.nuclei.infer.smaller_population`).
     """
     from classifier.nuclei.infer import AMBIGUOUS_ABOVE, EMPTY_BELOW
 
@@ -260,11 +263,16 @@ def uncertainty_warnings(result: NucleiResult) -> list[str]:
         return [f"No nuclei: nothing in the DAPI channel stands out of its background noise (the brightest "
                 f"spot {result.contrast:.1f} noise SDs above it; nuclei stand {EMPTY_BELOW:.0f} or more). An empty "
                 "field, or the wrong channel given as DAPI: check the channel order."]
+    out = []
     if result.uncertain:
-        return [f"Uncertain nucleus outlines: {result.ambiguity:.2f} unsure pixels per nuclear pixel (fields "
-                f"segmented reliably stay under {AMBIGUOUS_ABOVE:.2f}): faint, crowded or unusual nuclei. The cell "
-                "count may miss or merge cells: review the cells of this field."]
-    return []
+        out.append(f"Uncertain nucleus outlines: {result.ambiguity:.2f} unsure pixels per nuclear pixel (fields "
+                   f"segmented reliably stay under {AMBIGUOUS_ABOVE:.2f}): faint, crowded or unusual nuclei. The cell "
+                   "count may miss or merge cells: review the cells of this field.")
+    if result.smaller_share is not None:
+        out.append(f"Nuclei of two sizes: {100 * result.smaller_share:.0f} % of them measured far smaller than the "
+                   "rest (part of the field out of focus, or two kinds of cells); the field was segmented at the "
+                   "smaller size. Check the focus and review the cells of this field.")
+    return out
 
 
 def _median_diameter(labels: np.ndarray) -> float | None:

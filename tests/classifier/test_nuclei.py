@@ -497,3 +497,22 @@ def test_only_a_drawn_frame_is_mended_before_the_nuclei_are_found() -> None:
     # unmended: 38 objects, two of them along the frame, and 27 IoU matches instead of 32
     a, b = metrics.score(true, plain), metrics.score(true, drawn)
     assert (b.n_pred, b.tp, b.tp_iou) == (a.n_pred, a.tp, a.tp_iou)
+
+
+def test_a_field_half_out_of_focus_is_segmented_at_its_sharp_nuclei_size_and_says_so(monkeypatch) -> None:  # noqa: ANN001
+    """Blurred nuclei look larger and outvote the sharp ones by pixels: without a pixel size the field
+    was worked at ~32 px nuclei, where the sharp half's 11 px nuclei were lost (226 objects for 300,
+    no warning). A second, smaller population is now worked at its own size, and the field says why."""
+    synth = pytest.importorskip("classifier.synth.field")
+    img, _ = synth.make_field(np.random.default_rng(5), 1024, 1024, 300, pixel_size_um=0.645)
+    dapi = img[0].copy()
+    dapi[:, 512:] = ndi.gaussian_filter(img[0], 6)[:, 512:]
+    r = segment_nuclei(dapi)
+    assert r.smaller_share is not None and r.smaller_share > 0.3
+    assert 285 <= r.count <= 310, r.count
+    xs = np.asarray(ndi.center_of_mass(r.labels > 0, r.labels, range(1, r.count + 1)))[:, 1]
+    assert (xs < 512).sum() >= 145  # the sharp half (~155 nuclei)
+    assert any(w.startswith("Nuclei of two sizes") for w in uncertainty_warnings(r))
+    assert uncertainty_warnings(segment_nuclei(img[0])) == []  # in focus: one size, no warning
+    monkeypatch.setattr(infer, "_SMALLER_SHARE", 1.1)  # the rule off: the sharp half is lost
+    assert segment_nuclei(dapi).count < 240
