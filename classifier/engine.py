@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from classifier import features, harmonise
+from classifier.canvas import fill_background, tidy_field
 from classifier.contract import PreprocessContract
 from classifier.decoders import FileForm
 from classifier.domain import ReferenceLookup, check_analysis, implausible_ctc_share, load_reference
@@ -32,7 +33,6 @@ from classifier.errors import InputError
 from classifier.explain import explain_batch, top_attributes
 from classifier.io import read_inputs
 from classifier.model import DualBranchCTC, fuse_batchnorm
-from classifier.mosaic import level_tiles
 from classifier.parallel import fork_map
 from classifier.preprocess import (
     Prepared,
@@ -257,6 +257,9 @@ class Classifier:
     def _analyse(self, items: list[tuple[str, np.ndarray, list[str], float | None]], kind: str,
                  progress: Progress | None, forms: Sequence[FileForm | None] | None = None) -> AnalysisResult:
         """``forms``: how each file stored its image (files only: colour composite, compression, bit depth)."""
+        if kind == "field":  # constant fill (a rotated field's corners) is no image: nothing judges it
+            items = [(name, fill_background(image)[0] if np.ndim(image) == 3 else image, chans, px)
+                     for name, image, chans, px in items]
         uploaded = items  # the domain check judges the images as uploaded
         up = self._prepare_upload(items, kind, progress, forms)
         timings = up.timings
@@ -287,9 +290,9 @@ class Classifier:
         sources: list[str] = []
         jobs: list[Job] = []
         field_warnings: list[str] = []  # implausible counts and scales: reported, never silently counted
-        if kind == "field":  # camera defects, burned-in scale bars and a mosaic's tile steps out before
-            # the nuclei and markers are read, for segmentation and classification alike
-            items = [(name, level_tiles(remove_overlays(remove_hot_pixels(image)))[0], chans, px)
+        if kind == "field":  # camera defects, burned-in scale bars, constant fill and a mosaic's tile steps
+            # out before the nuclei and markers are read, for segmentation and classification alike
+            items = [(name, tidy_field(remove_overlays(remove_hot_pixels(image))), chans, px)
                      for name, image, chans, px in items]
         segs = self._segment_fields(items) if kind == "field" else []
         # an upload of event thumbnails exported with another tone curve is re-mapped to the validated

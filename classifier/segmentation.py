@@ -35,10 +35,10 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import expand_labels, relabel_sequential
 
+from classifier.canvas import tidy_field
 from classifier.channel_names import canonical
 from classifier.errors import InputError
 from classifier.kernels import block_background, block_mean_padded, median_disc_diameter, otsu
-from classifier.mosaic import level_tiles
 
 if TYPE_CHECKING:
     from classifier.nuclei.infer import NucleiResult
@@ -113,17 +113,17 @@ def analyse_field(
 ) -> FieldSegmentation:
     """:func:`segment_field` with the scale it used and its plausibility warnings.
 
-    ``level``: the tiles of a stitched mosaic are first brought to one background level
-    (:func:`classifier.mosaic.level_tiles`; a field without seams is read as it is). A caller
-    that has levelled the field already (the engine, which classifies the levelled field too)
-    passes False.
+    ``level``: constant fill is first given the scene's background and the tiles of a stitched
+    mosaic are brought to one background level (:func:`classifier.canvas.tidy_field`; a field
+    without either is read as it is). A caller that has done so already (the engine, which
+    classifies the tidied field too) passes False.
 
     ``parallel_map(fn, items)``, when given, is an ordered map that may run in other
     processes (``classifier.parallel.fork_map``); on large images the nuclei and the two
     marker masks, independent of each other, are computed through it. Same result.
     """
     if level:
-        image = level_tiles(np.asarray(image))[0]
+        image = tidy_field(np.asarray(image))
     dapi, ck, cd45 = _channels(image, channels)
     h, w = dapi.shape
     given = NUCLEUS_DIAMETER_UM / pixel_size_um if pixel_size_um else None
