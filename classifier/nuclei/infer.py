@@ -475,6 +475,18 @@ def _median_size(maps: np.ndarray, work_d: float = WORK_DIAMETER) -> float | Non
     return float(work_d * 2 ** (log_size if by_object is None else by_object))
 
 
+def _object_log_sizes(maps: np.ndarray, work_d: float = WORK_DIAMETER) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A pass's objects (its foreground labelled), the labels of those of at least the minimum
+    object's area, and each one's mean log2 size / working size (bincount: a per-object median costs
+    ~1 s on a 2048^2 field)."""
+    objects, n = ndi.label(maps[0] > 0.5)
+    flat = objects.ravel()
+    areas = np.bincount(flat, minlength=n + 1)
+    keep = np.flatnonzero(areas[1:] >= min_object_area(work_d=work_d)) + 1
+    sizes = (np.bincount(flat, weights=maps[2].ravel(), minlength=n + 1)[keep] / areas[keep]).astype(np.float64)
+    return objects, keep, sizes
+
+
 #: a frame is sparse when the network's foreground covers less than this share of it
 _SPARSE_FOREGROUND = 0.1
 
@@ -488,16 +500,9 @@ def _outweighed_by_few(maps: np.ndarray, pixel_vote: float, work_d: float = WORK
     fg = maps[0] > 0.5
     if fg.mean() >= _SPARSE_FOREGROUND:
         return None
-    objects, n = ndi.label(fg)
-    if n < 8:
-        return None
-    flat = objects.ravel()
-    areas = np.bincount(flat, minlength=n + 1)
-    keep = np.flatnonzero(areas[1:] >= min_object_area(work_d=work_d)) + 1
+    objects, keep, sizes = _object_log_sizes(maps, work_d)
     if keep.size < 8:
         return None
-    # each object's mean log size (bincount: a per-object median costs ~1 s on a 2048^2 field)
-    sizes = (np.bincount(flat, weights=maps[2].ravel(), minlength=n + 1)[keep] / areas[keep]).astype(np.float64)
     count_vote = float(np.median(sizes))
     if pixel_vote - count_vote < 1.0:  # within 2x: no few-against-many
         return None
@@ -543,14 +548,9 @@ def smaller_population(maps: np.ndarray, work_d: float = WORK_DIAMETER) -> tuple
     size, the larger nuclei are still found (a pixel size that gives the sharp nuclei's size finds
     all 300). In nuclei-dev, the 52 validation images with 20 or more objects and the four renders
     of nuclei-dev, this share stays at or under 0.23 (half-blurred fields: 0.42-0.43)."""
-    objects, n = ndi.label(maps[0] > 0.5)
-    if n < _POPULATION_MIN:
-        return None
-    areas = np.bincount(objects.ravel(), minlength=n + 1)
-    keep = np.flatnonzero(areas[1:] >= min_object_area(work_d=work_d)) + 1
+    _objects, keep, sizes = _object_log_sizes(maps, work_d)
     if keep.size < _POPULATION_MIN:
         return None
-    sizes = (np.bincount(objects.ravel(), weights=maps[2].ravel(), minlength=n + 1)[keep] / areas[keep])
     small = sizes < -math.log2(SCALE_TOLERANCE)
     share = float(small.mean())
     if share < _SMALLER_SHARE:
