@@ -80,6 +80,8 @@ class FieldSegmentation:
     nucleus_diameter_px: float  # the scale the cells were grown at
     scale_source: str  # "pixel size", "pixel size, corrected by the image", "image"
     warnings: list[str] = field(default_factory=list)
+    #: how the nucleus network read the field (passes, ambiguity, contrast...), for diagnosis
+    nuclei: NucleiResult | None = None
 
 
 def segment_field(
@@ -110,13 +112,15 @@ def analyse_field(
     ck_only: str = "large",
     parallel_map: ParallelMap | None = None,
     level: bool = True,
+    weights: str | None = None,
 ) -> FieldSegmentation:
     """:func:`segment_field` with the scale it used and its plausibility warnings.
 
     ``level``: constant fill is first given the scene's background and the tiles of a stitched
     mosaic are brought to one background level (:func:`classifier.canvas.tidy_field`; a field
     without either is read as it is). A caller that has done so already (the engine, which
-    classifies the tidied field too) passes False.
+    classifies the tidied field too) passes False. ``weights``: other nucleus network weights
+    than the shipped ones (``segment-eval --weights``).
 
     ``parallel_map(fn, items)``, when given, is an ordered map that may run in other
     processes (``classifier.parallel.fork_map``); on large images the nuclei and the two
@@ -135,16 +139,15 @@ def analyse_field(
                  "image instead. Check the pixel size before trusting this count."]
         given = None
 
-    def nuclei_step() -> tuple[np.ndarray, float | None, str, list[str], list[str]]:
+    def nuclei_step() -> tuple[NucleiResult, float | None]:
         from classifier.nuclei.infer import segment_nuclei
 
         clean = dapi.copy()  # a view of the caller's image when it is float32
         # only a drawn frame: mending an undrawn edge shifts the nuclei the network finds
         # (nuclei-dev pooled detection F1 0.928 -> 0.926, edge nuclei duplicated outward)
         _mend_frame(clean, sides=_drawn_frame_sides(clean))
-        r = segment_nuclei(clean, given)
-        d = given if r.scale_source == "pixel size" else (r.measured_diameter_px or r.diameter_px)
-        return r.labels, d, r.scale_source, r.notes, uncertainty_warnings(r)
+        r = segment_nuclei(clean, given, weights=weights)
+        return r, given if r.scale_source == "pixel size" else (r.measured_diameter_px or r.diameter_px)
 
     # the marker masks need the scale; with a pixel size it is known before the nuclei are
     d_markers = given if given else None
@@ -164,11 +167,12 @@ def analyse_field(
             return _marker_mask(c, d_markers) if c is not None else None
 
         nuc_out, ck_full, cd45_full = parallel_map(step, [0, 1, 2])
-        nuclei_full, diameter, source, notes, unsure = nuc_out  # type: ignore[misc]
+        found, diameter = nuc_out  # type: ignore[misc]
     else:
-        nuclei_full, diameter, source, notes, unsure = nuclei_step()
+        found, diameter = nuclei_step()
         d_markers = diameter or _WORK_DIAMETER_PX
         ck_full, cd45_full = (_marker_mask(c, d_markers) if c is not None else None for c in (ck, cd45))
+    nuclei_full, source, notes, unsure = found.labels, found.scale_source, found.notes, uncertainty_warnings(found)
     diameter = float(diameter or _WORK_DIAMETER_PX)
     # with no marker signal there is nothing to grow (:func:`_grow`): the nuclei at the input's resolution
     marked = any(m is not None and m.any() for m in (ck_full, cd45_full))
@@ -205,7 +209,7 @@ def analyse_field(
     warnings += unsure
     warnings += [f"Pixel size and image disagree: {n}; the cells were segmented and classified at the "
                  f"image's scale. Check the pixel size." for n in notes]
-    return FieldSegmentation(cell_list, labels, n_nuclei, diameter, source, warnings)
+    return FieldSegmentation(cell_list, labels, n_nuclei, diameter, source, warnings, found)
 
 
 #: densest packing of equal discs in the plane (hexagonal)

@@ -5,8 +5,10 @@ any format ``predict`` reads (TIFF, PNG, JPEG; any case of extension), paired by
 read with the upload decoder (:mod:`classifier.decoders`), so size limits and corrupt files give an
 :class:`InputError` naming the file, like every other problem with the folder.
 
-For each image: the network segmenter (:func:`classifier.nuclei.infer.segment_nuclei`) and, for
-comparison, a plain Otsu + distance-transform watershed baseline; detection F1 (centroid in a true
+For each image: the nuclei as the product finds them in a field of that stain alone
+(:func:`classifier.segmentation.analyse_field`: constant fill and a mosaic's seams dealt with, then
+the network, :func:`classifier.nuclei.infer.segment_nuclei`; with any warning the field would carry)
+and, for comparison, a plain Otsu + distance-transform watershed baseline; detection F1 (centroid in a true
 nucleus, one to one) and F1 at IoU 0.5 (one to one), see :mod:`classifier.nuclei.metrics`; and
 what the errors are (misses merged into a neighbour's object, not found or off centre; false
 objects that are extra parts of a nucleus or on background: :func:`metrics.errors`), per image
@@ -33,8 +35,7 @@ from classifier.errors import InputError
 from classifier.io import checked_size
 from classifier.limits import DEFAULT_LIMITS, Limits
 from classifier.nuclei import emulate, metrics
-from classifier.nuclei.infer import segment_nuclei
-from classifier.segmentation import NUCLEUS_DIAMETER_UM
+from classifier.segmentation import NUCLEUS_DIAMETER_UM, analyse_field
 
 
 def otsu_watershed(img: np.ndarray) -> np.ndarray:
@@ -402,11 +403,16 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
             key = [seed, k] if item.plane is None else [seed, k, item.plane]
             img, true = emulate.render(render, img, true, np.random.default_rng(key))
         t = time.perf_counter()
-        res = segment_nuclei(img, diameter_px, weights=weights)
+        # the product's path (constant fill, a mosaic's seams, a drawn frame; then the network), with
+        # a nuclear stain alone: its cells are the nuclei (tested equal to the network's own)
+        seg = analyse_field(img[None].astype(np.float32, copy=False), ["DAPI"],
+                            NUCLEUS_DIAMETER_UM / diameter_px if diameter_px else None, weights=weights)
+        res = seg.nuclei
+        assert res is not None
         t_net += time.perf_counter() - t
-        s = metrics.score(true, res.labels)
+        s = metrics.score(true, seg.labels)
         pooled = pooled + s
-        errs = metrics.errors(true, res.labels)
+        errs = metrics.errors(true, seg.labels)
         for key, n in errs.items():
             pooled_errors[key] = pooled_errors.get(key, 0) + n
         by_flag[res.uncertain] = by_flag[res.uncertain] + s
@@ -415,6 +421,10 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
                "ambiguity": round(res.ambiguity, 3) if res.ambiguity is not None else None,
                "uncertain": res.uncertain, "contrast": round(res.contrast, 1) if res.contrast is not None else None,
                "errors": errs}
+        if res.smaller_share is not None:  # a second, smaller population was worked at its own size
+            row["two_sizes"] = round(res.smaller_share, 2)
+        if seg.warnings:  # what the product would say about this field
+            row["warnings"] = seg.warnings
         # how a colour image or a binary mask was read, only where it had to be inferred
         if image_note:
             row["image_note"] = image_note
