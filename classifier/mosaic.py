@@ -53,7 +53,12 @@ def seams(channel: np.ndarray, axis: int) -> list[int]:
     # stands in
     spread = np.maximum(1.4826 * np.median(np.abs(step), axis=1, keepdims=True),
                         np.mean(np.abs(step), axis=1, keepdims=True))
-    spread = np.maximum(spread, 0.5)
+    # and never under half a count of integer data (its quantisation; real 8-bit images of a few
+    # grey levels read seams below that), nor, for data in other units, under the same share of
+    # an 8-bit range of them (a field normalised to 0-1)
+    sample = a[::7, ::7]
+    integral = not np.any(np.mod(sample, 1))
+    spread = np.maximum(spread, 0.5 if integral else 0.5 * min(1.0, max(float(np.ptp(sample)), 1e-12) / 255))
     big = np.abs(step) > MIN_STEP_SDS * spread
     # a seam steps alike over the neighbouring segment of the same tile (same sign, within 2x);
     # where a column runs into a few cells in one segment, the next segment does not repeat it

@@ -113,6 +113,7 @@ def analyse_field(
     parallel_map: ParallelMap | None = None,
     level: bool = True,
     weights: str | None = None,
+    keep_nuclei: bool = False,
 ) -> FieldSegmentation:
     """:func:`segment_field` with the scale it used and its plausibility warnings.
 
@@ -120,7 +121,9 @@ def analyse_field(
     mosaic are brought to one background level (:func:`classifier.canvas.tidy_field`; a field
     without either is read as it is). A caller that has done so already (the engine, which
     classifies the tidied field too) passes False. ``weights``: other nucleus network weights
-    than the shipped ones (``segment-eval --weights``).
+    than the shipped ones (``segment-eval --weights``). ``keep_nuclei``: the nucleus network's
+    result (passes, ambiguity, ...) comes back in ``nuclei`` (``segment-eval``); the engine, which
+    pickles segmentations back from its worker processes, does without it.
 
     ``parallel_map(fn, items)``, when given, is an ordered map that may run in other
     processes (``classifier.parallel.fork_map``); on large images the nuclei and the two
@@ -209,7 +212,7 @@ def analyse_field(
     warnings += unsure
     warnings += [f"Pixel size and image disagree: {n}; the cells were segmented and classified at the "
                  f"image's scale. Check the pixel size." for n in notes]
-    return FieldSegmentation(cell_list, labels, n_nuclei, diameter, source, warnings, found)
+    return FieldSegmentation(cell_list, labels, n_nuclei, diameter, source, warnings, found if keep_nuclei else None)
 
 
 #: densest packing of equal discs in the plane (hexagonal)
@@ -298,7 +301,8 @@ def central_object(
     wins; otherwise the one whose centroid is nearest, within ``max_offset`` px (default a
     quarter of the smaller side).
     """
-    cells, labels = segment_field(image, channels, pixel_size_um, ck_only="all")
+    # an event thumbnail is read as exported: fill and mosaic tiles are a field's matter
+    cells, labels = segment_field(image, channels, pixel_size_um, ck_only="all", level=False)
     if not cells:
         return None
     h, w = labels.shape

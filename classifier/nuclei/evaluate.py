@@ -406,7 +406,8 @@ def evaluate_folder(root: Path, *, pixel_size_um: float | None = None, diameter_
         # the product's path (constant fill, a mosaic's seams, a drawn frame; then the network), with
         # a nuclear stain alone: its cells are the nuclei (tested equal to the network's own)
         seg = analyse_field(img[None].astype(np.float32, copy=False), ["DAPI"],
-                            NUCLEUS_DIAMETER_UM / diameter_px if diameter_px else None, weights=weights)
+                            NUCLEUS_DIAMETER_UM / diameter_px if diameter_px else None, weights=weights,
+                            keep_nuclei=True)
         res = seg.nuclei
         assert res is not None
         t_net += time.perf_counter() - t

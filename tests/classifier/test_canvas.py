@@ -64,3 +64,39 @@ def test_a_rotated_field_counts_its_cells_not_its_corners(field: np.ndarray) -> 
     assert raw > n + 0.05 * n, (raw, n)
     filled, mask = fill_background(rot)
     assert mask is not None and not np.any(filled[:, mask] == 0)  # the corners are background now
+
+
+def test_what_is_not_fill_is_left_alone_and_odd_frames_do_not_fail() -> None:
+    """A black frame with one hot pixel or a scale bar, and sharp cells on an exactly-zero background:
+    the zero is their background, not fill around a scene (a review found the first raising inside
+    the engine and the others' backgrounds set to the objects' brightness)."""
+    from classifier.canvas import tidy_field
+
+    dark = np.zeros((4, 256, 256), np.uint8)
+    dark[0, 100, 100] = 255
+    assert fill_mask(dark) is None and tidy_field(dark) is dark
+    bar = np.zeros((3, 512, 512), np.uint8)
+    bar[:, 480:488, 380:480] = 255
+    assert fill_mask(bar) is None
+    yy, xx = np.mgrid[:512, :512]
+    discs = np.zeros((2, 512, 512), np.float32)
+    rng = np.random.default_rng(0)
+    for cy, cx in rng.integers(30, 482, (30, 2)):
+        discs[0][(yy - cy) ** 2 + (xx - cx) ** 2 <= 100] = rng.uniform(120, 220)
+    assert fill_mask(discs) is None
+    for odd in (np.zeros((0, 64, 64), np.float32), np.zeros((3, 64, 0), np.float32), np.ones((2, 32, 32), bool)):
+        tidy_field(odd)  # nothing to do, and no error
+
+
+def test_fill_is_found_when_a_marker_has_no_background_and_stays_in_range(field: np.ndarray) -> None:
+    """A CK channel whose background was subtracted to 0 (a few CK+ cells in it) does not hide the
+    fill the other channels show; the fill's noise never leaves the scene's range, and integer counts
+    stay integers."""
+    rot = _rotated(field)
+    rot[1] = np.where(rot[1] > np.percentile(rot[1], 99), rot[1], 0)
+    assert fill_mask(rot) is not None
+    counts = np.clip(np.round(_rotated(field)), 0, 65535).astype(np.uint16)
+    filled, mask = fill_background(counts)
+    assert mask is not None
+    scene = counts[:, ~mask]
+    assert filled.min() >= scene.min() and not np.any(np.mod(filled, 1))

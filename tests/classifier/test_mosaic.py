@@ -73,3 +73,11 @@ def test_real_images_and_long_bright_structures_have_no_seams(name: str) -> None
     x0 = banded.shape[1] // 2
     banded[:, x0:x0 + 30] += 0.5 * float(banded.max())
     assert tile_grid(banded[None]) == ([], [])
+
+
+def test_seams_are_found_in_fields_scaled_to_0_1() -> None:
+    """Float data in other units than counts (a field normalised to 0-1) has its seams found too."""
+    clean = _field(1, 512, 200)
+    mosaic = _stitched(clean, 2, 300.0, seed=3)
+    scaled = (mosaic - mosaic.min()) / np.ptp(mosaic)
+    assert tile_grid(scaled) == tile_grid(mosaic) == ([256], [256])
