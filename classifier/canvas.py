@@ -112,11 +112,12 @@ def fill_background(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return out, mask
 
 
-def tidy_field(image: np.ndarray) -> np.ndarray:
+def tidy_field(image: np.ndarray, *, filled: bool = False) -> np.ndarray:
     """A (C, H, W) field with fill set to background and a mosaic's tiles levelled (either, both or
-    neither, as the field needs); anything but a 3-D array is returned as it is."""
+    neither, as the field needs); ``filled``: :func:`fill_background` was applied already (the
+    engine does it first, for the domain check). Anything but a 3-D array is returned as it is."""
     if np.ndim(image) != 3 or np.size(image) == 0:
         return image
     if image.dtype == bool:
         image = image.astype(np.uint8)
-    return level_tiles(fill_background(image)[0])[0]
+    return level_tiles(image if filled else fill_background(image)[0])[0]

@@ -261,7 +261,7 @@ class Classifier:
             items = [(name, fill_background(image)[0] if np.ndim(image) == 3 else image, chans, px)
                      for name, image, chans, px in items]
         uploaded = items  # the domain check judges the images as uploaded
-        up = self._prepare_upload(items, kind, progress, forms)
+        up = self._prepare_upload(items, kind, progress, forms, filled=True)
         timings = up.timings
         events, t_model, t_expl = self._classify(up.prep, up.feats, up.sources, progress)
         field_warnings = up.warnings
@@ -282,8 +282,10 @@ class Classifier:
         return result
 
     def _prepare_upload(self, items: list[tuple[str, np.ndarray, list[str], float | None]], kind: str,
-                        progress: Progress | None, forms: Sequence[FileForm | None] | None = None) -> _Upload:
-        """Segmentation (fields), the tone curve (galleries), preprocessing and attributes."""
+                        progress: Progress | None, forms: Sequence[FileForm | None] | None = None,
+                        filled: bool = False) -> _Upload:
+        """Segmentation (fields), the tone curve (galleries), preprocessing and attributes; ``filled``:
+        the fields' constant fill was given background already (:meth:`_analyse`)."""
         timings: dict[str, float] = {}
         t = time.perf_counter()
         _report(progress, "segment")
@@ -292,7 +294,7 @@ class Classifier:
         field_warnings: list[str] = []  # implausible counts and scales: reported, never silently counted
         if kind == "field":  # camera defects, burned-in scale bars, constant fill and a mosaic's tile steps
             # out before the nuclei and markers are read, for segmentation and classification alike
-            items = [(name, tidy_field(remove_overlays(remove_hot_pixels(image))), chans, px)
+            items = [(name, tidy_field(remove_overlays(remove_hot_pixels(image)), filled=filled), chans, px)
                      for name, image, chans, px in items]
         segs = self._segment_fields(items) if kind == "field" else []
         # an upload of event thumbnails exported with another tone curve is re-mapped to the validated
